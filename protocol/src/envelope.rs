@@ -1,0 +1,222 @@
+//! The control-stream envelope and every message it can carry.
+//!
+//! A client sends [`ClientEnvelope`]s holding a [`Request`]; the server sends
+//! [`ServerEnvelope`]s holding either a [`Response`] (with the request's `cid`) or an
+//! [`Event`] it pushes on its own (with no `cid`). Enum variants are encoded by their
+//! position, so new variants are only ever appended.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    error::ErrorCode,
+    ids::{MatchId, SessionId, UserId},
+};
+
+/// What a client sends on the control stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientEnvelope {
+    /// Correlation id chosen by the client; the reply carries the same value. `None` for
+    /// fire-and-forget requests, which get no reply on success.
+    pub cid: Option<u32>,
+    /// The request.
+    pub body: Request,
+}
+
+/// What the server sends on the control stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerEnvelope {
+    /// The `cid` of the request this answers; `None` on pushed events.
+    pub cid: Option<u32>,
+    /// A response or an event.
+    pub body: ServerBody,
+}
+
+/// The two kinds of server message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerBody {
+    /// The answer to a request.
+    Response(Response),
+    /// Something that happened, pushed by the server.
+    Event(Event),
+}
+
+/// How a client proves who it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Credentials {
+    /// A device id: 10 to 128 bytes, no whitespace or control characters.
+    Device {
+        /// The device id.
+        id: String,
+    },
+    /// A custom id from the game's own account system: 6 to 128 bytes, no whitespace or
+    /// control characters.
+    Custom {
+        /// The custom id.
+        id: String,
+    },
+}
+
+/// A request from a client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// The first frame of every connection.
+    Authenticate {
+        /// The server key shared by the game's clients (Nakama's `defaultkey`).
+        server_key: String,
+        /// Who the user is.
+        credentials: Credentials,
+        /// The display name; derived from the user id when absent.
+        username: Option<String>,
+    },
+    /// Answered by [`Response::Pong`].
+    Ping,
+    /// Create a match; with a name, join it if it already exists.
+    MatchCreate {
+        /// Same name, same match (while it lives).
+        name: Option<String>,
+    },
+    /// Join a live match by id.
+    MatchJoin {
+        /// The match.
+        match_id: MatchId,
+    },
+    /// Leave a match; always acknowledged.
+    MatchLeave {
+        /// The match.
+        match_id: MatchId,
+    },
+    /// Reliable match data, relayed over the control stream.
+    MatchDataSend {
+        /// The match.
+        match_id: MatchId,
+        /// Application-defined message kind.
+        op_code: i64,
+        /// Opaque payload, at most [`crate::MAX_RELIABLE_PAYLOAD`] bytes.
+        data: Bytes,
+        /// Only these sessions receive it; `None` means every other member.
+        targets: Option<Vec<SessionId>>,
+    },
+}
+
+impl Request {
+    /// How many request kinds this version knows; indices at or above it are unknown.
+    pub const KINDS: u32 = 6;
+
+    /// A short name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Authenticate { .. } => "authenticate",
+            Self::Ping => "ping",
+            Self::MatchCreate { .. } => "match_create",
+            Self::MatchJoin { .. } => "match_join",
+            Self::MatchLeave { .. } => "match_leave",
+            Self::MatchDataSend { .. } => "match_data_send",
+        }
+    }
+}
+
+/// The server's answer to one request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// Authentication succeeded.
+    Session(SessionInfo),
+    /// The answer to [`Request::Ping`].
+    Pong,
+    /// The caller is in this match (reply to create and join).
+    Match(MatchInfo),
+    /// The request succeeded and has nothing to return.
+    Ack,
+    /// The request failed; nothing changed.
+    Error {
+        /// Stable numeric code.
+        code: ErrorCode,
+        /// Human-readable reason.
+        message: String,
+    },
+}
+
+/// The authenticated session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    /// Stable for the same credentials.
+    pub user_id: UserId,
+    /// New for every connection.
+    pub session_id: SessionId,
+    /// The display name.
+    pub username: String,
+    /// A signed token naming this user and session.
+    pub token: String,
+    /// When the token expires, in seconds since the Unix epoch.
+    pub token_expires_at: u64,
+}
+
+/// One session as other players see it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Presence {
+    /// The user.
+    pub user_id: UserId,
+    /// The session (membership is per session).
+    pub session_id: SessionId,
+    /// The display name.
+    pub username: String,
+}
+
+/// A presence inside a match, with the short slot number that identifies it in
+/// datagram headers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Member {
+    /// Unique within the match for its whole life; never reused.
+    pub slot: u32,
+    /// Who it is.
+    pub presence: Presence,
+}
+
+/// The state of a match as one member sees it on create or join.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MatchInfo {
+    /// The match.
+    pub match_id: MatchId,
+    /// The short number that names this match in datagrams.
+    pub handle: u32,
+    /// Number of members, including the caller.
+    pub size: u32,
+    /// Every member, including the caller, in join order.
+    pub presences: Vec<Member>,
+    /// The caller.
+    pub self_presence: Member,
+}
+
+/// Something the server pushes without being asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// A fire-and-forget request (or a datagram) failed.
+    Error {
+        /// Stable numeric code.
+        code: ErrorCode,
+        /// Human-readable reason.
+        message: String,
+    },
+    /// Members joined or left a match; never sent when nothing changed.
+    MatchPresence {
+        /// The match.
+        match_id: MatchId,
+        /// Who joined.
+        joins: Vec<Member>,
+        /// Who left.
+        leaves: Vec<Member>,
+    },
+    /// Reliable match data from another member.
+    MatchData {
+        /// The match.
+        match_id: MatchId,
+        /// The sender's slot in the match.
+        sender_slot: u32,
+        /// The match's processing order, shared by reliable and unreliable data.
+        seq: u64,
+        /// Application-defined message kind.
+        op_code: i64,
+        /// Opaque payload.
+        data: Bytes,
+    },
+}

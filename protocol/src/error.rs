@@ -1,0 +1,176 @@
+//! Error codes sent to clients, connection close codes, and the decode error.
+//!
+//! Numbers are stable: a client compares codes, never message strings. Codes 0 to 7 are
+//! Nakama's `Error.code` values with the same meaning; 100 and up are ours.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A stable numeric error code carried by `Error` replies and error events.
+///
+/// It is an open set: a client must accept codes it does not know (a newer server may
+/// send them) and treat them by their message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ErrorCode(pub u32);
+
+macro_rules! error_codes {
+    ($($(#[$doc:meta])* $name:ident = $value:literal,)*) => {
+        impl ErrorCode {
+            $($(#[$doc])* pub const $name: Self = Self($value);)*
+
+            /// Every code this version knows, in numeric order.
+            pub const ALL: &'static [Self] = &[$(Self::$name,)*];
+
+            /// The SCREAMING_SNAKE name of a known code, `None` for an unknown one.
+            pub fn name(self) -> Option<&'static str> {
+                match self.0 {
+                    $($value => Some(stringify!($name)),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    /// An unexpected failure inside the server; details are in the server log.
+    RUNTIME_EXCEPTION = 0,
+    /// The request kind is unknown to this server.
+    UNRECOGNIZED_PAYLOAD = 1,
+    /// The envelope carried no request.
+    MISSING_PAYLOAD = 2,
+    /// The request is malformed or a field is out of range; the message says which.
+    BAD_INPUT = 3,
+    /// No live match has this id or handle.
+    MATCH_NOT_FOUND = 4,
+    /// The match refused the join (for example, it is full).
+    MATCH_JOIN_REJECTED = 5,
+    /// No server function of that name is registered.
+    RUNTIME_FUNCTION_NOT_FOUND = 6,
+    /// A server function or hook returned an error.
+    RUNTIME_FUNCTION_EXCEPTION = 7,
+    /// A request other than `Authenticate` arrived before authentication, or a second
+    /// `Authenticate` arrived after it.
+    UNAUTHENTICATED = 100,
+    /// The sender is not a member of the match it addressed.
+    NOT_MATCH_MEMBER = 101,
+    /// A payload is larger than the limit for its path.
+    PAYLOAD_TOO_LARGE = 102,
+    /// A per-session or server-wide limit would be exceeded.
+    LIMIT_EXCEEDED = 103,
+    /// The sender is sending faster than its allowance.
+    RATE_LIMITED = 104,
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.name() {
+            Some(name) => f.write_str(name),
+            None => write!(f, "ERROR_{}", self.0),
+        }
+    }
+}
+
+/// Application close codes for the QUIC `CONNECTION_CLOSE` frame; the reason bytes are
+/// UTF-8 text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CloseCode(pub u32);
+
+macro_rules! close_codes {
+    ($($(#[$doc:meta])* $name:ident = $value:literal,)*) => {
+        impl CloseCode {
+            $($(#[$doc])* pub const $name: Self = Self($value);)*
+
+            /// The SCREAMING_SNAKE name of a known code, `None` for an unknown one.
+            pub fn name(self) -> Option<&'static str> {
+                match self.0 {
+                    $($value => Some(stringify!($name)),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+close_codes! {
+    /// A normal close by either side.
+    NORMAL = 0,
+    /// Wrong server key, or an invalid device or custom id.
+    AUTH_FAILED = 1,
+    /// No `Authenticate` frame arrived in time.
+    AUTH_TIMEOUT = 2,
+    /// The peer broke the framing (an oversized length prefix, a second stream, ...).
+    PROTOCOL_ERROR = 3,
+    /// The session's outbound queue overflowed: it reads too slowly.
+    SLOW_CONSUMER = 4,
+    /// The peer kept exceeding its rate limits.
+    RATE_LIMITED = 5,
+    /// The server is shutting down.
+    SERVER_SHUTDOWN = 6,
+    /// The server is at its connection limit.
+    SERVER_FULL = 7,
+}
+
+impl fmt::Display for CloseCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.name() {
+            Some(name) => f.write_str(name),
+            None => write!(f, "CLOSE_{}", self.0),
+        }
+    }
+}
+
+/// Why a frame or datagram could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The length prefix announces more than the frame limit.
+    #[error("frame of {len} bytes exceeds the limit of {max}")]
+    FrameTooLarge {
+        /// Announced length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The input ended inside a field.
+    #[error("truncated input")]
+    Truncated,
+    /// The message kind is not one this version knows.
+    #[error("unknown message kind {0}")]
+    UnknownKind(u32),
+    /// The datagram's version byte is not [`crate::PROTOCOL_VERSION`].
+    #[error("unsupported protocol version {0}")]
+    Version(u8),
+    /// Bytes were left over after the message.
+    #[error("{0} trailing bytes after the message")]
+    TrailingBytes(usize),
+    /// Any other malformed content.
+    #[error("malformed message: {0}")]
+    Malformed(String),
+}
+
+impl DecodeError {
+    /// The error code a server answers this decode failure with.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::UnknownKind(_) => ErrorCode::UNRECOGNIZED_PAYLOAD,
+            Self::FrameTooLarge { .. } => ErrorCode::PAYLOAD_TOO_LARGE,
+            _ => ErrorCode::BAD_INPUT,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_have_stable_numbers_and_names() {
+        assert_eq!(ErrorCode::MATCH_NOT_FOUND.0, 4);
+        assert_eq!(ErrorCode::BAD_INPUT.to_string(), "BAD_INPUT");
+        assert_eq!(ErrorCode(9999).to_string(), "ERROR_9999");
+        assert_eq!(CloseCode::SLOW_CONSUMER.to_string(), "SLOW_CONSUMER");
+        let mut seen = std::collections::HashSet::new();
+        assert!(ErrorCode::ALL.iter().all(|c| seen.insert(c.0)));
+    }
+}

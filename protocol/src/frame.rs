@@ -1,0 +1,373 @@
+//! Control-stream framing, and the only module that calls bincode.
+//!
+//! A frame is a 4-byte big-endian length followed by that many bytes of body; the body is
+//! one envelope encoded with bincode 2's `standard()` configuration (little-endian
+//! varints) under a byte limit of [`MAX_FRAME_LEN`]. The length is checked against the
+//! limit before any buffer is allocated, and decoding can never claim more memory than
+//! the frame holds, so hostile input costs at most one frame. Swapping the codec means
+//! changing this file alone.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::{
+    envelope::{ClientEnvelope, Request, ServerEnvelope},
+    error::DecodeError,
+    MAX_FRAME_LEN,
+};
+
+/// Bytes in the length prefix.
+pub const LEN_PREFIX: usize = 4;
+
+type Config = bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<MAX_FRAME_LEN>,
+>;
+
+const fn config() -> Config {
+    bincode::config::standard().with_limit::<MAX_FRAME_LEN>()
+}
+
+/// Why a message could not be encoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    /// The encoded body would exceed [`MAX_FRAME_LEN`].
+    #[error("message exceeds the frame limit of {MAX_FRAME_LEN} bytes")]
+    TooLarge,
+    /// The serializer failed.
+    #[error("encode failed: {0}")]
+    Other(String),
+}
+
+/// Encodes one message into a complete frame (length prefix included).
+pub fn encode<T: Serialize>(msg: &T) -> Result<Bytes, EncodeError> {
+    let mut buf = BytesMut::with_capacity(64);
+    buf.put_u32(0);
+    let mut writer = buf.writer();
+    bincode::serde::encode_into_std_write(msg, &mut writer, config())
+        .map_err(|e| EncodeError::Other(e.to_string()))?;
+    let mut buf = writer.into_inner();
+    let body_len = buf.len() - LEN_PREFIX;
+    if body_len > MAX_FRAME_LEN {
+        return Err(EncodeError::TooLarge);
+    }
+    // body_len <= MAX_FRAME_LEN, which fits in a u32.
+    buf[..LEN_PREFIX].copy_from_slice(&(body_len as u32).to_be_bytes());
+    Ok(buf.freeze())
+}
+
+/// Reads the body length from a frame's prefix, refusing anything over the limit.
+pub fn body_len(prefix: [u8; LEN_PREFIX]) -> Result<usize, DecodeError> {
+    let len = u32::from_be_bytes(prefix) as usize;
+    if len > MAX_FRAME_LEN {
+        return Err(DecodeError::FrameTooLarge {
+            len,
+            max: MAX_FRAME_LEN,
+        });
+    }
+    Ok(len)
+}
+
+fn decode_exact<T: DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
+    if body.len() > MAX_FRAME_LEN {
+        return Err(DecodeError::FrameTooLarge {
+            len: body.len(),
+            max: MAX_FRAME_LEN,
+        });
+    }
+    let (value, used) =
+        bincode::serde::decode_from_slice::<T, _>(body, config()).map_err(map_decode_error)?;
+    if used != body.len() {
+        return Err(DecodeError::TrailingBytes(body.len() - used));
+    }
+    Ok(value)
+}
+
+fn map_decode_error(e: bincode::error::DecodeError) -> DecodeError {
+    use bincode::error::DecodeError as E;
+    match e {
+        E::UnexpectedEnd { .. } => DecodeError::Truncated,
+        E::UnexpectedVariant { found, .. } => DecodeError::UnknownKind(found),
+        E::LimitExceeded => DecodeError::FrameTooLarge {
+            len: MAX_FRAME_LEN + 1,
+            max: MAX_FRAME_LEN,
+        },
+        other => DecodeError::Malformed(other.to_string()),
+    }
+}
+
+/// Decodes a client frame body.
+///
+/// On failure it still returns the envelope's `cid` when that much could be read, so
+/// the error reply can be correlated with the request.
+pub fn decode_client(body: &[u8]) -> Result<ClientEnvelope, (Option<u32>, DecodeError)> {
+    decode_exact(body).map_err(|e| {
+        let Ok((cid, used)) = bincode::serde::decode_from_slice::<Option<u32>, _>(body, config())
+        else {
+            return (None, e);
+        };
+        // serde reports an unknown variant as free text; read the index ourselves so an
+        // unknown request kind gets its own error code.
+        let mut rest = body.get(used..).unwrap_or_default();
+        match crate::datagram::get_varint(&mut rest) {
+            Ok(kind) if kind >= u64::from(Request::KINDS) => {
+                (cid, DecodeError::UnknownKind(u32::try_from(kind).unwrap_or(u32::MAX)))
+            }
+            _ => (cid, e),
+        }
+    })
+}
+
+/// Decodes a server frame body.
+pub fn decode_server(body: &[u8]) -> Result<ServerEnvelope, DecodeError> {
+    decode_exact(body)
+}
+
+/// Splits frames off the front of a byte buffer: the sans-IO half of the framing.
+///
+/// Returns the next complete frame body, `Ok(None)` when more bytes are needed, or an
+/// error when the length prefix is over the limit (the stream cannot be resynchronised
+/// after that, so the connection should be closed).
+pub fn split_frame(buf: &mut BytesMut) -> Result<Option<Bytes>, DecodeError> {
+    if buf.len() < LEN_PREFIX {
+        return Ok(None);
+    }
+    let mut prefix = [0u8; LEN_PREFIX];
+    prefix.copy_from_slice(&buf[..LEN_PREFIX]);
+    let len = body_len(prefix)?;
+    if buf.len() < LEN_PREFIX + len {
+        buf.reserve(LEN_PREFIX + len - buf.len());
+        return Ok(None);
+    }
+    let mut frame = buf.split_to(LEN_PREFIX + len);
+    let _ = frame.split_to(LEN_PREFIX);
+    Ok(Some(frame.freeze()))
+}
+
+/// A `tokio-util` codec over [`split_frame`], yielding frame bodies; encoding passes
+/// already-framed bytes (from [`encode`]) through.
+#[cfg(feature = "codec")]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FrameCodec;
+
+#[cfg(feature = "codec")]
+impl tokio_util::codec::Decoder for FrameCodec {
+    type Item = Bytes;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
+        split_frame(src).map_err(FrameError::Decode)
+    }
+}
+
+/// An I/O or framing failure on the control stream.
+#[cfg(feature = "codec")]
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The stream failed.
+    #[error("stream: {0}")]
+    Io(#[from] std::io::Error),
+    /// The framing is broken.
+    #[error(transparent)]
+    Decode(DecodeError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        envelope::{Credentials, Event, Request, Response, ServerBody},
+        ids::{MatchId, SessionId},
+        ErrorCode,
+    };
+    use proptest::prelude::*;
+
+    fn body_of(frame: &Bytes) -> &[u8] {
+        &frame[LEN_PREFIX..]
+    }
+
+    #[test]
+    fn client_envelope_round_trips() {
+        let env = ClientEnvelope {
+            cid: Some(7),
+            body: Request::MatchDataSend {
+                match_id: MatchId::new_random(),
+                op_code: -3,
+                data: Bytes::from_static(b"hello"),
+                targets: Some(vec![SessionId::new_random()]),
+            },
+        };
+        let frame = encode(&env).expect("encode");
+        let len = u32::from_be_bytes(frame[..4].try_into().expect("4 bytes")) as usize;
+        assert_eq!(len, frame.len() - LEN_PREFIX);
+        assert_eq!(decode_client(body_of(&frame)).expect("decode"), env);
+    }
+
+    #[test]
+    fn ping_has_pinned_bytes() {
+        let frame = encode(&ClientEnvelope {
+            cid: Some(1),
+            body: Request::Ping,
+        })
+        .expect("encode");
+        // length 3; Some; cid 1; variant 1 (Ping)
+        assert_eq!(&frame[..], &[0, 0, 0, 3, 1, 1, 1]);
+    }
+
+    #[test]
+    fn oversized_prefix_is_refused_before_allocating() {
+        let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0xff, 0][..]);
+        assert!(matches!(
+            split_frame(&mut buf),
+            Err(DecodeError::FrameTooLarge { .. })
+        ));
+        assert!(buf.capacity() < 1024);
+    }
+
+    #[test]
+    fn partial_frames_wait_for_more() {
+        let frame = encode(&ClientEnvelope {
+            cid: None,
+            body: Request::Ping,
+        })
+        .expect("encode");
+        let mut buf = BytesMut::from(&frame[..frame.len() - 1]);
+        assert_eq!(split_frame(&mut buf).expect("ok"), None);
+        buf.extend_from_slice(&frame[frame.len() - 1..]);
+        let body = split_frame(&mut buf).expect("ok").expect("frame");
+        assert_eq!(&body[..], body_of(&frame));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn unknown_request_kind_keeps_the_cid() {
+        // Some(9), variant 200
+        let (cid, err) = decode_client(&[1, 9, 200]).expect_err("unknown");
+        assert_eq!(cid, Some(9));
+        assert_eq!(err, DecodeError::UnknownKind(200));
+        assert_eq!(err.code(), ErrorCode::UNRECOGNIZED_PAYLOAD);
+    }
+
+    #[test]
+    fn huge_claimed_lengths_fail_cleanly() {
+        // Authenticate whose server_key claims u64::MAX bytes.
+        let mut body = vec![0u8, 0, 253];
+        body.extend_from_slice(&u64::MAX.to_le_bytes());
+        let (_, err) = decode_client(&body).expect_err("must fail");
+        assert!(
+            matches!(
+                err,
+                DecodeError::FrameTooLarge { .. } | DecodeError::Truncated | DecodeError::Malformed(_)
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn request_kinds_matches_the_enum() {
+        let last = MatchId::new_random();
+        let frame = encode(&ClientEnvelope {
+            cid: None,
+            body: Request::MatchDataSend {
+                match_id: last,
+                op_code: 0,
+                data: Bytes::new(),
+                targets: None,
+            },
+        })
+        .expect("encode");
+        // The last variant must be KINDS - 1.
+        assert_eq!(u32::from(frame[LEN_PREFIX + 1]), Request::KINDS - 1);
+    }
+
+    #[test]
+    fn trailing_bytes_are_rejected() {
+        let (_, err) = decode_client(&[0, 1, 0]).expect_err("trailing");
+        assert_eq!(err, DecodeError::TrailingBytes(1));
+    }
+
+    #[test]
+    fn server_envelope_round_trips() {
+        let env = ServerEnvelope {
+            cid: Some(3),
+            body: ServerBody::Response(Response::Error {
+                code: ErrorCode::MATCH_NOT_FOUND,
+                message: "match not found".into(),
+            }),
+        };
+        let frame = encode(&env).expect("encode");
+        assert_eq!(decode_server(body_of(&frame)).expect("decode"), env);
+        let ev = ServerEnvelope {
+            cid: None,
+            body: ServerBody::Event(Event::MatchData {
+                match_id: MatchId::new_random(),
+                sender_slot: 3,
+                seq: 1 << 40,
+                op_code: i64::MIN,
+                data: Bytes::from(vec![0u8; 1000]),
+            }),
+        };
+        let frame = encode(&ev).expect("encode");
+        assert_eq!(decode_server(body_of(&frame)).expect("decode"), ev);
+    }
+
+    #[test]
+    fn messages_over_the_limit_do_not_encode() {
+        let env = ClientEnvelope {
+            cid: None,
+            body: Request::Authenticate {
+                server_key: "k".repeat(MAX_FRAME_LEN),
+                credentials: Credentials::Device { id: "x".into() },
+                username: None,
+            },
+        };
+        assert_eq!(encode(&env), Err(EncodeError::TooLarge));
+    }
+
+    fn arb_request() -> impl Strategy<Value = Request> {
+        let id = any::<u128>().prop_map(|v| uuid::Uuid::from_u128(v));
+        prop_oneof![
+            (".{0,40}", ".{0,40}", proptest::option::of(".{0,20}")).prop_map(|(k, id, u)| {
+                Request::Authenticate {
+                    server_key: k,
+                    credentials: Credentials::Device { id },
+                    username: u,
+                }
+            }),
+            Just(Request::Ping),
+            proptest::option::of(".{0,30}").prop_map(|name| Request::MatchCreate { name }),
+            id.clone()
+                .prop_map(|u| Request::MatchJoin { match_id: MatchId(u) }),
+            (
+                id.clone(),
+                any::<i64>(),
+                proptest::collection::vec(any::<u8>(), 0..300),
+                proptest::option::of(proptest::collection::vec(id, 0..5))
+            )
+                .prop_map(|(m, op, data, t)| Request::MatchDataSend {
+                    match_id: MatchId(m),
+                    op_code: op,
+                    data: Bytes::from(data),
+                    targets: t.map(|v| v.into_iter().map(SessionId).collect()),
+                }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn any_request_round_trips(cid in proptest::option::of(any::<u32>()), body in arb_request()) {
+            let env = ClientEnvelope { cid, body };
+            let frame = encode(&env).expect("encode");
+            prop_assert_eq!(decode_client(body_of(&frame)).expect("decode"), env);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode_client(&bytes);
+            let _ = decode_server(&bytes);
+            let mut buf = BytesMut::from(&bytes[..]);
+            while let Ok(Some(_)) = split_frame(&mut buf) {}
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! The quicmatch wire protocol: everything that crosses the network, and nothing that runs.
+//!
+//! Both the server and the client SDK import their wire types from here, so the two can
+//! never disagree about a byte. The crate has no async runtime and no I/O; the optional
+//! `codec` feature adds a `tokio-util` codec for the control-stream framing.
+//!
+//! # Layout
+//! - [`ids`]: newtype identifiers (`UserId`, `SessionId`, `MatchId`, ...).
+//! - [`envelope`]: the control-stream envelope and the `Request`, `Response` and `Event`
+//!   enums.
+//! - [`error`]: stable numeric error codes, connection close codes, decode errors.
+//! - [`frame`]: control-stream framing and the one place that calls bincode.
+//! - [`datagram`]: hand-written headers of the unreliable match-data datagrams.
+//!
+//! `PROTOCOL.md` at the repository root describes all of it byte by byte.
+#![warn(missing_docs)]
+
+pub mod datagram;
+pub mod envelope;
+pub mod error;
+pub mod frame;
+pub mod ids;
+
+pub use envelope::{
+    ClientEnvelope, Credentials, Event, MatchInfo, Member, Presence, Request, Response,
+    ServerBody, ServerEnvelope, SessionInfo,
+};
+pub use error::{CloseCode, DecodeError, ErrorCode};
+pub use ids::{MatchId, PartyId, SessionId, TicketId, UserId};
+
+/// The ALPN protocol name both ends must offer; a peer without it fails the handshake.
+pub const ALPN: &[u8] = b"quicmatch/1";
+
+/// Version byte at the start of every datagram.
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// Largest control-stream frame body in bytes (the 4-byte length prefix excluded).
+/// Checked against the length prefix before any buffer is allocated.
+pub const MAX_FRAME_LEN: usize = 64 * 1024;
+
+/// Largest match-data payload carried by one unreliable datagram. Leaves room for the
+/// largest header inside a QUIC datagram on a path with the minimum 1200-byte MTU.
+pub const MAX_DATAGRAM_PAYLOAD: usize = 1024;
+
+/// Largest match-data payload sent reliably over the control stream.
+pub const MAX_RELIABLE_PAYLOAD: usize = 32 * 1024;
+
+/// Largest number of recipients one match-data message may name.
+pub const MAX_TARGETS: usize = 64;
+
+/// Largest match name, in bytes.
+pub const MAX_MATCH_NAME_LEN: usize = 128;
+
+/// Largest username, in bytes.
+pub const MAX_USERNAME_LEN: usize = 128;
+
+/// Device ids are 10 to 128 bytes, as in Nakama.
+pub const DEVICE_ID_LEN: std::ops::RangeInclusive<usize> = 10..=128;
+
+/// Custom ids are 6 to 128 bytes, as in Nakama.
+pub const CUSTOM_ID_LEN: std::ops::RangeInclusive<usize> = 6..=128;
+
+/// Largest server key, in bytes.
+pub const MAX_SERVER_KEY_LEN: usize = 128;
+
+/// Largest session token, in bytes.
+pub const MAX_TOKEN_LEN: usize = 1024;
+
+/// Largest error or close message the server sends, in bytes.
+pub const MAX_MESSAGE_LEN: usize = 1024;

@@ -1,1 +1,145 @@
-//! placeholder
+//! quicmatch: a realtime multiplayer and matchmaking server for games, over QUIC.
+//!
+//! Build a [`Server`] from a [`Config`], [`bind`](ServerBuilder::bind) it, then
+//! [`serve`](Server::serve) until a shutdown future completes:
+//!
+//! ```no_run
+//! # async fn run() -> anyhow::Result<()> {
+//! let server = quicmatch::Server::builder(quicmatch::Config::default()).bind()?;
+//! println!("listening on {}", server.local_addr());
+//! server.serve(async { let _ = tokio::signal::ctrl_c().await; }).await;
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//! - [`config`]: the one configuration struct, its defaults and validation.
+//! - [`tls`]: certificates (loaded or generated into `certs/`) and the TLS setup.
+//! - [`auth`]: credential rules, stable user ids, signed session tokens.
+//! - `server`: the endpoint, its transport tuning and the accept loop.
+//! - [`session`]: one task per connection.
+//! - [`handlers`]: request dispatch, one file per feature area.
+//! - [`matches`]: the match table and the relay fan-out.
+
+pub mod auth;
+pub mod config;
+pub mod handlers;
+pub mod matches;
+mod server;
+pub mod session;
+pub mod tls;
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{atomic::AtomicUsize, Arc},
+};
+
+pub use config::Config;
+pub use matches::MatchCounts;
+use rustls::pki_types::CertificateDer;
+pub use server::ServerError;
+
+/// State every session task shares.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) matches: matches::MatchTable,
+    pub(crate) secret: auth::Secret,
+    /// Live connections (authenticated or not), for the connection limit and stats.
+    pub(crate) connections: AtomicUsize,
+}
+
+/// Configures a [`Server`] before it binds.
+pub struct ServerBuilder {
+    config: Config,
+    tls: Option<tls::TlsMaterial>,
+    secret: Option<Vec<u8>>,
+}
+
+impl ServerBuilder {
+    /// Uses this certificate instead of the configured or generated one.
+    pub fn certificate(mut self, material: tls::TlsMaterial) -> Self {
+        self.tls = Some(material);
+        self
+    }
+
+    /// Uses this token-signing secret (at least 32 bytes) instead of the configured or
+    /// stored one.
+    pub fn secret(mut self, secret: impl Into<Vec<u8>>) -> Self {
+        self.secret = Some(secret.into());
+        self
+    }
+
+    /// Validates the configuration, loads or generates the certificate and secret, and
+    /// binds the UDP socket.
+    pub fn bind(self) -> Result<Server, ServerError> {
+        server::bind(self.config, self.tls, self.secret)
+    }
+}
+
+/// A bound server, ready to [`serve`](Self::serve).
+pub struct Server {
+    endpoint: quinn::Endpoint,
+    shared: Arc<Shared>,
+    cert: CertificateDer<'static>,
+}
+
+impl Server {
+    /// Starts configuring a server.
+    pub fn builder(config: Config) -> ServerBuilder {
+        ServerBuilder {
+            config,
+            tls: None,
+            secret: None,
+        }
+    }
+
+    /// The bound address (with the real port when the config asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.endpoint
+            .local_addr()
+            .unwrap_or_else(|_| self.shared.config.listen)
+    }
+
+    /// The leaf certificate the server presents.
+    pub fn cert_der(&self) -> &CertificateDer<'static> {
+        &self.cert
+    }
+
+    /// SHA-256 of the leaf certificate, lowercase hex: what clients pin.
+    pub fn fingerprint(&self) -> String {
+        tls::fingerprint(&self.cert)
+    }
+
+    /// A handle to read live counts while the server runs.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Serves until `shutdown` completes, then closes every connection with
+    /// `SERVER_SHUTDOWN` and waits (bounded) for sessions to finish.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+        server::serve(self.endpoint, self.shared, shutdown).await;
+    }
+}
+
+/// Live counts of a running server.
+#[derive(Clone)]
+pub struct Stats {
+    shared: Arc<Shared>,
+}
+
+impl Stats {
+    /// Open connections.
+    pub fn connections(&self) -> usize {
+        self.shared
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Live matches and memberships.
+    pub fn matches(&self) -> MatchCounts {
+        self.shared.matches.counts()
+    }
+}

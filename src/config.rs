@@ -1,0 +1,205 @@
+//! Server configuration: one serde struct with documented defaults, and its validation.
+//!
+//! Precedence is defaults, then the TOML file (`--config`), then `QUICMATCH_*`
+//! environment variables and command-line flags (which `main.rs` applies on top).
+//! Every limit the server enforces is a field here or a constant in the protocol crate.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+/// Everything the server can be told.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// UDP address to listen on. Default `0.0.0.0:7350` (every interface, for LAN play).
+    pub listen: SocketAddr,
+    /// PEM certificate chain. With `key`, replaces the generated development certificate.
+    pub cert: Option<PathBuf>,
+    /// PEM private key for `cert`.
+    pub key: Option<PathBuf>,
+    /// Where the development certificate and the token-signing secret are kept.
+    /// Default `certs`.
+    pub certs_dir: PathBuf,
+    /// The key every client must present when it authenticates. Default `defaultkey`,
+    /// as in Nakama; change it for anything public.
+    pub server_key: String,
+    /// Sessions and connections.
+    pub session: SessionConfig,
+    /// Relayed matches.
+    pub matches: MatchConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 7350)),
+            cert: None,
+            key: None,
+            certs_dir: PathBuf::from("certs"),
+            server_key: "defaultkey".into(),
+            session: SessionConfig::default(),
+            matches: MatchConfig::default(),
+        }
+    }
+}
+
+/// `[session]`: connections and their sessions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionConfig {
+    /// How long a new connection has to open its control stream and authenticate.
+    /// Default `5s`.
+    #[serde(with = "humantime_serde")]
+    pub auth_timeout: Duration,
+    /// A connection with no traffic for this long is closed (clients keep it alive).
+    /// Default `15s`.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Lifetime of the session token returned on authentication. Default `1h`.
+    #[serde(with = "humantime_serde")]
+    pub token_expiry: Duration,
+    /// Frames queued for one session (events and relayed reliable data). When it is
+    /// full the session reads too slowly and is closed with `SLOW_CONSUMER`.
+    /// Default `1024`.
+    pub outbound_queue: usize,
+    /// Hex-encoded secret (at least 32 bytes) that signs tokens. When absent it is read
+    /// from, or generated into, `certs_dir/session.secret`.
+    pub encryption_key: Option<String>,
+    /// Most simultaneous connections; more are refused. Default `10000`.
+    pub max_connections: usize,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            auth_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(15),
+            token_expiry: Duration::from_secs(3600),
+            outbound_queue: 1024,
+            encryption_key: None,
+            max_connections: 10_000,
+        }
+    }
+}
+
+/// `[matches]`: relayed matches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MatchConfig {
+    /// Most members in one match; a join beyond it gets `MATCH_JOIN_REJECTED`.
+    /// Default `64`.
+    pub max_size: usize,
+    /// Most matches one session may be in at once; beyond it `LIMIT_EXCEEDED`.
+    /// Default `16`.
+    pub max_per_session: usize,
+    /// Most live matches on the server; beyond it `LIMIT_EXCEEDED`. Default `100000`.
+    pub max_matches: usize,
+}
+
+impl Default for MatchConfig {
+    fn default() -> Self {
+        Self {
+            max_size: 64,
+            max_per_session: 16,
+            max_matches: 100_000,
+        }
+    }
+}
+
+/// A configuration value that cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A field is out of range.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+    /// The TOML file could not be read or parsed.
+    #[error("config file {path}: {reason}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Reads a TOML file; absent fields keep their defaults.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.into(),
+            reason: e.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::File {
+            path: path.into(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Checks every field, so a bad value fails at start instead of at first use.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.into()));
+        if self.cert.is_some() != self.key.is_some() {
+            return bad("cert and key must be given together");
+        }
+        if self.server_key.is_empty()
+            || self.server_key.len() > quicmatch_protocol::MAX_SERVER_KEY_LEN
+        {
+            return bad("server_key must be 1 to 128 bytes");
+        }
+        let s = &self.session;
+        if s.auth_timeout.is_zero() || s.idle_timeout < Duration::from_secs(1) {
+            return bad("session.auth_timeout must be > 0 and session.idle_timeout >= 1s");
+        }
+        if s.token_expiry < Duration::from_secs(1) {
+            return bad("session.token_expiry must be at least 1s");
+        }
+        if s.outbound_queue == 0 || s.max_connections == 0 {
+            return bad("session.outbound_queue and session.max_connections must be > 0");
+        }
+        if let Some(key) = &s.encryption_key {
+            match crate::auth::decode_hex(key) {
+                Some(bytes) if bytes.len() >= 32 => {}
+                _ => return bad("session.encryption_key must be at least 32 hex-encoded bytes"),
+            }
+        }
+        let m = &self.matches;
+        if m.max_size < 2 || m.max_per_session == 0 || m.max_matches == 0 {
+            return bad("matches.max_size must be >= 2, max_per_session and max_matches > 0");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_toml_overrides_them() {
+        Config::default().validate().expect("defaults");
+        let c: Config = toml::from_str(
+            "listen = \"127.0.0.1:9000\"\n[session]\nidle_timeout = \"30s\"\n[matches]\nmax_size = 8\n",
+        )
+        .expect("parse");
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.session.idle_timeout, Duration::from_secs(30));
+        assert_eq!(c.session.auth_timeout, Duration::from_secs(5));
+        assert_eq!(c.matches.max_size, 8);
+        c.validate().expect("valid");
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_values_are_rejected() {
+        assert!(toml::from_str::<Config>("lisen = \"x\"").is_err());
+        let mut c = Config::default();
+        c.matches.max_size = 1;
+        assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.cert = Some("a.pem".into());
+        assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.session.encryption_key = Some("abcd".into());
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,99 @@
+//! The `quicmatch` binary: parse flags and config, set up logging, bind, serve until
+//! Ctrl-C (a second Ctrl-C exits at once).
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use quicmatch::{Config, Server};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "quicmatch", version, about = "Realtime multiplayer and matchmaking server over QUIC")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// TOML config file; flags and QUICMATCH_* variables override it.
+    #[arg(long, env = "QUICMATCH_CONFIG")]
+    config: Option<PathBuf>,
+    /// UDP address to listen on [default: 0.0.0.0:7350].
+    #[arg(long, env = "QUICMATCH_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// PEM certificate chain (with --key) instead of the generated development one.
+    #[arg(long, env = "QUICMATCH_CERT", requires = "key")]
+    cert: Option<PathBuf>,
+    /// PEM private key for --cert.
+    #[arg(long, env = "QUICMATCH_KEY", requires = "cert")]
+    key: Option<PathBuf>,
+    /// Directory for the generated certificate and secret [default: certs].
+    #[arg(long, env = "QUICMATCH_CERTS_DIR")]
+    certs_dir: Option<PathBuf>,
+    /// The key clients must present [default: defaultkey].
+    #[arg(long, env = "QUICMATCH_SERVER_KEY")]
+    server_key: Option<String>,
+}
+
+impl ServeArgs {
+    fn config(&self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(v) = self.listen {
+            config.listen = v;
+        }
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            config.cert = Some(cert.clone());
+            config.key = Some(key.clone());
+        }
+        if let Some(v) = &self.certs_dir {
+            config.certs_dir = v.clone();
+        }
+        if let Some(v) = &self.server_key {
+            config.server_key = v.clone();
+        }
+        Ok(config)
+    }
+}
+
+async fn shutdown_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("Ctrl-C: shutting down (press again to exit at once)");
+    tokio::spawn(async {
+        let _ = tokio::signal::ctrl_c().await;
+        std::process::exit(130);
+    });
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,quinn=warn")),
+        )
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            let config = args.config()?;
+            let server = Server::builder(config).bind().context("starting the server")?;
+            tracing::info!(
+                addr = %server.local_addr(),
+                fingerprint = %server.fingerprint(),
+                "quicmatch ready; LAN clients can pin this certificate with --pin <fingerprint>"
+            );
+            server.serve(shutdown_signal()).await;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,372 @@
+//! The in-memory match table and the relay fan-out.
+//!
+//! A relayed match is its member list: it is born with its first member and ends with
+//! its last, and a random match id is never reused. Each member has a slot number that
+//! names it in datagram headers; each match has a handle that names it in datagrams and
+//! a sequence counter that numbers its data in processing order.
+//!
+//! Events and reliable data are pushed into members' outbound queues while the table lock
+//! is held, so every recipient sees presence changes and data in the same order the
+//! table applied them. Unreliable datagrams are sent after the lock is released, to a
+//! recipient list collected under it.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use bytes::Bytes;
+use quicmatch_protocol::{
+    datagram::{ClientDatagram, RelayHeader},
+    envelope::{Event, MatchInfo, Member, ServerBody, ServerEnvelope},
+    frame, ErrorCode, MatchId, SessionId, MAX_MATCH_NAME_LEN, MAX_RELIABLE_PAYLOAD, MAX_TARGETS,
+};
+use uuid::Uuid;
+
+use crate::{config::MatchConfig, handlers::ApiError, session::SessionHandle};
+
+/// Namespace of ids of named matches: the same name gives the same id.
+const NAMED_MATCH_NAMESPACE: Uuid = Uuid::from_u128(0x3b7c_91d2_58e4_4c0a_a1f6_d0e9_8c2b_7f44);
+
+/// The id a named match has.
+pub fn named_match_id(name: &str) -> MatchId {
+    MatchId(Uuid::new_v5(&NAMED_MATCH_NAMESPACE, name.as_bytes()))
+}
+
+/// Cheap-clone handle to the table of live matches.
+#[derive(Clone)]
+pub struct MatchTable {
+    /// One lock over the whole table. Held only for map operations and non-blocking
+    /// queue pushes, never across an `.await`, so a std mutex is right here.
+    inner: Arc<Mutex<State>>,
+    limits: MatchConfig,
+}
+
+#[derive(Default)]
+struct State {
+    matches: HashMap<MatchId, Match>,
+    handles: HashMap<u32, MatchId>,
+    /// Never reused during the server's life, so a stale handle cannot reach a newer
+    /// match.
+    next_handle: u32,
+}
+
+struct Match {
+    id: MatchId,
+    handle: u32,
+    /// In join order; small, so scans are cheaper than a second map.
+    members: Vec<Entry>,
+    next_slot: u32,
+    seq: u64,
+}
+
+struct Entry {
+    member: Member,
+    session: SessionHandle,
+}
+
+impl Match {
+    fn info(&self, me: &Member) -> MatchInfo {
+        MatchInfo {
+            match_id: self.id,
+            handle: self.handle,
+            size: self.members.len() as u32,
+            presences: self.members.iter().map(|e| e.member.clone()).collect(),
+            self_presence: me.clone(),
+        }
+    }
+
+    fn find(&self, session: SessionId) -> Option<&Entry> {
+        self.members
+            .iter()
+            .find(|e| e.member.presence.session_id == session)
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    /// Pushes one encoded frame to every member except `except`.
+    fn broadcast_frame(&self, frame: &Bytes, except: SessionId) {
+        for e in &self.members {
+            if e.member.presence.session_id != except {
+                e.session.push_frame(frame.clone());
+            }
+        }
+    }
+}
+
+fn presence_frame(match_id: MatchId, joins: Vec<Member>, leaves: Vec<Member>) -> Option<Bytes> {
+    frame::encode(&ServerEnvelope {
+        cid: None,
+        body: ServerBody::Event(Event::MatchPresence {
+            match_id,
+            joins,
+            leaves,
+        }),
+    })
+    .ok()
+}
+
+/// Live counts, for stats and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MatchCounts {
+    /// Live matches.
+    pub matches: usize,
+    /// Memberships across all matches.
+    pub presences: usize,
+}
+
+impl MatchTable {
+    /// An empty table with these limits.
+    pub fn new(limits: MatchConfig) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(State::default())),
+            limits,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the maps half-updated in a way
+        // that matters more than stopping the server would, so keep serving.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Creates a match; with a name, joins the live match of that name or creates it.
+    pub fn create(
+        &self,
+        name: Option<&str>,
+        session: &SessionHandle,
+    ) -> Result<MatchInfo, ApiError> {
+        let id = match name {
+            Some(name) => {
+                if name.is_empty() || name.len() > MAX_MATCH_NAME_LEN {
+                    return Err(ApiError::new(
+                        ErrorCode::BAD_INPUT,
+                        format!("match name must be 1 to {MAX_MATCH_NAME_LEN} bytes"),
+                    ));
+                }
+                named_match_id(name)
+            }
+            None => MatchId::new_random(),
+        };
+        let mut state = self.lock();
+        if state.matches.contains_key(&id) {
+            return join_locked(&mut state, &self.limits, id, session);
+        }
+        if state.matches.len() >= self.limits.max_matches {
+            return Err(ApiError::new(
+                ErrorCode::LIMIT_EXCEEDED,
+                "the server is at its match limit",
+            ));
+        }
+        state.next_handle = state.next_handle.wrapping_add(1);
+        let handle = state.next_handle;
+        let member = Member {
+            slot: 1,
+            presence: session.presence.clone(),
+        };
+        let m = Match {
+            id,
+            handle,
+            members: vec![Entry {
+                member: member.clone(),
+                session: session.clone(),
+            }],
+            next_slot: 2,
+            seq: 0,
+        };
+        let info = m.info(&member);
+        state.handles.insert(handle, id);
+        state.matches.insert(id, m);
+        Ok(info)
+    }
+
+    /// Joins a live match. Joining again is a success with no events.
+    pub fn join(&self, id: MatchId, session: &SessionHandle) -> Result<MatchInfo, ApiError> {
+        join_locked(&mut self.lock(), &self.limits, id, session)
+    }
+
+    /// Leaves a match; the others get a leave event, and the last one out ends it.
+    /// Returns whether the session was a member.
+    pub fn leave(&self, id: MatchId, session: SessionId) -> bool {
+        let mut state = self.lock();
+        let Some(m) = state.matches.get_mut(&id) else {
+            return false;
+        };
+        let Some(pos) = m
+            .members
+            .iter()
+            .position(|e| e.member.presence.session_id == session)
+        else {
+            return false;
+        };
+        let gone = m.members.remove(pos);
+        if m.members.is_empty() {
+            let handle = m.handle;
+            state.matches.remove(&id);
+            state.handles.remove(&handle);
+        } else if let Some(frame) = presence_frame(id, Vec::new(), vec![gone.member]) {
+            m.broadcast_frame(&frame, session);
+        }
+        true
+    }
+
+    /// Relays reliable data over the members' control streams.
+    pub fn send_reliable(
+        &self,
+        id: MatchId,
+        sender: SessionId,
+        op_code: i64,
+        data: Bytes,
+        targets: Option<&[SessionId]>,
+    ) -> Result<(), ApiError> {
+        if data.len() > MAX_RELIABLE_PAYLOAD {
+            return Err(ApiError::new(
+                ErrorCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "reliable payload of {} bytes exceeds {MAX_RELIABLE_PAYLOAD}",
+                    data.len()
+                ),
+            ));
+        }
+        if targets.is_some_and(|t| t.len() > MAX_TARGETS) {
+            return Err(ApiError::new(
+                ErrorCode::BAD_INPUT,
+                format!("at most {MAX_TARGETS} targets"),
+            ));
+        }
+        let mut state = self.lock();
+        let m = member_match(&mut state, id, sender)?;
+        let sender_slot = m.find(sender).map(|e| e.member.slot).unwrap_or_default();
+        let seq = m.next_seq();
+        let frame = frame::encode(&ServerEnvelope {
+            cid: None,
+            body: ServerBody::Event(Event::MatchData {
+                match_id: id,
+                sender_slot,
+                seq,
+                op_code,
+                data,
+            }),
+        })
+        .map_err(|e| ApiError::new(ErrorCode::PAYLOAD_TOO_LARGE, e.to_string()))?;
+        match targets {
+            None => m.broadcast_frame(&frame, sender),
+            Some(targets) => {
+                for e in &m.members {
+                    if targets.contains(&e.member.presence.session_id) {
+                        e.session.push_frame(frame.clone());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Relays one datagram: the header is rewritten once and the same buffer goes to
+    /// every recipient.
+    pub fn send_unreliable(&self, sender: SessionId, dgram: ClientDatagram) -> Result<(), ApiError> {
+        let mut recipients: Vec<SessionHandle> = Vec::new();
+        let out = {
+            let mut state = self.lock();
+            let Some(id) = state.handles.get(&dgram.handle).copied() else {
+                return Err(ApiError::new(
+                    ErrorCode::MATCH_NOT_FOUND,
+                    format!("no live match has handle {}", dgram.handle),
+                ));
+            };
+            let m = member_match(&mut state, id, sender)?;
+            let sender_slot = m.find(sender).map(|e| e.member.slot).unwrap_or_default();
+            let seq = m.next_seq();
+            recipients.reserve(m.members.len());
+            for e in &m.members {
+                let wanted = match &dgram.targets {
+                    None => e.member.presence.session_id != sender,
+                    Some(slots) => slots.contains(&e.member.slot),
+                };
+                if wanted {
+                    recipients.push(e.session.clone());
+                }
+            }
+            RelayHeader {
+                handle: dgram.handle,
+                sender_slot,
+                seq,
+                op_code: dgram.op_code,
+            }
+            .encode(&dgram.payload)
+        };
+        let mut too_large = false;
+        for r in &recipients {
+            too_large |= !r.send_datagram(out.clone());
+        }
+        if too_large {
+            return Err(ApiError::new(
+                ErrorCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "datagram of {} bytes does not fit a recipient's path",
+                    out.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Live counts.
+    pub fn counts(&self) -> MatchCounts {
+        let state = self.lock();
+        MatchCounts {
+            matches: state.matches.len(),
+            presences: state.matches.values().map(|m| m.members.len()).sum(),
+        }
+    }
+}
+
+fn join_locked(
+    state: &mut State,
+    limits: &MatchConfig,
+    id: MatchId,
+    session: &SessionHandle,
+) -> Result<MatchInfo, ApiError> {
+    let Some(m) = state.matches.get_mut(&id) else {
+        return Err(ApiError::new(ErrorCode::MATCH_NOT_FOUND, "match not found"));
+        };
+        if let Some(e) = m.find(session.presence.session_id) {
+            let me = e.member.clone();
+            return Ok(m.info(&me));
+        }
+        if m.members.len() >= limits.max_size {
+            return Err(ApiError::new(
+                ErrorCode::MATCH_JOIN_REJECTED,
+                format!("match is full ({} members)", limits.max_size),
+            ));
+        }
+        let member = Member {
+            slot: m.next_slot,
+            presence: session.presence.clone(),
+        };
+        m.next_slot += 1;
+        if let Some(frame) = presence_frame(id, vec![member.clone()], Vec::new()) {
+            m.broadcast_frame(&frame, session.presence.session_id);
+        }
+        m.members.push(Entry {
+            member: member.clone(),
+            session: session.clone(),
+        });
+        Ok(m.info(&member))
+}
+
+fn member_match(state: &mut State, id: MatchId, sender: SessionId) -> Result<&mut Match, ApiError> {
+    let Some(m) = state.matches.get_mut(&id) else {
+        return Err(ApiError::new(ErrorCode::MATCH_NOT_FOUND, "match not found"));
+    };
+    if m.find(sender).is_none() {
+        return Err(ApiError::new(
+            ErrorCode::NOT_MATCH_MEMBER,
+            "not a member of this match",
+        ));
+    }
+    Ok(m)
+}

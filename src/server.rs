@@ -1,0 +1,172 @@
+//! The QUIC endpoint: transport tuning for small game traffic, the accept loop with its
+//! connection limit, and graceful shutdown.
+
+use std::{
+    future::Future,
+    sync::{atomic::Ordering, Arc},
+    time::Duration,
+};
+
+use quicmatch_protocol::CloseCode;
+use quinn::{crypto::rustls::QuicServerConfig, IdleTimeout, TransportConfig, VarInt};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{debug, info, warn};
+
+use crate::{auth, config::Config, matches::MatchTable, session, tls, Server, Shared};
+
+/// How long shutdown waits for sessions to finish before dropping them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// Datagrams quinn may queue for one peer; old ones are dropped first, so this bounds
+/// how stale relayed state can get (a few ticks of a busy match).
+const DATAGRAM_SEND_BUFFER: usize = 32 * 1024;
+/// Datagrams received but not yet read by the session task.
+const DATAGRAM_RECEIVE_BUFFER: usize = 128 * 1024;
+/// Per-stream and per-connection flow-control windows: control frames are small, but one
+/// full frame must always fit.
+const STREAM_WINDOW: u32 = 2 * quicmatch_protocol::MAX_FRAME_LEN as u32;
+const CONNECTION_WINDOW: u32 = 4 * quicmatch_protocol::MAX_FRAME_LEN as u32;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The certificate or secret could not be loaded or generated.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// The socket could not be bound.
+    #[error("bind {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The failure.
+        source: std::io::Error,
+    },
+}
+
+/// The transport settings for game sessions (see `quic-notes` in the design docs).
+pub(crate) fn transport(config: &Config) -> TransportConfig {
+    let mut t = TransportConfig::default();
+    // The idle timeout is at most 2^62 ms; a config value beyond that is clamped.
+    let idle = IdleTimeout::try_from(config.session.idle_timeout)
+        .unwrap_or_else(|_| IdleTimeout::from(VarInt::MAX));
+    t.max_idle_timeout(Some(idle))
+        .max_concurrent_bidi_streams(VarInt::from_u32(1))
+        .max_concurrent_uni_streams(VarInt::from_u32(0))
+        .stream_receive_window(VarInt::from_u32(STREAM_WINDOW))
+        .receive_window(VarInt::from_u32(CONNECTION_WINDOW))
+        .send_window(u64::from(CONNECTION_WINDOW))
+        .datagram_receive_buffer_size(Some(DATAGRAM_RECEIVE_BUFFER))
+        .datagram_send_buffer_size(DATAGRAM_SEND_BUFFER);
+    t
+}
+
+pub(crate) fn bind(
+    config: Config,
+    tls_override: Option<tls::TlsMaterial>,
+    secret_override: Option<Vec<u8>>,
+) -> Result<Server, ServerError> {
+    config.validate()?;
+    let material = match (tls_override, &config.cert, &config.key) {
+        (Some(m), _, _) => m,
+        (None, Some(cert), Some(key)) => tls::load_pem(cert, key)?,
+        _ => {
+            let (m, generated) = tls::load_or_generate(&config.certs_dir)?;
+            if generated {
+                info!(dir = %config.certs_dir.display(), names = ?tls::dev_names(), "generated a development certificate");
+            }
+            m
+        }
+    };
+    let secret = match (secret_override, &config.session.encryption_key) {
+        (Some(s), _) => s,
+        (None, Some(hex)) => auth::decode_hex(hex).unwrap_or_default(),
+        (None, None) => tls::load_or_create_secret(&config.certs_dir)?,
+    };
+    if secret.len() < 32 {
+        return Err(ServerError::Config(crate::config::ConfigError::Invalid(
+            "the token-signing secret must be at least 32 bytes".into(),
+        )));
+    }
+    let crypto = tls::server_crypto(&material)?;
+    let quic = QuicServerConfig::try_from(crypto)
+        .map_err(|e| ServerError::Tls(tls::TlsError::Setup(e.to_string())))?;
+    let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    server_config.transport_config(Arc::new(transport(&config)));
+    let endpoint =
+        quinn::Endpoint::server(server_config, config.listen).map_err(|source| {
+            ServerError::Bind {
+                addr: config.listen,
+                source,
+            }
+        })?;
+    let cert = material.chain[0].clone();
+    let shared = Arc::new(Shared {
+        matches: MatchTable::new(config.matches.clone()),
+        secret: auth::Secret::from_bytes(&secret),
+        connections: Default::default(),
+        config,
+    });
+    Ok(Server {
+        endpoint,
+        shared,
+        cert,
+    })
+}
+
+/// Decrements the live-connection count however a connection task ends.
+struct ConnectionGuard(Arc<Shared>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub(crate) async fn serve(
+    endpoint: quinn::Endpoint,
+    shared: Arc<Shared>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    info!(addr = ?endpoint.local_addr().ok(), "serving");
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            incoming = endpoint.accept() => {
+                let Some(incoming) = incoming else { break };
+                let live = shared.connections.load(Ordering::Relaxed);
+                if live >= shared.config.session.max_connections {
+                    warn!(live, "connection limit reached; refusing");
+                    incoming.refuse();
+                    continue;
+                }
+                shared.connections.fetch_add(1, Ordering::Relaxed);
+                let guard = ConnectionGuard(shared.clone());
+                let shared = shared.clone();
+                let cancel = cancel.clone();
+                tracker.spawn(async move {
+                    let _guard = guard;
+                    match incoming.await {
+                        Ok(conn) => session::run(shared, conn, cancel).await,
+                        Err(e) => debug!(error = %e, "handshake failed"),
+                    }
+                });
+            }
+        }
+    }
+    info!("shutting down");
+    cancel.cancel();
+    tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
+        warn!("sessions still running after the grace period");
+    }
+    endpoint.close(
+        VarInt::from_u32(CloseCode::SERVER_SHUTDOWN.0),
+        b"server shutting down",
+    );
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, endpoint.wait_idle()).await;
+}

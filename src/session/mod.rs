@@ -1,0 +1,259 @@
+//! One task per connection: authenticate first, then serve control frames, datagrams and
+//! the outbound queue until the connection ends, then leave everything in one place.
+//!
+//! The task owns its session state, so none of it needs a lock. It is the only writer of
+//! its control stream: a reply is written before the task looks at its outbound queue
+//! again, so a client always reads its `Match` reply before any event of that match.
+
+use std::{collections::HashSet, sync::Arc};
+
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use quicmatch_protocol::{
+    datagram::ClientDatagram,
+    envelope::{Response, ServerBody, ServerEnvelope, SessionInfo},
+    frame::{self, FrameCodec, FrameError},
+    CloseCode, MatchId, Presence, Request, SessionId,
+};
+use quinn::{Connection, SendStream, VarInt};
+use tokio::sync::mpsc;
+use tokio_util::{codec::FramedRead, sync::CancellationToken};
+use tracing::{debug, info, info_span, warn, Instrument as _};
+
+use crate::{
+    auth::{self, AuthError},
+    handlers::{self, ApiError},
+    Shared,
+};
+
+/// Most frames the writer takes from the outbound queue per write, so one burst of
+/// events goes out in few packets without starving the reader.
+const WRITE_BATCH: usize = 64;
+
+/// What other parts of the server hold to reach a session: cheap to clone.
+#[derive(Clone)]
+pub struct SessionHandle {
+    /// Who the session is.
+    pub presence: Presence,
+    conn: Connection,
+    /// Encoded frames for this session's control stream. Senders: the match table (and
+    /// any other shared table) pushing events and reliable data. Receiver: the session
+    /// task, which writes them in order. Bounded by `session.outbound_queue`; when full,
+    /// the session is closed as a slow consumer rather than letting it delay others.
+    tx: mpsc::Sender<Bytes>,
+}
+
+impl SessionHandle {
+    /// Queues a frame without waiting. A full queue closes the session with
+    /// `SLOW_CONSUMER`; a closed one means the session is already ending.
+    pub fn push_frame(&self, frame: Bytes) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(frame) {
+            warn!(session = %self.presence.session_id, "outbound queue full; closing slow consumer");
+            close(&self.conn, CloseCode::SLOW_CONSUMER, "outbound queue full");
+        }
+    }
+
+    /// Sends a datagram, dropping the oldest queued one if quinn's buffer is full.
+    /// Returns `false` only when the datagram is too large for this peer's path.
+    pub fn send_datagram(&self, datagram: Bytes) -> bool {
+        !matches!(
+            self.conn.send_datagram(datagram),
+            Err(quinn::SendDatagramError::TooLarge)
+        )
+    }
+}
+
+/// State only the session task touches.
+pub(crate) struct SessionState {
+    pub(crate) handle: SessionHandle,
+    /// Matches this session is in, so a disconnect leaves each of them.
+    pub(crate) joined: HashSet<MatchId>,
+}
+
+fn close(conn: &Connection, code: CloseCode, reason: &str) {
+    conn.close(VarInt::from_u32(code.0), reason.as_bytes());
+}
+
+/// Serves one connection from its first frame to its end.
+pub(crate) async fn run(shared: Arc<Shared>, conn: Connection, shutdown: CancellationToken) {
+    let remote = conn.remote_address();
+    let auth = tokio::time::timeout(
+        shared.config.session.auth_timeout,
+        authenticate(&shared, &conn),
+    )
+    .await;
+    let (mut send, frames, session_info, cid) = match auth {
+        Ok(Ok(ok)) => ok,
+        Ok(Err((code, reason))) => {
+            debug!(%remote, %code, %reason, "authentication failed");
+            close(&conn, code, &reason);
+            return;
+        }
+        Err(_) => {
+            debug!(%remote, "authentication timed out");
+            close(&conn, CloseCode::AUTH_TIMEOUT, "no Authenticate frame in time");
+            return;
+        }
+    };
+    let span = info_span!("session", %remote, session = %session_info.session_id);
+    serve(shared, conn, shutdown, &mut send, frames, session_info, cid)
+        .instrument(span)
+        .await;
+}
+
+type Frames = FramedRead<quinn::RecvStream, FrameCodec>;
+
+async fn authenticate(
+    shared: &Shared,
+    conn: &Connection,
+) -> Result<(SendStream, Frames, SessionInfo, Option<u32>), (CloseCode, String)> {
+    let protocol = |m: &str| (CloseCode::PROTOCOL_ERROR, m.to_owned());
+    let (send, recv) = conn
+        .accept_bi()
+        .await
+        .map_err(|e| protocol(&format!("no control stream: {e}")))?;
+    let mut frames = FramedRead::new(recv, FrameCodec);
+    let body = match frames.next().await {
+        Some(Ok(body)) => body,
+        Some(Err(e)) => return Err(protocol(&e.to_string())),
+        None => return Err(protocol("control stream ended before Authenticate")),
+    };
+    let env = frame::decode_client(&body).map_err(|(_, e)| protocol(&e.to_string()))?;
+    let Request::Authenticate {
+        server_key,
+        credentials,
+        username,
+    } = env.body
+    else {
+        return Err((
+            CloseCode::AUTH_FAILED,
+            "the first frame must be Authenticate".into(),
+        ));
+    };
+    let failed = |e: AuthError| (CloseCode::AUTH_FAILED, e.to_string());
+    if !shared
+        .secret
+        .equal_constant_time(server_key.as_bytes(), shared.config.server_key.as_bytes())
+    {
+        return Err(failed(AuthError::ServerKey));
+    }
+    let identity = auth::identify(&credentials, username.as_deref()).map_err(failed)?;
+    let session_id = SessionId::new_random();
+    let claims = auth::claims_for(&identity, session_id, shared.config.session.token_expiry);
+    let info = SessionInfo {
+        user_id: identity.user_id,
+        session_id,
+        username: identity.username,
+        token: auth::issue_token(&shared.secret, &claims),
+        token_expires_at: claims.exp,
+    };
+    Ok((send, frames, info, env.cid))
+}
+
+async fn write(send: &mut SendStream, frame: &[u8]) -> bool {
+    send.write_all(frame).await.is_ok()
+}
+
+async fn serve(
+    shared: Arc<Shared>,
+    conn: Connection,
+    shutdown: CancellationToken,
+    send: &mut SendStream,
+    mut frames: Frames,
+    info: SessionInfo,
+    auth_cid: Option<u32>,
+) {
+    let (tx, mut rx) = mpsc::channel(shared.config.session.outbound_queue);
+    let presence = Presence {
+        user_id: info.user_id,
+        session_id: info.session_id,
+        username: info.username.clone(),
+    };
+    let mut state = SessionState {
+        handle: SessionHandle {
+            presence,
+            conn: conn.clone(),
+            tx,
+        },
+        joined: HashSet::new(),
+    };
+    info!(user = %info.user_id, username = %info.username, "session started");
+    let welcome = frame::encode(&ServerEnvelope {
+        cid: auth_cid,
+        body: ServerBody::Response(Response::Session(info)),
+    });
+    let mut alive = match welcome {
+        Ok(f) => write(send, &f).await,
+        Err(_) => false,
+    };
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    while alive {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => {
+                close(&conn, CloseCode::SERVER_SHUTDOWN, "server shutting down");
+                alive = false;
+            }
+            n = rx.recv_many(&mut batch, WRITE_BATCH) => {
+                alive = n > 0 && send.write_all_chunks(&mut batch).await.is_ok();
+                batch.clear();
+            }
+            frame = frames.next() => match frame {
+                Some(Ok(body)) => {
+                    if let Some(reply) = on_frame(&shared, &mut state, &body) {
+                        alive = write(send, &reply).await;
+                    }
+                }
+                Some(Err(FrameError::Decode(e))) => {
+                    debug!(error = %e, "broken framing");
+                    close(&conn, CloseCode::PROTOCOL_ERROR, &e.to_string());
+                    alive = false;
+                }
+                Some(Err(FrameError::Io(_))) | None => {
+                    close(&conn, CloseCode::NORMAL, "control stream closed");
+                    alive = false;
+                }
+            },
+            datagram = conn.read_datagram() => match datagram {
+                Ok(datagram) => {
+                    if let Err(e) = on_datagram(&shared, &state, datagram) {
+                        if let Some(reply) = handlers::reply_frame(None, Err(e)) {
+                            alive = write(send, &reply).await;
+                        }
+                    }
+                }
+                Err(_) => alive = false,
+            },
+        }
+    }
+    leave_everything(&shared, &state);
+    info!(reason = ?conn.close_reason(), "session ended");
+}
+
+fn on_frame(shared: &Shared, state: &mut SessionState, body: &[u8]) -> Option<Bytes> {
+    match frame::decode_client(body) {
+        Ok(env) => {
+            let outcome = handlers::dispatch(shared, state, env.cid, env.body);
+            handlers::reply_frame(env.cid, outcome)
+        }
+        Err((cid, e)) => {
+            debug!(error = %e, "undecodable request");
+            handlers::reply_frame(cid, Err(ApiError::new(e.code(), e.to_string())))
+        }
+    }
+}
+
+fn on_datagram(shared: &Shared, state: &SessionState, datagram: Bytes) -> Result<(), ApiError> {
+    let dgram =
+        ClientDatagram::decode(datagram).map_err(|e| ApiError::new(e.code(), e.to_string()))?;
+    shared
+        .matches
+        .send_unreliable(state.handle.presence.session_id, dgram)
+}
+
+/// The single cleanup path: every way a session ends comes through here.
+fn leave_everything(shared: &Shared, state: &SessionState) {
+    for id in &state.joined {
+        shared.matches.leave(*id, state.handle.presence.session_id);
+    }
+}

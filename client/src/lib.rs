@@ -1,1 +1,569 @@
-//! placeholder
+//! quicmatch-client: the Rust SDK for the quicmatch server.
+//!
+//! A [`Socket`] is one authenticated QUIC connection. Requests are `async` methods named
+//! after Nakama's SDKs; everything the server pushes arrives through
+//! [`Socket::next_event`]. Unreliable match data travels as QUIC datagrams, reliable data
+//! and everything else over one ordered control stream.
+//!
+//! ```no_run
+//! use quicmatch_client::{ClientConfig, Credentials, Event, Socket, Trust};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = ClientConfig::new(
+//!     "127.0.0.1:7350".parse()?,
+//!     Trust::CaFile("certs/server.crt".into()),
+//!     Credentials::Device { id: "device-0001-abcd".into() },
+//! );
+//! let socket = Socket::connect(config).await?;
+//! let game = socket.create_match(None).await?;
+//! println!("share this id: {}", game.match_id);
+//! socket.send_match_data(game.match_id, 1, b"hello".to_vec(), false, None).await?;
+//! while let Some(event) = socket.next_event().await {
+//!     if let Event::MatchData(data) = event {
+//!         println!("{} sent op {}: {:?}", data.sender.username, data.op_code, data.data);
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+mod driver;
+mod trust;
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+pub use quicmatch_protocol::{
+    CloseCode, Credentials, ErrorCode, MatchId, Presence, SessionId, SessionInfo, UserId,
+};
+use quicmatch_protocol::{
+    datagram, envelope::ClientEnvelope, frame, Request, Response, ALPN, MAX_DATAGRAM_PAYLOAD,
+    MAX_RELIABLE_PAYLOAD, MAX_TARGETS,
+};
+use tokio::sync::{mpsc, oneshot};
+pub use trust::Trust;
+
+use crate::driver::{ClientState, Command};
+
+/// Everything needed to connect.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The server's UDP address.
+    pub server: SocketAddr,
+    /// The name checked against the certificate; defaults to the server's IP address
+    /// (development certificates list the machine's addresses).
+    pub server_name: Option<String>,
+    /// Which certificates to accept.
+    pub trust: Trust,
+    /// The server key; `defaultkey` unless the server was configured otherwise.
+    pub server_key: String,
+    /// Who the user is.
+    pub credentials: Credentials,
+    /// The display name to use.
+    pub username: Option<String>,
+    /// How long a request waits for its reply. Default 10 s.
+    pub request_timeout: Duration,
+    /// Keep-alive interval, so an idle player is not timed out. Default 5 s.
+    pub keep_alive: Duration,
+    /// Close the connection after this long without hearing from the server. Default 15 s.
+    pub idle_timeout: Duration,
+    /// Events buffered for [`Socket::next_event`]. When full, unreliable data is dropped
+    /// and reliable events wait (and, through flow control, the server waits). Default 4096.
+    pub event_buffer: usize,
+}
+
+impl ClientConfig {
+    /// A configuration with the defaults above.
+    pub fn new(server: SocketAddr, trust: Trust, credentials: Credentials) -> Self {
+        Self {
+            server,
+            server_name: None,
+            trust,
+            server_key: "defaultkey".into(),
+            credentials,
+            username: None,
+            request_timeout: Duration::from_secs(10),
+            keep_alive: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(15),
+            event_buffer: 4096,
+        }
+    }
+
+    /// Sets the display name.
+    pub fn username(mut self, name: impl Into<String>) -> Self {
+        self.username = Some(name.into());
+        self
+    }
+
+    /// Sets the server key.
+    pub fn server_key(mut self, key: impl Into<String>) -> Self {
+        self.server_key = key.into();
+        self
+    }
+}
+
+/// Why [`Socket::connect`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The configuration cannot work (bad pin, unreadable CA file, ...).
+    #[error("client config: {0}")]
+    Config(String),
+    /// The local UDP socket could not be opened.
+    #[error("local socket: {0}")]
+    Io(#[from] std::io::Error),
+    /// The connection could not be started.
+    #[error("connect: {0}")]
+    Connect(#[from] quinn::ConnectError),
+    /// The connection failed or the server closed it (for example `AUTH_FAILED`).
+    #[error("connection: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    /// The server did not answer the handshake or authentication in time.
+    #[error("timed out")]
+    Timeout,
+    /// The server answered with something unexpected.
+    #[error("protocol: {0}")]
+    Protocol(String),
+}
+
+impl ConnectError {
+    /// The server's close code and reason, when the server closed the connection.
+    pub fn close_code(&self) -> Option<(CloseCode, String)> {
+        match self {
+            Self::Connection(quinn::ConnectionError::ApplicationClosed(c)) => Some((
+                CloseCode(u32::try_from(c.error_code.into_inner()).unwrap_or(u32::MAX)),
+                String::from_utf8_lossy(&c.reason).into_owned(),
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// The server (or the SDK, for checks it can make first) refused the request.
+    #[error("{code}: {message}")]
+    Server {
+        /// Stable numeric code.
+        code: ErrorCode,
+        /// Reason.
+        message: String,
+    },
+    /// No reply within the request timeout.
+    #[error("request timed out")]
+    Timeout,
+    /// The connection is gone.
+    #[error("disconnected")]
+    Disconnected,
+    /// The server sent a reply of the wrong kind.
+    #[error("unexpected reply: {0}")]
+    Unexpected(String),
+}
+
+impl RequestError {
+    fn local(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::Server {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The error code, for errors the server (or SDK) reported.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Self::Server { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// A match the socket is in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Match {
+    /// The match id, to share with other players.
+    pub match_id: MatchId,
+    /// Members, including this socket.
+    pub size: u32,
+    /// Every member, including this socket, in join order.
+    pub presences: Vec<Presence>,
+    /// This socket's presence.
+    pub self_presence: Presence,
+}
+
+/// Something the server pushed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Members joined or left a match.
+    MatchPresence(MatchPresenceEvent),
+    /// Match data from another member (or from this socket, if it listed itself).
+    MatchData(MatchData),
+    /// A fire-and-forget send failed.
+    Error {
+        /// Stable numeric code.
+        code: ErrorCode,
+        /// Reason.
+        message: String,
+    },
+    /// The connection ended; no further events follow.
+    Disconnected {
+        /// The close code, when the server closed it with one.
+        code: Option<CloseCode>,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Members joining or leaving a match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatchPresenceEvent {
+    /// The match.
+    pub match_id: MatchId,
+    /// Who joined.
+    pub joins: Vec<Presence>,
+    /// Who left.
+    pub leaves: Vec<Presence>,
+}
+
+/// Match data received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatchData {
+    /// The match.
+    pub match_id: MatchId,
+    /// Who sent it.
+    pub sender: Presence,
+    /// Application-defined message kind.
+    pub op_code: i64,
+    /// The payload.
+    pub data: Bytes,
+    /// Whether it came over the reliable path.
+    pub reliable: bool,
+    /// The match's processing order: a higher `seq` was processed later, so a receiver
+    /// of unreliable data can drop anything older than what it already applied.
+    pub seq: u64,
+}
+
+struct Inner {
+    conn: quinn::Connection,
+    endpoint: quinn::Endpoint,
+    /// Requests to the driver task, which owns the control stream. Bounded: a caller
+    /// waits when the driver is behind.
+    commands: mpsc::Sender<Command>,
+    /// Match views shared with the driver, which updates them in stream order.
+    state: Arc<Mutex<ClientState>>,
+    next_cid: AtomicU32,
+    request_timeout: Duration,
+}
+
+/// An authenticated connection to a quicmatch server.
+pub struct Socket {
+    inner: Arc<Inner>,
+    session: SessionInfo,
+    events: tokio::sync::Mutex<mpsc::Receiver<Event>>,
+}
+
+impl Socket {
+    /// Connects, authenticates, and starts receiving.
+    pub async fn connect(config: ClientConfig) -> Result<Self, ConnectError> {
+        let bind: SocketAddr = if config.server.is_ipv6() {
+            "[::]:0".parse().map_err(|_| ConnectError::Config("bind".into()))?
+        } else {
+            "0.0.0.0:0".parse().map_err(|_| ConnectError::Config("bind".into()))?
+        };
+        let endpoint = quinn::Endpoint::client(bind)?;
+        Self::connect_with_endpoint(endpoint, config).await
+    }
+
+    /// Like [`connect`](Self::connect), over an existing client endpoint (many sockets
+    /// can share one UDP socket).
+    pub async fn connect_with_endpoint(
+        endpoint: quinn::Endpoint,
+        config: ClientConfig,
+    ) -> Result<Self, ConnectError> {
+        let mut crypto = config.trust.client_config()?;
+        crypto.alpn_protocols = vec![ALPN.to_vec()];
+        let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
+            .map_err(|e| ConnectError::Config(e.to_string()))?;
+        let mut client_config = quinn::ClientConfig::new(Arc::new(quic));
+        let mut transport = quinn::TransportConfig::default();
+        transport
+            .keep_alive_interval(Some(config.keep_alive))
+            .max_idle_timeout(Some(
+                quinn::IdleTimeout::try_from(config.idle_timeout)
+                    .map_err(|e| ConnectError::Config(e.to_string()))?,
+            ))
+            .max_concurrent_bidi_streams(0u32.into())
+            .max_concurrent_uni_streams(0u32.into())
+            .datagram_receive_buffer_size(Some(256 * 1024))
+            .datagram_send_buffer_size(32 * 1024);
+        client_config.transport_config(Arc::new(transport));
+        let server_name = config
+            .server_name
+            .clone()
+            .unwrap_or_else(|| config.server.ip().to_string());
+        let connecting = endpoint.connect_with(client_config, config.server, &server_name)?;
+        let conn = tokio::time::timeout(config.request_timeout, connecting)
+            .await
+            .map_err(|_| ConnectError::Timeout)??;
+        let (mut send, recv) = conn.open_bi().await?;
+        let hello = frame::encode(&ClientEnvelope {
+            cid: Some(0),
+            body: Request::Authenticate {
+                server_key: config.server_key.clone(),
+                credentials: config.credentials.clone(),
+                username: config.username.clone(),
+            },
+        })
+        .map_err(|e| ConnectError::Config(e.to_string()))?;
+        send.write_all(&hello)
+            .await
+            .map_err(|e| ConnectError::Protocol(e.to_string()))?;
+        let mut frames = tokio_util::codec::FramedRead::new(recv, frame::FrameCodec);
+        let first = tokio::time::timeout(config.request_timeout, async {
+            use futures_util::StreamExt as _;
+            frames.next().await
+        })
+        .await
+        .map_err(|_| ConnectError::Timeout)?;
+        let session = match first {
+            Some(Ok(body)) => match frame::decode_server(&body) {
+                Ok(quicmatch_protocol::ServerEnvelope {
+                    body:
+                        quicmatch_protocol::ServerBody::Response(Response::Session(session)),
+                    ..
+                }) => session,
+                Ok(other) => {
+                    return Err(ConnectError::Protocol(format!(
+                        "expected a session, got {other:?}"
+                    )))
+                }
+                Err(e) => return Err(ConnectError::Protocol(e.to_string())),
+            },
+            _ => {
+                // The server closes the connection with a reason when it refuses us.
+                return Err(match conn.closed().await {
+                    quinn::ConnectionError::LocallyClosed => {
+                        ConnectError::Protocol("control stream ended".into())
+                    }
+                    e => ConnectError::Connection(e),
+                });
+            }
+        };
+        let state = Arc::new(Mutex::new(ClientState::default()));
+        let (commands, commands_rx) = mpsc::channel(256);
+        let (events_tx, events_rx) = mpsc::channel(config.event_buffer.max(1));
+        tokio::spawn(driver::run(
+            conn.clone(),
+            send,
+            frames,
+            commands_rx,
+            events_tx,
+            state.clone(),
+        ));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                conn,
+                endpoint,
+                commands,
+                state,
+                next_cid: AtomicU32::new(1),
+                request_timeout: config.request_timeout,
+            }),
+            session,
+            events: tokio::sync::Mutex::new(events_rx),
+        })
+    }
+
+    /// This connection's session: user id, session id, username and token.
+    pub fn session(&self) -> &SessionInfo {
+        &self.session
+    }
+
+    /// This socket as a presence.
+    pub fn presence(&self) -> Presence {
+        Presence {
+            user_id: self.session.user_id,
+            session_id: self.session.session_id,
+            username: self.session.username.clone(),
+        }
+    }
+
+    /// The underlying QUIC connection (statistics, RTT, `max_datagram_size`).
+    pub fn connection(&self) -> &quinn::Connection {
+        &self.inner.conn
+    }
+
+    async fn request(&self, body: Request) -> Result<Response, RequestError> {
+        let cid = self.inner.next_cid.fetch_add(1, Ordering::Relaxed);
+        let frame = frame::encode(&ClientEnvelope {
+            cid: Some(cid),
+            body,
+        })
+        .map_err(|e| RequestError::local(ErrorCode::PAYLOAD_TOO_LARGE, e.to_string()))?;
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .commands
+            .send(Command::Request { cid, frame, reply })
+            .await
+            .map_err(|_| RequestError::Disconnected)?;
+        match tokio::time::timeout(self.inner.request_timeout, rx).await {
+            Err(_) => Err(RequestError::Timeout),
+            Ok(Err(_)) => Err(RequestError::Disconnected),
+            Ok(Ok(Response::Error { code, message })) => Err(RequestError::Server { code, message }),
+            Ok(Ok(response)) => Ok(response),
+        }
+    }
+
+    fn expect_match(&self, response: Response) -> Result<Match, RequestError> {
+        match response {
+            Response::Match(info) => Ok(Match {
+                match_id: info.match_id,
+                size: info.size,
+                presences: info.presences.into_iter().map(|m| m.presence).collect(),
+                self_presence: info.self_presence.presence,
+            }),
+            other => Err(RequestError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    fn expect_ack(response: Response) -> Result<(), RequestError> {
+        match response {
+            Response::Ack => Ok(()),
+            other => Err(RequestError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Creates a match and joins it. With a name, every caller using that name lands in
+    /// the same match while it lives (join-or-create).
+    pub async fn create_match(&self, name: Option<&str>) -> Result<Match, RequestError> {
+        let response = self
+            .request(Request::MatchCreate {
+                name: name.map(str::to_owned),
+            })
+            .await?;
+        self.expect_match(response)
+    }
+
+    /// Joins a live match by id. Joining a match this socket is already in succeeds and
+    /// changes nothing. An unknown or ended match gives `MATCH_NOT_FOUND`.
+    pub async fn join_match(&self, match_id: MatchId) -> Result<Match, RequestError> {
+        let response = self.request(Request::MatchJoin { match_id }).await?;
+        self.expect_match(response)
+    }
+
+    /// Leaves a match. Always acknowledged, even for a match this socket is not in.
+    pub async fn leave_match(&self, match_id: MatchId) -> Result<(), RequestError> {
+        let response = self.request(Request::MatchLeave { match_id }).await?;
+        lock(&self.inner.state).forget(match_id);
+        Self::expect_ack(response)
+    }
+
+    /// Sends match data to every other member, or only to `presences` (this socket
+    /// receives its own data only if it lists itself).
+    ///
+    /// Unreliable data goes as one datagram of at most
+    /// [`MAX_DATAGRAM_PAYLOAD`](quicmatch_protocol::MAX_DATAGRAM_PAYLOAD) bytes; reliable
+    /// data goes over the control stream, in order. Both return once the data is handed
+    /// to the connection; a failure the server detects arrives as [`Event::Error`].
+    pub async fn send_match_data(
+        &self,
+        match_id: MatchId,
+        op_code: i64,
+        data: impl Into<Bytes>,
+        reliable: bool,
+        presences: Option<&[Presence]>,
+    ) -> Result<(), RequestError> {
+        let data = data.into();
+        if presences.is_some_and(|p| p.len() > MAX_TARGETS) {
+            return Err(RequestError::local(
+                ErrorCode::BAD_INPUT,
+                format!("at most {MAX_TARGETS} recipients"),
+            ));
+        }
+        if reliable {
+            if data.len() > MAX_RELIABLE_PAYLOAD {
+                return Err(RequestError::local(
+                    ErrorCode::PAYLOAD_TOO_LARGE,
+                    format!("reliable payload exceeds {MAX_RELIABLE_PAYLOAD} bytes"),
+                ));
+            }
+            let frame = frame::encode(&ClientEnvelope {
+                cid: None,
+                body: Request::MatchDataSend {
+                    match_id,
+                    op_code,
+                    data,
+                    targets: presences.map(|p| p.iter().map(|p| p.session_id).collect()),
+                },
+            })
+            .map_err(|e| RequestError::local(ErrorCode::PAYLOAD_TOO_LARGE, e.to_string()))?;
+            return self
+                .inner
+                .commands
+                .send(Command::Send { frame })
+                .await
+                .map_err(|_| RequestError::Disconnected);
+        }
+        if data.len() > MAX_DATAGRAM_PAYLOAD {
+            return Err(RequestError::local(
+                ErrorCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "unreliable payload of {} bytes exceeds {MAX_DATAGRAM_PAYLOAD}; send it reliably",
+                    data.len()
+                ),
+            ));
+        }
+        let datagram = {
+            let state = lock(&self.inner.state);
+            let Some((handle, targets)) = state.route(match_id, presences) else {
+                return Err(RequestError::local(
+                    ErrorCode::NOT_MATCH_MEMBER,
+                    "this socket is not in that match",
+                ));
+            };
+            datagram::encode_client(handle, op_code, targets.as_deref(), &data)
+        };
+        match self.inner.conn.send_datagram(datagram) {
+            Ok(()) => Ok(()),
+            Err(quinn::SendDatagramError::TooLarge) => Err(RequestError::local(
+                ErrorCode::PAYLOAD_TOO_LARGE,
+                "datagram too large for the current path; send it reliably",
+            )),
+            Err(quinn::SendDatagramError::ConnectionLost(_)) => Err(RequestError::Disconnected),
+            Err(e) => Err(RequestError::Unexpected(e.to_string())),
+        }
+    }
+
+    /// Round trip to the server and back over the control stream.
+    pub async fn ping(&self) -> Result<Duration, RequestError> {
+        let start = Instant::now();
+        match self.request(Request::Ping).await? {
+            Response::Pong => Ok(start.elapsed()),
+            other => Err(RequestError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// The next pushed event, or `None` after [`Event::Disconnected`] has been returned.
+    pub async fn next_event(&self) -> Option<Event> {
+        self.events.lock().await.recv().await
+    }
+
+    /// Closes the connection and waits briefly for the server to be told.
+    pub async fn close(self) {
+        self.inner
+            .conn
+            .close(quinn::VarInt::from_u32(CloseCode::NORMAL.0), b"bye");
+        let _ =
+            tokio::time::timeout(Duration::from_secs(1), self.inner.endpoint.wait_idle()).await;
+    }
+}
+
+fn lock(state: &Mutex<ClientState>) -> std::sync::MutexGuard<'_, ClientState> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -1,0 +1,219 @@
+//! Shared harness for the end-to-end tests: a real server on 127.0.0.1 port 0 with a
+//! per-test certificate, real SDK clients, raw quinn connections for wire-level tests,
+//! and event helpers that always wait under a timeout.
+#![allow(dead_code, unreachable_pub)]
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use quicmatch::{tls, Config, Server, Stats};
+use quicmatch_client::{ClientConfig, Credentials, Event, Socket, Trust};
+use quicmatch_protocol::{
+    envelope::{ClientEnvelope, ServerEnvelope},
+    frame, Request, ALPN,
+};
+use rustls::pki_types::CertificateDer;
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+
+/// Every await in a test is bounded by this, so a hang fails with a name.
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+pub fn test_config() -> Config {
+    let mut config = Config::default();
+    config.listen = "127.0.0.1:0".parse().expect("addr");
+    config.certs_dir = std::env::temp_dir().join("quicmatch-tests-unused");
+    config
+}
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub cert: CertificateDer<'static>,
+    pub stats: Stats,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(test_config()).await
+    }
+
+    pub async fn start_with(config: Config) -> Self {
+        init_tracing();
+        let material =
+            tls::generate(vec!["localhost".into(), "127.0.0.1".into()]).expect("certificate");
+        let server = Server::builder(config)
+            .certificate(material)
+            .secret([7u8; 32])
+            .bind()
+            .expect("bind");
+        let shutdown = CancellationToken::new();
+        let addr = server.local_addr();
+        let cert = server.cert_der().clone();
+        let stats = server.stats();
+        let token = shutdown.clone();
+        let task = tokio::spawn(server.serve(async move { token.cancelled().await }));
+        Self {
+            addr,
+            cert,
+            stats,
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    pub fn client_config(&self, name: &str) -> ClientConfig {
+        ClientConfig::new(
+            self.addr,
+            Trust::Certificates(vec![self.cert.clone()]),
+            Credentials::Device {
+                id: format!("device-{name}-0000"),
+            },
+        )
+        .username(name)
+    }
+
+    pub async fn client(&self, name: &str) -> Socket {
+        timeout(TEST_TIMEOUT, Socket::connect(self.client_config(name)))
+            .await
+            .expect("waiting for connect")
+            .expect("connect")
+    }
+
+    /// Stops the server and waits for it to finish.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            timeout(TEST_TIMEOUT, task)
+                .await
+                .expect("waiting for shutdown")
+                .expect("serve task");
+        }
+    }
+
+    /// A raw quinn connection with the right ALPN and trust, and nothing else.
+    pub async fn raw_connection(&self) -> quinn::Connection {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.cert.clone()).expect("root");
+        let mut crypto = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("tls13")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        crypto.alpn_protocols = vec![ALPN.to_vec()];
+        let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto).expect("quic");
+        let mut endpoint =
+            quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
+        endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+        timeout(
+            TEST_TIMEOUT,
+            endpoint.connect(self.addr, "127.0.0.1").expect("connect"),
+        )
+        .await
+        .expect("waiting for handshake")
+        .expect("handshake")
+    }
+
+    /// A raw connection that has authenticated: its control stream and frame reader.
+    pub async fn raw_session(&self, name: &str) -> RawSession {
+        let conn = self.raw_connection().await;
+        let (send, recv) = conn.open_bi().await.expect("open control stream");
+        let mut raw = RawSession {
+            conn,
+            send,
+            frames: tokio_util::codec::FramedRead::new(recv, frame::FrameCodec),
+        };
+        raw.request(
+            Some(0),
+            Request::Authenticate {
+                server_key: "defaultkey".into(),
+                credentials: Credentials::Device {
+                    id: format!("device-{name}-0000"),
+                },
+                username: Some(name.into()),
+            },
+        )
+        .await;
+        raw
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub struct RawSession {
+    pub conn: quinn::Connection,
+    pub send: quinn::SendStream,
+    pub frames: tokio_util::codec::FramedRead<quinn::RecvStream, frame::FrameCodec>,
+}
+
+impl RawSession {
+    pub async fn write(&mut self, bytes: &[u8]) {
+        self.send.write_all(bytes).await.expect("write");
+    }
+
+    pub async fn send_request(&mut self, cid: Option<u32>, body: Request) {
+        let bytes = frame::encode(&ClientEnvelope { cid, body }).expect("encode");
+        self.write(&bytes).await;
+    }
+
+    /// Sends a request and returns the next frame from the server.
+    pub async fn request(&mut self, cid: Option<u32>, body: Request) -> ServerEnvelope {
+        self.send_request(cid, body).await;
+        self.next().await
+    }
+
+    pub async fn next_body(&mut self) -> Bytes {
+        timeout(TEST_TIMEOUT, self.frames.next())
+            .await
+            .expect("waiting for a frame")
+            .expect("stream open")
+            .expect("frame")
+    }
+
+    pub async fn next(&mut self) -> ServerEnvelope {
+        let body = self.next_body().await;
+        frame::decode_server(&body).expect("decode")
+    }
+}
+
+/// The next event, failing the test if none comes in time.
+pub async fn next_event(socket: &Socket, what: &str) -> Event {
+    timeout(TEST_TIMEOUT, socket.next_event())
+        .await
+        .unwrap_or_else(|_| panic!("waiting for {what}"))
+        .unwrap_or_else(|| panic!("socket closed while waiting for {what}"))
+}
+
+/// Fails if any event arrives within `wait`.
+pub async fn assert_no_event(socket: &Socket, wait: Duration) {
+    if let Ok(Some(event)) = timeout(wait, socket.next_event()).await {
+        panic!("expected no event, got {event:?}");
+    }
+}
+
+/// Polls `check` until it holds, failing with `what` after the test timeout.
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + TEST_TIMEOUT;
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

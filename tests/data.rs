@@ -1,0 +1,204 @@
+//! Match data: datagrams and reliable frames, broadcast and targeted, errors, order.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{assert_no_event, next_event, TestServer};
+use quicmatch_client::{ErrorCode, Event, Match, MatchData, Socket};
+
+fn data(event: Event) -> MatchData {
+    match event {
+        Event::MatchData(d) => d,
+        other => panic!("expected match data, got {other:?}"),
+    }
+}
+
+/// Three clients in one match, with the join events already consumed.
+async fn three(server: &TestServer) -> (Socket, Socket, Socket, Match) {
+    let a = server.client("alice").await;
+    let b = server.client("bob").await;
+    let c = server.client("carol").await;
+    let m = a.create_match(None).await.expect("create");
+    b.join_match(m.match_id).await.expect("join");
+    next_event(&a, "bob joins").await;
+    c.join_match(m.match_id).await.expect("join");
+    next_event(&a, "carol joins").await;
+    next_event(&b, "carol joins").await;
+    (a, b, c, m)
+}
+
+#[tokio::test]
+async fn broadcast_reaches_everyone_but_the_sender() {
+    let server = TestServer::start().await;
+    let (a, b, c, m) = three(&server).await;
+    for reliable in [false, true] {
+        a.send_match_data(m.match_id, 7, Bytes::from_static(b"hi"), reliable, None)
+            .await
+            .expect("send");
+        for who in [&b, &c] {
+            let d = data(next_event(who, "data").await);
+            assert_eq!(d.match_id, m.match_id);
+            assert_eq!(d.sender, a.presence());
+            assert_eq!(d.op_code, 7);
+            assert_eq!(&d.data[..], b"hi");
+            assert_eq!(d.reliable, reliable);
+        }
+        assert_no_event(&a, Duration::from_millis(150)).await;
+    }
+}
+
+#[tokio::test]
+async fn targeted_sends_reach_only_the_listed() {
+    let server = TestServer::start().await;
+    let (a, b, c, m) = three(&server).await;
+    for reliable in [false, true] {
+        a.send_match_data(m.match_id, -1, b"only bob".to_vec(), reliable, Some(&[b.presence()]))
+            .await
+            .expect("send");
+        let d = data(next_event(&b, "targeted data").await);
+        assert_eq!(&d.data[..], b"only bob");
+        assert_eq!(d.op_code, -1);
+        assert_no_event(&c, Duration::from_millis(150)).await;
+        assert_no_event(&a, Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_sender_hears_itself_only_when_listed() {
+    let server = TestServer::start().await;
+    let (a, b, _c, m) = three(&server).await;
+    for reliable in [false, true] {
+        a.send_match_data(
+            m.match_id,
+            3,
+            b"echo".to_vec(),
+            reliable,
+            Some(&[a.presence(), b.presence()]),
+        )
+        .await
+        .expect("send");
+        let own = data(next_event(&a, "own echo").await);
+        assert_eq!(own.sender, a.presence());
+        assert_eq!(&own.data[..], b"echo");
+        data(next_event(&b, "bob's copy").await);
+    }
+}
+
+#[tokio::test]
+async fn non_members_get_an_error_event() {
+    let server = TestServer::start().await;
+    let (a, b, _c, m) = three(&server).await;
+    let outsider = server.client("outsider").await;
+    outsider
+        .send_match_data(m.match_id, 1, b"let me in".to_vec(), true, None)
+        .await
+        .expect("queued");
+    match next_event(&outsider, "error event").await {
+        Event::Error { code, .. } => assert_eq!(code, ErrorCode::NOT_MATCH_MEMBER),
+        other => panic!("unexpected {other:?}"),
+    }
+    // The unreliable path refuses before sending: the socket knows it is not a member.
+    let err = outsider
+        .send_match_data(m.match_id, 1, b"x".to_vec(), false, None)
+        .await
+        .expect_err("not a member");
+    assert_eq!(err.code(), Some(ErrorCode::NOT_MATCH_MEMBER));
+    assert_no_event(&b, Duration::from_millis(100)).await;
+    // The connection survives.
+    outsider.ping().await.expect("still connected");
+    a.ping().await.expect("others unaffected");
+}
+
+#[tokio::test]
+async fn oversize_payloads_are_errors() {
+    let server = TestServer::start().await;
+    let (a, b, _c, m) = three(&server).await;
+    let big = vec![0u8; quicmatch_protocol::MAX_DATAGRAM_PAYLOAD + 1];
+    let err = a
+        .send_match_data(m.match_id, 1, big.clone(), false, None)
+        .await
+        .expect_err("too large for a datagram");
+    assert_eq!(err.code(), Some(ErrorCode::PAYLOAD_TOO_LARGE));
+    // The same payload is fine reliably.
+    a.send_match_data(m.match_id, 1, big, true, None).await.expect("reliable");
+    assert_eq!(data(next_event(&b, "big reliable").await).data.len(), 1025);
+    let huge = vec![0u8; quicmatch_protocol::MAX_RELIABLE_PAYLOAD + 1];
+    let err = a
+        .send_match_data(m.match_id, 1, huge, true, None)
+        .await
+        .expect_err("too large");
+    assert_eq!(err.code(), Some(ErrorCode::PAYLOAD_TOO_LARGE));
+    a.ping().await.expect("still connected");
+}
+
+#[tokio::test]
+async fn a_thousand_reliable_messages_arrive_in_order() {
+    let server = TestServer::start().await;
+    let (a, b, c, m) = three(&server).await;
+    for i in 0u32..1000 {
+        a.send_match_data(m.match_id, 1, i.to_le_bytes().to_vec(), true, None)
+            .await
+            .expect("send");
+    }
+    for who in [&b, &c] {
+        let mut last_seq = 0;
+        for i in 0u32..1000 {
+            let d = data(next_event(who, "reliable message").await);
+            assert_eq!(&d.data[..], &i.to_le_bytes(), "message {i} out of order");
+            assert!(d.seq > last_seq, "seq must increase");
+            last_seq = d.seq;
+        }
+    }
+}
+
+#[tokio::test]
+async fn unreliable_data_carries_increasing_seq() {
+    let server = TestServer::start().await;
+    let (a, b, _c, m) = three(&server).await;
+    for i in 0u8..20 {
+        a.send_match_data(m.match_id, 2, vec![i], false, None)
+            .await
+            .expect("send");
+        // One at a time keeps loopback from dropping any, so every one is checked.
+        let d = data(next_event(&b, "datagram").await);
+        assert_eq!(d.data[0], i);
+        assert!(!d.reliable);
+    }
+    // seq is shared with the reliable path: a later reliable message has a higher seq.
+    a.send_match_data(m.match_id, 2, vec![1], false, None).await.expect("send");
+    let unreliable = data(next_event(&b, "datagram").await);
+    a.send_match_data(m.match_id, 2, vec![2], true, None).await.expect("send");
+    let reliable = data(next_event(&b, "reliable").await);
+    assert!(reliable.seq > unreliable.seq);
+}
+
+#[tokio::test]
+async fn data_from_a_new_member_resolves_its_sender() {
+    let server = TestServer::start().await;
+    let a = server.client("alice").await;
+    let m = a.create_match(None).await.expect("create");
+    let b = server.client("bob").await;
+    b.join_match(m.match_id).await.expect("join");
+    // Bob's datagram may overtake the join event on the control stream; the SDK holds it
+    // until it knows who slot 2 is.
+    b.send_match_data(m.match_id, 9, b"first".to_vec(), false, None)
+        .await
+        .expect("send");
+    let mut got_join = false;
+    let mut got_data = false;
+    while !(got_join && got_data) {
+        match next_event(&a, "join and data").await {
+            Event::MatchPresence(p) => {
+                assert_eq!(p.joins, vec![b.presence()]);
+                got_join = true;
+            }
+            Event::MatchData(d) => {
+                assert_eq!(d.sender, b.presence());
+                got_data = true;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

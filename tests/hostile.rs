@@ -1,0 +1,147 @@
+//! Hostile input: garbage frames, oversized length prefixes, unknown kinds, truncated and
+//! foreign datagrams. Each gets an error code or a close, and honest players carry on.
+
+mod common;
+
+use common::{next_event, TestServer, TEST_TIMEOUT};
+use quicmatch_client::{CloseCode, Event};
+use quicmatch_protocol::{
+    envelope::{Event as WireEvent, MatchInfo, ServerBody},
+    ErrorCode, MatchId, Request, Response,
+};
+use tokio::time::timeout;
+
+fn error_code(body: &ServerBody) -> ErrorCode {
+    match body {
+        ServerBody::Response(Response::Error { code, .. })
+        | ServerBody::Event(WireEvent::Error { code, .. }) => *code,
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn garbage_frames_get_errors_and_the_connection_survives() {
+    let server = TestServer::start().await;
+    let mut raw = server.raw_session("garbage").await;
+    // Random body behind a valid length: cid Some(4) then nonsense.
+    raw.write(&[0, 0, 0, 6, 0x01, 0x04, 0x03, 0xff, 0xff, 0xff]).await;
+    let reply = raw.next().await;
+    assert_eq!(reply.cid, Some(4));
+    assert_eq!(error_code(&reply.body), ErrorCode::BAD_INPUT);
+
+    // An unknown request kind keeps its cid and gets UNRECOGNIZED_PAYLOAD.
+    raw.write(&[0, 0, 0, 3, 0x01, 0x05, 0x63]).await;
+    let reply = raw.next().await;
+    assert_eq!(reply.cid, Some(5));
+    assert_eq!(error_code(&reply.body), ErrorCode::UNRECOGNIZED_PAYLOAD);
+
+    // An empty body: no cid can be read, so the error comes as an event.
+    raw.write(&[0, 0, 0, 0]).await;
+    let reply = raw.next().await;
+    assert_eq!(reply.cid, None);
+    assert_eq!(error_code(&reply.body), ErrorCode::BAD_INPUT);
+
+    let pong = raw.request(Some(6), Request::Ping).await;
+    assert_eq!(pong.body, ServerBody::Response(Response::Pong));
+}
+
+#[tokio::test]
+async fn an_oversized_length_prefix_closes_only_that_connection() {
+    let server = TestServer::start().await;
+    let alice = server.client("alice").await;
+    let bob = server.client("bob").await;
+    let m = alice.create_match(None).await.expect("create");
+    bob.join_match(m.match_id).await.expect("join");
+    next_event(&alice, "join").await;
+
+    let mut raw = server.raw_session("huge").await;
+    raw.write(&[0xff, 0xff, 0xff, 0xf0]).await;
+    match timeout(TEST_TIMEOUT, raw.conn.closed()).await.expect("closed") {
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            assert_eq!(c.error_code.into_inner(), u64::from(CloseCode::PROTOCOL_ERROR.0));
+        }
+        other => panic!("unexpected close {other:?}"),
+    }
+    alice
+        .send_match_data(m.match_id, 1, b"still here".to_vec(), true, None)
+        .await
+        .expect("send");
+    match next_event(&bob, "data after the attack").await {
+        Event::MatchData(d) => assert_eq!(&d.data[..], b"still here"),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn bad_datagrams_get_error_events() {
+    let server = TestServer::start().await;
+    let alice = server.client("alice").await;
+    let m = alice.create_match(None).await.expect("create");
+    let mut raw = server.raw_session("dgram").await;
+
+    // Join to learn the handle, then leave: the handle is live but we are no member.
+    let reply = raw.request(Some(1), Request::MatchJoin { match_id: m.match_id }).await;
+    let ServerBody::Response(Response::Match(MatchInfo { handle, .. })) = reply.body else {
+        panic!("expected a match, got {reply:?}");
+    };
+    raw.request(Some(2), Request::MatchLeave { match_id: m.match_id }).await;
+    next_event(&alice, "raw joins").await;
+    next_event(&alice, "raw leaves").await;
+
+    let cases: Vec<(Vec<u8>, ErrorCode)> = vec![
+        (vec![0x01], ErrorCode::BAD_INPUT),                       // truncated
+        (vec![0x09, 0x01, 0x01, 0x00], ErrorCode::BAD_INPUT),     // wrong version
+        (vec![0x01, 0x42, 0x01, 0x00], ErrorCode::UNRECOGNIZED_PAYLOAD), // unknown kind
+        (vec![0x01, 0x01, 0xfa, 0x00], ErrorCode::MATCH_NOT_FOUND), // unknown handle 250
+        (vec![0x01, 0x01, handle as u8, 0x00, 1, 2, 3], ErrorCode::NOT_MATCH_MEMBER),
+    ];
+    for (bytes, code) in cases {
+        raw.conn.send_datagram(bytes.clone().into()).expect("send");
+        let ev = raw.next().await;
+        assert_eq!(ev.cid, None);
+        assert_eq!(error_code(&ev.body), code, "datagram {bytes:?}");
+    }
+    let mut big = vec![0x01, 0x01, handle as u8, 0x00];
+    big.extend(std::iter::repeat_n(0u8, quicmatch_protocol::MAX_DATAGRAM_PAYLOAD + 1));
+    raw.conn.send_datagram(big.into()).expect("send");
+    assert_eq!(error_code(&raw.next().await.body), ErrorCode::PAYLOAD_TOO_LARGE);
+
+    // Alice heard nothing of it, and the raw client is still served.
+    common::assert_no_event(&alice, std::time::Duration::from_millis(100)).await;
+    let pong = raw.request(Some(3), Request::Ping).await;
+    assert_eq!(pong.body, ServerBody::Response(Response::Pong));
+}
+
+#[tokio::test]
+async fn requests_for_foreign_matches_are_refused() {
+    let server = TestServer::start().await;
+    let alice = server.client("alice").await;
+    let m = alice.create_match(None).await.expect("create");
+    let mut raw = server.raw_session("foreign").await;
+    let reply = raw
+        .request(
+            Some(1),
+            Request::MatchDataSend {
+                match_id: m.match_id,
+                op_code: 1,
+                data: bytes::Bytes::from_static(b"x"),
+                targets: None,
+            },
+        )
+        .await;
+    assert_eq!(reply.cid, Some(1));
+    assert_eq!(error_code(&reply.body), ErrorCode::NOT_MATCH_MEMBER);
+    let reply = raw
+        .request(
+            Some(2),
+            Request::MatchDataSend {
+                match_id: MatchId::new_random(),
+                op_code: 1,
+                data: bytes::Bytes::new(),
+                targets: None,
+            },
+        )
+        .await;
+    assert_eq!(error_code(&reply.body), ErrorCode::MATCH_NOT_FOUND);
+    common::assert_no_event(&alice, std::time::Duration::from_millis(100)).await;
+}

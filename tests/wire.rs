@@ -1,0 +1,106 @@
+//! The byte-level protocol, spoken with a raw quinn client: pins the bytes PROTOCOL.md
+//! documents, so the document cannot drift from the code.
+
+mod common;
+
+use common::{TestServer, TEST_TIMEOUT};
+use quicmatch_protocol::{
+    envelope::{MatchInfo, ServerBody},
+    Response,
+};
+use tokio::time::timeout;
+
+/// `Authenticate` with cid 0, server key "defaultkey", device id "device-wire-0000",
+/// username "wire", byte for byte as PROTOCOL.md spells it.
+fn authenticate_frame() -> Vec<u8> {
+    let mut body = vec![
+        0x01, 0x00, // cid: Some(0)
+        0x00, // Request::Authenticate
+        0x0a, // server_key length 10
+    ];
+    body.extend_from_slice(b"defaultkey");
+    body.extend_from_slice(&[0x00, 0x10]); // Credentials::Device, id length 16
+    body.extend_from_slice(b"device-wire-0000");
+    body.extend_from_slice(&[0x01, 0x04]); // username: Some, length 4
+    body.extend_from_slice(b"wire");
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend(body);
+    frame
+}
+
+#[tokio::test]
+async fn documented_bytes_round_trip_with_the_server() {
+    let server = TestServer::start().await;
+    let conn = server.raw_connection().await;
+    let (mut send, recv) = conn.open_bi().await.expect("stream");
+    let mut raw = common::RawSession {
+        conn: conn.clone(),
+        send: {
+            send.write_all(&authenticate_frame()).await.expect("write");
+            send
+        },
+        frames: tokio_util::codec::FramedRead::new(recv, quicmatch_protocol::frame::FrameCodec),
+    };
+    let welcome = raw.next_body().await;
+    // cid Some(0), ServerBody::Response (0), Response::Session (0), user id length 16.
+    assert_eq!(&welcome[..4], &[0x01, 0x00, 0x00, 0x00]);
+    assert_eq!(welcome[4], 16);
+    let env = quicmatch_protocol::frame::decode_server(&welcome).expect("decode");
+    let ServerBody::Response(Response::Session(session)) = env.body else {
+        panic!("expected a session, got {env:?}");
+    };
+    assert_eq!(&welcome[5..21], session.user_id.as_bytes());
+    assert_eq!(session.username, "wire");
+
+    // Ping with cid 1 -> Pong with cid 1.
+    raw.write(&[0, 0, 0, 3, 0x01, 0x01, 0x01]).await;
+    assert_eq!(&raw.next_body().await[..], &[0x01, 0x01, 0x00, 0x01]);
+
+    // MatchCreate { name: None } with cid 2.
+    raw.write(&[0, 0, 0, 4, 0x01, 0x02, 0x02, 0x00]).await;
+    let created = raw.next_body().await;
+    assert_eq!(&created[..4], &[0x01, 0x02, 0x00, 0x02], "cid 2, Response::Match");
+    let env = quicmatch_protocol::frame::decode_server(&created).expect("decode");
+    let ServerBody::Response(Response::Match(MatchInfo {
+        match_id,
+        handle,
+        size,
+        ..
+    })) = env.body
+    else {
+        panic!("expected a match, got {env:?}");
+    };
+    assert_eq!(size, 1);
+    assert_eq!(created[4], 16);
+    assert_eq!(&created[5..21], match_id.as_bytes());
+    assert!(handle < 251, "one-byte handle in a fresh server");
+
+    // An SDK client joins, and receives a hand-built datagram from the raw client.
+    let sdk = server.client("sdk").await;
+    sdk.join_match(match_id).await.expect("join");
+    let joined = raw.next_body().await;
+    // cid None, ServerBody::Event (1), Event::MatchPresence (1)
+    assert_eq!(&joined[..3], &[0x00, 0x01, 0x01]);
+    let dgram = vec![0x01, 0x01, handle as u8, 0x0e, b'h', b'i']; // op code 7 -> zigzag 14
+    conn.send_datagram(dgram.into()).expect("datagram");
+    match timeout(TEST_TIMEOUT, sdk.next_event()).await.expect("data") {
+        Some(quicmatch_client::Event::MatchData(d)) => {
+            assert_eq!(d.op_code, 7);
+            assert_eq!(&d.data[..], b"hi");
+            assert_eq!(d.seq, 1);
+            assert_eq!(d.sender.username, "wire");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+
+    // The SDK's datagram reaches the raw client with the documented relay header.
+    sdk.send_match_data(match_id, -1, b"yo".to_vec(), false, None)
+        .await
+        .expect("send");
+    let relayed = timeout(TEST_TIMEOUT, conn.read_datagram())
+        .await
+        .expect("relayed datagram")
+        .expect("connection");
+    // version 1, kind 0x81, handle, sender slot 2, seq 2, op code -1 -> zigzag 1, payload
+    assert_eq!(&relayed[..], &[0x01, 0x81, handle as u8, 0x02, 0x02, 0x01, b'y', b'o']);
+}

@@ -77,6 +77,13 @@ impl ClientState {
         Some((view.handle, targets))
     }
 
+    pub(crate) fn presences(&self, id: MatchId) -> Option<Vec<Presence>> {
+        let view = self.matches.get(&id)?;
+        let mut slots: Vec<_> = view.slots.iter().collect();
+        slots.sort_by_key(|(slot, _)| **slot);
+        Some(slots.into_iter().map(|(_, p)| p.clone()).collect())
+    }
+
     fn add_members(view: &mut MatchView, members: &[Member]) {
         for m in members {
             view.slots.insert(m.slot, m.presence.clone());

@@ -540,6 +540,12 @@ impl Socket {
         }
     }
 
+    /// The current members of a match this socket is in (including itself), as the
+    /// control stream has reported them so far; `None` for a match it is not in.
+    pub fn match_presences(&self, match_id: MatchId) -> Option<Vec<Presence>> {
+        lock(&self.inner.state).presences(match_id)
+    }
+
     /// Round trip to the server and back over the control stream.
     pub async fn ping(&self) -> Result<Duration, RequestError> {
         let start = Instant::now();
@@ -555,7 +561,7 @@ impl Socket {
     }
 
     /// Closes the connection and waits briefly for the server to be told.
-    pub async fn close(self) {
+    pub async fn close(&self) {
         self.inner
             .conn
             .close(quinn::VarInt::from_u32(CloseCode::NORMAL.0), b"bye");

@@ -1,1 +1,377 @@
-fn main(){}
+//! `quicmatch-cli`: a line-oriented client for LAN play tests and scripting.
+//!
+//! It connects and authenticates, then reads one command per line from stdin (arguments
+//! split like a shell, so quotes group words) while printing every response and event,
+//! as text or, with `--json`, as one JSON object per line with a `"type"` field.
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use anyhow::{bail, Context as _};
+use base64::Engine as _;
+use clap::Parser;
+use quicmatch_client::{
+    ClientConfig, Credentials, ErrorCode, Event, Match, MatchId, Presence, RequestError,
+    SessionId, Socket, Trust,
+};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+
+#[derive(Parser)]
+#[command(name = "quicmatch-cli", version, about = "Line-oriented quicmatch client")]
+struct Args {
+    /// Server address, HOST:PORT.
+    #[arg(long)]
+    server: String,
+    /// Device id (10 to 128 bytes); the same id is the same user.
+    #[arg(long, conflicts_with = "custom_id", required_unless_present = "custom_id")]
+    device_id: Option<String>,
+    /// Custom id (6 to 128 bytes) instead of a device id.
+    #[arg(long)]
+    custom_id: Option<String>,
+    /// Display name.
+    #[arg(long)]
+    username: Option<String>,
+    /// The server key.
+    #[arg(long, default_value = "defaultkey")]
+    server_key: String,
+    /// Trust the CA or self-signed certificate in this PEM file (e.g. certs/server.crt).
+    #[arg(long, conflicts_with = "pin")]
+    ca: Option<PathBuf>,
+    /// Trust the certificate with this SHA-256 fingerprint (printed by `quicmatch serve`).
+    #[arg(long)]
+    pin: Option<String>,
+    /// Name to check in the certificate (default: HOST from --server).
+    #[arg(long)]
+    server_name: Option<String>,
+    /// Print one JSON object per line.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Prints responses and events in the chosen format.
+#[derive(Clone, Copy)]
+struct Out {
+    json: bool,
+}
+
+impl Out {
+    fn emit(&self, value: Value, text: String) {
+        if self.json {
+            println!("{value}");
+        } else {
+            println!("{text}");
+        }
+    }
+
+    fn error(&self, code: ErrorCode, message: &str) {
+        self.emit(
+            json!({"type": "error", "code": code.to_string(), "code_number": code.0, "message": message}),
+            format!("error {code}: {message}"),
+        );
+    }
+
+    fn request_error(&self, e: &RequestError) {
+        match e {
+            RequestError::Server { code, message } => self.error(*code, message),
+            other => self.error(ErrorCode::RUNTIME_EXCEPTION, &other.to_string()),
+        }
+    }
+}
+
+fn presence_json(p: &Presence) -> Value {
+    json!({"user_id": p.user_id.to_string(), "session_id": p.session_id.to_string(), "username": p.username})
+}
+
+fn presences_json(ps: &[Presence]) -> Value {
+    Value::Array(ps.iter().map(presence_json).collect())
+}
+
+fn presence_text(p: &Presence) -> String {
+    format!("{} (session {})", p.username, p.session_id)
+}
+
+fn print_match(out: Out, m: &Match) {
+    let names: Vec<_> = m.presences.iter().map(presence_text).collect();
+    out.emit(
+        json!({
+            "type": "match",
+            "match_id": m.match_id.to_string(),
+            "size": m.size,
+            "presences": presences_json(&m.presences),
+            "self": presence_json(&m.self_presence),
+        }),
+        format!("match {} size {}: {}", m.match_id, m.size, names.join(", ")),
+    );
+}
+
+fn print_event(out: Out, event: &Event) {
+    match event {
+        Event::MatchPresence(p) => out.emit(
+            json!({
+                "type": "match_presence",
+                "match_id": p.match_id.to_string(),
+                "joins": presences_json(&p.joins),
+                "leaves": presences_json(&p.leaves),
+            }),
+            format!(
+                "presence {}: joined [{}] left [{}]",
+                p.match_id,
+                p.joins.iter().map(presence_text).collect::<Vec<_>>().join(", "),
+                p.leaves.iter().map(presence_text).collect::<Vec<_>>().join(", ")
+            ),
+        ),
+        Event::MatchData(d) => {
+            let mut value = json!({
+                "type": "match_data",
+                "match_id": d.match_id.to_string(),
+                "sender": presence_json(&d.sender),
+                "op_code": d.op_code,
+                "reliable": d.reliable,
+                "seq": d.seq,
+            });
+            let shown = match std::str::from_utf8(&d.data) {
+                Ok(text) => {
+                    value["data"] = json!(text);
+                    text.to_owned()
+                }
+                Err(_) => {
+                    let b64 = base64::engine::general_purpose::STANDARD.encode(&d.data);
+                    value["data_base64"] = json!(b64);
+                    format!("base64:{b64}")
+                }
+            };
+            out.emit(
+                value,
+                format!(
+                    "data {} from {} op {} seq {}{}: {shown}",
+                    d.match_id,
+                    d.sender.username,
+                    d.op_code,
+                    d.seq,
+                    if d.reliable { " (reliable)" } else { "" }
+                ),
+            );
+        }
+        Event::Error { code, message } => out.error(*code, message),
+        Event::Disconnected { code, reason } => out.emit(
+            json!({"type": "disconnected", "code": code.map(|c| c.to_string()), "reason": reason}),
+            format!(
+                "disconnected{}: {reason}",
+                code.map(|c| format!(" ({c})")).unwrap_or_default()
+            ),
+        ),
+    }
+}
+
+const HELP: &str = "commands:
+  create [NAME]                               create a match (with NAME: join-or-create)
+  join MATCH_ID                               join a match
+  leave MATCH_ID                              leave a match
+  send MATCH_ID OP TEXT [--reliable] [--to SESSION_ID,...]
+                                              send match data (unreliable unless --reliable)
+  ping                                        round trip to the server
+  sleep MS                                    wait (for scripts)
+  help                                        this text
+  quit                                        close and exit";
+
+fn parse_match_id(s: &str) -> Result<MatchId, RequestError> {
+    s.parse::<MatchId>().map_err(|e| bad_input(e.to_string()))
+}
+
+/// Set once the user quits, so the disconnect that follows is not reported as a failure.
+static QUITTING: AtomicBool = AtomicBool::new(false);
+
+fn bad_input(message: impl Into<String>) -> RequestError {
+    RequestError::Server {
+        code: ErrorCode::BAD_INPUT,
+        message: message.into(),
+    }
+}
+
+/// Runs one command line. `Ok(false)` means quit.
+async fn run_command(socket: &Socket, out: Out, words: &[String]) -> Result<bool, RequestError> {
+    let Some((cmd, args)) = words.split_first() else {
+        return Ok(true);
+    };
+    let arg = |i: usize, what: &str| {
+        args.get(i)
+            .map(String::as_str)
+            .ok_or_else(|| bad_input(format!("{cmd}: missing {what}")))
+    };
+    match cmd.as_str() {
+        "create" => {
+            let m = socket.create_match(args.first().map(String::as_str)).await?;
+            print_match(out, &m);
+        }
+        "join" => {
+            let m = socket.join_match(parse_match_id(arg(0, "MATCH_ID")?)?).await?;
+            print_match(out, &m);
+        }
+        "leave" => {
+            socket.leave_match(parse_match_id(arg(0, "MATCH_ID")?)?).await?;
+            out.emit(json!({"type": "ack", "command": "leave"}), "left".into());
+        }
+        "send" => {
+            let match_id = parse_match_id(arg(0, "MATCH_ID")?)?;
+            let op: i64 = arg(1, "OP")?
+                .parse()
+                .map_err(|_| bad_input("send: OP must be an integer"))?;
+            let text = arg(2, "TEXT")?;
+            let mut reliable = false;
+            let mut to: Option<Vec<Presence>> = None;
+            let mut rest = args[3..].iter();
+            while let Some(flag) = rest.next() {
+                match flag.as_str() {
+                    "--reliable" => reliable = true,
+                    "--to" => {
+                        let list = rest
+                            .next()
+                            .ok_or_else(|| bad_input("send: --to needs SESSION_ID,..."))?;
+                        let members = socket.match_presences(match_id).unwrap_or_default();
+                        let mut targets = Vec::new();
+                        for id in list.split(',').filter(|s| !s.is_empty()) {
+                            let sid: SessionId =
+                                id.parse().map_err(|e| bad_input(format!("send: {e}")))?;
+                            let p = members
+                                .iter()
+                                .find(|p| p.session_id == sid)
+                                .ok_or_else(|| {
+                                    bad_input(format!("send: {sid} is not in that match"))
+                                })?;
+                            targets.push(p.clone());
+                        }
+                        to = Some(targets);
+                    }
+                    other => return Err(bad_input(format!("send: unknown flag {other}"))),
+                }
+            }
+            socket
+                .send_match_data(match_id, op, text.as_bytes().to_vec(), reliable, to.as_deref())
+                .await?;
+        }
+        "ping" => {
+            let rtt = socket.ping().await?;
+            out.emit(
+                json!({"type": "pong", "rtt_us": rtt.as_micros() as u64}),
+                format!("pong in {:.2} ms", rtt.as_secs_f64() * 1000.0),
+            );
+        }
+        "sleep" => {
+            let ms: u64 = arg(0, "MS")?
+                .parse()
+                .map_err(|_| bad_input("sleep: MS must be an integer"))?;
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        "help" => {
+            if !out.json {
+                println!("{HELP}");
+            }
+        }
+        "quit" | "exit" => return Ok(false),
+        other => return Err(bad_input(format!("unknown command {other:?}; try help"))),
+    }
+    Ok(true)
+}
+
+async fn resolve(server: &str) -> anyhow::Result<(SocketAddr, String)> {
+    let (host, _) = server
+        .rsplit_once(':')
+        .with_context(|| format!("--server {server}: expected HOST:PORT"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let addr = tokio::net::lookup_host(server)
+        .await
+        .with_context(|| format!("resolving {server}"))?
+        .next()
+        .with_context(|| format!("{server} resolved to no address"))?;
+    Ok((addr, host))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "error".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let out = Out { json: args.json };
+    let (addr, host) = resolve(&args.server).await?;
+    let trust = match (&args.ca, &args.pin) {
+        (Some(ca), _) => Trust::CaFile(ca.clone()),
+        (None, Some(pin)) => Trust::pin(pin)?,
+        (None, None) => Trust::PlatformRoots,
+    };
+    let credentials = match (&args.device_id, &args.custom_id) {
+        (Some(id), _) => Credentials::Device { id: id.clone() },
+        (None, Some(id)) => Credentials::Custom { id: id.clone() },
+        (None, None) => bail!("--device-id or --custom-id is required"),
+    };
+    let mut config = ClientConfig::new(addr, trust, credentials).server_key(args.server_key);
+    config.username = args.username;
+    config.server_name = Some(args.server_name.unwrap_or(host));
+    let socket = match Socket::connect(config).await {
+        Ok(socket) => Arc::new(socket),
+        Err(e) => {
+            let (code, reason) = e
+                .close_code()
+                .map(|(c, r)| (Some(c.to_string()), r))
+                .unwrap_or((None, e.to_string()));
+            out.emit(
+                json!({"type": "disconnected", "code": code, "reason": reason}),
+                format!("could not connect: {e}"),
+            );
+            std::process::exit(1);
+        }
+    };
+    let s = socket.session();
+    out.emit(
+        json!({
+            "type": "session",
+            "user_id": s.user_id.to_string(),
+            "session_id": s.session_id.to_string(),
+            "username": s.username,
+            "token_expires_at": s.token_expires_at,
+        }),
+        format!(
+            "connected as {} (user {}, session {})",
+            s.username, s.user_id, s.session_id
+        ),
+    );
+    let events = socket.clone();
+    tokio::spawn(async move {
+        while let Some(event) = events.next_event().await {
+            if QUITTING.load(Ordering::SeqCst) {
+                break;
+            }
+            print_event(out, &event);
+            if matches!(event, Event::Disconnected { .. }) {
+                std::process::exit(1);
+            }
+        }
+    });
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    while let Some(line) = lines.next_line().await? {
+        let Some(words) = shlex::split(&line) else {
+            out.error(ErrorCode::BAD_INPUT, "unbalanced quotes");
+            continue;
+        };
+        match run_command(&socket, out, &words).await {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => out.request_error(&e),
+        }
+    }
+    QUITTING.store(true, Ordering::SeqCst);
+    socket.close().await;
+    Ok(())
+}

@@ -238,7 +238,13 @@ mod tests {
         assert_eq!(a.user_id, b.user_id);
         assert_eq!(a.username.len(), 10);
         assert_eq!(b.username, "bob");
-        let c = identify(&Credentials::Custom { id: "device-0001".into() }, None).expect("ok");
+        let c = identify(
+            &Credentials::Custom {
+                id: "device-0001".into(),
+            },
+            None,
+        )
+        .expect("ok");
         assert_ne!(a.user_id, c.user_id, "kinds are separate namespaces");
     }
 
@@ -248,7 +254,13 @@ mod tests {
         assert!(identify(&device(&"x".repeat(129)), None).is_err());
         assert!(identify(&device("has space 123"), None).is_err());
         assert!(identify(&device("ctrl\u{7}char12"), None).is_err());
-        assert!(identify(&Credentials::Custom { id: "six666".into() }, None).is_ok());
+        assert!(identify(
+            &Credentials::Custom {
+                id: "six666".into()
+            },
+            None
+        )
+        .is_ok());
         assert!(identify(&Credentials::Custom { id: "five5".into() }, None).is_err());
         assert!(identify(&device("device-0001"), Some("")).is_err());
     }
@@ -259,7 +271,10 @@ mod tests {
         let id = identify(&device("device-0001"), None).expect("ok");
         let claims = claims_for(&id, SessionId::new_random(), Duration::from_secs(60));
         let token = issue_token(&secret, &claims);
-        assert_eq!(verify_token(&secret, &token, claims.iat), Some(claims.clone()));
+        assert_eq!(
+            verify_token(&secret, &token, claims.iat),
+            Some(claims.clone())
+        );
         assert_eq!(verify_token(&secret, &token, claims.exp), None, "expired");
         let other = Secret::from_bytes(&[8; 32]);
         assert_eq!(verify_token(&other, &token, claims.iat), None, "foreign");
@@ -270,7 +285,10 @@ mod tests {
 
     #[test]
     fn hex_round_trip() {
-        assert_eq!(decode_hex(&encode_hex(&[0, 255, 16])), Some(vec![0, 255, 16]));
+        assert_eq!(
+            decode_hex(&encode_hex(&[0, 255, 16])),
+            Some(vec![0, 255, 16])
+        );
         assert_eq!(decode_hex("abc"), None);
         assert_eq!(decode_hex("zz"), None);
     }

@@ -195,8 +195,10 @@ mod tests {
         let mut c = Config::default();
         c.matches.max_size = 1;
         assert!(c.validate().is_err());
-        let mut c = Config::default();
-        c.cert = Some("a.pem".into());
+        let c = Config {
+            cert: Some("a.pem".into()),
+            ..Config::default()
+        };
         assert!(c.validate().is_err());
         let mut c = Config::default();
         c.session.encryption_key = Some("abcd".into());

@@ -18,7 +18,7 @@
 //! - `server`: the endpoint, its transport tuning and the accept loop.
 //! - [`session`]: one task per connection.
 //! - [`handlers`]: request dispatch, one file per feature area.
-//! - [`matches`]: the match table and the relay fan-out.
+//! - [`matches`](mod@matches): the match table and the relay fan-out.
 
 pub mod auth;
 pub mod config;

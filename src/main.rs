@@ -9,7 +9,11 @@ use quicmatch::{Config, Server};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "quicmatch", version, about = "Realtime multiplayer and matchmaking server over QUIC")]
+#[command(
+    name = "quicmatch",
+    version,
+    about = "Realtime multiplayer and matchmaking server over QUIC"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -87,7 +91,9 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let config = args.config()?;
-            let server = Server::builder(config).bind().context("starting the server")?;
+            let server = Server::builder(config)
+                .bind()
+                .context("starting the server")?;
             tracing::info!(
                 addr = %server.local_addr(),
                 fingerprint = %server.fingerprint(),

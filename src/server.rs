@@ -94,13 +94,12 @@ pub(crate) fn bind(
         .map_err(|e| ServerError::Tls(tls::TlsError::Setup(e.to_string())))?;
     let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic));
     server_config.transport_config(Arc::new(transport(&config)));
-    let endpoint =
-        quinn::Endpoint::server(server_config, config.listen).map_err(|source| {
-            ServerError::Bind {
-                addr: config.listen,
-                source,
-            }
-        })?;
+    let endpoint = quinn::Endpoint::server(server_config, config.listen).map_err(|source| {
+        ServerError::Bind {
+            addr: config.listen,
+            source,
+        }
+    })?;
     let cert = material.chain[0].clone();
     let shared = Arc::new(Shared {
         matches: MatchTable::new(config.matches.clone()),
@@ -161,7 +160,10 @@ pub(crate) async fn serve(
     info!("shutting down");
     cancel.cancel();
     tracker.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
         warn!("sessions still running after the grace period");
     }
     endpoint.close(

@@ -128,8 +128,8 @@ pub fn load_or_generate(dir: &Path) -> Result<(TlsMaterial, bool), TlsError> {
     }
     fs::create_dir_all(dir).map_err(io_err(dir))?;
     let names = dev_names();
-    let certified = rcgen::generate_simple_self_signed(names)
-        .map_err(|e| TlsError::Setup(e.to_string()))?;
+    let certified =
+        rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Setup(e.to_string()))?;
     write_private(&key_path, certified.signing_key.serialize_pem().as_bytes())?;
     fs::write(&cert_path, certified.cert.pem()).map_err(io_err(&cert_path))?;
     Ok((load_pem(&cert_path, &key_path)?, true))

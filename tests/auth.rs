@@ -96,7 +96,10 @@ async fn no_first_frame_is_closed_after_the_timeout() {
         .expect("waiting for the server to close");
     match err {
         quinn::ConnectionError::ApplicationClosed(c) => {
-            assert_eq!(c.error_code.into_inner(), u64::from(CloseCode::AUTH_TIMEOUT.0));
+            assert_eq!(
+                c.error_code.into_inner(),
+                u64::from(CloseCode::AUTH_TIMEOUT.0)
+            );
         }
         other => panic!("unexpected close {other:?}"),
     }
@@ -115,7 +118,10 @@ async fn first_frame_must_be_authenticate() {
     send.write_all(&ping).await.expect("write");
     match timeout(TEST_TIMEOUT, conn.closed()).await.expect("closed") {
         quinn::ConnectionError::ApplicationClosed(c) => {
-            assert_eq!(c.error_code.into_inner(), u64::from(CloseCode::AUTH_FAILED.0));
+            assert_eq!(
+                c.error_code.into_inner(),
+                u64::from(CloseCode::AUTH_FAILED.0)
+            );
         }
         other => panic!("unexpected close {other:?}"),
     }

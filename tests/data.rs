@@ -54,9 +54,15 @@ async fn targeted_sends_reach_only_the_listed() {
     let server = TestServer::start().await;
     let (a, b, c, m) = three(&server).await;
     for reliable in [false, true] {
-        a.send_match_data(m.match_id, -1, b"only bob".to_vec(), reliable, Some(&[b.presence()]))
-            .await
-            .expect("send");
+        a.send_match_data(
+            m.match_id,
+            -1,
+            b"only bob".to_vec(),
+            reliable,
+            Some(&[b.presence()]),
+        )
+        .await
+        .expect("send");
         let d = data(next_event(&b, "targeted data").await);
         assert_eq!(&d.data[..], b"only bob");
         assert_eq!(d.op_code, -1);
@@ -122,7 +128,9 @@ async fn oversize_payloads_are_errors() {
         .expect_err("too large for a datagram");
     assert_eq!(err.code(), Some(ErrorCode::PAYLOAD_TOO_LARGE));
     // The same payload is fine reliably.
-    a.send_match_data(m.match_id, 1, big, true, None).await.expect("reliable");
+    a.send_match_data(m.match_id, 1, big, true, None)
+        .await
+        .expect("reliable");
     assert_eq!(data(next_event(&b, "big reliable").await).data.len(), 1025);
     let huge = vec![0u8; quicmatch_protocol::MAX_RELIABLE_PAYLOAD + 1];
     let err = a
@@ -167,9 +175,13 @@ async fn unreliable_data_carries_increasing_seq() {
         assert!(!d.reliable);
     }
     // seq is shared with the reliable path: a later reliable message has a higher seq.
-    a.send_match_data(m.match_id, 2, vec![1], false, None).await.expect("send");
+    a.send_match_data(m.match_id, 2, vec![1], false, None)
+        .await
+        .expect("send");
     let unreliable = data(next_event(&b, "datagram").await);
-    a.send_match_data(m.match_id, 2, vec![2], true, None).await.expect("send");
+    a.send_match_data(m.match_id, 2, vec![2], true, None)
+        .await
+        .expect("send");
     let reliable = data(next_event(&b, "reliable").await);
     assert!(reliable.seq > unreliable.seq);
 }

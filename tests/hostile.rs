@@ -24,7 +24,8 @@ async fn garbage_frames_get_errors_and_the_connection_survives() {
     let server = TestServer::start().await;
     let mut raw = server.raw_session("garbage").await;
     // Random body behind a valid length: cid Some(4) then nonsense.
-    raw.write(&[0, 0, 0, 6, 0x01, 0x04, 0x03, 0xff, 0xff, 0xff]).await;
+    raw.write(&[0, 0, 0, 6, 0x01, 0x04, 0x03, 0xff, 0xff, 0xff])
+        .await;
     let reply = raw.next().await;
     assert_eq!(reply.cid, Some(4));
     assert_eq!(error_code(&reply.body), ErrorCode::BAD_INPUT);
@@ -56,9 +57,15 @@ async fn an_oversized_length_prefix_closes_only_that_connection() {
 
     let mut raw = server.raw_session("huge").await;
     raw.write(&[0xff, 0xff, 0xff, 0xf0]).await;
-    match timeout(TEST_TIMEOUT, raw.conn.closed()).await.expect("closed") {
+    match timeout(TEST_TIMEOUT, raw.conn.closed())
+        .await
+        .expect("closed")
+    {
         quinn::ConnectionError::ApplicationClosed(c) => {
-            assert_eq!(c.error_code.into_inner(), u64::from(CloseCode::PROTOCOL_ERROR.0));
+            assert_eq!(
+                c.error_code.into_inner(),
+                u64::from(CloseCode::PROTOCOL_ERROR.0)
+            );
         }
         other => panic!("unexpected close {other:?}"),
     }
@@ -80,20 +87,39 @@ async fn bad_datagrams_get_error_events() {
     let mut raw = server.raw_session("dgram").await;
 
     // Join to learn the handle, then leave: the handle is live but we are no member.
-    let reply = raw.request(Some(1), Request::MatchJoin { match_id: m.match_id }).await;
+    let reply = raw
+        .request(
+            Some(1),
+            Request::MatchJoin {
+                match_id: m.match_id,
+            },
+        )
+        .await;
     let ServerBody::Response(Response::Match(MatchInfo { handle, .. })) = reply.body else {
         panic!("expected a match, got {reply:?}");
     };
-    raw.request(Some(2), Request::MatchLeave { match_id: m.match_id }).await;
+    raw.request(
+        Some(2),
+        Request::MatchLeave {
+            match_id: m.match_id,
+        },
+    )
+    .await;
     next_event(&alice, "raw joins").await;
     next_event(&alice, "raw leaves").await;
 
     let cases: Vec<(Vec<u8>, ErrorCode)> = vec![
-        (vec![0x01], ErrorCode::BAD_INPUT),                       // truncated
-        (vec![0x09, 0x01, 0x01, 0x00], ErrorCode::BAD_INPUT),     // wrong version
-        (vec![0x01, 0x42, 0x01, 0x00], ErrorCode::UNRECOGNIZED_PAYLOAD), // unknown kind
+        (vec![0x01], ErrorCode::BAD_INPUT),                   // truncated
+        (vec![0x09, 0x01, 0x01, 0x00], ErrorCode::BAD_INPUT), // wrong version
+        (
+            vec![0x01, 0x42, 0x01, 0x00],
+            ErrorCode::UNRECOGNIZED_PAYLOAD,
+        ), // unknown kind
         (vec![0x01, 0x01, 0xfa, 0x00], ErrorCode::MATCH_NOT_FOUND), // unknown handle 250
-        (vec![0x01, 0x01, handle as u8, 0x00, 1, 2, 3], ErrorCode::NOT_MATCH_MEMBER),
+        (
+            vec![0x01, 0x01, handle as u8, 0x00, 1, 2, 3],
+            ErrorCode::NOT_MATCH_MEMBER,
+        ),
     ];
     for (bytes, code) in cases {
         raw.conn.send_datagram(bytes.clone().into()).expect("send");
@@ -102,9 +128,15 @@ async fn bad_datagrams_get_error_events() {
         assert_eq!(error_code(&ev.body), code, "datagram {bytes:?}");
     }
     let mut big = vec![0x01, 0x01, handle as u8, 0x00];
-    big.extend(std::iter::repeat_n(0u8, quicmatch_protocol::MAX_DATAGRAM_PAYLOAD + 1));
+    big.extend(std::iter::repeat_n(
+        0u8,
+        quicmatch_protocol::MAX_DATAGRAM_PAYLOAD + 1,
+    ));
     raw.conn.send_datagram(big.into()).expect("send");
-    assert_eq!(error_code(&raw.next().await.body), ErrorCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        error_code(&raw.next().await.body),
+        ErrorCode::PAYLOAD_TOO_LARGE
+    );
 
     // Alice heard nothing of it, and the raw client is still served.
     common::assert_no_event(&alice, std::time::Duration::from_millis(100)).await;

@@ -47,7 +47,10 @@ async fn joining_twice_is_idempotent() {
     }
     let again = bob.join_match(m.match_id).await.expect("join again");
     assert_eq!(again.size, 2);
-    let again = alice.join_match(m.match_id).await.expect("creator joins again");
+    let again = alice
+        .join_match(m.match_id)
+        .await
+        .expect("creator joins again");
     assert_eq!(again.presences.len(), 2);
     common::assert_no_event(&alice, std::time::Duration::from_millis(200)).await;
     assert_eq!(server.stats.matches().presences, 2);
@@ -85,7 +88,9 @@ async fn last_leave_ends_the_match_for_good() {
     assert_eq!(err.code(), Some(ErrorCode::MATCH_NOT_FOUND));
     // Leaving again (or leaving a match never joined) is still acknowledged.
     bob.leave_match(m.match_id).await.expect("leave again");
-    bob.leave_match(MatchId::new_random()).await.expect("leave unknown");
+    bob.leave_match(MatchId::new_random())
+        .await
+        .expect("leave unknown");
 }
 
 #[tokio::test]
@@ -95,7 +100,10 @@ async fn named_match_is_join_or_create() {
     let bob = server.client("bob").await;
     let a = alice.create_match(Some("lobby-7")).await.expect("create");
     assert_eq!(a.size, 1);
-    let b = bob.create_match(Some("lobby-7")).await.expect("create same name");
+    let b = bob
+        .create_match(Some("lobby-7"))
+        .await
+        .expect("create same name");
     assert_eq!(a.match_id, b.match_id);
     assert_eq!(b.size, 2);
     assert_eq!(b.presences, vec![alice.presence(), bob.presence()]);

@@ -59,7 +59,11 @@ async fn documented_bytes_round_trip_with_the_server() {
     // MatchCreate { name: None } with cid 2.
     raw.write(&[0, 0, 0, 4, 0x01, 0x02, 0x02, 0x00]).await;
     let created = raw.next_body().await;
-    assert_eq!(&created[..4], &[0x01, 0x02, 0x00, 0x02], "cid 2, Response::Match");
+    assert_eq!(
+        &created[..4],
+        &[0x01, 0x02, 0x00, 0x02],
+        "cid 2, Response::Match"
+    );
     let env = quicmatch_protocol::frame::decode_server(&created).expect("decode");
     let ServerBody::Response(Response::Match(MatchInfo {
         match_id,
@@ -102,5 +106,8 @@ async fn documented_bytes_round_trip_with_the_server() {
         .expect("relayed datagram")
         .expect("connection");
     // version 1, kind 0x81, handle, sender slot 2, seq 2, op code -1 -> zigzag 1, payload
-    assert_eq!(&relayed[..], &[0x01, 0x81, handle as u8, 0x02, 0x02, 0x01, b'y', b'o']);
+    assert_eq!(
+        &relayed[..],
+        &[0x01, 0x81, handle as u8, 0x02, 0x02, 0x01, b'y', b'o']
+    );
 }

@@ -117,7 +117,12 @@ impl ClientState {
 
     fn resolve(&self, header: &RelayHeader) -> Option<(MatchId, Presence)> {
         let id = *self.handles.get(&header.handle)?;
-        let sender = self.matches.get(&id)?.slots.get(&header.sender_slot)?.clone();
+        let sender = self
+            .matches
+            .get(&id)?
+            .slots
+            .get(&header.sender_slot)?
+            .clone();
         Some((id, sender))
     }
 

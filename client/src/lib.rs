@@ -40,12 +40,12 @@ use std::{
 };
 
 use bytes::Bytes;
-pub use quicmatch_protocol::{
-    CloseCode, Credentials, ErrorCode, MatchId, Presence, SessionId, SessionInfo, UserId,
-};
 use quicmatch_protocol::{
     datagram, envelope::ClientEnvelope, frame, Request, Response, ALPN, MAX_DATAGRAM_PAYLOAD,
     MAX_RELIABLE_PAYLOAD, MAX_TARGETS,
+};
+pub use quicmatch_protocol::{
+    CloseCode, Credentials, ErrorCode, MatchId, Presence, SessionId, SessionInfo, UserId,
 };
 use tokio::sync::{mpsc, oneshot};
 pub use trust::Trust;
@@ -272,9 +272,13 @@ impl Socket {
     /// Connects, authenticates, and starts receiving.
     pub async fn connect(config: ClientConfig) -> Result<Self, ConnectError> {
         let bind: SocketAddr = if config.server.is_ipv6() {
-            "[::]:0".parse().map_err(|_| ConnectError::Config("bind".into()))?
+            "[::]:0"
+                .parse()
+                .map_err(|_| ConnectError::Config("bind".into()))?
         } else {
-            "0.0.0.0:0".parse().map_err(|_| ConnectError::Config("bind".into()))?
+            "0.0.0.0:0"
+                .parse()
+                .map_err(|_| ConnectError::Config("bind".into()))?
         };
         let endpoint = quinn::Endpoint::client(bind)?;
         Self::connect_with_endpoint(endpoint, config).await
@@ -334,8 +338,7 @@ impl Socket {
         let session = match first {
             Some(Ok(body)) => match frame::decode_server(&body) {
                 Ok(quicmatch_protocol::ServerEnvelope {
-                    body:
-                        quicmatch_protocol::ServerBody::Response(Response::Session(session)),
+                    body: quicmatch_protocol::ServerBody::Response(Response::Session(session)),
                     ..
                 }) => session,
                 Ok(other) => {
@@ -415,7 +418,9 @@ impl Socket {
         match tokio::time::timeout(self.inner.request_timeout, rx).await {
             Err(_) => Err(RequestError::Timeout),
             Ok(Err(_)) => Err(RequestError::Disconnected),
-            Ok(Ok(Response::Error { code, message })) => Err(RequestError::Server { code, message }),
+            Ok(Ok(Response::Error { code, message })) => {
+                Err(RequestError::Server { code, message })
+            }
             Ok(Ok(response)) => Ok(response),
         }
     }
@@ -468,7 +473,7 @@ impl Socket {
     /// receives its own data only if it lists itself).
     ///
     /// Unreliable data goes as one datagram of at most
-    /// [`MAX_DATAGRAM_PAYLOAD`](quicmatch_protocol::MAX_DATAGRAM_PAYLOAD) bytes; reliable
+    /// [`quicmatch_protocol::MAX_DATAGRAM_PAYLOAD`] bytes; reliable
     /// data goes over the control stream, in order. Both return once the data is handed
     /// to the connection; a failure the server detects arrives as [`Event::Error`].
     pub async fn send_match_data(
@@ -565,8 +570,7 @@ impl Socket {
         self.inner
             .conn
             .close(quinn::VarInt::from_u32(CloseCode::NORMAL.0), b"bye");
-        let _ =
-            tokio::time::timeout(Duration::from_secs(1), self.inner.endpoint.wait_idle()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.endpoint.wait_idle()).await;
     }
 }
 

@@ -22,7 +22,14 @@ struct Cli {
 impl Cli {
     fn spawn(addr: std::net::SocketAddr, ca: &std::path::Path, device: &str, name: &str) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_quicmatch-cli"))
-            .args(["--server", &addr.to_string(), "--device-id", device, "--username", name])
+            .args([
+                "--server",
+                &addr.to_string(),
+                "--device-id",
+                device,
+                "--username",
+                name,
+            ])
             .arg("--ca")
             .arg(ca)
             .arg("--json")
@@ -70,8 +77,10 @@ async fn two_clis_play_a_match() {
         ),
     )
     .expect("write ca");
-    let mut config = Config::default();
-    config.listen = "127.0.0.1:0".parse().expect("addr");
+    let config = Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        ..Config::default()
+    };
     let server = Server::builder(config)
         .certificate(material)
         .secret([1u8; 32])
@@ -104,7 +113,10 @@ async fn two_clis_play_a_match() {
     assert_eq!(joined["presences"].as_array().map(Vec::len), Some(2));
     let presence = alice.next("bob's join").await;
     assert_eq!(presence["type"], "match_presence");
-    assert_eq!(presence["joins"][0]["session_id"], bob_session["session_id"]);
+    assert_eq!(
+        presence["joins"][0]["session_id"],
+        bob_session["session_id"]
+    );
     assert_eq!(presence["leaves"].as_array().map(Vec::len), Some(0));
 
     alice

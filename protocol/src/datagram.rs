@@ -109,7 +109,12 @@ pub struct ClientDatagram {
 impl ClientDatagram {
     /// Encodes the datagram.
     pub fn encode(&self) -> Bytes {
-        encode_client(self.handle, self.op_code, self.targets.as_deref(), &self.payload)
+        encode_client(
+            self.handle,
+            self.op_code,
+            self.targets.as_deref(),
+            &self.payload,
+        )
     }
 
     /// Decodes a datagram, checking every count and the payload size before allocating.

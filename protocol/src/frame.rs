@@ -111,9 +111,10 @@ pub fn decode_client(body: &[u8]) -> Result<ClientEnvelope, (Option<u32>, Decode
         // unknown request kind gets its own error code.
         let mut rest = body.get(used..).unwrap_or_default();
         match crate::datagram::get_varint(&mut rest) {
-            Ok(kind) if kind >= u64::from(Request::KINDS) => {
-                (cid, DecodeError::UnknownKind(u32::try_from(kind).unwrap_or(u32::MAX)))
-            }
+            Ok(kind) if kind >= u64::from(Request::KINDS) => (
+                cid,
+                DecodeError::UnknownKind(u32::try_from(kind).unwrap_or(u32::MAX)),
+            ),
             _ => (cid, e),
         }
     })
@@ -258,7 +259,9 @@ mod tests {
         assert!(
             matches!(
                 err,
-                DecodeError::FrameTooLarge { .. } | DecodeError::Truncated | DecodeError::Malformed(_)
+                DecodeError::FrameTooLarge { .. }
+                    | DecodeError::Truncated
+                    | DecodeError::Malformed(_)
             ),
             "{err:?}"
         );
@@ -326,7 +329,7 @@ mod tests {
     }
 
     fn arb_request() -> impl Strategy<Value = Request> {
-        let id = any::<u128>().prop_map(|v| uuid::Uuid::from_u128(v));
+        let id = any::<u128>().prop_map(uuid::Uuid::from_u128);
         prop_oneof![
             (".{0,40}", ".{0,40}", proptest::option::of(".{0,20}")).prop_map(|(k, id, u)| {
                 Request::Authenticate {
@@ -337,8 +340,9 @@ mod tests {
             }),
             Just(Request::Ping),
             proptest::option::of(".{0,30}").prop_map(|name| Request::MatchCreate { name }),
-            id.clone()
-                .prop_map(|u| Request::MatchJoin { match_id: MatchId(u) }),
+            id.clone().prop_map(|u| Request::MatchJoin {
+                match_id: MatchId(u)
+            }),
             (
                 id.clone(),
                 any::<i64>(),

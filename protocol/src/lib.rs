@@ -22,8 +22,8 @@ pub mod frame;
 pub mod ids;
 
 pub use envelope::{
-    ClientEnvelope, Credentials, Event, MatchInfo, Member, Presence, Request, Response,
-    ServerBody, ServerEnvelope, SessionInfo,
+    ClientEnvelope, Credentials, Event, MatchInfo, Member, Presence, Request, Response, ServerBody,
+    ServerEnvelope, SessionInfo,
 };
 pub use error::{CloseCode, DecodeError, ErrorCode};
 pub use ids::{MatchId, PartyId, SessionId, TicketId, UserId};

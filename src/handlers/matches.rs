@@ -6,7 +6,11 @@ use quicmatch_protocol::{ErrorCode, MatchId, Response, SessionId};
 use super::ApiError;
 use crate::{session::SessionState, Shared};
 
-fn check_room(shared: &Shared, session: &SessionState, id: Option<MatchId>) -> Result<(), ApiError> {
+fn check_room(
+    shared: &Shared,
+    session: &SessionState,
+    id: Option<MatchId>,
+) -> Result<(), ApiError> {
     let already = id.is_some_and(|id| session.joined.contains(&id));
     if !already && session.joined.len() >= shared.config.matches.max_per_session {
         return Err(ApiError::new(
@@ -49,7 +53,9 @@ pub(super) fn leave(
 ) -> Result<Option<Response>, ApiError> {
     // Like Nakama, leaving a match one is not in (or that ended) is still acknowledged.
     if session.joined.remove(&match_id) {
-        shared.matches.leave(match_id, session.handle.presence.session_id);
+        shared
+            .matches
+            .leave(match_id, session.handle.presence.session_id);
     }
     Ok(Some(Response::Ack))
 }

@@ -267,7 +267,11 @@ impl MatchTable {
 
     /// Relays one datagram: the header is rewritten once and the same buffer goes to
     /// every recipient.
-    pub fn send_unreliable(&self, sender: SessionId, dgram: ClientDatagram) -> Result<(), ApiError> {
+    pub fn send_unreliable(
+        &self,
+        sender: SessionId,
+        dgram: ClientDatagram,
+    ) -> Result<(), ApiError> {
         let mut recipients: Vec<SessionHandle> = Vec::new();
         let out = {
             let mut state = self.lock();
@@ -332,30 +336,30 @@ fn join_locked(
 ) -> Result<MatchInfo, ApiError> {
     let Some(m) = state.matches.get_mut(&id) else {
         return Err(ApiError::new(ErrorCode::MATCH_NOT_FOUND, "match not found"));
-        };
-        if let Some(e) = m.find(session.presence.session_id) {
-            let me = e.member.clone();
-            return Ok(m.info(&me));
-        }
-        if m.members.len() >= limits.max_size {
-            return Err(ApiError::new(
-                ErrorCode::MATCH_JOIN_REJECTED,
-                format!("match is full ({} members)", limits.max_size),
-            ));
-        }
-        let member = Member {
-            slot: m.next_slot,
-            presence: session.presence.clone(),
-        };
-        m.next_slot += 1;
-        if let Some(frame) = presence_frame(id, vec![member.clone()], Vec::new()) {
-            m.broadcast_frame(&frame, session.presence.session_id);
-        }
-        m.members.push(Entry {
-            member: member.clone(),
-            session: session.clone(),
-        });
-        Ok(m.info(&member))
+    };
+    if let Some(e) = m.find(session.presence.session_id) {
+        let me = e.member.clone();
+        return Ok(m.info(&me));
+    }
+    if m.members.len() >= limits.max_size {
+        return Err(ApiError::new(
+            ErrorCode::MATCH_JOIN_REJECTED,
+            format!("match is full ({} members)", limits.max_size),
+        ));
+    }
+    let member = Member {
+        slot: m.next_slot,
+        presence: session.presence.clone(),
+    };
+    m.next_slot += 1;
+    if let Some(frame) = presence_frame(id, vec![member.clone()], Vec::new()) {
+        m.broadcast_frame(&frame, session.presence.session_id);
+    }
+    m.members.push(Entry {
+        member: member.clone(),
+        session: session.clone(),
+    });
+    Ok(m.info(&member))
 }
 
 fn member_match(state: &mut State, id: MatchId, sender: SessionId) -> Result<&mut Match, ApiError> {

@@ -91,7 +91,11 @@ pub(crate) async fn run(shared: Arc<Shared>, conn: Connection, shutdown: Cancell
         }
         Err(_) => {
             debug!(%remote, "authentication timed out");
-            close(&conn, CloseCode::AUTH_TIMEOUT, "no Authenticate frame in time");
+            close(
+                &conn,
+                CloseCode::AUTH_TIMEOUT,
+                "no Authenticate frame in time",
+            );
             return;
         }
     };

@@ -23,18 +23,18 @@ pub const TEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_test_writer()
         .try_init();
 }
 
 pub fn test_config() -> Config {
-    let mut config = Config::default();
-    config.listen = "127.0.0.1:0".parse().expect("addr");
-    config.certs_dir = std::env::temp_dir().join("quicmatch-tests-unused");
-    config
+    Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        certs_dir: std::env::temp_dir().join("quicmatch-tests-unused"),
+        ..Config::default()
+    }
 }
 
 pub struct TestServer {

@@ -18,20 +18,28 @@ use anyhow::{bail, Context as _};
 use base64::Engine as _;
 use clap::Parser;
 use quicmatch_client::{
-    ClientConfig, Credentials, ErrorCode, Event, Match, MatchId, Presence, RequestError,
-    SessionId, Socket, Trust,
+    ClientConfig, Credentials, ErrorCode, Event, Match, MatchId, Presence, RequestError, SessionId,
+    Socket, Trust,
 };
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 
 #[derive(Parser)]
-#[command(name = "quicmatch-cli", version, about = "Line-oriented quicmatch client")]
+#[command(
+    name = "quicmatch-cli",
+    version,
+    about = "Line-oriented quicmatch client"
+)]
 struct Args {
     /// Server address, HOST:PORT.
     #[arg(long)]
     server: String,
     /// Device id (10 to 128 bytes); the same id is the same user.
-    #[arg(long, conflicts_with = "custom_id", required_unless_present = "custom_id")]
+    #[arg(
+        long,
+        conflicts_with = "custom_id",
+        required_unless_present = "custom_id"
+    )]
     device_id: Option<String>,
     /// Custom id (6 to 128 bytes) instead of a device id.
     #[arg(long)]
@@ -124,8 +132,16 @@ fn print_event(out: Out, event: &Event) {
             format!(
                 "presence {}: joined [{}] left [{}]",
                 p.match_id,
-                p.joins.iter().map(presence_text).collect::<Vec<_>>().join(", "),
-                p.leaves.iter().map(presence_text).collect::<Vec<_>>().join(", ")
+                p.joins
+                    .iter()
+                    .map(presence_text)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                p.leaves
+                    .iter()
+                    .map(presence_text)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         ),
         Event::MatchData(d) => {
@@ -208,15 +224,21 @@ async fn run_command(socket: &Socket, out: Out, words: &[String]) -> Result<bool
     };
     match cmd.as_str() {
         "create" => {
-            let m = socket.create_match(args.first().map(String::as_str)).await?;
+            let m = socket
+                .create_match(args.first().map(String::as_str))
+                .await?;
             print_match(out, &m);
         }
         "join" => {
-            let m = socket.join_match(parse_match_id(arg(0, "MATCH_ID")?)?).await?;
+            let m = socket
+                .join_match(parse_match_id(arg(0, "MATCH_ID")?)?)
+                .await?;
             print_match(out, &m);
         }
         "leave" => {
-            socket.leave_match(parse_match_id(arg(0, "MATCH_ID")?)?).await?;
+            socket
+                .leave_match(parse_match_id(arg(0, "MATCH_ID")?)?)
+                .await?;
             out.emit(json!({"type": "ack", "command": "leave"}), "left".into());
         }
         "send" => {
@@ -240,12 +262,13 @@ async fn run_command(socket: &Socket, out: Out, words: &[String]) -> Result<bool
                         for id in list.split(',').filter(|s| !s.is_empty()) {
                             let sid: SessionId =
                                 id.parse().map_err(|e| bad_input(format!("send: {e}")))?;
-                            let p = members
-                                .iter()
-                                .find(|p| p.session_id == sid)
-                                .ok_or_else(|| {
-                                    bad_input(format!("send: {sid} is not in that match"))
-                                })?;
+                            let p =
+                                members
+                                    .iter()
+                                    .find(|p| p.session_id == sid)
+                                    .ok_or_else(|| {
+                                        bad_input(format!("send: {sid} is not in that match"))
+                                    })?;
                             targets.push(p.clone());
                         }
                         to = Some(targets);
@@ -254,7 +277,13 @@ async fn run_command(socket: &Socket, out: Out, words: &[String]) -> Result<bool
                 }
             }
             socket
-                .send_match_data(match_id, op, text.as_bytes().to_vec(), reliable, to.as_deref())
+                .send_match_data(
+                    match_id,
+                    op,
+                    text.as_bytes().to_vec(),
+                    reliable,
+                    to.as_deref(),
+                )
                 .await?;
         }
         "ping" => {
@@ -285,7 +314,10 @@ async fn resolve(server: &str) -> anyhow::Result<(SocketAddr, String)> {
     let (host, _) = server
         .rsplit_once(':')
         .with_context(|| format!("--server {server}: expected HOST:PORT"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
     let addr = tokio::net::lookup_host(server)
         .await
         .with_context(|| format!("resolving {server}"))?

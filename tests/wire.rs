@@ -24,6 +24,7 @@ fn authenticate_frame() -> Vec<u8> {
     body.extend_from_slice(&[0x01, 0x04]); // username: Some, length 4
     body.extend_from_slice(b"wire");
     let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    assert_eq!(frame, [0, 0, 0, 0x26], "PROTOCOL.md §5.5 says length 38");
     frame.extend(body);
     frame
 }

@@ -42,6 +42,13 @@ async fn garbage_frames_get_errors_and_the_connection_survives() {
     assert_eq!(reply.cid, None);
     assert_eq!(error_code(&reply.body), ErrorCode::BAD_INPUT);
 
+    // MatchJoin (3) whose id has 5 bytes instead of 16: BAD_INPUT with the cid.
+    raw.write(&[0, 0, 0, 9, 0x01, 0x07, 0x03, 0x05, 1, 2, 3, 4, 5])
+        .await;
+    let reply = raw.next().await;
+    assert_eq!(reply.cid, Some(7));
+    assert_eq!(error_code(&reply.body), ErrorCode::BAD_INPUT);
+
     let pong = raw.request(Some(6), Request::Ping).await;
     assert_eq!(pong.body, ServerBody::Response(Response::Pong));
 }

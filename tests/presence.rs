@@ -100,3 +100,35 @@ async fn dropped_socket_is_a_leave() {
     let p = presence(next_event(&alice, "leave after drop").await);
     assert_eq!(p.leaves, vec![bob_presence]);
 }
+
+#[tokio::test]
+async fn an_idle_timeout_is_a_leave() {
+    let mut config = common::test_config();
+    config.session.idle_timeout = Duration::from_millis(1000);
+    let server = TestServer::start_with(config).await;
+    let mut lively = server.client_config("alice");
+    lively.keep_alive = Duration::from_millis(200);
+    let alice = tokio::time::timeout(
+        common::TEST_TIMEOUT,
+        quicmatch_client::Socket::connect(lively),
+    )
+    .await
+    .expect("waiting for connect")
+    .expect("connect");
+    // Bob sends no keep-alives, so the server hears nothing from him once he is idle.
+    let mut silent = server.client_config("bob");
+    silent.keep_alive = Duration::from_secs(60);
+    let bob = tokio::time::timeout(
+        common::TEST_TIMEOUT,
+        quicmatch_client::Socket::connect(silent),
+    )
+    .await
+    .expect("waiting for connect")
+    .expect("connect");
+    let m = alice.create_match(None).await.expect("create");
+    bob.join_match(m.match_id).await.expect("join");
+    presence(next_event(&alice, "join").await);
+    let p = presence(next_event(&alice, "bob's idle-timeout leave").await);
+    assert_eq!(p.leaves, vec![bob.presence()]);
+    alice.ping().await.expect("alice stays connected");
+}

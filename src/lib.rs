@@ -24,6 +24,7 @@ pub mod auth;
 pub mod config;
 pub mod handlers;
 pub mod matches;
+pub mod matchmaker;
 mod server;
 pub mod session;
 pub mod tls;

@@ -83,15 +83,15 @@ impl PartialEq for Query {
 enum Node {
     All,
     Leaf(Leaf),
-    And(Vec<Node>),
-    Or(Vec<Node>),
-    Not(Box<Node>),
+    And(Vec<Self>),
+    Or(Vec<Self>),
+    Not(Box<Self>),
     List {
-        must: Vec<Node>,
-        should: Vec<Node>,
-        must_not: Vec<Node>,
+        must: Vec<Self>,
+        should: Vec<Self>,
+        must_not: Vec<Self>,
     },
-    Boost(Box<Node>, f64),
+    Boost(Box<Self>, f64),
 }
 
 #[derive(Debug, Clone)]

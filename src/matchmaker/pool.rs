@@ -50,6 +50,18 @@ impl Default for PoolConfig {
     }
 }
 
+/// The size rules of a ticket: any group size from `min_count` to `max_count` that is a
+/// multiple of `count_multiple`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    /// Smallest acceptable group, the ticket's own members included.
+    pub min_count: usize,
+    /// Largest acceptable group; the ticket waits for this size first.
+    pub max_count: usize,
+    /// Group sizes must be a multiple of this.
+    pub count_multiple: usize,
+}
+
 /// Everything a new ticket needs; validated by [`TicketSpec::new`].
 #[derive(Debug, Clone)]
 pub struct TicketSpec {
@@ -82,14 +94,17 @@ impl TicketSpec {
     /// distinct sessions, and a party no larger than the ticket's `max_count`.
     pub fn new(
         query: Query,
-        min_count: usize,
-        max_count: usize,
-        count_multiple: usize,
+        counts: Counts,
         properties: Properties,
         party_id: Option<PartyId>,
         members: Vec<Presence>,
         max_count_limit: usize,
     ) -> Result<Self, PoolError> {
+        let Counts {
+            min_count,
+            max_count,
+            count_multiple,
+        } = counts;
         let invalid = |m: String| Err(PoolError::Invalid(m));
         if min_count < 2 {
             return invalid("min_count must be >= 2".into());
@@ -702,9 +717,11 @@ mod tests {
             };
             let spec = TicketSpec::new(
                 Query::parse(a.query).expect("query"),
-                a.min,
-                a.max,
-                a.multiple,
+                Counts {
+                    min_count: a.min,
+                    max_count: a.max,
+                    count_multiple: a.multiple,
+                },
                 props,
                 a.party,
                 members,

@@ -59,11 +59,11 @@ impl Secret {
         Ok(bytes)
     }
 
-    fn sign(&self, data: &[u8]) -> hmac::Tag {
+    pub(crate) fn sign(&self, data: &[u8]) -> hmac::Tag {
         hmac::sign(&self.key, data)
     }
 
-    fn verify(&self, data: &[u8], tag: &[u8]) -> bool {
+    pub(crate) fn verify(&self, data: &[u8], tag: &[u8]) -> bool {
         hmac::verify(&self.key, data, tag).is_ok()
     }
 

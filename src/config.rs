@@ -28,6 +28,8 @@ pub struct Config {
     pub session: SessionConfig,
     /// Relayed matches.
     pub matches: MatchConfig,
+    /// The matchmaker.
+    pub matchmaker: MatchmakerConfig,
 }
 
 impl Default for Config {
@@ -40,6 +42,7 @@ impl Default for Config {
             server_key: "defaultkey".into(),
             session: SessionConfig::default(),
             matches: MatchConfig::default(),
+            matchmaker: MatchmakerConfig::default(),
         }
     }
 }
@@ -107,6 +110,47 @@ impl Default for MatchConfig {
     }
 }
 
+/// `[matchmaker]`: tickets and grouping.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MatchmakerConfig {
+    /// Tickets one session (and one party) may hold at once; beyond it
+    /// `LIMIT_EXCEEDED`. A slot frees when a ticket matches or is removed. Default `3`.
+    pub max_tickets: usize,
+    /// Time between grouping passes. Default `2s` (Nakama: 15 s).
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Passes a ticket waits for a match of its `max_count` before it accepts the
+    /// largest valid smaller size. Default `2`.
+    pub max_intervals: u32,
+    /// Every pair in a group must satisfy each other's query. `false` gives Nakama's
+    /// default one-way matching (only the searching ticket's query). Default `true`.
+    pub mutual: bool,
+    /// How long a match token stays valid. Default `30s`.
+    #[serde(with = "humantime_serde")]
+    pub token_lifetime: Duration,
+    /// Largest `max_count` a ticket may ask for (at most 128, so a token naming every
+    /// user stays small). Default `64`.
+    pub max_count: usize,
+    /// Candidates examined per ticket per pass, which bounds the cost of a pass on a
+    /// large pool. Default `2000`.
+    pub max_scan: usize,
+}
+
+impl Default for MatchmakerConfig {
+    fn default() -> Self {
+        Self {
+            max_tickets: 3,
+            interval: Duration::from_secs(2),
+            max_intervals: 2,
+            mutual: true,
+            token_lifetime: Duration::from_secs(30),
+            max_count: 64,
+            max_scan: 2000,
+        }
+    }
+}
+
 /// A configuration value that cannot work.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -166,6 +210,19 @@ impl Config {
         let m = &self.matches;
         if m.max_size < 2 || m.max_per_session == 0 || m.max_matches == 0 {
             return bad("matches.max_size must be >= 2, max_per_session and max_matches > 0");
+        }
+        let mm = &self.matchmaker;
+        if mm.max_tickets == 0 || mm.max_intervals == 0 || mm.max_scan == 0 {
+            return bad("matchmaker.max_tickets, max_intervals and max_scan must be > 0");
+        }
+        if mm.interval < Duration::from_millis(10) {
+            return bad("matchmaker.interval must be at least 10ms");
+        }
+        if mm.token_lifetime < Duration::from_secs(1) {
+            return bad("matchmaker.token_lifetime must be at least 1s");
+        }
+        if !(2..=128).contains(&mm.max_count) {
+            return bad("matchmaker.max_count must be 2 to 128");
         }
         Ok(())
     }

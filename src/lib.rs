@@ -19,10 +19,13 @@
 //! - [`session`]: one task per connection.
 //! - [`handlers`]: request dispatch, one file per feature area.
 //! - [`matches`](mod@matches): the match table and the relay fan-out.
+//! - [`matchmaker`]: tickets, the query language, grouping, match tokens.
+//! - [`hooks`]: game code registered on the builder (before matchmaker add, matched).
 
 pub mod auth;
 pub mod config;
 pub mod handlers;
+pub mod hooks;
 pub mod matches;
 pub mod matchmaker;
 mod server;
@@ -37,6 +40,7 @@ use std::{
 
 pub use config::Config;
 pub use matches::MatchCounts;
+use quicmatch_protocol::{MatchId, Presence};
 use rustls::pki_types::CertificateDer;
 pub use server::ServerError;
 
@@ -44,6 +48,8 @@ pub use server::ServerError;
 pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) matches: matches::MatchTable,
+    pub(crate) matchmaker: matchmaker::Matchmaker,
+    pub(crate) sessions: session::SessionRegistry,
     pub(crate) secret: auth::Secret,
     /// Live connections (authenticated or not), for the connection limit and stats.
     pub(crate) connections: AtomicUsize,
@@ -54,6 +60,7 @@ pub struct ServerBuilder {
     config: Config,
     tls: Option<tls::TlsMaterial>,
     secret: Option<Vec<u8>>,
+    hooks: hooks::Hooks,
 }
 
 impl ServerBuilder {
@@ -70,10 +77,39 @@ impl ServerBuilder {
         self
     }
 
+    /// Runs `hook` before every matchmaker ticket is added: it may rewrite the request
+    /// or reject it with a message the client receives.
+    pub fn before_matchmaker_add(
+        mut self,
+        hook: impl Fn(
+                &Presence,
+                hooks::MatchmakerAddRequest,
+            ) -> Result<hooks::MatchmakerAddRequest, String>
+            + Send
+            + Sync
+            + 'static,
+    ) -> Self {
+        self.hooks.before_matchmaker_add = Some(Arc::new(hook));
+        self
+    }
+
+    /// Runs `hook` for every group the matchmaker forms; returning a match id sends the
+    /// group that match instead of a token.
+    pub fn on_matchmaker_matched(
+        mut self,
+        hook: impl Fn(&hooks::MatchedContext<'_>, &[matchmaker::pool::MatchedEntry]) -> Option<MatchId>
+            + Send
+            + Sync
+            + 'static,
+    ) -> Self {
+        self.hooks.matchmaker_matched = Some(Arc::new(hook));
+        self
+    }
+
     /// Validates the configuration, loads or generates the certificate and secret, and
     /// binds the UDP socket.
     pub fn bind(self) -> Result<Server, ServerError> {
-        server::bind(self.config, self.tls, self.secret)
+        server::bind(self.config, self.tls, self.secret, self.hooks)
     }
 }
 
@@ -91,6 +127,7 @@ impl Server {
             config,
             tls: None,
             secret: None,
+            hooks: hooks::Hooks::default(),
         }
     }
 
@@ -142,5 +179,20 @@ impl Stats {
     /// Live matches and memberships.
     pub fn matches(&self) -> MatchCounts {
         self.shared.matches.counts()
+    }
+
+    /// Authenticated sessions.
+    pub fn sessions(&self) -> usize {
+        self.shared.sessions.len()
+    }
+
+    /// Matchmaker pool size, oldest ticket age, recent completion times.
+    pub fn matchmaker(&self) -> matchmaker::pool::PoolStats {
+        self.shared.matchmaker.stats()
+    }
+
+    /// The matchmaker, to run a pass by hand (`process(Instant::now())`).
+    pub fn matchmaker_handle(&self) -> matchmaker::Matchmaker {
+        self.shared.matchmaker.clone()
     }
 }

@@ -12,7 +12,15 @@ use quinn::{crypto::rustls::QuicServerConfig, IdleTimeout, TransportConfig, VarI
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, info, warn};
 
-use crate::{auth, config::Config, matches::MatchTable, session, tls, Server, Shared};
+use crate::{
+    auth,
+    config::Config,
+    hooks::Hooks,
+    matches::MatchTable,
+    matchmaker::Matchmaker,
+    session::{self, SessionRegistry},
+    tls, Server, Shared,
+};
 
 /// How long shutdown waits for sessions to finish before dropping them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -66,6 +74,7 @@ pub(crate) fn bind(
     config: Config,
     tls_override: Option<tls::TlsMaterial>,
     secret_override: Option<Vec<u8>>,
+    hooks: Hooks,
 ) -> Result<Server, ServerError> {
     config.validate()?;
     let material = match (tls_override, &config.cert, &config.key) {
@@ -101,9 +110,21 @@ pub(crate) fn bind(
         }
     })?;
     let cert = material.chain[0].clone();
+    let secret = auth::Secret::from_bytes(&secret);
+    let matches = MatchTable::new(config.matches.clone());
+    let sessions = SessionRegistry::default();
+    let matchmaker = Matchmaker::new(
+        config.matchmaker.clone(),
+        sessions.clone(),
+        matches.clone(),
+        secret.clone(),
+        hooks,
+    );
     let shared = Arc::new(Shared {
-        matches: MatchTable::new(config.matches.clone()),
-        secret: auth::Secret::from_bytes(&secret),
+        matches,
+        matchmaker,
+        sessions,
+        secret,
         connections: Default::default(),
         config,
     });
@@ -131,6 +152,7 @@ pub(crate) async fn serve(
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
     info!(addr = ?endpoint.local_addr().ok(), "serving");
+    tracker.spawn(shared.matchmaker.clone().run(cancel.clone()));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {

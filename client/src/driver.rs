@@ -265,6 +265,10 @@ fn on_event(
     let presences = |ms: Vec<Member>| ms.into_iter().map(|m| m.presence).collect();
     match event {
         WireEvent::Error { code, message } => Some(Event::Error { code, message }),
+        WireEvent::MatchmakerMatched(m) => Some(Event::MatchmakerMatched(m)),
+        WireEvent::MatchmakerTicketCancelled { ticket, reason } => {
+            Some(Event::MatchmakerTicketCancelled { ticket, reason })
+        }
         WireEvent::MatchPresence {
             match_id,
             joins,

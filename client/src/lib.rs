@@ -41,11 +41,12 @@ use std::{
 
 use bytes::Bytes;
 use quicmatch_protocol::{
-    datagram, envelope::ClientEnvelope, frame, Request, Response, ALPN, MAX_DATAGRAM_PAYLOAD,
-    MAX_RELIABLE_PAYLOAD, MAX_TARGETS,
+    datagram, envelope::ClientEnvelope, frame, MatchmakerAdd, Request, Response, ALPN,
+    MAX_DATAGRAM_PAYLOAD, MAX_RELIABLE_PAYLOAD, MAX_TARGETS,
 };
 pub use quicmatch_protocol::{
-    CloseCode, Credentials, ErrorCode, MatchId, Presence, SessionId, SessionInfo, UserId,
+    CloseCode, Credentials, ErrorCode, MatchId, MatchmakerMatched, MatchmakerUser, PartyId,
+    Presence, SessionId, SessionInfo, TicketId, UserId,
 };
 use tokio::sync::{mpsc, oneshot};
 pub use trust::Trust;
@@ -198,12 +199,23 @@ pub struct Match {
 }
 
 /// Something the server pushed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// Members joined or left a match.
     MatchPresence(MatchPresenceEvent),
     /// Match data from another member (or from this socket, if it listed itself).
     MatchData(MatchData),
+    /// The matchmaker put this socket in a match: join it with
+    /// [`Socket::join_match_token`] (or [`Socket::join_match`] when it carries a
+    /// `match_id`).
+    MatchmakerMatched(MatchmakerMatched),
+    /// The server cancelled a ticket this socket was in.
+    MatchmakerTicketCancelled {
+        /// The ticket.
+        ticket: TicketId,
+        /// Why.
+        reason: String,
+    },
     /// A fire-and-forget send failed.
     Error {
         /// Stable numeric code.
@@ -545,6 +557,51 @@ impl Socket {
         }
     }
 
+    /// Starts a matchmaker ticket: `query` in the query language (`"*"` for anyone),
+    /// and the smallest and largest acceptable match, this socket included. Add the
+    /// optional parts with the builder, then `.await` it for the ticket id.
+    ///
+    /// ```no_run
+    /// # async fn demo(socket: &quicmatch_client::Socket) -> Result<(), quicmatch_client::RequestError> {
+    /// let ticket = socket
+    ///     .add_matchmaker("+properties.region:eu +properties.rank:>=5", 2, 4)
+    ///     .string_property("region", "eu")
+    ///     .numeric_property("rank", 7.0)
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn add_matchmaker(&self, query: &str, min_count: u32, max_count: u32) -> AddMatchmaker<'_> {
+        AddMatchmaker {
+            socket: self,
+            request: MatchmakerAdd {
+                query: query.to_owned(),
+                min_count,
+                max_count,
+                count_multiple: None,
+                string_properties: Default::default(),
+                numeric_properties: Default::default(),
+            },
+        }
+    }
+
+    /// Cancels one of this socket's tickets; `TICKET_NOT_FOUND` if it already matched,
+    /// was cancelled, or is not this socket's.
+    pub async fn remove_matchmaker(&self, ticket: TicketId) -> Result<(), RequestError> {
+        let response = self.request(Request::MatchmakerRemove { ticket }).await?;
+        Self::expect_ack(response)
+    }
+
+    /// Joins the match a matchmaker token names; the first matched player to arrive
+    /// creates it. A forged, expired or foreign token gets `BAD_INPUT`.
+    pub async fn join_match_token(&self, token: &str) -> Result<Match, RequestError> {
+        let response = self
+            .request(Request::MatchJoinToken {
+                token: token.to_owned(),
+            })
+            .await?;
+        self.expect_match(response)
+    }
+
     /// The current members of a match this socket is in (including itself), as the
     /// control stream has reported them so far; `None` for a match it is not in.
     pub fn match_presences(&self, match_id: MatchId) -> Option<Vec<Presence>> {
@@ -571,6 +628,57 @@ impl Socket {
             .conn
             .close(quinn::VarInt::from_u32(CloseCode::NORMAL.0), b"bye");
         let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.endpoint.wait_idle()).await;
+    }
+}
+
+/// A matchmaker request being built; `.await` it (or call [`send`](Self::send)).
+#[must_use = "a matchmaker request does nothing until awaited"]
+pub struct AddMatchmaker<'a> {
+    socket: &'a Socket,
+    request: MatchmakerAdd,
+}
+
+impl<'a> AddMatchmaker<'a> {
+    /// Match sizes must be a multiple of `n` (it must divide both counts).
+    pub fn count_multiple(mut self, n: u32) -> Self {
+        self.request.count_multiple = Some(n);
+        self
+    }
+
+    /// A string property other tickets' queries can test.
+    pub fn string_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.request
+            .string_properties
+            .insert(key.into(), value.into());
+        self
+    }
+
+    /// A numeric property other tickets' queries can test.
+    pub fn numeric_property(mut self, key: impl Into<String>, value: f64) -> Self {
+        self.request.numeric_properties.insert(key.into(), value);
+        self
+    }
+
+    /// Sends the request and returns the ticket.
+    pub async fn send(self) -> Result<TicketId, RequestError> {
+        match self
+            .socket
+            .request(Request::MatchmakerAdd(self.request))
+            .await?
+        {
+            Response::MatchmakerTicket { ticket } => Ok(ticket),
+            other => Err(RequestError::Unexpected(format!("{other:?}"))),
+        }
+    }
+}
+
+impl<'a> std::future::IntoFuture for AddMatchmaker<'a> {
+    type Output = Result<TicketId, RequestError>;
+    type IntoFuture =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Self::Output> + Send + 'a>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.send())
     }
 }
 

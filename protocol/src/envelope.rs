@@ -5,16 +5,18 @@
 //! [`Event`] it pushes on its own (with no `cid`). Enum variants are encoded by their
 //! position, so new variants are only ever appended.
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::{
     error::ErrorCode,
-    ids::{MatchId, SessionId, UserId},
+    ids::{MatchId, PartyId, SessionId, TicketId, UserId},
 };
 
 /// What a client sends on the control stream.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClientEnvelope {
     /// Correlation id chosen by the client; the reply carries the same value. `None` for
     /// fire-and-forget requests, which get no reply on success.
@@ -24,7 +26,7 @@ pub struct ClientEnvelope {
 }
 
 /// What the server sends on the control stream.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServerEnvelope {
     /// The `cid` of the request this answers; `None` on pushed events.
     pub cid: Option<u32>,
@@ -33,7 +35,7 @@ pub struct ServerEnvelope {
 }
 
 /// The two kinds of server message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ServerBody {
     /// The answer to a request.
     Response(Response),
@@ -58,7 +60,7 @@ pub enum Credentials {
 }
 
 /// A request from a client.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Request {
     /// The first frame of every connection.
     Authenticate {
@@ -97,11 +99,40 @@ pub enum Request {
         /// Only these sessions receive it; `None` means every other member.
         targets: Option<Vec<SessionId>>,
     },
+    /// Put this session into the matchmaker; answered by [`Response::MatchmakerTicket`].
+    MatchmakerAdd(MatchmakerAdd),
+    /// Cancel one of this session's own tickets.
+    MatchmakerRemove {
+        /// The ticket.
+        ticket: TicketId,
+    },
+    /// Join (or, as the first arrival, create) the match a matchmaker token names.
+    MatchJoinToken {
+        /// The token from [`Event::MatchmakerMatched`].
+        token: String,
+    },
+}
+
+/// A matchmaker ticket request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MatchmakerAdd {
+    /// Who this ticket accepts, in the query language; empty means `*`.
+    pub query: String,
+    /// Smallest acceptable match, this session included (at least 2).
+    pub min_count: u32,
+    /// Largest acceptable match; the matchmaker tries this size first.
+    pub max_count: u32,
+    /// Match sizes must be a multiple of this; `None` means 1.
+    pub count_multiple: Option<u32>,
+    /// String properties others' queries see.
+    pub string_properties: BTreeMap<String, String>,
+    /// Numeric properties others' queries see.
+    pub numeric_properties: BTreeMap<String, f64>,
 }
 
 impl Request {
     /// How many request kinds this version knows; indices at or above it are unknown.
-    pub const KINDS: u32 = 6;
+    pub const KINDS: u32 = 9;
 
     /// A short name for logs and metrics.
     pub fn kind(&self) -> &'static str {
@@ -112,12 +143,15 @@ impl Request {
             Self::MatchJoin { .. } => "match_join",
             Self::MatchLeave { .. } => "match_leave",
             Self::MatchDataSend { .. } => "match_data_send",
+            Self::MatchmakerAdd(_) => "matchmaker_add",
+            Self::MatchmakerRemove { .. } => "matchmaker_remove",
+            Self::MatchJoinToken { .. } => "match_join_token",
         }
     }
 }
 
 /// The server's answer to one request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Response {
     /// Authentication succeeded.
     Session(SessionInfo),
@@ -133,6 +167,11 @@ pub enum Response {
         code: ErrorCode,
         /// Human-readable reason.
         message: String,
+    },
+    /// The ticket a `MatchmakerAdd` created.
+    MatchmakerTicket {
+        /// The ticket.
+        ticket: TicketId,
     },
 }
 
@@ -188,7 +227,7 @@ pub struct MatchInfo {
 }
 
 /// Something the server pushes without being asked.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Event {
     /// A fire-and-forget request (or a datagram) failed.
     Error {
@@ -219,4 +258,43 @@ pub enum Event {
         /// Opaque payload.
         data: Bytes,
     },
+    /// The matchmaker formed a match that includes this session.
+    MatchmakerMatched(MatchmakerMatched),
+    /// The server cancelled a ticket this session was in (for example, a party member
+    /// disconnected or the party changed).
+    MatchmakerTicketCancelled {
+        /// The ticket.
+        ticket: TicketId,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A matchmaker result, sent to every matched session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MatchmakerMatched {
+    /// The ticket of the recipient that matched.
+    pub ticket: TicketId,
+    /// A signed, short-lived token to join the new match with `MatchJoinToken`; absent
+    /// when the server chose a match (`match_id`).
+    pub token: Option<String>,
+    /// A match the server created for this group; join it by id.
+    pub match_id: Option<MatchId>,
+    /// Every matched user, oldest ticket first.
+    pub users: Vec<MatchmakerUser>,
+    /// The recipient's own entry.
+    pub self_user: MatchmakerUser,
+}
+
+/// One matched user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MatchmakerUser {
+    /// Who.
+    pub presence: Presence,
+    /// The party the user was matched with, if any.
+    pub party_id: Option<PartyId>,
+    /// The ticket's string properties.
+    pub string_properties: BTreeMap<String, String>,
+    /// The ticket's numeric properties.
+    pub numeric_properties: BTreeMap<String, f64>,
 }

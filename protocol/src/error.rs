@@ -61,6 +61,9 @@ error_codes! {
     LIMIT_EXCEEDED = 103,
     /// The sender is sending faster than its allowance.
     RATE_LIMITED = 104,
+    /// No such matchmaker ticket for this caller (never existed, already matched,
+    /// cancelled, or someone else's).
+    TICKET_NOT_FOUND = 105,
 }
 
 impl fmt::Display for ErrorCode {

@@ -269,14 +269,10 @@ mod tests {
 
     #[test]
     fn request_kinds_matches_the_enum() {
-        let last = MatchId::new_random();
         let frame = encode(&ClientEnvelope {
             cid: None,
-            body: Request::MatchDataSend {
-                match_id: last,
-                op_code: 0,
-                data: Bytes::new(),
-                targets: None,
+            body: Request::MatchJoinToken {
+                token: String::new(),
             },
         })
         .expect("encode");

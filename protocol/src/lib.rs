@@ -22,8 +22,8 @@ pub mod frame;
 pub mod ids;
 
 pub use envelope::{
-    ClientEnvelope, Credentials, Event, MatchInfo, Member, Presence, Request, Response, ServerBody,
-    ServerEnvelope, SessionInfo,
+    ClientEnvelope, Credentials, Event, MatchInfo, MatchmakerAdd, MatchmakerMatched,
+    MatchmakerUser, Member, Presence, Request, Response, ServerBody, ServerEnvelope, SessionInfo,
 };
 pub use error::{CloseCode, DecodeError, ErrorCode};
 pub use ids::{MatchId, PartyId, SessionId, TicketId, UserId};
@@ -63,8 +63,20 @@ pub const CUSTOM_ID_LEN: std::ops::RangeInclusive<usize> = 6..=128;
 /// Largest server key, in bytes.
 pub const MAX_SERVER_KEY_LEN: usize = 128;
 
-/// Largest session token, in bytes.
-pub const MAX_TOKEN_LEN: usize = 1024;
+/// Largest session or match token, in bytes.
+pub const MAX_TOKEN_LEN: usize = 4096;
+
+/// Longest matchmaker query, in bytes.
+pub const MAX_QUERY_LEN: usize = 1024;
+
+/// Most properties (string and numeric together) on one matchmaker ticket.
+pub const MAX_PROPERTIES: usize = 32;
+
+/// Longest property key, in bytes.
+pub const MAX_PROPERTY_KEY_LEN: usize = 64;
+
+/// Longest string property value, in bytes.
+pub const MAX_PROPERTY_VALUE_LEN: usize = 256;
 
 /// Largest error or close message the server sends, in bytes.
 pub const MAX_MESSAGE_LEN: usize = 1024;

@@ -6,7 +6,7 @@ use quicmatch_protocol::{ErrorCode, MatchId, Response, SessionId};
 use super::ApiError;
 use crate::{session::SessionState, Shared};
 
-fn check_room(
+pub(super) fn check_room(
     shared: &Shared,
     session: &SessionState,
     id: Option<MatchId>,

@@ -2,6 +2,7 @@
 //! place where an [`ApiError`] becomes an error envelope.
 
 mod matches;
+mod matchmaker;
 
 use quicmatch_protocol::{
     envelope::{Event, Response, ServerBody, ServerEnvelope},
@@ -60,6 +61,9 @@ pub(crate) fn dispatch(
             targets,
         } => matches::send_data(shared, session, match_id, op_code, data, targets)
             .map(|()| cid.map(|_| Response::Ack)),
+        Request::MatchmakerAdd(add) => matchmaker::add(shared, session, add),
+        Request::MatchmakerRemove { ticket } => matchmaker::remove(shared, session, ticket),
+        Request::MatchJoinToken { token } => matchmaker::join_token(shared, session, &token),
     }
 }
 

@@ -13,6 +13,7 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, MutexGuard},
+    time::Instant,
 };
 
 use bytes::Bytes;
@@ -49,7 +50,13 @@ struct State {
     /// Never reused during the server's life, so a stale handle cannot reach a newer
     /// match.
     next_handle: u32,
+    /// Ids the server handed out for matches nobody has joined yet (from the
+    /// matchmaker-matched hook), with the time the reservation lapses.
+    reserved: HashMap<MatchId, Instant>,
 }
+
+/// Reservations kept before lapsed ones are swept.
+const RESERVATIONS_SWEEP_AT: usize = 1024;
 
 struct Match {
     id: MatchId,
@@ -151,36 +158,34 @@ impl MatchTable {
             }
             None => MatchId::new_random(),
         };
+        self.join_or_create(id, session)
+    }
+
+    /// Joins the match `id`, creating it if it does not exist: how holders of a valid
+    /// matchmaker token meet.
+    pub fn join_or_create(
+        &self,
+        id: MatchId,
+        session: &SessionHandle,
+    ) -> Result<MatchInfo, ApiError> {
         let mut state = self.lock();
         if state.matches.contains_key(&id) {
             return join_locked(&mut state, &self.limits, id, session);
         }
-        if state.matches.len() >= self.limits.max_matches {
-            return Err(ApiError::new(
-                ErrorCode::LIMIT_EXCEEDED,
-                "the server is at its match limit",
-            ));
+        create_locked(&mut state, &self.limits, id, session)
+    }
+
+    /// Reserves a fresh match id that the first joiner before `until` creates; used for
+    /// matches the server creates on behalf of a matched group.
+    pub fn reserve(&self, until: Instant) -> MatchId {
+        let id = MatchId::new_random();
+        let mut state = self.lock();
+        if state.reserved.len() >= RESERVATIONS_SWEEP_AT {
+            let now = Instant::now();
+            state.reserved.retain(|_, t| *t > now);
         }
-        state.next_handle = state.next_handle.wrapping_add(1);
-        let handle = state.next_handle;
-        let member = Member {
-            slot: 1,
-            presence: session.presence.clone(),
-        };
-        let m = Match {
-            id,
-            handle,
-            members: vec![Entry {
-                member: member.clone(),
-                session: session.clone(),
-            }],
-            next_slot: 2,
-            seq: 0,
-        };
-        let info = m.info(&member);
-        state.handles.insert(handle, id);
-        state.matches.insert(id, m);
-        Ok(info)
+        state.reserved.insert(id, until);
+        id
     }
 
     /// Joins a live match. Joining again is a success with no events.
@@ -328,12 +333,52 @@ impl MatchTable {
     }
 }
 
+fn create_locked(
+    state: &mut State,
+    limits: &MatchConfig,
+    id: MatchId,
+    session: &SessionHandle,
+) -> Result<MatchInfo, ApiError> {
+    if state.matches.len() >= limits.max_matches {
+        return Err(ApiError::new(
+            ErrorCode::LIMIT_EXCEEDED,
+            "the server is at its match limit",
+        ));
+    }
+    state.reserved.remove(&id);
+    state.next_handle = state.next_handle.wrapping_add(1);
+    let handle = state.next_handle;
+    let member = Member {
+        slot: 1,
+        presence: session.presence.clone(),
+    };
+    let m = Match {
+        id,
+        handle,
+        members: vec![Entry {
+            member: member.clone(),
+            session: session.clone(),
+        }],
+        next_slot: 2,
+        seq: 0,
+    };
+    let info = m.info(&member);
+    state.handles.insert(handle, id);
+    state.matches.insert(id, m);
+    Ok(info)
+}
+
 fn join_locked(
     state: &mut State,
     limits: &MatchConfig,
     id: MatchId,
     session: &SessionHandle,
 ) -> Result<MatchInfo, ApiError> {
+    if !state.matches.contains_key(&id)
+        && state.reserved.get(&id).is_some_and(|t| *t > Instant::now())
+    {
+        return create_locked(state, limits, id, session);
+    }
     let Some(m) = state.matches.get_mut(&id) else {
         return Err(ApiError::new(ErrorCode::MATCH_NOT_FOUND, "match not found"));
     };

@@ -1,6 +1,356 @@
-//! The matchmaker: tickets, the query language, grouping, signed match tokens.
+//! The matchmaker: tickets, the query language, grouping, and signed match tokens.
 //!
 //! - [`query`]: parse and evaluate queries (pure).
 //! - [`pool`]: the ticket pool and `process(now)` (pure, deterministic).
+//! - [`token`]: signed, expiring match tokens.
+//!
+//! [`Matchmaker`] is the shared handle sessions use: it validates requests, runs the
+//! before-add hook, and delivers each pass's groups. A background task runs a pass every
+//! `matchmaker.interval` on a blocking thread.
+
 pub mod pool;
 pub mod query;
+pub mod token;
+
+use std::{
+    sync::{Arc, Mutex, MutexGuard},
+    time::Instant,
+};
+
+use quicmatch_protocol::{
+    envelope::{Event, MatchmakerMatched, MatchmakerUser, ServerBody, ServerEnvelope},
+    frame, ErrorCode, MatchId, MatchmakerAdd, PartyId, Presence, SessionId, TicketId, UserId,
+    MAX_PROPERTIES, MAX_PROPERTY_KEY_LEN, MAX_PROPERTY_VALUE_LEN, MAX_QUERY_LEN,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use self::{
+    pool::{Cancelled, Counts, Matched, Pool, PoolConfig, PoolError, PoolStats, TicketSpec},
+    query::{Properties, Query},
+    token::MatchToken,
+};
+use crate::{
+    auth::{unix_now, Secret},
+    config::MatchmakerConfig,
+    handlers::ApiError,
+    hooks::{Hooks, MatchedContext, MatchmakerAddRequest},
+    matches::MatchTable,
+    session::SessionRegistry,
+};
+
+/// Cheap-clone handle to the matchmaker.
+#[derive(Clone)]
+pub struct Matchmaker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// One lock over the pool. Held for adds, removals and a whole pass (which runs on a
+    /// blocking thread), never across an `.await`.
+    pool: Mutex<Pool>,
+    config: MatchmakerConfig,
+    sessions: SessionRegistry,
+    matches: MatchTable,
+    secret: Secret,
+    hooks: Hooks,
+}
+
+impl From<PoolError> for ApiError {
+    fn from(e: PoolError) -> Self {
+        let code = match e {
+            PoolError::Invalid(_) => ErrorCode::BAD_INPUT,
+            PoolError::TooManyTickets(_) => ErrorCode::LIMIT_EXCEEDED,
+            PoolError::NotFound => ErrorCode::TICKET_NOT_FOUND,
+        };
+        Self::new(code, e.to_string())
+    }
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::BAD_INPUT, message)
+}
+
+/// Checks the sizes of a request's query and properties before anything is parsed.
+fn check_limits(req: &MatchmakerAddRequest) -> Result<(), ApiError> {
+    if req.query.len() > MAX_QUERY_LEN {
+        return Err(bad(format!("query longer than {MAX_QUERY_LEN} bytes")));
+    }
+    let count = req.string_properties.len() + req.numeric_properties.len();
+    if count > MAX_PROPERTIES {
+        return Err(bad(format!("more than {MAX_PROPERTIES} properties")));
+    }
+    let keys = req
+        .string_properties
+        .keys()
+        .chain(req.numeric_properties.keys());
+    for k in keys {
+        if k.is_empty() || k.len() > MAX_PROPERTY_KEY_LEN {
+            return Err(bad(format!(
+                "property keys must be 1 to {MAX_PROPERTY_KEY_LEN} bytes"
+            )));
+        }
+    }
+    if req
+        .string_properties
+        .values()
+        .any(|v| v.len() > MAX_PROPERTY_VALUE_LEN)
+    {
+        return Err(bad(format!(
+            "string property values must be at most {MAX_PROPERTY_VALUE_LEN} bytes"
+        )));
+    }
+    if let Some(k) = req
+        .string_properties
+        .keys()
+        .find(|k| req.numeric_properties.contains_key(*k))
+    {
+        return Err(bad(format!("property {k:?} is both a string and a number")));
+    }
+    Ok(())
+}
+
+impl Matchmaker {
+    pub(crate) fn new(
+        config: MatchmakerConfig,
+        sessions: SessionRegistry,
+        matches: MatchTable,
+        secret: Secret,
+        hooks: Hooks,
+    ) -> Self {
+        let pool = Pool::new(PoolConfig {
+            max_tickets: config.max_tickets,
+            max_intervals: config.max_intervals,
+            mutual: config.mutual,
+            max_scan: config.max_scan,
+        });
+        Self {
+            inner: Arc::new(Inner {
+                pool: Mutex::new(pool),
+                config,
+                sessions,
+                matches,
+                secret,
+                hooks,
+            }),
+        }
+    }
+
+    fn pool(&self) -> MutexGuard<'_, Pool> {
+        self.inner.pool.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Validates a request (after the before-add hook) into a ticket spec for `members`.
+    pub(crate) fn spec(
+        &self,
+        caller: &Presence,
+        request: MatchmakerAdd,
+        party_id: Option<PartyId>,
+        members: Vec<Presence>,
+    ) -> Result<TicketSpec, ApiError> {
+        let mut req = MatchmakerAddRequest {
+            query: request.query,
+            min_count: request.min_count,
+            max_count: request.max_count,
+            count_multiple: request.count_multiple.unwrap_or(1),
+            string_properties: request.string_properties,
+            numeric_properties: request.numeric_properties,
+        };
+        check_limits(&req)?;
+        if let Some(hook) = &self.inner.hooks.before_matchmaker_add {
+            req = hook(caller, req)
+                .map_err(|m| ApiError::new(ErrorCode::RUNTIME_FUNCTION_EXCEPTION, m))?;
+            check_limits(&req)?;
+        }
+        let query = Query::parse(&req.query).map_err(|e| bad(e.to_string()))?;
+        let to_usize = |v: u32| usize::try_from(v).unwrap_or(usize::MAX);
+        Ok(TicketSpec::new(
+            query,
+            Counts {
+                min_count: to_usize(req.min_count),
+                max_count: to_usize(req.max_count),
+                count_multiple: to_usize(req.count_multiple),
+            },
+            Properties {
+                strings: req.string_properties,
+                numbers: req.numeric_properties,
+            },
+            party_id,
+            members,
+            self.inner.config.max_count,
+        )?)
+    }
+
+    /// Adds a solo ticket for `caller`.
+    pub(crate) fn add(
+        &self,
+        caller: &Presence,
+        request: MatchmakerAdd,
+    ) -> Result<TicketId, ApiError> {
+        let spec = self.spec(caller, request, None, vec![caller.clone()])?;
+        Ok(self.pool().add(spec, Instant::now())?)
+    }
+
+    /// Adds a party ticket holding every member.
+    pub(crate) fn add_party(&self, spec: TicketSpec) -> Result<TicketId, ApiError> {
+        Ok(self.pool().add(spec, Instant::now())?)
+    }
+
+    /// Cancels one of `session`'s own solo tickets.
+    pub(crate) fn remove(&self, session: SessionId, ticket: TicketId) -> Result<(), ApiError> {
+        Ok(self.pool().remove(ticket, session)?)
+    }
+
+    /// Cancels one of a party's tickets.
+    pub(crate) fn remove_party_ticket(
+        &self,
+        party: PartyId,
+        ticket: TicketId,
+    ) -> Result<(), ApiError> {
+        Ok(self.pool().remove_party_ticket(party, ticket)?)
+    }
+
+    /// Cancels every ticket of a session that disconnected, telling the other members
+    /// of its party tickets.
+    pub(crate) fn remove_session(&self, session: SessionId) {
+        let cancelled = self.pool().remove_session(session);
+        self.announce(cancelled, "a party member disconnected");
+    }
+
+    /// Cancels every ticket of a party whose membership changed, telling every member.
+    pub(crate) fn remove_party(&self, party: PartyId, reason: &str) {
+        let cancelled = self.pool().remove_party(party);
+        self.announce(cancelled, reason);
+    }
+
+    fn announce(&self, cancelled: Vec<Cancelled>, reason: &str) {
+        for c in cancelled {
+            let frame = frame::encode(&ServerEnvelope {
+                cid: None,
+                body: ServerBody::Event(Event::MatchmakerTicketCancelled {
+                    ticket: c.ticket,
+                    reason: reason.to_owned(),
+                }),
+            });
+            let Ok(frame) = frame else { continue };
+            for s in c.notify {
+                if let Some(handle) = self.inner.sessions.get(s) {
+                    handle.push_frame(frame.clone());
+                }
+            }
+        }
+    }
+
+    /// Pool size, ages, and recent completion times.
+    pub fn stats(&self) -> PoolStats {
+        self.pool().stats(Instant::now())
+    }
+
+    /// Runs one pass now and delivers its groups; returns how many formed.
+    pub fn process(&self, now: Instant) -> usize {
+        let (matched, stats) = {
+            let mut pool = self.pool();
+            let matched = pool.process(now);
+            (matched, pool.stats(now))
+        };
+        let groups = matched.len();
+        if groups > 0 {
+            info!(
+                groups,
+                pool = stats.tickets,
+                pass_ms = stats.last_pass.as_secs_f64() * 1000.0,
+                "matchmaker pass"
+            );
+        } else {
+            debug!(pool = stats.tickets, pass_ms = stats.last_pass.as_secs_f64() * 1000.0, oldest = ?stats.oldest_ticket_age, "matchmaker pass");
+        }
+        for m in matched {
+            self.deliver(m);
+        }
+        groups
+    }
+
+    fn deliver(&self, m: Matched) {
+        let ctx = MatchedContext {
+            matches: &self.inner.matches,
+            hold: self.inner.config.token_lifetime,
+        };
+        let match_id = self
+            .inner
+            .hooks
+            .matchmaker_matched
+            .as_ref()
+            .and_then(|hook| hook(&ctx, &m.entries));
+        let token = match match_id {
+            Some(_) => None,
+            None => {
+                let mut users: Vec<UserId> = m.entries.iter().map(|e| e.presence.user_id).collect();
+                users.sort();
+                users.dedup();
+                Some(
+                    MatchToken {
+                        match_id: MatchId::new_random(),
+                        expires_at: unix_now()
+                            .saturating_add(self.inner.config.token_lifetime.as_secs().max(1)),
+                        users,
+                    }
+                    .issue(&self.inner.secret),
+                )
+            }
+        };
+        let users: Vec<MatchmakerUser> = m
+            .entries
+            .iter()
+            .map(|e| MatchmakerUser {
+                presence: e.presence.clone(),
+                party_id: e.party_id,
+                string_properties: e.properties.strings.clone(),
+                numeric_properties: e.properties.numbers.clone(),
+            })
+            .collect();
+        for (entry, self_user) in m.entries.iter().zip(&users) {
+            let Some(session) = self.inner.sessions.get(entry.presence.session_id) else {
+                continue;
+            };
+            let event = ServerEnvelope {
+                cid: None,
+                body: ServerBody::Event(Event::MatchmakerMatched(MatchmakerMatched {
+                    ticket: entry.ticket,
+                    token: token.clone(),
+                    match_id,
+                    users: users.clone(),
+                    self_user: self_user.clone(),
+                })),
+            };
+            if let Ok(frame) = frame::encode(&event) {
+                session.push_frame(frame);
+            }
+        }
+    }
+
+    /// Verifies a match token for `user` and returns the match it names.
+    pub(crate) fn redeem(&self, token: &str, user: UserId) -> Result<MatchId, ApiError> {
+        MatchToken::verify(&self.inner.secret, token, unix_now(), user)
+            .map(|t| t.match_id)
+            .map_err(|e| bad(e.to_string()))
+    }
+
+    /// Runs a pass every interval until `shutdown`.
+    pub(crate) async fn run(self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(self.inner.config.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = tick.tick() => {
+                    let mm = self.clone();
+                    // A pass over a large pool takes a while; keep it off the async workers.
+                    if tokio::task::spawn_blocking(move || mm.process(Instant::now())).await.is_err() {
+                        tracing::error!("matchmaker pass failed");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -5,7 +5,10 @@
 //! its control stream: a reply is written before the task looks at its outbound queue
 //! again, so a client always reads its `Match` reply before any event of that match.
 
-use std::{collections::HashSet, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use bytes::Bytes;
 use futures_util::StreamExt as _;
@@ -60,6 +63,43 @@ impl SessionHandle {
             self.conn.send_datagram(datagram),
             Err(quinn::SendDatagramError::TooLarge)
         )
+    }
+}
+
+/// Every live session by id, so the matchmaker (and other tables) can reach sessions
+/// they did not get a handle from directly.
+#[derive(Clone, Default)]
+pub struct SessionRegistry {
+    /// One lock over the map, held only for map operations, never across an `.await`.
+    inner: Arc<std::sync::Mutex<HashMap<SessionId, SessionHandle>>>,
+}
+
+impl SessionRegistry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, SessionHandle>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn insert(&self, handle: SessionHandle) {
+        self.lock().insert(handle.presence.session_id, handle);
+    }
+
+    fn remove(&self, id: SessionId) {
+        self.lock().remove(&id);
+    }
+
+    /// The session, if it is still connected.
+    pub fn get(&self, id: SessionId) -> Option<SessionHandle> {
+        self.lock().get(&id).cloned()
+    }
+
+    /// Live authenticated sessions.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no session is live.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
     }
 }
 
@@ -181,6 +221,7 @@ async fn serve(
         },
         joined: HashSet::new(),
     };
+    shared.sessions.insert(state.handle.clone());
     info!(user = %info.user_id, username = %info.username, "session started");
     let welcome = frame::encode(&ServerEnvelope {
         cid: auth_cid,
@@ -257,7 +298,10 @@ fn on_datagram(shared: &Shared, state: &SessionState, datagram: Bytes) -> Result
 
 /// The single cleanup path: every way a session ends comes through here.
 fn leave_everything(shared: &Shared, state: &SessionState) {
-    for id in &state.joined {
-        shared.matches.leave(*id, state.handle.presence.session_id);
+    let id = state.handle.presence.session_id;
+    shared.sessions.remove(id);
+    shared.matchmaker.remove_session(id);
+    for m in &state.joined {
+        shared.matches.leave(*m, id);
     }
 }

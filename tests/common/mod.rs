@@ -30,11 +30,14 @@ pub fn init_tracing() {
 }
 
 pub fn test_config() -> Config {
-    Config {
+    let mut config = Config {
         listen: "127.0.0.1:0".parse().expect("addr"),
         certs_dir: std::env::temp_dir().join("quicmatch-tests-unused"),
         ..Config::default()
-    }
+    };
+    // Tests run matchmaker passes by hand, so results do not depend on timing.
+    config.matchmaker.interval = Duration::from_secs(3600);
+    config
 }
 
 pub struct TestServer {
@@ -83,6 +86,13 @@ impl TestServer {
             },
         )
         .username(name)
+    }
+
+    /// Runs one matchmaker pass now; returns the number of groups formed.
+    pub fn matchmake(&self) -> usize {
+        self.stats
+            .matchmaker_handle()
+            .process(std::time::Instant::now())
     }
 
     pub async fn client(&self, name: &str) -> Socket {

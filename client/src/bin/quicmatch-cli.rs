@@ -102,6 +102,15 @@ fn presences_json(ps: &[Presence]) -> Value {
     Value::Array(ps.iter().map(presence_json).collect())
 }
 
+fn mm_user_json(u: &MatchmakerUser) -> Value {
+    json!({
+        "presence": presence_json(&u.presence),
+        "party_id": u.party_id.map(|p| p.to_string()),
+        "string_properties": u.string_properties,
+        "numeric_properties": u.numeric_properties,
+    })
+}
+
 fn presence_text(p: &Presence) -> String {
     format!("{} (session {})", p.username, p.session_id)
 }
@@ -176,6 +185,38 @@ fn print_event(out: Out, event: &Event) {
                 ),
             );
         }
+        Event::MatchmakerMatched(m) => {
+            let mut value = json!({
+                "type": "matchmaker_matched",
+                "ticket": m.ticket.to_string(),
+                "users": m.users.iter().map(mm_user_json).collect::<Vec<_>>(),
+                "self": mm_user_json(&m.self_user),
+            });
+            let target = match (&m.token, m.match_id) {
+                (_, Some(id)) => {
+                    value["match_id"] = json!(id.to_string());
+                    format!("join {id}")
+                }
+                (Some(token), None) => {
+                    value["token"] = json!(token);
+                    format!("join-token {token}")
+                }
+                (None, None) => String::new(),
+            };
+            let names: Vec<_> = m.users.iter().map(|u| u.presence.username.as_str()).collect();
+            out.emit(
+                value,
+                format!(
+                    "matched (ticket {}) with [{}]; to play: {target}",
+                    m.ticket,
+                    names.join(", ")
+                ),
+            );
+        }
+        Event::MatchmakerTicketCancelled { ticket, reason } => out.emit(
+            json!({"type": "matchmaker_ticket_cancelled", "ticket": ticket.to_string(), "reason": reason}),
+            format!("ticket {ticket} cancelled: {reason}"),
+        ),
         Event::Error { code, message } => out.error(*code, message),
         Event::Disconnected { code, reason } => out.emit(
             json!({"type": "disconnected", "code": code.map(|c| c.to_string()), "reason": reason}),
@@ -193,6 +234,10 @@ const HELP: &str = "commands:
   leave MATCH_ID                              leave a match
   send MATCH_ID OP TEXT [--reliable] [--to SESSION_ID,...]
                                               send match data (unreliable unless --reliable)
+  mm-add MIN MAX [--query Q] [--multiple N] [--string K=V]... [--numeric K=V]...
+                                              add a matchmaker ticket
+  mm-remove TICKET                            cancel a matchmaker ticket
+  join-token TOKEN                            join the match a matchmaker token names
   ping                                        round trip to the server
   sleep MS                                    wait (for scripts)
   help                                        this text
@@ -204,6 +249,17 @@ fn parse_match_id(s: &str) -> Result<MatchId, RequestError> {
 
 /// Set once the user quits, so the disconnect that follows is not reported as a failure.
 static QUITTING: AtomicBool = AtomicBool::new(false);
+
+fn parse_u32(s: &str, what: &str) -> Result<u32, RequestError> {
+    s.parse()
+        .map_err(|_| bad_input(format!("{what} must be a non-negative integer, got {s:?}")))
+}
+
+fn key_value(s: &str) -> Result<(String, String), RequestError> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| bad_input(format!("expected KEY=VALUE, got {s:?}")))
+}
 
 fn bad_input(message: impl Into<String>) -> RequestError {
     RequestError::Server {
@@ -285,6 +341,64 @@ async fn run_command(socket: &Socket, out: Out, words: &[String]) -> Result<bool
                     to.as_deref(),
                 )
                 .await?;
+        }
+        "mm-add" => {
+            let min = parse_u32(arg(0, "MIN")?, "MIN")?;
+            let max = parse_u32(arg(1, "MAX")?, "MAX")?;
+            let mut query = "*".to_owned();
+            let mut multiple = None;
+            let mut strings = Vec::new();
+            let mut numbers = Vec::new();
+            let mut rest = args[2..].iter();
+            while let Some(flag) = rest.next() {
+                let mut value = |name: &str| {
+                    rest.next()
+                        .map(String::as_str)
+                        .ok_or_else(|| bad_input(format!("mm-add: {name} needs a value")))
+                };
+                match flag.as_str() {
+                    "--query" => query = value("--query")?.to_owned(),
+                    "--multiple" => multiple = Some(parse_u32(value("--multiple")?, "--multiple")?),
+                    "--string" => strings.push(key_value(value("--string")?)?),
+                    "--numeric" => {
+                        let (k, v) = key_value(value("--numeric")?)?;
+                        let n: f64 = v
+                            .parse()
+                            .map_err(|_| bad_input(format!("mm-add: {v:?} is not a number")))?;
+                        numbers.push((k, n));
+                    }
+                    other => return Err(bad_input(format!("mm-add: unknown flag {other}"))),
+                }
+            }
+            let mut add = socket.add_matchmaker(&query, min, max);
+            if let Some(m) = multiple {
+                add = add.count_multiple(m);
+            }
+            for (k, v) in strings {
+                add = add.string_property(k, v);
+            }
+            for (k, v) in numbers {
+                add = add.numeric_property(k, v);
+            }
+            let ticket = add.await?;
+            out.emit(
+                json!({"type": "matchmaker_ticket", "ticket": ticket.to_string()}),
+                format!("ticket {ticket}"),
+            );
+        }
+        "mm-remove" => {
+            let ticket: TicketId = arg(0, "TICKET")?
+                .parse()
+                .map_err(|e| bad_input(format!("mm-remove: {e}")))?;
+            socket.remove_matchmaker(ticket).await?;
+            out.emit(
+                json!({"type": "ack", "command": "mm-remove"}),
+                "ticket removed".into(),
+            );
+        }
+        "join-token" => {
+            let m = socket.join_match_token(arg(0, "TOKEN")?).await?;
+            print_match(out, &m);
         }
         "ping" => {
             let rtt = socket.ping().await?;

@@ -1,0 +1,64 @@
+//! Server hooks: game code that runs inside the server at fixed points, registered on
+//! the [`ServerBuilder`](crate::ServerBuilder).
+//!
+//! - Before a matchmaker ticket is added: rewrite the request (server-trusted
+//!   properties, clamped counts, a stricter query) or reject it with a message the
+//!   client receives as `RUNTIME_FUNCTION_EXCEPTION`.
+//! - When the matchmaker forms a group: return the id of a match the server created for
+//!   it (clients get `match_id` instead of a token), or `None` for the usual token.
+//!
+//! Hooks run on the thread that triggers them; keep them short and never block.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use quicmatch_protocol::{MatchId, Presence};
+
+use crate::{matches::MatchTable, matchmaker::pool::MatchedEntry};
+
+/// A matchmaker request as a before-hook sees and may change it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MatchmakerAddRequest {
+    /// The query (empty means `*`).
+    pub query: String,
+    /// Smallest acceptable match.
+    pub min_count: u32,
+    /// Largest acceptable match.
+    pub max_count: u32,
+    /// Sizes must be a multiple of this.
+    pub count_multiple: u32,
+    /// String properties.
+    pub string_properties: BTreeMap<String, String>,
+    /// Numeric properties.
+    pub numeric_properties: BTreeMap<String, f64>,
+}
+
+/// Runs before a ticket is added: `Ok` with the (possibly rewritten) request, or `Err`
+/// with the reason the client is told.
+pub type BeforeMatchmakerAdd =
+    dyn Fn(&Presence, MatchmakerAddRequest) -> Result<MatchmakerAddRequest, String> + Send + Sync;
+
+/// Runs once per formed group with its entries (oldest ticket first); may return a
+/// match for the group, typically from [`MatchedContext::create_match`].
+pub type MatchmakerMatched =
+    dyn Fn(&MatchedContext<'_>, &[MatchedEntry]) -> Option<MatchId> + Send + Sync;
+
+/// What a matched hook can do.
+pub struct MatchedContext<'a> {
+    pub(crate) matches: &'a MatchTable,
+    pub(crate) hold: Duration,
+}
+
+impl MatchedContext<'_> {
+    /// Creates a relayed match for the group: its id works for joining (the first
+    /// joiner brings it to life) until the matchmaker's token lifetime passes.
+    pub fn create_match(&self) -> MatchId {
+        self.matches.reserve(std::time::Instant::now() + self.hold)
+    }
+}
+
+/// The registered hooks.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    pub(crate) before_matchmaker_add: Option<Arc<BeforeMatchmakerAdd>>,
+    pub(crate) matchmaker_matched: Option<Arc<MatchmakerMatched>>,
+}

@@ -68,20 +68,27 @@ mod tests {
 
     const WAIT: Duration = Duration::from_secs(10);
 
-    async fn start() -> (quicmatch::Stats, Vec<Socket>, tokio_util::sync::CancellationToken) {
+    async fn start() -> (
+        quicmatch::Stats,
+        Vec<Socket>,
+        tokio_util::sync::CancellationToken,
+    ) {
         let mut config = Config {
             listen: "127.0.0.1:0".parse().expect("addr"),
             ..Config::default()
         };
         config.matchmaker.interval = Duration::from_secs(3600);
-        let material =
-            quicmatch::tls::generate(vec!["127.0.0.1".into()]).expect("certificate");
+        let material = quicmatch::tls::generate(vec!["127.0.0.1".into()]).expect("certificate");
         let server = builder(config)
             .certificate(material)
             .secret([9u8; 32])
             .bind()
             .expect("bind");
-        let (addr, cert, stats) = (server.local_addr(), server.cert_der().clone(), server.stats());
+        let (addr, cert, stats) = (
+            server.local_addr(),
+            server.cert_der().clone(),
+            server.stats(),
+        );
         let stop = tokio_util::sync::CancellationToken::new();
         let token = stop.clone();
         tokio::spawn(server.serve(async move { token.cancelled().await }));
@@ -103,7 +110,10 @@ mod tests {
     }
 
     async fn matched(socket: &Socket) -> quicmatch_client::MatchmakerMatched {
-        match timeout(WAIT, socket.next_event()).await.expect("result in time") {
+        match timeout(WAIT, socket.next_event())
+            .await
+            .expect("result in time")
+        {
             Some(Event::MatchmakerMatched(m)) => m,
             other => panic!("expected a result, got {other:?}"),
         }
@@ -144,7 +154,10 @@ mod tests {
                 .await
                 .expect("ticket");
         }
-        assert_eq!(stats.matchmaker_handle().process(std::time::Instant::now()), 1);
+        assert_eq!(
+            stats.matchmaker_handle().process(std::time::Instant::now()),
+            1
+        );
         let a = matched(&p[0]).await;
         let b = matched(&p[1]).await;
         let id = a.match_id.expect("a server match");

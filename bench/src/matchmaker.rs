@@ -87,7 +87,14 @@ fn spec(i: usize, workload: Workload, rng: &mut fastrand::Rng) -> anyhow::Result
         }
     };
     let query = Query::parse(&query)?;
-    Ok(TicketSpec::new(query, counts, props, None, vec![presence], 128)?)
+    Ok(TicketSpec::new(
+        query,
+        counts,
+        props,
+        None,
+        vec![presence],
+        128,
+    )?)
 }
 
 pub(crate) fn run(args: &Args) -> anyhow::Result<()> {

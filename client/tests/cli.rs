@@ -64,11 +64,17 @@ impl Cli {
     }
 }
 
-#[tokio::test]
-async fn two_clis_play_a_match() {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// Starts a server on port 0 and writes its certificate where `--ca` can read it.
+fn start_server(
+    dir: &std::path::Path,
+    interval: Duration,
+) -> (
+    std::net::SocketAddr,
+    std::path::PathBuf,
+    tokio_util::sync::CancellationToken,
+) {
     let material = tls::generate(vec!["127.0.0.1".into()]).expect("cert");
-    let ca = dir.path().join("server.crt");
+    let ca = dir.join("server.crt");
     std::fs::write(
         &ca,
         format!(
@@ -77,10 +83,11 @@ async fn two_clis_play_a_match() {
         ),
     )
     .expect("write ca");
-    let config = Config {
+    let mut config = Config {
         listen: "127.0.0.1:0".parse().expect("addr"),
         ..Config::default()
     };
+    config.matchmaker.interval = interval;
     let server = Server::builder(config)
         .certificate(material)
         .secret([1u8; 32])
@@ -90,6 +97,13 @@ async fn two_clis_play_a_match() {
     let stop = tokio_util::sync::CancellationToken::new();
     let token = stop.clone();
     tokio::spawn(server.serve(async move { token.cancelled().await }));
+    (addr, ca, stop)
+}
+
+#[tokio::test]
+async fn two_clis_play_a_match() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (addr, ca, stop) = start_server(dir.path(), Duration::from_secs(3600));
 
     let mut alice = Cli::spawn(addr, &ca, "device-alice-cli", "alice");
     let session = alice.next("alice's session").await;
@@ -161,6 +175,47 @@ async fn two_clis_play_a_match() {
             .expect("exit");
         assert!(status.success());
     }
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn two_clis_matchmake_and_meet_by_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (addr, ca, stop) = start_server(dir.path(), Duration::from_millis(100));
+    let mut clis = [
+        Cli::spawn(addr, &ca, "device-mm-cli-1", "one"),
+        Cli::spawn(addr, &ca, "device-mm-cli-2", "two"),
+    ];
+    for cli in &mut clis {
+        cli.next("session").await;
+        cli.send("mm-add 2 2 --query \"+properties.mode:duel properties.rank:>3\" --string mode=duel --numeric rank=5")
+            .await;
+        let ticket = cli.next("ticket").await;
+        assert_eq!(ticket["type"], "matchmaker_ticket");
+        assert!(ticket["ticket"].is_string());
+    }
+    let mut token = String::new();
+    for cli in &mut clis {
+        let m = cli.next("matchmaker result").await;
+        assert_eq!(m["type"], "matchmaker_matched");
+        assert_eq!(m["users"].as_array().map(Vec::len), Some(2));
+        assert_eq!(m["self"]["string_properties"]["mode"], "duel");
+        assert_eq!(m["self"]["numeric_properties"]["rank"], 5.0);
+        token = m["token"].as_str().expect("token").to_owned();
+    }
+    let mut ids = Vec::new();
+    for cli in &mut clis {
+        cli.send(&format!("join-token {token}")).await;
+        let joined = cli.next("match").await;
+        assert_eq!(joined["type"], "match");
+        ids.push(joined["match_id"].clone());
+    }
+    assert_eq!(ids[0], ids[1]);
+    clis[1]
+        .send("mm-remove 00000000-0000-0000-0000-000000000000")
+        .await;
+    let err = clis[1].next("error").await;
+    assert_eq!(err["code"], "TICKET_NOT_FOUND");
     stop.cancel();
 }
 

@@ -18,8 +18,8 @@ use anyhow::{bail, Context as _};
 use base64::Engine as _;
 use clap::Parser;
 use quicmatch_client::{
-    ClientConfig, Credentials, ErrorCode, Event, Match, MatchId, Presence, RequestError, SessionId,
-    Socket, Trust,
+    ClientConfig, Credentials, ErrorCode, Event, Match, MatchId, MatchmakerUser, Presence,
+    RequestError, SessionId, Socket, TicketId, Trust,
 };
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt as _, BufReader};

@@ -30,6 +30,8 @@ pub struct Config {
     pub matches: MatchConfig,
     /// The matchmaker.
     pub matchmaker: MatchmakerConfig,
+    /// Parties.
+    pub party: PartyConfig,
 }
 
 impl Default for Config {
@@ -43,6 +45,7 @@ impl Default for Config {
             session: SessionConfig::default(),
             matches: MatchConfig::default(),
             matchmaker: MatchmakerConfig::default(),
+            party: PartyConfig::default(),
         }
     }
 }
@@ -151,6 +154,30 @@ impl Default for MatchmakerConfig {
     }
 }
 
+/// `[party]`: parties.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PartyConfig {
+    /// Largest `max_size` a party may have (1 to 256). Default `256`.
+    pub max_size: usize,
+    /// Most pending join requests one closed party keeps (also at most its `max_size`);
+    /// beyond it `PARTY_JOIN_REQUESTS_FULL`. Default `32`.
+    pub max_requests: usize,
+    /// Parties one session may be a member of at once; beyond it `LIMIT_EXCEEDED`.
+    /// Default `4`.
+    pub max_per_session: usize,
+}
+
+impl Default for PartyConfig {
+    fn default() -> Self {
+        Self {
+            max_size: 256,
+            max_requests: 32,
+            max_per_session: 4,
+        }
+    }
+}
+
 /// A configuration value that cannot work.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -223,6 +250,10 @@ impl Config {
         }
         if !(2..=128).contains(&mm.max_count) {
             return bad("matchmaker.max_count must be 2 to 128");
+        }
+        let p = &self.party;
+        if !(1..=256).contains(&p.max_size) || p.max_requests == 0 || p.max_per_session == 0 {
+            return bad("party.max_size must be 1 to 256; max_requests and max_per_session > 0");
         }
         Ok(())
     }

@@ -20,6 +20,7 @@
 //! - [`handlers`]: request dispatch, one file per feature area.
 //! - [`matches`](mod@matches): the match table and the relay fan-out.
 //! - [`matchmaker`]: tickets, the query language, grouping, match tokens.
+//! - [`party`]: parties (pure rules in `party::model`, the shared table).
 //! - [`hooks`]: game code registered on the builder (before matchmaker add, matched).
 
 pub mod auth;
@@ -28,6 +29,7 @@ pub mod handlers;
 pub mod hooks;
 pub mod matches;
 pub mod matchmaker;
+pub mod party;
 mod server;
 pub mod session;
 pub mod tls;
@@ -49,6 +51,7 @@ pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) matches: matches::MatchTable,
     pub(crate) matchmaker: matchmaker::Matchmaker,
+    pub(crate) parties: party::PartyTable,
     pub(crate) sessions: session::SessionRegistry,
     pub(crate) secret: auth::Secret,
     /// Live connections (authenticated or not), for the connection limit and stats.
@@ -179,6 +182,11 @@ impl Stats {
     /// Live matches and memberships.
     pub fn matches(&self) -> MatchCounts {
         self.shared.matches.counts()
+    }
+
+    /// Live parties.
+    pub fn parties(&self) -> usize {
+        self.shared.parties.len()
     }
 
     /// Authenticated sessions.

@@ -18,6 +18,7 @@ use crate::{
     hooks::Hooks,
     matches::MatchTable,
     matchmaker::Matchmaker,
+    party::PartyTable,
     session::{self, SessionRegistry},
     tls, Server, Shared,
 };
@@ -120,8 +121,10 @@ pub(crate) fn bind(
         secret.clone(),
         hooks,
     );
+    let parties = PartyTable::new(config.party.clone(), sessions.clone(), matchmaker.clone());
     let shared = Arc::new(Shared {
         matches,
+        parties,
         matchmaker,
         sessions,
         secret,

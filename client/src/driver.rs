@@ -269,6 +269,50 @@ fn on_event(
         WireEvent::MatchmakerTicketCancelled { ticket, reason } => {
             Some(Event::MatchmakerTicketCancelled { ticket, reason })
         }
+        WireEvent::Party(info) => Some(Event::Party(info)),
+        WireEvent::PartyPresence {
+            party_id,
+            joins,
+            leaves,
+        } => Some(Event::PartyPresence {
+            party_id,
+            joins,
+            leaves,
+        }),
+        WireEvent::PartyLeader { party_id, presence } => {
+            Some(Event::PartyLeader { party_id, presence })
+        }
+        WireEvent::PartyJoinRequest {
+            party_id,
+            presences,
+        } => Some(Event::PartyJoinRequest {
+            party_id,
+            presences,
+        }),
+        WireEvent::PartyClose { party_id, reason } => Some(Event::PartyClose { party_id, reason }),
+        WireEvent::PartyData {
+            party_id,
+            sender,
+            op_code,
+            data,
+        } => Some(Event::PartyData {
+            party_id,
+            sender,
+            op_code,
+            data,
+        }),
+        WireEvent::PartyMatchmakerTicket { party_id, ticket } => {
+            Some(Event::PartyMatchmakerTicket { party_id, ticket })
+        }
+        WireEvent::PartyUpdate {
+            party_id,
+            open,
+            label,
+        } => Some(Event::PartyUpdate {
+            party_id,
+            open,
+            label,
+        }),
         WireEvent::MatchPresence {
             match_id,
             joins,

@@ -46,7 +46,7 @@ use quicmatch_protocol::{
 };
 pub use quicmatch_protocol::{
     CloseCode, Credentials, ErrorCode, MatchId, MatchmakerMatched, MatchmakerUser, PartyId,
-    Presence, SessionId, SessionInfo, TicketId, UserId,
+    PartyInfo, Presence, SessionId, SessionInfo, TicketId, UserId,
 };
 use tokio::sync::{mpsc, oneshot};
 pub use trust::Trust;
@@ -215,6 +215,65 @@ pub enum Event {
         ticket: TicketId,
         /// Why.
         reason: String,
+    },
+    /// A snapshot of a party this socket was just admitted to.
+    Party(PartyInfo),
+    /// Members joined or left a party.
+    PartyPresence {
+        /// The party.
+        party_id: PartyId,
+        /// Who joined.
+        joins: Vec<Presence>,
+        /// Who left.
+        leaves: Vec<Presence>,
+    },
+    /// The party has a new leader.
+    PartyLeader {
+        /// The party.
+        party_id: PartyId,
+        /// The new leader.
+        presence: Presence,
+    },
+    /// Sessions asked to join this socket's party (it is the leader).
+    PartyJoinRequest {
+        /// The party.
+        party_id: PartyId,
+        /// The requesters.
+        presences: Vec<Presence>,
+    },
+    /// This socket is no longer in (or waiting for) the party.
+    PartyClose {
+        /// The party.
+        party_id: PartyId,
+        /// Why: closed by the leader, removed, or request declined.
+        reason: String,
+    },
+    /// Data from another party member.
+    PartyData {
+        /// The party.
+        party_id: PartyId,
+        /// Who sent it.
+        sender: Presence,
+        /// Application-defined message kind.
+        op_code: i64,
+        /// The payload.
+        data: Bytes,
+    },
+    /// The leader put the party into the matchmaker.
+    PartyMatchmakerTicket {
+        /// The party.
+        party_id: PartyId,
+        /// The ticket.
+        ticket: TicketId,
+    },
+    /// The leader changed the party's open flag or label.
+    PartyUpdate {
+        /// The party.
+        party_id: PartyId,
+        /// Whether joiners are admitted at once.
+        open: bool,
+        /// The label.
+        label: Option<String>,
     },
     /// A fire-and-forget send failed.
     Error {
@@ -573,6 +632,7 @@ impl Socket {
     pub fn add_matchmaker(&self, query: &str, min_count: u32, max_count: u32) -> AddMatchmaker<'_> {
         AddMatchmaker {
             socket: self,
+            party: None,
             request: MatchmakerAdd {
                 query: query.to_owned(),
                 min_count,
@@ -600,6 +660,146 @@ impl Socket {
             })
             .await?;
         self.expect_match(response)
+    }
+
+    /// Creates a party led by this socket (`max_size` 1 to 256). An open party admits
+    /// joiners at once; a closed one sends their requests to the leader.
+    pub async fn create_party(&self, open: bool, max_size: u32) -> Result<PartyInfo, RequestError> {
+        match self
+            .request(Request::PartyCreate {
+                open,
+                max_size,
+                label: None,
+            })
+            .await?
+        {
+            Response::Party(info) => Ok(info),
+            other => Err(RequestError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Joins an open party (an [`Event::Party`] snapshot follows), or asks to join a
+    /// closed one (the snapshot follows if the leader accepts; [`Event::PartyClose`]
+    /// if it declines).
+    pub async fn join_party(&self, party_id: PartyId) -> Result<(), RequestError> {
+        self.ack(Request::PartyJoin { party_id }).await
+    }
+
+    /// Leaves a party (always acknowledged).
+    pub async fn leave_party(&self, party_id: PartyId) -> Result<(), RequestError> {
+        self.ack(Request::PartyLeave { party_id }).await
+    }
+
+    /// Leader only: ends the party for everyone.
+    pub async fn close_party(&self, party_id: PartyId) -> Result<(), RequestError> {
+        self.ack(Request::PartyClose { party_id }).await
+    }
+
+    /// Leader only: admits a pending requester.
+    pub async fn accept_party_member(
+        &self,
+        party_id: PartyId,
+        who: impl Into<SessionId>,
+    ) -> Result<(), RequestError> {
+        self.ack(Request::PartyAccept {
+            party_id,
+            session_id: who.into(),
+        })
+        .await
+    }
+
+    /// Leader only: removes a member (told with [`Event::PartyClose`]) or declines a
+    /// pending request (the requester is told too).
+    pub async fn remove_party_member(
+        &self,
+        party_id: PartyId,
+        who: impl Into<SessionId>,
+    ) -> Result<(), RequestError> {
+        self.ack(Request::PartyRemove {
+            party_id,
+            session_id: who.into(),
+        })
+        .await
+    }
+
+    /// Leader only: makes another member the leader.
+    pub async fn promote_party_member(
+        &self,
+        party_id: PartyId,
+        who: impl Into<SessionId>,
+    ) -> Result<(), RequestError> {
+        self.ack(Request::PartyPromote {
+            party_id,
+            session_id: who.into(),
+        })
+        .await
+    }
+
+    /// Leader only: the pending join requests, oldest first.
+    pub async fn list_party_join_requests(
+        &self,
+        party_id: PartyId,
+    ) -> Result<Vec<Presence>, RequestError> {
+        match self
+            .request(Request::PartyJoinRequestList { party_id })
+            .await?
+        {
+            Response::PartyJoinRequests { presences, .. } => Ok(presences),
+            other => Err(RequestError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Leader only: opens or closes the party.
+    pub async fn update_party(&self, party_id: PartyId, open: bool) -> Result<(), RequestError> {
+        self.ack(Request::PartyUpdate {
+            party_id,
+            open: Some(open),
+            label: None,
+        })
+        .await
+    }
+
+    /// Sends reliable data to every other party member (never echoed back).
+    pub async fn send_party_data(
+        &self,
+        party_id: PartyId,
+        op_code: i64,
+        data: impl Into<Bytes>,
+    ) -> Result<(), RequestError> {
+        self.ack(Request::PartyDataSend {
+            party_id,
+            op_code,
+            data: data.into(),
+        })
+        .await
+    }
+
+    /// Leader only: starts one matchmaker ticket for the whole party; every member gets
+    /// [`Event::PartyMatchmakerTicket`] and, when matched, [`Event::MatchmakerMatched`].
+    pub fn add_matchmaker_party(
+        &self,
+        party_id: PartyId,
+        query: &str,
+        min_count: u32,
+        max_count: u32,
+    ) -> AddMatchmaker<'_> {
+        let mut add = self.add_matchmaker(query, min_count, max_count);
+        add.party = Some(party_id);
+        add
+    }
+
+    /// Leader only: cancels one of the party's tickets.
+    pub async fn remove_matchmaker_party(
+        &self,
+        party_id: PartyId,
+        ticket: TicketId,
+    ) -> Result<(), RequestError> {
+        self.ack(Request::PartyMatchmakerRemove { party_id, ticket })
+            .await
+    }
+
+    async fn ack(&self, request: Request) -> Result<(), RequestError> {
+        Self::expect_ack(self.request(request).await?)
     }
 
     /// The current members of a match this socket is in (including itself), as the
@@ -635,10 +835,17 @@ impl Socket {
 #[must_use = "a matchmaker request does nothing until awaited"]
 pub struct AddMatchmaker<'a> {
     socket: &'a Socket,
+    party: Option<PartyId>,
     request: MatchmakerAdd,
 }
 
 impl<'a> AddMatchmaker<'a> {
+    /// Replaces the query.
+    pub fn query(mut self, query: impl Into<String>) -> Self {
+        self.request.query = query.into();
+        self
+    }
+
     /// Match sizes must be a multiple of `n` (it must divide both counts).
     pub fn count_multiple(mut self, n: u32) -> Self {
         self.request.count_multiple = Some(n);

@@ -111,6 +111,88 @@ pub enum Request {
         /// The token from [`Event::MatchmakerMatched`].
         token: String,
     },
+    /// Create a party led by the caller; answered by [`Response::Party`].
+    PartyCreate {
+        /// Open parties admit joiners at once; closed ones queue requests for the leader.
+        open: bool,
+        /// Most members, 1 to 256.
+        max_size: u32,
+        /// Free-form text shown to members, at most 2048 bytes.
+        label: Option<String>,
+    },
+    /// Join an open party, or ask to join a closed one.
+    PartyJoin {
+        /// The party.
+        party_id: PartyId,
+    },
+    /// Leave a party (always acknowledged).
+    PartyLeave {
+        /// The party.
+        party_id: PartyId,
+    },
+    /// Leader only: end the party.
+    PartyClose {
+        /// The party.
+        party_id: PartyId,
+    },
+    /// Leader only: admit a pending requester.
+    PartyAccept {
+        /// The party.
+        party_id: PartyId,
+        /// The requester's session.
+        session_id: SessionId,
+    },
+    /// Leader only: remove a member, or decline a pending request.
+    PartyRemove {
+        /// The party.
+        party_id: PartyId,
+        /// The member's or requester's session.
+        session_id: SessionId,
+    },
+    /// Leader only: make another member the leader.
+    PartyPromote {
+        /// The party.
+        party_id: PartyId,
+        /// The new leader's session.
+        session_id: SessionId,
+    },
+    /// Leader only: list pending join requests.
+    PartyJoinRequestList {
+        /// The party.
+        party_id: PartyId,
+    },
+    /// Leader only: open or close the party, or change its label.
+    PartyUpdate {
+        /// The party.
+        party_id: PartyId,
+        /// The new open flag, if it changes.
+        open: Option<bool>,
+        /// The new label, if it changes.
+        label: Option<String>,
+    },
+    /// Reliable data to every other member.
+    PartyDataSend {
+        /// The party.
+        party_id: PartyId,
+        /// Application-defined message kind.
+        op_code: i64,
+        /// Opaque payload, at most [`crate::MAX_RELIABLE_PAYLOAD`] bytes.
+        data: Bytes,
+    },
+    /// Leader only: one matchmaker ticket holding every member.
+    PartyMatchmakerAdd {
+        /// The party.
+        party_id: PartyId,
+        /// The ticket's query, counts and properties.
+        request: MatchmakerAdd,
+    },
+    /// Leader only: cancel one of the party's tickets.
+    PartyMatchmakerRemove {
+        /// The party.
+        party_id: PartyId,
+        /// The ticket.
+        ticket: TicketId,
+    },
 }
 
 /// A matchmaker ticket request.
@@ -132,7 +214,7 @@ pub struct MatchmakerAdd {
 
 impl Request {
     /// How many request kinds this version knows; indices at or above it are unknown.
-    pub const KINDS: u32 = 9;
+    pub const KINDS: u32 = 21;
 
     /// A short name for logs and metrics.
     pub fn kind(&self) -> &'static str {
@@ -146,6 +228,18 @@ impl Request {
             Self::MatchmakerAdd(_) => "matchmaker_add",
             Self::MatchmakerRemove { .. } => "matchmaker_remove",
             Self::MatchJoinToken { .. } => "match_join_token",
+            Self::PartyCreate { .. } => "party_create",
+            Self::PartyJoin { .. } => "party_join",
+            Self::PartyLeave { .. } => "party_leave",
+            Self::PartyClose { .. } => "party_close",
+            Self::PartyAccept { .. } => "party_accept",
+            Self::PartyRemove { .. } => "party_remove",
+            Self::PartyPromote { .. } => "party_promote",
+            Self::PartyJoinRequestList { .. } => "party_join_request_list",
+            Self::PartyUpdate { .. } => "party_update",
+            Self::PartyDataSend { .. } => "party_data_send",
+            Self::PartyMatchmakerAdd { .. } => "party_matchmaker_add",
+            Self::PartyMatchmakerRemove { .. } => "party_matchmaker_remove",
         }
     }
 }
@@ -173,6 +267,41 @@ pub enum Response {
         /// The ticket.
         ticket: TicketId,
     },
+    /// The party just created.
+    Party(PartyInfo),
+    /// Pending join requests of a party.
+    PartyJoinRequests {
+        /// The party.
+        party_id: PartyId,
+        /// The requesters, oldest first.
+        presences: Vec<Presence>,
+    },
+    /// The ticket a `PartyMatchmakerAdd` created.
+    PartyMatchmakerTicket {
+        /// The party.
+        party_id: PartyId,
+        /// The ticket.
+        ticket: TicketId,
+    },
+}
+
+/// A party as one member sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartyInfo {
+    /// The party.
+    pub party_id: PartyId,
+    /// Whether joiners are admitted at once.
+    pub open: bool,
+    /// Most members.
+    pub max_size: u32,
+    /// Free-form text set by the leader.
+    pub label: Option<String>,
+    /// The leader.
+    pub leader: Presence,
+    /// Every member, in join order (the leader included).
+    pub presences: Vec<Presence>,
+    /// The recipient.
+    pub self_presence: Presence,
 }
 
 /// The authenticated session.
@@ -199,6 +328,12 @@ pub struct Presence {
     pub session_id: SessionId,
     /// The display name.
     pub username: String,
+}
+
+impl From<&Presence> for SessionId {
+    fn from(p: &Presence) -> Self {
+        p.session_id
+    }
 }
 
 /// A presence inside a match, with the short slot number that identifies it in
@@ -267,6 +402,66 @@ pub enum Event {
         ticket: TicketId,
         /// Why.
         reason: String,
+    },
+    /// A snapshot of a party this session was just admitted to.
+    Party(PartyInfo),
+    /// Members joined or left a party; never sent when nothing changed.
+    PartyPresence {
+        /// The party.
+        party_id: PartyId,
+        /// Who joined.
+        joins: Vec<Presence>,
+        /// Who left.
+        leaves: Vec<Presence>,
+    },
+    /// The party has a new leader.
+    PartyLeader {
+        /// The party.
+        party_id: PartyId,
+        /// The new leader.
+        presence: Presence,
+    },
+    /// Sessions asked to join the recipient's (closed) party.
+    PartyJoinRequest {
+        /// The party.
+        party_id: PartyId,
+        /// The requesters.
+        presences: Vec<Presence>,
+    },
+    /// The recipient is no longer in (or waiting for) the party: it was closed, the
+    /// recipient was removed, or its request was declined.
+    PartyClose {
+        /// The party.
+        party_id: PartyId,
+        /// Why.
+        reason: String,
+    },
+    /// Data from another party member.
+    PartyData {
+        /// The party.
+        party_id: PartyId,
+        /// Who sent it.
+        sender: Presence,
+        /// Application-defined message kind.
+        op_code: i64,
+        /// Opaque payload.
+        data: Bytes,
+    },
+    /// The party leader put the party into the matchmaker.
+    PartyMatchmakerTicket {
+        /// The party.
+        party_id: PartyId,
+        /// The ticket.
+        ticket: TicketId,
+    },
+    /// The leader changed the party's open flag or label.
+    PartyUpdate {
+        /// The party.
+        party_id: PartyId,
+        /// Whether joiners are admitted at once.
+        open: bool,
+        /// The label.
+        label: Option<String>,
     },
 }
 

@@ -64,6 +64,26 @@ error_codes! {
     /// No such matchmaker ticket for this caller (never existed, already matched,
     /// cancelled, or someone else's).
     TICKET_NOT_FOUND = 105,
+    /// No live party has that id.
+    PARTY_NOT_FOUND = 200,
+    /// The party is at its maximum size.
+    PARTY_FULL = 201,
+    /// The (closed) party already has its maximum of pending join requests.
+    PARTY_JOIN_REQUESTS_FULL = 202,
+    /// The caller is already a member of the party.
+    PARTY_ALREADY_MEMBER = 203,
+    /// The caller already has a pending join request for the party.
+    PARTY_JOIN_REQUEST_DUPLICATE = 204,
+    /// Only the party leader may do that.
+    PARTY_NOT_LEADER = 205,
+    /// The caller is not a member of the party.
+    PARTY_NOT_MEMBER = 206,
+    /// The target is neither a member nor a pending requester.
+    PARTY_MEMBER_NOT_FOUND = 207,
+    /// No pending join request from that session.
+    PARTY_JOIN_REQUEST_NOT_FOUND = 208,
+    /// The leader cannot remove itself (leave or close instead).
+    PARTY_CANNOT_REMOVE_SELF = 209,
 }
 
 impl fmt::Display for ErrorCode {

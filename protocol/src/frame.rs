@@ -271,8 +271,9 @@ mod tests {
     fn request_kinds_matches_the_enum() {
         let frame = encode(&ClientEnvelope {
             cid: None,
-            body: Request::MatchJoinToken {
-                token: String::new(),
+            body: Request::PartyMatchmakerRemove {
+                party_id: crate::ids::PartyId::new_random(),
+                ticket: crate::ids::TicketId::new_random(),
             },
         })
         .expect("encode");

@@ -23,7 +23,8 @@ pub mod ids;
 
 pub use envelope::{
     ClientEnvelope, Credentials, Event, MatchInfo, MatchmakerAdd, MatchmakerMatched,
-    MatchmakerUser, Member, Presence, Request, Response, ServerBody, ServerEnvelope, SessionInfo,
+    MatchmakerUser, Member, PartyInfo, Presence, Request, Response, ServerBody, ServerEnvelope,
+    SessionInfo,
 };
 pub use error::{CloseCode, DecodeError, ErrorCode};
 pub use ids::{MatchId, PartyId, SessionId, TicketId, UserId};
@@ -65,6 +66,12 @@ pub const MAX_SERVER_KEY_LEN: usize = 128;
 
 /// Largest session or match token, in bytes.
 pub const MAX_TOKEN_LEN: usize = 4096;
+
+/// Largest party size.
+pub const MAX_PARTY_SIZE: usize = 256;
+
+/// Longest party label, in bytes.
+pub const MAX_PARTY_LABEL_LEN: usize = 2048;
 
 /// Longest matchmaker query, in bytes.
 pub const MAX_QUERY_LEN: usize = 1024;

@@ -3,6 +3,7 @@
 
 mod matches;
 mod matchmaker;
+mod party;
 
 use quicmatch_protocol::{
     envelope::{Event, Response, ServerBody, ServerEnvelope},
@@ -64,6 +65,23 @@ pub(crate) fn dispatch(
         Request::MatchmakerAdd(add) => matchmaker::add(shared, session, add),
         Request::MatchmakerRemove { ticket } => matchmaker::remove(shared, session, ticket),
         Request::MatchJoinToken { token } => matchmaker::join_token(shared, session, &token),
+        Request::PartyDataSend {
+            party_id,
+            op_code,
+            data,
+        } => party::send_data(shared, session, party_id, op_code, data)
+            .map(|()| cid.map(|_| Response::Ack)),
+        party_request @ (Request::PartyCreate { .. }
+        | Request::PartyJoin { .. }
+        | Request::PartyLeave { .. }
+        | Request::PartyClose { .. }
+        | Request::PartyAccept { .. }
+        | Request::PartyRemove { .. }
+        | Request::PartyPromote { .. }
+        | Request::PartyJoinRequestList { .. }
+        | Request::PartyUpdate { .. }
+        | Request::PartyMatchmakerAdd { .. }
+        | Request::PartyMatchmakerRemove { .. }) => party::dispatch(shared, session, party_request),
     }
 }
 

@@ -301,6 +301,7 @@ fn leave_everything(shared: &Shared, state: &SessionState) {
     let id = state.handle.presence.session_id;
     shared.sessions.remove(id);
     shared.matchmaker.remove_session(id);
+    shared.parties.disconnect(id);
     for m in &state.joined {
         shared.matches.leave(*m, id);
     }

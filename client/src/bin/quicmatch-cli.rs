@@ -18,8 +18,8 @@ use anyhow::{bail, Context as _};
 use base64::Engine as _;
 use clap::Parser;
 use quicmatch_client::{
-    ClientConfig, Credentials, ErrorCode, Event, Match, MatchId, MatchmakerUser, Presence,
-    RequestError, SessionId, Socket, TicketId, Trust,
+    AddMatchmaker, ClientConfig, Credentials, ErrorCode, Event, Match, MatchId, MatchmakerUser,
+    PartyId, PartyInfo, Presence, RequestError, SessionId, Socket, TicketId, Trust,
 };
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
@@ -111,6 +111,54 @@ fn mm_user_json(u: &MatchmakerUser) -> Value {
     })
 }
 
+/// Puts a payload into `value` as `data` (UTF-8 text) or `data_base64`, and returns it
+/// as text for the plain output.
+fn put_data(value: &mut Value, data: &[u8]) -> String {
+    match std::str::from_utf8(data) {
+        Ok(text) => {
+            value["data"] = json!(text);
+            text.to_owned()
+        }
+        Err(_) => {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(data);
+            value["data_base64"] = json!(b64);
+            format!("base64:{b64}")
+        }
+    }
+}
+
+fn party_json(p: &PartyInfo) -> Value {
+    json!({
+        "type": "party",
+        "party_id": p.party_id.to_string(),
+        "open": p.open,
+        "max_size": p.max_size,
+        "label": p.label,
+        "leader": presence_json(&p.leader),
+        "presences": presences_json(&p.presences),
+        "self": presence_json(&p.self_presence),
+    })
+}
+
+fn party_text(p: &PartyInfo) -> String {
+    format!(
+        "party {} ({}, max {}) led by {}: {}",
+        p.party_id,
+        if p.open { "open" } else { "closed" },
+        p.max_size,
+        p.leader.username,
+        p.presences
+            .iter()
+            .map(presence_text)
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+fn names(ps: &[Presence]) -> String {
+    ps.iter().map(presence_text).collect::<Vec<_>>().join(", ")
+}
+
 fn presence_text(p: &Presence) -> String {
     format!("{} (session {})", p.username, p.session_id)
 }
@@ -162,17 +210,7 @@ fn print_event(out: Out, event: &Event) {
                 "reliable": d.reliable,
                 "seq": d.seq,
             });
-            let shown = match std::str::from_utf8(&d.data) {
-                Ok(text) => {
-                    value["data"] = json!(text);
-                    text.to_owned()
-                }
-                Err(_) => {
-                    let b64 = base64::engine::general_purpose::STANDARD.encode(&d.data);
-                    value["data_base64"] = json!(b64);
-                    format!("base64:{b64}")
-                }
-            };
+            let shown = put_data(&mut value, &d.data);
             out.emit(
                 value,
                 format!(
@@ -217,6 +255,55 @@ fn print_event(out: Out, event: &Event) {
             json!({"type": "matchmaker_ticket_cancelled", "ticket": ticket.to_string(), "reason": reason}),
             format!("ticket {ticket} cancelled: {reason}"),
         ),
+        Event::Party(p) => out.emit(party_json(p), party_text(p)),
+        Event::PartyPresence {
+            party_id,
+            joins,
+            leaves,
+        } => out.emit(
+            json!({"type": "party_presence", "party_id": party_id.to_string(), "joins": presences_json(joins), "leaves": presences_json(leaves)}),
+            format!("party {party_id}: joined [{}] left [{}]", names(joins), names(leaves)),
+        ),
+        Event::PartyLeader { party_id, presence } => out.emit(
+            json!({"type": "party_leader", "party_id": party_id.to_string(), "presence": presence_json(presence)}),
+            format!("party {party_id}: {} leads", presence_text(presence)),
+        ),
+        Event::PartyJoinRequest {
+            party_id,
+            presences,
+        } => out.emit(
+            json!({"type": "party_join_request", "party_id": party_id.to_string(), "presences": presences_json(presences)}),
+            format!("party {party_id}: join request from {}", names(presences)),
+        ),
+        Event::PartyClose { party_id, reason } => out.emit(
+            json!({"type": "party_close", "party_id": party_id.to_string(), "reason": reason}),
+            format!("party {party_id} closed for you: {reason}"),
+        ),
+        Event::PartyData {
+            party_id,
+            sender,
+            op_code,
+            data,
+        } => {
+            let mut value = json!({"type": "party_data", "party_id": party_id.to_string(), "sender": presence_json(sender), "op_code": op_code});
+            let shown = put_data(&mut value, data);
+            out.emit(
+                value,
+                format!("party {party_id} data from {} op {op_code}: {shown}", sender.username),
+            );
+        }
+        Event::PartyMatchmakerTicket { party_id, ticket } => out.emit(
+            json!({"type": "party_matchmaker_ticket", "party_id": party_id.to_string(), "ticket": ticket.to_string()}),
+            format!("party {party_id} matchmaking with ticket {ticket}"),
+        ),
+        Event::PartyUpdate {
+            party_id,
+            open,
+            label,
+        } => out.emit(
+            json!({"type": "party_update", "party_id": party_id.to_string(), "open": open, "label": label}),
+            format!("party {party_id} is now {}", if *open { "open" } else { "closed" }),
+        ),
         Event::Error { code, message } => out.error(*code, message),
         Event::Disconnected { code, reason } => out.emit(
             json!({"type": "disconnected", "code": code.map(|c| c.to_string()), "reason": reason}),
@@ -238,6 +325,14 @@ const HELP: &str = "commands:
                                               add a matchmaker ticket
   mm-remove TICKET                            cancel a matchmaker ticket
   join-token TOKEN                            join the match a matchmaker token names
+  party-create [--closed] [--max-size N]      create a party (open, 8 by default)
+  party-join ID | party-leave ID | party-close ID
+  party-requests ID                           list pending join requests (leader)
+  party-accept ID SESSION_ID | party-remove ID SESSION_ID | party-promote ID SESSION_ID
+  party-update ID --open|--closed
+  party-send ID OP TEXT                       data to the other members
+  party-mm-add ID MIN MAX [--query Q] [--multiple N] [--string K=V]... [--numeric K=V]...
+  party-mm-remove ID TICKET
   ping                                        round trip to the server
   sleep MS                                    wait (for scripts)
   help                                        this text
@@ -249,6 +344,49 @@ fn parse_match_id(s: &str) -> Result<MatchId, RequestError> {
 
 /// Set once the user quits, so the disconnect that follows is not reported as a failure.
 static QUITTING: AtomicBool = AtomicBool::new(false);
+
+fn parse_party(s: &str) -> Result<PartyId, RequestError> {
+    s.parse::<PartyId>().map_err(|e| bad_input(e.to_string()))
+}
+
+fn ack(out: Out, command: &str) {
+    out.emit(
+        json!({"type": "ack", "command": command}),
+        format!("{command}: ok"),
+    );
+}
+
+/// Applies `[--query Q] [--multiple N] [--string K=V]... [--numeric K=V]...`.
+fn matchmaker_flags<'a>(
+    mut add: AddMatchmaker<'a>,
+    flags: &[String],
+) -> Result<AddMatchmaker<'a>, RequestError> {
+    let mut rest = flags.iter();
+    while let Some(flag) = rest.next() {
+        let mut value = |name: &str| {
+            rest.next()
+                .map(String::as_str)
+                .ok_or_else(|| bad_input(format!("{name} needs a value")))
+        };
+        add = match flag.as_str() {
+            "--query" => add.query(value("--query")?),
+            "--multiple" => add.count_multiple(parse_u32(value("--multiple")?, "--multiple")?),
+            "--string" => {
+                let (k, v) = key_value(value("--string")?)?;
+                add.string_property(k, v)
+            }
+            "--numeric" => {
+                let (k, v) = key_value(value("--numeric")?)?;
+                let n: f64 = v
+                    .parse()
+                    .map_err(|_| bad_input(format!("{v:?} is not a number")))?;
+                add.numeric_property(k, n)
+            }
+            other => return Err(bad_input(format!("unknown flag {other}"))),
+        };
+    }
+    Ok(add)
+}
 
 fn parse_u32(s: &str, what: &str) -> Result<u32, RequestError> {
     s.parse()
@@ -345,41 +483,7 @@ async fn run_command(socket: &Socket, out: Out, words: &[String]) -> Result<bool
         "mm-add" => {
             let min = parse_u32(arg(0, "MIN")?, "MIN")?;
             let max = parse_u32(arg(1, "MAX")?, "MAX")?;
-            let mut query = "*".to_owned();
-            let mut multiple = None;
-            let mut strings = Vec::new();
-            let mut numbers = Vec::new();
-            let mut rest = args[2..].iter();
-            while let Some(flag) = rest.next() {
-                let mut value = |name: &str| {
-                    rest.next()
-                        .map(String::as_str)
-                        .ok_or_else(|| bad_input(format!("mm-add: {name} needs a value")))
-                };
-                match flag.as_str() {
-                    "--query" => query = value("--query")?.to_owned(),
-                    "--multiple" => multiple = Some(parse_u32(value("--multiple")?, "--multiple")?),
-                    "--string" => strings.push(key_value(value("--string")?)?),
-                    "--numeric" => {
-                        let (k, v) = key_value(value("--numeric")?)?;
-                        let n: f64 = v
-                            .parse()
-                            .map_err(|_| bad_input(format!("mm-add: {v:?} is not a number")))?;
-                        numbers.push((k, n));
-                    }
-                    other => return Err(bad_input(format!("mm-add: unknown flag {other}"))),
-                }
-            }
-            let mut add = socket.add_matchmaker(&query, min, max);
-            if let Some(m) = multiple {
-                add = add.count_multiple(m);
-            }
-            for (k, v) in strings {
-                add = add.string_property(k, v);
-            }
-            for (k, v) in numbers {
-                add = add.numeric_property(k, v);
-            }
+            let add = matchmaker_flags(socket.add_matchmaker("*", min, max), &args[2..])?;
             let ticket = add.await?;
             out.emit(
                 json!({"type": "matchmaker_ticket", "ticket": ticket.to_string()}),
@@ -395,6 +499,109 @@ async fn run_command(socket: &Socket, out: Out, words: &[String]) -> Result<bool
                 json!({"type": "ack", "command": "mm-remove"}),
                 "ticket removed".into(),
             );
+        }
+        "party-create" => {
+            let mut open = true;
+            let mut max_size = 8;
+            let mut rest = args.iter();
+            while let Some(flag) = rest.next() {
+                match flag.as_str() {
+                    "--closed" => open = false,
+                    "--open" => open = true,
+                    "--max-size" => {
+                        let v = rest
+                            .next()
+                            .ok_or_else(|| bad_input("party-create: --max-size needs N"))?;
+                        max_size = parse_u32(v, "--max-size")?;
+                    }
+                    other => return Err(bad_input(format!("party-create: unknown flag {other}"))),
+                }
+            }
+            let p = socket.create_party(open, max_size).await?;
+            out.emit(party_json(&p), party_text(&p));
+        }
+        "party-join" => {
+            socket.join_party(parse_party(arg(0, "PARTY_ID")?)?).await?;
+            ack(out, "party-join");
+        }
+        "party-leave" => {
+            socket
+                .leave_party(parse_party(arg(0, "PARTY_ID")?)?)
+                .await?;
+            ack(out, "party-leave");
+        }
+        "party-close" => {
+            socket
+                .close_party(parse_party(arg(0, "PARTY_ID")?)?)
+                .await?;
+            ack(out, "party-close");
+        }
+        "party-requests" => {
+            let party_id = parse_party(arg(0, "PARTY_ID")?)?;
+            let presences = socket.list_party_join_requests(party_id).await?;
+            out.emit(
+                json!({"type": "party_join_requests", "party_id": party_id.to_string(), "presences": presences_json(&presences)}),
+                format!("party {party_id} requests: [{}]", names(&presences)),
+            );
+        }
+        "party-accept" | "party-remove" | "party-promote" => {
+            let party_id = parse_party(arg(0, "PARTY_ID")?)?;
+            let target: SessionId = arg(1, "SESSION_ID")?
+                .parse()
+                .map_err(|e| bad_input(format!("{cmd}: {e}")))?;
+            match cmd.as_str() {
+                "party-accept" => socket.accept_party_member(party_id, target).await?,
+                "party-remove" => socket.remove_party_member(party_id, target).await?,
+                _ => socket.promote_party_member(party_id, target).await?,
+            }
+            ack(out, cmd);
+        }
+        "party-update" => {
+            let party_id = parse_party(arg(0, "PARTY_ID")?)?;
+            let open = match arg(1, "--open|--closed")? {
+                "--open" => true,
+                "--closed" => false,
+                other => {
+                    return Err(bad_input(format!(
+                        "party-update: expected --open or --closed, got {other}"
+                    )))
+                }
+            };
+            socket.update_party(party_id, open).await?;
+            ack(out, "party-update");
+        }
+        "party-send" => {
+            let party_id = parse_party(arg(0, "PARTY_ID")?)?;
+            let op: i64 = arg(1, "OP")?
+                .parse()
+                .map_err(|_| bad_input("party-send: OP must be an integer"))?;
+            let text = arg(2, "TEXT")?;
+            socket
+                .send_party_data(party_id, op, text.as_bytes().to_vec())
+                .await?;
+            ack(out, "party-send");
+        }
+        "party-mm-add" => {
+            let party_id = parse_party(arg(0, "PARTY_ID")?)?;
+            let min = parse_u32(arg(1, "MIN")?, "MIN")?;
+            let max = parse_u32(arg(2, "MAX")?, "MAX")?;
+            let add = matchmaker_flags(
+                socket.add_matchmaker_party(party_id, "*", min, max),
+                &args[3..],
+            )?;
+            let ticket = add.await?;
+            out.emit(
+                json!({"type": "party_matchmaker_ticket", "party_id": party_id.to_string(), "ticket": ticket.to_string()}),
+                format!("party {party_id} ticket {ticket}"),
+            );
+        }
+        "party-mm-remove" => {
+            let party_id = parse_party(arg(0, "PARTY_ID")?)?;
+            let ticket: TicketId = arg(1, "TICKET")?
+                .parse()
+                .map_err(|e| bad_input(format!("party-mm-remove: {e}")))?;
+            socket.remove_matchmaker_party(party_id, ticket).await?;
+            ack(out, "party-mm-remove");
         }
         "join-token" => {
             let m = socket.join_match_token(arg(0, "TOKEN")?).await?;

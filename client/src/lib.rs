@@ -868,12 +868,16 @@ impl<'a> AddMatchmaker<'a> {
 
     /// Sends the request and returns the ticket.
     pub async fn send(self) -> Result<TicketId, RequestError> {
-        match self
-            .socket
-            .request(Request::MatchmakerAdd(self.request))
-            .await?
-        {
-            Response::MatchmakerTicket { ticket } => Ok(ticket),
+        let request = match self.party {
+            None => Request::MatchmakerAdd(self.request),
+            Some(party_id) => Request::PartyMatchmakerAdd {
+                party_id,
+                request: self.request,
+            },
+        };
+        match self.socket.request(request).await? {
+            Response::MatchmakerTicket { ticket }
+            | Response::PartyMatchmakerTicket { ticket, .. } => Ok(ticket),
             other => Err(RequestError::Unexpected(format!("{other:?}"))),
         }
     }

@@ -38,8 +38,10 @@ pub enum PartyError {
     CannotRemoveSelf,
 }
 
-/// Something to tell sessions after a change.
+/// Something to tell sessions after a change. Short-lived (built and delivered within
+/// one operation), so the size difference between variants does not matter.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)]
 pub enum Notice {
     /// Send this event to these sessions.
     Event(Vec<SessionId>, Event),

@@ -58,26 +58,45 @@ async fn closed_party_requests_accept_and_decline() {
         Event::PartyJoinRequest { presences, .. } => assert_eq!(presences, vec![alice.presence()]),
         other => panic!("unexpected {other:?}"),
     }
-    let err = alice.join_party(party.party_id).await.expect_err("duplicate");
+    let err = alice
+        .join_party(party.party_id)
+        .await
+        .expect_err("duplicate");
     assert_eq!(err.code(), Some(ErrorCode::PARTY_JOIN_REQUEST_DUPLICATE));
     bob.join_party(party.party_id).await.expect("request");
     next_event(&leader, "bob's request").await;
-    let requests = leader.list_party_join_requests(party.party_id).await.expect("list");
+    let requests = leader
+        .list_party_join_requests(party.party_id)
+        .await
+        .expect("list");
     assert_eq!(requests, vec![alice.presence(), bob.presence()]);
-    let err = alice.list_party_join_requests(party.party_id).await.expect_err("not a member");
+    let err = alice
+        .list_party_join_requests(party.party_id)
+        .await
+        .expect_err("not a member");
     assert_eq!(err.code(), Some(ErrorCode::PARTY_NOT_MEMBER));
 
-    leader.accept_party_member(party.party_id, &alice.presence()).await.expect("accept");
+    leader
+        .accept_party_member(party.party_id, &alice.presence())
+        .await
+        .expect("accept");
     let snap = snapshot(next_event(&alice, "snapshot").await);
     assert_eq!(snap.presences.len(), 2);
     presence_change(next_event(&leader, "alice joins").await);
 
-    leader.remove_party_member(party.party_id, &bob.presence()).await.expect("decline");
+    leader
+        .remove_party_member(party.party_id, &bob.presence())
+        .await
+        .expect("decline");
     match next_event(&bob, "declined").await {
         Event::PartyClose { reason, .. } => assert!(reason.contains("declined"), "{reason}"),
         other => panic!("unexpected {other:?}"),
     }
-    assert!(leader.list_party_join_requests(party.party_id).await.expect("list").is_empty());
+    assert!(leader
+        .list_party_join_requests(party.party_id)
+        .await
+        .expect("list")
+        .is_empty());
     let err = leader
         .accept_party_member(party.party_id, &bob.presence())
         .await
@@ -117,7 +136,10 @@ async fn closed_party_request_limit() {
     let b = server.client("b").await;
     let party = leader.create_party(false, 8).await.expect("create");
     a.join_party(party.party_id).await.expect("request");
-    let err = b.join_party(party.party_id).await.expect_err("requests full");
+    let err = b
+        .join_party(party.party_id)
+        .await
+        .expect_err("requests full");
     assert_eq!(err.code(), Some(ErrorCode::PARTY_JOIN_REQUESTS_FULL));
 }
 
@@ -132,16 +154,35 @@ async fn only_the_leader_may() {
     let target = leader.presence();
     for err in [
         member.close_party(id).await.expect_err("close"),
-        member.promote_party_member(id, &target).await.expect_err("promote"),
-        member.remove_party_member(id, &target).await.expect_err("remove"),
-        member.accept_party_member(id, &target).await.expect_err("accept"),
+        member
+            .promote_party_member(id, &target)
+            .await
+            .expect_err("promote"),
+        member
+            .remove_party_member(id, &target)
+            .await
+            .expect_err("remove"),
+        member
+            .accept_party_member(id, &target)
+            .await
+            .expect_err("accept"),
         member.update_party(id, false).await.expect_err("update"),
-        member.list_party_join_requests(id).await.expect_err("list").clone(),
-        member.add_matchmaker_party(id, "*", 2, 4).await.expect_err("mm"),
+        member
+            .list_party_join_requests(id)
+            .await
+            .expect_err("list")
+            .clone(),
+        member
+            .add_matchmaker_party(id, "*", 2, 4)
+            .await
+            .expect_err("mm"),
     ] {
         assert_eq!(err.code(), Some(ErrorCode::PARTY_NOT_LEADER), "{err}");
     }
-    let err = leader.remove_party_member(id, &target).await.expect_err("self");
+    let err = leader
+        .remove_party_member(id, &target)
+        .await
+        .expect_err("self");
     assert_eq!(err.code(), Some(ErrorCode::PARTY_CANNOT_REMOVE_SELF));
 }
 
@@ -164,7 +205,10 @@ async fn promote_and_update() {
             other => panic!("unexpected {other:?}"),
         }
     }
-    member.update_party(party.party_id, false).await.expect("update");
+    member
+        .update_party(party.party_id, false)
+        .await
+        .expect("update");
     match next_event(&leader, "update").await {
         Event::PartyUpdate { open, .. } => assert!(!open),
         other => panic!("unexpected {other:?}"),
@@ -254,7 +298,9 @@ async fn party_data_goes_to_the_others_only() {
     snapshot(next_event(&c, "snapshot").await);
     presence_change(next_event(&a, "b joins").await);
     presence_change(next_event(&a, "c joins").await);
-    b.send_party_data(party.party_id, 9, b"plan".to_vec()).await.expect("send");
+    b.send_party_data(party.party_id, 9, b"plan".to_vec())
+        .await
+        .expect("send");
     for who in [&a, &c] {
         match next_event(who, "party data").await {
             Event::PartyData {
@@ -364,7 +410,9 @@ async fn membership_changes_cancel_party_tickets() {
     member.close().await;
     let mut seen = false;
     while !seen {
-        if let Event::MatchmakerTicketCancelled { ticket: t, .. } = next_event(&leader, "cancel").await {
+        if let Event::MatchmakerTicketCancelled { ticket: t, .. } =
+            next_event(&leader, "cancel").await
+        {
             assert_eq!(t, ticket);
             seen = true;
         }
@@ -385,10 +433,8 @@ async fn concurrent_joins_lose_no_one_and_never_overflow() {
     for i in 0..10 {
         joiners.push(server.client(&format!("joiner{i}")).await);
     }
-    let results = futures_util::future::join_all(
-        joiners.iter().map(|j| j.join_party(party.party_id)),
-    )
-    .await;
+    let results =
+        futures_util::future::join_all(joiners.iter().map(|j| j.join_party(party.party_id))).await;
     let ok = results.iter().filter(|r| r.is_ok()).count();
     assert_eq!(ok, 5, "exactly max_size - 1 joiners get in");
     for r in results.iter().filter_map(|r| r.as_ref().err()) {
@@ -403,6 +449,9 @@ async fn concurrent_joins_lose_no_one_and_never_overflow() {
             joined += 1;
         }
     }
-    let requests = leader.list_party_join_requests(party.party_id).await.expect("list");
+    let requests = leader
+        .list_party_join_requests(party.party_id)
+        .await
+        .expect("list");
     assert!(requests.is_empty());
 }

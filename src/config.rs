@@ -24,6 +24,8 @@ pub struct Config {
     /// The key every client must present when it authenticates. Default `defaultkey`,
     /// as in Nakama; change it for anything public.
     pub server_key: String,
+    /// Serve Prometheus metrics at `http://<addr>/metrics`. Default: off.
+    pub metrics: Option<SocketAddr>,
     /// Sessions and connections.
     pub session: SessionConfig,
     /// Relayed matches.
@@ -42,6 +44,7 @@ impl Default for Config {
             key: None,
             certs_dir: PathBuf::from("certs"),
             server_key: "defaultkey".into(),
+            metrics: None,
             session: SessionConfig::default(),
             matches: MatchConfig::default(),
             matchmaker: MatchmakerConfig::default(),

@@ -21,6 +21,7 @@
 //! - [`matches`](mod@matches): the match table and the relay fan-out.
 //! - [`matchmaker`]: tickets, the query language, grouping, match tokens.
 //! - [`party`]: parties (pure rules in `party::model`, the shared table).
+//! - [`metrics`](mod@metrics): the Prometheus exporter and what it reports.
 //! - [`hooks`]: game code registered on the builder (before matchmaker add, matched).
 
 pub mod auth;
@@ -29,6 +30,7 @@ pub mod handlers;
 pub mod hooks;
 pub mod matches;
 pub mod matchmaker;
+pub mod metrics;
 pub mod party;
 mod server;
 pub mod session;

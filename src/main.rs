@@ -45,6 +45,9 @@ struct ServeArgs {
     /// The key clients must present [default: defaultkey].
     #[arg(long, env = "QUICMATCH_SERVER_KEY")]
     server_key: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (off by default).
+    #[arg(long, env = "QUICMATCH_METRICS")]
+    metrics: Option<SocketAddr>,
     /// Time between matchmaker passes, e.g. `1s`, `500ms` [default: 2s].
     #[arg(long, env = "QUICMATCH_MATCHMAKER_INTERVAL", value_parser = humantime::parse_duration)]
     matchmaker_interval: Option<std::time::Duration>,
@@ -68,6 +71,9 @@ impl ServeArgs {
         }
         if let Some(v) = &self.server_key {
             config.server_key = v.clone();
+        }
+        if let Some(v) = self.metrics {
+            config.metrics = Some(v);
         }
         if let Some(v) = self.matchmaker_interval {
             config.matchmaker.interval = v;

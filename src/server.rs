@@ -44,6 +44,9 @@ pub enum ServerError {
     /// The certificate or secret could not be loaded or generated.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    /// The metrics exporter could not start.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
     /// The socket could not be bound.
     #[error("bind {addr}: {source}")]
     Bind {
@@ -98,6 +101,10 @@ pub(crate) fn bind(
         return Err(ServerError::Config(crate::config::ConfigError::Invalid(
             "the token-signing secret must be at least 32 bytes".into(),
         )));
+    }
+    if let Some(addr) = config.metrics {
+        crate::metrics::install(addr)?;
+        info!(%addr, "metrics at /metrics");
     }
     let crypto = tls::server_crypto(&material)?;
     let quic = QuicServerConfig::try_from(crypto)
@@ -156,6 +163,14 @@ pub(crate) async fn serve(
     let tracker = TaskTracker::new();
     info!(addr = ?endpoint.local_addr().ok(), "serving");
     tracker.spawn(shared.matchmaker.clone().run(cancel.clone()));
+    if shared.config.metrics.is_some() {
+        tracker.spawn(crate::metrics::gauges(
+            crate::Stats {
+                shared: shared.clone(),
+            },
+            cancel.clone(),
+        ));
+    }
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -176,7 +191,10 @@ pub(crate) async fn serve(
                     let _guard = guard;
                     match incoming.await {
                         Ok(conn) => session::run(shared, conn, cancel).await,
-                        Err(e) => debug!(error = %e, "handshake failed"),
+                        Err(e) => {
+                            metrics::counter!("quicmatch_handshake_failures_total").increment(1);
+                            debug!(error = %e, "handshake failed");
+                        }
                     }
                 });
             }

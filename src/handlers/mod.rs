@@ -91,6 +91,10 @@ pub(crate) fn reply_frame(
     cid: Option<u32>,
     outcome: Result<Option<Response>, ApiError>,
 ) -> Option<bytes::Bytes> {
+    if let Err(e) = &outcome {
+        metrics::counter!("quicmatch_requests_rejected_total", "code" => e.code.to_string())
+            .increment(1);
+    }
     let body = match (outcome, cid) {
         (Ok(None), _) => return None,
         (Ok(Some(response)), _) => ServerBody::Response(response),

@@ -257,16 +257,19 @@ impl MatchTable {
             }),
         })
         .map_err(|e| ApiError::new(ErrorCode::PAYLOAD_TOO_LARGE, e.to_string()))?;
-        match targets {
-            None => m.broadcast_frame(&frame, sender),
-            Some(targets) => {
-                for e in &m.members {
-                    if targets.contains(&e.member.presence.session_id) {
-                        e.session.push_frame(frame.clone());
-                    }
-                }
+        let mut sent = 0u64;
+        for e in &m.members {
+            let id = e.member.presence.session_id;
+            let wanted = match targets {
+                None => id != sender,
+                Some(targets) => targets.contains(&id),
+            };
+            if wanted {
+                e.session.push_frame(frame.clone());
+                sent += 1;
             }
         }
+        metrics::counter!("quicmatch_reliable_messages_total").increment(sent);
         Ok(())
     }
 

@@ -254,6 +254,10 @@ impl Matchmaker {
             (matched, pool.stats(now))
         };
         let groups = matched.len();
+        metrics::histogram!("quicmatch_matchmaker_pass_seconds")
+            .record(stats.last_pass.as_secs_f64());
+        let tickets: usize = matched.iter().map(|m| m.waits.len()).sum();
+        metrics::counter!("quicmatch_matchmaker_matched_total").increment(tickets as u64);
         if groups > 0 {
             info!(
                 groups,

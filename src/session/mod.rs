@@ -52,6 +52,7 @@ impl SessionHandle {
     pub fn push_frame(&self, frame: Bytes) {
         if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(frame) {
             warn!(session = %self.presence.session_id, "outbound queue full; closing slow consumer");
+            metrics::counter!("quicmatch_slow_consumer_closes_total").increment(1);
             close(&self.conn, CloseCode::SLOW_CONSUMER, "outbound queue full");
         }
     }
@@ -59,10 +60,24 @@ impl SessionHandle {
     /// Sends a datagram, dropping the oldest queued one if quinn's buffer is full.
     /// Returns `false` only when the datagram is too large for this peer's path.
     pub fn send_datagram(&self, datagram: Bytes) -> bool {
-        !matches!(
-            self.conn.send_datagram(datagram),
-            Err(quinn::SendDatagramError::TooLarge)
-        )
+        let len = datagram.len() as u64;
+        match self.conn.send_datagram(datagram) {
+            Ok(()) => {
+                metrics::counter!("quicmatch_datagrams_out_total").increment(1);
+                metrics::counter!("quicmatch_datagram_bytes_out_total").increment(len);
+                true
+            }
+            Err(quinn::SendDatagramError::TooLarge) => {
+                metrics::counter!("quicmatch_datagrams_dropped_total", "reason" => "too_large")
+                    .increment(1);
+                false
+            }
+            Err(_) => {
+                metrics::counter!("quicmatch_datagrams_dropped_total", "reason" => "connection_lost")
+                    .increment(1);
+                true
+            }
+        }
     }
 }
 
@@ -125,11 +140,15 @@ pub(crate) async fn run(shared: Arc<Shared>, conn: Connection, shutdown: Cancell
     let (mut send, frames, session_info, cid) = match auth {
         Ok(Ok(ok)) => ok,
         Ok(Err((code, reason))) => {
+            metrics::counter!("quicmatch_auth_failures_total", "reason" => code.to_string())
+                .increment(1);
             debug!(%remote, %code, %reason, "authentication failed");
             close(&conn, code, &reason);
             return;
         }
         Err(_) => {
+            metrics::counter!("quicmatch_auth_failures_total", "reason" => CloseCode::AUTH_TIMEOUT.to_string())
+                .increment(1);
             debug!(%remote, "authentication timed out");
             close(
                 &conn,
@@ -262,6 +281,8 @@ async fn serve(
             datagram = conn.read_datagram() => match datagram {
                 Ok(datagram) => {
                     if let Err(e) = on_datagram(&shared, &state, datagram) {
+                        metrics::counter!("quicmatch_datagrams_dropped_total", "reason" => e.code.to_string())
+                            .increment(1);
                         if let Some(reply) = handlers::reply_frame(None, Err(e)) {
                             alive = write(send, &reply).await;
                         }
@@ -289,6 +310,8 @@ fn on_frame(shared: &Shared, state: &mut SessionState, body: &[u8]) -> Option<By
 }
 
 fn on_datagram(shared: &Shared, state: &SessionState, datagram: Bytes) -> Result<(), ApiError> {
+    metrics::counter!("quicmatch_datagrams_in_total").increment(1);
+    metrics::counter!("quicmatch_datagram_bytes_in_total").increment(datagram.len() as u64);
     let dgram =
         ClientDatagram::decode(datagram).map_err(|e| ApiError::new(e.code(), e.to_string()))?;
     shared

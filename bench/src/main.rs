@@ -1,11 +1,21 @@
 //! `quicmatch-bench`: measures quicmatch in a release build.
 //!
 //! - `matchmaker`: fills a ticket pool in process and times one grouping pass.
+//! - `relay`: match data through a real quicmatch server and through a raw-UDP
+//!   baseline relay, same workload, same measurements (`--compare`, `--sweep`).
+//! - `connections`: holds many idle authenticated connections; handshakes/s and
+//!   server memory per connection.
+//! - `udp-relay`: the baseline relay itself (started by `relay`).
 //!
 //! Every run prints what it measured and, with `--json`, one JSON object per line.
 
+mod chart;
+mod connections;
 mod matchmaker;
+mod measure;
 mod proc_stats;
+mod relay;
+mod udp_relay;
 
 use clap::{Parser, Subcommand};
 
@@ -20,10 +30,19 @@ struct Cli {
 enum Command {
     /// Time one matchmaker pass over a pool filled in process.
     Matchmaker(matchmaker::Args),
+    /// Relay load: quicmatch against the raw-UDP baseline.
+    Relay(relay::Args),
+    /// Idle connection capacity of a quicmatch server.
+    Connections(connections::Args),
+    /// Run the raw-UDP baseline relay (used by `relay`).
+    UdpRelay(udp_relay::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Matchmaker(args) => matchmaker::run(&args),
+        Command::Relay(args) => relay::run(&args),
+        Command::Connections(args) => connections::run(&args),
+        Command::UdpRelay(args) => udp_relay::run(&args),
     }
 }

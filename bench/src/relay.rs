@@ -324,18 +324,22 @@ async fn connect_udp(server: &ServerProc, args: &Args) -> anyhow::Result<Vec<Pla
             join[0] = udp_relay::JOIN;
             let mut buf = [0u8; 16];
             let mut joined = false;
+            let mut last = None;
             for _ in 0..50 {
                 socket.send(&join).await?;
-                if let Ok(Ok(n)) =
-                    tokio::time::timeout(Duration::from_millis(100), socket.recv(&mut buf)).await
+                match tokio::time::timeout(Duration::from_millis(100), socket.recv(&mut buf)).await
                 {
-                    if n >= 1 && buf[0] == udp_relay::JOINED {
+                    Ok(Ok(n)) if n >= 1 && buf[0] == udp_relay::JOINED => {
                         joined = true;
                         break;
                     }
+                    other => last = Some(format!("{other:?}")),
                 }
             }
-            anyhow::ensure!(joined, "baseline relay did not answer");
+            anyhow::ensure!(
+                joined,
+                "baseline relay did not answer player {p} of match {m}: {last:?}"
+            );
             players.push(Player::Udp {
                 socket: Arc::new(socket),
                 header,

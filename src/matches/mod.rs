@@ -22,6 +22,7 @@ use quicmatch_protocol::{
     envelope::{Event, MatchInfo, Member, ServerBody, ServerEnvelope},
     frame, ErrorCode, MatchId, SessionId, MAX_MATCH_NAME_LEN, MAX_RELIABLE_PAYLOAD, MAX_TARGETS,
 };
+use smallvec::SmallVec;
 use uuid::Uuid;
 
 use crate::{config::MatchConfig, handlers::ApiError, session::SessionHandle};
@@ -280,7 +281,8 @@ impl MatchTable {
         sender: SessionId,
         dgram: ClientDatagram,
     ) -> Result<(), ApiError> {
-        let mut recipients: Vec<SessionHandle> = Vec::new();
+        // Most matches are small: the recipient list lives on the stack.
+        let mut recipients: SmallVec<[SessionHandle; 8]> = SmallVec::new();
         let out = {
             let mut state = self.lock();
             let Some(id) = state.handles.get(&dgram.handle).copied() else {
@@ -292,7 +294,6 @@ impl MatchTable {
             let m = member_match(&mut state, id, sender)?;
             let sender_slot = m.find(sender).map(|e| e.member.slot).unwrap_or_default();
             let seq = m.next_seq();
-            recipients.reserve(m.members.len());
             for e in &m.members {
                 let wanted = match &dgram.targets {
                     None => e.member.presence.session_id != sender,
@@ -353,7 +354,7 @@ fn create_locked(
     let handle = state.next_handle;
     let member = Member {
         slot: 1,
-        presence: session.presence.clone(),
+        presence: (*session.presence).clone(),
     };
     let m = Match {
         id,
@@ -397,7 +398,7 @@ fn join_locked(
     }
     let member = Member {
         slot: m.next_slot,
-        presence: session.presence.clone(),
+        presence: (*session.presence).clone(),
     };
     m.next_slot += 1;
     if let Some(frame) = presence_frame(id, vec![member.clone()], Vec::new()) {

@@ -36,8 +36,9 @@ const WRITE_BATCH: usize = 64;
 /// What other parts of the server hold to reach a session: cheap to clone.
 #[derive(Clone)]
 pub struct SessionHandle {
-    /// Who the session is.
-    pub presence: Presence,
+    /// Who the session is (shared, so cloning a handle on the relay path never copies
+    /// the username).
+    pub presence: Arc<Presence>,
     conn: Connection,
     /// Encoded frames for this session's control stream. Senders: the match table (and
     /// any other shared table) pushing events and reliable data. Receiver: the session
@@ -234,7 +235,7 @@ async fn serve(
     };
     let mut state = SessionState {
         handle: SessionHandle {
-            presence,
+            presence: Arc::new(presence),
             conn: conn.clone(),
             tx,
         },

@@ -204,11 +204,27 @@ async fn start_server(args: &Args, transport: Transport) -> anyhow::Result<Serve
             })
         }
         Transport::UdpBaseline => {
-            let child = Command::new(std::env::current_exe()?)
+            let mut child = Command::new(std::env::current_exe()?)
                 .args(["udp-relay", "--listen", &addr.to_string(), "--sockets"])
                 .arg(args.baseline_sockets.to_string())
-                .stdout(Stdio::null())
+                .stdout(Stdio::piped())
                 .spawn()?;
+            let stdout = child
+                .stdout
+                .take()
+                .ok_or_else(|| anyhow::anyhow!("no stdout from the baseline relay"))?;
+            let ready = tokio::task::spawn_blocking(move || {
+                let mut line = String::new();
+                std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+                    .map(|_| line)
+            });
+            let line = tokio::time::timeout(Duration::from_secs(10), ready)
+                .await
+                .map_err(|_| anyhow::anyhow!("baseline relay did not start"))???;
+            if line.trim() != "ready" {
+                let status = child.wait()?;
+                anyhow::bail!("baseline relay failed to start ({status})");
+            }
             Ok(ServerProc {
                 child: Some(child),
                 addr,

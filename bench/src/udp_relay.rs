@@ -97,6 +97,8 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         let table = table.clone();
         threads.push(std::thread::spawn(move || serve(socket, table)));
     }
+    // The parent waits for this line before it sends anything.
+    println!("ready");
     for t in threads {
         let _ = t.join();
     }

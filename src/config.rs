@@ -77,6 +77,23 @@ pub struct SessionConfig {
     pub encryption_key: Option<String>,
     /// Most simultaneous connections; more are refused. Default `10000`.
     pub max_connections: usize,
+    /// Above this many live connections, a new client must first prove its address
+    /// with a QUIC Retry (a stateless round trip that defeats spoofed handshake
+    /// floods). Default `1000`; `0` always asks.
+    pub retry_threshold: usize,
+    /// Control requests a session may send per second, sustained. Default `100`.
+    pub requests_per_second: f64,
+    /// Control requests a session may send in a burst. Default `200`.
+    pub request_burst: u32,
+    /// Match and party data (datagrams and reliable) a session may send per second,
+    /// sustained. Default `500`.
+    pub datagrams_per_second: f64,
+    /// Match and party data a session may send in a burst. Default `1500`.
+    pub datagram_burst: u32,
+    /// Seconds in a row a session may stay over its rate limits (each excess item is
+    /// refused with `RATE_LIMITED`) before it is closed with the `RATE_LIMITED` close
+    /// code. Default `5`.
+    pub rate_limit_strikes: u32,
 }
 
 impl Default for SessionConfig {
@@ -88,6 +105,12 @@ impl Default for SessionConfig {
             outbound_queue: 1024,
             encryption_key: None,
             max_connections: 10_000,
+            retry_threshold: 1000,
+            requests_per_second: 100.0,
+            request_burst: 200,
+            datagrams_per_second: 500.0,
+            datagram_burst: 1500,
+            rate_limit_strikes: 5,
         }
     }
 }
@@ -230,6 +253,12 @@ impl Config {
         }
         if s.outbound_queue == 0 || s.max_connections == 0 {
             return bad("session.outbound_queue and session.max_connections must be > 0");
+        }
+        if !(s.requests_per_second > 0.0 && s.datagrams_per_second > 0.0)
+            || s.request_burst == 0
+            || s.datagram_burst == 0
+        {
+            return bad("session rate limits and bursts must be > 0");
         }
         if let Some(key) = &s.encryption_key {
             match crate::auth::decode_hex(key) {

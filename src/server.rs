@@ -194,6 +194,16 @@ pub(crate) async fn serve(
                     incoming.refuse();
                     continue;
                 }
+                if live >= shared.config.session.retry_threshold
+                    && !incoming.remote_address_validated()
+                    && incoming.may_retry()
+                {
+                    // Stateless: costs us nothing until the client proves its address.
+                    if incoming.retry().is_err() {
+                        debug!("retry not possible");
+                    }
+                    continue;
+                }
                 shared.connections.fetch_add(1, Ordering::Relaxed);
                 let guard = ConnectionGuard(shared.clone());
                 let shared = shared.clone();

@@ -16,12 +16,14 @@ use quicmatch_protocol::{
     datagram::ClientDatagram,
     envelope::{Response, ServerBody, ServerEnvelope, SessionInfo},
     frame::{self, FrameCodec, FrameError},
-    CloseCode, MatchId, Presence, Request, SessionId,
+    CloseCode, ErrorCode, MatchId, Presence, Request, SessionId,
 };
 use quinn::{Connection, SendStream, VarInt};
 use tokio::sync::mpsc;
 use tokio_util::{codec::FramedRead, sync::CancellationToken};
 use tracing::{debug, info, info_span, warn, Instrument as _};
+
+mod rate;
 
 use crate::{
     auth::{self, AuthError},
@@ -122,6 +124,7 @@ impl SessionRegistry {
 /// State only the session task touches.
 pub(crate) struct SessionState {
     pub(crate) handle: SessionHandle,
+    limiter: rate::Limiter,
     /// Matches this session is in, so a disconnect leaves each of them.
     pub(crate) joined: HashSet<MatchId>,
 }
@@ -240,6 +243,7 @@ async fn serve(
             tx,
         },
         joined: HashSet::new(),
+        limiter: rate::Limiter::new(&shared.config.session, std::time::Instant::now()),
     };
     shared.sessions.insert(state.handle.clone());
     info!(user = %info.user_id, username = %info.username, "session started");
@@ -264,11 +268,14 @@ async fn serve(
                 batch.clear();
             }
             frame = frames.next() => match frame {
-                Some(Ok(body)) => {
-                    if let Some(reply) = on_frame(&shared, &mut state, &body) {
-                        alive = write(send, &reply).await;
+                Some(Ok(body)) => match on_frame(&shared, &mut state, &body) {
+                    Step::Reply(Some(reply)) => alive = write(send, &reply).await,
+                    Step::Reply(None) => {}
+                    Step::Close(code, reason) => {
+                        close(&conn, code, reason);
+                        alive = false;
                     }
-                }
+                },
                 Some(Err(FrameError::Decode(e))) => {
                     debug!(error = %e, "broken framing");
                     close(&conn, CloseCode::PROTOCOL_ERROR, &e.to_string());
@@ -280,15 +287,14 @@ async fn serve(
                 }
             },
             datagram = conn.read_datagram() => match datagram {
-                Ok(datagram) => {
-                    if let Err(e) = on_datagram(&shared, &state, datagram) {
-                        metrics::counter!("quicmatch_datagrams_dropped_total", "reason" => e.code.to_string())
-                            .increment(1);
-                        if let Some(reply) = handlers::reply_frame(None, Err(e)) {
-                            alive = write(send, &reply).await;
-                        }
+                Ok(datagram) => match on_datagram(&shared, &mut state, datagram) {
+                    Step::Reply(Some(reply)) => alive = write(send, &reply).await,
+                    Step::Reply(None) => {}
+                    Step::Close(code, reason) => {
+                        close(&conn, code, reason);
+                        alive = false;
                     }
-                }
+                },
                 Err(_) => alive = false,
             },
         }
@@ -297,27 +303,88 @@ async fn serve(
     info!(reason = ?conn.close_reason(), "session ended");
 }
 
-fn on_frame(shared: &Shared, state: &mut SessionState, body: &[u8]) -> Option<Bytes> {
+/// What the session does after one frame or datagram.
+enum Step {
+    /// Carry on, writing this reply first if there is one.
+    Reply(Option<Bytes>),
+    /// Close the connection.
+    Close(CloseCode, &'static str),
+}
+
+/// Applies the rate limit; `Err` carries the step to take instead of processing.
+fn admit(state: &mut SessionState, kind: rate::Kind, cid: Option<u32>) -> Result<(), Step> {
+    match state.limiter.check(kind, std::time::Instant::now()) {
+        rate::Verdict::Allow => Ok(()),
+        rate::Verdict::Reject { tell } => {
+            metrics::counter!("quicmatch_rate_limited_total").increment(1);
+            let reply = tell.then(|| {
+                handlers::reply_frame(
+                    cid,
+                    Err(ApiError::new(
+                        ErrorCode::RATE_LIMITED,
+                        "over the rate limit; excess requests and datagrams are dropped",
+                    )),
+                )
+            });
+            Err(Step::Reply(reply.flatten()))
+        }
+        rate::Verdict::Close => Err(Step::Close(
+            CloseCode::RATE_LIMITED,
+            "persistently over the rate limit",
+        )),
+    }
+}
+
+fn on_frame(shared: &Shared, state: &mut SessionState, body: &[u8]) -> Step {
     match frame::decode_client(body) {
         Ok(env) => {
+            // Match and party data share the data budget with datagrams.
+            let kind = match env.body {
+                Request::MatchDataSend { .. } | Request::PartyDataSend { .. } => {
+                    rate::Kind::Datagram
+                }
+                _ => rate::Kind::Request,
+            };
+            if let Err(step) = admit(state, kind, env.cid) {
+                return step;
+            }
             let outcome = handlers::dispatch(shared, state, env.cid, env.body);
-            handlers::reply_frame(env.cid, outcome)
+            Step::Reply(handlers::reply_frame(env.cid, outcome))
         }
         Err((cid, e)) => {
+            if let Err(step) = admit(state, rate::Kind::Request, cid) {
+                return step;
+            }
             debug!(error = %e, "undecodable request");
-            handlers::reply_frame(cid, Err(ApiError::new(e.code(), e.to_string())))
+            Step::Reply(handlers::reply_frame(
+                cid,
+                Err(ApiError::new(e.code(), e.to_string())),
+            ))
         }
     }
 }
 
-fn on_datagram(shared: &Shared, state: &SessionState, datagram: Bytes) -> Result<(), ApiError> {
+fn on_datagram(shared: &Shared, state: &mut SessionState, datagram: Bytes) -> Step {
     metrics::counter!("quicmatch_datagrams_in_total").increment(1);
     metrics::counter!("quicmatch_datagram_bytes_in_total").increment(datagram.len() as u64);
-    let dgram =
-        ClientDatagram::decode(datagram).map_err(|e| ApiError::new(e.code(), e.to_string()))?;
-    shared
-        .matches
-        .send_unreliable(state.handle.presence.session_id, dgram)
+    if let Err(step) = admit(state, rate::Kind::Datagram, None) {
+        return step;
+    }
+    let result = ClientDatagram::decode(datagram)
+        .map_err(|e| ApiError::new(e.code(), e.to_string()))
+        .and_then(|d| {
+            shared
+                .matches
+                .send_unreliable(state.handle.presence.session_id, d)
+        });
+    match result {
+        Ok(()) => Step::Reply(None),
+        Err(e) => {
+            metrics::counter!("quicmatch_datagrams_dropped_total", "reason" => e.code.to_string())
+                .increment(1);
+            Step::Reply(handlers::reply_frame(None, Err(e)))
+        }
+    }
 }
 
 /// The single cleanup path: every way a session ends comes through here.

@@ -474,6 +474,13 @@ impl Socket {
         }
     }
 
+    /// Moves this socket to a new local UDP socket, as after a network change (Wi-Fi to
+    /// mobile data). The connection migrates: the session, its matches, party and
+    /// tickets carry on without a leave or a rejoin.
+    pub fn rebind(&self, socket: std::net::UdpSocket) -> std::io::Result<()> {
+        self.inner.endpoint.rebind(socket)
+    }
+
     /// The underlying QUIC connection (statistics, RTT, `max_datagram_size`).
     pub fn connection(&self) -> &quinn::Connection {
         &self.inner.conn

@@ -115,6 +115,15 @@ impl TestServer {
 
     /// A raw quinn connection with the right ALPN and trust, and nothing else.
     pub async fn raw_connection(&self) -> quinn::Connection {
+        self.raw_connection_with(quinn::TransportConfig::default())
+            .await
+    }
+
+    /// Like [`raw_connection`](Self::raw_connection), with this transport config.
+    pub async fn raw_connection_with(
+        &self,
+        transport: quinn::TransportConfig,
+    ) -> quinn::Connection {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.cert.clone()).expect("root");
         let mut crypto = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -128,7 +137,9 @@ impl TestServer {
         let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto).expect("quic");
         let mut endpoint =
             quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
-        endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+        let mut client_config = quinn::ClientConfig::new(Arc::new(quic));
+        client_config.transport_config(Arc::new(transport));
+        endpoint.set_default_client_config(client_config);
         timeout(
             TEST_TIMEOUT,
             endpoint.connect(self.addr, "127.0.0.1").expect("connect"),
@@ -140,7 +151,17 @@ impl TestServer {
 
     /// A raw connection that has authenticated: its control stream and frame reader.
     pub async fn raw_session(&self, name: &str) -> RawSession {
-        let conn = self.raw_connection().await;
+        self.raw_session_with(name, quinn::TransportConfig::default())
+            .await
+    }
+
+    /// Like [`raw_session`](Self::raw_session), with this transport config.
+    pub async fn raw_session_with(
+        &self,
+        name: &str,
+        transport: quinn::TransportConfig,
+    ) -> RawSession {
+        let conn = self.raw_connection_with(transport).await;
         let (send, recv) = conn.open_bi().await.expect("open control stream");
         let mut raw = RawSession {
             conn,

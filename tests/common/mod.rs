@@ -3,6 +3,8 @@
 //! and event helpers that always wait under a timeout.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod proxy;
+
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;

@@ -5,6 +5,8 @@
 //!   baseline relay, same workload, same measurements (`--compare`, `--sweep`).
 //! - `connections`: holds many idle authenticated connections; handshakes/s and
 //!   server memory per connection.
+//! - `soak`: churn (connect, play, matchmake, party, leave, disconnect) against a
+//!   server, then checks that every count returned to zero and memory to its band.
 //! - `udp-relay`: the baseline relay itself (started by `relay`).
 //!
 //! Every run prints what it measured and, with `--json`, one JSON object per line.
@@ -15,6 +17,7 @@ mod matchmaker;
 mod measure;
 mod proc_stats;
 mod relay;
+mod soak;
 mod udp_relay;
 
 use clap::{Parser, Subcommand};
@@ -34,6 +37,8 @@ enum Command {
     Relay(relay::Args),
     /// Idle connection capacity of a quicmatch server.
     Connections(connections::Args),
+    /// Churn against a server, then check every count returned to zero.
+    Soak(soak::Args),
     /// Run the raw-UDP baseline relay (used by `relay`).
     UdpRelay(udp_relay::Args),
 }
@@ -43,6 +48,7 @@ fn main() -> anyhow::Result<()> {
         Command::Matchmaker(args) => matchmaker::run(&args),
         Command::Relay(args) => relay::run(&args),
         Command::Connections(args) => connections::run(&args),
+        Command::Soak(args) => soak::run(&args),
         Command::UdpRelay(args) => udp_relay::run(&args),
     }
 }

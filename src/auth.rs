@@ -110,6 +110,11 @@ pub fn identify(credentials: &Credentials, username: Option<&str>) -> Result<Ide
             check_id("custom", id, CUSTOM_ID_LEN)?;
             ("custom", id)
         }
+        Credentials::SessionToken { .. } => {
+            return Err(AuthError::BadId(
+                "a session token resumes a session; it does not name a user".into(),
+            ))
+        }
     };
     let mut name = Vec::with_capacity(kind.len() + 1 + id.len());
     name.extend_from_slice(kind.as_bytes());

@@ -77,6 +77,13 @@ pub struct SessionConfig {
     pub encryption_key: Option<String>,
     /// Most simultaneous connections; more are refused. Default `10000`.
     pub max_connections: usize,
+    /// When a connection drops (timeout, reset, network change the client could not
+    /// migrate), its session's matches, party and tickets are held this long, and a
+    /// client that connects with the session token resumes the same session without
+    /// the others seeing a leave. A client that closes politely leaves at once. `0s`
+    /// turns holding off. Default `5s`.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_grace: Duration,
     /// Above this many live connections, a new client must first prove its address
     /// with a QUIC Retry (a stateless round trip that defeats spoofed handshake
     /// floods). Default `1000`; `0` always asks.
@@ -105,6 +112,7 @@ impl Default for SessionConfig {
             outbound_queue: 1024,
             encryption_key: None,
             max_connections: 10_000,
+            reconnect_grace: Duration::from_secs(5),
             retry_threshold: 1000,
             requests_per_second: 100.0,
             request_burst: 200,

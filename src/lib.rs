@@ -196,6 +196,11 @@ impl Stats {
         self.shared.sessions.len()
     }
 
+    /// Sessions whose connection dropped, held for their reconnect grace.
+    pub fn held_sessions(&self) -> usize {
+        self.shared.sessions.held()
+    }
+
     /// Matchmaker pool size, oldest ticket age, recent completion times.
     pub fn matchmaker(&self) -> matchmaker::pool::PoolStats {
         self.shared.matchmaker.stats()

@@ -230,6 +230,9 @@ pub(crate) async fn serve(
     {
         warn!("sessions still running after the grace period");
     }
+    for held in shared.sessions.take_all_held() {
+        held.expire(&shared);
+    }
     endpoint.close(
         VarInt::from_u32(CloseCode::SERVER_SHUTDOWN.0),
         b"server shutting down",

@@ -105,6 +105,8 @@ async fn dropped_socket_is_a_leave() {
 async fn an_idle_timeout_is_a_leave() {
     let mut config = common::test_config();
     config.session.idle_timeout = Duration::from_millis(1000);
+    // A timed-out session is held for its reconnect grace, then leaves.
+    config.session.reconnect_grace = Duration::from_millis(500);
     let server = TestServer::start_with(config).await;
     let mut lively = server.client_config("alice");
     lively.keep_alive = Duration::from_millis(200);

@@ -91,7 +91,7 @@ impl ClientState {
         }
     }
 
-    fn on_match(&mut self, info: &MatchInfo) {
+    pub(crate) fn on_match(&mut self, info: &MatchInfo) {
         let view = self
             .matches
             .entry(info.match_id)

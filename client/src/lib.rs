@@ -436,6 +436,10 @@ impl Socket {
             }
         };
         let state = Arc::new(Mutex::new(ClientState::default()));
+        // A resumed session is already in matches: know them before any event.
+        for m in &session.matches {
+            lock(&state).on_match(m);
+        }
         let (commands, commands_rx) = mpsc::channel(256);
         let (events_tx, events_rx) = mpsc::channel(config.event_buffer.max(1));
         tokio::spawn(driver::run(
@@ -460,7 +464,10 @@ impl Socket {
         })
     }
 
-    /// This connection's session: user id, session id, username and token.
+    /// This connection's session: user id, session id, username and token. Connect
+    /// with `Credentials::SessionToken { token }` within the server's reconnect grace
+    /// to resume the same session (`resumed` is then true and `matches` lists the
+    /// matches it is still in).
     pub fn session(&self) -> &SessionInfo {
         &self.session
     }

@@ -57,6 +57,12 @@ pub enum Credentials {
         /// The custom id.
         id: String,
     },
+    /// The token of a session whose connection dropped: within the server's reconnect
+    /// grace period, the same session resumes with its matches, party and tickets.
+    SessionToken {
+        /// The token from [`SessionInfo::token`].
+        token: String,
+    },
 }
 
 /// A request from a client.
@@ -317,6 +323,10 @@ pub struct SessionInfo {
     pub token: String,
     /// When the token expires, in seconds since the Unix epoch.
     pub token_expires_at: u64,
+    /// Whether this connection resumed an earlier session (same session id).
+    pub resumed: bool,
+    /// The matches the session is in (only when resumed).
+    pub matches: Vec<MatchInfo>,
 }
 
 /// One session as other players see it.

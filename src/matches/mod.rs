@@ -327,6 +327,37 @@ impl MatchTable {
         Ok(())
     }
 
+    /// Points a resumed session's memberships at its new connection.
+    pub fn rebind(&self, session: &SessionHandle, joined: &std::collections::HashSet<MatchId>) {
+        let mut state = self.lock();
+        for id in joined {
+            if let Some(m) = state.matches.get_mut(id) {
+                for e in &mut m.members {
+                    if e.member.presence.session_id == session.presence.session_id {
+                        e.session = session.clone();
+                    }
+                }
+            }
+        }
+    }
+
+    /// The matches (among `joined`) that `session` is still in, as it sees them.
+    pub fn infos(
+        &self,
+        session: SessionId,
+        joined: &std::collections::HashSet<MatchId>,
+    ) -> Vec<MatchInfo> {
+        let state = self.lock();
+        joined
+            .iter()
+            .filter_map(|id| {
+                let m = state.matches.get(id)?;
+                let me = m.find(session)?.member.clone();
+                Some(m.info(&me))
+            })
+            .collect()
+    }
+
     /// Live counts.
     pub fn counts(&self) -> MatchCounts {
         let state = self.lock();

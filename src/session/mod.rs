@@ -16,7 +16,7 @@ use quicmatch_protocol::{
     datagram::ClientDatagram,
     envelope::{Response, ServerBody, ServerEnvelope, SessionInfo},
     frame::{self, FrameCodec, FrameError},
-    CloseCode, ErrorCode, MatchId, Presence, Request, SessionId,
+    CloseCode, Credentials, ErrorCode, MatchId, Presence, Request, SessionId,
 };
 use quinn::{Connection, SendStream, VarInt};
 use tokio::sync::mpsc;
@@ -84,40 +84,102 @@ impl SessionHandle {
     }
 }
 
-/// Every live session by id, so the matchmaker (and other tables) can reach sessions
-/// they did not get a handle from directly.
+/// Every session by id (connected, or held during its reconnect grace), so the
+/// matchmaker and the party table can reach sessions they did not get a handle from.
 #[derive(Clone, Default)]
 pub struct SessionRegistry {
-    /// One lock over the map, held only for map operations, never across an `.await`.
-    inner: Arc<std::sync::Mutex<HashMap<SessionId, SessionHandle>>>,
+    /// One lock over both maps, held only for map operations, never across an `.await`.
+    inner: Arc<std::sync::Mutex<Registry>>,
+}
+
+#[derive(Default)]
+struct Registry {
+    /// Sessions others can push to. A held session stays here, so what is pushed to it
+    /// waits in its queue for the client to come back.
+    live: HashMap<SessionId, SessionHandle>,
+    /// Sessions whose connection dropped, waiting for a resume.
+    held: HashMap<SessionId, Held>,
+    next_generation: u64,
+}
+
+/// A session whose connection dropped, kept for its reconnect grace.
+pub(crate) struct Held {
+    state: SessionState,
+    /// The session's outbound queue, still filling while the client is away.
+    rx: mpsc::Receiver<Bytes>,
+    /// Tells a resumed-then-dropped-again session from the one an expiry timer was
+    /// started for.
+    generation: u64,
 }
 
 impl SessionRegistry {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, SessionHandle>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn insert(&self, handle: SessionHandle) {
-        self.lock().insert(handle.presence.session_id, handle);
+        self.lock().live.insert(handle.presence.session_id, handle);
     }
 
     fn remove(&self, id: SessionId) {
-        self.lock().remove(&id);
+        self.lock().live.remove(&id);
     }
 
-    /// The session, if it is still connected.
+    fn hold(&self, state: SessionState, rx: mpsc::Receiver<Bytes>) -> u64 {
+        let mut reg = self.lock();
+        reg.next_generation += 1;
+        let generation = reg.next_generation;
+        reg.held.insert(
+            state.handle.presence.session_id,
+            Held {
+                state,
+                rx,
+                generation,
+            },
+        );
+        generation
+    }
+
+    /// Takes a held session: for a resume (any generation) or an expiry (its own).
+    fn take_held(&self, id: SessionId, generation: Option<u64>) -> Option<Held> {
+        let mut reg = self.lock();
+        match reg.held.get(&id) {
+            Some(h) if generation.is_none_or(|g| g == h.generation) => reg.held.remove(&id),
+            _ => None,
+        }
+    }
+
+    /// Takes every held session (at shutdown).
+    pub(crate) fn take_all_held(&self) -> Vec<Held> {
+        self.lock().held.drain().map(|(_, h)| h).collect()
+    }
+
+    /// The session, if it is connected or held.
     pub fn get(&self, id: SessionId) -> Option<SessionHandle> {
-        self.lock().get(&id).cloned()
+        self.lock().live.get(&id).cloned()
     }
 
-    /// Live authenticated sessions.
+    /// Sessions connected or held.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().live.len()
     }
 
-    /// Whether no session is live.
+    /// Whether there is no session.
     pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+        self.lock().live.is_empty()
+    }
+
+    /// Sessions held for a reconnect.
+    pub fn held(&self) -> usize {
+        self.lock().held.len()
+    }
+}
+
+impl Held {
+    /// Ends a held session for good: the usual leaves and cancellations happen.
+    pub(crate) fn expire(self, shared: &Shared) {
+        info!(session = %self.state.handle.presence.session_id, "reconnect grace over");
+        leave_everything(shared, &self.state);
     }
 }
 
@@ -141,7 +203,7 @@ pub(crate) async fn run(shared: Arc<Shared>, conn: Connection, shutdown: Cancell
         authenticate(&shared, &conn),
     )
     .await;
-    let (mut send, frames, session_info, cid) = match auth {
+    let authed = match auth {
         Ok(Ok(ok)) => ok,
         Ok(Err((code, reason))) => {
             metrics::counter!("quicmatch_auth_failures_total", "reason" => code.to_string())
@@ -162,18 +224,33 @@ pub(crate) async fn run(shared: Arc<Shared>, conn: Connection, shutdown: Cancell
             return;
         }
     };
-    let span = info_span!("session", %remote, session = %session_info.session_id);
-    serve(shared, conn, shutdown, &mut send, frames, session_info, cid)
-        .instrument(span)
-        .await;
+    let session_id = match &authed.who {
+        Who::Fresh(_, id) => *id,
+        Who::Resumed(held) => held.state.handle.presence.session_id,
+    };
+    let span = info_span!("session", %remote, session = %session_id);
+    serve(shared, conn, shutdown, authed).instrument(span).await;
+}
+
+/// Who a connection turned out to be.
+enum Who {
+    /// A new session for this identity.
+    Fresh(auth::Identity, SessionId),
+    /// A held session, resumed.
+    Resumed(Held),
+}
+
+/// A connection that authenticated.
+struct Authed {
+    send: SendStream,
+    frames: Frames,
+    cid: Option<u32>,
+    who: Who,
 }
 
 type Frames = FramedRead<quinn::RecvStream, FrameCodec>;
 
-async fn authenticate(
-    shared: &Shared,
-    conn: &Connection,
-) -> Result<(SendStream, Frames, SessionInfo, Option<u32>), (CloseCode, String)> {
+async fn authenticate(shared: &Shared, conn: &Connection) -> Result<Authed, (CloseCode, String)> {
     let protocol = |m: &str| (CloseCode::PROTOCOL_ERROR, m.to_owned());
     let (send, recv) = conn
         .accept_bi()
@@ -204,49 +281,118 @@ async fn authenticate(
     {
         return Err(failed(AuthError::ServerKey));
     }
-    let identity = auth::identify(&credentials, username.as_deref()).map_err(failed)?;
-    let session_id = SessionId::new_random();
-    let claims = auth::claims_for(&identity, session_id, shared.config.session.token_expiry);
-    let info = SessionInfo {
-        user_id: identity.user_id,
-        session_id,
-        username: identity.username,
-        token: auth::issue_token(&shared.secret, &claims),
-        token_expires_at: claims.exp,
+    let who = if let Credentials::SessionToken { token } = &credentials {
+        let gone = || {
+            (
+                CloseCode::AUTH_FAILED,
+                "the session cannot be resumed: token invalid or expired, or grace period over"
+                    .to_owned(),
+            )
+        };
+        let claims =
+            auth::verify_token(&shared.secret, token, auth::unix_now()).ok_or_else(gone)?;
+        let held = shared
+            .sessions
+            .take_held(claims.sid, None)
+            .ok_or_else(gone)?;
+        if held.state.handle.presence.user_id != claims.uid {
+            return Err(gone());
+        }
+        Who::Resumed(held)
+    } else {
+        let identity = auth::identify(&credentials, username.as_deref()).map_err(failed)?;
+        Who::Fresh(identity, SessionId::new_random())
     };
-    Ok((send, frames, info, env.cid))
+    Ok(Authed {
+        send,
+        frames,
+        cid: env.cid,
+        who,
+    })
+}
+
+/// Whether a connection ended by accident (timeout, reset), so its session is held for
+/// a resume, rather than by a close from either side.
+fn dropped(conn: &Connection) -> bool {
+    matches!(
+        conn.close_reason(),
+        Some(
+            quinn::ConnectionError::TimedOut
+                | quinn::ConnectionError::Reset
+                | quinn::ConnectionError::ConnectionClosed(_)
+        )
+    )
 }
 
 async fn write(send: &mut SendStream, frame: &[u8]) -> bool {
     send.write_all(frame).await.is_ok()
 }
 
-async fn serve(
-    shared: Arc<Shared>,
-    conn: Connection,
-    shutdown: CancellationToken,
-    send: &mut SendStream,
-    mut frames: Frames,
-    info: SessionInfo,
-    auth_cid: Option<u32>,
-) {
-    let (tx, mut rx) = mpsc::channel(shared.config.session.outbound_queue);
-    let presence = Presence {
-        user_id: info.user_id,
-        session_id: info.session_id,
-        username: info.username.clone(),
-    };
-    let mut state = SessionState {
-        handle: SessionHandle {
-            presence: Arc::new(presence),
-            conn: conn.clone(),
-            tx,
-        },
-        joined: HashSet::new(),
-        limiter: rate::Limiter::new(&shared.config.session, std::time::Instant::now()),
+async fn serve(shared: Arc<Shared>, conn: Connection, shutdown: CancellationToken, authed: Authed) {
+    let Authed {
+        mut send,
+        mut frames,
+        cid: auth_cid,
+        who,
+    } = authed;
+    let send = &mut send;
+    let (mut state, mut rx, resumed) = match who {
+        Who::Fresh(identity, session_id) => {
+            let (tx, rx) = mpsc::channel(shared.config.session.outbound_queue);
+            let presence = Presence {
+                user_id: identity.user_id,
+                session_id,
+                username: identity.username,
+            };
+            let state = SessionState {
+                handle: SessionHandle {
+                    presence: Arc::new(presence),
+                    conn: conn.clone(),
+                    tx,
+                },
+                joined: HashSet::new(),
+                limiter: rate::Limiter::new(&shared.config.session, std::time::Instant::now()),
+            };
+            (state, rx, false)
+        }
+        Who::Resumed(held) => {
+            let mut state = held.state;
+            // Same session, same queue (what arrived while away is still in it), new
+            // connection.
+            state.handle = SessionHandle {
+                presence: state.handle.presence.clone(),
+                conn: conn.clone(),
+                tx: state.handle.tx.clone(),
+            };
+            shared.matches.rebind(&state.handle, &state.joined);
+            (state, held.rx, true)
+        }
     };
     shared.sessions.insert(state.handle.clone());
-    info!(user = %info.user_id, username = %info.username, "session started");
+    let presence = state.handle.presence.clone();
+    let identity = auth::Identity {
+        user_id: presence.user_id,
+        username: presence.username.clone(),
+    };
+    let claims = auth::claims_for(
+        &identity,
+        presence.session_id,
+        shared.config.session.token_expiry,
+    );
+    let info = SessionInfo {
+        user_id: presence.user_id,
+        session_id: presence.session_id,
+        username: presence.username.clone(),
+        token: auth::issue_token(&shared.secret, &claims),
+        token_expires_at: claims.exp,
+        resumed,
+        matches: if resumed {
+            shared.matches.infos(presence.session_id, &state.joined)
+        } else {
+            Vec::new()
+        },
+    };
+    info!(user = %info.user_id, username = %info.username, resumed, "session started");
     let welcome = frame::encode(&ServerEnvelope {
         cid: auth_cid,
         body: ServerBody::Response(Response::Session(info)),
@@ -282,7 +428,11 @@ async fn serve(
                     alive = false;
                 }
                 Some(Err(FrameError::Io(_))) | None => {
-                    close(&conn, CloseCode::NORMAL, "control stream closed");
+                    // Closing would overwrite why the connection ended (a timeout is
+                    // held for a resume), so close only a connection still open.
+                    if conn.close_reason().is_none() {
+                        close(&conn, CloseCode::NORMAL, "control stream closed");
+                    }
                     alive = false;
                 }
             },
@@ -298,6 +448,19 @@ async fn serve(
                 Err(_) => alive = false,
             },
         }
+    }
+    let grace = shared.config.session.reconnect_grace;
+    if !grace.is_zero() && !shutdown.is_cancelled() && dropped(&conn) {
+        let id = state.handle.presence.session_id;
+        let generation = shared.sessions.hold(state, rx);
+        info!(reason = ?conn.close_reason(), ?grace, "connection dropped; session held");
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            if let Some(held) = shared.sessions.take_held(id, Some(generation)) {
+                held.expire(&shared);
+            }
+        });
+        return;
     }
     leave_everything(&shared, &state);
     info!(reason = ?conn.close_reason(), "session ended");

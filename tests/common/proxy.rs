@@ -1,7 +1,16 @@
 //! An in-process UDP impairment proxy for loopback tests: loss, delay, jitter,
-//! reordering and duplication between SDK clients and the server.
+//! reordering and duplication between SDK clients and the server, and a switch that
+//! cuts the network entirely.
 
-use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use tokio::{net::UdpSocket, sync::Mutex, task::JoinHandle};
 
@@ -22,6 +31,7 @@ pub struct Impairment {
 pub struct Proxy {
     pub addr: SocketAddr,
     task: JoinHandle<()>,
+    cut: Arc<AtomicBool>,
 }
 
 impl Drop for Proxy {
@@ -30,29 +40,37 @@ impl Drop for Proxy {
     }
 }
 
-fn schedule(
-    rng: &mut fastrand::Rng,
+struct Link {
     imp: Impairment,
-    socket: Arc<UdpSocket>,
-    to: Option<SocketAddr>,
-    pkt: Vec<u8>,
-) {
-    if rng.f64() < imp.loss {
-        return;
-    }
-    let copies = if rng.f64() < imp.duplicate { 2 } else { 1 };
-    for _ in 0..copies {
-        let jitter = imp.jitter.mul_f64(rng.f64());
-        let delay = imp.delay + jitter;
-        let socket = socket.clone();
-        let pkt = pkt.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            let _ = match to {
-                Some(addr) => socket.send_to(&pkt, addr).await,
-                None => socket.send(&pkt).await,
-            };
-        });
+    cut: Arc<AtomicBool>,
+}
+
+impl Link {
+    fn forward(
+        &self,
+        rng: &mut fastrand::Rng,
+        socket: &Arc<UdpSocket>,
+        to: Option<SocketAddr>,
+        pkt: &[u8],
+    ) {
+        if self.cut.load(Ordering::SeqCst) || rng.f64() < self.imp.loss {
+            return;
+        }
+        let copies = if rng.f64() < self.imp.duplicate { 2 } else { 1 };
+        for _ in 0..copies {
+            let delay = self.imp.delay + self.imp.jitter.mul_f64(rng.f64());
+            let socket = socket.clone();
+            let pkt = pkt.to_vec();
+            tokio::spawn(async move {
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                let _ = match to {
+                    Some(addr) => socket.send_to(&pkt, addr).await,
+                    None => socket.send(&pkt).await,
+                };
+            });
+        }
     }
 }
 
@@ -60,45 +78,47 @@ impl Proxy {
     pub async fn start(server: SocketAddr, imp: Impairment, seed: u64) -> Self {
         let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("proxy socket"));
         let addr = front.local_addr().expect("proxy addr");
+        let cut = Arc::new(AtomicBool::new(false));
+        let link = Arc::new(Link {
+            imp,
+            cut: cut.clone(),
+        });
         let task = tokio::spawn(async move {
-            let upstreams: Arc<Mutex<HashMap<SocketAddr, Arc<UdpSocket>>>> = Arc::default();
+            let upstreams: Mutex<HashMap<SocketAddr, Arc<UdpSocket>>> = Mutex::default();
             let mut rng = fastrand::Rng::with_seed(seed);
             let mut buf = vec![0u8; 65536];
             loop {
                 let Ok((n, client)) = front.recv_from(&mut buf).await else {
                     continue;
                 };
-                let upstream = {
-                    let mut map = upstreams.lock().await;
-                    match map.get(&client) {
-                        Some(u) => u.clone(),
-                        None => {
-                            let u =
-                                Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("upstream"));
-                            u.connect(server).await.expect("connect upstream");
-                            map.insert(client, u.clone());
-                            // Server -> client direction for this client.
-                            let (u2, front2) = (u.clone(), front.clone());
-                            let mut rng2 = fastrand::Rng::with_seed(rng.u64(..));
-                            tokio::spawn(async move {
-                                let mut buf = vec![0u8; 65536];
-                                while let Ok(n) = u2.recv(&mut buf).await {
-                                    schedule(
-                                        &mut rng2,
-                                        imp,
-                                        front2.clone(),
-                                        Some(client),
-                                        buf[..n].to_vec(),
-                                    );
-                                }
-                            });
-                            u
-                        }
+                let mut map = upstreams.lock().await;
+                let upstream = match map.get(&client) {
+                    Some(u) => u.clone(),
+                    None => {
+                        let u = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("upstream"));
+                        u.connect(server).await.expect("connect upstream");
+                        map.insert(client, u.clone());
+                        // The server-to-client direction for this client.
+                        let (u2, front2, link2) = (u.clone(), front.clone(), link.clone());
+                        let mut rng2 = fastrand::Rng::with_seed(rng.u64(..));
+                        tokio::spawn(async move {
+                            let mut buf = vec![0u8; 65536];
+                            while let Ok(n) = u2.recv(&mut buf).await {
+                                link2.forward(&mut rng2, &front2, Some(client), &buf[..n]);
+                            }
+                        });
+                        u
                     }
                 };
-                schedule(&mut rng, imp, upstream, None, buf[..n].to_vec());
+                drop(map);
+                link.forward(&mut rng, &upstream, None, &buf[..n]);
             }
         });
-        Self { addr, task }
+        Self { addr, task, cut }
+    }
+
+    /// Drops every packet from now on, both ways, as if the network vanished.
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
     }
 }

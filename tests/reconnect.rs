@@ -1,0 +1,157 @@
+//! Reconnect grace: a client whose connection drops can come back with its session
+//! token and carry on as the same session, with no leave/join flicker for the others;
+//! after the grace period the usual leaves and cancellations happen.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{
+    assert_no_event, next_event,
+    proxy::{Impairment, Proxy},
+    TestServer, TEST_TIMEOUT,
+};
+use quicmatch_client::{CloseCode, Credentials, Event, Socket};
+use tokio::time::timeout;
+
+const CLEAN: Impairment = Impairment {
+    loss: 0.0,
+    delay: Duration::ZERO,
+    jitter: Duration::ZERO,
+    duplicate: 0.0,
+};
+
+async fn start(grace: Duration) -> TestServer {
+    let mut config = common::test_config();
+    config.session.idle_timeout = Duration::from_secs(1);
+    config.session.reconnect_grace = grace;
+    TestServer::start_with(config).await
+}
+
+/// A client whose traffic goes through a proxy the test can cut.
+async fn fragile_client(server: &TestServer, proxy: &Proxy, name: &str) -> Socket {
+    let mut config = server.client_config(name);
+    config.server = proxy.addr;
+    config.keep_alive = Duration::from_millis(200);
+    timeout(TEST_TIMEOUT, Socket::connect(config))
+        .await
+        .expect("connect in time")
+        .expect("connect")
+}
+
+async fn steady_client(server: &TestServer, name: &str) -> Socket {
+    let mut config = server.client_config(name);
+    config.keep_alive = Duration::from_millis(200);
+    timeout(TEST_TIMEOUT, Socket::connect(config))
+        .await
+        .expect("connect in time")
+        .expect("connect")
+}
+
+#[tokio::test]
+async fn a_dropped_client_resumes_within_the_grace() {
+    let server = start(Duration::from_secs(5)).await;
+    let proxy = Proxy::start(server.addr, CLEAN, 1).await;
+    let alice = steady_client(&server, "alice").await;
+    let bob = fragile_client(&server, &proxy, "bob").await;
+    let m = alice.create_match(None).await.expect("create");
+    bob.join_match(m.match_id).await.expect("join");
+    next_event(&alice, "bob joins").await;
+    bob.add_matchmaker("*", 3, 3).await.expect("ticket");
+    let bob_presence = bob.presence();
+    let token = bob.session().token.clone();
+
+    proxy.cut();
+    let stats = server.stats.clone();
+    common::eventually("bob held", || stats.held_sessions() == 1).await;
+    // Sent while bob is away: waits in his queue.
+    alice
+        .send_match_data(m.match_id, 3, b"while you were away".to_vec(), true, None)
+        .await
+        .expect("send");
+
+    let mut config = server.client_config("bob");
+    config.credentials = Credentials::SessionToken { token };
+    config.keep_alive = Duration::from_millis(200);
+    let back = timeout(TEST_TIMEOUT, Socket::connect(config))
+        .await
+        .expect("resume in time")
+        .expect("resume");
+    assert!(back.session().resumed);
+    assert_eq!(back.presence(), bob_presence, "same user, same session id");
+    assert_eq!(back.session().matches.len(), 1);
+    assert_eq!(back.session().matches[0].match_id, m.match_id);
+    match next_event(&back, "the message sent while away").await {
+        Event::MatchData(d) => assert_eq!(&d.data[..], b"while you were away"),
+        other => panic!("unexpected {other:?}"),
+    }
+    // Datagrams flow both ways on the new connection.
+    back.send_match_data(m.match_id, 4, b"back".to_vec(), false, None)
+        .await
+        .expect("send");
+    match next_event(&alice, "bob's datagram").await {
+        Event::MatchData(d) => {
+            assert_eq!(&d.data[..], b"back");
+            assert_eq!(d.sender, bob_presence);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    alice
+        .send_match_data(m.match_id, 5, b"hi".to_vec(), false, None)
+        .await
+        .expect("send");
+    assert!(matches!(
+        next_event(&back, "alice's datagram").await,
+        Event::MatchData(_)
+    ));
+    // Alice never saw bob leave or join again, and his ticket is still there.
+    assert_no_event(&alice, Duration::from_millis(300)).await;
+    assert_eq!(server.stats.matches().presences, 2);
+    assert_eq!(server.stats.matchmaker().tickets, 1);
+    assert_eq!(server.stats.held_sessions(), 0);
+    drop(bob);
+}
+
+#[tokio::test]
+async fn after_the_grace_the_usual_leave_happens() {
+    let server = start(Duration::from_millis(500)).await;
+    let proxy = Proxy::start(server.addr, CLEAN, 2).await;
+    let alice = steady_client(&server, "alice").await;
+    let bob = fragile_client(&server, &proxy, "bob").await;
+    let m = alice.create_match(None).await.expect("create");
+    bob.join_match(m.match_id).await.expect("join");
+    next_event(&alice, "bob joins").await;
+    bob.add_matchmaker("*", 3, 3).await.expect("ticket");
+    let token = bob.session().token.clone();
+    let bob_presence = bob.presence();
+    proxy.cut();
+    match next_event(&alice, "bob's leave after the grace").await {
+        Event::MatchPresence(p) => assert_eq!(p.leaves, vec![bob_presence]),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(server.stats.matchmaker().tickets, 0, "tickets cancelled");
+    let mut config = server.client_config("bob");
+    config.credentials = Credentials::SessionToken { token };
+    let err = timeout(TEST_TIMEOUT, Socket::connect(config))
+        .await
+        .expect("answer in time")
+        .err()
+        .expect("too late to resume");
+    assert_eq!(err.close_code().map(|c| c.0), Some(CloseCode::AUTH_FAILED));
+}
+
+#[tokio::test]
+async fn a_polite_close_leaves_at_once() {
+    let server = start(Duration::from_secs(30)).await;
+    let alice = steady_client(&server, "alice").await;
+    let bob = steady_client(&server, "bob").await;
+    let m = alice.create_match(None).await.expect("create");
+    bob.join_match(m.match_id).await.expect("join");
+    next_event(&alice, "bob joins").await;
+    bob.close().await;
+    assert!(matches!(
+        next_event(&alice, "leave").await,
+        Event::MatchPresence(_)
+    ));
+    assert_eq!(server.stats.held_sessions(), 0);
+}

@@ -28,19 +28,13 @@ async fn start(grace: Duration) -> TestServer {
     TestServer::start_with(config).await
 }
 
-/// A client whose traffic goes through a proxy the test can cut.
-async fn fragile_client(server: &TestServer, proxy: &Proxy, name: &str) -> Socket {
+/// A client with frequent keep-alives (the test server times out after 1 s), going
+/// through `proxy` (which the test can cut) when given.
+async fn client_via(server: &TestServer, proxy: Option<&Proxy>, name: &str) -> Socket {
     let mut config = server.client_config(name);
-    config.server = proxy.addr;
-    config.keep_alive = Duration::from_millis(200);
-    timeout(TEST_TIMEOUT, Socket::connect(config))
-        .await
-        .expect("connect in time")
-        .expect("connect")
-}
-
-async fn steady_client(server: &TestServer, name: &str) -> Socket {
-    let mut config = server.client_config(name);
+    if let Some(proxy) = proxy {
+        config.server = proxy.addr;
+    }
     config.keep_alive = Duration::from_millis(200);
     timeout(TEST_TIMEOUT, Socket::connect(config))
         .await
@@ -52,8 +46,8 @@ async fn steady_client(server: &TestServer, name: &str) -> Socket {
 async fn a_dropped_client_resumes_within_the_grace() {
     let server = start(Duration::from_secs(5)).await;
     let proxy = Proxy::start(server.addr, CLEAN, 1).await;
-    let alice = steady_client(&server, "alice").await;
-    let bob = fragile_client(&server, &proxy, "bob").await;
+    let alice = client_via(&server, None, "alice").await;
+    let bob = client_via(&server, Some(&proxy), "bob").await;
     let m = alice.create_match(None).await.expect("create");
     bob.join_match(m.match_id).await.expect("join");
     next_event(&alice, "bob joins").await;
@@ -116,8 +110,8 @@ async fn a_dropped_client_resumes_within_the_grace() {
 async fn after_the_grace_the_usual_leave_happens() {
     let server = start(Duration::from_millis(500)).await;
     let proxy = Proxy::start(server.addr, CLEAN, 2).await;
-    let alice = steady_client(&server, "alice").await;
-    let bob = fragile_client(&server, &proxy, "bob").await;
+    let alice = client_via(&server, None, "alice").await;
+    let bob = client_via(&server, Some(&proxy), "bob").await;
     let m = alice.create_match(None).await.expect("create");
     bob.join_match(m.match_id).await.expect("join");
     next_event(&alice, "bob joins").await;
@@ -143,8 +137,8 @@ async fn after_the_grace_the_usual_leave_happens() {
 #[tokio::test]
 async fn a_polite_close_leaves_at_once() {
     let server = start(Duration::from_secs(30)).await;
-    let alice = steady_client(&server, "alice").await;
-    let bob = steady_client(&server, "bob").await;
+    let alice = client_via(&server, None, "alice").await;
+    let bob = client_via(&server, None, "bob").await;
     let m = alice.create_match(None).await.expect("create");
     bob.join_match(m.match_id).await.expect("join");
     next_event(&alice, "bob joins").await;

@@ -4,14 +4,13 @@
 
 use std::{
     path::PathBuf,
-    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use quicmatch_client::{ClientConfig, Credentials, Socket, Trust};
 use serde_json::json;
 
-use crate::{measure, proc_stats};
+use crate::{measure, proc_stats, server_proc::ServerProc};
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -41,41 +40,29 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
 }
 
 async fn measure_connections(args: &Args) -> anyhow::Result<()> {
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-    let dir = tempfile::tempdir()?;
-    let bin = match &args.server_bin {
-        Some(b) => b.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .ok_or_else(|| anyhow::anyhow!("no directory for this binary"))?
-            .join("quicmatch"),
-    };
-    let config = dir.path().join("bench.toml");
-    std::fs::write(
-        &config,
-        format!("[session]\nmax_connections = {}\n", args.n.max(1) + 16),
-    )?;
-    let mut child = Command::new(&bin)
-        .args(["serve", "--listen", &addr.to_string(), "--config"])
-        .arg(&config)
-        .arg("--certs-dir")
-        .arg(dir.path())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()?;
-    let pid = child.id().to_string();
+    let server = ServerProc::quicmatch(
+        args.server_bin.as_deref(),
+        Some(&format!(
+            "[session]\nmax_connections = {}\n",
+            args.n.max(1) + 16
+        )),
+        &[],
+    )
+    .await?;
+    let pid = server
+        .pid()
+        .ok_or_else(|| anyhow::anyhow!("no server process"))?;
+    let (addr, ca) = (
+        server.addr,
+        server
+            .ca
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("no certificate"))?,
+    );
     let result = async {
-        let ca = dir.path().join("server.crt");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !ca.exists() {
-            anyhow::ensure!(Instant::now() < deadline, "server did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let rss_before = proc_stats::status_kib(&pid, "VmRSS").unwrap_or(0);
+        let pid_s = pid.to_string();
+        let rss_before = proc_stats::status_kib(&pid_s, "VmRSS").unwrap_or(0);
         let endpoints: Vec<quinn::Endpoint> = (0..args.endpoints.max(1))
             .map(|_| quinn::Endpoint::client("127.0.0.1:0".parse().map_err(anyhow::Error::from)?).map_err(anyhow::Error::from))
             .collect::<anyhow::Result<_>>()?;
@@ -104,12 +91,12 @@ async fn measure_connections(args: &Args) -> anyhow::Result<()> {
         }
         let connect_time = started.elapsed();
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let rss_after = proc_stats::status_kib(&pid, "VmRSS").unwrap_or(0);
+        let rss_after = proc_stats::status_kib(&pid_s, "VmRSS").unwrap_or(0);
         let ticks_per_s = measure::clock_ticks();
-        let t0 = measure::process_cpu_ticks(child.id());
+        let t0 = measure::process_cpu_ticks(pid);
         let w0 = Instant::now();
         tokio::time::sleep(Duration::from_secs_f64(args.idle)).await;
-        let idle_ticks = measure::process_cpu_ticks(child.id())
+        let idle_ticks = measure::process_cpu_ticks(pid)
             .zip(t0)
             .map_or(0, |(b, a)| b.saturating_sub(a));
         let idle_cpu = measure::cpu_pct(idle_ticks, ticks_per_s, w0.elapsed());
@@ -140,7 +127,6 @@ async fn measure_connections(args: &Args) -> anyhow::Result<()> {
         Ok(())
     }
     .await;
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
     result
 }

@@ -17,6 +17,7 @@ mod matchmaker;
 mod measure;
 mod proc_stats;
 mod relay;
+mod server_proc;
 mod soak;
 mod udp_relay;
 

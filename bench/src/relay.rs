@@ -10,7 +10,7 @@
 use std::{
     net::SocketAddr,
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, OnceLock,
@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     measure::{self, Recorder},
+    server_proc::{free_udp_port, ServerProc},
     udp_relay,
 };
 
@@ -126,84 +127,14 @@ pub(crate) struct RunResult {
     pub(crate) busy_before_pct: f64,
 }
 
-/// A relay process this bench started; killed when dropped.
-struct ServerProc {
-    child: Option<Child>,
-    addr: SocketAddr,
-    ca: Option<PathBuf>,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl Drop for ServerProc {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl ServerProc {
-    fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .ok_or_else(|| anyhow::anyhow!("no directory for {}", exe.display()))?;
-    Ok(dir.join(name))
-}
-
 async fn start_server(args: &Args, transport: Transport) -> anyhow::Result<ServerProc> {
-    if let (Some(addr), Transport::Quicmatch) = (args.server, transport) {
-        return Ok(ServerProc {
-            child: None,
-            addr,
-            ca: args.ca.clone(),
-            _dir: None,
-        });
-    }
-    let addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
-    match transport {
-        Transport::Quicmatch => {
-            let bin = match &args.server_bin {
-                Some(b) => b.clone(),
-                None => sibling_binary("quicmatch")?,
-            };
-            let dir = tempfile::tempdir()?;
-            let child = Command::new(&bin)
-                .args(["serve", "--listen", &addr.to_string(), "--certs-dir"])
-                .arg(dir.path())
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::null())
-                .spawn()
-                .map_err(|e| anyhow::anyhow!("starting {}: {e}", bin.display()))?;
-            let ca = dir.path().join("server.crt");
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while !ca.exists() {
-                anyhow::ensure!(
-                    Instant::now() < deadline,
-                    "server did not write its certificate"
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Ok(ServerProc {
-                child: Some(child),
-                addr,
-                ca: Some(ca),
-                _dir: Some(dir),
-            })
+    match (args.server, transport) {
+        (Some(addr), Transport::Quicmatch) => Ok(ServerProc::existing(addr, args.ca.clone())),
+        (_, Transport::Quicmatch) => {
+            ServerProc::quicmatch(args.server_bin.as_deref(), None, &[]).await
         }
-        Transport::UdpBaseline => {
+        (_, Transport::UdpBaseline) => {
+            let addr: SocketAddr = ([127, 0, 0, 1], free_udp_port()?).into();
             let mut child = Command::new(std::env::current_exe()?)
                 .args(["udp-relay", "--listen", &addr.to_string(), "--sockets"])
                 .arg(args.baseline_sockets.to_string())
@@ -225,12 +156,7 @@ async fn start_server(args: &Args, transport: Transport) -> anyhow::Result<Serve
                 let status = child.wait()?;
                 anyhow::bail!("baseline relay failed to start ({status})");
             }
-            Ok(ServerProc {
-                child: Some(child),
-                addr,
-                ca: None,
-                _dir: None,
-            })
+            Ok(ServerProc::from_child(child, addr))
         }
     }
 }

@@ -11,7 +11,6 @@
 use std::{
     net::SocketAddr,
     path::PathBuf,
-    process::{Command, Stdio},
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
@@ -22,7 +21,7 @@ use std::{
 use quicmatch_client::{ClientConfig, Credentials, Event, MatchId, PartyId, Socket, Trust};
 use serde_json::json;
 
-use crate::proc_stats;
+use crate::{proc_stats, server_proc::ServerProc};
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -229,43 +228,31 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
 }
 
 async fn soak(args: &Args) -> anyhow::Result<()> {
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
     let metrics: SocketAddr = ([127, 0, 0, 1], metrics_port).into();
-    let dir = tempfile::tempdir()?;
-    let bin = match &args.server_bin {
-        Some(b) => b.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .ok_or_else(|| anyhow::anyhow!("no directory for this binary"))?
-            .join("quicmatch"),
-    };
-    let mut child = Command::new(&bin)
-        .args([
-            "serve",
-            "--listen",
-            &addr.to_string(),
-            "--metrics",
-            &metrics.to_string(),
-        ])
-        .args(["--matchmaker-interval", "200ms", "--certs-dir"])
-        .arg(dir.path())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()?;
-    let pid = child.id().to_string();
+    let server = ServerProc::quicmatch(
+        args.server_bin.as_deref(),
+        None,
+        &[
+            "--metrics".into(),
+            metrics.to_string(),
+            "--matchmaker-interval".into(),
+            "200ms".into(),
+        ],
+    )
+    .await?;
+    let pid = server
+        .pid()
+        .ok_or_else(|| anyhow::anyhow!("no server process"))?
+        .to_string();
+    let addr = server.addr;
+    let ca = server
+        .ca
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("no certificate"))?;
     let outcome = async {
-        let ca = dir.path().join("server.crt");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !ca.exists() {
-            anyhow::ensure!(Instant::now() < deadline, "server did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
         let lobby = Arc::new(Mutex::new(Lobby::default()));
         let counters = Arc::new(Counters::default());
         let started = Instant::now();
@@ -342,7 +329,6 @@ async fn soak(args: &Args) -> anyhow::Result<()> {
         Ok(())
     }
     .await;
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
     outcome
 }

@@ -400,32 +400,23 @@ impl Pool {
     /// Cancels every ticket `session` is in (it disconnected). The other members of
     /// cancelled party tickets are returned to be told.
     pub fn remove_session(&mut self, session: SessionId) -> Vec<Cancelled> {
-        let ids: Vec<_> = self
-            .by_session
-            .get(&session)
-            .map(|s| s.iter().copied().collect())
-            .unwrap_or_default();
-        ids.into_iter()
-            .filter_map(|id| self.take(id))
-            .map(|t| Cancelled {
-                ticket: t.id,
-                notify: t.sessions().filter(|s| *s != session).collect(),
-            })
-            .collect()
+        let ids = self.by_session.get(&session).cloned().unwrap_or_default();
+        self.cancel(ids, Some(session))
     }
 
     /// Cancels every ticket of a party (its membership changed).
     pub fn remove_party(&mut self, party: PartyId) -> Vec<Cancelled> {
-        let ids: Vec<_> = self
-            .by_party
-            .get(&party)
-            .map(|s| s.iter().copied().collect())
-            .unwrap_or_default();
+        let ids = self.by_party.get(&party).cloned().unwrap_or_default();
+        self.cancel(ids, None)
+    }
+
+    /// Removes `ids`; every member session but `gone` is to be told.
+    fn cancel(&mut self, ids: BTreeSet<TicketId>, gone: Option<SessionId>) -> Vec<Cancelled> {
         ids.into_iter()
             .filter_map(|id| self.take(id))
             .map(|t| Cancelled {
                 ticket: t.id,
-                notify: t.sessions().collect(),
+                notify: t.sessions().filter(|s| Some(*s) != gone).collect(),
             })
             .collect()
     }

@@ -442,12 +442,18 @@ impl Parser<'_> {
         })
     }
 
-    fn or_expr(&mut self) -> Result<Node, QueryError> {
-        let mut parts = vec![self.and_expr()?];
+    /// `operand (KEYWORD operand)*`, folded into `combine` when there is more than one.
+    fn chain(
+        &mut self,
+        keywords: &[&str],
+        operand: fn(&mut Self) -> Result<Node, QueryError>,
+        combine: fn(Vec<Node>) -> Node,
+    ) -> Result<Node, QueryError> {
+        let mut parts = vec![operand(self)?];
         loop {
             let save = self.pos;
-            if self.eat_keyword(&["OR", "||"]) {
-                parts.push(self.and_expr()?);
+            if self.eat_keyword(keywords) {
+                parts.push(operand(self)?);
             } else {
                 self.pos = save;
                 break;
@@ -456,26 +462,16 @@ impl Parser<'_> {
         Ok(if parts.len() == 1 {
             parts.swap_remove(0)
         } else {
-            Node::Or(parts)
+            combine(parts)
         })
     }
 
+    fn or_expr(&mut self) -> Result<Node, QueryError> {
+        self.chain(&["OR", "||"], Self::and_expr, Node::Or)
+    }
+
     fn and_expr(&mut self) -> Result<Node, QueryError> {
-        let mut parts = vec![self.unary()?];
-        loop {
-            let save = self.pos;
-            if self.eat_keyword(&["AND", "&&"]) {
-                parts.push(self.unary()?);
-            } else {
-                self.pos = save;
-                break;
-            }
-        }
-        Ok(if parts.len() == 1 {
-            parts.swap_remove(0)
-        } else {
-            Node::And(parts)
-        })
+        self.chain(&["AND", "&&"], Self::unary, Node::And)
     }
 
     fn unary(&mut self) -> Result<Node, QueryError> {

@@ -1,0 +1,119 @@
+//! Server processes the benchmarks start: a `quicmatch` server with a fresh
+//! certificate directory, or any child the caller spawned; killed when dropped.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// A server the benchmark started (or was pointed at).
+pub(crate) struct ServerProc {
+    child: Option<Child>,
+    /// Where it listens.
+    pub(crate) addr: SocketAddr,
+    /// Its certificate, to trust.
+    pub(crate) ca: Option<PathBuf>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A UDP port free right now on loopback.
+pub(crate) fn free_udp_port() -> anyhow::Result<u16> {
+    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A binary in the same directory as this one.
+pub(crate) fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .ok_or_else(|| anyhow::anyhow!("no directory for {}", exe.display()))?;
+    Ok(dir.join(name))
+}
+
+impl ServerProc {
+    /// A server someone else runs.
+    pub(crate) fn existing(addr: SocketAddr, ca: Option<PathBuf>) -> Self {
+        Self {
+            child: None,
+            addr,
+            ca,
+            _dir: None,
+        }
+    }
+
+    /// A child the caller spawned, listening on `addr`.
+    pub(crate) fn from_child(child: Child, addr: SocketAddr) -> Self {
+        Self {
+            child: Some(child),
+            addr,
+            ca: None,
+            _dir: None,
+        }
+    }
+
+    /// Starts `quicmatch serve` on a free loopback port with a fresh certificate
+    /// directory (and `config_toml`, if given), plus `extra` arguments, and waits until
+    /// it has written its certificate.
+    pub(crate) async fn quicmatch(
+        bin: Option<&Path>,
+        config_toml: Option<&str>,
+        extra: &[String],
+    ) -> anyhow::Result<Self> {
+        let addr: SocketAddr = ([127, 0, 0, 1], free_udp_port()?).into();
+        let bin = match bin {
+            Some(b) => b.to_path_buf(),
+            None => sibling_binary("quicmatch")?,
+        };
+        let dir = tempfile::tempdir()?;
+        let mut cmd = Command::new(&bin);
+        cmd.args(["serve", "--listen", &addr.to_string(), "--certs-dir"])
+            .arg(dir.path())
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null());
+        if let Some(toml) = config_toml {
+            let path = dir.path().join("bench.toml");
+            std::fs::write(&path, toml)?;
+            cmd.arg("--config").arg(path);
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("starting {}: {e}", bin.display()))?;
+        let mut proc = Self {
+            child: Some(child),
+            addr,
+            ca: None,
+            _dir: None,
+        };
+        let ca = dir.path().join("server.crt");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !ca.exists() {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "server did not write its certificate"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        proc.ca = Some(ca);
+        proc._dir = Some(dir);
+        Ok(proc)
+    }
+
+    /// The server's process id, when the benchmark started it.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}

@@ -84,6 +84,10 @@ pub struct SessionConfig {
     /// turns holding off. Default `5s`.
     #[serde(with = "humantime_serde")]
     pub reconnect_grace: Duration,
+    /// On shutdown (Ctrl-C or SIGTERM), how long sessions get to finish after being
+    /// told (`SERVER_SHUTDOWN`) before the server stops anyway. Default `3s`.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
     /// Above this many live connections, a new client must first prove its address
     /// with a QUIC Retry (a stateless round trip that defeats spoofed handshake
     /// floods). Default `1000`; `0` always asks.
@@ -113,6 +117,7 @@ impl Default for SessionConfig {
             encryption_key: None,
             max_connections: 10_000,
             reconnect_grace: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(3),
             retry_threshold: 1000,
             requests_per_second: 100.0,
             request_burst: 200,

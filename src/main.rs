@@ -82,11 +82,34 @@ impl ServeArgs {
     }
 }
 
-async fn shutdown_signal() {
-    let _ = tokio::signal::ctrl_c().await;
-    tracing::info!("Ctrl-C: shutting down (press again to exit at once)");
-    tokio::spawn(async {
+/// Ctrl-C or SIGTERM.
+async fn signal() {
+    #[cfg(unix)]
+    {
+        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+        match term {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn shutdown_signal() {
+    signal().await;
+    tracing::info!("shutting down gracefully (signal again to exit at once)");
+    tokio::spawn(async {
+        signal().await;
         std::process::exit(130);
     });
 }

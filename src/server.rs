@@ -30,8 +30,6 @@ pub(crate) const ACK_ELICITING_THRESHOLD: u32 = 10;
 /// The delay peers may hold an ACK for, with the extension.
 pub(crate) const MAX_ACK_DELAY: Duration = Duration::from_millis(25);
 
-/// How long shutdown waits for sessions to finish before dropping them.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// Datagrams quinn may queue for one peer; old ones are dropped first, so this bounds
 /// how stale relayed state can get (a few ticks of a busy match).
 const DATAGRAM_SEND_BUFFER: usize = 32 * 1024;
@@ -224,7 +222,7 @@ pub(crate) async fn serve(
     info!("shutting down");
     cancel.cancel();
     tracker.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+    if tokio::time::timeout(shared.config.session.shutdown_grace, tracker.wait())
         .await
         .is_err()
     {
@@ -237,5 +235,5 @@ pub(crate) async fn serve(
         VarInt::from_u32(CloseCode::SERVER_SHUTDOWN.0),
         b"server shutting down",
     );
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, endpoint.wait_idle()).await;
+    let _ = tokio::time::timeout(shared.config.session.shutdown_grace, endpoint.wait_idle()).await;
 }

@@ -4,6 +4,7 @@
 mod common;
 
 use common::{next_event, TestServer, TEST_TIMEOUT};
+use futures_util::StreamExt as _;
 use quicmatch_client::{CloseCode, Event};
 use quicmatch_protocol::{
     envelope::{Event as WireEvent, MatchInfo, ServerBody},
@@ -183,4 +184,136 @@ async fn requests_for_foreign_matches_are_refused() {
         .await;
     assert_eq!(error_code(&reply.body), ErrorCode::MATCH_NOT_FOUND);
     common::assert_no_event(&alice, std::time::Duration::from_millis(100)).await;
+}
+
+/// While two honest players exchange reliable data, hostile connections spray garbage
+/// of every kind at the server. The honest players lose nothing, the hostile ones get
+/// error codes or are closed, and no server task panics.
+#[tokio::test]
+async fn honest_players_lose_nothing_while_others_attack() {
+    use std::sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    };
+    static PANICS: AtomicUsize = AtomicUsize::new(0);
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        PANICS.fetch_add(1, Ordering::SeqCst);
+        default_hook(info);
+    }));
+
+    let server = TestServer::start().await;
+    let alice = server.client("alice").await;
+    let bob = server.client("bob").await;
+    let m = alice.create_match(None).await.expect("create");
+    bob.join_match(m.match_id).await.expect("join");
+    next_event(&alice, "join").await;
+    let ticket = alice.add_matchmaker("*", 4, 4).await.expect("ticket");
+
+    let answered = Arc::new(AtomicUsize::new(0));
+    let mut attackers = Vec::new();
+    for seed in 0..4u64 {
+        let mut raw = server.raw_session(&format!("attacker{seed}")).await;
+        let answered = answered.clone();
+        let match_id = m.match_id;
+        attackers.push(tokio::spawn(async move {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            for i in 0..200u32 {
+                match rng.u8(0..8) {
+                    0 => {
+                        // A random body behind a valid length.
+                        let len = rng.usize(0..64);
+                        let mut frame = (len as u32).to_be_bytes().to_vec();
+                        frame.extend((0..len).map(|_| rng.u8(..)));
+                        raw.write(&frame).await;
+                    }
+                    1 => {
+                        let junk: Vec<u8> = (0..rng.usize(0..1200)).map(|_| rng.u8(..)).collect();
+                        let _ = raw.conn.send_datagram(junk.into());
+                    }
+                    2 => {
+                        raw.send_request(Some(i), Request::MatchmakerRemove { ticket })
+                            .await;
+                    }
+                    3 => {
+                        raw.send_request(
+                            Some(i),
+                            Request::MatchDataSend {
+                                match_id,
+                                op_code: 1,
+                                data: bytes::Bytes::from_static(b"spoof"),
+                                targets: None,
+                            },
+                        )
+                        .await;
+                    }
+                    4 => {
+                        raw.send_request(
+                            Some(i),
+                            Request::MatchJoinToken {
+                                token: format!("m1.{}.forged", "A".repeat(rng.usize(0..100))),
+                            },
+                        )
+                        .await;
+                    }
+                    5 => {
+                        // An unknown request kind.
+                        raw.write(&[0, 0, 0, 3, 1, 9, 0x7f]).await;
+                    }
+                    6 => {
+                        let _ = raw
+                            .conn
+                            .send_datagram(bytes::Bytes::from_static(&[1, 1, 0xfa]));
+                    }
+                    _ => {
+                        raw.send_request(Some(i), Request::MatchLeave { match_id })
+                            .await;
+                    }
+                }
+            }
+            // Drain what the server answered until it goes quiet or closes us.
+            while let Ok(Some(Ok(_))) =
+                timeout(std::time::Duration::from_millis(300), raw.frames.next()).await
+            {
+                answered.fetch_add(1, Ordering::Relaxed);
+            }
+            // Finally, an oversized length prefix: this one must be closed.
+            let _ = raw.send.write_all(&[0xff, 0xff, 0xff, 0xff]).await;
+            matches!(
+                timeout(TEST_TIMEOUT, raw.conn.closed()).await,
+                Ok(quinn::ConnectionError::ApplicationClosed(_))
+            )
+        }));
+    }
+    for i in 0..500u32 {
+        alice
+            .send_match_data(m.match_id, 1, i.to_le_bytes().to_vec(), true, None)
+            .await
+            .expect("send");
+    }
+    for i in 0..500u32 {
+        match next_event(&bob, "honest data").await {
+            Event::MatchData(d) => assert_eq!(&d.data[..], &i.to_le_bytes(), "lost or reordered"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    for a in attackers {
+        assert!(
+            a.await.expect("attacker task"),
+            "an attacker was not closed"
+        );
+    }
+    assert!(
+        answered.load(Ordering::Relaxed) > 0,
+        "attackers got error answers"
+    );
+    alice.ping().await.expect("alice still served");
+    bob.ping().await.expect("bob still served");
+    assert_eq!(
+        server.stats.matchmaker().tickets,
+        1,
+        "no one removed alice's ticket"
+    );
+    assert_eq!(server.stats.matches().presences, 2);
+    assert_eq!(PANICS.load(Ordering::SeqCst), 0, "a server task panicked");
 }

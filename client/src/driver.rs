@@ -1,6 +1,7 @@
 //! The socket's background task: it owns the control stream, matches replies to waiting
 //! requests by `cid`, keeps each match's slot-to-presence table up to date in stream
-//! order, and turns frames and datagrams into [`Event`]s.
+//! order, and turns frames into [`Event`]s. Datagrams are read by the application's own
+//! `next_event` call (see [`on_datagram`]), one task hop shorter.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -152,6 +153,23 @@ fn datagram_event(state: &ClientState, datagram: &Bytes) -> Result<Option<Event>
     })))
 }
 
+/// Turns a received datagram into an event, or keeps it until the reply or presence
+/// event that explains it arrives. Called by [`Socket::next_event`](crate::Socket), so a
+/// datagram reaches the application without a hop through the driver task.
+pub(crate) fn on_datagram(state: &Mutex<ClientState>, datagram: Bytes) -> Option<Event> {
+    let mut st = lock(state);
+    match datagram_event(&st, &datagram) {
+        Ok(event) => event,
+        Err(()) => {
+            if st.early.len() >= EARLY_DATAGRAMS {
+                st.early.pop_front();
+            }
+            st.early.push_back((Instant::now(), datagram));
+            None
+        }
+    }
+}
+
 /// Retries datagrams that arrived before their match or sender was known.
 fn flush_early(state: &mut ClientState, events: &mpsc::Sender<Event>) {
     let now = Instant::now();
@@ -224,21 +242,6 @@ pub(crate) async fn run(
                                 // Nobody reads events any more; keep serving requests.
                             }
                         }
-                    }
-                }
-            }
-            datagram = conn.read_datagram() => {
-                let Ok(datagram) = datagram else { break };
-                let mut st = lock(&state);
-                match datagram_event(&st, &datagram) {
-                    // Unreliable data is dropped rather than stalling when the app is behind.
-                    Ok(Some(event)) => { let _ = events.try_send(event); }
-                    Ok(None) => {}
-                    Err(()) => {
-                        if st.early.len() >= EARLY_DATAGRAMS {
-                            st.early.pop_front();
-                        }
-                        st.early.push_back((Instant::now(), datagram));
                     }
                 }
             }

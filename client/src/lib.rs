@@ -329,6 +329,8 @@ struct Inner {
     /// Match views shared with the driver, which updates them in stream order.
     state: Arc<Mutex<ClientState>>,
     next_cid: AtomicU32,
+    /// Set once `read_datagram` reports the connection gone.
+    datagrams_closed: std::sync::atomic::AtomicBool,
     request_timeout: Duration,
 }
 
@@ -457,6 +459,7 @@ impl Socket {
                 commands,
                 state,
                 next_cid: AtomicU32::new(1),
+                datagrams_closed: Default::default(),
                 request_timeout: config.request_timeout,
             }),
             session,
@@ -838,8 +841,27 @@ impl Socket {
     }
 
     /// The next pushed event, or `None` after [`Event::Disconnected`] has been returned.
+    /// Unreliable match data is read from the connection by this call itself, so call
+    /// it steadily: while nobody does, the newest datagrams are kept and the oldest
+    /// dropped.
     pub async fn next_event(&self) -> Option<Event> {
-        self.events.lock().await.recv().await
+        let mut events = self.events.lock().await;
+        loop {
+            let datagrams_open = !self.inner.datagrams_closed.load(Ordering::Relaxed);
+            tokio::select! {
+                biased;
+                event = events.recv() => return event,
+                datagram = self.inner.conn.read_datagram(), if datagrams_open => match datagram {
+                    Ok(datagram) => {
+                        if let Some(event) = driver::on_datagram(&self.inner.state, datagram) {
+                            return Some(event);
+                        }
+                    }
+                    // The driver reports the disconnect through `events`.
+                    Err(_) => self.inner.datagrams_closed.store(true, Ordering::Relaxed),
+                },
+            }
+        }
     }
 
     /// Closes the connection and waits briefly for the server to be told.

@@ -31,6 +31,10 @@ use crate::{
     Shared,
 };
 
+/// Initial read buffer of a control stream (it grows when a frame needs more), kept
+/// small because every idle connection holds one.
+const CONTROL_READ_BUFFER: usize = 512;
+
 /// Most frames the writer takes from the outbound queue per write, so one burst of
 /// events goes out in few packets without starving the reader.
 const WRITE_BATCH: usize = 64;
@@ -256,7 +260,8 @@ async fn authenticate(shared: &Shared, conn: &Connection) -> Result<Authed, (Clo
         .accept_bi()
         .await
         .map_err(|e| protocol(&format!("no control stream: {e}")))?;
-    let mut frames = FramedRead::new(recv, FrameCodec);
+    // Control frames are small: start the read buffer small, it grows for big ones.
+    let mut frames = FramedRead::with_capacity(recv, FrameCodec, CONTROL_READ_BUFFER);
     let body = match frames.next().await {
         Some(Ok(body)) => body,
         Some(Err(e)) => return Err(protocol(&e.to_string())),
@@ -401,7 +406,7 @@ async fn serve(shared: Arc<Shared>, conn: Connection, shutdown: CancellationToke
         Ok(f) => write(send, &f).await,
         Err(_) => false,
     };
-    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    let mut batch = Vec::new();
     while alive {
         tokio::select! {
             biased;

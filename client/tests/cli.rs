@@ -17,6 +17,7 @@ struct Cli {
     child: Child,
     stdin: ChildStdin,
     lines: Lines<BufReader<ChildStdout>>,
+    backlog: Vec<Value>,
 }
 
 impl Cli {
@@ -44,6 +45,7 @@ impl Cli {
             child,
             stdin,
             lines,
+            backlog: Vec::new(),
         }
     }
 
@@ -61,6 +63,21 @@ impl Cli {
             .expect("read")
             .unwrap_or_else(|| panic!("cli exited while waiting for {what}"));
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?} is not JSON: {e}"))
+    }
+
+    /// The next line of type `ty`; lines of other types seen on the way are kept for
+    /// later calls (events and replies can interleave).
+    async fn expect(&mut self, ty: &str) -> Value {
+        if let Some(i) = self.backlog.iter().position(|v| v["type"] == ty) {
+            return self.backlog.remove(i);
+        }
+        loop {
+            let v = self.next(ty).await;
+            if v["type"] == ty {
+                return v;
+            }
+            self.backlog.push(v);
+        }
     }
 }
 
@@ -216,6 +233,91 @@ async fn two_clis_matchmake_and_meet_by_token() {
         .await;
     let err = clis[1].next("error").await;
     assert_eq!(err["code"], "TICKET_NOT_FOUND");
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn party_commands_and_events() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (addr, ca, stop) = start_server(dir.path(), Duration::from_millis(100));
+    let mut leader = Cli::spawn(addr, &ca, "device-party-leader", "leader");
+    let mut member = Cli::spawn(addr, &ca, "device-party-member", "member");
+    let mut solo = Cli::spawn(addr, &ca, "device-party-solo", "solo");
+    leader.expect("session").await;
+    let member_session = member.expect("session").await;
+    solo.expect("session").await;
+
+    leader.send("party-create --closed --max-size 3").await;
+    let party = leader.expect("party").await;
+    assert_eq!(party["open"], false);
+    assert_eq!(party["max_size"], 3);
+    assert_eq!(party["leader"]["username"], "leader");
+    let pid = party["party_id"].as_str().expect("party_id").to_owned();
+    let msid = member_session["session_id"]
+        .as_str()
+        .expect("sid")
+        .to_owned();
+
+    member.send(&format!("party-join {pid}")).await;
+    assert_eq!(member.expect("ack").await["command"], "party-join");
+    let request = leader.expect("party_join_request").await;
+    assert_eq!(request["presences"][0]["session_id"], msid.as_str());
+    leader.send(&format!("party-requests {pid}")).await;
+    let listed = leader.expect("party_join_requests").await;
+    assert_eq!(listed["presences"].as_array().map(Vec::len), Some(1));
+    leader.send(&format!("party-accept {pid} {msid}")).await;
+    assert_eq!(leader.expect("ack").await["command"], "party-accept");
+    let snapshot = member.expect("party").await;
+    assert_eq!(snapshot["presences"].as_array().map(Vec::len), Some(2));
+    assert_eq!(snapshot["self"]["username"], "member");
+    let joined = leader.expect("party_presence").await;
+    assert_eq!(joined["joins"][0]["session_id"], msid.as_str());
+
+    member
+        .send(&format!("party-send {pid} 7 \"hi team\""))
+        .await;
+    let data = leader.expect("party_data").await;
+    assert_eq!(data["data"], "hi team");
+    assert_eq!(data["op_code"], 7);
+    assert_eq!(data["sender"]["username"], "member");
+    leader.send(&format!("party-update {pid} --open")).await;
+    assert_eq!(member.expect("party_update").await["open"], true);
+
+    leader
+        .send(&format!("party-mm-add {pid} 3 3 --string mode=coop"))
+        .await;
+    let ticket = leader.expect("party_matchmaker_ticket").await;
+    let pushed = member.expect("party_matchmaker_ticket").await;
+    assert_eq!(ticket["ticket"], pushed["ticket"]);
+    solo.send("mm-add 3 3").await;
+    solo.expect("matchmaker_ticket").await;
+    let token = solo.expect("matchmaker_matched").await["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let m = member.expect("matchmaker_matched").await;
+    assert_eq!(m["self"]["party_id"], pid.as_str());
+    leader.expect("matchmaker_matched").await;
+    for cli in [&mut leader, &mut member, &mut solo] {
+        cli.send(&format!("join-token {token}")).await;
+        cli.expect("match").await;
+    }
+
+    leader.send(&format!("party-promote {pid} {msid}")).await;
+    assert_eq!(
+        member.expect("party_leader").await["presence"]["session_id"],
+        msid.as_str()
+    );
+    leader.send(&format!("party-close {pid}")).await;
+    assert_eq!(leader.expect("error").await["code"], "PARTY_NOT_LEADER");
+    member.send(&format!("party-close {pid}")).await;
+    let closed = leader.expect("party_close").await;
+    assert!(closed["reason"]
+        .as_str()
+        .is_some_and(|r| r.contains("closed")));
+    for cli in [&mut leader, &mut member, &mut solo] {
+        cli.send("quit").await;
+    }
     stop.cancel();
 }
 

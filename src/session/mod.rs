@@ -106,6 +106,15 @@ struct Registry {
     next_generation: u64,
 }
 
+/// Who may take a held session out of the registry.
+#[derive(Debug, Clone, Copy)]
+enum Taker {
+    /// A client resuming: only for the user the session belongs to.
+    Resume(quicmatch_protocol::UserId),
+    /// The expiry timer started when this hold began (not one of an older hold).
+    Expiry(u64),
+}
+
 /// A session whose connection dropped, kept for its reconnect grace.
 pub(crate) struct Held {
     state: SessionState,
@@ -144,12 +153,18 @@ impl SessionRegistry {
         generation
     }
 
-    /// Takes a held session: for a resume (any generation) or an expiry (its own).
-    fn take_held(&self, id: SessionId, generation: Option<u64>) -> Option<Held> {
+    /// Takes a held session out, if `taker` may have it.
+    fn take_held(&self, id: SessionId, taker: Taker) -> Option<Held> {
         let mut reg = self.lock();
-        match reg.held.get(&id) {
-            Some(h) if generation.is_none_or(|g| g == h.generation) => reg.held.remove(&id),
-            _ => None,
+        let held = reg.held.get(&id)?;
+        let allowed = match taker {
+            Taker::Resume(user) => held.state.handle.presence.user_id == user,
+            Taker::Expiry(generation) => held.generation == generation,
+        };
+        if allowed {
+            reg.held.remove(&id)
+        } else {
+            None
         }
     }
 
@@ -296,13 +311,11 @@ async fn authenticate(shared: &Shared, conn: &Connection) -> Result<Authed, (Clo
         };
         let claims =
             auth::verify_token(&shared.secret, token, auth::unix_now()).ok_or_else(gone)?;
+        // A token for another user's session takes nothing: the hold stays intact.
         let held = shared
             .sessions
-            .take_held(claims.sid, None)
+            .take_held(claims.sid, Taker::Resume(claims.uid))
             .ok_or_else(gone)?;
-        if held.state.handle.presence.user_id != claims.uid {
-            return Err(gone());
-        }
         Who::Resumed(held)
     } else {
         let identity = auth::identify(&credentials, username.as_deref()).map_err(failed)?;
@@ -461,7 +474,7 @@ async fn serve(shared: Arc<Shared>, conn: Connection, shutdown: CancellationToke
         info!(reason = ?conn.close_reason(), ?grace, "connection dropped; session held");
         tokio::spawn(async move {
             tokio::time::sleep(grace).await;
-            if let Some(held) = shared.sessions.take_held(id, Some(generation)) {
+            if let Some(held) = shared.sessions.take_held(id, Taker::Expiry(generation)) {
                 held.expire(&shared);
             }
         });

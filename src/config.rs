@@ -88,9 +88,11 @@ pub struct SessionConfig {
     /// told (`SERVER_SHUTDOWN`) before the server stops anyway. Default `3s`.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
-    /// Above this many live connections, a new client must first prove its address
-    /// with a QUIC Retry (a stateless round trip that defeats spoofed handshake
-    /// floods). Default `1000`; `0` always asks.
+    /// When this many handshakes are already in progress, a new client must first
+    /// prove its address with a QUIC Retry: a stateless round trip that costs the
+    /// server nothing, so a flood of spoofed handshakes cannot pile up work. Normal
+    /// arrivals stay below it and connect in one round trip. Default `64`; `0` always
+    /// asks.
     pub retry_threshold: usize,
     /// Control requests a session may send per second, sustained. Default `100`.
     pub requests_per_second: f64,
@@ -118,7 +120,7 @@ impl Default for SessionConfig {
             max_connections: 10_000,
             reconnect_grace: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(3),
-            retry_threshold: 1000,
+            retry_threshold: 64,
             requests_per_second: 100.0,
             request_burst: 200,
             datagrams_per_second: 500.0,

@@ -58,6 +58,8 @@ pub(crate) struct Shared {
     pub(crate) secret: auth::Secret,
     /// Live connections (authenticated or not), for the connection limit and stats.
     pub(crate) connections: AtomicUsize,
+    /// Handshakes in progress, for the Retry threshold.
+    pub(crate) handshakes: AtomicUsize,
 }
 
 /// Configures a [`Server`] before it binds.

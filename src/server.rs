@@ -139,6 +139,7 @@ pub(crate) fn bind(
     );
     let parties = PartyTable::new(config.party.clone(), sessions.clone(), matchmaker.clone());
     let shared = Arc::new(Shared {
+        handshakes: Default::default(),
         matches,
         parties,
         matchmaker,
@@ -192,7 +193,8 @@ pub(crate) async fn serve(
                     incoming.refuse();
                     continue;
                 }
-                if live >= shared.config.session.retry_threshold
+                let handshaking = shared.handshakes.load(Ordering::Relaxed);
+                if handshaking >= shared.config.session.retry_threshold
                     && !incoming.remote_address_validated()
                     && incoming.may_retry()
                 {
@@ -206,9 +208,12 @@ pub(crate) async fn serve(
                 let guard = ConnectionGuard(shared.clone());
                 let shared = shared.clone();
                 let cancel = cancel.clone();
+                shared.handshakes.fetch_add(1, Ordering::Relaxed);
                 tracker.spawn(async move {
                     let _guard = guard;
-                    match incoming.await {
+                    let handshake = incoming.await;
+                    shared.handshakes.fetch_sub(1, Ordering::Relaxed);
+                    match handshake {
                         Ok(conn) => session::run(shared, conn, cancel).await,
                         Err(e) => {
                             metrics::counter!("quicmatch_handshake_failures_total").increment(1);

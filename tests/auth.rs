@@ -91,18 +91,7 @@ async fn no_first_frame_is_closed_after_the_timeout() {
     config.session.auth_timeout = Duration::from_millis(300);
     let server = TestServer::start_with(config).await;
     let conn = server.raw_connection().await;
-    let err = timeout(TEST_TIMEOUT, conn.closed())
-        .await
-        .expect("waiting for the server to close");
-    match err {
-        quinn::ConnectionError::ApplicationClosed(c) => {
-            assert_eq!(
-                c.error_code.into_inner(),
-                u64::from(CloseCode::AUTH_TIMEOUT.0)
-            );
-        }
-        other => panic!("unexpected close {other:?}"),
-    }
+    common::assert_closed_with(&conn, CloseCode::AUTH_TIMEOUT).await;
 }
 
 #[tokio::test]
@@ -116,15 +105,7 @@ async fn first_frame_must_be_authenticate() {
     })
     .expect("encode");
     send.write_all(&ping).await.expect("write");
-    match timeout(TEST_TIMEOUT, conn.closed()).await.expect("closed") {
-        quinn::ConnectionError::ApplicationClosed(c) => {
-            assert_eq!(
-                c.error_code.into_inner(),
-                u64::from(CloseCode::AUTH_FAILED.0)
-            );
-        }
-        other => panic!("unexpected close {other:?}"),
-    }
+    common::assert_closed_with(&conn, CloseCode::AUTH_FAILED).await;
 }
 
 #[tokio::test]

@@ -65,18 +65,7 @@ async fn an_oversized_length_prefix_closes_only_that_connection() {
 
     let mut raw = server.raw_session("huge").await;
     raw.write(&[0xff, 0xff, 0xff, 0xf0]).await;
-    match timeout(TEST_TIMEOUT, raw.conn.closed())
-        .await
-        .expect("closed")
-    {
-        quinn::ConnectionError::ApplicationClosed(c) => {
-            assert_eq!(
-                c.error_code.into_inner(),
-                u64::from(CloseCode::PROTOCOL_ERROR.0)
-            );
-        }
-        other => panic!("unexpected close {other:?}"),
-    }
+    common::assert_closed_with(&raw.conn, CloseCode::PROTOCOL_ERROR).await;
     alice
         .send_match_data(m.match_id, 1, b"still here".to_vec(), true, None)
         .await

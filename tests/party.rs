@@ -455,3 +455,39 @@ async fn concurrent_joins_lose_no_one_and_never_overflow() {
         .expect("list");
     assert!(requests.is_empty());
 }
+
+#[tokio::test]
+async fn oversized_labels_and_data_are_refused() {
+    use quicmatch_protocol::{Request, Response, ServerBody};
+    let server = TestServer::start().await;
+    let mut raw = server.raw_session("labeller").await;
+    let reply = raw
+        .request(
+            Some(1),
+            Request::PartyCreate {
+                open: true,
+                max_size: 4,
+                label: Some("x".repeat(quicmatch_protocol::MAX_PARTY_LABEL_LEN + 1)),
+            },
+        )
+        .await;
+    match reply.body {
+        ServerBody::Response(Response::Error { code, message }) => {
+            assert_eq!(code, ErrorCode::BAD_INPUT);
+            assert!(message.contains("label"), "{message}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let leader = server.client("leader").await;
+    let party = leader.create_party(true, 4).await.expect("create");
+    let err = leader
+        .send_party_data(
+            party.party_id,
+            1,
+            vec![0u8; quicmatch_protocol::MAX_RELIABLE_PAYLOAD + 1],
+        )
+        .await
+        .expect_err("too large");
+    assert_eq!(err.code(), Some(ErrorCode::PAYLOAD_TOO_LARGE));
+    assert_eq!(server.stats.parties(), 1, "only the valid party exists");
+}

@@ -11,7 +11,7 @@ use common::{
     proxy::{Impairment, Proxy},
     TestServer, TEST_TIMEOUT,
 };
-use quicmatch_client::{CloseCode, Credentials, Event, Socket};
+use quicmatch_client::{CloseCode, Credentials, Event, Match, Socket};
 use tokio::time::timeout;
 
 const CLEAN: Impairment = Impairment {
@@ -42,16 +42,22 @@ async fn client_via(server: &TestServer, proxy: Option<&Proxy>, name: &str) -> S
         .expect("connect")
 }
 
-#[tokio::test]
-async fn a_dropped_client_resumes_within_the_grace() {
-    let server = start(Duration::from_secs(5)).await;
-    let proxy = Proxy::start(server.addr, CLEAN, 1).await;
-    let alice = client_via(&server, None, "alice").await;
-    let bob = client_via(&server, Some(&proxy), "bob").await;
+/// Alice (steady) and Bob (behind `proxy`) in one match, Bob with a ticket.
+async fn alice_and_fragile_bob(server: &TestServer, proxy: &Proxy) -> (Socket, Socket, Match) {
+    let alice = client_via(server, None, "alice").await;
+    let bob = client_via(server, Some(proxy), "bob").await;
     let m = alice.create_match(None).await.expect("create");
     bob.join_match(m.match_id).await.expect("join");
     next_event(&alice, "bob joins").await;
     bob.add_matchmaker("*", 3, 3).await.expect("ticket");
+    (alice, bob, m)
+}
+
+#[tokio::test]
+async fn a_dropped_client_resumes_within_the_grace() {
+    let server = start(Duration::from_secs(5)).await;
+    let proxy = Proxy::start(server.addr, CLEAN, 1).await;
+    let (alice, bob, m) = alice_and_fragile_bob(&server, &proxy).await;
     let bob_presence = bob.presence();
     let token = bob.session().token.clone();
 
@@ -110,12 +116,7 @@ async fn a_dropped_client_resumes_within_the_grace() {
 async fn after_the_grace_the_usual_leave_happens() {
     let server = start(Duration::from_millis(500)).await;
     let proxy = Proxy::start(server.addr, CLEAN, 2).await;
-    let alice = client_via(&server, None, "alice").await;
-    let bob = client_via(&server, Some(&proxy), "bob").await;
-    let m = alice.create_match(None).await.expect("create");
-    bob.join_match(m.match_id).await.expect("join");
-    next_event(&alice, "bob joins").await;
-    bob.add_matchmaker("*", 3, 3).await.expect("ticket");
+    let (alice, bob, _match) = alice_and_fragile_bob(&server, &proxy).await;
     let token = bob.session().token.clone();
     let bob_presence = bob.presence();
     proxy.cut();

@@ -53,18 +53,7 @@ async fn request_floods_are_refused_then_closed() {
             }
         }
     });
-    match timeout(TEST_TIMEOUT, conn.closed())
-        .await
-        .expect("closed in time")
-    {
-        quinn::ConnectionError::ApplicationClosed(c) => {
-            assert_eq!(
-                c.error_code.into_inner(),
-                u64::from(CloseCode::RATE_LIMITED.0)
-            );
-        }
-        other => panic!("unexpected close {other:?}"),
-    }
+    common::assert_closed_with(&conn, CloseCode::RATE_LIMITED).await;
     flood.abort();
     honest.ping().await.expect("others are served");
 }
@@ -175,18 +164,7 @@ async fn a_slow_consumer_is_closed_and_the_others_carry_on() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
-    match timeout(TEST_TIMEOUT, stalled_conn.closed())
-        .await
-        .expect("closed")
-    {
-        quinn::ConnectionError::ApplicationClosed(c) => {
-            assert_eq!(
-                c.error_code.into_inner(),
-                u64::from(CloseCode::SLOW_CONSUMER.0)
-            );
-        }
-        other => panic!("unexpected close {other:?}"),
-    }
+    common::assert_closed_with(&stalled_conn, CloseCode::SLOW_CONSUMER).await;
     timeout(TEST_TIMEOUT, reading)
         .await
         .expect("reader done in time")

@@ -1,21 +1,83 @@
 //! The sweep chart: latency percentiles and delivered rate against offered load, for
-//! both transports, as one SVG.
+//! both transports, as one SVG with two panels.
 
 use std::path::Path;
 
-use plotters::prelude::*;
+use plotters::{coord::Shift, prelude::*};
 
 use crate::relay::{RunResult, Transport};
 
-fn series(all: &[RunResult], t: Transport, f: fn(&RunResult) -> f64) -> Vec<(f64, f64)> {
-    all.iter()
-        .filter(|r| r.transport == t)
-        .map(|r| (r.offered_per_s / 1000.0, f(r)))
-        .collect()
+/// One line of a panel: its points, legend, colour, and whether it is drawn faded.
+struct Line {
+    points: Vec<(f64, f64)>,
+    label: String,
+    color: RGBColor,
+    faded: bool,
 }
 
-fn max_of(points: &[(f64, f64)]) -> f64 {
-    points.iter().map(|p| p.1).fold(0.0, f64::max)
+fn line(
+    all: &[RunResult],
+    t: Transport,
+    label: String,
+    color: RGBColor,
+    faded: bool,
+    f: fn(&RunResult) -> f64,
+) -> Line {
+    Line {
+        points: all
+            .iter()
+            .filter(|r| r.transport == t)
+            .map(|r| (r.offered_per_s / 1000.0, f(r)))
+            .collect(),
+        label,
+        color,
+        faded,
+    }
+}
+
+/// Draws one panel: `lines` against offered load (thousands of deliveries/s).
+fn panel(
+    area: &DrawingArea<SVGBackend<'_>, Shift>,
+    caption: &str,
+    y_desc: &str,
+    x_max: f64,
+    lines: Vec<Line>,
+) -> anyhow::Result<()> {
+    let y_max = lines
+        .iter()
+        .flat_map(|l| l.points.iter().map(|p| p.1))
+        .fold(1.0, f64::max)
+        * 1.1;
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
+    chart
+        .configure_mesh()
+        .x_desc("offered deliveries/s (thousands)")
+        .y_desc(y_desc)
+        .draw()?;
+    for l in lines {
+        let style = if l.faded {
+            l.color.mix(0.5).stroke_width(2)
+        } else {
+            l.color.stroke_width(2)
+        };
+        chart
+            .draw_series(LineSeries::new(l.points.clone(), style))?
+            .label(l.label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+        let color = l.color;
+        chart.draw_series(l.points.iter().map(|p| Circle::new(*p, 3, color.filled())))?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
 }
 
 /// Draws the chart to `path`.
@@ -32,92 +94,41 @@ pub(crate) fn draw(path: &Path, all: &[RunResult]) -> anyhow::Result<()> {
         (Transport::Quicmatch, "quicmatch", RED),
         (Transport::UdpBaseline, "udp-baseline", BLUE),
     ];
-
-    let lat: Vec<_> = transports
+    let latency = transports
         .iter()
         .flat_map(|(t, name, color)| {
             [
-                (
-                    series(all, *t, |r| r.p50_us as f64 / 1000.0),
-                    format!("{name} p50"),
-                    *color,
-                    false,
-                ),
-                (
-                    series(all, *t, |r| r.p99_us as f64 / 1000.0),
-                    format!("{name} p99"),
-                    *color,
-                    true,
-                ),
+                line(all, *t, format!("{name} p50"), *color, false, |r| {
+                    r.p50_us as f64 / 1000.0
+                }),
+                line(all, *t, format!("{name} p99"), *color, true, |r| {
+                    r.p99_us as f64 / 1000.0
+                }),
             ]
         })
         .collect();
-    let y_max = lat.iter().map(|s| max_of(&s.0)).fold(1.0, f64::max) * 1.1;
-    let mut chart = ChartBuilder::on(&top)
-        .caption("one-way latency vs offered load", ("sans-serif", 20))
-        .margin(15)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
-    chart
-        .configure_mesh()
-        .x_desc("offered deliveries/s (thousands)")
-        .y_desc("latency (ms)")
-        .draw()?;
-    for (points, label, color, dashed) in lat {
-        let style = if dashed {
-            color.mix(0.5).stroke_width(2)
-        } else {
-            color.stroke_width(2)
-        };
-        chart
-            .draw_series(LineSeries::new(points.clone(), style))?
-            .label(label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
-        chart.draw_series(points.iter().map(|p| Circle::new(*p, 3, color.filled())))?;
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()?;
-
-    let delivered: Vec<_> = transports
+    panel(
+        &top,
+        "one-way latency vs offered load",
+        "latency (ms)",
+        x_max,
+        latency,
+    )?;
+    let delivered = transports
         .iter()
         .map(|(t, name, color)| {
-            (
-                series(all, *t, |r| r.delivered_per_s / 1000.0),
-                format!("{name} delivered"),
-                *color,
-            )
+            line(all, *t, format!("{name} delivered"), *color, false, |r| {
+                r.delivered_per_s / 1000.0
+            })
         })
         .collect();
-    let y_max = delivered.iter().map(|s| max_of(&s.0)).fold(1.0, f64::max) * 1.1;
-    let mut chart = ChartBuilder::on(&bottom)
-        .caption("delivered vs offered load", ("sans-serif", 20))
-        .margin(15)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
-    chart
-        .configure_mesh()
-        .x_desc("offered deliveries/s (thousands)")
-        .y_desc("delivered/s (thousands)")
-        .draw()?;
-    for (points, label, color) in delivered {
-        chart
-            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
-            .label(label)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
-        chart.draw_series(points.iter().map(|p| Circle::new(*p, 3, color.filled())))?;
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()?;
+    panel(
+        &bottom,
+        "delivered vs offered load",
+        "delivered/s (thousands)",
+        x_max,
+        delivered,
+    )?;
     root.present()?;
     Ok(())
 }

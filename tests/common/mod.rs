@@ -242,6 +242,19 @@ pub async fn assert_no_event(socket: &Socket, wait: Duration) {
     }
 }
 
+/// Waits for the server to close `conn` and checks it used `code`.
+pub async fn assert_closed_with(conn: &quinn::Connection, code: quicmatch_protocol::CloseCode) {
+    match timeout(TEST_TIMEOUT, conn.closed())
+        .await
+        .expect("waiting for the server to close the connection")
+    {
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            assert_eq!(c.error_code.into_inner(), u64::from(code.0), "close code");
+        }
+        other => panic!("expected close code {code}, got {other:?}"),
+    }
+}
+
 /// Polls `check` until it holds, failing with `what` after the test timeout.
 pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + TEST_TIMEOUT;

@@ -214,7 +214,9 @@ pub(crate) async fn serve(
                     let handshake = incoming.await;
                     shared.handshakes.fetch_sub(1, Ordering::Relaxed);
                     match handshake {
-                        Ok(conn) => session::run(shared, conn, cancel).await,
+                        // Boxed: inlined, the session would sit beside the handshake state
+                        // for the connection's whole life.
+                        Ok(conn) => Box::pin(session::run(shared, conn, cancel)).await,
                         Err(e) => {
                             metrics::counter!("quicmatch_handshake_failures_total").increment(1);
                             debug!(error = %e, "handshake failed");

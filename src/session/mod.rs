@@ -11,7 +11,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use futures_util::StreamExt as _;
+use futures_util::{FutureExt as _, StreamExt as _};
 use quicmatch_protocol::{
     datagram::ClientDatagram,
     envelope::{Response, ServerBody, ServerEnvelope, SessionInfo},
@@ -38,6 +38,9 @@ const CONTROL_READ_BUFFER: usize = 512;
 /// Most frames the writer takes from the outbound queue per write, so one burst of
 /// events goes out in few packets without starving the reader.
 const WRITE_BATCH: usize = 64;
+
+/// Datagrams a session handles per wake-up before looking at its other inputs.
+const DATAGRAM_DRAIN: usize = 32;
 
 /// What other parts of the server hold to reach a session: cheap to clone.
 #[derive(Clone)]
@@ -248,7 +251,11 @@ pub(crate) async fn run(shared: Arc<Shared>, conn: Connection, shutdown: Cancell
         Who::Resumed(held) => held.state.handle.presence.session_id,
     };
     let span = info_span!("session", %remote, session = %session_id);
-    serve(shared, conn, shutdown, authed).instrument(span).await;
+    // Boxed: an inlined inner future is laid out beside the outer one's locals, and this
+    // task lives as long as the connection.
+    Box::pin(serve(shared, conn, shutdown, authed))
+        .instrument(span)
+        .await;
 }
 
 /// Who a connection turned out to be.
@@ -420,10 +427,15 @@ async fn serve(shared: Arc<Shared>, conn: Connection, shutdown: CancellationToke
         Err(_) => false,
     };
     let mut batch = Vec::new();
+    // Both futures live across iterations: re-creating them on every wake-up would
+    // register and unregister their waiters once per datagram.
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
+    let mut next_datagram = std::pin::pin!(conn.read_datagram());
     while alive {
         tokio::select! {
             biased;
-            () = shutdown.cancelled() => {
+            () = &mut cancelled => {
                 close(&conn, CloseCode::SERVER_SHUTDOWN, "server shutting down");
                 alive = false;
             }
@@ -454,17 +466,33 @@ async fn serve(shared: Arc<Shared>, conn: Connection, shutdown: CancellationToke
                     alive = false;
                 }
             },
-            datagram = conn.read_datagram() => match datagram {
-                Ok(datagram) => match on_datagram(&shared, &mut state, datagram) {
-                    Step::Reply(Some(reply)) => alive = write(send, &reply).await,
-                    Step::Reply(None) => {}
-                    Step::Close(code, reason) => {
-                        close(&conn, code, reason);
+            datagram = &mut next_datagram => {
+                let mut datagram = datagram;
+                // Under load several datagrams wait: take them in one wake-up, up to a
+                // bound so the control stream is not starved.
+                for _ in 0..DATAGRAM_DRAIN {
+                    next_datagram.set(conn.read_datagram());
+                    let Ok(d) = datagram else {
                         alive = false;
+                        break;
+                    };
+                    match on_datagram(&shared, &mut state, d) {
+                        Step::Reply(Some(reply)) => alive = write(send, &reply).await,
+                        Step::Reply(None) => {}
+                        Step::Close(code, reason) => {
+                            close(&conn, code, reason);
+                            alive = false;
+                        }
                     }
-                },
-                Err(_) => alive = false,
-            },
+                    if !alive {
+                        break;
+                    }
+                    match next_datagram.as_mut().now_or_never() {
+                        Some(d) => datagram = d,
+                        None => break,
+                    }
+                }
+            }
         }
     }
     let grace = shared.config.session.reconnect_grace;

@@ -48,6 +48,13 @@ use quicmatch_protocol::{MatchId, Presence};
 use rustls::pki_types::CertificateDer;
 pub use server::ServerError;
 
+/// The QUIC transport settings quicmatch serves sessions with (stream windows, datagram
+/// buffers, the ACK-frequency extension), for embedders and benchmarks that want the
+/// same transport.
+pub fn transport_config(config: &Config) -> quinn::TransportConfig {
+    server::transport(config)
+}
+
 /// State every session task shares.
 pub(crate) struct Shared {
     pub(crate) config: Config,

@@ -1,5 +1,5 @@
 //! The sweep chart: latency percentiles and delivered rate against offered load, for
-//! both transports, as one SVG with two panels.
+//! every transport the sweep ran, as one SVG with two panels.
 
 use std::path::Path;
 
@@ -93,7 +93,13 @@ pub(crate) fn draw(path: &Path, all: &[RunResult]) -> anyhow::Result<()> {
     let transports = [
         (Transport::Quicmatch, "quicmatch", RED),
         (Transport::UdpBaseline, "udp-baseline", BLUE),
+        (Transport::QuinnBaseline, "quinn-baseline", GREEN),
     ];
+    // A transport the sweep did not run draws nothing.
+    let transports: Vec<_> = transports
+        .into_iter()
+        .filter(|(t, _, _)| all.iter().any(|r| r.transport == *t))
+        .collect();
     let latency = transports
         .iter()
         .flat_map(|(t, name, color)| {

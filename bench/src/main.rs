@@ -2,12 +2,13 @@
 //!
 //! - `matchmaker`: fills a ticket pool in process and times one grouping pass.
 //! - `relay`: match data through a real quicmatch server and through a raw-UDP
-//!   baseline relay, same workload, same measurements (`--compare`, `--sweep`).
+//!   baseline relay (and, with `--with-quinn`, a plain-quinn relay), same workload,
+//!   same measurements (`--compare`, `--sweep`).
 //! - `connections`: holds many idle authenticated connections; handshakes/s and
 //!   server memory per connection.
 //! - `soak`: churn (connect, play, matchmake, party, leave, disconnect) against a
 //!   server, then checks that every count returned to zero and memory to its band.
-//! - `udp-relay`: the baseline relay itself (started by `relay`).
+//! - `udp-relay`, `quinn-relay`: the baseline relays themselves (started by `relay`).
 //!
 //! Every run prints what it measured and, with `--json`, one JSON object per line.
 
@@ -16,6 +17,7 @@ mod connections;
 mod matchmaker;
 mod measure;
 mod proc_stats;
+mod quinn_relay;
 mod relay;
 mod server_proc;
 mod soak;
@@ -42,6 +44,8 @@ enum Command {
     Soak(soak::Args),
     /// Run the raw-UDP baseline relay (used by `relay`).
     UdpRelay(udp_relay::Args),
+    /// Run the plain-quinn baseline relay (used by `relay --with-quinn`).
+    QuinnRelay(quinn_relay::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,5 +55,6 @@ fn main() -> anyhow::Result<()> {
         Command::Connections(args) => connections::run(&args),
         Command::Soak(args) => soak::run(&args),
         Command::UdpRelay(args) => udp_relay::run(&args),
+        Command::QuinnRelay(args) => quinn_relay::run(&args),
     }
 }

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     measure::{self, Recorder},
+    quinn_relay,
     server_proc::{free_udp_port, ServerProc},
     udp_relay,
 };
@@ -44,6 +45,9 @@ pub(crate) enum Transport {
     Quicmatch,
     /// The raw-UDP baseline relay.
     UdpBaseline,
+    /// The plain-quinn baseline relay: quinn with quicmatch's transport settings and
+    /// nothing else.
+    QuinnBaseline,
 }
 
 #[derive(clap::Args, Clone)]
@@ -87,6 +91,10 @@ pub(crate) struct Args {
     /// Alternate quicmatch and the baseline `--rounds` times and print the ratios.
     #[arg(long)]
     compare: bool,
+    /// Also run the plain-quinn baseline in --compare and --sweep, and print
+    /// quicmatch's ratios against it.
+    #[arg(long)]
+    with_quinn: bool,
     /// Rounds for --compare.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
@@ -135,30 +143,55 @@ async fn start_server(args: &Args, transport: Transport) -> anyhow::Result<Serve
         }
         (_, Transport::UdpBaseline) => {
             let addr: SocketAddr = ([127, 0, 0, 1], free_udp_port()?).into();
-            let mut child = Command::new(std::env::current_exe()?)
-                .args(["udp-relay", "--listen", &addr.to_string(), "--sockets"])
-                .arg(args.baseline_sockets.to_string())
-                .stdout(Stdio::piped())
-                .spawn()?;
-            let stdout = child
-                .stdout
-                .take()
-                .ok_or_else(|| anyhow::anyhow!("no stdout from the baseline relay"))?;
-            let ready = tokio::task::spawn_blocking(move || {
-                let mut line = String::new();
-                std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
-                    .map(|_| line)
-            });
-            let line = tokio::time::timeout(Duration::from_secs(10), ready)
-                .await
-                .map_err(|_| anyhow::anyhow!("baseline relay did not start"))???;
-            if line.trim() != "ready" {
-                let status = child.wait()?;
-                anyhow::bail!("baseline relay failed to start ({status})");
-            }
+            let child = spawn_ready(&[
+                "udp-relay".into(),
+                "--listen".into(),
+                addr.to_string(),
+                "--sockets".into(),
+                args.baseline_sockets.to_string(),
+            ])
+            .await?;
             Ok(ServerProc::from_child(child, addr))
         }
+        (_, Transport::QuinnBaseline) => {
+            let addr: SocketAddr = ([127, 0, 0, 1], free_udp_port()?).into();
+            let dir = tempfile::tempdir()?;
+            let child = spawn_ready(&[
+                "quinn-relay".into(),
+                "--listen".into(),
+                addr.to_string(),
+                "--dir".into(),
+                dir.path().display().to_string(),
+            ])
+            .await?;
+            Ok(ServerProc::from_child(child, addr)
+                .with_cert(quinn_relay::cert_path(dir.path()), dir))
+        }
     }
+}
+
+/// Starts this binary with `args` (a baseline relay) and waits for its `ready` line.
+async fn spawn_ready(args: &[String]) -> anyhow::Result<std::process::Child> {
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout from the baseline relay"))?;
+    let ready = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).map(|_| line)
+    });
+    let line = tokio::time::timeout(Duration::from_secs(10), ready)
+        .await
+        .map_err(|_| anyhow::anyhow!("baseline relay did not start"))???;
+    if line.trim() != "ready" {
+        let status = child.wait()?;
+        anyhow::bail!("baseline relay failed to start ({status})");
+    }
+    Ok(child)
 }
 
 /// One player's way to send and receive.
@@ -170,6 +203,9 @@ enum Player {
     Udp {
         socket: Arc<UdpSocket>,
         header: [u8; udp_relay::DATA_HEADER],
+    },
+    Quinn {
+        conn: quinn::Connection,
     },
 }
 
@@ -186,6 +222,7 @@ impl Player {
                 pkt.extend_from_slice(&payload);
                 socket.send(&pkt).await.is_ok()
             }
+            Self::Quinn { conn } => conn.send_datagram(payload.into()).is_ok(),
         }
     }
 }
@@ -250,6 +287,70 @@ async fn connect_quic(server: &ServerProc, args: &Args) -> anyhow::Result<Vec<Pl
         }
     }
     Ok(players)
+}
+
+async fn connect_quinn(server: &ServerProc, args: &Args) -> anyhow::Result<Vec<Player>> {
+    let ca = server
+        .ca
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("no certificate for the quinn relay"))?;
+    let mut roots = quinn::rustls::RootCertStore::empty();
+    roots.add(std::fs::read(&ca)?.into())?;
+    let mut config = quinn::ClientConfig::with_root_certificates(Arc::new(roots))?;
+    // The SDK's transport settings, so both QUIC runs differ only above quinn.
+    let sdk = ClientConfig::new(
+        server.addr,
+        Trust::CaFile(ca),
+        Credentials::Device { id: String::new() },
+    );
+    config.transport_config(Arc::new(sdk.transport()?));
+    let endpoints: Vec<quinn::Endpoint> = (0..args.endpoints.max(1))
+        .map(|_| {
+            let mut e = quinn::Endpoint::client(([127, 0, 0, 1], 0).into())?;
+            e.set_default_client_config(config.clone());
+            Ok(e)
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let total = args.matches * args.players;
+    let mut players = Vec::with_capacity(total);
+    for start in (0..total).step_by(32) {
+        let batch = (start..(start + 32).min(total)).map(|n| {
+            let endpoint = endpoints[n % endpoints.len()].clone();
+            let addr = server.addr;
+            let m = u32::try_from(n / args.players).unwrap_or(u32::MAX);
+            async move {
+                let mut last = None;
+                // The relay may still be starting: retry for a few seconds.
+                for _ in 0..50 {
+                    match join_quinn(&endpoint, addr, m).await {
+                        Ok(conn) => return Ok(Player::Quinn { conn }),
+                        Err(e) => last = Some(e),
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(anyhow::anyhow!("quinn relay: {last:?}"))
+            }
+        });
+        for p in futures_util::future::join_all(batch).await {
+            players.push(p?);
+        }
+    }
+    Ok(players)
+}
+
+/// Connects to the plain-quinn relay and joins match `m`.
+async fn join_quinn(
+    endpoint: &quinn::Endpoint,
+    addr: SocketAddr,
+    m: u32,
+) -> anyhow::Result<quinn::Connection> {
+    let conn = endpoint.connect(addr, "localhost")?.await?;
+    let (mut send, mut recv) = conn.open_bi().await?;
+    send.write_all(&m.to_le_bytes()).await?;
+    send.finish()?;
+    let mut ok = [0u8; 1];
+    tokio::time::timeout(Duration::from_secs(5), recv.read_exact(&mut ok)).await??;
+    Ok(conn)
 }
 
 async fn connect_udp(server: &ServerProc, args: &Args) -> anyhow::Result<Vec<Player>> {
@@ -330,6 +431,15 @@ async fn receive(player: Arc<Player>, window: Window, stop: CancellationToken) -
                 },
             }
         },
+        Player::Quinn { conn } => loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                d = conn.read_datagram() => match d {
+                    Ok(d) => on_payload(&mut rec, window, &d),
+                    Err(_) => break,
+                },
+            }
+        },
         Player::Udp { socket, .. } => {
             let mut buf = [0u8; 2048];
             loop {
@@ -389,6 +499,7 @@ pub(crate) async fn run_once(args: &Args, transport: Transport) -> anyhow::Resul
     let players: Vec<Arc<Player>> = match transport {
         Transport::Quicmatch => connect_quic(&server, args).await?,
         Transport::UdpBaseline => connect_udp(&server, args).await?,
+        Transport::QuinnBaseline => connect_quinn(&server, args).await?,
     }
     .into_iter()
     .map(Arc::new)
@@ -485,7 +596,7 @@ fn print(result: &RunResult, json: bool) {
         return;
     }
     println!(
-        "{:<12} M={:<4} P={} B={} R={} | offered {:>8.0}/s delivered {:>8.0}/s loss {:>5.2}% | p50 {:>6} us p99 {:>7} us p99.9 {:>7} us max {:>7} us | server {:>5.1}% CPU {:>6.2} us/delivery | client {:>5.1}% | busy before {:>4.1}%",
+        "{:<13} M={:<4} P={} B={} R={} | offered {:>8.0}/s delivered {:>8.0}/s loss {:>5.2}% | p50 {:>6} us p99 {:>7} us p99.9 {:>7} us max {:>7} us | server {:>5.1}% CPU {:>6.2} us/delivery | client {:>5.1}% | busy before {:>4.1}%",
         format!("{:?}", result.transport),
         result.matches,
         result.players,
@@ -515,47 +626,73 @@ fn sustained(r: &RunResult) -> bool {
     r.loss_pct <= 1.0 && r.p99_us <= 20_000
 }
 
-async fn compare(args: &Args) -> anyhow::Result<()> {
-    let mut quic = Vec::new();
-    let mut udp = Vec::new();
-    for _ in 0..args.rounds.max(1) {
-        for t in [Transport::Quicmatch, Transport::UdpBaseline] {
-            let r = run_once(args, t).await?;
-            print(&r, args.json);
-            match t {
-                Transport::Quicmatch => quic.push(r),
-                Transport::UdpBaseline => udp.push(r),
-            }
-        }
+/// The transports a comparison or sweep runs, quicmatch first.
+fn transports(args: &Args) -> Vec<Transport> {
+    let mut t = vec![Transport::Quicmatch, Transport::UdpBaseline];
+    if args.with_quinn {
+        t.push(Transport::QuinnBaseline);
     }
+    t
+}
+
+/// Median ratios of `a`'s figures over `b`'s.
+fn ratios(a: &[RunResult], b: &[RunResult]) -> serde_json::Value {
     let m = |v: &[RunResult], f: fn(&RunResult) -> f64| median(v.iter().map(f).collect());
     let ratio = |f: fn(&RunResult) -> f64| {
-        let base = m(&udp, f);
+        let base = m(b, f);
         if base == 0.0 {
             0.0
         } else {
-            m(&quic, f) / base
+            m(a, f) / base
         }
     };
-    let ratios = serde_json::json!({
-        "compare": "quicmatch / udp-baseline (medians)",
-        "rounds": args.rounds,
+    serde_json::json!({
         "p50_ratio": ratio(|r| r.p50_us as f64),
         "p99_ratio": ratio(|r| r.p99_us as f64),
         "delivered_ratio": ratio(|r| r.delivered_per_s),
         "server_us_per_delivery_ratio": ratio(|r| r.server_us_per_delivery),
-    });
+    })
+}
+
+fn print_ratios(label: &str, rounds: usize, r: &serde_json::Value) {
+    println!(
+        "ratios ({label}, medians of {rounds}): p50 {:.2}x, p99 {:.2}x, delivered {:.2}x, server CPU per delivery {:.2}x",
+        r["p50_ratio"].as_f64().unwrap_or(0.0),
+        r["p99_ratio"].as_f64().unwrap_or(0.0),
+        r["delivered_ratio"].as_f64().unwrap_or(0.0),
+        r["server_us_per_delivery_ratio"].as_f64().unwrap_or(0.0),
+    );
+}
+
+async fn compare(args: &Args) -> anyhow::Result<()> {
+    let kinds = transports(args);
+    let mut results: Vec<Vec<RunResult>> = vec![Vec::new(); kinds.len()];
+    for _ in 0..args.rounds.max(1) {
+        for (i, t) in kinds.iter().enumerate() {
+            let r = run_once(args, *t).await?;
+            print(&r, args.json);
+            results[i].push(r);
+        }
+    }
+    let mut out = ratios(&results[0], &results[1]);
+    out["compare"] = "quicmatch / udp-baseline (medians)".into();
+    out["rounds"] = args.rounds.into();
+    if let Some(quinn) = results.get(2) {
+        out["quicmatch_vs_quinn"] = ratios(&results[0], quinn);
+        out["quinn_vs_udp"] = ratios(quinn, &results[1]);
+    }
     if args.json {
-        println!("{ratios}");
+        println!("{out}");
     } else {
-        println!(
-            "ratios (quicmatch / baseline, medians of {}): p50 {:.2}x, p99 {:.2}x, delivered {:.2}x, server CPU per delivery {:.2}x",
-            args.rounds,
-            ratios["p50_ratio"].as_f64().unwrap_or(0.0),
-            ratios["p99_ratio"].as_f64().unwrap_or(0.0),
-            ratios["delivered_ratio"].as_f64().unwrap_or(0.0),
-            ratios["server_us_per_delivery_ratio"].as_f64().unwrap_or(0.0),
-        );
+        print_ratios("quicmatch / baseline", args.rounds, &out);
+        if results.len() > 2 {
+            print_ratios(
+                "quicmatch / plain quinn",
+                args.rounds,
+                &out["quicmatch_vs_quinn"],
+            );
+            print_ratios("plain quinn / baseline", args.rounds, &out["quinn_vs_udp"]);
+        }
     }
     Ok(())
 }
@@ -563,7 +700,7 @@ async fn compare(args: &Args) -> anyhow::Result<()> {
 async fn sweep(args: &Args) -> anyhow::Result<()> {
     let mut best = Vec::new();
     let mut all: Vec<RunResult> = Vec::new();
-    for t in [Transport::Quicmatch, Transport::UdpBaseline] {
+    for t in transports(args) {
         let mut m = args.matches.max(1);
         let mut top: Option<RunResult> = None;
         while m <= args.sweep_max {
@@ -606,14 +743,31 @@ async fn sweep(args: &Args) -> anyhow::Result<()> {
         }
         summary.push(obj);
     }
-    let q = summary[0]["sustained_delivered_per_s"]
-        .as_f64()
-        .unwrap_or(0.0);
-    let u = summary[1]["sustained_delivered_per_s"]
-        .as_f64()
-        .unwrap_or(0.0);
-    if u > 0.0 && !args.json {
-        println!("sustained ratio quicmatch / baseline: {:.2}x", q / u);
+    let rate = |i: usize| {
+        summary
+            .get(i)
+            .and_then(|o| o["sustained_delivered_per_s"].as_f64())
+            .unwrap_or(0.0)
+    };
+    if !args.json {
+        if rate(1) > 0.0 {
+            println!(
+                "sustained ratio quicmatch / baseline: {:.2}x",
+                rate(0) / rate(1)
+            );
+        }
+        if rate(2) > 0.0 {
+            println!(
+                "sustained ratio quicmatch / plain quinn: {:.2}x",
+                rate(0) / rate(2)
+            );
+            if rate(1) > 0.0 {
+                println!(
+                    "sustained ratio plain quinn / baseline: {:.2}x",
+                    rate(2) / rate(1)
+                );
+            }
+        }
     }
     if let Some(path) = &args.chart {
         crate::chart::draw(path, &all)?;

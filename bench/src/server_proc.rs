@@ -64,6 +64,14 @@ impl ServerProc {
         }
     }
 
+    /// The same server, with the certificate to trust and the directory it lives in
+    /// (removed when the server is dropped).
+    pub(crate) fn with_cert(mut self, ca: PathBuf, dir: tempfile::TempDir) -> Self {
+        self.ca = Some(ca);
+        self._dir = Some(dir);
+        self
+    }
+
     /// Starts `quicmatch serve` on a free loopback port with a fresh certificate
     /// directory (and `config_toml`, if given), plus `extra` arguments, and waits until
     /// it has written its certificate.

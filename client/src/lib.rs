@@ -81,6 +81,29 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
+    /// The QUIC transport settings a socket connects with (keep-alive, idle timeout,
+    /// datagram buffers, the ACK-frequency extension).
+    pub fn transport(&self) -> Result<quinn::TransportConfig, ConnectError> {
+        let mut transport = quinn::TransportConfig::default();
+        transport
+            .keep_alive_interval(Some(self.keep_alive))
+            .max_idle_timeout(Some(
+                quinn::IdleTimeout::try_from(self.idle_timeout)
+                    .map_err(|e| ConnectError::Config(e.to_string()))?,
+            ))
+            .max_concurrent_bidi_streams(0u32.into())
+            .max_concurrent_uni_streams(0u32.into())
+            .datagram_receive_buffer_size(Some(256 * 1024))
+            .datagram_send_buffer_size(32 * 1024);
+        // Ask the server for fewer ACK-only packets (the ACK-frequency extension): it
+        // only affects loss recovery, and halves packet counts on busy relays.
+        let mut ack = quinn::AckFrequencyConfig::default();
+        ack.ack_eliciting_threshold(10u32.into())
+            .max_ack_delay(Some(Duration::from_millis(25)));
+        transport.ack_frequency_config(Some(ack));
+        Ok(transport)
+    }
+
     /// A configuration with the defaults above.
     pub fn new(server: SocketAddr, trust: Trust, credentials: Credentials) -> Self {
         Self {
@@ -368,24 +391,7 @@ impl Socket {
         let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
             .map_err(|e| ConnectError::Config(e.to_string()))?;
         let mut client_config = quinn::ClientConfig::new(Arc::new(quic));
-        let mut transport = quinn::TransportConfig::default();
-        transport
-            .keep_alive_interval(Some(config.keep_alive))
-            .max_idle_timeout(Some(
-                quinn::IdleTimeout::try_from(config.idle_timeout)
-                    .map_err(|e| ConnectError::Config(e.to_string()))?,
-            ))
-            .max_concurrent_bidi_streams(0u32.into())
-            .max_concurrent_uni_streams(0u32.into())
-            .datagram_receive_buffer_size(Some(256 * 1024))
-            .datagram_send_buffer_size(32 * 1024);
-        // Ask the server for fewer ACK-only packets (the ACK-frequency extension): it
-        // only affects loss recovery, and halves packet counts on busy relays.
-        let mut ack = quinn::AckFrequencyConfig::default();
-        ack.ack_eliciting_threshold(10u32.into())
-            .max_ack_delay(Some(Duration::from_millis(25)));
-        transport.ack_frequency_config(Some(ack));
-        client_config.transport_config(Arc::new(transport));
+        client_config.transport_config(Arc::new(config.transport()?));
         let server_name = config
             .server_name
             .clone()

@@ -5,14 +5,17 @@
 //! names it in datagram headers; each match has a handle that names it in datagrams and
 //! a sequence counter that numbers its data in processing order.
 //!
-//! Events and reliable data are pushed into members' outbound queues while the table lock
-//! is held, so every recipient sees presence changes and data in the same order the
-//! table applied them. Unreliable datagrams are sent after the lock is released, to a
-//! recipient list collected under it.
+//! Events and reliable data are pushed into members' outbound queues while the table's
+//! write lock is held, so every recipient sees presence changes and data in the same
+//! order the table applied them. Unreliable datagrams take only the read lock, to
+//! collect the recipient list and number the data, and are sent after it is released.
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, RwLock, RwLockReadGuard, RwLockWriteGuard,
+    },
     time::Instant,
 };
 
@@ -39,8 +42,10 @@ pub fn named_match_id(name: &str) -> MatchId {
 #[derive(Clone)]
 pub struct MatchTable {
     /// One lock over the whole table. Held only for map operations and non-blocking
-    /// queue pushes, never across an `.await`, so a std mutex is right here.
-    inner: Arc<Mutex<State>>,
+    /// queue pushes, never across an `.await`, so a std lock is right here. Datagram
+    /// relays only read it, so they never wait on each other (nor on a reader the OS
+    /// descheduled while it held the lock).
+    inner: Arc<RwLock<State>>,
     limits: MatchConfig,
 }
 
@@ -65,7 +70,8 @@ struct Match {
     /// In join order; small, so scans are cheaper than a second map.
     members: Vec<Entry>,
     next_slot: u32,
-    seq: u64,
+    /// Atomic so that datagram relays number their data under the read lock.
+    seq: AtomicU64,
 }
 
 struct Entry {
@@ -90,9 +96,8 @@ impl Match {
             .find(|e| e.member.presence.session_id == session)
     }
 
-    fn next_seq(&mut self) -> u64 {
-        self.seq += 1;
-        self.seq
+    fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// Pushes one encoded frame to every member except `except`.
@@ -130,15 +135,19 @@ impl MatchTable {
     /// An empty table with these limits.
     pub fn new(limits: MatchConfig) -> Self {
         Self {
-            inner: Arc::new(Mutex::new(State::default())),
+            inner: Arc::new(RwLock::new(State::default())),
             limits,
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> RwLockWriteGuard<'_, State> {
         // A panic while holding the lock cannot leave the maps half-updated in a way
         // that matters more than stopping the server would, so keep serving.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Creates a match; with a name, joins the live match of that name or creates it.
@@ -243,8 +252,8 @@ impl MatchTable {
                 format!("at most {MAX_TARGETS} targets"),
             ));
         }
-        let mut state = self.lock();
-        let m = member_match(&mut state, id, sender)?;
+        let state = self.lock();
+        let m = member_match(&state, id, sender)?;
         let sender_slot = m.find(sender).map(|e| e.member.slot).unwrap_or_default();
         let seq = m.next_seq();
         let frame = frame::encode(&ServerEnvelope {
@@ -284,14 +293,14 @@ impl MatchTable {
         // Most matches are small: the recipient list lives on the stack.
         let mut recipients: SmallVec<[SessionHandle; 8]> = SmallVec::new();
         let out = {
-            let mut state = self.lock();
+            let state = self.read();
             let Some(id) = state.handles.get(&dgram.handle).copied() else {
                 return Err(ApiError::new(
                     ErrorCode::MATCH_NOT_FOUND,
                     format!("no live match has handle {}", dgram.handle),
                 ));
             };
-            let m = member_match(&mut state, id, sender)?;
+            let m = member_match(&state, id, sender)?;
             let sender_slot = m.find(sender).map(|e| e.member.slot).unwrap_or_default();
             let seq = m.next_seq();
             for e in &m.members {
@@ -347,7 +356,7 @@ impl MatchTable {
         session: SessionId,
         joined: &std::collections::HashSet<MatchId>,
     ) -> Vec<MatchInfo> {
-        let state = self.lock();
+        let state = self.read();
         joined
             .iter()
             .filter_map(|id| {
@@ -360,7 +369,7 @@ impl MatchTable {
 
     /// Live counts.
     pub fn counts(&self) -> MatchCounts {
-        let state = self.lock();
+        let state = self.read();
         MatchCounts {
             matches: state.matches.len(),
             presences: state.matches.values().map(|m| m.members.len()).sum(),
@@ -395,7 +404,7 @@ fn create_locked(
             session: session.clone(),
         }],
         next_slot: 2,
-        seq: 0,
+        seq: AtomicU64::new(0),
     };
     let info = m.info(&member);
     state.handles.insert(handle, id);
@@ -442,8 +451,8 @@ fn join_locked(
     Ok(m.info(&member))
 }
 
-fn member_match(state: &mut State, id: MatchId, sender: SessionId) -> Result<&mut Match, ApiError> {
-    let Some(m) = state.matches.get_mut(&id) else {
+fn member_match(state: &State, id: MatchId, sender: SessionId) -> Result<&Match, ApiError> {
+    let Some(m) = state.matches.get(&id) else {
         return Err(ApiError::new(ErrorCode::MATCH_NOT_FOUND, "match not found"));
     };
     if m.find(sender).is_none() {

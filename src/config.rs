@@ -26,6 +26,11 @@ pub struct Config {
     pub server_key: String,
     /// Serve Prometheus metrics at `http://<addr>/metrics`. Default: off.
     pub metrics: Option<SocketAddr>,
+    /// Kernel receive and send buffer of the UDP socket, in bytes. Default 4 MiB: a
+    /// burst that arrives while the server is busy waits here instead of being dropped
+    /// by the kernel. Linux caps it at `net.core.rmem_max` / `wmem_max`; the server
+    /// warns at start when it got less.
+    pub socket_buffer: usize,
     /// Sessions and connections.
     pub session: SessionConfig,
     /// Relayed matches.
@@ -36,6 +41,9 @@ pub struct Config {
     pub party: PartyConfig,
 }
 
+/// The default `socket_buffer`.
+pub const DEFAULT_SOCKET_BUFFER: usize = 4 << 20;
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -45,6 +53,7 @@ impl Default for Config {
             certs_dir: PathBuf::from("certs"),
             server_key: "defaultkey".into(),
             metrics: None,
+            socket_buffer: DEFAULT_SOCKET_BUFFER,
             session: SessionConfig::default(),
             matches: MatchConfig::default(),
             matchmaker: MatchmakerConfig::default(),
@@ -259,6 +268,9 @@ impl Config {
         {
             return bad("server_key must be 1 to 128 bytes");
         }
+        if !(64 << 10..=1 << 30).contains(&self.socket_buffer) {
+            return bad("socket_buffer must be between 64 KiB and 1 GiB");
+        }
         let s = &self.session;
         if s.auth_timeout.is_zero() || s.idle_timeout < Duration::from_secs(1) {
             return bad("session.auth_timeout must be > 0 and session.idle_timeout >= 1s");
@@ -330,6 +342,13 @@ mod tests {
         let mut c = Config::default();
         c.matches.max_size = 1;
         assert!(c.validate().is_err());
+        for bad in [0, 1 << 10, (1 << 30) + 1] {
+            let c = Config {
+                socket_buffer: bad,
+                ..Config::default()
+            };
+            assert!(c.validate().is_err(), "socket_buffer {bad} accepted");
+        }
         let c = Config {
             cert: Some("a.pem".into()),
             ..Config::default()

@@ -83,6 +83,27 @@ pub(crate) fn transport(config: &Config) -> TransportConfig {
     t
 }
 
+/// Binds the UDP socket with `buffer` bytes of kernel receive and send buffer (as much
+/// of it as the kernel allows).
+fn udp_socket(addr: std::net::SocketAddr, buffer: usize) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // Best effort: the kernel clamps both to its maximum, and less only means drops
+    // under bursts, so report it rather than refuse to start.
+    let _ = socket.set_recv_buffer_size(buffer);
+    let _ = socket.set_send_buffer_size(buffer);
+    // Linux reports twice what it grants (the other half is its bookkeeping).
+    let granted = socket.recv_buffer_size().unwrap_or(0) / 2;
+    if granted < buffer {
+        warn!(
+            asked = buffer,
+            granted, "UDP receive buffer smaller than socket_buffer; raise net.core.rmem_max"
+        );
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
 pub(crate) fn bind(
     config: Config,
     tls_override: Option<tls::TlsMaterial>,
@@ -120,12 +141,19 @@ pub(crate) fn bind(
         .map_err(|e| ServerError::Tls(tls::TlsError::Setup(e.to_string())))?;
     let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic));
     server_config.transport_config(Arc::new(transport(&config)));
-    let endpoint = quinn::Endpoint::server(server_config, config.listen).map_err(|source| {
-        ServerError::Bind {
+    let endpoint = udp_socket(config.listen, config.socket_buffer)
+        .and_then(|socket| {
+            quinn::Endpoint::new(
+                quinn::EndpointConfig::default(),
+                Some(server_config),
+                socket,
+                Arc::new(quinn::TokioRuntime),
+            )
+        })
+        .map_err(|source| ServerError::Bind {
             addr: config.listen,
             source,
-        }
-    })?;
+        })?;
     let cert = material.chain[0].clone();
     let secret = auth::Secret::from_bytes(&secret);
     let matches = MatchTable::new(config.matches.clone());

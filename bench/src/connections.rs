@@ -64,7 +64,7 @@ async fn measure_connections(args: &Args) -> anyhow::Result<()> {
         let pid_s = pid.to_string();
         let rss_before = proc_stats::status_kib(&pid_s, "VmRSS").unwrap_or(0);
         let endpoints: Vec<quinn::Endpoint> = (0..args.endpoints.max(1))
-            .map(|_| quinn::Endpoint::client("127.0.0.1:0".parse().map_err(anyhow::Error::from)?).map_err(anyhow::Error::from))
+            .map(|_| crate::relay::client_endpoint())
             .collect::<anyhow::Result<_>>()?;
         let started = Instant::now();
         let mut sockets = Vec::with_capacity(args.n);

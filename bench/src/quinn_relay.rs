@@ -54,7 +54,21 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
     config.transport_config(Arc::new(quicmatch::transport_config(
         &quicmatch::Config::default(),
     )));
-    let endpoint = Endpoint::server(config, args.listen)?;
+    // The same socket buffers as quicmatch's default `socket_buffer`.
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(args.listen),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    socket.set_recv_buffer_size(quicmatch::config::DEFAULT_SOCKET_BUFFER)?;
+    socket.set_send_buffer_size(quicmatch::config::DEFAULT_SOCKET_BUFFER)?;
+    socket.bind(&args.listen.into())?;
+    let endpoint = Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(config),
+        socket.into(),
+        Arc::new(quinn::TokioRuntime),
+    )?;
     std::fs::write(cert_path(&args.dir), cert_der.as_ref())?;
     println!("ready");
     let table: Table = Arc::default();

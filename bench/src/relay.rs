@@ -227,16 +227,30 @@ impl Player {
     }
 }
 
+/// A client endpoint on loopback for many connections: with the kernel's default
+/// buffer (about 200 KiB) a burst for a hundred connections overflows while the
+/// endpoint task waits for a core, so it gets the same 4 MiB the relays get.
+pub(crate) fn client_endpoint() -> anyhow::Result<quinn::Endpoint> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_recv_buffer_size(quicmatch::config::DEFAULT_SOCKET_BUFFER)?;
+    socket.set_send_buffer_size(quicmatch::config::DEFAULT_SOCKET_BUFFER)?;
+    socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+    Ok(quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        None,
+        socket.into(),
+        Arc::new(quinn::TokioRuntime),
+    )?)
+}
+
 async fn connect_quic(server: &ServerProc, args: &Args) -> anyhow::Result<Vec<Player>> {
     let ca = server
         .ca
         .clone()
         .ok_or_else(|| anyhow::anyhow!("no certificate for the server"))?;
     let endpoints: Vec<quinn::Endpoint> = (0..args.endpoints.max(1))
-        .map(|_| {
-            quinn::Endpoint::client("127.0.0.1:0".parse().map_err(anyhow::Error::from)?)
-                .map_err(anyhow::Error::from)
-        })
+        .map(|_| client_endpoint())
         .collect::<anyhow::Result<_>>()?;
     let total = args.matches * args.players;
     let mut sockets = Vec::with_capacity(total);
@@ -306,7 +320,7 @@ async fn connect_quinn(server: &ServerProc, args: &Args) -> anyhow::Result<Vec<P
     config.transport_config(Arc::new(sdk.transport()?));
     let endpoints: Vec<quinn::Endpoint> = (0..args.endpoints.max(1))
         .map(|_| {
-            let mut e = quinn::Endpoint::client(([127, 0, 0, 1], 0).into())?;
+            let mut e = client_endpoint()?;
             e.set_default_client_config(config.clone());
             Ok(e)
         })

@@ -38,8 +38,8 @@ type Table = Arc<RwLock<HashMap<u32, Vec<SocketAddr>>>>;
 fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     socket.set_reuse_port(true)?;
-    socket.set_recv_buffer_size(4 << 20)?;
-    socket.set_send_buffer_size(4 << 20)?;
+    socket.set_recv_buffer_size(quicmatch::config::DEFAULT_SOCKET_BUFFER)?;
+    socket.set_send_buffer_size(quicmatch::config::DEFAULT_SOCKET_BUFFER)?;
     socket.bind(&addr.into())?;
     Ok(socket.into())
 }

@@ -3,7 +3,10 @@
 
 use std::path::Path;
 
-use plotters::{coord::Shift, prelude::*};
+use plotters::{
+    coord::{ranged1d::ValueFormatter, types::RangedCoordf64, Shift},
+    prelude::*,
+};
 
 use crate::relay::{RunResult, Transport};
 
@@ -35,25 +38,52 @@ fn line(
     }
 }
 
-/// Draws one panel: `lines` against offered load (thousands of deliveries/s).
+/// Draws one panel: `lines` against offered load (thousands of deliveries/s), on a
+/// logarithmic y axis when `log` (latency spans microseconds to seconds past the knee).
 fn panel(
     area: &DrawingArea<SVGBackend<'_>, Shift>,
     caption: &str,
     y_desc: &str,
     x_max: f64,
     lines: Vec<Line>,
+    log: bool,
 ) -> anyhow::Result<()> {
     let y_max = lines
         .iter()
         .flat_map(|l| l.points.iter().map(|p| p.1))
         .fold(1.0, f64::max)
         * 1.1;
-    let mut chart = ChartBuilder::on(area)
-        .caption(caption, ("sans-serif", 20))
-        .margin(15)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
+    let builder = |area| {
+        let mut b = ChartBuilder::on(area);
+        b.caption(caption, ("sans-serif", 20))
+            .margin(15)
+            .x_label_area_size(40)
+            .y_label_area_size(60);
+        b
+    };
+    if log {
+        let y_min = lines
+            .iter()
+            .flat_map(|l| l.points.iter().map(|p| p.1))
+            .fold(y_max, f64::min)
+            .max(0.001)
+            * 0.8;
+        let chart = builder(area).build_cartesian_2d(0.0..x_max, (y_min..y_max).log_scale())?;
+        draw_lines(chart, y_desc, lines)
+    } else {
+        let chart = builder(area).build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
+        draw_lines(chart, y_desc, lines)
+    }
+}
+
+fn draw_lines<'a, Y>(
+    mut chart: ChartContext<'a, SVGBackend<'a>, Cartesian2d<RangedCoordf64, Y>>,
+    y_desc: &str,
+    lines: Vec<Line>,
+) -> anyhow::Result<()>
+where
+    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
     chart
         .configure_mesh()
         .x_desc("offered deliveries/s (thousands)")
@@ -116,9 +146,10 @@ pub(crate) fn draw(path: &Path, all: &[RunResult]) -> anyhow::Result<()> {
     panel(
         &top,
         "one-way latency vs offered load",
-        "latency (ms)",
+        "latency (ms, log scale)",
         x_max,
         latency,
+        true,
     )?;
     let delivered = transports
         .iter()
@@ -134,6 +165,7 @@ pub(crate) fn draw(path: &Path, all: &[RunResult]) -> anyhow::Result<()> {
         "delivered/s (thousands)",
         x_max,
         delivered,
+        false,
     )?;
     root.present()?;
     Ok(())

@@ -124,6 +124,7 @@ pub(crate) fn draw(path: &Path, all: &[RunResult]) -> anyhow::Result<()> {
         (Transport::Quicmatch, "quicmatch", RED),
         (Transport::UdpBaseline, "udp-baseline", BLUE),
         (Transport::QuinnBaseline, "quinn-baseline", GREEN),
+        (Transport::ProtoBaseline, "proto-baseline", MAGENTA),
     ];
     // A transport the sweep did not run draws nothing.
     let transports: Vec<_> = transports

@@ -8,7 +8,8 @@
 //!   server memory per connection.
 //! - `soak`: churn (connect, play, matchmake, party, leave, disconnect) against a
 //!   server, then checks that every count returned to zero and memory to its band.
-//! - `udp-relay`, `quinn-relay`: the baseline relays themselves (started by `relay`).
+//! - `udp-relay`, `quinn-relay`, `proto-relay`: the baseline relays themselves
+//!   (started by `relay`).
 //!
 //! Every run prints what it measured and, with `--json`, one JSON object per line.
 
@@ -17,6 +18,7 @@ mod connections;
 mod matchmaker;
 mod measure;
 mod proc_stats;
+mod proto_relay;
 mod quinn_relay;
 mod relay;
 mod server_proc;
@@ -46,6 +48,8 @@ enum Command {
     UdpRelay(udp_relay::Args),
     /// Run the plain-quinn baseline relay (used by `relay --with-quinn`).
     QuinnRelay(quinn_relay::Args),
+    /// Run the quinn-proto baseline relay (used by `relay --with-proto`).
+    ProtoRelay(proto_relay::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -56,5 +60,6 @@ fn main() -> anyhow::Result<()> {
         Command::Soak(args) => soak::run(&args),
         Command::UdpRelay(args) => udp_relay::run(&args),
         Command::QuinnRelay(args) => quinn_relay::run(&args),
+        Command::ProtoRelay(args) => proto_relay::run(&args),
     }
 }

@@ -48,6 +48,9 @@ pub(crate) enum Transport {
     /// The plain-quinn baseline relay: quinn with quicmatch's transport settings and
     /// nothing else.
     QuinnBaseline,
+    /// The same relay driven by `quinn-proto` directly from one thread, without the
+    /// `quinn` crate's tasks and channels.
+    ProtoBaseline,
 }
 
 #[derive(clap::Args, Clone)]
@@ -95,6 +98,9 @@ pub(crate) struct Args {
     /// quicmatch's ratios against it.
     #[arg(long)]
     with_quinn: bool,
+    /// Also run the quinn-proto baseline in --compare and --sweep.
+    #[arg(long)]
+    with_proto: bool,
     /// Rounds for --compare.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
@@ -153,11 +159,15 @@ async fn start_server(args: &Args, transport: Transport) -> anyhow::Result<Serve
             .await?;
             Ok(ServerProc::from_child(child, addr))
         }
-        (_, Transport::QuinnBaseline) => {
+        (_, Transport::QuinnBaseline | Transport::ProtoBaseline) => {
             let addr: SocketAddr = ([127, 0, 0, 1], free_udp_port()?).into();
             let dir = tempfile::tempdir()?;
             let child = spawn_ready(&[
-                "quinn-relay".into(),
+                if transport == Transport::QuinnBaseline {
+                    "quinn-relay".into()
+                } else {
+                    "proto-relay".into()
+                },
                 "--listen".into(),
                 addr.to_string(),
                 "--dir".into(),
@@ -513,7 +523,7 @@ pub(crate) async fn run_once(args: &Args, transport: Transport) -> anyhow::Resul
     let players: Vec<Arc<Player>> = match transport {
         Transport::Quicmatch => connect_quic(&server, args).await?,
         Transport::UdpBaseline => connect_udp(&server, args).await?,
-        Transport::QuinnBaseline => connect_quinn(&server, args).await?,
+        Transport::QuinnBaseline | Transport::ProtoBaseline => connect_quinn(&server, args).await?,
     }
     .into_iter()
     .map(Arc::new)
@@ -646,7 +656,18 @@ fn transports(args: &Args) -> Vec<Transport> {
     if args.with_quinn {
         t.push(Transport::QuinnBaseline);
     }
+    if args.with_proto {
+        t.push(Transport::ProtoBaseline);
+    }
     t
+}
+
+/// The JSON key part and the printed name of an extra baseline.
+fn extra_names(t: Transport) -> (&'static str, &'static str) {
+    match t {
+        Transport::ProtoBaseline => ("proto", "quinn-proto"),
+        _ => ("quinn", "plain quinn"),
+    }
 }
 
 /// Median ratios of `a`'s figures over `b`'s.
@@ -691,21 +712,28 @@ async fn compare(args: &Args) -> anyhow::Result<()> {
     let mut out = ratios(&results[0], &results[1]);
     out["compare"] = "quicmatch / udp-baseline (medians)".into();
     out["rounds"] = args.rounds.into();
-    if let Some(quinn) = results.get(2) {
-        out["quicmatch_vs_quinn"] = ratios(&results[0], quinn);
-        out["quinn_vs_udp"] = ratios(quinn, &results[1]);
+    let extra: Vec<_> = kinds.iter().zip(&results).skip(2).collect();
+    for (t, r) in &extra {
+        let (short, _) = extra_names(**t);
+        out[format!("quicmatch_vs_{short}")] = ratios(&results[0], r);
+        out[format!("{short}_vs_udp")] = ratios(r, &results[1]);
     }
     if args.json {
         println!("{out}");
     } else {
         print_ratios("quicmatch / baseline", args.rounds, &out);
-        if results.len() > 2 {
+        for (t, _) in &extra {
+            let (short, long) = extra_names(**t);
             print_ratios(
-                "quicmatch / plain quinn",
+                &format!("quicmatch / {long}"),
                 args.rounds,
-                &out["quicmatch_vs_quinn"],
+                &out[format!("quicmatch_vs_{short}")],
             );
-            print_ratios("plain quinn / baseline", args.rounds, &out["quinn_vs_udp"]);
+            print_ratios(
+                &format!("{long} / baseline"),
+                args.rounds,
+                &out[format!("{short}_vs_udp")],
+            );
         }
     }
     Ok(())
@@ -770,16 +798,19 @@ async fn sweep(args: &Args) -> anyhow::Result<()> {
                 rate(0) / rate(1)
             );
         }
-        if rate(2) > 0.0 {
-            println!(
-                "sustained ratio quicmatch / plain quinn: {:.2}x",
-                rate(0) / rate(2)
-            );
-            if rate(1) > 0.0 {
+        for (i, (t, _)) in best.iter().enumerate().skip(2) {
+            let (_, long) = extra_names(*t);
+            if rate(i) > 0.0 {
                 println!(
-                    "sustained ratio plain quinn / baseline: {:.2}x",
-                    rate(2) / rate(1)
+                    "sustained ratio quicmatch / {long}: {:.2}x",
+                    rate(0) / rate(i)
                 );
+                if rate(1) > 0.0 {
+                    println!(
+                        "sustained ratio {long} / baseline: {:.2}x",
+                        rate(i) / rate(1)
+                    );
+                }
             }
         }
     }

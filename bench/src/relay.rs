@@ -1,5 +1,6 @@
 //! `quicmatch-bench relay`: the same match-data workload through a real `quicmatch`
-//! server process and through the raw-UDP baseline relay, measured the same way.
+//! server process and through baseline relays (raw UDP; plain quinn; quinn-proto from
+//! one thread), measured the same way.
 //!
 //! Players are put into matches through the real control plane (create, then join by
 //! id), then every player sends `--payload`-byte unreliable match data at `--rate` Hz.

@@ -19,11 +19,9 @@ use std::{
 use bytes::{Bytes, BytesMut};
 use mio::{net::UdpSocket, Events, Interest, Poll, Token};
 use quinn_proto::{
-    Connection, ConnectionHandle, DatagramEvent, Dir, Endpoint, EndpointConfig, Event,
-    ServerConfig, StreamEvent, StreamId,
+    Connection, ConnectionHandle, DatagramEvent, Dir, Endpoint, EndpointConfig, Event, StreamEvent,
+    StreamId,
 };
-
-use crate::quinn_relay::cert_path;
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -62,27 +60,10 @@ struct Relay {
 
 /// Entry point of `quicmatch-bench proto-relay`: serves until killed.
 pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
-    let tls = quicmatch::tls::generate(vec!["localhost".to_owned()])?;
-    let cert_der = tls
-        .chain
-        .first()
-        .cloned()
-        .ok_or_else(|| anyhow::anyhow!("no certificate generated"))?;
-    let mut config = ServerConfig::with_single_cert(tls.chain, tls.key)?;
-    config.transport_config(Arc::new(quicmatch::transport_config(
-        &quicmatch::Config::default(),
-    )));
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(args.listen),
-        socket2::Type::DGRAM,
-        Some(socket2::Protocol::UDP),
-    )?;
-    socket.set_recv_buffer_size(quicmatch::config::DEFAULT_SOCKET_BUFFER)?;
-    socket.set_send_buffer_size(quicmatch::config::DEFAULT_SOCKET_BUFFER)?;
+    let config = crate::quinn_relay::server_config(&args.dir)?;
+    let socket = crate::quinn_relay::socket(args.listen)?;
     socket.set_nonblocking(true)?;
-    socket.bind(&args.listen.into())?;
-    let socket = UdpSocket::from_std(socket.into());
-    std::fs::write(cert_path(&args.dir), cert_der.as_ref())?;
+    let socket = UdpSocket::from_std(socket);
     let mut relay = Relay {
         socket,
         endpoint: Endpoint::new(

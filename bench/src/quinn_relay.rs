@@ -43,33 +43,43 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         .block_on(serve(args))
 }
 
-async fn serve(args: &Args) -> anyhow::Result<()> {
+/// A server config for a baseline relay: a fresh self-signed certificate, written to
+/// `dir` for the clients to trust, and quicmatch's transport settings.
+pub(crate) fn server_config(dir: &Path) -> anyhow::Result<quinn::ServerConfig> {
     let tls = quicmatch::tls::generate(vec!["localhost".to_owned()])?;
     let cert_der = tls
         .chain
         .first()
         .cloned()
         .ok_or_else(|| anyhow::anyhow!("no certificate generated"))?;
+    std::fs::write(cert_path(dir), cert_der.as_ref())?;
     let mut config = quinn::ServerConfig::with_single_cert(tls.chain, tls.key)?;
     config.transport_config(Arc::new(quicmatch::transport_config(
         &quicmatch::Config::default(),
     )));
-    // The same socket buffers as quicmatch's default `socket_buffer`.
+    Ok(config)
+}
+
+/// A UDP socket bound to `addr` with quicmatch's default `socket_buffer`.
+pub(crate) fn socket(addr: SocketAddr) -> anyhow::Result<std::net::UdpSocket> {
     let socket = socket2::Socket::new(
-        socket2::Domain::for_address(args.listen),
+        socket2::Domain::for_address(addr),
         socket2::Type::DGRAM,
         Some(socket2::Protocol::UDP),
     )?;
     socket.set_recv_buffer_size(quicmatch::config::DEFAULT_SOCKET_BUFFER)?;
     socket.set_send_buffer_size(quicmatch::config::DEFAULT_SOCKET_BUFFER)?;
-    socket.bind(&args.listen.into())?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+async fn serve(args: &Args) -> anyhow::Result<()> {
     let endpoint = Endpoint::new(
         quinn::EndpointConfig::default(),
-        Some(config),
-        socket.into(),
+        Some(server_config(&args.dir)?),
+        socket(args.listen)?,
         Arc::new(quinn::TokioRuntime),
     )?;
-    std::fs::write(cert_path(&args.dir), cert_der.as_ref())?;
     println!("ready");
     let table: Table = Arc::default();
     while let Some(incoming) = endpoint.accept().await {

@@ -242,15 +242,10 @@ impl Player {
 /// buffer (about 200 KiB) a burst for a hundred connections overflows while the
 /// endpoint task waits for a core, so it gets the same 4 MiB the relays get.
 pub(crate) fn client_endpoint() -> anyhow::Result<quinn::Endpoint> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-    socket.set_recv_buffer_size(quicmatch::config::DEFAULT_SOCKET_BUFFER)?;
-    socket.set_send_buffer_size(quicmatch::config::DEFAULT_SOCKET_BUFFER)?;
-    socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
     Ok(quinn::Endpoint::new(
         quinn::EndpointConfig::default(),
         None,
-        socket.into(),
+        quinn_relay::socket(([127, 0, 0, 1], 0).into())?,
         Arc::new(quinn::TokioRuntime),
     )?)
 }

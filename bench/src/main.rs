@@ -49,7 +49,7 @@ enum Command {
     /// Run the plain-quinn baseline relay (used by `relay --with-quinn`).
     QuinnRelay(quinn_relay::Args),
     /// Run the quinn-proto baseline relay (used by `relay --with-proto`).
-    ProtoRelay(proto_relay::Args),
+    ProtoRelay(quinn_relay::Args),
 }
 
 fn main() -> anyhow::Result<()> {

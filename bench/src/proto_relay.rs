@@ -11,7 +11,6 @@ use std::{
     collections::{BinaryHeap, HashMap, HashSet},
     io::ErrorKind,
     net::SocketAddr,
-    path::PathBuf,
     sync::Arc,
     time::Instant,
 };
@@ -22,16 +21,6 @@ use quinn_proto::{
     Connection, ConnectionHandle, DatagramEvent, Dir, Endpoint, EndpointConfig, Event, StreamEvent,
     StreamId,
 };
-
-#[derive(clap::Args)]
-pub(crate) struct Args {
-    /// Address to listen on.
-    #[arg(long)]
-    listen: SocketAddr,
-    /// Directory to write the self-signed certificate to (`server.der`).
-    #[arg(long)]
-    dir: PathBuf,
-}
 
 /// Packets read before the connections they touched are serviced.
 const READ_BATCH: usize = 64;
@@ -59,7 +48,7 @@ struct Relay {
 }
 
 /// Entry point of `quicmatch-bench proto-relay`: serves until killed.
-pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
+pub(crate) fn run(args: &crate::quinn_relay::Args) -> anyhow::Result<()> {
     let config = crate::quinn_relay::server_config(&args.dir)?;
     let socket = crate::quinn_relay::socket(args.listen)?;
     socket.set_nonblocking(true)?;

@@ -17,14 +17,15 @@ use std::{
 
 use quinn::{Connection, Endpoint};
 
+/// Arguments of both QUIC baseline relays (`quinn-relay` and `proto-relay`).
 #[derive(clap::Args)]
 pub(crate) struct Args {
     /// Address to listen on.
     #[arg(long)]
-    listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     /// Directory to write the self-signed certificate to (`server.der`).
     #[arg(long)]
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
 }
 
 /// Where the relay writes its certificate inside `--dir`.

@@ -39,8 +39,18 @@ pub struct ServerEnvelope {
 pub enum ServerBody {
     /// The answer to a request.
     Response(Response),
-    /// Something that happened, pushed by the server.
+    /// Something that happened, pushed by the server (protocol `quicmatch/1`).
     Event(Event),
+    /// A pushed event with its per-session sequence number (protocol `quicmatch/2`):
+    /// 1 for the session's first event, one more for each after it, across resumes. A
+    /// client remembers the last one it processed and presents it in
+    /// [`Credentials::Resume`], and the server replays what came after.
+    Sequenced {
+        /// This event's number in the session.
+        seq: u64,
+        /// The event.
+        event: Event,
+    },
 }
 
 /// How a client proves who it is.
@@ -62,6 +72,17 @@ pub enum Credentials {
     SessionToken {
         /// The token from [`SessionInfo::token`].
         token: String,
+    },
+    /// Resume a session without losing anything (protocol `quicmatch/2`): takes over the
+    /// session at once, even while its old connection still looks alive, and replays
+    /// every event numbered after `last_seq` before anything new. When those events are
+    /// no longer buffered the connection is closed with `RESUME_GAP`.
+    Resume {
+        /// The token from [`SessionInfo::token`].
+        token: String,
+        /// The `seq` of the last [`ServerBody::Sequenced`] event the client processed
+        /// (0 when it processed none).
+        last_seq: u64,
     },
 }
 

@@ -133,6 +133,13 @@ close_codes! {
     SERVER_SHUTDOWN = 6,
     /// The server is at its connection limit.
     SERVER_FULL = 7,
+    /// Another connection took this session over: a resume with the session's token,
+    /// or (with `session.single_socket`) a new connection of the same user.
+    SESSION_REPLACED = 8,
+    /// A resume asked for events the server no longer buffers; start a fresh session.
+    RESUME_GAP = 9,
+    /// Nothing was heard from the client for `session.idle_timeout`.
+    TIMED_OUT = 10,
 }
 
 impl fmt::Display for CloseCode {

@@ -11,7 +11,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::{
-    envelope::{ClientEnvelope, Request, ServerEnvelope},
+    envelope::{ClientEnvelope, Event, Request, ServerEnvelope},
     error::DecodeError,
     MAX_FRAME_LEN,
 };
@@ -55,6 +55,71 @@ pub fn encode<T: Serialize>(msg: &T) -> Result<Bytes, EncodeError> {
     // body_len <= MAX_FRAME_LEN, which fits in a u32.
     buf[..LEN_PREFIX].copy_from_slice(&(body_len as u32).to_be_bytes());
     Ok(buf.freeze())
+}
+
+/// Longest frame head [`EventBody::head`] writes: the length prefix, `cid = None`, the
+/// `ServerBody` variant and a `u64` varint.
+pub const MAX_EVENT_HEAD: usize = LEN_PREFIX + 2 + 9;
+
+/// An [`Event`] encoded once, to be framed for any number of sessions: each recipient's
+/// frame is a small head of its own (with its own sequence number) followed by these
+/// shared bytes, so a fan-out encodes the event once and copies no payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventBody(Bytes);
+
+/// `ServerBody` variant indices (see `envelope::ServerBody`).
+const BODY_EVENT: u8 = 1;
+const BODY_SEQUENCED: u8 = 2;
+
+impl EventBody {
+    /// Encodes an event, refusing one whose frame could exceed [`MAX_FRAME_LEN`].
+    pub fn encode(event: &Event) -> Result<Self, EncodeError> {
+        let mut writer = BytesMut::with_capacity(64).writer();
+        bincode::serde::encode_into_std_write(event, &mut writer, config())
+            .map_err(|e| EncodeError::Other(e.to_string()))?;
+        let buf = writer.into_inner();
+        if buf.len() + MAX_EVENT_HEAD - LEN_PREFIX > MAX_FRAME_LEN {
+            return Err(EncodeError::TooLarge);
+        }
+        Ok(Self(buf.freeze()))
+    }
+
+    /// The encoded event.
+    pub fn bytes(&self) -> &Bytes {
+        &self.0
+    }
+
+    /// Bytes of the whole frame with a head for `seq`.
+    pub fn frame_len(&self, seq: Option<u64>) -> usize {
+        self.head(seq).len() + self.0.len()
+    }
+
+    /// The frame head that makes these bytes a complete `ServerEnvelope` frame:
+    /// `ServerBody::Event` when `seq` is `None` (protocol 1), `ServerBody::Sequenced`
+    /// with that number otherwise (protocol 2). Send it, then [`bytes`](Self::bytes).
+    pub fn head(&self, seq: Option<u64>) -> Bytes {
+        let mut head = [0u8; MAX_EVENT_HEAD];
+        let mut n = LEN_PREFIX;
+        head[n] = 0; // cid: None
+        n += 1;
+        match seq {
+            None => {
+                head[n] = BODY_EVENT;
+                n += 1;
+            }
+            Some(seq) => {
+                head[n] = BODY_SEQUENCED;
+                n += 1;
+                // A u64 varint takes at most 9 bytes, which the array has room for.
+                n += bincode::serde::encode_into_slice(seq, &mut head[n..], config())
+                    .unwrap_or_default();
+            }
+        }
+        // encode() bounded the body so that the largest head still fits the limit.
+        let body_len = (n - LEN_PREFIX + self.0.len()) as u32;
+        head[..LEN_PREFIX].copy_from_slice(&body_len.to_be_bytes());
+        Bytes::copy_from_slice(&head[..n])
+    }
 }
 
 /// Reads the body length from a frame's prefix, refusing anything over the limit.
@@ -186,6 +251,61 @@ mod tests {
 
     fn body_of(frame: &Bytes) -> &[u8] {
         &frame[LEN_PREFIX..]
+    }
+
+    #[test]
+    fn event_bodies_frame_like_whole_envelopes() {
+        let event = Event::PartyData {
+            party_id: crate::PartyId::new_random(),
+            sender: crate::Presence {
+                user_id: crate::UserId::new_random(),
+                session_id: SessionId::new_random(),
+                username: "ann".into(),
+            },
+            op_code: 9,
+            data: Bytes::from_static(b"payload"),
+        };
+        let body = EventBody::encode(&event).expect("encode");
+        let joined = |seq| {
+            let mut f = body.head(seq).to_vec();
+            f.extend_from_slice(body.bytes());
+            assert_eq!(f.len(), body.frame_len(seq));
+            Bytes::from(f)
+        };
+        let plain = encode(&ServerEnvelope {
+            cid: None,
+            body: ServerBody::Event(event.clone()),
+        })
+        .expect("encode");
+        assert_eq!(joined(None), plain);
+        for seq in [0, 1, 250, 251, 70_000, u64::MAX] {
+            let whole = encode(&ServerEnvelope {
+                cid: None,
+                body: ServerBody::Sequenced {
+                    seq,
+                    event: event.clone(),
+                },
+            })
+            .expect("encode");
+            assert_eq!(joined(Some(seq)), whole, "seq {seq}");
+            let back = decode_server(body_of(&whole)).expect("decode");
+            assert_eq!(
+                back.body,
+                ServerBody::Sequenced {
+                    seq,
+                    event: event.clone()
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn oversized_event_bodies_are_refused() {
+        let event = Event::Error {
+            code: ErrorCode::BAD_INPUT,
+            message: "x".repeat(MAX_FRAME_LEN),
+        };
+        assert_eq!(EventBody::encode(&event), Err(EncodeError::TooLarge));
     }
 
     #[test]

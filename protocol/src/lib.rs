@@ -29,8 +29,14 @@ pub use envelope::{
 pub use error::{CloseCode, DecodeError, ErrorCode};
 pub use ids::{MatchId, PartyId, SessionId, TicketId, UserId};
 
-/// The ALPN protocol name both ends must offer; a peer without it fails the handshake.
+/// The ALPN protocol name of version 1; a peer offering neither version fails the
+/// handshake.
 pub const ALPN: &[u8] = b"quicmatch/1";
+
+/// The ALPN protocol name of version 2: version 1 plus sequenced events
+/// ([`envelope::ServerBody::Sequenced`]) and lossless resume
+/// ([`envelope::Credentials::Resume`]). Servers accept both; the Rust SDK offers this one.
+pub const ALPN_V2: &[u8] = b"quicmatch/2";
 
 /// Version byte at the start of every datagram.
 pub const PROTOCOL_VERSION: u8 = 1;

@@ -110,7 +110,7 @@ pub fn identify(credentials: &Credentials, username: Option<&str>) -> Result<Ide
             check_id("custom", id, CUSTOM_ID_LEN)?;
             ("custom", id)
         }
-        Credentials::SessionToken { .. } => {
+        Credentials::SessionToken { .. } | Credentials::Resume { .. } => {
             return Err(AuthError::BadId(
                 "a session token resumes a session; it does not name a user".into(),
             ))

@@ -16,7 +16,8 @@
 //! - [`tls`]: certificates (loaded or generated into `certs/`) and the TLS setup.
 //! - [`auth`]: credential rules, stable user ids, signed session tokens.
 //! - `server`: the endpoint, its transport tuning and the accept loop.
-//! - [`session`]: one task per connection.
+//! - [`session`]: one task per connection: liveness, resume, the session registry.
+//! - [`outbound`]: how tables reach a session: its numbered outbound queue and datagrams.
 //! - [`handlers`]: request dispatch, one file per feature area.
 //! - [`matches`](mod@matches): the match table and the relay fan-out.
 //! - [`matchmaker`]: tickets, the query language, grouping, match tokens.
@@ -31,6 +32,7 @@ pub mod hooks;
 pub mod matches;
 pub mod matchmaker;
 pub mod metrics;
+pub mod outbound;
 pub mod party;
 mod server;
 pub mod session;
@@ -208,6 +210,12 @@ impl Stats {
     /// Sessions whose connection dropped, held for their reconnect grace.
     pub fn held_sessions(&self) -> usize {
         self.shared.sessions.held()
+    }
+
+    /// Sessions not heard from for `session.suspect_after`, whose matchmaker tickets
+    /// every pass skips.
+    pub fn suspect_sessions(&self) -> usize {
+        self.shared.matchmaker.suspects()
     }
 
     /// Matchmaker pool size, oldest ticket age, recent completion times.

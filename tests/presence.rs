@@ -104,7 +104,8 @@ async fn dropped_socket_is_a_leave() {
 #[tokio::test]
 async fn an_idle_timeout_is_a_leave() {
     let mut config = common::test_config();
-    config.session.idle_timeout = Duration::from_millis(1000);
+    config.session.idle_timeout = Duration::from_secs(2);
+    config.session.suspect_after = Duration::from_secs(1);
     // A timed-out session is held for its reconnect grace, then leaves.
     config.session.reconnect_grace = Duration::from_millis(500);
     let server = TestServer::start_with(config).await;
@@ -120,6 +121,8 @@ async fn an_idle_timeout_is_a_leave() {
     // Bob sends no keep-alives, so the server hears nothing from him once he is idle.
     let mut silent = server.client_config("bob");
     silent.keep_alive = Duration::from_secs(60);
+    // Alive but silent: it would resume the session itself once told it timed out.
+    silent.reconnect_for = Duration::ZERO;
     let bob = tokio::time::timeout(
         common::TEST_TIMEOUT,
         quicmatch_client::Socket::connect(silent),

@@ -23,12 +23,13 @@ const CLEAN: Impairment = Impairment {
 
 async fn start(grace: Duration) -> TestServer {
     let mut config = common::test_config();
-    config.session.idle_timeout = Duration::from_secs(1);
+    config.session.idle_timeout = Duration::from_secs(2);
+    config.session.suspect_after = Duration::from_secs(1);
     config.session.reconnect_grace = grace;
     TestServer::start_with(config).await
 }
 
-/// A client with frequent keep-alives (the test server times out after 1 s), going
+/// A client with frequent keep-alives (the test server times out after 2 s), going
 /// through `proxy` (which the test can cut) when given.
 async fn client_via(server: &TestServer, proxy: Option<&Proxy>, name: &str) -> Socket {
     let mut config = server.client_config(name);

@@ -5,7 +5,10 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, Instant},
 };
 
@@ -14,13 +17,14 @@ use futures_util::StreamExt as _;
 use quicmatch_protocol::{
     datagram::RelayHeader,
     envelope::{Event as WireEvent, MatchInfo, Member, ServerBody},
-    frame::{self, FrameCodec},
-    CloseCode, MatchId, Presence, Response, SessionId,
+    frame, CloseCode, Credentials, MatchId, Presence, Response, SessionId,
 };
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::codec::FramedRead;
 
-use crate::{Event, MatchData, MatchPresenceEvent};
+use crate::{
+    connect::{establish, Established, Frames},
+    ClientConfig, ConnectError, Event, MatchData, MatchPresenceEvent,
+};
 
 /// Datagrams kept while waiting for the reply or presence event that names their match
 /// or sender (a datagram can overtake the control stream). Oldest dropped first.
@@ -29,6 +33,8 @@ const EARLY_DATAGRAMS: usize = 256;
 const EARLY_DATAGRAM_TTL: Duration = Duration::from_secs(2);
 /// Pending requests kept before abandoned ones (timed out callers) are pruned.
 const PRUNE_PENDING_AT: usize = 1024;
+/// Longest one resume attempt (handshake, then the reply) may take before the next.
+const RESUME_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the [`Socket`](crate::Socket) asks of the driver.
 pub(crate) enum Command {
@@ -89,6 +95,23 @@ impl ClientState {
         for m in members {
             view.slots.insert(m.slot, m.presence.clone());
             view.by_session.insert(m.presence.session_id, m.slot);
+        }
+    }
+
+    /// After a resume: the matches the server says the session is in, as of now.
+    fn resync(&mut self, matches: &[MatchInfo]) {
+        let keep: std::collections::HashSet<MatchId> = matches.iter().map(|m| m.match_id).collect();
+        let gone: Vec<MatchId> = self
+            .matches
+            .keys()
+            .filter(|id| !keep.contains(id))
+            .copied()
+            .collect();
+        for id in gone {
+            self.forget(id);
+        }
+        for m in matches {
+            self.on_match(m);
         }
     }
 
@@ -188,66 +211,72 @@ fn flush_early(state: &mut ClientState, events: &mpsc::Sender<Event>) {
     }
 }
 
-pub(crate) async fn run(
-    conn: quinn::Connection,
-    mut send: quinn::SendStream,
-    mut frames: FramedRead<quinn::RecvStream, FrameCodec>,
-    mut commands: mpsc::Receiver<Command>,
-    events: mpsc::Sender<Event>,
-    state: Arc<Mutex<ClientState>>,
-) {
-    let mut pending: HashMap<u32, oneshot::Sender<Response>> = HashMap::new();
-    loop {
-        tokio::select! {
-            command = commands.recv() => {
-                let frame = match command {
-                    None => {
-                        conn.close(quinn::VarInt::from_u32(CloseCode::NORMAL.0), b"socket dropped");
-                        break;
-                    }
-                    Some(Command::Request { cid, frame, reply }) => {
-                        if pending.len() >= PRUNE_PENDING_AT {
-                            pending.retain(|_, tx| !tx.is_closed());
-                        }
-                        pending.insert(cid, reply);
-                        frame
-                    }
-                    Some(Command::Send { frame }) => frame,
-                };
-                if send.write_all(&frame).await.is_err() {
-                    break;
-                }
-            }
-            frame = frames.next() => {
-                let Some(Ok(body)) = frame else { break };
-                let Ok(env) = frame::decode_server(&body) else {
-                    tracing::warn!("undecodable frame from the server; ignored");
-                    continue;
-                };
-                match env.body {
-                    ServerBody::Response(response) => {
-                        if let Response::Match(info) = &response {
-                            let mut st = lock(&state);
-                            st.on_match(info);
-                            flush_early(&mut st, &events);
-                        }
-                        if let Some(reply) = env.cid.and_then(|cid| pending.remove(&cid)) {
-                            let _ = reply.send(response);
-                        }
-                    }
-                    ServerBody::Event(event) => {
-                        let event = on_event(&state, &events, event);
-                        if let Some(event) = event {
-                            if events.send(event).await.is_err() {
-                                // Nobody reads events any more; keep serving requests.
-                            }
-                        }
-                    }
-                }
-            }
+/// The connection the socket currently uses, swapped by a resume. `generation` tells
+/// a datagram reader which connection it saw close.
+pub(crate) struct Link {
+    current: Mutex<(u64, quinn::Connection)>,
+    /// The generation whose datagrams ended, plus one (0: none).
+    dead: AtomicU64,
+    /// The driver's `last_seq`, for the application to read.
+    pub(crate) last_seq: AtomicU64,
+}
+
+impl Link {
+    pub(crate) fn new(conn: quinn::Connection) -> Self {
+        Self {
+            current: Mutex::new((1, conn)),
+            dead: AtomicU64::new(0),
+            last_seq: AtomicU64::new(0),
         }
     }
-    let (code, reason) = match conn.close_reason() {
+
+    /// The current connection and its generation.
+    pub(crate) fn get(&self) -> (u64, quinn::Connection) {
+        let cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        (cur.0, cur.1.clone())
+    }
+
+    fn set(&self, conn: quinn::Connection) {
+        let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        *cur = (cur.0 + 1, conn);
+    }
+
+    /// Whether datagrams of generation `generation` have ended.
+    pub(crate) fn datagrams_ended(&self, generation: u64) -> bool {
+        self.dead.load(Ordering::Relaxed) == generation + 1
+    }
+
+    pub(crate) fn end_datagrams(&self, generation: u64) {
+        self.dead.store(generation + 1, Ordering::Relaxed);
+    }
+}
+
+/// The socket's background task and what it keeps across connections.
+pub(crate) struct Driver {
+    pub(crate) endpoint: quinn::Endpoint,
+    pub(crate) config: ClientConfig,
+    pub(crate) link: Arc<Link>,
+    /// The newest session token, for the next resume.
+    pub(crate) token: String,
+    /// The last sequenced event processed: what a resume asks the server to continue
+    /// after, and what a replayed duplicate is recognised by.
+    pub(crate) last_seq: u64,
+    pub(crate) commands: mpsc::Receiver<Command>,
+    pub(crate) events: mpsc::Sender<Event>,
+    pub(crate) state: Arc<Mutex<ClientState>>,
+}
+
+/// Why serving one connection stopped.
+enum Stop {
+    /// The socket was dropped or closed: nothing more to do.
+    Dropped,
+    /// The connection ended.
+    Lost,
+}
+
+/// A connection's close code and reason, as the application sees them.
+pub(crate) fn close_info(conn: &quinn::Connection) -> (Option<CloseCode>, String) {
+    match conn.close_reason() {
         Some(quinn::ConnectionError::ApplicationClosed(c)) => (
             Some(CloseCode(
                 u32::try_from(c.error_code.into_inner()).unwrap_or(u32::MAX),
@@ -256,8 +285,190 @@ pub(crate) async fn run(
         ),
         Some(other) => (None, other.to_string()),
         None => (None, "control stream ended".into()),
-    };
-    let _ = events.send(Event::Disconnected { code, reason }).await;
+    }
+}
+
+/// Whether the session may still be waiting on the server: the connection was lost
+/// (timeout, reset, a transport failure), or the server gave up hearing from us.
+fn resumable(conn: &quinn::Connection) -> bool {
+    match conn.close_reason() {
+        Some(quinn::ConnectionError::ApplicationClosed(c)) => {
+            c.error_code.into_inner() == u64::from(CloseCode::TIMED_OUT.0)
+        }
+        Some(quinn::ConnectionError::LocallyClosed) | None => false,
+        Some(_) => true,
+    }
+}
+
+/// Whether a failed resume attempt is worth repeating (the network, not a refusal).
+fn retryable(e: &ConnectError) -> bool {
+    match e {
+        ConnectError::Timeout | ConnectError::Io(_) => true,
+        ConnectError::Connection(c) => !matches!(
+            c,
+            quinn::ConnectionError::ApplicationClosed(_) | quinn::ConnectionError::LocallyClosed
+        ),
+        _ => false,
+    }
+}
+
+impl Driver {
+    pub(crate) async fn run(mut self, mut send: quinn::SendStream, mut frames: Frames) {
+        loop {
+            let (_, conn) = self.link.get();
+            if let Stop::Dropped = self.serve(&conn, &mut send, &mut frames).await {
+                conn.close(quinn::VarInt::from_u32(CloseCode::NORMAL.0), b"socket dropped");
+                return;
+            }
+            let (code, reason) = close_info(&conn);
+            if !resumable(&conn) || self.config.reconnect_for.is_zero() {
+                let _ = self.events.send(Event::Disconnected { code, reason }).await;
+                return;
+            }
+            tracing::info!(%reason, "connection lost; resuming");
+            let _ = self
+                .events
+                .send(Event::Reconnecting {
+                    code,
+                    reason: reason.clone(),
+                })
+                .await;
+            match self.resume().await {
+                Ok((established, attempts)) => {
+                    send = established.send;
+                    frames = established.frames;
+                    self.token = established.session.token.clone();
+                    {
+                        let mut st = lock(&self.state);
+                        st.resync(&established.session.matches);
+                    }
+                    self.link.set(established.conn);
+                    let _ = self.events.send(Event::Reconnected { attempts }).await;
+                }
+                Err(e) => {
+                    let (code, reason) = match e.close_code() {
+                        Some((code, reason)) => (Some(code), reason),
+                        None => (code, format!("{reason}; resume failed: {e}")),
+                    };
+                    let _ = self.events.send(Event::Disconnected { code, reason }).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Resumes the session on a new connection, retrying with backoff for
+    /// `reconnect_for`; returns the connection and the attempts it took.
+    async fn resume(&mut self) -> Result<(Established, u32), ConnectError> {
+        use backon::Retryable as _;
+        let deadline = Instant::now() + self.config.reconnect_for;
+        let attempt_timeout = self.config.request_timeout.min(RESUME_ATTEMPT_TIMEOUT);
+        let attempts = std::sync::atomic::AtomicU32::new(0);
+        let (endpoint, config, token, last_seq) = (
+            &self.endpoint,
+            &self.config,
+            self.token.clone(),
+            self.last_seq,
+        );
+        let backoff = backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(1))
+            .with_jitter()
+            .without_max_times();
+        let established = (|| async {
+            attempts.fetch_add(1, Ordering::Relaxed);
+            establish(
+                endpoint,
+                config,
+                Credentials::Resume {
+                    token: token.clone(),
+                    last_seq,
+                },
+                attempt_timeout,
+            )
+            .await
+        })
+        .retry(backoff)
+        .sleep(tokio::time::sleep)
+        .when(|e| retryable(e) && Instant::now() < deadline)
+        .notify(|e, wait| tracing::debug!(error = %e, ?wait, "resume attempt failed"))
+        .await?;
+        Ok((established, attempts.load(Ordering::Relaxed)))
+    }
+
+    /// Serves one connection until it ends or the socket is dropped. Requests still
+    /// waiting for a reply when the connection ends fail with `Disconnected`.
+    async fn serve(
+        &mut self,
+        conn: &quinn::Connection,
+        send: &mut quinn::SendStream,
+        frames: &mut Frames,
+    ) -> Stop {
+        let mut pending: HashMap<u32, oneshot::Sender<Response>> = HashMap::new();
+        loop {
+            tokio::select! {
+                command = self.commands.recv() => {
+                    let frame = match command {
+                        None => return Stop::Dropped,
+                        Some(Command::Request { cid, frame, reply }) => {
+                            if pending.len() >= PRUNE_PENDING_AT {
+                                pending.retain(|_, tx| !tx.is_closed());
+                            }
+                            pending.insert(cid, reply);
+                            frame
+                        }
+                        Some(Command::Send { frame }) => frame,
+                    };
+                    if send.write_all(&frame).await.is_err() {
+                        return self.lost(conn).await;
+                    }
+                }
+                frame = frames.next() => {
+                    let Some(Ok(body)) = frame else { return self.lost(conn).await };
+                    let Ok(env) = frame::decode_server(&body) else {
+                        tracing::warn!("undecodable frame from the server; ignored");
+                        continue;
+                    };
+                    let event = match env.body {
+                        ServerBody::Response(response) => {
+                            if let Response::Match(info) = &response {
+                                let mut st = lock(&self.state);
+                                st.on_match(info);
+                                flush_early(&mut st, &self.events);
+                            }
+                            if let Some(reply) = env.cid.and_then(|cid| pending.remove(&cid)) {
+                                let _ = reply.send(response);
+                            }
+                            continue;
+                        }
+                        ServerBody::Event(event) => event,
+                        ServerBody::Sequenced { seq, event } => {
+                            // A replay can repeat what this socket already processed.
+                            if seq <= self.last_seq {
+                                continue;
+                            }
+                            self.last_seq = seq;
+                            self.link.last_seq.store(seq, Ordering::Relaxed);
+                            event
+                        }
+                    };
+                    if let Some(event) = on_event(&self.state, &self.events, event) {
+                        // Nobody reading events any more is fine: keep serving requests.
+                        let _ = self.events.send(event).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The connection is going or gone: wait until it has closed so the reason is known.
+    async fn lost(&self, conn: &quinn::Connection) -> Stop {
+        if conn.close_reason().is_none() {
+            // The stream ended but the connection did not: end it, then classify.
+            conn.close(quinn::VarInt::from_u32(CloseCode::NORMAL.0), b"control stream ended");
+        }
+        Stop::Lost
+    }
 }
 
 fn on_event(

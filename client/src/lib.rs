@@ -27,6 +27,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod connect;
 mod driver;
 mod trust;
 
@@ -41,7 +42,7 @@ use std::{
 
 use bytes::Bytes;
 use quicmatch_protocol::{
-    datagram, envelope::ClientEnvelope, frame, MatchmakerAdd, Request, Response, ALPN,
+    datagram, envelope::ClientEnvelope, frame, MatchmakerAdd, Request, Response,
     MAX_DATAGRAM_PAYLOAD, MAX_RELIABLE_PAYLOAD, MAX_TARGETS,
 };
 pub use quicmatch_protocol::{
@@ -71,13 +72,20 @@ pub struct ClientConfig {
     pub username: Option<String>,
     /// How long a request waits for its reply. Default 10 s.
     pub request_timeout: Duration,
-    /// Keep-alive interval, so an idle player is not timed out. Default 5 s.
+    /// Keep-alive interval: the server counts a session it has not heard from for
+    /// 2 s as suspect and one silent for 5 s as dead, so keep this at 1 s or less.
+    /// Default 1 s (a QUIC PING of a few bytes, sent only when nothing else was).
     pub keep_alive: Duration,
     /// Close the connection after this long without hearing from the server. Default 15 s.
     pub idle_timeout: Duration,
     /// Events buffered for [`Socket::next_event`]. When full, unreliable data is dropped
     /// and reliable events wait (and, through flow control, the server waits). Default 4096.
     pub event_buffer: usize,
+    /// After a lost connection, how long the socket keeps trying to resume its session
+    /// (with backoff), surfacing [`Event::Reconnecting`] and then [`Event::Reconnected`]
+    /// or [`Event::Disconnected`]. Match it to the server's `session.reconnect_grace`.
+    /// `Duration::ZERO` turns automatic resume off. Default 5 s.
+    pub reconnect_for: Duration,
 }
 
 impl ClientConfig {
@@ -114,9 +122,10 @@ impl ClientConfig {
             credentials,
             username: None,
             request_timeout: Duration::from_secs(10),
-            keep_alive: Duration::from_secs(5),
+            keep_alive: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(15),
             event_buffer: 4096,
+            reconnect_for: Duration::from_secs(5),
         }
     }
 
@@ -221,8 +230,9 @@ pub struct Match {
     pub self_presence: Presence,
 }
 
-/// Something the server pushed.
+/// Something the server pushed, or a change in the connection.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Event {
     /// Members joined or left a match.
     MatchPresence(MatchPresenceEvent),
@@ -305,7 +315,22 @@ pub enum Event {
         /// Reason.
         message: String,
     },
-    /// The connection ended; no further events follow.
+    /// The connection was lost; the socket is resuming its session (see
+    /// [`ClientConfig::reconnect_for`]). Requests waiting for a reply fail with
+    /// [`RequestError::Disconnected`]; new ones wait for the resume.
+    Reconnecting {
+        /// The close code, when the server closed the connection with one.
+        code: Option<CloseCode>,
+        /// Why the connection was lost.
+        reason: String,
+    },
+    /// The session resumed on a new connection: same session, same matches, and every
+    /// event sent meanwhile follows, in order, exactly once.
+    Reconnected {
+        /// Connection attempts it took.
+        attempts: u32,
+    },
+    /// The connection ended (and could not be resumed); no further events follow.
     Disconnected {
         /// The close code, when the server closed it with one.
         code: Option<CloseCode>,
@@ -344,7 +369,8 @@ pub struct MatchData {
 }
 
 struct Inner {
-    conn: quinn::Connection,
+    /// The current connection, replaced by each automatic resume.
+    link: Arc<driver::Link>,
     endpoint: quinn::Endpoint,
     /// Requests to the driver task, which owns the control stream. Bounded: a caller
     /// waits when the driver is behind.
@@ -352,8 +378,6 @@ struct Inner {
     /// Match views shared with the driver, which updates them in stream order.
     state: Arc<Mutex<ClientState>>,
     next_cid: AtomicU32,
-    /// Set once `read_datagram` reports the connection gone.
-    datagrams_closed: std::sync::atomic::AtomicBool,
     request_timeout: Duration,
 }
 
@@ -386,63 +410,22 @@ impl Socket {
         endpoint: quinn::Endpoint,
         config: ClientConfig,
     ) -> Result<Self, ConnectError> {
-        let mut crypto = config.trust.client_config()?;
-        crypto.alpn_protocols = vec![ALPN.to_vec()];
-        let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
-            .map_err(|e| ConnectError::Config(e.to_string()))?;
-        let mut client_config = quinn::ClientConfig::new(Arc::new(quic));
-        client_config.transport_config(Arc::new(config.transport()?));
-        let server_name = config
-            .server_name
-            .clone()
-            .unwrap_or_else(|| config.server.ip().to_string());
-        let connecting = endpoint.connect_with(client_config, config.server, &server_name)?;
-        let conn = tokio::time::timeout(config.request_timeout, connecting)
-            .await
-            .map_err(|_| ConnectError::Timeout)??;
-        let (mut send, recv) = conn.open_bi().await?;
-        let hello = frame::encode(&ClientEnvelope {
-            cid: Some(0),
-            body: Request::Authenticate {
-                server_key: config.server_key.clone(),
-                credentials: config.credentials.clone(),
-                username: config.username.clone(),
-            },
-        })
-        .map_err(|e| ConnectError::Config(e.to_string()))?;
-        send.write_all(&hello)
-            .await
-            .map_err(|e| ConnectError::Protocol(e.to_string()))?;
-        let mut frames = tokio_util::codec::FramedRead::new(recv, frame::FrameCodec);
-        let first = tokio::time::timeout(config.request_timeout, async {
-            use futures_util::StreamExt as _;
-            frames.next().await
-        })
-        .await
-        .map_err(|_| ConnectError::Timeout)?;
-        let session = match first {
-            Some(Ok(body)) => match frame::decode_server(&body) {
-                Ok(quicmatch_protocol::ServerEnvelope {
-                    body: quicmatch_protocol::ServerBody::Response(Response::Session(session)),
-                    ..
-                }) => session,
-                Ok(other) => {
-                    return Err(ConnectError::Protocol(format!(
-                        "expected a session, got {other:?}"
-                    )))
-                }
-                Err(e) => return Err(ConnectError::Protocol(e.to_string())),
-            },
-            _ => {
-                // The server closes the connection with a reason when it refuses us.
-                return Err(match conn.closed().await {
-                    quinn::ConnectionError::LocallyClosed => {
-                        ConnectError::Protocol("control stream ended".into())
-                    }
-                    e => ConnectError::Connection(e),
-                });
-            }
+        let last_seq = match &config.credentials {
+            Credentials::Resume { last_seq, .. } => *last_seq,
+            _ => 0,
         };
+        let connect::Established {
+            conn,
+            send,
+            frames,
+            session,
+        } = connect::establish(
+            &endpoint,
+            &config,
+            config.credentials.clone(),
+            config.request_timeout,
+        )
+        .await?;
         let state = Arc::new(Mutex::new(ClientState::default()));
         // A resumed session is already in matches: know them before any event.
         for m in &session.matches {
@@ -450,23 +433,28 @@ impl Socket {
         }
         let (commands, commands_rx) = mpsc::channel(256);
         let (events_tx, events_rx) = mpsc::channel(config.event_buffer.max(1));
-        tokio::spawn(driver::run(
-            conn.clone(),
-            send,
-            frames,
-            commands_rx,
-            events_tx,
-            state.clone(),
-        ));
+        let link = Arc::new(driver::Link::new(conn));
+        link.last_seq.store(last_seq, Ordering::Relaxed);
+        let request_timeout = config.request_timeout;
+        let driver = driver::Driver {
+            endpoint: endpoint.clone(),
+            config,
+            link: link.clone(),
+            token: session.token.clone(),
+            last_seq,
+            commands: commands_rx,
+            events: events_tx,
+            state: state.clone(),
+        };
+        tokio::spawn(driver.run(send, frames));
         Ok(Self {
             inner: Arc::new(Inner {
-                conn,
+                link,
                 endpoint,
                 commands,
                 state,
                 next_cid: AtomicU32::new(1),
-                datagrams_closed: Default::default(),
-                request_timeout: config.request_timeout,
+                request_timeout,
             }),
             session,
             events: tokio::sync::Mutex::new(events_rx),
@@ -479,6 +467,13 @@ impl Socket {
     /// matches it is still in).
     pub fn session(&self) -> &SessionInfo {
         &self.session
+    }
+
+    /// The sequence number of the last event this socket processed (0 before the
+    /// first). The socket resumes from it by itself; an application that resumes by
+    /// hand passes it in [`Credentials::Resume`].
+    pub fn last_event_seq(&self) -> u64 {
+        self.inner.link.last_seq.load(Ordering::Relaxed)
     }
 
     /// This socket as a presence.
@@ -497,9 +492,10 @@ impl Socket {
         self.inner.endpoint.rebind(socket)
     }
 
-    /// The underlying QUIC connection (statistics, RTT, `max_datagram_size`).
-    pub fn connection(&self) -> &quinn::Connection {
-        &self.inner.conn
+    /// The underlying QUIC connection (statistics, RTT, `max_datagram_size`); after an
+    /// automatic resume, the new one.
+    pub fn connection(&self) -> quinn::Connection {
+        self.inner.link.get().1
     }
 
     async fn request(&self, body: Request) -> Result<Response, RequestError> {
@@ -634,7 +630,7 @@ impl Socket {
             };
             datagram::encode_client(handle, op_code, targets.as_deref(), &data)
         };
-        match self.inner.conn.send_datagram(datagram) {
+        match self.connection().send_datagram(datagram) {
             Ok(()) => Ok(()),
             Err(quinn::SendDatagramError::TooLarge) => Err(RequestError::local(
                 ErrorCode::PAYLOAD_TOO_LARGE,
@@ -853,27 +849,28 @@ impl Socket {
     pub async fn next_event(&self) -> Option<Event> {
         let mut events = self.events.lock().await;
         loop {
-            let datagrams_open = !self.inner.datagrams_closed.load(Ordering::Relaxed);
+            let (generation, conn) = self.inner.link.get();
+            let datagrams_open = !self.inner.link.datagrams_ended(generation);
             tokio::select! {
                 biased;
                 event = events.recv() => return event,
-                datagram = self.inner.conn.read_datagram(), if datagrams_open => match datagram {
+                datagram = conn.read_datagram(), if datagrams_open => match datagram {
                     Ok(datagram) => {
                         if let Some(event) = driver::on_datagram(&self.inner.state, datagram) {
                             return Some(event);
                         }
                     }
-                    // The driver reports the disconnect through `events`.
-                    Err(_) => self.inner.datagrams_closed.store(true, Ordering::Relaxed),
+                    // The driver reports the loss (and any resume) through `events`.
+                    Err(_) => self.inner.link.end_datagrams(generation),
                 },
             }
         }
     }
 
-    /// Closes the connection and waits briefly for the server to be told.
+    /// Closes the connection politely (the server ends the session at once) and waits
+    /// briefly for the server to be told.
     pub async fn close(&self) {
-        self.inner
-            .conn
+        self.connection()
             .close(quinn::VarInt::from_u32(CloseCode::NORMAL.0), b"bye");
         let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.endpoint.wait_idle()).await;
     }

@@ -1,7 +1,7 @@
 //! Handlers for relayed matches: create, join, leave, reliable data.
 
 use bytes::Bytes;
-use quicmatch_protocol::{ErrorCode, MatchId, Response, SessionId};
+use quicmatch_protocol::{ErrorCode, MatchId, MatchInfo, Response, SessionId};
 
 use super::ApiError;
 use crate::{session::SessionState, Shared};
@@ -12,7 +12,11 @@ pub(super) fn check_room(
     id: Option<MatchId>,
 ) -> Result<(), ApiError> {
     let already = id.is_some_and(|id| session.joined.contains(&id));
-    if !already && session.joined.len() >= shared.config.matches.max_per_session {
+    // With single_match the session ends up in one match whatever it was in before.
+    if !already
+        && !shared.config.matches.single_match
+        && session.joined.len() >= shared.config.matches.max_per_session
+    {
         return Err(ApiError::new(
             ErrorCode::LIMIT_EXCEEDED,
             format!(
@@ -24,6 +28,20 @@ pub(super) fn check_room(
     Ok(())
 }
 
+/// Records a match the session is now in; with `single_match`, leaves the others (the
+/// other members there see the leave).
+pub(super) fn entered(shared: &Shared, session: &mut SessionState, info: MatchInfo) -> Response {
+    if shared.config.matches.single_match {
+        let sid = session.handle.presence.session_id;
+        for other in session.joined.iter().filter(|m| **m != info.match_id) {
+            shared.matches.leave(*other, sid);
+        }
+        session.joined.clear();
+    }
+    session.joined.insert(info.match_id);
+    Response::Match(info)
+}
+
 pub(super) fn create(
     shared: &Shared,
     session: &mut SessionState,
@@ -31,8 +49,7 @@ pub(super) fn create(
 ) -> Result<Option<Response>, ApiError> {
     check_room(shared, session, name.map(crate::matches::named_match_id))?;
     let info = shared.matches.create(name, &session.handle)?;
-    session.joined.insert(info.match_id);
-    Ok(Some(Response::Match(info)))
+    Ok(Some(entered(shared, session, info)))
 }
 
 pub(super) fn join(
@@ -42,8 +59,7 @@ pub(super) fn join(
 ) -> Result<Option<Response>, ApiError> {
     check_room(shared, session, Some(match_id))?;
     let info = shared.matches.join(match_id, &session.handle)?;
-    session.joined.insert(info.match_id);
-    Ok(Some(Response::Match(info)))
+    Ok(Some(entered(shared, session, info)))
 }
 
 pub(super) fn leave(

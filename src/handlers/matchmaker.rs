@@ -35,6 +35,5 @@ pub(super) fn join_token(
         .redeem(token, session.handle.presence.user_id)?;
     check_room(shared, session, Some(match_id))?;
     let info = shared.matches.join_or_create(match_id, &session.handle)?;
-    session.joined.insert(info.match_id);
-    Ok(Some(Response::Match(info)))
+    Ok(Some(super::matches::entered(shared, session, info)))
 }

@@ -22,13 +22,14 @@ use std::{
 use bytes::Bytes;
 use quicmatch_protocol::{
     datagram::{ClientDatagram, RelayHeader},
-    envelope::{Event, MatchInfo, Member, ServerBody, ServerEnvelope},
-    frame, ErrorCode, MatchId, SessionId, MAX_MATCH_NAME_LEN, MAX_RELIABLE_PAYLOAD, MAX_TARGETS,
+    envelope::{Event, MatchInfo, Member},
+    frame::EventBody,
+    ErrorCode, MatchId, SessionId, MAX_MATCH_NAME_LEN, MAX_RELIABLE_PAYLOAD, MAX_TARGETS,
 };
 use smallvec::SmallVec;
 use uuid::Uuid;
 
-use crate::{config::MatchConfig, handlers::ApiError, session::SessionHandle};
+use crate::{config::MatchConfig, handlers::ApiError, outbound::SessionHandle};
 
 /// Namespace of ids of named matches: the same name gives the same id.
 const NAMED_MATCH_NAMESPACE: Uuid = Uuid::from_u128(0x3b7c_91d2_58e4_4c0a_a1f6_d0e9_8c2b_7f44);
@@ -100,24 +101,21 @@ impl Match {
         self.seq.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// Pushes one encoded frame to every member except `except`.
-    fn broadcast_frame(&self, frame: &Bytes, except: SessionId) {
+    /// Pushes one encoded event to every member except `except`.
+    fn broadcast_frame(&self, frame: &EventBody, except: SessionId) {
         for e in &self.members {
             if e.member.presence.session_id != except {
-                e.session.push_frame(frame.clone());
+                e.session.push_event(frame);
             }
         }
     }
 }
 
-fn presence_frame(match_id: MatchId, joins: Vec<Member>, leaves: Vec<Member>) -> Option<Bytes> {
-    frame::encode(&ServerEnvelope {
-        cid: None,
-        body: ServerBody::Event(Event::MatchPresence {
-            match_id,
-            joins,
-            leaves,
-        }),
+fn presence_frame(match_id: MatchId, joins: Vec<Member>, leaves: Vec<Member>) -> Option<EventBody> {
+    EventBody::encode(&Event::MatchPresence {
+        match_id,
+        joins,
+        leaves,
     })
     .ok()
 }
@@ -256,15 +254,12 @@ impl MatchTable {
         let m = member_match(&state, id, sender)?;
         let sender_slot = m.find(sender).map(|e| e.member.slot).unwrap_or_default();
         let seq = m.next_seq();
-        let frame = frame::encode(&ServerEnvelope {
-            cid: None,
-            body: ServerBody::Event(Event::MatchData {
-                match_id: id,
-                sender_slot,
-                seq,
-                op_code,
-                data,
-            }),
+        let frame = EventBody::encode(&Event::MatchData {
+            match_id: id,
+            sender_slot,
+            seq,
+            op_code,
+            data,
         })
         .map_err(|e| ApiError::new(ErrorCode::PAYLOAD_TOO_LARGE, e.to_string()))?;
         let mut sent = 0u64;
@@ -275,7 +270,7 @@ impl MatchTable {
                 Some(targets) => targets.contains(&id),
             };
             if wanted {
-                e.session.push_frame(frame.clone());
+                e.session.push_event(&frame);
                 sent += 1;
             }
         }

@@ -18,8 +18,9 @@ use std::{
 };
 
 use quicmatch_protocol::{
-    envelope::{Event, MatchmakerMatched, MatchmakerUser, ServerBody, ServerEnvelope},
-    frame, ErrorCode, MatchId, MatchmakerAdd, PartyId, Presence, SessionId, TicketId, UserId,
+    envelope::{Event, MatchmakerMatched, MatchmakerUser},
+    frame::EventBody,
+    ErrorCode, MatchId, MatchmakerAdd, PartyId, Presence, SessionId, TicketId, UserId,
     MAX_PROPERTIES, MAX_PROPERTY_KEY_LEN, MAX_PROPERTY_VALUE_LEN, MAX_QUERY_LEN,
 };
 use tokio_util::sync::CancellationToken;
@@ -217,6 +218,17 @@ impl Matchmaker {
         self.announce(cancelled, "a party member disconnected");
     }
 
+    /// Marks a session suspect (not heard from lately: its tickets are skipped by every
+    /// pass) or clears the mark.
+    pub(crate) fn set_suspect(&self, session: SessionId, suspect: bool) {
+        self.pool().set_suspect(session, suspect);
+    }
+
+    /// Sessions marked suspect.
+    pub fn suspects(&self) -> usize {
+        self.pool().suspects()
+    }
+
     /// Cancels every ticket of a party whose membership changed, telling every member.
     pub(crate) fn remove_party(&self, party: PartyId, reason: &str) {
         let cancelled = self.pool().remove_party(party);
@@ -225,17 +237,14 @@ impl Matchmaker {
 
     fn announce(&self, cancelled: Vec<Cancelled>, reason: &str) {
         for c in cancelled {
-            let frame = frame::encode(&ServerEnvelope {
-                cid: None,
-                body: ServerBody::Event(Event::MatchmakerTicketCancelled {
-                    ticket: c.ticket,
-                    reason: reason.to_owned(),
-                }),
+            let frame = EventBody::encode(&Event::MatchmakerTicketCancelled {
+                ticket: c.ticket,
+                reason: reason.to_owned(),
             });
             let Ok(frame) = frame else { continue };
             for s in c.notify {
                 if let Some(handle) = self.inner.sessions.get(s) {
-                    handle.push_frame(frame.clone());
+                    handle.push_event(&frame);
                 }
             }
         }
@@ -316,18 +325,15 @@ impl Matchmaker {
             let Some(session) = self.inner.sessions.get(entry.presence.session_id) else {
                 continue;
             };
-            let event = ServerEnvelope {
-                cid: None,
-                body: ServerBody::Event(Event::MatchmakerMatched(MatchmakerMatched {
-                    ticket: entry.ticket,
-                    token: token.clone(),
-                    match_id,
-                    users: users.clone(),
-                    self_user: self_user.clone(),
-                })),
-            };
-            if let Ok(frame) = frame::encode(&event) {
-                session.push_frame(frame);
+            let event = Event::MatchmakerMatched(MatchmakerMatched {
+                ticket: entry.ticket,
+                token: token.clone(),
+                match_id,
+                users: users.clone(),
+                self_user: self_user.clone(),
+            });
+            if let Ok(frame) = EventBody::encode(&event) {
+                session.push_event(&frame);
             }
         }
     }

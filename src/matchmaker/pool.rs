@@ -10,7 +10,7 @@
 //! so a pass costs about O(tickets × group size), never a scan of every pair.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque},
     ops::Bound,
     time::{Duration, Instant},
 };
@@ -248,6 +248,8 @@ pub struct Pool {
     buckets: HashMap<String, HashMap<String, BTreeSet<OrderKey>>>,
     by_session: HashMap<SessionId, BTreeSet<TicketId>>,
     by_party: HashMap<PartyId, BTreeSet<TicketId>>,
+    /// Sessions not heard from lately: their tickets sit out every pass.
+    suspect: HashSet<SessionId>,
     next_seq: u64,
     recent: VecDeque<Duration>,
     stats: PoolStats,
@@ -263,6 +265,7 @@ impl Pool {
             buckets: HashMap::new(),
             by_session: HashMap::new(),
             by_party: HashMap::new(),
+            suspect: HashSet::new(),
             next_seq: 0,
             recent: VecDeque::new(),
             stats: PoolStats::default(),
@@ -397,9 +400,29 @@ impl Pool {
         }
     }
 
+    /// Marks a session suspect, or clears the mark: a ticket with a suspect member is
+    /// neither searched for nor offered as a candidate until the mark is cleared.
+    pub fn set_suspect(&mut self, session: SessionId, suspect: bool) {
+        if suspect {
+            self.suspect.insert(session);
+        } else {
+            self.suspect.remove(&session);
+        }
+    }
+
+    /// Sessions marked suspect.
+    pub fn suspects(&self) -> usize {
+        self.suspect.len()
+    }
+
+    fn has_suspect(&self, t: &Ticket) -> bool {
+        !self.suspect.is_empty() && t.sessions().any(|s| self.suspect.contains(&s))
+    }
+
     /// Cancels every ticket `session` is in (it disconnected). The other members of
     /// cancelled party tickets are returned to be told.
     pub fn remove_session(&mut self, session: SessionId) -> Vec<Cancelled> {
+        self.suspect.remove(&session);
         let ids = self.by_session.get(&session).cloned().unwrap_or_default();
         self.cancel(ids, Some(session))
     }
@@ -524,6 +547,7 @@ impl Pool {
             .filter_map(|k| self.order.get(k).and_then(|id| self.tickets.get(id)))
             .filter(move |c| {
                 c.id != t.id
+                    && !self.has_suspect(c)
                     && c.spec.min_count <= t.spec.max_count
                     && c.spec.max_count >= t.spec.min_count
                     && (!mutual || c.spec.query.matches(&t.spec.properties))
@@ -542,6 +566,9 @@ impl Pool {
     /// has waited `max_intervals` passes) the largest size every member accepts.
     fn find_group(&self, id: TicketId) -> Option<Vec<TicketId>> {
         let t = self.tickets.get(&id)?;
+        if self.has_suspect(t) {
+            return None;
+        }
         let max_intervals = self.config.max_intervals;
         let target = t.spec.max_count;
         if t.accepts(target, max_intervals) {

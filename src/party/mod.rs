@@ -14,8 +14,9 @@ use std::{
 
 use bytes::Bytes;
 use quicmatch_protocol::{
-    envelope::{PartyInfo, ServerBody, ServerEnvelope},
-    frame, ErrorCode, Event, MatchmakerAdd, PartyId, Presence, SessionId, TicketId,
+    envelope::PartyInfo,
+    frame::EventBody,
+    ErrorCode, Event, MatchmakerAdd, PartyId, Presence, SessionId, TicketId,
     MAX_PARTY_LABEL_LEN, MAX_PARTY_SIZE, MAX_RELIABLE_PAYLOAD,
 };
 
@@ -80,12 +81,8 @@ impl State {
     }
 }
 
-fn encode(event: Event) -> Option<Bytes> {
-    frame::encode(&ServerEnvelope {
-        cid: None,
-        body: ServerBody::Event(event),
-    })
-    .ok()
+fn encode(event: Event) -> Option<EventBody> {
+    EventBody::encode(&event).ok()
 }
 
 fn snapshot(party: &Party, for_member: &Presence) -> PartyInfo {
@@ -131,10 +128,10 @@ impl PartyTable {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn push(&self, to: &[SessionId], frame: &Bytes) {
+    fn push(&self, to: &[SessionId], frame: &EventBody) {
         for s in to {
             if let Some(handle) = self.sessions.get(*s) {
-                handle.push_frame(frame.clone());
+                handle.push_event(frame);
             }
         }
     }
@@ -194,7 +191,9 @@ impl PartyTable {
         }
         check_label(label.as_deref())?;
         let mut state = self.lock();
-        if state.memberships(creator.session_id) >= self.config.max_per_session {
+        if !self.config.single_party
+            && state.memberships(creator.session_id) >= self.config.max_per_session
+        {
             return Err(ApiError::new(
                 ErrorCode::LIMIT_EXCEEDED,
                 format!(
@@ -209,14 +208,41 @@ impl PartyTable {
         let info = snapshot(&party, creator);
         state.parties.insert(id, party);
         state.track(creator.session_id, id);
+        self.single_party(&mut state, creator.session_id, id);
         Ok(info)
+    }
+
+    /// With `single_party`, a session that is now a member of `keep` leaves its other
+    /// parties and withdraws its other join requests (their members see it leave).
+    fn single_party(&self, state: &mut State, session: SessionId, keep: PartyId) {
+        if !self.config.single_party
+            || !state.parties.get(&keep).is_some_and(|p| p.is_member(session))
+        {
+            return;
+        }
+        let others: Vec<PartyId> = state
+            .by_session
+            .get(&session)
+            .map(|ps| ps.iter().copied().filter(|p| *p != keep).collect())
+            .unwrap_or_default();
+        for id in others {
+            let Ok(party) = state.party(id) else { continue };
+            let notices = party.leave(session);
+            if let Some(set) = state.by_session.get_mut(&session) {
+                set.remove(&id);
+            }
+            self.apply(state, id, notices);
+        }
     }
 
     /// Joins an open party or asks to join a closed one.
     pub fn join(&self, who: &Presence, id: PartyId) -> Result<(), ApiError> {
         let mut state = self.lock();
         let already = state.party(id)?.is_member(who.session_id);
-        if !already && state.memberships(who.session_id) >= self.config.max_per_session {
+        if !already
+            && !self.config.single_party
+            && state.memberships(who.session_id) >= self.config.max_per_session
+        {
             return Err(ApiError::new(
                 ErrorCode::LIMIT_EXCEEDED,
                 format!(
@@ -228,6 +254,7 @@ impl PartyTable {
         let notices = state.party(id)?.join(who.clone())?;
         state.track(who.session_id, id);
         self.apply(&mut state, id, notices);
+        self.single_party(&mut state, who.session_id, id);
         Ok(())
     }
 
@@ -266,7 +293,9 @@ impl PartyTable {
         id: PartyId,
         target: SessionId,
     ) -> Result<(), ApiError> {
-        self.leader_op(id, |p| p.accept(caller, target))
+        self.leader_op(id, |p| p.accept(caller, target))?;
+        self.single_party(&mut self.lock(), target, id);
+        Ok(())
     }
 
     /// Leader only: removes a member or declines a request.

@@ -1,13 +1,17 @@
 //! One task per connection: authenticate first, then serve control frames, datagrams and
-//! the outbound queue until the connection ends, then leave everything in one place.
+//! the outbound queue until the connection ends, then hand the session on, hold it, or
+//! leave everything in one place. The task also owns the session's liveness: when it
+//! last heard from the client, suspicion, death, and the slow-consumer rule.
 //!
 //! The task owns its session state, so none of it needs a lock. It is the only writer of
-//! its control stream: a reply is written before the task looks at its outbound queue
-//! again, so a client always reads its `Match` reply before any event of that match.
+//! its control stream: a reply is queued behind what is already being written and
+//! before anything taken from the outbound queue later, so a client always reads its
+//! `Match` reply before any event of that match.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashSet,
     sync::Arc,
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
@@ -16,18 +20,23 @@ use quicmatch_protocol::{
     datagram::ClientDatagram,
     envelope::{Response, ServerBody, ServerEnvelope, SessionInfo},
     frame::{self, FrameCodec, FrameError},
-    CloseCode, Credentials, ErrorCode, MatchId, Presence, Request, SessionId,
+    CloseCode, Credentials, ErrorCode, Presence, Request, SessionId, ALPN_V2,
 };
-use quinn::{Connection, SendStream, VarInt};
-use tokio::sync::mpsc;
+use quinn::{Connection, SendStream};
 use tokio_util::{codec::FramedRead, sync::CancellationToken};
-use tracing::{debug, info, info_span, warn, Instrument as _};
+use tracing::{debug, info, info_span, Instrument as _};
 
 mod rate;
+mod registry;
 
+pub use self::registry::SessionRegistry;
+pub(crate) use self::registry::Held;
+pub use crate::outbound::SessionHandle;
+use self::registry::{Ending, Kick, Kicker};
 use crate::{
     auth::{self, AuthError},
     handlers::{self, ApiError},
+    outbound::{self, close, Outbound},
     Shared,
 };
 
@@ -42,179 +51,19 @@ const WRITE_BATCH: usize = 64;
 /// Datagrams a session handles per wake-up before looking at its other inputs.
 const DATAGRAM_DRAIN: usize = 32;
 
-/// What other parts of the server hold to reach a session: cheap to clone.
-#[derive(Clone)]
-pub struct SessionHandle {
-    /// Who the session is (shared, so cloning a handle on the relay path never copies
-    /// the username).
-    pub presence: Arc<Presence>,
-    conn: Connection,
-    /// Encoded frames for this session's control stream. Senders: the match table (and
-    /// any other shared table) pushing events and reliable data. Receiver: the session
-    /// task, which writes them in order. Bounded by `session.outbound_queue`; when full,
-    /// the session is closed as a slow consumer rather than letting it delay others.
-    tx: mpsc::Sender<Bytes>,
-}
+/// Bytes of replies waiting behind a blocked write before the task stops reading
+/// requests (flow control then slows the client down instead of memory growing).
+const MAX_PENDING_REPLIES: usize = 256 * 1024;
 
-impl SessionHandle {
-    /// Queues a frame without waiting. A full queue closes the session with
-    /// `SLOW_CONSUMER`; a closed one means the session is already ending.
-    pub fn push_frame(&self, frame: Bytes) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(frame) {
-            warn!(session = %self.presence.session_id, "outbound queue full; closing slow consumer");
-            metrics::counter!("quicmatch_slow_consumer_closes_total").increment(1);
-            close(&self.conn, CloseCode::SLOW_CONSUMER, "outbound queue full");
-        }
-    }
-
-    /// Sends a datagram, dropping the oldest queued one if quinn's buffer is full.
-    /// Returns `false` only when the datagram is too large for this peer's path.
-    pub fn send_datagram(&self, datagram: Bytes) -> bool {
-        let len = datagram.len() as u64;
-        match self.conn.send_datagram(datagram) {
-            Ok(()) => {
-                metrics::counter!("quicmatch_datagrams_out_total").increment(1);
-                metrics::counter!("quicmatch_datagram_bytes_out_total").increment(len);
-                true
-            }
-            Err(quinn::SendDatagramError::TooLarge) => {
-                metrics::counter!("quicmatch_datagrams_dropped_total", "reason" => "too_large")
-                    .increment(1);
-                false
-            }
-            Err(_) => {
-                metrics::counter!("quicmatch_datagrams_dropped_total", "reason" => "connection_lost")
-                    .increment(1);
-                true
-            }
-        }
-    }
-}
-
-/// Every session by id (connected, or held during its reconnect grace), so the
-/// matchmaker and the party table can reach sessions they did not get a handle from.
-#[derive(Clone, Default)]
-pub struct SessionRegistry {
-    /// One lock over both maps, held only for map operations, never across an `.await`.
-    inner: Arc<std::sync::Mutex<Registry>>,
-}
-
-#[derive(Default)]
-struct Registry {
-    /// Sessions others can push to. A held session stays here, so what is pushed to it
-    /// waits in its queue for the client to come back.
-    live: HashMap<SessionId, SessionHandle>,
-    /// Sessions whose connection dropped, waiting for a resume.
-    held: HashMap<SessionId, Held>,
-    next_generation: u64,
-}
-
-/// Who may take a held session out of the registry.
-#[derive(Debug, Clone, Copy)]
-enum Taker {
-    /// A client resuming: only for the user the session belongs to.
-    Resume(quicmatch_protocol::UserId),
-    /// The expiry timer started when this hold began (not one of an older hold).
-    Expiry(u64),
-}
-
-/// A session whose connection dropped, kept for its reconnect grace.
-pub(crate) struct Held {
-    state: SessionState,
-    /// The session's outbound queue, still filling while the client is away.
-    rx: mpsc::Receiver<Bytes>,
-    /// Tells a resumed-then-dropped-again session from the one an expiry timer was
-    /// started for.
-    generation: u64,
-}
-
-impl SessionRegistry {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn insert(&self, handle: SessionHandle) {
-        self.lock().live.insert(handle.presence.session_id, handle);
-    }
-
-    fn remove(&self, id: SessionId) {
-        self.lock().live.remove(&id);
-    }
-
-    fn hold(&self, state: SessionState, rx: mpsc::Receiver<Bytes>) -> u64 {
-        let mut reg = self.lock();
-        reg.next_generation += 1;
-        let generation = reg.next_generation;
-        reg.held.insert(
-            state.handle.presence.session_id,
-            Held {
-                state,
-                rx,
-                generation,
-            },
-        );
-        generation
-    }
-
-    /// Takes a held session out, if `taker` may have it.
-    fn take_held(&self, id: SessionId, taker: Taker) -> Option<Held> {
-        let mut reg = self.lock();
-        let held = reg.held.get(&id)?;
-        let allowed = match taker {
-            Taker::Resume(user) => held.state.handle.presence.user_id == user,
-            Taker::Expiry(generation) => held.generation == generation,
-        };
-        if allowed {
-            reg.held.remove(&id)
-        } else {
-            None
-        }
-    }
-
-    /// Takes every held session (at shutdown).
-    pub(crate) fn take_all_held(&self) -> Vec<Held> {
-        self.lock().held.drain().map(|(_, h)| h).collect()
-    }
-
-    /// The session, if it is connected or held.
-    pub fn get(&self, id: SessionId) -> Option<SessionHandle> {
-        self.lock().live.get(&id).cloned()
-    }
-
-    /// Sessions connected or held.
-    pub fn len(&self) -> usize {
-        self.lock().live.len()
-    }
-
-    /// Whether there is no session.
-    pub fn is_empty(&self) -> bool {
-        self.lock().live.is_empty()
-    }
-
-    /// Sessions held for a reconnect.
-    pub fn held(&self) -> usize {
-        self.lock().held.len()
-    }
-}
-
-impl Held {
-    /// Ends a held session for good: the usual leaves and cancellations happen.
-    pub(crate) fn expire(self, shared: &Shared) {
-        info!(session = %self.state.handle.presence.session_id, "reconnect grace over");
-        leave_everything(shared, &self.state);
-    }
-}
+/// Longest gap between liveness checks; shorter when `suspect_after` is short.
+const MAX_LIVENESS_TICK: Duration = Duration::from_millis(250);
 
 /// State only the session task touches.
 pub(crate) struct SessionState {
     pub(crate) handle: SessionHandle,
     limiter: rate::Limiter,
     /// Matches this session is in, so a disconnect leaves each of them.
-    pub(crate) joined: HashSet<MatchId>,
-}
-
-fn close(conn: &Connection, code: CloseCode, reason: &str) {
-    conn.close(VarInt::from_u32(code.0), reason.as_bytes());
+    pub(crate) joined: HashSet<quicmatch_protocol::MatchId>,
 }
 
 /// Serves one connection from its first frame to its end.
@@ -262,8 +111,8 @@ pub(crate) async fn run(shared: Arc<Shared>, conn: Connection, shutdown: Cancell
 enum Who {
     /// A new session for this identity.
     Fresh(auth::Identity, SessionId),
-    /// A held session, resumed.
-    Resumed(Held),
+    /// A session taken over from a held or replaced connection.
+    Resumed(Box<Held>),
 }
 
 /// A connection that authenticated.
@@ -275,6 +124,14 @@ struct Authed {
 }
 
 type Frames = FramedRead<quinn::RecvStream, FrameCodec>;
+
+/// Whether the connection negotiated protocol 2 (sequenced events).
+fn sequenced(conn: &Connection) -> bool {
+    conn.handshake_data()
+        .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|d| d.protocol)
+        .is_some_and(|p| p == ALPN_V2)
+}
 
 async fn authenticate(shared: &Shared, conn: &Connection) -> Result<Authed, (CloseCode, String)> {
     let protocol = |m: &str| (CloseCode::PROTOCOL_ERROR, m.to_owned());
@@ -308,7 +165,12 @@ async fn authenticate(shared: &Shared, conn: &Connection) -> Result<Authed, (Clo
     {
         return Err(failed(AuthError::ServerKey));
     }
-    let who = if let Credentials::SessionToken { token } = &credentials {
+    let (token, last_seq) = match &credentials {
+        Credentials::SessionToken { token } => (Some(token), None),
+        Credentials::Resume { token, last_seq } => (Some(token), Some(*last_seq)),
+        _ => (None, None),
+    };
+    let who = if let Some(token) = token {
         let gone = || {
             (
                 CloseCode::AUTH_FAILED,
@@ -318,12 +180,28 @@ async fn authenticate(shared: &Shared, conn: &Connection) -> Result<Authed, (Clo
         };
         let claims =
             auth::verify_token(&shared.secret, token, auth::unix_now()).ok_or_else(gone)?;
-        // A token for another user's session takes nothing: the hold stays intact.
+        // A token for another user's session takes nothing: the session stays intact.
         let held = shared
             .sessions
-            .take_held(claims.sid, Taker::Resume(claims.uid))
+            .claim(claims.sid, claims.uid)
+            .await
             .ok_or_else(gone)?;
-        Who::Resumed(held)
+        if let Some(last_seq) = last_seq {
+            if let Err(gap) = held.state.handle.outbound.rewind(last_seq) {
+                // The client starts afresh; the old session must not linger as a ghost.
+                held.expire(shared);
+                metrics::counter!("quicmatch_resume_gaps_total").increment(1);
+                return Err((
+                    CloseCode::RESUME_GAP,
+                    format!(
+                        "events after {last_seq} are no longer buffered (kept: {} to {}); start a new session",
+                        gap.oldest,
+                        gap.next.saturating_sub(1)
+                    ),
+                ));
+            }
+        }
+        Who::Resumed(Box::new(held))
     } else {
         let identity = auth::identify(&credentials, username.as_deref()).map_err(failed)?;
         Who::Fresh(identity, SessionId::new_random())
@@ -336,21 +214,109 @@ async fn authenticate(shared: &Shared, conn: &Connection) -> Result<Authed, (Clo
     })
 }
 
-/// Whether a connection ended by accident (timeout, reset), so its session is held for
-/// a resume, rather than by a close from either side.
-fn dropped(conn: &Connection) -> bool {
-    matches!(
-        conn.close_reason(),
-        Some(
-            quinn::ConnectionError::TimedOut
-                | quinn::ConnectionError::Reset
-                | quinn::ConnectionError::ConnectionClosed(_)
-        )
-    )
+/// How a connection ended when nobody on this side decided it.
+fn ending_of(conn: &Connection) -> Ending {
+    match conn.close_reason() {
+        // A close by the client, in the application or (with NO_ERROR) in the
+        // transport, is a polite goodbye: leave at once.
+        Some(quinn::ConnectionError::ApplicationClosed(_)) => Ending::Final,
+        Some(quinn::ConnectionError::ConnectionClosed(c))
+            if c.error_code == quinn::TransportErrorCode::NO_ERROR =>
+        {
+            Ending::Final
+        }
+        Some(quinn::ConnectionError::LocallyClosed) => Ending::Final,
+        // Timeouts, resets and transport failures: the client may come back.
+        Some(_) => Ending::Dropped,
+        None => Ending::Final,
+    }
 }
 
-async fn write(send: &mut SendStream, frame: &[u8]) -> bool {
-    send.write_all(frame).await.is_ok()
+/// When the session last heard from its client, and what it concluded.
+struct Liveness {
+    /// UDP datagrams received on the connection at the last check.
+    seen: u64,
+    last_heard: Instant,
+    suspect: bool,
+}
+
+/// What a liveness check concluded.
+enum Verdict {
+    Alive,
+    /// Not heard from for `idle_timeout`.
+    Dead(Duration),
+    /// Its unsent backlog stayed above the high-water mark too long.
+    Slow,
+}
+
+impl Liveness {
+    fn check(&mut self, shared: &Shared, handle: &SessionHandle, conn: &Connection) -> Verdict {
+        let now = Instant::now();
+        let s = &shared.config.session;
+        let seen = conn.stats().udp_rx.datagrams;
+        let id = handle.presence.session_id;
+        if seen != self.seen {
+            self.seen = seen;
+            self.last_heard = now;
+            if self.suspect {
+                self.suspect = false;
+                shared.matchmaker.set_suspect(id, false);
+                debug!("heard again; no longer suspect");
+            }
+        }
+        let silent = now.saturating_duration_since(self.last_heard);
+        if handle.outbound.behind_for(now, s.slow_consumer_after) {
+            return Verdict::Slow;
+        }
+        if silent >= s.idle_timeout {
+            return Verdict::Dead(silent);
+        }
+        if silent >= s.suspect_after && !self.suspect {
+            self.suspect = true;
+            shared.matchmaker.set_suspect(id, true);
+            metrics::counter!("quicmatch_sessions_suspected_total").increment(1);
+            debug!(?silent, "silent; suspect");
+        }
+        Verdict::Alive
+    }
+}
+
+/// Sets up the session state for this connection: new, or taken over.
+fn start(shared: &Shared, conn: &Connection, who: Who) -> (SessionState, bool) {
+    match who {
+        Who::Fresh(identity, session_id) => {
+            let presence = Presence {
+                user_id: identity.user_id,
+                session_id,
+                username: identity.username,
+            };
+            let state = SessionState {
+                handle: SessionHandle {
+                    presence: Arc::new(presence),
+                    conn: conn.clone(),
+                    outbound: Arc::new(Outbound::new(outbound::Limits::new(
+                        &shared.config.session,
+                    ))),
+                },
+                joined: HashSet::new(),
+                limiter: rate::Limiter::new(&shared.config.session, Instant::now()),
+            };
+            (state, false)
+        }
+        Who::Resumed(held) => {
+            let mut state = held.state;
+            // Same session, same queue (what arrived while away is still in it), new
+            // connection.
+            state.handle = SessionHandle {
+                presence: state.handle.presence.clone(),
+                conn: conn.clone(),
+                outbound: state.handle.outbound.clone(),
+            };
+            state.handle.outbound.set_connected(true);
+            shared.matches.rebind(&state.handle, &state.joined);
+            (state, true)
+        }
+    }
 }
 
 async fn serve(shared: Arc<Shared>, conn: Connection, shutdown: CancellationToken, authed: Authed) {
@@ -361,40 +327,22 @@ async fn serve(shared: Arc<Shared>, conn: Connection, shutdown: CancellationToke
         who,
     } = authed;
     let send = &mut send;
-    let (mut state, mut rx, resumed) = match who {
-        Who::Fresh(identity, session_id) => {
-            let (tx, rx) = mpsc::channel(shared.config.session.outbound_queue);
-            let presence = Presence {
-                user_id: identity.user_id,
-                session_id,
-                username: identity.username,
-            };
-            let state = SessionState {
-                handle: SessionHandle {
-                    presence: Arc::new(presence),
-                    conn: conn.clone(),
-                    tx,
-                },
-                joined: HashSet::new(),
-                limiter: rate::Limiter::new(&shared.config.session, std::time::Instant::now()),
-            };
-            (state, rx, false)
-        }
-        Who::Resumed(held) => {
-            let mut state = held.state;
-            // Same session, same queue (what arrived while away is still in it), new
-            // connection.
-            state.handle = SessionHandle {
-                presence: state.handle.presence.clone(),
-                conn: conn.clone(),
-                tx: state.handle.tx.clone(),
-            };
-            shared.matches.rebind(&state.handle, &state.joined);
-            (state, held.rx, true)
-        }
-    };
-    shared.sessions.insert(state.handle.clone());
+    let (mut state, resumed) = start(&shared, &conn, who);
+    let kicker = Arc::new(Kicker::default());
+    shared
+        .sessions
+        .insert(state.handle.clone(), kicker.clone());
     let presence = state.handle.presence.clone();
+    if resumed {
+        shared.matchmaker.set_suspect(presence.session_id, false);
+    } else if shared.config.session.single_socket {
+        for held in shared
+            .sessions
+            .replace_user(presence.user_id, presence.session_id)
+        {
+            held.expire(&shared);
+        }
+    }
     let identity = auth::Identity {
         user_id: presence.user_id,
         username: presence.username.clone(),
@@ -418,50 +366,97 @@ async fn serve(shared: Arc<Shared>, conn: Connection, shutdown: CancellationToke
         },
     };
     info!(user = %info.user_id, username = %info.username, resumed, "session started");
-    let welcome = frame::encode(&ServerEnvelope {
+    let sequenced = sequenced(&conn);
+    // Chunks being written, in order: the welcome first, then replies and batches
+    // taken from the outbound queue. A write that blocks (the client reads slowly)
+    // stays here while the task goes on checking liveness and the slow-consumer rule.
+    let mut pending: Vec<Bytes> = frame::encode(&ServerEnvelope {
         cid: auth_cid,
         body: ServerBody::Response(Response::Session(info)),
-    });
-    let mut alive = match welcome {
-        Ok(f) => write(send, &f).await,
-        Err(_) => false,
+    })
+    .into_iter()
+    .collect();
+    let mut pending_bytes = 0usize;
+    let mut alive = !pending.is_empty();
+    let mut ending: Option<Ending> = None;
+    let s = &shared.config.session;
+    let mut tick = tokio::time::interval((s.suspect_after / 4).min(MAX_LIVENESS_TICK));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut liveness = Liveness {
+        seen: conn.stats().udp_rx.datagrams,
+        last_heard: Instant::now(),
+        suspect: false,
     };
-    let mut batch = Vec::new();
+    let outbound = state.handle.outbound.clone();
     // Both futures live across iterations: re-creating them on every wake-up would
     // register and unregister their waiters once per datagram.
     let cancelled = shutdown.cancelled();
     tokio::pin!(cancelled);
     let mut next_datagram = std::pin::pin!(conn.read_datagram());
+    let end = |code: CloseCode, reason: &str, how: Ending, ending: &mut Option<Ending>| {
+        close(&conn, code, reason);
+        *ending = Some(how);
+        false
+    };
     while alive {
+        let mut replies: Vec<Bytes> = Vec::new();
         tokio::select! {
             biased;
             () = &mut cancelled => {
-                close(&conn, CloseCode::SERVER_SHUTDOWN, "server shutting down");
-                alive = false;
+                alive = end(CloseCode::SERVER_SHUTDOWN, "server shutting down", Ending::Final, &mut ending);
             }
-            n = rx.recv_many(&mut batch, WRITE_BATCH) => {
-                alive = n > 0 && send.write_all_chunks(&mut batch).await.is_ok();
-                batch.clear();
+            () = kicker.token.cancelled() => {
+                alive = match kicker.why() {
+                    Some(Kick::SingleSocket) => end(
+                        CloseCode::SESSION_REPLACED,
+                        "a newer connection of this user replaced this session",
+                        Ending::Final,
+                        &mut ending,
+                    ),
+                    _ => end(
+                        CloseCode::SESSION_REPLACED,
+                        "this session was resumed on another connection",
+                        Ending::Replaced,
+                        &mut ending,
+                    ),
+                };
             }
-            frame = frames.next() => match frame {
+            written = send.write_all_chunks(&mut pending), if !pending.is_empty() => {
+                alive = written.is_ok();
+                pending.clear();
+                pending_bytes = 0;
+            }
+            () = outbound.wake.notified(), if pending.is_empty() => {
+                pending = outbound.take(WRITE_BATCH, sequenced, Instant::now());
+            }
+            _ = tick.tick() => match liveness.check(&shared, &state.handle, &conn) {
+                Verdict::Alive => {}
+                Verdict::Dead(silent) => {
+                    info!(?silent, "nothing heard; connection dead");
+                    metrics::counter!("quicmatch_sessions_timed_out_total").increment(1);
+                    alive = end(CloseCode::TIMED_OUT, "nothing heard from the client", Ending::Dropped, &mut ending);
+                }
+                Verdict::Slow => {
+                    metrics::counter!("quicmatch_slow_consumer_closes_total").increment(1);
+                    alive = end(CloseCode::SLOW_CONSUMER, "reading too slowly: outbound backlog stayed over its limit", Ending::Final, &mut ending);
+                }
+            },
+            frame = frames.next(), if pending_bytes < MAX_PENDING_REPLIES => match frame {
                 Some(Ok(body)) => match on_frame(&shared, &mut state, &body) {
-                    Step::Reply(Some(reply)) => alive = write(send, &reply).await,
-                    Step::Reply(None) => {}
+                    Step::Reply(reply) => replies.extend(reply),
                     Step::Close(code, reason) => {
-                        close(&conn, code, reason);
-                        alive = false;
+                        alive = end(code, reason, Ending::Final, &mut ending);
                     }
                 },
                 Some(Err(FrameError::Decode(e))) => {
                     debug!(error = %e, "broken framing");
-                    close(&conn, CloseCode::PROTOCOL_ERROR, &e.to_string());
-                    alive = false;
+                    alive = end(CloseCode::PROTOCOL_ERROR, &e.to_string(), Ending::Final, &mut ending);
                 }
                 Some(Err(FrameError::Io(_))) | None => {
                     // Closing would overwrite why the connection ended (a timeout is
                     // held for a resume), so close only a connection still open.
                     if conn.close_reason().is_none() {
-                        close(&conn, CloseCode::NORMAL, "control stream closed");
+                        end(CloseCode::NORMAL, "control stream closed", Ending::Final, &mut ending);
                     }
                     alive = false;
                 }
@@ -477,11 +472,9 @@ async fn serve(shared: Arc<Shared>, conn: Connection, shutdown: CancellationToke
                         break;
                     };
                     match on_datagram(&shared, &mut state, d) {
-                        Step::Reply(Some(reply)) => alive = write(send, &reply).await,
-                        Step::Reply(None) => {}
+                        Step::Reply(reply) => replies.extend(reply),
                         Step::Close(code, reason) => {
-                            close(&conn, code, reason);
-                            alive = false;
+                            alive = end(code, reason, Ending::Final, &mut ending);
                         }
                     }
                     if !alive {
@@ -494,22 +487,17 @@ async fn serve(shared: Arc<Shared>, conn: Connection, shutdown: CancellationToke
                 }
             }
         }
+        pending_bytes += replies.iter().map(Bytes::len).sum::<usize>();
+        pending.append(&mut replies);
     }
-    let grace = shared.config.session.reconnect_grace;
-    if !grace.is_zero() && !shutdown.is_cancelled() && dropped(&conn) {
-        let id = state.handle.presence.session_id;
-        let generation = shared.sessions.hold(state, rx);
-        info!(reason = ?conn.close_reason(), ?grace, "connection dropped; session held");
-        tokio::spawn(async move {
-            tokio::time::sleep(grace).await;
-            if let Some(held) = shared.sessions.take_held(id, Taker::Expiry(generation)) {
-                held.expire(&shared);
-            }
-        });
-        return;
-    }
-    leave_everything(&shared, &state);
-    info!(reason = ?conn.close_reason(), "session ended");
+    let ending = ending.unwrap_or_else(|| ending_of(&conn));
+    let grace = if shutdown.is_cancelled() {
+        Duration::ZERO
+    } else {
+        shared.config.session.reconnect_grace
+    };
+    info!(reason = ?conn.close_reason(), ?ending, "connection ended");
+    shared.sessions.retire(&shared, state, ending, grace);
 }
 
 /// What the session does after one frame or datagram.
@@ -522,7 +510,7 @@ enum Step {
 
 /// Applies the rate limit; `Err` carries the step to take instead of processing.
 fn admit(state: &mut SessionState, kind: rate::Kind, cid: Option<u32>) -> Result<(), Step> {
-    match state.limiter.check(kind, std::time::Instant::now()) {
+    match state.limiter.check(kind, Instant::now()) {
         rate::Verdict::Allow => Ok(()),
         rate::Verdict::Reject { tell } => {
             metrics::counter!("quicmatch_rate_limited_total").increment(1);
@@ -597,7 +585,7 @@ fn on_datagram(shared: &Shared, state: &mut SessionState, datagram: Bytes) -> St
 }
 
 /// The single cleanup path: every way a session ends comes through here.
-fn leave_everything(shared: &Shared, state: &SessionState) {
+pub(crate) fn leave_everything(shared: &Shared, state: &SessionState) {
     let id = state.handle.presence.session_id;
     shared.sessions.remove(id);
     shared.matchmaker.remove_session(id);

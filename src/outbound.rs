@@ -1,0 +1,425 @@
+//! How the rest of the server reaches a session: [`SessionHandle`] pushes events and
+//! reliable data into the session's outbound queue and sends its datagrams. The queue
+//! numbers every event per session, keeps recently sent ones for a lossless resume, and
+//! applies the slow-consumer rule.
+//!
+//! This module sits one floor below `session/`, `handlers/` and every table, so the
+//! tables can push to sessions without knowing how a session is served.
+
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use quicmatch_protocol::{frame::EventBody, CloseCode, Presence};
+use quinn::{Connection, VarInt};
+use tokio::sync::Notify;
+use tracing::warn;
+
+use crate::config::SessionConfig;
+
+/// Bookkeeping bytes counted per queued frame on top of its body (head and entry), so
+/// a flood of empty events still counts.
+const FRAME_OVERHEAD: usize = 16;
+
+/// What other parts of the server hold to reach a session: cheap to clone.
+#[derive(Clone)]
+pub struct SessionHandle {
+    /// Who the session is (shared, so cloning a handle on the relay path never copies
+    /// the username).
+    pub presence: Arc<Presence>,
+    pub(crate) conn: Connection,
+    /// The session's outbound queue; it outlives connections, so a resumed session
+    /// keeps its numbering and what was queued while it was away.
+    pub(crate) outbound: Arc<Outbound>,
+}
+
+impl SessionHandle {
+    /// Queues an event (or reliable data) without waiting. A session far behind is
+    /// closed as a slow consumer rather than let it delay others (see [`Outbound`]).
+    pub fn push_event(&self, body: &EventBody) {
+        if self.outbound.push(body.clone(), Instant::now()) == Pushed::Overflow {
+            warn!(session = %self.presence.session_id, "outbound queue over its limit; closing slow consumer");
+            metrics::counter!("quicmatch_slow_consumer_closes_total").increment(1);
+            close(&self.conn, CloseCode::SLOW_CONSUMER, "outbound queue over its limit");
+        }
+    }
+
+    /// Sends a datagram, dropping the oldest queued one if quinn's buffer is full.
+    /// Returns `false` only when the datagram is too large for this peer's path.
+    pub fn send_datagram(&self, datagram: Bytes) -> bool {
+        let len = datagram.len() as u64;
+        match self.conn.send_datagram(datagram) {
+            Ok(()) => {
+                metrics::counter!("quicmatch_datagrams_out_total").increment(1);
+                metrics::counter!("quicmatch_datagram_bytes_out_total").increment(len);
+                true
+            }
+            Err(quinn::SendDatagramError::TooLarge) => {
+                metrics::counter!("quicmatch_datagrams_dropped_total", "reason" => "too_large")
+                    .increment(1);
+                false
+            }
+            Err(_) => {
+                metrics::counter!("quicmatch_datagrams_dropped_total", "reason" => "connection_lost")
+                    .increment(1);
+                true
+            }
+        }
+    }
+}
+
+/// Closes a connection with an application close code and a UTF-8 reason.
+pub(crate) fn close(conn: &Connection, code: CloseCode, reason: &str) {
+    conn.close(VarInt::from_u32(code.0), reason.as_bytes());
+}
+
+/// The limits an outbound queue applies, from `[session]`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Sent bytes kept for replay.
+    pub(crate) resume_buffer: usize,
+    /// Unsent bytes above which the session counts as behind.
+    pub(crate) high_water: usize,
+    /// Unsent bytes that close a connected session at once (memory guard).
+    pub(crate) hard_bytes: usize,
+    /// Unsent frames that close a connected session at once (memory guard).
+    pub(crate) hard_frames: usize,
+}
+
+impl Limits {
+    pub(crate) fn new(config: &SessionConfig) -> Self {
+        // Never below one sender's whole burst of the largest reliable messages, so a
+        // burst the rate limits allow cannot by itself close a reader that keeps reading.
+        let burst = (config.datagram_burst as usize)
+            .saturating_mul(quicmatch_protocol::MAX_RELIABLE_PAYLOAD + FRAME_OVERHEAD);
+        Self {
+            resume_buffer: config.resume_buffer,
+            high_water: config.outbound_bytes,
+            hard_bytes: config.outbound_bytes.saturating_mul(16).max(burst),
+            hard_frames: config.outbound_queue,
+        }
+    }
+}
+
+/// The outcome of a push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    Queued,
+    /// A hard limit was passed while connected: close the session as slow.
+    Overflow,
+}
+
+/// A resume asked for events that are no longer kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Gap {
+    /// The oldest sequence number still replayable.
+    pub(crate) oldest: u64,
+    /// The next number the session will use.
+    pub(crate) next: u64,
+}
+
+struct Queued {
+    seq: u64,
+    body: EventBody,
+}
+
+impl Queued {
+    fn cost(&self) -> usize {
+        self.body.bytes().len() + FRAME_OVERHEAD
+    }
+}
+
+/// A session's numbered outbound events: the ones already handed to the connection
+/// (kept up to `resume_buffer` bytes for a resume) followed by the unsent ones.
+///
+/// Policy: unreliable data never comes here. A connected session whose unsent bytes stay
+/// above the high-water mark for `slow_consumer_after` is closed with `SLOW_CONSUMER`
+/// (the session task checks), and one past a hard limit is closed at once. While the
+/// session is held for a resume, passing a hard limit drops the oldest events instead:
+/// a resume that needs them then fails with `RESUME_GAP`, never silently.
+pub(crate) struct Outbound {
+    state: Mutex<State>,
+    /// Wakes the session task when there is something to write.
+    pub(crate) wake: Notify,
+    limits: Limits,
+}
+
+struct State {
+    next_seq: u64,
+    frames: VecDeque<Queued>,
+    first_unsent: u64,
+    sent_bytes: usize,
+    unsent_bytes: usize,
+    unsent_frames: usize,
+    above_since: Option<Instant>,
+    connected: bool,
+}
+
+impl Outbound {
+    pub(crate) fn new(limits: Limits) -> Self {
+        Self {
+            state: Mutex::new(State {
+                next_seq: 1,
+                frames: VecDeque::new(),
+                first_unsent: 1,
+                sent_bytes: 0,
+                unsent_bytes: 0,
+                unsent_frames: 0,
+                above_since: None,
+                connected: true,
+            }),
+            wake: Notify::new(),
+            limits,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn push(&self, body: EventBody, now: Instant) -> Pushed {
+        let mut st = self.lock();
+        let seq = st.next_seq;
+        st.next_seq += 1;
+        let q = Queued { seq, body };
+        st.unsent_bytes += q.cost();
+        st.unsent_frames += 1;
+        st.frames.push_back(q);
+        let over = st.unsent_bytes > self.limits.hard_bytes
+            || st.unsent_frames > self.limits.hard_frames;
+        let outcome = if over && st.connected {
+            Pushed::Overflow
+        } else {
+            while st.unsent_bytes > self.limits.hard_bytes
+                || st.unsent_frames > self.limits.hard_frames
+            {
+                st.drop_oldest();
+                metrics::counter!("quicmatch_held_events_dropped_total").increment(1);
+            }
+            Pushed::Queued
+        };
+        st.mark(now, self.limits.high_water);
+        drop(st);
+        self.wake.notify_one();
+        outcome
+    }
+
+    /// Up to `max` unsent frames as write chunks (head, body, head, body, ...), marked
+    /// sent. `sequenced` picks the protocol-2 head that carries the number.
+    pub(crate) fn take(&self, max: usize, sequenced: bool, now: Instant) -> Vec<Bytes> {
+        let mut st = self.lock();
+        let start = st.frames.len() - st.unsent_frames;
+        let n = st.unsent_frames.min(max);
+        let mut chunks = Vec::with_capacity(2 * n);
+        let mut moved = 0;
+        for q in st.frames.range(start..start + n) {
+            chunks.push(q.body.head(sequenced.then_some(q.seq)));
+            chunks.push(q.body.bytes().clone());
+            moved += q.cost();
+        }
+        st.unsent_frames -= n;
+        st.unsent_bytes -= moved;
+        st.sent_bytes += moved;
+        st.first_unsent += n as u64;
+        while st.sent_bytes > self.limits.resume_buffer && st.frames.len() > st.unsent_frames {
+            if let Some(q) = st.frames.pop_front() {
+                st.sent_bytes -= q.cost();
+            }
+        }
+        st.mark(now, self.limits.high_water);
+        let more = st.unsent_frames > 0;
+        drop(st);
+        if more {
+            self.wake.notify_one();
+        }
+        chunks
+    }
+
+    /// Prepares a resume: the client processed everything up to `last_seq`, so what
+    /// follows is sent again, in order, before anything new.
+    pub(crate) fn rewind(&self, last_seq: u64) -> Result<(), Gap> {
+        let mut st = self.lock();
+        let oldest = st.frames.front().map_or(st.next_seq, |q| q.seq);
+        let gap = Gap {
+            oldest,
+            next: st.next_seq,
+        };
+        if last_seq >= st.next_seq || last_seq.saturating_add(1) < oldest {
+            return Err(gap);
+        }
+        while st.frames.front().is_some_and(|q| q.seq <= last_seq) {
+            st.frames.pop_front();
+        }
+        st.first_unsent = last_seq + 1;
+        st.unsent_frames = st.frames.len();
+        st.unsent_bytes = st.frames.iter().map(Queued::cost).sum();
+        st.sent_bytes = 0;
+        drop(st);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Whether a connection is serving the queue (hard limits close it) or the session
+    /// is held (hard limits drop the oldest events).
+    pub(crate) fn set_connected(&self, connected: bool) {
+        let mut st = self.lock();
+        st.connected = connected;
+        st.above_since = None;
+    }
+
+    /// Whether the unsent backlog has stayed above the high-water mark for `after`.
+    pub(crate) fn behind_for(&self, now: Instant, after: Duration) -> bool {
+        self.lock()
+            .above_since
+            .is_some_and(|t| now.saturating_duration_since(t) >= after)
+    }
+
+    /// Unsent frames and bytes, for tests and stats.
+    #[cfg(test)]
+    fn backlog(&self) -> (usize, usize) {
+        let st = self.lock();
+        (st.unsent_frames, st.unsent_bytes)
+    }
+}
+
+impl State {
+    fn mark(&mut self, now: Instant, high_water: usize) {
+        if self.unsent_bytes > high_water {
+            self.above_since.get_or_insert(now);
+        } else {
+            self.above_since = None;
+        }
+    }
+
+    fn drop_oldest(&mut self) {
+        if let Some(q) = self.frames.pop_front() {
+            if q.seq >= self.first_unsent {
+                self.unsent_bytes -= q.cost();
+                self.unsent_frames -= 1;
+                self.first_unsent = q.seq + 1;
+            } else {
+                self.sent_bytes -= q.cost();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quicmatch_protocol::{envelope::Event, frame, ErrorCode, ServerBody};
+
+    fn body(n: usize) -> EventBody {
+        EventBody::encode(&Event::Error {
+            code: ErrorCode::BAD_INPUT,
+            message: "x".repeat(n),
+        })
+        .expect("encode")
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            resume_buffer: 10 * (100 + FRAME_OVERHEAD + 2),
+            high_water: 1000,
+            hard_bytes: 5000,
+            hard_frames: 40,
+        }
+    }
+
+    fn seqs(chunks: &[Bytes]) -> Vec<u64> {
+        chunks
+            .chunks(2)
+            .map(|c| {
+                let mut f = c[0].to_vec();
+                f.extend_from_slice(&c[1]);
+                match frame::decode_server(&f[frame::LEN_PREFIX..]).expect("decode").body {
+                    ServerBody::Sequenced { seq, .. } => seq,
+                    other => panic!("unsequenced {other:?}"),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn frames_are_numbered_and_replayed_after_the_last_processed() {
+        let out = Outbound::new(limits());
+        let now = Instant::now();
+        for _ in 0..5 {
+            out.push(body(100), now);
+        }
+        assert_eq!(seqs(&out.take(3, true, now)), [1, 2, 3]);
+        assert_eq!(seqs(&out.take(10, true, now)), [4, 5]);
+        assert!(out.take(10, true, now).is_empty());
+        out.push(body(100), now);
+        // The client processed up to 2: 3 to 6 come again, in order, once.
+        out.rewind(2).expect("in the buffer");
+        assert_eq!(seqs(&out.take(10, true, now)), [3, 4, 5, 6]);
+        assert_eq!(out.backlog(), (0, 0));
+        // Protocol 1 heads carry no number.
+        out.push(body(1), now);
+        let chunks = out.take(1, false, now);
+        let mut f = chunks[0].to_vec();
+        f.extend_from_slice(&chunks[1]);
+        assert!(matches!(
+            frame::decode_server(&f[frame::LEN_PREFIX..]).expect("decode").body,
+            ServerBody::Event(_)
+        ));
+    }
+
+    #[test]
+    fn a_gap_beyond_the_resume_buffer_is_reported() {
+        let out = Outbound::new(limits());
+        let now = Instant::now();
+        for _ in 0..30 {
+            out.push(body(100), now);
+            out.take(10, true, now);
+        }
+        // Only about ten frames are kept.
+        let err = out.rewind(2).expect_err("gap");
+        assert_eq!(err.next, 31);
+        assert!(err.oldest > 3);
+        out.rewind(err.oldest - 1).expect("the oldest kept can be replayed");
+        // A number the session never used is refused too.
+        assert!(out.rewind(31).is_err());
+        out.rewind(30).expect("nothing to replay");
+        assert!(out.take(10, true, now).is_empty());
+    }
+
+    #[test]
+    fn hard_limits_close_when_connected_and_drop_the_oldest_when_held() {
+        let out = Outbound::new(limits());
+        let now = Instant::now();
+        let pushed: Vec<_> = (0..41).map(|_| out.push(body(10), now)).collect();
+        assert!(pushed[..40].iter().all(|p| *p == Pushed::Queued));
+        assert_eq!(pushed[40], Pushed::Overflow);
+
+        let held = Outbound::new(limits());
+        held.set_connected(false);
+        for _ in 0..100 {
+            assert_eq!(held.push(body(10), now), Pushed::Queued);
+        }
+        assert_eq!(held.backlog().0, 40);
+        // The client saw nothing: events 1 to 60 are gone, so the resume must fail.
+        assert!(held.rewind(0).is_err());
+        held.rewind(60).expect("61 onwards kept");
+        assert_eq!(seqs(&held.take(100, true, now))[..2], [61, 62]);
+    }
+
+    #[test]
+    fn behind_only_after_staying_above_the_high_water_mark() {
+        let out = Outbound::new(limits());
+        let t0 = Instant::now();
+        for _ in 0..20 {
+            out.push(body(100), t0);
+        }
+        let after = Duration::from_secs(2);
+        assert!(!out.behind_for(t0 + Duration::from_secs(1), after));
+        assert!(out.behind_for(t0 + after, after));
+        // Draining below the mark resets the clock.
+        out.take(15, true, t0 + Duration::from_secs(1));
+        assert!(!out.behind_for(t0 + Duration::from_secs(5), after));
+    }
+}

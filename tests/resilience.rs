@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{assert_no_event, next_event, TestServer, TEST_TIMEOUT};
-use quicmatch_client::{CloseCode, ErrorCode, Event};
+use quicmatch_client::{CloseCode, ErrorCode, Event, Socket};
 use quicmatch_protocol::{Request, Response, ServerBody};
 use tokio::time::timeout;
 
@@ -103,7 +103,8 @@ async fn clients_connect_through_retry() {
 #[tokio::test]
 async fn a_slow_consumer_is_closed_and_the_others_carry_on() {
     let mut config = common::test_config();
-    config.session.outbound_queue = 32;
+    config.session.outbound_bytes = 64 << 10;
+    config.session.slow_consumer_after = Duration::from_millis(500);
     let server = TestServer::start_with(config).await;
     let sender = server.client("sender").await;
     let reader = server.client("reader").await;
@@ -171,6 +172,118 @@ async fn a_slow_consumer_is_closed_and_the_others_carry_on() {
         .expect("reader saw everything");
     sender.ping().await.expect("the sender is still served");
     drop(stalled);
+}
+
+/// One member sends its whole allowed burst (1,500 reliable 1 KB messages) at once,
+/// then keeps sending within its rate: members that keep reading are never closed, and
+/// one that stops reading is closed with `SLOW_CONSUMER` (once its backlog has stayed
+/// over the mark for `slow_consumer_after`) and is told so. Default limits throughout.
+#[tokio::test]
+async fn a_full_burst_never_closes_readers_that_keep_reading() {
+    const BURST: u32 = 1500;
+    /// After the burst, 40 messages every 100 ms: inside the 500/s sustained rate.
+    const PACE: u32 = 40;
+    let server = TestServer::start().await;
+    let sender = server.client("sender").await;
+    let m = sender.create_match(None).await.expect("create");
+    let mut readers = Vec::new();
+    for name in ["reader-a", "reader-b", "reader-c"] {
+        let reader = server.client(name).await;
+        reader.join_match(m.match_id).await.expect("join");
+        next_event(&sender, "reader joins").await;
+        readers.push(reader);
+    }
+    // Stops reading: its socket buffers only a few events, so once the transport's
+    // buffers are full its control stream stalls and the server's backlog grows.
+    let mut config = server.client_config("stopped");
+    config.event_buffer = 4;
+    config.reconnect_for = Duration::ZERO;
+    let stopped = timeout(TEST_TIMEOUT, Socket::connect(config))
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    stopped.join_match(m.match_id).await.expect("join");
+    next_event(&sender, "stopped joins").await;
+    let stopped_presence = stopped.presence();
+    let stopped_left = std::sync::Arc::new(tokio::sync::Notify::new());
+    let mut tasks = Vec::new();
+    for reader in readers {
+        // Joins that happened before it arrived are already done with.
+        while let Ok(Some(_)) = timeout(Duration::from_millis(100), reader.next_event()).await {}
+        let stopped_presence = stopped_presence.clone();
+        let stopped_left = stopped_left.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut next = 0u32;
+            let mut saw_leave = false;
+            loop {
+                let what = format!("message {next}, stopped left: {saw_leave}");
+                match next_event(&reader, &what).await {
+                    Event::MatchData(d) if d.op_code == 2 => break,
+                    Event::MatchData(d) => {
+                        assert_eq!(u32::from_le_bytes(d.data[..4].try_into().expect("4")), next);
+                        next += 1;
+                    }
+                    Event::MatchPresence(p) => {
+                        assert_eq!(p.leaves, [stopped_presence.clone()], "only the stopped reader leaves");
+                        saw_leave = true;
+                        stopped_left.notify_one();
+                    }
+                    other => panic!("a reader that keeps reading got {other:?}"),
+                }
+            }
+            assert!(next >= BURST && saw_leave);
+            reader
+        }));
+    }
+    let payload = vec![7u8; 1024];
+    let message = |i: u32| {
+        let mut data = payload.clone();
+        data[..4].copy_from_slice(&i.to_le_bytes());
+        data
+    };
+    for i in 0..BURST {
+        sender
+            .send_match_data(m.match_id, 1, message(i), true, None)
+            .await
+            .expect("send");
+    }
+    let mut i = BURST;
+    let leave = stopped_left.notified();
+    tokio::pin!(leave);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        tokio::select! {
+            () = &mut leave => break,
+            () = tokio::time::sleep(Duration::from_millis(100)) => {
+                assert!(tokio::time::Instant::now() < deadline, "the stopped reader was never closed");
+                for _ in 0..PACE {
+                    sender.send_match_data(m.match_id, 1, message(i), true, None).await.expect("send");
+                    i += 1;
+                }
+            }
+        }
+    }
+    sender
+        .send_match_data(m.match_id, 2, b"done".to_vec(), true, None)
+        .await
+        .expect("send");
+    let mut still_here = Vec::new();
+    for task in tasks {
+        let reader = timeout(Duration::from_secs(30), task)
+            .await
+            .expect("readers done in time")
+            .expect("every reader got every message and stayed");
+        reader.ping().await.expect("still connected");
+        still_here.push(reader);
+    }
+    // The stopped reader, reading at last, learns why it was closed.
+    let code = loop {
+        if let Event::Disconnected { code, .. } = next_event(&stopped, "the close").await {
+            break code;
+        }
+    };
+    assert_eq!(code, Some(CloseCode::SLOW_CONSUMER));
+    assert_eq!(server.stats.matches().presences, 4);
 }
 
 #[tokio::test]

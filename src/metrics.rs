@@ -15,13 +15,19 @@
 //! | `quicmatch_matchmaker_pool` | gauge | |
 //! | `quicmatch_datagrams_in_total` | counter | |
 //! | `quicmatch_datagrams_out_total` | counter | |
-//! | `quicmatch_datagrams_dropped_total` | counter | `reason` |
+//! | `quicmatch_datagrams_dropped_total` | counter | `reason` (`reader_behind`: an older datagram dropped for a reader that fell behind; `too_large`; `connection_lost`; or an error code) |
 //! | `quicmatch_datagram_bytes_in_total` / `_out_total` | counter | |
 //! | `quicmatch_reliable_messages_total` | counter | (relayed reliable match data, per recipient) |
 //! | `quicmatch_requests_rejected_total` | counter | `code` |
 //! | `quicmatch_handshake_failures_total` | counter | |
 //! | `quicmatch_auth_failures_total` | counter | `reason` |
 //! | `quicmatch_slow_consumer_closes_total` | counter | |
+//! | `quicmatch_suspect_sessions` | gauge | (not heard from for `session.suspect_after`) |
+//! | `quicmatch_held_sessions` | gauge | (waiting for a resume) |
+//! | `quicmatch_sessions_suspected_total` | counter | |
+//! | `quicmatch_sessions_timed_out_total` | counter | (nothing heard for `session.idle_timeout`) |
+//! | `quicmatch_resume_gaps_total` | counter | (resumes refused with `RESUME_GAP`) |
+//! | `quicmatch_held_events_dropped_total` | counter | (events dropped while a session was held, over its limits) |
 //! | `quicmatch_matchmaker_pass_seconds` | histogram | |
 //! | `quicmatch_matchmaker_matched_total` | counter | (tickets matched) |
 
@@ -71,6 +77,8 @@ pub(crate) async fn gauges(stats: Stats, shutdown: CancellationToken) {
                 metrics::gauge!("quicmatch_matches").set(m.matches as f64);
                 metrics::gauge!("quicmatch_match_presences").set(m.presences as f64);
                 metrics::gauge!("quicmatch_parties").set(stats.parties() as f64);
+                metrics::gauge!("quicmatch_suspect_sessions").set(stats.suspect_sessions() as f64);
+                metrics::gauge!("quicmatch_held_sessions").set(stats.held_sessions() as f64);
                 metrics::gauge!("quicmatch_matchmaker_pool").set(stats.matchmaker().tickets as f64);
             }
         }

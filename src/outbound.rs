@@ -47,10 +47,16 @@ impl SessionHandle {
         }
     }
 
-    /// Sends a datagram, dropping the oldest queued one if quinn's buffer is full.
-    /// Returns `false` only when the datagram is too large for this peer's path.
+    /// Sends a datagram, dropping the oldest queued one if quinn's buffer is full (a
+    /// reader that falls behind loses stale unreliable data, counted with reason
+    /// `reader_behind`, and is never closed for it). Returns `false` only when the
+    /// datagram is too large for this peer's path.
     pub fn send_datagram(&self, datagram: Bytes) -> bool {
         let len = datagram.len() as u64;
+        if self.conn.datagram_send_buffer_space() < datagram.len() {
+            metrics::counter!("quicmatch_datagrams_dropped_total", "reason" => "reader_behind")
+                .increment(1);
+        }
         match self.conn.send_datagram(datagram) {
             Ok(()) => {
                 metrics::counter!("quicmatch_datagrams_out_total").increment(1);

@@ -285,3 +285,40 @@ async fn the_sdk_resumes_by_itself_across_a_blackout_on_a_lossy_path() {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_resume_takes_over_a_connection_that_still_looks_alive() {
+    let server = TestServer::start().await;
+    let alice = server.client("alice").await;
+    let mut config = server.client_config("bob");
+    config.reconnect_for = Duration::ZERO;
+    let old = connect(config).await;
+    let m = alice.create_match(None).await.expect("create");
+    old.join_match(m.match_id).await.expect("join");
+    next_event(&alice, "bob joins").await;
+    let mut config = server.client_config("bob");
+    config.credentials = Credentials::Resume {
+        token: old.session().token.clone(),
+        last_seq: old.last_event_seq(),
+    };
+    let new = connect(config).await;
+    assert!(new.session().resumed);
+    assert_eq!(new.presence(), old.presence());
+    // The old connection is told why it was closed.
+    let code = loop {
+        if let Event::Disconnected { code, .. } = next_event(&old, "the takeover").await {
+            break code;
+        }
+    };
+    assert_eq!(code, Some(CloseCode::SESSION_REPLACED));
+    assert_no_event(&alice, Duration::from_millis(300)).await;
+    alice
+        .send_match_data(m.match_id, 1, b"to the new one".to_vec(), true, None)
+        .await
+        .expect("send");
+    match next_event(&new, "data on the new connection").await {
+        Event::MatchData(d) => assert_eq!(&d.data[..], b"to the new one"),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(server.stats.sessions(), 2);
+}

@@ -1,13 +1,19 @@
 //! The CLI end to end: two `quicmatch-cli` processes play a match through a real server,
-//! and the JSON lines follow the documented schema.
+//! and the JSON lines follow the documented schema; its session survives an unread
+//! stdout, and Ctrl-C, SIGTERM and end of input close it politely.
 
-use std::{process::Stdio, time::Duration};
+use std::{
+    process::Stdio,
+    time::{Duration, Instant},
+};
 
-use quicmatch::{tls, Config, Server};
+use quicmatch::{tls, Config, Server, Stats};
+use quicmatch_client::{ClientConfig, Credentials, Event, MatchId, Socket, Trust};
 use serde_json::Value;
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader, Lines},
     process::{Child, ChildStdin, ChildStdout, Command},
+    sync::watch,
     time::timeout,
 };
 
@@ -15,9 +21,11 @@ const TEST_TIMEOUT: Duration = Duration::from_secs(20);
 
 struct Cli {
     child: Child,
-    stdin: ChildStdin,
+    stdin: Option<ChildStdin>,
     lines: Lines<BufReader<ChildStdout>>,
     backlog: Vec<Value>,
+    /// Everything the CLI wrote to stderr so far (also echoed to the test's stderr).
+    stderr: watch::Receiver<String>,
 }
 
 impl Cli {
@@ -36,21 +44,37 @@ impl Cli {
             .arg("--json")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .expect("spawn quicmatch-cli");
-        let stdin = child.stdin.take().expect("stdin");
+        let stdin = child.stdin.take();
         let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let mut errors = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let (tx, stderr) = watch::channel(String::new());
+        let name = name.to_owned();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = errors.next_line().await {
+                eprintln!("[{name} stderr] {line}");
+                tx.send_modify(|all| {
+                    all.push_str(&line);
+                    all.push('\n');
+                });
+            }
+        });
         Self {
             child,
             stdin,
             lines,
             backlog: Vec::new(),
+            stderr,
         }
     }
 
     async fn send(&mut self, line: &str) {
         self.stdin
+            .as_mut()
+            .expect("stdin still open")
             .write_all(format!("{line}\n").as_bytes())
             .await
             .expect("write command");
@@ -90,6 +114,19 @@ fn start_server(
     std::path::PathBuf,
     tokio_util::sync::CancellationToken,
 ) {
+    let (addr, ca, stop, _) = start_server_with_stats(dir, interval);
+    (addr, ca, stop)
+}
+
+fn start_server_with_stats(
+    dir: &std::path::Path,
+    interval: Duration,
+) -> (
+    std::net::SocketAddr,
+    std::path::PathBuf,
+    tokio_util::sync::CancellationToken,
+    Stats,
+) {
     let material = tls::generate(vec!["127.0.0.1".into()]).expect("cert");
     let ca = dir.join("server.crt");
     std::fs::write(
@@ -111,10 +148,11 @@ fn start_server(
         .bind()
         .expect("bind");
     let addr = server.local_addr();
+    let stats = server.stats();
     let stop = tokio_util::sync::CancellationToken::new();
     let token = stop.clone();
     tokio::spawn(server.serve(async move { token.cancelled().await }));
-    (addr, ca, stop)
+    (addr, ca, stop, stats)
 }
 
 #[tokio::test]
@@ -319,6 +357,205 @@ async fn party_commands_and_events() {
         cli.send("quit").await;
     }
     stop.cancel();
+}
+
+/// An SDK client creates a match and a CLI (JSON mode) joins it; returns both, the match
+/// and the CLI's session id once the SDK client has seen the CLI join.
+async fn cli_in_match(
+    addr: std::net::SocketAddr,
+    ca: &std::path::Path,
+    tag: &str,
+) -> (Socket, Cli, MatchId, String) {
+    let config = ClientConfig::new(
+        addr,
+        Trust::CaFile(ca.to_owned()),
+        Credentials::Device {
+            id: format!("device-{tag}-peer"),
+        },
+    )
+    .username(format!("{tag}-peer"));
+    let peer = Socket::connect(config).await.expect("peer connects");
+    let m = peer.create_match(None).await.expect("create");
+    let mut cli = Cli::spawn(
+        addr,
+        ca,
+        &format!("device-{tag}-cli"),
+        &format!("{tag}-cli"),
+    );
+    let session = cli.expect("session").await;
+    let sid = session["session_id"].as_str().expect("sid").to_owned();
+    cli.send(&format!("join {}", m.match_id)).await;
+    assert_eq!(cli.expect("match").await["size"], 2);
+    assert!(
+        presence_change(&peer, &sid, true, TEST_TIMEOUT).await,
+        "the peer sees the CLI join"
+    );
+    (peer, cli, m.match_id, sid)
+}
+
+/// Whether, within `within`, `peer` sees session `sid` join (`join`) or leave its match.
+async fn presence_change(peer: &Socket, sid: &str, join: bool, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, peer.next_event()).await {
+            Err(_) => return false,
+            Ok(Some(Event::MatchPresence(p))) => {
+                let list = if join { &p.joins } else { &p.leaves };
+                if list.iter().any(|p| p.session_id.to_string() == sid) {
+                    return true;
+                }
+            }
+            Ok(Some(Event::Disconnected { reason, .. })) => panic!("peer disconnected: {reason}"),
+            Ok(None) => panic!("peer disconnected"),
+            Ok(Some(_)) => {}
+        }
+    }
+}
+
+/// Far more reliable data than the pipe (64 KiB), the CLI's 1024-line queue and the
+/// SDK's 4096-event buffer hold arrives while nobody reads the CLI's stdout for 25 s.
+/// A CLI whose event loop stalled on stdout would leave the server's reliable traffic
+/// unread and be closed as a slow consumer; this one keeps its session, drops the lines
+/// it cannot print (one warning on stderr, then the count), and answers afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stdout_not_read_keeps_the_session() {
+    const TOTAL: usize = 6000;
+    // Ten every 25 ms, 400 a second: under the server's 500/s data rate limit.
+    const PER_TICK: usize = 10;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (addr, ca, stop, stats) = start_server_with_stats(dir.path(), Duration::from_secs(3600));
+    let (peer, mut cli, match_id, sid) = cli_in_match(addr, &ca, "unread").await;
+    let payload = "x".repeat(2000);
+    let mut ticker = tokio::time::interval(Duration::from_millis(25));
+    // The period of not reading stdout, watching the peer's events all along.
+    let not_reading = tokio::time::sleep(Duration::from_secs(25));
+    tokio::pin!(not_reading);
+    let mut sent = 0;
+    loop {
+        tokio::select! {
+            () = &mut not_reading => break,
+            _ = ticker.tick(), if sent < TOTAL => {
+                for _ in 0..PER_TICK {
+                    let data = format!("{sent} {payload}").into_bytes();
+                    peer.send_match_data(match_id, 1, data, true, None).await.expect("send");
+                    sent += 1;
+                }
+            }
+            event = peer.next_event() => match event {
+                Some(Event::MatchPresence(p)) => panic!("presence changed while stdout was unread: {p:?}"),
+                Some(Event::Error { code, message }) => panic!("peer got error {code}: {message}"),
+                Some(Event::Disconnected { reason, .. }) => panic!("peer disconnected: {reason}"),
+                None => panic!("peer disconnected"),
+                Some(_) => {}
+            },
+        }
+    }
+    assert_eq!(sent, TOTAL);
+    assert_eq!(stats.sessions(), 2, "both sessions live");
+    assert_eq!(stats.held_sessions(), 0, "no session lost its connection");
+    assert_eq!(
+        stats.matches().presences,
+        2,
+        "the CLI is still in the match"
+    );
+    let members = peer.match_presences(match_id).expect("peer in the match");
+    assert!(members.iter().any(|p| p.session_id.to_string() == sid));
+
+    cli.send("ping").await;
+    cli.expect("pong").await;
+    let seqs: Vec<usize> = cli
+        .backlog
+        .iter()
+        .filter(|v| v["type"] == "match_data")
+        .map(|v| {
+            let data = v["data"].as_str().expect("text data");
+            data.split(' ')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .expect("index")
+        })
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "printed in order");
+    let stderr = timeout(
+        TEST_TIMEOUT,
+        cli.stderr
+            .wait_for(|s| s.contains("while output was blocked")),
+    )
+    .await
+    .expect("waiting for the dropped-events count")
+    .expect("stderr")
+    .clone();
+    assert_eq!(
+        stderr.matches("output is not being read").count(),
+        1,
+        "{stderr}"
+    );
+    let dropped: usize = stderr
+        .split("dropped ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {stderr:?}"));
+    assert!(dropped > 0);
+    assert_eq!(
+        seqs.len() + dropped,
+        TOTAL,
+        "every event printed or counted"
+    );
+
+    cli.send("quit").await;
+    let status = timeout(TEST_TIMEOUT, cli.child.wait())
+        .await
+        .expect("waiting for exit")
+        .expect("exit");
+    assert!(status.success(), "{status}");
+    stop.cancel();
+}
+
+/// A CLI in a match with an SDK client is ended by `end`; the SDK client sees it leave
+/// within 2 s (a dropped connection would take `idle_timeout + reconnect_grace`, 10 s)
+/// and the CLI exits with status 0.
+async fn assert_polite_close(tag: &str, end: impl FnOnce(&mut Cli)) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (addr, ca, stop) = start_server(dir.path(), Duration::from_secs(3600));
+    let (peer, mut cli, _, sid) = cli_in_match(addr, &ca, tag).await;
+    let started = Instant::now();
+    end(&mut cli);
+    assert!(
+        presence_change(&peer, &sid, false, Duration::from_secs(2)).await,
+        "{tag}: no leave within 2 s"
+    );
+    eprintln!("{tag}: left after {:?}", started.elapsed());
+    let status = timeout(TEST_TIMEOUT, cli.child.wait())
+        .await
+        .expect("waiting for exit")
+        .expect("exit");
+    assert!(status.success(), "{tag}: {status}");
+    stop.cancel();
+}
+
+fn kill(cli: &Cli, signal: &str) {
+    let pid = cli.child.id().expect("cli running");
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+#[tokio::test]
+async fn sigint_closes_politely() {
+    assert_polite_close("sigint", |cli| kill(cli, "-INT")).await;
+}
+
+#[tokio::test]
+async fn sigterm_closes_politely() {
+    assert_polite_close("sigterm", |cli| kill(cli, "-TERM")).await;
+}
+
+#[tokio::test]
+async fn eof_closes_politely() {
+    assert_polite_close("eof", |cli| drop(cli.stdin.take())).await;
 }
 
 fn base64_lines(der: &[u8]) -> String {

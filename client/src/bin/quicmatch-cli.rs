@@ -3,13 +3,21 @@
 //! It connects and authenticates, then reads one command per line from stdin (arguments
 //! split like a shell, so quotes group words) while printing every response and event,
 //! as text or, with `--json`, as one JSON object per line with a `"type"` field.
+//!
+//! Output never holds up the connection: lines go through a bounded queue to a thread
+//! that writes stdout, and when stdout is not being read, events that do not fit are
+//! dropped (and counted on stderr) while the session carries on. Ctrl-C, SIGTERM, end
+//! of input and `quit` close the session politely (the others see it leave at once)
+//! and exit 0; a lost connection that could not be resumed exits 1.
 
 use std::{
+    future::Future,
+    io::Write as _,
     net::SocketAddr,
     path::PathBuf,
     sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex, PoisonError,
     },
     time::Duration,
 };
@@ -22,7 +30,15 @@ use quicmatch_client::{
     PartyId, PartyInfo, Presence, RequestError, SessionId, Socket, TicketId, Trust,
 };
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::{
+    io::{AsyncBufReadExt as _, BufReader},
+    signal::unix::{signal, SignalKind},
+    sync::{
+        mpsc::{self, error::TrySendError},
+        oneshot,
+    },
+    time::timeout,
+};
 
 #[derive(Parser)]
 #[command(
@@ -64,29 +80,45 @@ struct Args {
     json: bool,
 }
 
-/// Prints responses and events in the chosen format.
-#[derive(Clone, Copy)]
+/// Renders responses and events in the chosen format, collecting the lines for
+/// [`Output`].
 struct Out {
     json: bool,
+    lines: Vec<String>,
 }
 
 impl Out {
-    fn emit(&self, value: Value, text: String) {
-        if self.json {
-            println!("{value}");
-        } else {
-            println!("{text}");
+    fn new(json: bool) -> Self {
+        Self {
+            json,
+            lines: Vec::new(),
         }
     }
 
-    fn error(&self, code: ErrorCode, message: &str) {
+    fn emit(&mut self, value: Value, text: String) {
+        self.lines
+            .push(if self.json { value.to_string() } else { text });
+    }
+
+    /// A line for the text output only.
+    fn text(&mut self, text: &str) {
+        if !self.json {
+            self.lines.push(text.to_owned());
+        }
+    }
+
+    fn take(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.lines)
+    }
+
+    fn error(&mut self, code: ErrorCode, message: &str) {
         self.emit(
             json!({"type": "error", "code": code.to_string(), "code_number": code.0, "message": message}),
             format!("error {code}: {message}"),
         );
     }
 
-    fn request_error(&self, e: &RequestError) {
+    fn request_error(&mut self, e: &RequestError) {
         match e {
             RequestError::Server { code, message } => self.error(*code, message),
             other => self.error(ErrorCode::RUNTIME_EXCEPTION, &other.to_string()),
@@ -163,7 +195,7 @@ fn presence_text(p: &Presence) -> String {
     format!("{} (session {})", p.username, p.session_id)
 }
 
-fn print_match(out: Out, m: &Match) {
+fn print_match(out: &mut Out, m: &Match) {
     let names: Vec<_> = m.presences.iter().map(presence_text).collect();
     out.emit(
         json!({
@@ -177,7 +209,7 @@ fn print_match(out: Out, m: &Match) {
     );
 }
 
-fn print_event(out: Out, event: &Event) {
+fn print_event(out: &mut Out, event: &Event) {
     match event {
         Event::MatchPresence(p) => out.emit(
             json!({
@@ -312,6 +344,21 @@ fn print_event(out: Out, event: &Event) {
                 code.map(|c| format!(" ({c})")).unwrap_or_default()
             ),
         ),
+        Event::Reconnecting { code, reason } => out.emit(
+            json!({"type": "reconnecting", "code": code.map(|c| c.to_string()), "reason": reason}),
+            format!(
+                "connection lost{}: {reason}; resuming the session",
+                code.map(|c| format!(" ({c})")).unwrap_or_default()
+            ),
+        ),
+        Event::Reconnected { attempts } => out.emit(
+            json!({"type": "reconnected", "attempts": attempts}),
+            format!("session resumed after {attempts} attempt(s)"),
+        ),
+        other => out.emit(
+            json!({"type": "unknown_event", "debug": format!("{other:?}")}),
+            format!("event: {other:?}"),
+        ),
     }
 }
 
@@ -342,14 +389,14 @@ fn parse_match_id(s: &str) -> Result<MatchId, RequestError> {
     s.parse::<MatchId>().map_err(|e| bad_input(e.to_string()))
 }
 
-/// Set once the user quits, so the disconnect that follows is not reported as a failure.
+/// Set once the CLI is closing, so the disconnect that follows is not reported.
 static QUITTING: AtomicBool = AtomicBool::new(false);
 
 fn parse_party(s: &str) -> Result<PartyId, RequestError> {
     s.parse::<PartyId>().map_err(|e| bad_input(e.to_string()))
 }
 
-fn ack(out: Out, command: &str) {
+fn ack(out: &mut Out, command: &str) {
     out.emit(
         json!({"type": "ack", "command": command}),
         format!("{command}: ok"),
@@ -407,7 +454,11 @@ fn bad_input(message: impl Into<String>) -> RequestError {
 }
 
 /// Runs one command line. `Ok(false)` means quit.
-async fn run_command(socket: &Socket, out: Out, words: &[String]) -> Result<bool, RequestError> {
+async fn run_command(
+    socket: &Socket,
+    out: &mut Out,
+    words: &[String],
+) -> Result<bool, RequestError> {
     let Some((cmd, args)) = words.split_first() else {
         return Ok(true);
     };
@@ -620,11 +671,7 @@ async fn run_command(socket: &Socket, out: Out, words: &[String]) -> Result<bool
                 .map_err(|_| bad_input("sleep: MS must be an integer"))?;
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
-        "help" => {
-            if !out.json {
-                println!("{HELP}");
-            }
-        }
+        "help" => out.text(HELP),
         "quit" | "exit" => return Ok(false),
         other => return Err(bad_input(format!("unknown command {other:?}; try help"))),
     }
@@ -647,8 +694,217 @@ async fn resolve(server: &str) -> anyhow::Result<(SocketAddr, String)> {
     Ok((addr, host))
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// Lines waiting for the stdout thread. An event that finds the queue full is dropped
+/// rather than ever making the event loop wait; replies to commands wait for room.
+const OUTPUT_QUEUE: usize = 1024;
+/// How long exiting waits for stdout while it makes no progress at all.
+const OUTPUT_STALL: Duration = Duration::from_secs(5);
+
+enum Msg {
+    Line(String),
+    /// Answered once everything before it is written.
+    Flush(oneshot::Sender<()>),
+}
+
+/// Where lines go: a bounded queue drained by a thread that does the blocking writes to
+/// stdout, and an unbounded one for the few notes on stderr.
+#[derive(Clone)]
+struct Output {
+    stdout: mpsc::Sender<Msg>,
+    shared: Arc<OutputShared>,
+}
+
+struct OutputShared {
+    /// Event lines dropped since stdout last caught up; a warning went out with the first.
+    dropped: Mutex<u64>,
+    /// Lines the stdout thread has written: its progress, for the waits at exit.
+    written: AtomicU64,
+    stderr: std::sync::mpsc::Sender<Msg>,
+}
+
+impl OutputShared {
+    fn note(&self, text: String) {
+        let _ = self.stderr.send(Msg::Line(text));
+    }
+
+    /// Stdout has taken every queued line: reports what was dropped meanwhile.
+    fn caught_up(&self) {
+        let mut dropped = self.dropped.lock().unwrap_or_else(PoisonError::into_inner);
+        if *dropped > 0 {
+            self.note(format!(
+                "quicmatch-cli: dropped {} events while output was blocked",
+                std::mem::take(&mut *dropped)
+            ));
+        }
+    }
+}
+
+impl Output {
+    fn start() -> std::io::Result<Self> {
+        let (stdout, lines) = mpsc::channel(OUTPUT_QUEUE);
+        let (stderr, notes) = std::sync::mpsc::channel();
+        let shared = Arc::new(OutputShared {
+            dropped: Mutex::new(0),
+            written: AtomicU64::new(0),
+            stderr,
+        });
+        let writer = shared.clone();
+        std::thread::Builder::new()
+            .name("stdout".into())
+            .spawn(move || write_stdout(lines, &writer))?;
+        std::thread::Builder::new()
+            .name("stderr".into())
+            .spawn(move || write_stderr(notes))?;
+        Ok(Self { stdout, shared })
+    }
+
+    /// Queues an event's line without waiting: if stdout is behind by a full queue,
+    /// the line is dropped and counted, with one warning per stretch of dropping.
+    fn offer(&self, line: String) {
+        if let Err(TrySendError::Full(_)) = self.stdout.try_send(Msg::Line(line)) {
+            let mut dropped = self
+                .shared
+                .dropped
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if *dropped == 0 {
+                self.shared
+                    .note("quicmatch-cli: output is not being read; dropping events".into());
+            }
+            *dropped += 1;
+        }
+    }
+
+    /// Queues replies, waiting for room: a command's output is never dropped.
+    async fn send(&self, out: &mut Out) {
+        for line in out.take() {
+            let _ = self.stdout.send(Msg::Line(line)).await;
+        }
+    }
+
+    /// Runs `wait` as long as stdout keeps making progress; `None` once it has made
+    /// none for [`OUTPUT_STALL`].
+    async fn while_progressing<T>(&self, wait: impl Future<Output = T>) -> Option<T> {
+        tokio::pin!(wait);
+        let mut seen = self.shared.written.load(Ordering::Relaxed);
+        loop {
+            if let Ok(done) = timeout(OUTPUT_STALL, &mut wait).await {
+                return Some(done);
+            }
+            let now = self.shared.written.load(Ordering::Relaxed);
+            if now == seen {
+                return None;
+            }
+            seen = now;
+        }
+    }
+
+    /// Queues a line that must not be dropped, giving up only if stdout is stuck.
+    async fn send_patiently(&self, line: String) {
+        self.while_progressing(self.stdout.send(Msg::Line(line)))
+            .await;
+    }
+
+    /// Writes out everything queued (unless stdout is stuck) and the notes on stderr.
+    async fn flush(&self) {
+        let (done, written) = oneshot::channel();
+        self.while_progressing(async {
+            if self.stdout.send(Msg::Flush(done)).await.is_ok() {
+                let _ = written.await;
+            }
+        })
+        .await;
+        let (done, written) = oneshot::channel();
+        if self.shared.stderr.send(Msg::Flush(done)).is_ok() {
+            let _ = timeout(OUTPUT_STALL, written).await;
+        }
+    }
+}
+
+/// The stdout thread: blocking writes, flushed whenever the queue runs empty. Once
+/// stdout is closed, lines are discarded.
+fn write_stdout(mut lines: mpsc::Receiver<Msg>, shared: &OutputShared) {
+    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut open = true;
+    while let Some(msg) = lines.blocking_recv() {
+        let done = match msg {
+            Msg::Line(line) => {
+                open = open && writeln!(stdout, "{line}").is_ok();
+                shared.written.fetch_add(1, Ordering::Relaxed);
+                if !lines.is_empty() {
+                    continue;
+                }
+                None
+            }
+            Msg::Flush(done) => Some(done),
+        };
+        open = open && stdout.flush().is_ok();
+        shared.caught_up();
+        if let Some(done) = done {
+            let _ = done.send(());
+        }
+    }
+}
+
+fn write_stderr(notes: std::sync::mpsc::Receiver<Msg>) {
+    for msg in notes {
+        match msg {
+            Msg::Line(line) => {
+                let _ = writeln!(std::io::stderr(), "{line}");
+            }
+            Msg::Flush(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+/// Prints events as they come, never waiting for stdout, so the socket is always read.
+/// Returns after [`Event::Disconnected`].
+async fn print_events(socket: Arc<Socket>, output: Output, json: bool) {
+    let mut out = Out::new(json);
+    while let Some(event) = socket.next_event().await {
+        let last = matches!(event, Event::Disconnected { .. });
+        if last && QUITTING.load(Ordering::SeqCst) {
+            return;
+        }
+        print_event(&mut out, &event);
+        for line in out.take() {
+            if last {
+                output.send_patiently(line).await;
+            } else {
+                output.offer(line);
+            }
+        }
+        if last {
+            return;
+        }
+    }
+}
+
+/// Runs commands from stdin until it ends or `quit`.
+async fn read_commands(socket: &Socket, output: &Output, out: &mut Out) -> std::io::Result<()> {
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    while let Some(line) = lines.next_line().await? {
+        let more = match shlex::split(&line) {
+            None => {
+                out.error(ErrorCode::BAD_INPUT, "unbalanced quotes");
+                true
+            }
+            Some(words) => run_command(socket, out, &words).await.unwrap_or_else(|e| {
+                out.request_error(&e);
+                true
+            }),
+        };
+        output.send(out).await;
+        if !more {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -656,8 +912,17 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Parsed (and `--help` printed) before the runtime starts: from here on, stdout is
+    // only ever written by the output thread.
     let args = Args::parse();
-    let out = Out { json: args.json };
+    tokio::runtime::Runtime::new()
+        .context("starting the runtime")?
+        .block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let output = Output::start().context("starting the output threads")?;
+    let mut out = Out::new(args.json);
     let (addr, host) = resolve(&args.server).await?;
     let trust = match (&args.ca, &args.pin) {
         (Some(ca), _) => Trust::CaFile(ca.clone()),
@@ -683,9 +948,13 @@ async fn main() -> anyhow::Result<()> {
                 json!({"type": "disconnected", "code": code, "reason": reason}),
                 format!("could not connect: {e}"),
             );
+            output.send(&mut out).await;
+            output.flush().await;
             std::process::exit(1);
         }
     };
+    let mut sigint = signal(SignalKind::interrupt()).context("handling SIGINT")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("handling SIGTERM")?;
     let s = socket.session();
     out.emit(
         json!({
@@ -700,31 +969,36 @@ async fn main() -> anyhow::Result<()> {
             s.username, s.user_id, s.session_id
         ),
     );
-    let events = socket.clone();
-    tokio::spawn(async move {
-        while let Some(event) = events.next_event().await {
-            if QUITTING.load(Ordering::SeqCst) {
-                break;
+    output.send(&mut out).await;
+    let mut events = tokio::spawn(print_events(socket.clone(), output.clone(), args.json));
+    let code = tokio::select! {
+        read = read_commands(&socket, &output, &mut out) => match read {
+            Ok(()) => 0,
+            Err(e) => {
+                output.shared.note(format!("quicmatch-cli: reading stdin: {e}"));
+                1
             }
-            print_event(out, &event);
-            if matches!(event, Event::Disconnected { .. }) {
-                std::process::exit(1);
-            }
+        },
+        _ = sigint.recv() => 0,
+        _ = sigterm.recv() => 0,
+        _ = &mut events => {
+            // Disconnected, and printed: nothing to close.
+            output.flush().await;
+            std::process::exit(1);
         }
-    });
-    let mut lines = BufReader::new(tokio::io::stdin()).lines();
-    while let Some(line) = lines.next_line().await? {
-        let Some(words) = shlex::split(&line) else {
-            out.error(ErrorCode::BAD_INPUT, "unbalanced quotes");
-            continue;
-        };
-        match run_command(&socket, out, &words).await {
-            Ok(true) => {}
-            Ok(false) => break,
-            Err(e) => out.request_error(&e),
-        }
-    }
+    };
+    // A polite close: the server ends the session at once, so the others see it leave.
+    // A second Ctrl-C or SIGTERM stops waiting for it.
     QUITTING.store(true, Ordering::SeqCst);
-    socket.close().await;
-    Ok(())
+    tokio::select! {
+        () = async {
+            socket.close().await;
+            events.abort();
+            output.flush().await;
+        } => {}
+        _ = sigint.recv() => {}
+        _ = sigterm.recv() => {}
+    }
+    // Exit here rather than return: the runtime would wait for the blocked stdin read.
+    std::process::exit(code);
 }

@@ -126,6 +126,15 @@ impl TestServer {
         &self,
         transport: quinn::TransportConfig,
     ) -> quinn::Connection {
+        self.raw_connection_alpn(transport, ALPN).await
+    }
+
+    /// A raw connection offering only this ALPN protocol name.
+    pub async fn raw_connection_alpn(
+        &self,
+        transport: quinn::TransportConfig,
+        alpn: &[u8],
+    ) -> quinn::Connection {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.cert.clone()).expect("root");
         let mut crypto = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -135,7 +144,7 @@ impl TestServer {
         .expect("tls13")
         .with_root_certificates(roots)
         .with_no_client_auth();
-        crypto.alpn_protocols = vec![ALPN.to_vec()];
+        crypto.alpn_protocols = vec![alpn.to_vec()];
         let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto).expect("quic");
         let mut endpoint =
             quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");

@@ -216,7 +216,11 @@ async fn authenticate(shared: &Shared, conn: &Connection) -> Result<Authed, (Clo
 
 /// How a connection ended when nobody on this side decided it.
 fn ending_of(conn: &Connection) -> Ending {
-    match conn.close_reason() {
+    ending_for(conn.close_reason().as_ref())
+}
+
+fn ending_for(reason: Option<&quinn::ConnectionError>) -> Ending {
+    match reason {
         // A close by the client, in the application or (with NO_ERROR) in the
         // transport, is a polite goodbye: leave at once.
         Some(quinn::ConnectionError::ApplicationClosed(_)) => Ending::Final,
@@ -592,5 +596,39 @@ pub(crate) fn leave_everything(shared: &Shared, state: &SessionState) {
     shared.parties.disconnect(id);
     for m in &state.joined {
         shared.matches.leave(*m, id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quinn::{ConnectionError as E, TransportErrorCode};
+
+    #[test]
+    fn polite_closes_end_the_session_and_drops_hold_it() {
+        let transport = |code| {
+            E::ConnectionClosed(quinn::ConnectionClose {
+                error_code: code,
+                frame_type: None,
+                reason: Bytes::from_static(b"bye"),
+            })
+        };
+        let app = E::ApplicationClosed(quinn::ApplicationClose {
+            error_code: quinn::VarInt::from_u32(0),
+            reason: Bytes::new(),
+        });
+        assert_eq!(ending_for(Some(&app)), Ending::Final);
+        assert_eq!(
+            ending_for(Some(&transport(TransportErrorCode::NO_ERROR))),
+            Ending::Final,
+            "a transport CONNECTION_CLOSE with NO_ERROR is a goodbye"
+        );
+        assert_eq!(
+            ending_for(Some(&transport(TransportErrorCode::PROTOCOL_VIOLATION))),
+            Ending::Dropped
+        );
+        assert_eq!(ending_for(Some(&E::TimedOut)), Ending::Dropped);
+        assert_eq!(ending_for(Some(&E::Reset)), Ending::Dropped);
+        assert_eq!(ending_for(Some(&E::LocallyClosed)), Ending::Final);
     }
 }

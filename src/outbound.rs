@@ -43,7 +43,11 @@ impl SessionHandle {
         if self.outbound.push(body.clone(), Instant::now()) == Pushed::Overflow {
             warn!(session = %self.presence.session_id, "outbound queue over its limit; closing slow consumer");
             metrics::counter!("quicmatch_slow_consumer_closes_total").increment(1);
-            close(&self.conn, CloseCode::SLOW_CONSUMER, "outbound queue over its limit");
+            close(
+                &self.conn,
+                CloseCode::SLOW_CONSUMER,
+                "outbound queue over its limit",
+            );
         }
     }
 
@@ -194,8 +198,8 @@ impl Outbound {
         st.unsent_bytes += q.cost();
         st.unsent_frames += 1;
         st.frames.push_back(q);
-        let over = st.unsent_bytes > self.limits.hard_bytes
-            || st.unsent_frames > self.limits.hard_frames;
+        let over =
+            st.unsent_bytes > self.limits.hard_bytes || st.unsent_frames > self.limits.hard_frames;
         let outcome = if over && st.connected {
             Pushed::Overflow
         } else {
@@ -341,7 +345,10 @@ mod tests {
             .map(|c| {
                 let mut f = c[0].to_vec();
                 f.extend_from_slice(&c[1]);
-                match frame::decode_server(&f[frame::LEN_PREFIX..]).expect("decode").body {
+                match frame::decode_server(&f[frame::LEN_PREFIX..])
+                    .expect("decode")
+                    .body
+                {
                     ServerBody::Sequenced { seq, .. } => seq,
                     other => panic!("unsequenced {other:?}"),
                 }
@@ -370,7 +377,9 @@ mod tests {
         let mut f = chunks[0].to_vec();
         f.extend_from_slice(&chunks[1]);
         assert!(matches!(
-            frame::decode_server(&f[frame::LEN_PREFIX..]).expect("decode").body,
+            frame::decode_server(&f[frame::LEN_PREFIX..])
+                .expect("decode")
+                .body,
             ServerBody::Event(_)
         ));
     }
@@ -387,7 +396,8 @@ mod tests {
         let err = out.rewind(2).expect_err("gap");
         assert_eq!(err.next, 31);
         assert!(err.oldest > 3);
-        out.rewind(err.oldest - 1).expect("the oldest kept can be replayed");
+        out.rewind(err.oldest - 1)
+            .expect("the oldest kept can be replayed");
         // A number the session never used is refused too.
         assert!(out.rewind(31).is_err());
         out.rewind(30).expect("nothing to replay");

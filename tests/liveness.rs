@@ -72,14 +72,23 @@ async fn a_killed_client_leaves_in_time_and_its_ticket_is_never_matched() {
     proxy.cut();
     let killed = Instant::now();
     let carol = server.client("carol").await;
-    carol.add_matchmaker("*", 2, 2).await.expect("carol's ticket");
+    carol
+        .add_matchmaker("*", 2, 2)
+        .await
+        .expect("carol's ticket");
     let stats = server.stats.clone();
     common::eventually("bob suspect", || stats.suspect_sessions() == 1).await;
     assert_eq!(server.matchmake(), 0, "a suspect ticket is never grouped");
     assert_eq!(server.stats.matchmaker().tickets, 2);
 
     let limit = defaults.idle_timeout + defaults.reconnect_grace + Duration::from_secs(1);
-    await_leave(&alice, m.match_id, &bob_presence, limit.saturating_sub(killed.elapsed())).await;
+    await_leave(
+        &alice,
+        m.match_id,
+        &bob_presence,
+        limit.saturating_sub(killed.elapsed()),
+    )
+    .await;
     // His ticket went with him; carol's waits for a live partner.
     assert_eq!(server.matchmake(), 0);
     assert_eq!(server.stats.matchmaker().tickets, 1);
@@ -89,8 +98,15 @@ async fn a_killed_client_leaves_in_time_and_its_ticket_is_never_matched() {
     assert_eq!(server.matchmake(), 1);
     match next_event(&carol, "carol matched").await {
         Event::MatchmakerMatched(mm) => {
-            let names: Vec<_> = mm.users.iter().map(|u| u.presence.username.clone()).collect();
-            assert!(!names.contains(&"bob".to_owned()), "matched with a ghost: {names:?}");
+            let names: Vec<_> = mm
+                .users
+                .iter()
+                .map(|u| u.presence.username.clone())
+                .collect();
+            assert!(
+                !names.contains(&"bob".to_owned()),
+                "matched with a ghost: {names:?}"
+            );
         }
         other => panic!("unexpected {other:?}"),
     }
@@ -127,7 +143,10 @@ async fn an_immediate_resume_replays_everything_in_order_exactly_once() {
     let carol = server.client("carol").await;
     carol.join_match(m.match_id).await.expect("carol joins");
     next_event(&alice, "carol joins").await;
-    assert!(matches!(next_event(&bob, "carol joins").await, Event::MatchPresence(_)));
+    assert!(matches!(
+        next_event(&bob, "carol joins").await,
+        Event::MatchPresence(_)
+    ));
     let seen = bob.last_event_seq();
     assert!(seen > 0, "events are numbered");
     let token = bob.session().token.clone();
@@ -265,14 +284,18 @@ async fn the_sdk_resumes_by_itself_across_a_blackout_on_a_lossy_path() {
         match event {
             Event::Reconnecting { .. } => assert!(!reconnected, "one resume"),
             Event::Reconnected { .. } => reconnected = true,
-            Event::MatchData(d) => got.push(u32::from_be_bytes(
-                d.data[..].try_into().expect("4 bytes"),
-            )),
+            Event::MatchData(d) => {
+                got.push(u32::from_be_bytes(d.data[..].try_into().expect("4 bytes")))
+            }
             other => panic!("unexpected {other:?}"),
         }
     }
     assert!(reconnected, "the connection died and was resumed");
-    assert_eq!(got, (0..100).collect::<Vec<_>>(), "complete, in order, once");
+    assert_eq!(
+        got,
+        (0..100).collect::<Vec<_>>(),
+        "complete, in order, once"
+    );
     assert_no_event(&bob, Duration::from_millis(300)).await;
     // The others never saw bob leave, and he carries on as the same session.
     assert_eq!(server.stats.matches().presences, 2);

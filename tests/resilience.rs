@@ -224,7 +224,11 @@ async fn a_full_burst_never_closes_readers_that_keep_reading() {
                         next += 1;
                     }
                     Event::MatchPresence(p) => {
-                        assert_eq!(p.leaves, [stopped_presence.clone()], "only the stopped reader leaves");
+                        assert_eq!(
+                            p.leaves,
+                            std::slice::from_ref(&stopped_presence),
+                            "only the stopped reader leaves"
+                        );
                         saw_leave = true;
                         stopped_left.notify_one();
                     }

@@ -24,7 +24,9 @@ async fn await_match_leave(socket: &Socket, match_id: MatchId, who: &Presence) {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match timeout(left, socket.next_event()).await {
-            Ok(Some(Event::MatchPresence(p))) if p.match_id == match_id && p.leaves.contains(who) => {
+            Ok(Some(Event::MatchPresence(p)))
+                if p.match_id == match_id && p.leaves.contains(who) =>
+            {
                 return
             }
             Ok(Some(_)) => {}
@@ -164,7 +166,10 @@ async fn single_party_leaves_the_other_party_on_create_join_and_accept() {
     next_event(&alice, "carol joins").await;
     let dave = server.client("dave").await;
     let third = dave.create_party(false, 4).await.expect("closed party");
-    alice.join_party(first.party_id).await.expect("join the open one again");
+    alice
+        .join_party(first.party_id)
+        .await
+        .expect("join the open one again");
     await_party_leave(&carol, second.party_id, &alice.presence()).await;
     match next_event(&carol, "carol leads now").await {
         Event::PartyLeader { presence, .. } => assert_eq!(presence, carol.presence()),

@@ -16,7 +16,11 @@ fn authenticate_frame() -> Vec<u8> {
     let mut credentials = vec![0x00, 0x10]; // Credentials::Device, id length 16
     credentials.extend_from_slice(b"device-wire-0000");
     let frame = authenticate_with(&credentials);
-    assert_eq!(frame[..4], [0, 0, 0, 0x26], "PROTOCOL.md §5.5 says length 38");
+    assert_eq!(
+        frame[..4],
+        [0, 0, 0, 0x26],
+        "PROTOCOL.md §5.5 says length 38"
+    );
     frame
 }
 
@@ -71,7 +75,11 @@ async fn protocol_2_numbers_events_and_resumes_from_a_sequence_number() {
     // cid None, ServerBody::Sequenced (2), seq 1, Event::MatchPresence (1)
     assert_eq!(&raw.next_body().await[..4], &[0x00, 0x02, 0x01, 0x01]);
     sdk.leave_match(match_id).await.expect("leave");
-    assert_eq!(&raw.next_body().await[..4], &[0x00, 0x02, 0x02, 0x01], "seq 2");
+    assert_eq!(
+        &raw.next_body().await[..4],
+        &[0x00, 0x02, 0x02, 0x01],
+        "seq 2"
+    );
 
     // Resume { token, last_seq: 1 } on a second connection, while the first still lives.
     let mut credentials = vec![0x03]; // Credentials::Resume

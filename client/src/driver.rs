@@ -317,7 +317,10 @@ impl Driver {
         loop {
             let (_, conn) = self.link.get();
             if let Stop::Dropped = self.serve(&conn, &mut send, &mut frames).await {
-                conn.close(quinn::VarInt::from_u32(CloseCode::NORMAL.0), b"socket dropped");
+                conn.close(
+                    quinn::VarInt::from_u32(CloseCode::NORMAL.0),
+                    b"socket dropped",
+                );
                 return;
             }
             let (code, reason) = close_info(&conn);
@@ -465,7 +468,10 @@ impl Driver {
     async fn lost(&self, conn: &quinn::Connection) -> Stop {
         if conn.close_reason().is_none() {
             // The stream ended but the connection did not: end it, then classify.
-            conn.close(quinn::VarInt::from_u32(CloseCode::NORMAL.0), b"control stream ended");
+            conn.close(
+                quinn::VarInt::from_u32(CloseCode::NORMAL.0),
+                b"control stream ended",
+            );
         }
         Stop::Lost
     }

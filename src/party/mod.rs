@@ -14,10 +14,8 @@ use std::{
 
 use bytes::Bytes;
 use quicmatch_protocol::{
-    envelope::PartyInfo,
-    frame::EventBody,
-    ErrorCode, Event, MatchmakerAdd, PartyId, Presence, SessionId, TicketId,
-    MAX_PARTY_LABEL_LEN, MAX_PARTY_SIZE, MAX_RELIABLE_PAYLOAD,
+    envelope::PartyInfo, frame::EventBody, ErrorCode, Event, MatchmakerAdd, PartyId, Presence,
+    SessionId, TicketId, MAX_PARTY_LABEL_LEN, MAX_PARTY_SIZE, MAX_RELIABLE_PAYLOAD,
 };
 
 use self::model::{Notice, Party, PartyError};
@@ -216,7 +214,10 @@ impl PartyTable {
     /// parties and withdraws its other join requests (their members see it leave).
     fn single_party(&self, state: &mut State, session: SessionId, keep: PartyId) {
         if !self.config.single_party
-            || !state.parties.get(&keep).is_some_and(|p| p.is_member(session))
+            || !state
+                .parties
+                .get(&keep)
+                .is_some_and(|p| p.is_member(session))
         {
             return;
         }

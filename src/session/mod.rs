@@ -29,10 +29,10 @@ use tracing::{debug, info, info_span, Instrument as _};
 mod rate;
 mod registry;
 
-pub use self::registry::SessionRegistry;
 pub(crate) use self::registry::Held;
-pub use crate::outbound::SessionHandle;
+pub use self::registry::SessionRegistry;
 use self::registry::{Ending, Kick, Kicker};
+pub use crate::outbound::SessionHandle;
 use crate::{
     auth::{self, AuthError},
     handlers::{self, ApiError},
@@ -333,9 +333,7 @@ async fn serve(shared: Arc<Shared>, conn: Connection, shutdown: CancellationToke
     let send = &mut send;
     let (mut state, resumed) = start(&shared, &conn, who);
     let kicker = Arc::new(Kicker::default());
-    shared
-        .sessions
-        .insert(state.handle.clone(), kicker.clone());
+    shared.sessions.insert(state.handle.clone(), kicker.clone());
     let presence = state.handle.presence.clone();
     if resumed {
         shared.matchmaker.set_suspect(presence.session_id, false);

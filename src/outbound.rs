@@ -38,7 +38,8 @@ pub struct SessionHandle {
 
 impl SessionHandle {
     /// Queues an event (or reliable data) without waiting. A session far behind is
-    /// closed as a slow consumer rather than let it delay others (see [`Outbound`]).
+    /// closed as a slow consumer rather than let it delay others (the rule is in
+    /// PROTOCOL.md §6.1).
     pub fn push_event(&self, body: &EventBody) {
         if self.outbound.push(body.clone(), Instant::now()) == Pushed::Overflow {
             warn!(session = %self.presence.session_id, "outbound queue over its limit; closing slow consumer");

@@ -1,0 +1,683 @@
+//! The README's Rust snippets, compiled and run against a real server.
+//!
+//! Every ```rust block in README.md is copied, byte for byte, into a function below
+//! between `// README:<name>-start` and `// README:<name>-end` comments; the names it
+//! leaves free (`addr`, `trust`, `socket`, ...) are that function's parameters.
+//! `readme_snippets_match` fails when a README block and the copies here differ, so the
+//! README cannot change without this file; the other tests run each function and check
+//! what it did.
+
+mod common;
+
+use std::{net::SocketAddr, time::Duration};
+
+use common::{assert_no_event, next_event, TestServer, TEST_TIMEOUT};
+use quicmatch_client::{
+    ClientConfig, CloseCode, Credentials, Event, Match, MatchmakerMatched, PartyInfo, Presence,
+    Socket, TicketId, Trust,
+};
+use rustls::pki_types::CertificateDer;
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+
+const README: &str = include_str!("../README.md");
+const THIS_FILE: &str = include_str!("readme.rs");
+
+// ---------------------------------------------------------------------------------------
+// The snippets, exactly as in README.md (hence `rustfmt::skip`).
+
+/// README, "The Rust SDK".
+#[rustfmt::skip]
+async fn sdk(addr: SocketAddr, trust: Trust) -> anyhow::Result<()> {
+    // README:sdk-start
+    use quicmatch_client::{ClientConfig, Credentials, Event, Socket};
+
+    let config = ClientConfig::new(
+        addr,  // the server's UDP address: "127.0.0.1:7350".parse()?
+        trust, // Trust::CaFile("certs/server.crt".into()), Trust::pin("2aa6bf69...")?, Trust::PlatformRoots
+        Credentials::Device { id: "alice-device-01".into() },
+    )
+    .username("alice");
+    let socket = Socket::connect(config).await?;
+
+    let game = socket.create_match(Some("lobby")).await?;     // join-or-create by name; None, or join_match(id)
+    socket.send_match_data(game.match_id, 1, b"pos 1 2".to_vec(), false, None).await?; // datagram
+    socket.send_match_data(game.match_id, 2, b"score".to_vec(), true, None).await?;    // reliable
+
+    while let Some(event) = socket.next_event().await {
+        match event {
+            Event::MatchPresence(p) => println!("joined {:?} left {:?}", p.joins, p.leaves),
+            Event::MatchData(d) if d.op_code == 99 => break,  // your game's "game over"
+            Event::MatchData(d) => println!("{} op {} seq {}: {:?}", d.sender.username, d.op_code, d.seq, d.data),
+            Event::Error { code, message } => eprintln!("{code}: {message}"),
+            Event::Reconnecting { reason, .. } => eprintln!("connection lost ({reason}); resuming"),
+            Event::Reconnected { .. } => eprintln!("resumed: nothing was lost"),
+            Event::Disconnected { reason, .. } => anyhow::bail!("disconnected: {reason}"),
+            _ => {}
+        }
+    }
+    socket.leave_match(game.match_id).await?;
+    socket.close().await;
+    // README:sdk-end
+    Ok(())
+}
+
+/// README, "Reconnects": resuming by hand.
+#[rustfmt::skip]
+async fn resume_by_hand(
+    addr: SocketAddr,
+    trust: Trust,
+    saved_token: String,
+    saved_last_seq: u64,
+) -> anyhow::Result<Socket> {
+    // README:resume-start
+    let config = ClientConfig::new(addr, trust, Credentials::Resume {
+        token: saved_token,          // socket.session().token
+        last_seq: saved_last_seq,    // socket.last_event_seq()
+    });
+    let socket = Socket::connect(config).await?; // socket.session().resumed; missed events follow
+    // README:resume-end
+    Ok(socket)
+}
+
+/// README, "Matchmaker".
+#[rustfmt::skip]
+async fn matchmaker(socket: &Socket) -> anyhow::Result<(TicketId, Match)> {
+    // README:matchmaker-start
+    let ticket = socket
+        .add_matchmaker("+properties.region:eu +properties.rank:>=3 +properties.rank:<=7", 2, 4)
+        .string_property("region", "eu")
+        .numeric_property("rank", 5.0)
+        .await?;
+    let game = loop {
+        match socket.next_event().await {
+            // A token, or a match id when an `on_matchmaker_matched` hook made the match.
+            Some(Event::MatchmakerMatched(m)) => match (m.token, m.match_id) {
+                (Some(token), _) => break socket.join_match_token(&token).await?,
+                (None, Some(id)) => break socket.join_match(id).await?,
+                (None, None) => anyhow::bail!("a result names a token or a match"),
+            },
+            Some(_) => {} // other events, as in your event loop
+            None => anyhow::bail!("disconnected before a match formed"),
+        }
+    };
+    // README:matchmaker-end
+    Ok((ticket, game))
+}
+
+/// README, "Parties".
+#[rustfmt::skip]
+async fn parties(
+    leader: &Socket,
+    friend: &Socket,
+    friend_presence: Presence,
+) -> anyhow::Result<(PartyInfo, TicketId)> {
+    // README:parties-start
+    let party = leader.create_party(false, 4).await?;          // closed: joins need approval
+    friend.join_party(party.party_id).await?;                  // leader gets Event::PartyJoinRequest
+    leader.accept_party_member(party.party_id, &friend_presence).await?; // friend gets Event::Party
+    let ticket = leader.add_matchmaker_party(party.party_id, "*", 3, 4).await?;
+    // friend gets Event::PartyMatchmakerTicket; when matched, both get Event::MatchmakerMatched with party_id
+    // README:parties-end
+    Ok((party, ticket))
+}
+
+// ---------------------------------------------------------------------------------------
+// README blocks and the copies above are the same.
+
+/// A ```rust block of README.md: its first line's number (1-based) and its text.
+struct Block {
+    line: usize,
+    text: String,
+}
+
+/// Lines without trailing whitespace, without leading or trailing blank lines, and
+/// without the indentation they all share.
+fn normalize<'a>(lines: impl IntoIterator<Item = &'a str>) -> String {
+    let lines: Vec<&str> = lines.into_iter().map(str::trim_end).collect();
+    let first = lines.iter().position(|l| !l.is_empty());
+    let last = lines.iter().rposition(|l| !l.is_empty());
+    let (Some(first), Some(last)) = (first, last) else {
+        return String::new();
+    };
+    let lines = &lines[first..=last];
+    let indent = lines
+        .iter()
+        .filter(|l| !l.is_empty())
+        .map(|l| l.len() - l.trim_start().len())
+        .min()
+        .unwrap_or(0);
+    lines
+        .iter()
+        .map(|l| l.get(indent..).unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn readme_blocks(readme: &str) -> Vec<Block> {
+    let mut blocks = Vec::new();
+    let mut lines = readme.lines().enumerate();
+    while let Some((i, line)) = lines.next() {
+        if line.trim() != "```rust" {
+            continue;
+        }
+        let body: Vec<&str> = lines
+            .by_ref()
+            .map(|(_, l)| l)
+            .take_while(|l| !l.trim_start().starts_with("```"))
+            .collect();
+        blocks.push(Block {
+            line: i + 2,
+            text: normalize(body),
+        });
+    }
+    blocks
+}
+
+/// The `// README:<name>-start` ... `// README:<name>-end` regions of `source`.
+fn marked_regions(source: &str) -> Vec<(String, String)> {
+    let mut regions = Vec::new();
+    let mut lines = source.lines();
+    while let Some(line) = lines.next() {
+        let Some(name) = line
+            .trim()
+            .strip_prefix("// README:")
+            .and_then(|rest| rest.strip_suffix("-start"))
+        else {
+            continue;
+        };
+        let end = format!("// README:{name}-end");
+        let mut body = Vec::new();
+        loop {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| panic!("README region `{name}` has no `{end}`"));
+            if line.trim() == end {
+                break;
+            }
+            assert!(
+                !line.trim().starts_with("// README:"),
+                "README region `{name}` contains another marker: {line}"
+            );
+            body.push(line);
+        }
+        regions.push((name.to_owned(), normalize(body)));
+    }
+    regions
+}
+
+/// How a README block differs from the region most like it.
+fn closest(block: &Block, regions: &[(String, String)]) -> String {
+    let common = |a: &str, b: &str| a.lines().zip(b.lines()).take_while(|(x, y)| x == y).count();
+    let Some((name, text)) = regions
+        .iter()
+        .max_by_key(|(_, text)| common(&block.text, text))
+    else {
+        return "there are no marked regions".into();
+    };
+    let n = common(&block.text, text);
+    format!(
+        "the closest is `{name}`, which first differs at snippet line {}:\n  README: {:?}\n  test:   {:?}",
+        n + 1,
+        block.text.lines().nth(n).unwrap_or("<end of snippet>"),
+        text.lines().nth(n).unwrap_or("<end of region>"),
+    )
+}
+
+#[test]
+fn readme_snippets_match() {
+    let blocks = readme_blocks(README);
+    let regions = marked_regions(THIS_FILE);
+    assert!(!blocks.is_empty(), "README.md has no ```rust blocks");
+    for (i, (name, _)) in regions.iter().enumerate() {
+        assert!(
+            regions[..i].iter().all(|(other, _)| other != name),
+            "two regions are named `{name}`"
+        );
+    }
+    let mut problems = Vec::new();
+    for block in &blocks {
+        if !regions.iter().any(|(_, text)| *text == block.text) {
+            problems.push(format!(
+                "README.md line {} (```rust block starting {:?}) is in no `// README:` region \
+                 of tests/readme.rs; {}",
+                block.line,
+                block.text.lines().next().unwrap_or(""),
+                closest(block, &regions),
+            ));
+        }
+    }
+    for (name, text) in &regions {
+        if !blocks.iter().any(|b| b.text == *text) {
+            problems.push(format!(
+                "region `{name}` of tests/readme.rs is no ```rust block of README.md"
+            ));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "README.md and tests/readme.rs disagree (copy each README snippet into its \
+         region, and run it below):\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn the_checker_sees_every_block_and_region() {
+    let readme = "text\n```rust\n  let a = 1;  \n\n```\n```sh\nls\n```\n```rust\nlet b = 2;\n```\n";
+    let blocks = readme_blocks(readme);
+    assert_eq!(blocks.len(), 2);
+    assert_eq!((blocks[0].line, blocks[0].text.as_str()), (3, "let a = 1;"));
+    assert_eq!(
+        (blocks[1].line, blocks[1].text.as_str()),
+        (10, "let b = 2;")
+    );
+    let source =
+        "fn f() {\n    // README:x-start\n    if a {\n        b\n    }\n    // README:x-end\n}\n";
+    assert_eq!(
+        marked_regions(source),
+        vec![("x".to_owned(), "if a {\n    b\n}".to_owned())]
+    );
+    let names: Vec<String> = marked_regions(THIS_FILE)
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(names, ["sdk", "resume", "matchmaker", "parties"]);
+    assert_eq!(readme_blocks(README).len(), names.len());
+}
+
+// ---------------------------------------------------------------------------------------
+// Running them.
+
+fn trust(cert: &CertificateDer<'static>) -> Trust {
+    Trust::Certificates(vec![cert.clone()])
+}
+
+async fn connect(addr: SocketAddr, cert: &CertificateDer<'static>, name: &str) -> Socket {
+    let config = ClientConfig::new(
+        addr,
+        trust(cert),
+        Credentials::Device {
+            id: format!("device-{name}-0000"),
+        },
+    )
+    .username(name);
+    timeout(TEST_TIMEOUT, Socket::connect(config))
+        .await
+        .expect("connect in time")
+        .expect("connect")
+}
+
+/// Runs matchmaker passes by hand until one forms a group (tickets wait a pass or two
+/// for their largest size first).
+fn matchmake_one_group(stats: &quicmatch::Stats) {
+    let handle = stats.matchmaker_handle();
+    let mut groups = 0;
+    for _ in 0..5 {
+        groups += handle.process(std::time::Instant::now());
+        if groups > 0 {
+            break;
+        }
+    }
+    assert_eq!(groups, 1, "one group forms");
+}
+
+async fn matched(socket: &Socket, what: &str) -> MatchmakerMatched {
+    match next_event(socket, what).await {
+        Event::MatchmakerMatched(m) => m,
+        other => panic!("expected a matchmaker result ({what}), got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn sdk_snippet_plays_until_game_over() {
+    let server = TestServer::start().await;
+    let bob = server.client("bob").await;
+    let lobby = bob
+        .create_match(Some("lobby"))
+        .await
+        .expect("bob creates the lobby");
+
+    let bob_plays = async {
+        // Alice joins bob's lobby by name and sends a datagram and a reliable message
+        // (the datagram may overtake the join's presence event).
+        let (mut alice, mut datagram, mut reliable) = (None, None, None);
+        while alice.is_none() || datagram.is_none() || reliable.is_none() {
+            match next_event(&bob, "alice joining and sending").await {
+                Event::MatchPresence(p) if p.leaves.is_empty() && p.joins.len() == 1 => {
+                    alice = p.joins.into_iter().next();
+                }
+                Event::MatchData(d) if d.op_code == 1 => datagram = Some(d),
+                Event::MatchData(d) if d.op_code == 2 => reliable = Some(d),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let (alice, datagram, reliable) = (
+            alice.expect("alice"),
+            datagram.expect("datagram"),
+            reliable.expect("reliable"),
+        );
+        assert_eq!(alice.username, "alice");
+        for d in [&datagram, &reliable] {
+            assert_eq!(d.match_id, lobby.match_id);
+            assert_eq!(d.sender, alice);
+        }
+        assert_eq!(
+            (&datagram.data[..], datagram.reliable),
+            (&b"pos 1 2"[..], false)
+        );
+        assert_eq!(
+            (&reliable.data[..], reliable.reliable),
+            (&b"score"[..], true)
+        );
+
+        // Bob sends something, then "game over": alice's loop ends and she leaves.
+        bob.send_match_data(lobby.match_id, 1, b"hi alice".to_vec(), true, None)
+            .await
+            .expect("send");
+        bob.send_match_data(lobby.match_id, 99, Vec::new(), true, None)
+            .await
+            .expect("game over");
+        match next_event(&bob, "alice leaving after game over").await {
+            Event::MatchPresence(p) => {
+                assert!(p.joins.is_empty());
+                assert_eq!(p.leaves, vec![alice.clone()]);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        alice
+    };
+    let (result, alice) = tokio::join!(
+        timeout(TEST_TIMEOUT, sdk(server.addr, trust(&server.cert))),
+        bob_plays
+    );
+    result
+        .expect("the snippet finishes in time")
+        .expect("the snippet succeeds");
+    assert_eq!(alice.username, "alice");
+    assert_eq!(
+        bob.match_presences(lobby.match_id),
+        Some(vec![bob.presence()])
+    );
+}
+
+#[tokio::test]
+async fn sdk_snippet_fails_when_the_server_goes_away() {
+    let server = TestServer::start().await;
+    let (addr, cert) = (server.addr, server.cert.clone());
+    let bob = server.client("bob").await;
+    bob.create_match(Some("lobby"))
+        .await
+        .expect("bob creates the lobby");
+
+    let stop = async {
+        // Alice has sent everything and is in her event loop.
+        loop {
+            match next_event(&bob, "alice's reliable message").await {
+                Event::MatchData(d) if d.reliable => {
+                    assert_eq!(&d.data[..], b"score");
+                    break;
+                }
+                Event::MatchPresence(_) | Event::MatchData(_) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        server.stop().await;
+    };
+    let (result, ()) = tokio::join!(timeout(TEST_TIMEOUT, sdk(addr, trust(&cert))), stop);
+    let err = result
+        .expect("the snippet finishes in time")
+        .expect_err("a lost session ends the snippet with an error");
+    assert_eq!(err.to_string(), "disconnected: server shutting down");
+}
+
+#[tokio::test]
+async fn resume_snippet_takes_the_session_over_and_replays_what_was_missed() {
+    let server = TestServer::start().await;
+    let alice = server.client("alice").await;
+    let bob = server.client("bob").await;
+    let m = alice.create_match(None).await.expect("create");
+    bob.join_match(m.match_id).await.expect("join");
+    assert!(matches!(
+        next_event(&alice, "bob joins").await,
+        Event::MatchPresence(_)
+    ));
+    // What a process would save before it dies: it has processed bob's join...
+    let saved_token = alice.session().token.clone();
+    let saved_last_seq = alice.last_event_seq();
+    assert!(saved_last_seq > 0, "events are numbered");
+    // ... but not this, which its old connection receives after the save.
+    bob.send_match_data(m.match_id, 7, b"while you restarted".to_vec(), true, None)
+        .await
+        .expect("send");
+    assert!(matches!(
+        next_event(&alice, "the message, on the old connection").await,
+        Event::MatchData(_)
+    ));
+
+    let socket = timeout(
+        TEST_TIMEOUT,
+        resume_by_hand(
+            server.addr,
+            trust(&server.cert),
+            saved_token,
+            saved_last_seq,
+        ),
+    )
+    .await
+    .expect("resume in time")
+    .expect("resume");
+    assert!(socket.session().resumed);
+    assert_eq!(socket.presence(), alice.presence(), "the same session");
+    assert!(socket
+        .session()
+        .matches
+        .iter()
+        .any(|info| info.match_id == m.match_id));
+    match next_event(&socket, "the replayed message").await {
+        Event::MatchData(d) => {
+            assert_eq!((d.op_code, &d.data[..]), (7, &b"while you restarted"[..]));
+            assert_eq!(d.sender, bob.presence());
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(socket.last_event_seq() > saved_last_seq);
+    // The old connection was taken over, and nobody saw alice leave.
+    match next_event(&alice, "the old connection's end").await {
+        Event::Disconnected { code, .. } => assert_eq!(code, Some(CloseCode::SESSION_REPLACED)),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_no_event(&bob, Duration::from_millis(200)).await;
+    socket
+        .send_match_data(m.match_id, 8, b"back".to_vec(), true, None)
+        .await
+        .expect("send");
+    match next_event(&bob, "alice's message after the resume").await {
+        Event::MatchData(d) => assert_eq!(d.sender, alice.presence()),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// Alice runs the matchmaker snippet; bob fits her query, carol (rank 9) does not.
+/// Returns bob's result, alice's match and bob's.
+async fn matchmaker_scenario(
+    addr: SocketAddr,
+    cert: &CertificateDer<'static>,
+    stats: &quicmatch::Stats,
+) -> (MatchmakerMatched, Match, Match) {
+    let alice = connect(addr, cert, "alice").await;
+    let bob = connect(addr, cert, "bob").await;
+    let carol = connect(addr, cert, "carol").await;
+    bob.add_matchmaker("+properties.region:eu +properties.rank:<=7", 2, 4)
+        .string_property("region", "eu")
+        .numeric_property("rank", 4.0)
+        .await
+        .expect("bob's ticket");
+    carol
+        .add_matchmaker("*", 2, 4)
+        .string_property("region", "eu")
+        .numeric_property("rank", 9.0)
+        .await
+        .expect("carol's ticket");
+
+    let bob_plays = async {
+        common::eventually("alice's ticket", || stats.matchmaker().tickets == 3).await;
+        matchmake_one_group(stats);
+        let m = matched(&bob, "bob's result").await;
+        let game = match (&m.token, m.match_id) {
+            (Some(token), _) => bob.join_match_token(token).await,
+            (None, Some(id)) => bob.join_match(id).await,
+            (None, None) => panic!("a result without a token or match: {m:?}"),
+        }
+        .expect("bob joins");
+        (m, game)
+    };
+    let (result, (m, bob_game)) =
+        tokio::join!(timeout(TEST_TIMEOUT, matchmaker(&alice)), bob_plays);
+    let (ticket, alice_game) = result
+        .expect("the snippet finishes in time")
+        .expect("the snippet succeeds");
+
+    let users: Vec<&Presence> = m.users.iter().map(|u| &u.presence).collect();
+    assert_eq!(users.len(), 2);
+    assert!(users.contains(&&alice.presence()) && users.contains(&&bob.presence()));
+    let alice_user = m
+        .users
+        .iter()
+        .find(|u| u.presence == alice.presence())
+        .expect("alice in bob's result");
+    assert_eq!(alice_user.string_properties["region"], "eu");
+    assert_eq!(alice_user.numeric_properties["rank"], 5.0);
+    assert_eq!(alice_game.match_id, bob_game.match_id);
+    assert_eq!(alice_game.self_presence, alice.presence());
+    // The ticket is spent, and carol, whom alice's query excludes, still waits.
+    let err = alice.remove_matchmaker(ticket).await.expect_err("matched");
+    assert_eq!(
+        err.code(),
+        Some(quicmatch_client::ErrorCode::TICKET_NOT_FOUND)
+    );
+    assert_eq!(stats.matchmaker().tickets, 1);
+    assert_no_event(&carol, Duration::from_millis(100)).await;
+    (m, alice_game, bob_game)
+}
+
+#[tokio::test]
+async fn matchmaker_snippet_joins_with_the_token() {
+    let server = TestServer::start().await;
+    let (m, alice_game, _) = matchmaker_scenario(server.addr, &server.cert, &server.stats).await;
+    assert!(m.token.is_some() && m.match_id.is_none());
+    assert!(alice_game.size >= 1);
+}
+
+/// A server whose `on_matchmaker_matched` hook creates every group's match.
+struct HookedServer {
+    addr: SocketAddr,
+    cert: CertificateDer<'static>,
+    stats: quicmatch::Stats,
+    stop: CancellationToken,
+}
+
+impl HookedServer {
+    fn start() -> Self {
+        common::init_tracing();
+        let material = quicmatch::tls::generate(vec!["127.0.0.1".into()]).expect("certificate");
+        let server = quicmatch::Server::builder(common::test_config())
+            .certificate(material)
+            .secret([7u8; 32])
+            .on_matchmaker_matched(|ctx, _entries| Some(ctx.create_match()))
+            .bind()
+            .expect("bind");
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        let this = Self {
+            addr: server.local_addr(),
+            cert: server.cert_der().clone(),
+            stats: server.stats(),
+            stop,
+        };
+        tokio::spawn(server.serve(async move { token.cancelled().await }));
+        this
+    }
+}
+
+impl Drop for HookedServer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+#[tokio::test]
+async fn matchmaker_snippet_joins_the_match_a_hook_made() {
+    let server = HookedServer::start();
+    let (m, alice_game, bob_game) =
+        matchmaker_scenario(server.addr, &server.cert, &server.stats).await;
+    assert!(m.token.is_none());
+    assert_eq!(m.match_id, Some(alice_game.match_id));
+    assert_eq!(bob_game.match_id, alice_game.match_id);
+}
+
+#[tokio::test]
+async fn parties_snippet_matches_the_party_together() {
+    let server = TestServer::start().await;
+    let leader = server.client("leader").await;
+    let friend = server.client("friend").await;
+    let solo = server.client("solo").await;
+    let friend_presence = friend.presence();
+
+    let (party, ticket) = timeout(
+        TEST_TIMEOUT,
+        parties(&leader, &friend, friend_presence.clone()),
+    )
+    .await
+    .expect("the snippet finishes in time")
+    .expect("the snippet succeeds");
+    assert!(!party.open);
+    assert_eq!(party.max_size, 4);
+
+    match next_event(&leader, "the join request").await {
+        Event::PartyJoinRequest {
+            party_id,
+            presences,
+        } => {
+            assert_eq!(party_id, party.party_id);
+            assert_eq!(presences, vec![friend_presence.clone()]);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    match next_event(&leader, "the friend joining").await {
+        Event::PartyPresence { joins, leaves, .. } => {
+            assert_eq!(joins, vec![friend_presence.clone()]);
+            assert!(leaves.is_empty());
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    match next_event(&friend, "the party snapshot").await {
+        Event::Party(info) => {
+            assert_eq!(info.party_id, party.party_id);
+            assert_eq!(
+                info.presences,
+                vec![leader.presence(), friend_presence.clone()]
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    match next_event(&friend, "the party's ticket").await {
+        Event::PartyMatchmakerTicket {
+            party_id,
+            ticket: t,
+        } => {
+            assert_eq!((party_id, t), (party.party_id, ticket));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+
+    solo.add_matchmaker("*", 3, 4).await.expect("solo ticket");
+    matchmake_one_group(&server.stats);
+    // The leader's next event is the result: it got the ticket as the reply instead.
+    for who in [&leader, &friend, &solo] {
+        let m = matched(who, "the result").await;
+        assert_eq!(m.users.len(), 3);
+        let expected = (!std::ptr::eq(who, &solo)).then_some(party.party_id);
+        assert_eq!(m.self_user.party_id, expected);
+    }
+}

@@ -12,15 +12,8 @@ use common::{
     proxy::{Impairment, Proxy},
     TestServer, TEST_TIMEOUT,
 };
-use quicmatch_client::{CloseCode, Credentials, Event, MatchId, Presence, Socket};
+use quicmatch_client::{CloseCode, Credentials, Event, Socket};
 use tokio::time::timeout;
-
-const CLEAN: Impairment = Impairment {
-    loss: 0.0,
-    delay: Duration::ZERO,
-    jitter: Duration::ZERO,
-    duplicate: 0.0,
-};
 
 async fn connect(config: quicmatch_client::ClientConfig) -> Socket {
     timeout(TEST_TIMEOUT, Socket::connect(config))
@@ -37,29 +30,12 @@ async fn via(server: &TestServer, proxy: &Proxy, name: &str, reconnect_for: Dura
     connect(config).await
 }
 
-/// Waits for `who` to leave `match_id`, skipping other events; returns how long it took.
-async fn await_leave(socket: &Socket, match_id: MatchId, who: &Presence, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let event = timeout(left, socket.next_event())
-            .await
-            .unwrap_or_else(|_| panic!("{} did not leave within {within:?}", who.username))
-            .expect("socket open");
-        if let Event::MatchPresence(p) = event {
-            if p.match_id == match_id && p.leaves.contains(who) {
-                return;
-            }
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_killed_client_leaves_in_time_and_its_ticket_is_never_matched() {
     // The defaults under test: suspect after 2 s, dead after 5 s, held 5 s.
     let server = TestServer::start().await;
     let defaults = quicmatch::Config::default().session;
-    let proxy = Proxy::start(server.addr, CLEAN, 11).await;
+    let proxy = Proxy::start(server.addr, Impairment::CLEAN, 11).await;
     let alice = server.client("alice").await;
     let bob = via(&server, &proxy, "bob", Duration::ZERO).await;
     let m = alice.create_match(None).await.expect("create");
@@ -82,7 +58,7 @@ async fn a_killed_client_leaves_in_time_and_its_ticket_is_never_matched() {
     assert_eq!(server.stats.matchmaker().tickets, 2);
 
     let limit = defaults.idle_timeout + defaults.reconnect_grace + Duration::from_secs(1);
-    await_leave(
+    common::await_match_leave(
         &alice,
         m.match_id,
         &bob_presence,
@@ -118,7 +94,7 @@ async fn a_client_heard_again_is_no_longer_suspect() {
     config.session.suspect_after = Duration::from_millis(500);
     config.session.idle_timeout = Duration::from_secs(5);
     let server = TestServer::start_with(config).await;
-    let proxy = Proxy::start(server.addr, CLEAN, 12).await;
+    let proxy = Proxy::start(server.addr, Impairment::CLEAN, 12).await;
     let bob = via(&server, &proxy, "bob", Duration::ZERO).await;
     bob.add_matchmaker("*", 2, 2).await.expect("ticket");
     proxy.cut();
@@ -134,7 +110,7 @@ async fn a_client_heard_again_is_no_longer_suspect() {
 #[tokio::test]
 async fn an_immediate_resume_replays_everything_in_order_exactly_once() {
     let server = TestServer::start().await;
-    let proxy = Proxy::start(server.addr, CLEAN, 13).await;
+    let proxy = Proxy::start(server.addr, Impairment::CLEAN, 13).await;
     let alice = server.client("alice").await;
     let bob = via(&server, &proxy, "bob", Duration::ZERO).await;
     let m = alice.create_match(None).await.expect("create");
@@ -210,7 +186,7 @@ async fn a_resume_beyond_the_buffer_gets_resume_gap_and_ends_the_session() {
     let mut config = common::test_config();
     config.session.resume_buffer = 4 << 10;
     let server = TestServer::start_with(config).await;
-    let proxy = Proxy::start(server.addr, CLEAN, 14).await;
+    let proxy = Proxy::start(server.addr, Impairment::CLEAN, 14).await;
     let alice = server.client("alice").await;
     let bob = via(&server, &proxy, "bob", Duration::ZERO).await;
     let m = alice.create_match(None).await.expect("create");
@@ -237,7 +213,7 @@ async fn a_resume_beyond_the_buffer_gets_resume_gap_and_ends_the_session() {
     let (code, reason) = err.close_code().expect("a close code");
     assert_eq!(code, CloseCode::RESUME_GAP, "{reason}");
     // The client starts afresh, so the old session is gone at once.
-    await_leave(&alice, m.match_id, &bob.presence(), Duration::from_secs(2)).await;
+    common::await_match_leave(&alice, m.match_id, &bob.presence(), Duration::from_secs(2)).await;
 }
 
 #[tokio::test]
@@ -328,11 +304,7 @@ async fn a_resume_takes_over_a_connection_that_still_looks_alive() {
     assert!(new.session().resumed);
     assert_eq!(new.presence(), old.presence());
     // The old connection is told why it was closed.
-    let code = loop {
-        if let Event::Disconnected { code, .. } = next_event(&old, "the takeover").await {
-            break code;
-        }
-    };
+    let code = common::disconnect_code(&old, "the takeover").await;
     assert_eq!(code, Some(CloseCode::SESSION_REPLACED));
     assert_no_event(&alice, Duration::from_millis(300)).await;
     alice

@@ -14,13 +14,6 @@ use common::{
 use quicmatch_client::{CloseCode, Credentials, Event, Match, Socket};
 use tokio::time::timeout;
 
-const CLEAN: Impairment = Impairment {
-    loss: 0.0,
-    delay: Duration::ZERO,
-    jitter: Duration::ZERO,
-    duplicate: 0.0,
-};
-
 async fn start(grace: Duration) -> TestServer {
     let mut config = common::test_config();
     config.session.idle_timeout = Duration::from_secs(2);
@@ -57,7 +50,7 @@ async fn alice_and_fragile_bob(server: &TestServer, proxy: &Proxy) -> (Socket, S
 #[tokio::test]
 async fn a_dropped_client_resumes_within_the_grace() {
     let server = start(Duration::from_secs(5)).await;
-    let proxy = Proxy::start(server.addr, CLEAN, 1).await;
+    let proxy = Proxy::start(server.addr, Impairment::CLEAN, 1).await;
     let (alice, bob, m) = alice_and_fragile_bob(&server, &proxy).await;
     let bob_presence = bob.presence();
     let token = bob.session().token.clone();
@@ -116,7 +109,7 @@ async fn a_dropped_client_resumes_within_the_grace() {
 #[tokio::test]
 async fn after_the_grace_the_usual_leave_happens() {
     let server = start(Duration::from_millis(500)).await;
-    let proxy = Proxy::start(server.addr, CLEAN, 2).await;
+    let proxy = Proxy::start(server.addr, Impairment::CLEAN, 2).await;
     let (alice, bob, _match) = alice_and_fragile_bob(&server, &proxy).await;
     let token = bob.session().token.clone();
     let bob_presence = bob.presence();

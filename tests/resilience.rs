@@ -281,11 +281,7 @@ async fn a_full_burst_never_closes_readers_that_keep_reading() {
         still_here.push(reader);
     }
     // The stopped reader, reading at last, learns why it was closed.
-    let code = loop {
-        if let Event::Disconnected { code, .. } = next_event(&stopped, "the close").await {
-            break code;
-        }
-    };
+    let code = common::disconnect_code(&stopped, "the close").await;
     assert_eq!(code, Some(CloseCode::SLOW_CONSUMER));
     assert_eq!(server.stats.matches().presences, 4);
 }

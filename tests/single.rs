@@ -9,30 +9,13 @@ use std::time::{Duration, Instant};
 
 use common::{assert_no_event, next_event, TestServer, TEST_TIMEOUT};
 use quicmatch::Config;
-use quicmatch_client::{CloseCode, Event, MatchId, PartyId, Presence, Socket};
+use quicmatch_client::{CloseCode, Event, PartyId, Presence, Socket};
 use tokio::time::timeout;
 
 async fn server(tune: impl FnOnce(&mut Config)) -> TestServer {
     let mut config = common::test_config();
     tune(&mut config);
     TestServer::start_with(config).await
-}
-
-/// Skips events until `who` leaves `match_id`; fails after the test timeout.
-async fn await_match_leave(socket: &Socket, match_id: MatchId, who: &Presence) {
-    let deadline = Instant::now() + TEST_TIMEOUT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match timeout(left, socket.next_event()).await {
-            Ok(Some(Event::MatchPresence(p)))
-                if p.match_id == match_id && p.leaves.contains(who) =>
-            {
-                return
-            }
-            Ok(Some(_)) => {}
-            other => panic!("waiting for {} to leave: {other:?}", who.username),
-        }
-    }
 }
 
 /// Skips events until `who` leaves party `party_id`.
@@ -66,14 +49,10 @@ async fn single_socket_replaces_the_older_connection() {
     let new = server.client("alice").await;
     assert_eq!(new.presence().user_id, old_presence.user_id);
     assert_ne!(new.presence().session_id, old_presence.session_id);
-    let code = loop {
-        if let Event::Disconnected { code, .. } = next_event(&old, "the replacement").await {
-            break code;
-        }
-    };
+    let code = common::disconnect_code(&old, "the replacement").await;
     assert_eq!(code, Some(CloseCode::SESSION_REPLACED));
     // The old session left at once, not after a reconnect grace.
-    await_match_leave(&bob, m.match_id, &old_presence).await;
+    common::await_match_leave(&bob, m.match_id, &old_presence, TEST_TIMEOUT).await;
     assert_eq!(server.stats.sessions(), 2);
     assert_eq!(server.stats.held_sessions(), 0);
     new.ping().await.expect("the new connection is served");
@@ -103,14 +82,14 @@ async fn single_match_leaves_the_other_matches_on_create_and_join() {
 
     // Creating a match leaves the first one.
     let second = alice.create_match(None).await.expect("create");
-    await_match_leave(&bob, first.match_id, &alice.presence()).await;
+    common::await_match_leave(&bob, first.match_id, &alice.presence(), TEST_TIMEOUT).await;
     carol.join_match(second.match_id).await.expect("join");
     next_event(&alice, "carol joins").await;
 
     // Joining one leaves the second (carol sees it); carol's match lives on without her.
     let third = bob.create_match(Some("third")).await.expect("create");
     alice.join_match(third.match_id).await.expect("join");
-    await_match_leave(&carol, second.match_id, &alice.presence()).await;
+    common::await_match_leave(&carol, second.match_id, &alice.presence(), TEST_TIMEOUT).await;
     assert_eq!(server.stats.matches().matches, 2, "carol's and the third");
     assert_eq!(server.stats.matches().presences, 3);
     // Alice only hears from the third match now.

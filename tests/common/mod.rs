@@ -244,6 +244,39 @@ pub async fn next_event(socket: &Socket, what: &str) -> Event {
         .unwrap_or_else(|| panic!("socket closed while waiting for {what}"))
 }
 
+/// Skips events until the socket reports its disconnect; returns the close code.
+pub async fn disconnect_code(socket: &Socket, what: &str) -> Option<quicmatch_client::CloseCode> {
+    loop {
+        if let Event::Disconnected { code, .. } = next_event(socket, what).await {
+            return code;
+        }
+    }
+}
+
+/// Skips events until `who` leaves `match_id`, failing after `within`.
+pub async fn await_match_leave(
+    socket: &Socket,
+    match_id: quicmatch_client::MatchId,
+    who: &quicmatch_client::Presence,
+    within: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, socket.next_event()).await {
+            Ok(Some(Event::MatchPresence(p)))
+                if p.match_id == match_id && p.leaves.contains(who) =>
+            {
+                return
+            }
+            Ok(Some(_)) => {}
+            other => panic!(
+                "{} did not leave within {within:?}: {other:?}",
+                who.username
+            ),
+        }
+    }
+}
+
 /// Fails if any event arrives within `wait`.
 pub async fn assert_no_event(socket: &Socket, wait: Duration) {
     if let Ok(Some(event)) = timeout(wait, socket.next_event()).await {

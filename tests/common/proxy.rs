@@ -27,6 +27,16 @@ pub struct Impairment {
     pub duplicate: f64,
 }
 
+impl Impairment {
+    /// Nothing lost, delayed or duplicated: a link the test can only cut.
+    pub const CLEAN: Self = Self {
+        loss: 0.0,
+        delay: Duration::ZERO,
+        jitter: Duration::ZERO,
+        duplicate: 0.0,
+    };
+}
+
 /// The proxy: clients connect to `addr`, which forwards to the server.
 pub struct Proxy {
     pub addr: SocketAddr,

@@ -13,7 +13,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use quicmatch_protocol::{MatchId, Presence};
 
-use crate::{matches::MatchTable, matchmaker::pool::MatchedEntry};
+use crate::{matches::MatchTable, matchmaker::pool::MatchedEntry, runtime::Runtime};
 
 /// A matchmaker request as a before-hook sees and may change it.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,6 +45,8 @@ pub type MatchmakerMatched =
 /// What a matched hook can do.
 pub struct MatchedContext<'a> {
     pub(crate) matches: &'a MatchTable,
+    pub(crate) runtime: &'a Runtime,
+    pub(crate) entries: &'a [MatchedEntry],
     pub(crate) hold: Duration,
 }
 
@@ -53,6 +55,25 @@ impl MatchedContext<'_> {
     /// joiner brings it to life) until the matchmaker's token lifetime passes.
     pub fn create_match(&self) -> MatchId {
         self.matches.reserve(std::time::Instant::now() + self.hold)
+    }
+
+    /// Creates a server-authoritative match for the group from the handler registered
+    /// as `handler`; its `join_attempt` sees the group in [`MatchContext::matched`].
+    /// Return the id from the hook and every player receives it as `match_id`.
+    ///
+    /// [`MatchContext::matched`]: crate::runtime::MatchContext::matched
+    pub fn create_authoritative(
+        &self,
+        handler: &str,
+        params: crate::runtime::Params,
+    ) -> Result<MatchId, crate::runtime::RuntimeError> {
+        let users = self.entries.iter().map(|e| e.presence.clone()).collect();
+        self.runtime.create_match_for(handler, params, users)
+    }
+
+    /// The runtime: signal and list matches.
+    pub fn runtime(&self) -> &Runtime {
+        self.runtime
     }
 }
 

@@ -24,6 +24,8 @@
 //! - [`party`]: parties (pure rules in `party::model`, the shared table).
 //! - [`metrics`](mod@metrics): the Prometheus exporter and what it reports.
 //! - [`hooks`]: game code registered on the builder (before matchmaker add, matched).
+//! - [`runtime`]: server-authoritative match handlers, RPC functions, and the context
+//!   they and the hooks use to create, signal and list matches.
 
 pub mod auth;
 pub mod config;
@@ -34,6 +36,7 @@ pub mod matchmaker;
 pub mod metrics;
 pub mod outbound;
 pub mod party;
+pub mod runtime;
 mod server;
 pub mod session;
 pub mod tls;
@@ -61,6 +64,7 @@ pub fn transport_config(config: &Config) -> quinn::TransportConfig {
 pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) matches: matches::MatchTable,
+    pub(crate) runtime: runtime::Runtime,
     pub(crate) matchmaker: matchmaker::Matchmaker,
     pub(crate) parties: party::PartyTable,
     pub(crate) sessions: session::SessionRegistry,
@@ -77,6 +81,7 @@ pub struct ServerBuilder {
     tls: Option<tls::TlsMaterial>,
     secret: Option<Vec<u8>>,
     hooks: hooks::Hooks,
+    registry: runtime::Registry,
 }
 
 impl ServerBuilder {
@@ -122,10 +127,46 @@ impl ServerBuilder {
         self
     }
 
+    /// Registers a server-authoritative match handler under `name`: `factory` makes a
+    /// fresh handler for each match created with that name (by an RPC, a hook, or
+    /// [`runtime::Runtime::create_match`]). A later registration of the same name wins.
+    pub fn match_handler<H: runtime::MatchHandler>(
+        mut self,
+        name: impl Into<String>,
+        factory: impl Fn() -> H + Send + Sync + 'static,
+    ) -> Self {
+        self.registry.handlers.insert(
+            name.into(),
+            Arc::new(move || Box::new(factory()) as Box<dyn runtime::MatchHandler>),
+        );
+        self
+    }
+
+    /// Registers an RPC function under `id`: a client's `Rpc { id, payload }` runs it on
+    /// a blocking thread and gets its output, or `RUNTIME_FUNCTION_EXCEPTION` with its
+    /// error. A later registration of the same id wins.
+    pub fn rpc(
+        mut self,
+        id: impl Into<String>,
+        function: impl Fn(&runtime::RpcContext<'_>, &str) -> Result<String, String>
+            + Send
+            + Sync
+            + 'static,
+    ) -> Self {
+        self.registry.rpcs.insert(id.into(), Arc::new(function));
+        self
+    }
+
     /// Validates the configuration, loads or generates the certificate and secret, and
     /// binds the UDP socket.
     pub fn bind(self) -> Result<Server, ServerError> {
-        server::bind(self.config, self.tls, self.secret, self.hooks)
+        server::bind(
+            self.config,
+            self.tls,
+            self.secret,
+            self.hooks,
+            self.registry,
+        )
     }
 }
 
@@ -144,6 +185,7 @@ impl Server {
             tls: None,
             secret: None,
             hooks: hooks::Hooks::default(),
+            registry: runtime::Registry::default(),
         }
     }
 
@@ -162,6 +204,12 @@ impl Server {
     /// SHA-256 of the leaf certificate, lowercase hex: what clients pin.
     pub fn fingerprint(&self) -> String {
         tls::fingerprint(&self.cert)
+    }
+
+    /// The runtime game code uses: create, signal and list matches (also from outside
+    /// the server's own hooks, e.g. an admin tool embedding it).
+    pub fn runtime(&self) -> runtime::Runtime {
+        self.shared.runtime.clone()
     }
 
     /// A handle to read live counts while the server runs.
@@ -195,6 +243,16 @@ impl Stats {
     /// Live matches and memberships.
     pub fn matches(&self) -> MatchCounts {
         self.shared.matches.counts()
+    }
+
+    /// Live server-run (authoritative) matches.
+    pub fn authoritative_matches(&self) -> usize {
+        self.shared.runtime.engine().len()
+    }
+
+    /// The runtime game code uses: create, signal and list matches.
+    pub fn runtime(&self) -> runtime::Runtime {
+        self.shared.runtime.clone()
     }
 
     /// Live parties.

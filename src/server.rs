@@ -109,6 +109,7 @@ pub(crate) fn bind(
     tls_override: Option<tls::TlsMaterial>,
     secret_override: Option<Vec<u8>>,
     hooks: Hooks,
+    registry: crate::runtime::Registry,
 ) -> Result<Server, ServerError> {
     config.validate()?;
     let material = match (tls_override, &config.cert, &config.key) {
@@ -157,17 +158,20 @@ pub(crate) fn bind(
     let cert = material.chain[0].clone();
     let secret = auth::Secret::from_bytes(&secret);
     let matches = MatchTable::new(config.matches.clone());
+    let runtime = crate::runtime::Runtime::new(registry, matches.clone(), &config.matches);
     let sessions = SessionRegistry::default();
     let matchmaker = Matchmaker::new(
         config.matchmaker.clone(),
         sessions.clone(),
         matches.clone(),
+        runtime.clone(),
         secret.clone(),
         hooks,
     );
     let parties = PartyTable::new(config.party.clone(), sessions.clone(), matchmaker.clone());
     let shared = Arc::new(Shared {
         handshakes: Default::default(),
+        runtime,
         matches,
         parties,
         matchmaker,
@@ -255,6 +259,10 @@ pub(crate) async fn serve(
         }
     }
     info!("shutting down");
+    // Server-run matches end first, so their members hear MatchEnded before the close.
+    let engine = shared.runtime.engine().clone();
+    let grace = shared.config.session.shutdown_grace;
+    let _ = tokio::task::spawn_blocking(move || engine.shutdown(grace)).await;
     cancel.cancel();
     tracker.close();
     if tokio::time::timeout(shared.config.session.shutdown_grace, tracker.wait())

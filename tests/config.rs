@@ -1,5 +1,5 @@
 //! The configuration's ranges, end to end. Every numeric and duration field of
-//! `src/config.rs` documents its range ("Range: ..."); these tests read those lines and
+//! `src/config/mod.rs` documents its range ("Range: ..."); these tests read those lines and
 //! check, through TOML as an operator writes it, that `validate` enforces exactly them;
 //! that random configs inside them bind and serve; and that the binary refuses an
 //! out-of-range value at start, naming the key.
@@ -79,10 +79,10 @@ fn number(v: &str) -> Option<f64> {
     Some(n.parse::<f64>().ok()? * (1u64 << (10 * shift)) as f64)
 }
 
-/// Every numeric and duration field in `src/config.rs` with the range its documentation
+/// Every numeric and duration field in `src/config/mod.rs` with the range its documentation
 /// gives; panics on such a field without one.
 fn documented() -> Vec<Bounded> {
-    let source = include_str!("../src/config.rs").lines().map(str::trim);
+    let source = include_str!("../src/config/mod.rs").lines().map(str::trim);
     let (mut section, mut range, mut fields) = (String::new(), None, Vec::new());
     for line in source.take_while(|l| !l.starts_with("#[cfg(test)]")) {
         if let Some((s, _)) = line.strip_prefix("/// `[").and_then(|l| l.split_once("]`")) {

@@ -282,8 +282,91 @@ fn the_checker_sees_every_block_and_region() {
         .into_iter()
         .map(|(name, _)| name)
         .collect();
-    assert_eq!(names, ["sdk", "resume", "matchmaker", "parties"]);
+    assert_eq!(
+        names,
+        ["sdk", "resume", "matchmaker", "parties", "authoritative"]
+    );
     assert_eq!(readme_blocks(README).len(), names.len());
+}
+
+/// README, "Server-authoritative matches".
+#[rustfmt::skip]
+fn authoritative(config: quicmatch::Config) -> anyhow::Result<quicmatch::Server> {
+    // README:authoritative-start
+    use quicmatch::runtime::{Dispatcher, Inbound, MatchContext, MatchHandler, MatchInit, Params};
+
+    struct Echo;
+
+    impl MatchHandler for Echo {
+        fn init(&mut self, _ctx: &MatchContext, _params: &Params) -> Result<MatchInit, String> {
+            Ok(MatchInit::new(20).label(r#"{"mode":"echo"}"#))   // 20 ticks a second, listed
+        }
+        fn tick(&mut self, _ctx: &MatchContext, d: &mut Dispatcher<'_>, inputs: Vec<Inbound>) {
+            for input in inputs {                                 // everything since the last tick
+                d.broadcast(2, input.data, None, None, false);    // op 2 to everyone, as a datagram
+            }
+        }
+    }
+
+    let server = quicmatch::Server::builder(config)
+        .match_handler("echo", || Echo)
+        .rpc("create_echo", |ctx, _payload| {
+            ctx.runtime.create_match("echo", Params::Null).map(|id| id.to_string()).map_err(|e| e.to_string())
+        })
+        .bind()?;
+    // README:authoritative-end
+    Ok(server)
+}
+
+#[tokio::test]
+async fn authoritative_snippet_echoes_inputs_to_everyone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = common::test_config();
+    config.certs_dir = dir.path().to_path_buf();
+    let server = authoritative(config).expect("bind");
+    let addr = server.local_addr();
+    let cert = server.cert_der().clone();
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    let serving = tokio::spawn(server.serve(async move { token.cancelled().await }));
+    let alice = connect(addr, &cert, "alice").await;
+    let bob = connect(addr, &cert, "bob").await;
+    let id: quicmatch_client::MatchId = alice
+        .rpc("create_echo", "{}")
+        .await
+        .expect("rpc")
+        .parse()
+        .expect("a match id");
+    let listed = bob
+        .list_matches()
+        .query("+label.mode:echo")
+        .await
+        .expect("list");
+    assert_eq!(listed.iter().map(|m| m.match_id).collect::<Vec<_>>(), [id]);
+    alice.join_match(id).await.expect("alice joins");
+    bob.join_match(id).await.expect("bob joins");
+    alice
+        .send_match_data(id, 1, b"jump".to_vec(), false, None)
+        .await
+        .expect("input");
+    for player in [&alice, &bob] {
+        loop {
+            match next_event(player, "the echo").await {
+                Event::MatchData(d) => {
+                    assert!(d.from_server() && !d.reliable);
+                    assert_eq!((d.op_code, &d.data[..]), (2, &b"jump"[..]));
+                    break;
+                }
+                Event::MatchPresence(_) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    stop.cancel();
+    timeout(TEST_TIMEOUT, serving)
+        .await
+        .expect("stops")
+        .expect("serve");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -33,6 +33,18 @@ const EARLY_DATAGRAMS: usize = 256;
 const EARLY_DATAGRAM_TTL: Duration = Duration::from_secs(2);
 /// Pending requests kept before abandoned ones (timed out callers) are pruned.
 const PRUNE_PENDING_AT: usize = 1024;
+/// The sender slot of data a server-run match sends itself.
+const SERVER_SLOT: u32 = 0;
+
+/// Who data from the server itself is attributed to: nil ids, empty name.
+pub(crate) fn server_presence() -> Presence {
+    Presence {
+        user_id: quicmatch_protocol::UserId(uuid::Uuid::nil()),
+        session_id: SessionId(uuid::Uuid::nil()),
+        username: String::new(),
+    }
+}
+
 /// Longest one resume attempt (handshake, then the reply) may take before the next.
 const RESUME_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -141,17 +153,18 @@ impl ClientState {
 
     fn resolve(&self, header: &RelayHeader) -> Option<(MatchId, Presence)> {
         let id = *self.handles.get(&header.handle)?;
-        let sender = self
-            .matches
-            .get(&id)?
-            .slots
-            .get(&header.sender_slot)?
-            .clone();
+        let sender = self.sender(id, header.sender_slot)?;
         Some((id, sender))
     }
 
+    /// The member in `slot`; slot 0 is the server itself (a server-run match's own
+    /// data), shown as [`server_presence`].
     fn sender(&self, id: MatchId, slot: u32) -> Option<Presence> {
-        self.matches.get(&id)?.slots.get(&slot).cloned()
+        let view = self.matches.get(&id)?;
+        if slot == SERVER_SLOT {
+            return Some(server_presence());
+        }
+        view.slots.get(&slot).cloned()
     }
 }
 
@@ -485,6 +498,10 @@ fn on_event(
     let presences = |ms: Vec<Member>| ms.into_iter().map(|m| m.presence).collect();
     match event {
         WireEvent::Error { code, message } => Some(Event::Error { code, message }),
+        WireEvent::MatchEnded { match_id, reason } => {
+            lock(state).forget(match_id);
+            Some(Event::MatchEnded { match_id, reason })
+        }
         WireEvent::MatchmakerMatched(m) => Some(Event::MatchmakerMatched(m)),
         WireEvent::MatchmakerTicketCancelled { ticket, reason } => {
             Some(Event::MatchmakerTicketCancelled { ticket, reason })

@@ -29,6 +29,8 @@
 
 mod connect;
 mod driver;
+mod requests;
+mod runtime;
 mod trust;
 
 use std::{
@@ -37,18 +39,17 @@ use std::{
         atomic::{AtomicU32, Ordering},
         Arc, Mutex,
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use bytes::Bytes;
-use quicmatch_protocol::{
-    datagram, envelope::ClientEnvelope, frame, MatchmakerAdd, Request, Response,
-    MAX_DATAGRAM_PAYLOAD, MAX_RELIABLE_PAYLOAD, MAX_TARGETS,
-};
+use quicmatch_protocol::{envelope::ClientEnvelope, frame, Request, Response};
 pub use quicmatch_protocol::{
-    CloseCode, Credentials, ErrorCode, MatchId, MatchmakerMatched, MatchmakerUser, PartyId,
-    PartyInfo, Presence, SessionId, SessionInfo, TicketId, UserId,
+    CloseCode, Credentials, ErrorCode, MatchId, MatchListRequest, MatchListing, MatchmakerMatched,
+    MatchmakerUser, PartyId, PartyInfo, Presence, SessionId, SessionInfo, TicketId, UserId,
 };
+pub use requests::AddMatchmaker;
+pub use runtime::{ListMatches, MatchOptions};
 use tokio::sync::{mpsc, oneshot};
 pub use trust::Trust;
 
@@ -308,6 +309,14 @@ pub enum Event {
         /// The label.
         label: Option<String>,
     },
+    /// An authoritative match ended (its handler ended it, failed, or the server is
+    /// shutting down); this socket is no longer in it.
+    MatchEnded {
+        /// The match.
+        match_id: MatchId,
+        /// Why.
+        reason: String,
+    },
     /// A fire-and-forget send failed.
     Error {
         /// Stable numeric code.
@@ -366,6 +375,14 @@ pub struct MatchData {
     /// The match's processing order: a higher `seq` was processed later, so a receiver
     /// of unreliable data can drop anything older than what it already applied.
     pub seq: u64,
+}
+
+impl MatchData {
+    /// Whether a server-run match sent this itself rather than on behalf of a member
+    /// (then `sender` has nil ids and an empty name).
+    pub fn from_server(&self) -> bool {
+        self.sender.session_id.0.is_nil()
+    }
 }
 
 struct Inner {
@@ -540,306 +557,10 @@ impl Socket {
         }
     }
 
-    /// Creates a match and joins it. With a name, every caller using that name lands in
-    /// the same match while it lives (join-or-create).
-    pub async fn create_match(&self, name: Option<&str>) -> Result<Match, RequestError> {
-        let response = self
-            .request(Request::MatchCreate {
-                name: name.map(str::to_owned),
-            })
-            .await?;
-        self.expect_match(response)
-    }
-
-    /// Joins a live match by id. Joining a match this socket is already in succeeds and
-    /// changes nothing. An unknown or ended match gives `MATCH_NOT_FOUND`.
-    pub async fn join_match(&self, match_id: MatchId) -> Result<Match, RequestError> {
-        let response = self.request(Request::MatchJoin { match_id }).await?;
-        self.expect_match(response)
-    }
-
-    /// Leaves a match. Always acknowledged, even for a match this socket is not in.
-    pub async fn leave_match(&self, match_id: MatchId) -> Result<(), RequestError> {
-        let response = self.request(Request::MatchLeave { match_id }).await?;
-        lock(&self.inner.state).forget(match_id);
-        Self::expect_ack(response)
-    }
-
-    /// Sends match data to every other member, or only to `presences` (this socket
-    /// receives its own data only if it lists itself).
-    ///
-    /// Unreliable data goes as one datagram of at most
-    /// [`quicmatch_protocol::MAX_DATAGRAM_PAYLOAD`] bytes; reliable
-    /// data goes over the control stream, in order. Both return once the data is handed
-    /// to the connection; a failure the server detects arrives as [`Event::Error`].
-    pub async fn send_match_data(
-        &self,
-        match_id: MatchId,
-        op_code: i64,
-        data: impl Into<Bytes>,
-        reliable: bool,
-        presences: Option<&[Presence]>,
-    ) -> Result<(), RequestError> {
-        let data = data.into();
-        if presences.is_some_and(|p| p.len() > MAX_TARGETS) {
-            return Err(RequestError::local(
-                ErrorCode::BAD_INPUT,
-                format!("at most {MAX_TARGETS} recipients"),
-            ));
-        }
-        if reliable {
-            if data.len() > MAX_RELIABLE_PAYLOAD {
-                return Err(RequestError::local(
-                    ErrorCode::PAYLOAD_TOO_LARGE,
-                    format!("reliable payload exceeds {MAX_RELIABLE_PAYLOAD} bytes"),
-                ));
-            }
-            let frame = frame::encode(&ClientEnvelope {
-                cid: None,
-                body: Request::MatchDataSend {
-                    match_id,
-                    op_code,
-                    data,
-                    targets: presences.map(|p| p.iter().map(|p| p.session_id).collect()),
-                },
-            })
-            .map_err(|e| RequestError::local(ErrorCode::PAYLOAD_TOO_LARGE, e.to_string()))?;
-            return self
-                .inner
-                .commands
-                .send(Command::Send { frame })
-                .await
-                .map_err(|_| RequestError::Disconnected);
-        }
-        if data.len() > MAX_DATAGRAM_PAYLOAD {
-            return Err(RequestError::local(
-                ErrorCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "unreliable payload of {} bytes exceeds {MAX_DATAGRAM_PAYLOAD}; send it reliably",
-                    data.len()
-                ),
-            ));
-        }
-        let datagram = {
-            let state = lock(&self.inner.state);
-            let Some((handle, targets)) = state.route(match_id, presences) else {
-                return Err(RequestError::local(
-                    ErrorCode::NOT_MATCH_MEMBER,
-                    "this socket is not in that match",
-                ));
-            };
-            datagram::encode_client(handle, op_code, targets.as_deref(), &data)
-        };
-        match self.connection().send_datagram(datagram) {
-            Ok(()) => Ok(()),
-            Err(quinn::SendDatagramError::TooLarge) => Err(RequestError::local(
-                ErrorCode::PAYLOAD_TOO_LARGE,
-                "datagram too large for the current path; send it reliably",
-            )),
-            Err(quinn::SendDatagramError::ConnectionLost(_)) => Err(RequestError::Disconnected),
-            Err(e) => Err(RequestError::Unexpected(e.to_string())),
-        }
-    }
-
-    /// Starts a matchmaker ticket: `query` in the query language (`"*"` for anyone),
-    /// and the smallest and largest acceptable match, this socket included. Add the
-    /// optional parts with the builder, then `.await` it for the ticket id.
-    ///
-    /// ```no_run
-    /// # async fn demo(socket: &quicmatch_client::Socket) -> Result<(), quicmatch_client::RequestError> {
-    /// let ticket = socket
-    ///     .add_matchmaker("+properties.region:eu +properties.rank:>=5", 2, 4)
-    ///     .string_property("region", "eu")
-    ///     .numeric_property("rank", 7.0)
-    ///     .await?;
-    /// # Ok(()) }
-    /// ```
-    pub fn add_matchmaker(&self, query: &str, min_count: u32, max_count: u32) -> AddMatchmaker<'_> {
-        AddMatchmaker {
-            socket: self,
-            party: None,
-            request: MatchmakerAdd {
-                query: query.to_owned(),
-                min_count,
-                max_count,
-                count_multiple: None,
-                string_properties: Default::default(),
-                numeric_properties: Default::default(),
-            },
-        }
-    }
-
-    /// Cancels one of this socket's tickets; `TICKET_NOT_FOUND` if it already matched,
-    /// was cancelled, or is not this socket's.
-    pub async fn remove_matchmaker(&self, ticket: TicketId) -> Result<(), RequestError> {
-        let response = self.request(Request::MatchmakerRemove { ticket }).await?;
-        Self::expect_ack(response)
-    }
-
-    /// Joins the match a matchmaker token names; the first matched player to arrive
-    /// creates it. A forged, expired or foreign token gets `BAD_INPUT`.
-    pub async fn join_match_token(&self, token: &str) -> Result<Match, RequestError> {
-        let response = self
-            .request(Request::MatchJoinToken {
-                token: token.to_owned(),
-            })
-            .await?;
-        self.expect_match(response)
-    }
-
-    /// Creates a party led by this socket (`max_size` 1 to 256). An open party admits
-    /// joiners at once; a closed one sends their requests to the leader.
-    pub async fn create_party(&self, open: bool, max_size: u32) -> Result<PartyInfo, RequestError> {
-        match self
-            .request(Request::PartyCreate {
-                open,
-                max_size,
-                label: None,
-            })
-            .await?
-        {
-            Response::Party(info) => Ok(info),
-            other => Err(RequestError::Unexpected(format!("{other:?}"))),
-        }
-    }
-
-    /// Joins an open party (an [`Event::Party`] snapshot follows), or asks to join a
-    /// closed one (the snapshot follows if the leader accepts; [`Event::PartyClose`]
-    /// if it declines).
-    pub async fn join_party(&self, party_id: PartyId) -> Result<(), RequestError> {
-        self.ack(Request::PartyJoin { party_id }).await
-    }
-
-    /// Leaves a party (always acknowledged).
-    pub async fn leave_party(&self, party_id: PartyId) -> Result<(), RequestError> {
-        self.ack(Request::PartyLeave { party_id }).await
-    }
-
-    /// Leader only: ends the party for everyone.
-    pub async fn close_party(&self, party_id: PartyId) -> Result<(), RequestError> {
-        self.ack(Request::PartyClose { party_id }).await
-    }
-
-    /// Leader only: admits a pending requester.
-    pub async fn accept_party_member(
-        &self,
-        party_id: PartyId,
-        who: impl Into<SessionId>,
-    ) -> Result<(), RequestError> {
-        self.ack(Request::PartyAccept {
-            party_id,
-            session_id: who.into(),
-        })
-        .await
-    }
-
-    /// Leader only: removes a member (told with [`Event::PartyClose`]) or declines a
-    /// pending request (the requester is told too).
-    pub async fn remove_party_member(
-        &self,
-        party_id: PartyId,
-        who: impl Into<SessionId>,
-    ) -> Result<(), RequestError> {
-        self.ack(Request::PartyRemove {
-            party_id,
-            session_id: who.into(),
-        })
-        .await
-    }
-
-    /// Leader only: makes another member the leader.
-    pub async fn promote_party_member(
-        &self,
-        party_id: PartyId,
-        who: impl Into<SessionId>,
-    ) -> Result<(), RequestError> {
-        self.ack(Request::PartyPromote {
-            party_id,
-            session_id: who.into(),
-        })
-        .await
-    }
-
-    /// Leader only: the pending join requests, oldest first.
-    pub async fn list_party_join_requests(
-        &self,
-        party_id: PartyId,
-    ) -> Result<Vec<Presence>, RequestError> {
-        match self
-            .request(Request::PartyJoinRequestList { party_id })
-            .await?
-        {
-            Response::PartyJoinRequests { presences, .. } => Ok(presences),
-            other => Err(RequestError::Unexpected(format!("{other:?}"))),
-        }
-    }
-
-    /// Leader only: opens or closes the party.
-    pub async fn update_party(&self, party_id: PartyId, open: bool) -> Result<(), RequestError> {
-        self.ack(Request::PartyUpdate {
-            party_id,
-            open: Some(open),
-            label: None,
-        })
-        .await
-    }
-
-    /// Sends reliable data to every other party member (never echoed back).
-    pub async fn send_party_data(
-        &self,
-        party_id: PartyId,
-        op_code: i64,
-        data: impl Into<Bytes>,
-    ) -> Result<(), RequestError> {
-        self.ack(Request::PartyDataSend {
-            party_id,
-            op_code,
-            data: data.into(),
-        })
-        .await
-    }
-
-    /// Leader only: starts one matchmaker ticket for the whole party; every member gets
-    /// [`Event::PartyMatchmakerTicket`] and, when matched, [`Event::MatchmakerMatched`].
-    pub fn add_matchmaker_party(
-        &self,
-        party_id: PartyId,
-        query: &str,
-        min_count: u32,
-        max_count: u32,
-    ) -> AddMatchmaker<'_> {
-        let mut add = self.add_matchmaker(query, min_count, max_count);
-        add.party = Some(party_id);
-        add
-    }
-
-    /// Leader only: cancels one of the party's tickets.
-    pub async fn remove_matchmaker_party(
-        &self,
-        party_id: PartyId,
-        ticket: TicketId,
-    ) -> Result<(), RequestError> {
-        self.ack(Request::PartyMatchmakerRemove { party_id, ticket })
-            .await
-    }
-
-    async fn ack(&self, request: Request) -> Result<(), RequestError> {
-        Self::expect_ack(self.request(request).await?)
-    }
-
     /// The current members of a match this socket is in (including itself), as the
     /// control stream has reported them so far; `None` for a match it is not in.
     pub fn match_presences(&self, match_id: MatchId) -> Option<Vec<Presence>> {
         lock(&self.inner.state).presences(match_id)
-    }
-
-    /// Round trip to the server and back over the control stream.
-    pub async fn ping(&self) -> Result<Duration, RequestError> {
-        let start = Instant::now();
-        match self.request(Request::Ping).await? {
-            Response::Pong => Ok(start.elapsed()),
-            other => Err(RequestError::Unexpected(format!("{other:?}"))),
-        }
     }
 
     /// The next pushed event, or `None` after [`Event::Disconnected`] has been returned.
@@ -873,68 +594,6 @@ impl Socket {
         self.connection()
             .close(quinn::VarInt::from_u32(CloseCode::NORMAL.0), b"bye");
         let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.endpoint.wait_idle()).await;
-    }
-}
-
-/// A matchmaker request being built; `.await` it (or call [`send`](Self::send)).
-#[must_use = "a matchmaker request does nothing until awaited"]
-pub struct AddMatchmaker<'a> {
-    socket: &'a Socket,
-    party: Option<PartyId>,
-    request: MatchmakerAdd,
-}
-
-impl<'a> AddMatchmaker<'a> {
-    /// Replaces the query.
-    pub fn query(mut self, query: impl Into<String>) -> Self {
-        self.request.query = query.into();
-        self
-    }
-
-    /// Match sizes must be a multiple of `n` (it must divide both counts).
-    pub fn count_multiple(mut self, n: u32) -> Self {
-        self.request.count_multiple = Some(n);
-        self
-    }
-
-    /// A string property other tickets' queries can test.
-    pub fn string_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.request
-            .string_properties
-            .insert(key.into(), value.into());
-        self
-    }
-
-    /// A numeric property other tickets' queries can test.
-    pub fn numeric_property(mut self, key: impl Into<String>, value: f64) -> Self {
-        self.request.numeric_properties.insert(key.into(), value);
-        self
-    }
-
-    /// Sends the request and returns the ticket.
-    pub async fn send(self) -> Result<TicketId, RequestError> {
-        let request = match self.party {
-            None => Request::MatchmakerAdd(self.request),
-            Some(party_id) => Request::PartyMatchmakerAdd {
-                party_id,
-                request: self.request,
-            },
-        };
-        match self.socket.request(request).await? {
-            Response::MatchmakerTicket { ticket }
-            | Response::PartyMatchmakerTicket { ticket, .. } => Ok(ticket),
-            other => Err(RequestError::Unexpected(format!("{other:?}"))),
-        }
-    }
-}
-
-impl<'a> std::future::IntoFuture for AddMatchmaker<'a> {
-    type Output = Result<TicketId, RequestError>;
-    type IntoFuture =
-        std::pin::Pin<Box<dyn std::future::Future<Output = Self::Output> + Send + 'a>>;
-
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(self.send())
     }
 }
 

@@ -220,6 +220,74 @@ pub enum Request {
         /// The ticket.
         ticket: TicketId,
     },
+    /// Create a relayed match with a label, a size limit or privacy (and, with a
+    /// name, join it if it already exists, as `MatchCreate`).
+    MatchCreateWith {
+        /// Same name, same match (while it lives).
+        name: Option<String>,
+        /// Free text shown in listings, usually JSON; at most [`crate::MAX_LABEL_LEN`]
+        /// bytes.
+        label: Option<String>,
+        /// Most members (2 to the server's `matches.max_size`); `None`: the server's.
+        max_size: Option<u32>,
+        /// Joinable by id but never listed.
+        private: bool,
+    },
+    /// Join a live match by id, with metadata an authoritative match's `join_attempt`
+    /// sees.
+    MatchJoinWith {
+        /// The match.
+        match_id: MatchId,
+        /// At most [`crate::MAX_METADATA_ENTRIES`] entries, keys and values bounded
+        /// like matchmaker properties.
+        metadata: BTreeMap<String, String>,
+    },
+    /// List joinable matches; answered by [`Response::MatchList`].
+    MatchList(MatchListRequest),
+    /// Call a server function by name; answered by [`Response::Rpc`].
+    Rpc {
+        /// The function's registered name.
+        id: String,
+        /// Its input, usually JSON; at most [`crate::MAX_RPC_PAYLOAD`] bytes.
+        payload: String,
+    },
+}
+
+/// What a match listing asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MatchListRequest {
+    /// Most matches returned, 1 to 100.
+    pub limit: u32,
+    /// Only authoritative (`Some(true)`) or only relayed (`Some(false)`) matches.
+    pub authoritative: Option<bool>,
+    /// Only matches whose label is exactly this.
+    pub label: Option<String>,
+    /// Only matches with at least this many members.
+    pub min_size: Option<u32>,
+    /// Only matches with at most this many members.
+    pub max_size: Option<u32>,
+    /// The matchmaker's query language over the label parsed as JSON, fields prefixed
+    /// `label.` (nested keys dotted); a label that is not JSON is the field `label`.
+    pub query: Option<String>,
+}
+
+/// One match in a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MatchListing {
+    /// The match.
+    pub match_id: MatchId,
+    /// Whether server code runs it.
+    pub authoritative: bool,
+    /// Its label, if any.
+    pub label: Option<String>,
+    /// Members now.
+    pub size: u32,
+    /// Most members.
+    pub max_size: u32,
+    /// Ticks per second (0 for relayed matches).
+    pub tick_rate: u32,
+    /// The registered handler's name (empty for relayed matches).
+    pub handler: String,
 }
 
 /// A matchmaker ticket request.
@@ -241,7 +309,7 @@ pub struct MatchmakerAdd {
 
 impl Request {
     /// How many request kinds this version knows; indices at or above it are unknown.
-    pub const KINDS: u32 = 21;
+    pub const KINDS: u32 = 25;
 
     /// A short name for logs and metrics.
     pub fn kind(&self) -> &'static str {
@@ -267,6 +335,10 @@ impl Request {
             Self::PartyDataSend { .. } => "party_data_send",
             Self::PartyMatchmakerAdd { .. } => "party_matchmaker_add",
             Self::PartyMatchmakerRemove { .. } => "party_matchmaker_remove",
+            Self::MatchCreateWith { .. } => "match_create_with",
+            Self::MatchJoinWith { .. } => "match_join_with",
+            Self::MatchList(_) => "match_list",
+            Self::Rpc { .. } => "rpc",
         }
     }
 }
@@ -309,6 +381,18 @@ pub enum Response {
         party_id: PartyId,
         /// The ticket.
         ticket: TicketId,
+    },
+    /// The matches a `MatchList` found, in the documented order.
+    MatchList {
+        /// The matches.
+        matches: Vec<MatchListing>,
+    },
+    /// What a server function returned.
+    Rpc {
+        /// The function's name.
+        id: String,
+        /// Its output.
+        payload: String,
     },
 }
 
@@ -493,6 +577,14 @@ pub enum Event {
         open: bool,
         /// The label.
         label: Option<String>,
+    },
+    /// An authoritative match ended (its handler ended it, failed, or the server is
+    /// shutting down); the recipient is no longer in it.
+    MatchEnded {
+        /// The match.
+        match_id: MatchId,
+        /// Why.
+        reason: String,
     },
 }
 

@@ -391,9 +391,9 @@ mod tests {
     fn request_kinds_matches_the_enum() {
         let frame = encode(&ClientEnvelope {
             cid: None,
-            body: Request::PartyMatchmakerRemove {
-                party_id: crate::ids::PartyId::new_random(),
-                ticket: crate::ids::TicketId::new_random(),
+            body: Request::Rpc {
+                id: "f".into(),
+                payload: String::new(),
             },
         })
         .expect("encode");

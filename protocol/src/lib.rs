@@ -22,9 +22,9 @@ pub mod frame;
 pub mod ids;
 
 pub use envelope::{
-    ClientEnvelope, Credentials, Event, MatchInfo, MatchmakerAdd, MatchmakerMatched,
-    MatchmakerUser, Member, PartyInfo, Presence, Request, Response, ServerBody, ServerEnvelope,
-    SessionInfo,
+    ClientEnvelope, Credentials, Event, MatchInfo, MatchListRequest, MatchListing, MatchmakerAdd,
+    MatchmakerMatched, MatchmakerUser, Member, PartyInfo, Presence, Request, Response, ServerBody,
+    ServerEnvelope, SessionInfo,
 };
 pub use error::{CloseCode, DecodeError, ErrorCode};
 pub use ids::{MatchId, PartyId, SessionId, TicketId, UserId};
@@ -90,6 +90,24 @@ pub const MAX_PROPERTY_KEY_LEN: usize = 64;
 
 /// Longest string property value, in bytes.
 pub const MAX_PROPERTY_VALUE_LEN: usize = 256;
+
+/// Longest match label, in bytes.
+pub const MAX_LABEL_LEN: usize = 2048;
+
+/// Most metadata entries on a join.
+pub const MAX_METADATA_ENTRIES: usize = 32;
+
+/// Largest RPC payload, either way, in bytes.
+pub const MAX_RPC_PAYLOAD: usize = 32 * 1024;
+
+/// Longest RPC name, in bytes.
+pub const MAX_RPC_ID_LEN: usize = 128;
+
+/// Largest parameters or signal payload given to a match handler, in bytes.
+pub const MAX_HANDLER_PARAMS: usize = 32 * 1024;
+
+/// Most matches one listing returns.
+pub const MAX_LIST_LIMIT: u32 = 100;
 
 /// Largest error or close message the server sends, in bytes.
 pub const MAX_MESSAGE_LEN: usize = 1024;

@@ -1,16 +1,21 @@
 //! Handlers for relayed matches: create, join, leave, reliable data.
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
 use quicmatch_protocol::{ErrorCode, MatchId, MatchInfo, Response, SessionId};
 
-use super::ApiError;
+use super::{ApiError, Dispatched};
 use crate::{session::SessionState, Shared};
 
 pub(super) fn check_room(
     shared: &Shared,
-    session: &SessionState,
+    session: &mut SessionState,
     id: Option<MatchId>,
 ) -> Result<(), ApiError> {
+    // Server-run matches can end or kick without the session's doing: forget those.
+    let sid = session.handle.presence.session_id;
+    session.joined.retain(|m| shared.matches.is_member(*m, sid));
     let already = id.is_some_and(|id| session.joined.contains(&id));
     // With single_match the session ends up in one match whatever it was in before.
     if !already
@@ -52,14 +57,82 @@ pub(super) fn create(
     Ok(Some(entered(shared, session, info)))
 }
 
-pub(super) fn join(
+/// Creates a relayed match with a label, a size limit or privacy.
+pub(super) fn create_with(
+    shared: &Shared,
+    session: &mut SessionState,
+    name: Option<&str>,
+    options: crate::matches::RelayedOptions,
+) -> Result<Option<Response>, ApiError> {
+    check_room(shared, session, name.map(crate::matches::named_match_id))?;
+    let info = shared
+        .matches
+        .create_with(name, &session.handle, &options)?;
+    Ok(Some(entered(shared, session, info)))
+}
+
+/// Joins a match by id: a relayed one at once, a server-run one once its handler's
+/// `join_attempt` accepts (with the metadata).
+pub(super) fn join_with(
     shared: &Shared,
     session: &mut SessionState,
     match_id: MatchId,
-) -> Result<Option<Response>, ApiError> {
-    check_room(shared, session, Some(match_id))?;
-    let info = shared.matches.join(match_id, &session.handle)?;
-    Ok(Some(entered(shared, session, info)))
+    metadata: BTreeMap<String, String>,
+) -> Dispatched {
+    if let Err(e) =
+        check_room(shared, session, Some(match_id)).and_then(|()| check_metadata(&metadata))
+    {
+        return Dispatched::Now(Err(e));
+    }
+    if !shared.runtime.engine().has(match_id) {
+        let joined = shared.matches.join(match_id, &session.handle);
+        return Dispatched::Now(joined.map(|info| Some(entered(shared, session, info))));
+    }
+    let sid = session.handle.presence.session_id;
+    if shared.matches.is_member(match_id, sid) {
+        let infos = shared
+            .matches
+            .infos(sid, &std::iter::once(match_id).collect());
+        if let Some(info) = infos.into_iter().next() {
+            return Dispatched::Now(Ok(Some(entered(shared, session, info))));
+        }
+    }
+    let attempt = shared
+        .runtime
+        .engine()
+        .join_attempt(match_id, session.handle.clone(), metadata);
+    let rx = match attempt {
+        Ok(rx) => rx,
+        Err(e) => return Dispatched::Now(Err(e)),
+    };
+    let wait = shared.config.matches.answer_timeout;
+    Dispatched::Later(Box::pin(async move {
+        match tokio::time::timeout(wait, rx).await {
+            Ok(Ok(answer)) => answer.map(|info| Some(Response::Match(info))),
+            Ok(Err(_)) => Err(ApiError::new(ErrorCode::MATCH_NOT_FOUND, "the match ended")),
+            Err(_) => Err(ApiError::new(
+                ErrorCode::MATCH_JOIN_REJECTED,
+                "the match did not answer the join attempt in time",
+            )),
+        }
+    }))
+}
+
+/// Join metadata is bounded like matchmaker properties.
+fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    use quicmatch_protocol::{MAX_METADATA_ENTRIES, MAX_PROPERTY_KEY_LEN, MAX_PROPERTY_VALUE_LEN};
+    let bad = |m: String| Err(ApiError::new(ErrorCode::BAD_INPUT, m));
+    if metadata.len() > MAX_METADATA_ENTRIES {
+        return bad(format!("at most {MAX_METADATA_ENTRIES} metadata entries"));
+    }
+    if metadata.iter().any(|(k, v)| {
+        k.is_empty() || k.len() > MAX_PROPERTY_KEY_LEN || v.len() > MAX_PROPERTY_VALUE_LEN
+    }) {
+        return bad(format!(
+            "metadata keys must be 1 to {MAX_PROPERTY_KEY_LEN} bytes, values at most {MAX_PROPERTY_VALUE_LEN}"
+        ));
+    }
+    Ok(())
 }
 
 pub(super) fn leave(

@@ -4,6 +4,9 @@
 mod matches;
 mod matchmaker;
 mod party;
+mod runtime;
+
+use std::{future::Future, pin::Pin};
 
 use quicmatch_protocol::{
     envelope::{Event, Response, ServerBody, ServerEnvelope},
@@ -38,22 +41,76 @@ impl ApiError {
     }
 }
 
-/// Runs one request. `Ok(None)` means the request succeeded and has no reply (a
+/// A request's outcome: `Ok(None)` means it succeeded and has no reply (a
 /// fire-and-forget request sent without a `cid`).
+pub(crate) type Outcome = Result<Option<Response>, ApiError>;
+
+/// An outcome that server code decides later (a server-run match's `join_attempt`, an
+/// RPC). The session waits for it before its next request, so replies stay in order.
+pub(crate) type Later = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+/// What dispatching a request gave.
+pub(crate) enum Dispatched {
+    /// Answered at once.
+    Now(Outcome),
+    /// To be awaited, then passed to [`finish`].
+    Later(Later),
+}
+
+impl From<Outcome> for Dispatched {
+    fn from(outcome: Outcome) -> Self {
+        Self::Now(outcome)
+    }
+}
+
+/// Applies what a later outcome means for the session (a match it is now in).
+pub(crate) fn finish(shared: &Shared, session: &mut SessionState, outcome: Outcome) -> Outcome {
+    match outcome {
+        Ok(Some(Response::Match(info))) => Ok(Some(matches::entered(shared, session, info))),
+        other => other,
+    }
+}
+
+/// Runs one request.
 pub(crate) fn dispatch(
     shared: &Shared,
     session: &mut SessionState,
     cid: Option<u32>,
     request: Request,
-) -> Result<Option<Response>, ApiError> {
-    match request {
+) -> Dispatched {
+    let outcome = match request {
         Request::Authenticate { .. } => Err(ApiError::new(
             ErrorCode::UNAUTHENTICATED,
             "this connection is already authenticated",
         )),
         Request::Ping => Ok(Some(Response::Pong)),
         Request::MatchCreate { name } => matches::create(shared, session, name.as_deref()),
-        Request::MatchJoin { match_id } => matches::join(shared, session, match_id),
+        Request::MatchJoin { match_id } => {
+            return matches::join_with(shared, session, match_id, Default::default())
+        }
+        Request::MatchJoinWith { match_id, metadata } => {
+            return matches::join_with(shared, session, match_id, metadata)
+        }
+        Request::MatchCreateWith {
+            name,
+            label,
+            max_size,
+            private,
+        } => matches::create_with(
+            shared,
+            session,
+            name.as_deref(),
+            crate::matches::RelayedOptions {
+                label,
+                max_size,
+                private,
+            },
+        ),
+        Request::MatchList(request) => shared
+            .matches
+            .list(&request)
+            .map(|matches| Some(Response::MatchList { matches })),
+        Request::Rpc { id, payload } => return runtime::rpc(shared, session, id, payload),
         Request::MatchLeave { match_id } => matches::leave(shared, session, match_id),
         Request::MatchDataSend {
             match_id,
@@ -82,7 +139,8 @@ pub(crate) fn dispatch(
         | Request::PartyUpdate { .. }
         | Request::PartyMatchmakerAdd { .. }
         | Request::PartyMatchmakerRemove { .. }) => party::dispatch(shared, session, party_request),
-    }
+    };
+    Dispatched::Now(outcome)
 }
 
 /// Encodes the outcome of a request as the frame to send back, if any: a response with

@@ -9,6 +9,12 @@
 //! write lock is held, so every recipient sees presence changes and data in the same
 //! order the table applied them. Unreliable datagrams take only the read lock, to
 //! collect the recipient list and number the data, and are sent after it is released.
+//!
+//! A server-run (authoritative) match is in the same table, with an [`Inbox`]: data its
+//! members send goes to the inbox instead of to the other members, and it lives until
+//! its handler ends it, not until its last member leaves (`hosted.rs` holds what only
+//! such matches do). The table knows nothing of handlers; `runtime` drives them.
+//! Labels, sizes and privacy feed the listing index (`listing.rs`) under the same lock.
 
 use std::{
     collections::HashMap,
@@ -30,6 +36,11 @@ use smallvec::SmallVec;
 use uuid::Uuid;
 
 use crate::{config::MatchConfig, handlers::ApiError, outbound::SessionHandle};
+
+pub(crate) mod hosted;
+pub mod listing;
+
+pub use hosted::{Inbound, Inbox};
 
 /// Namespace of ids of named matches: the same name gives the same id.
 const NAMED_MATCH_NAMESPACE: Uuid = Uuid::from_u128(0x3b7c_91d2_58e4_4c0a_a1f6_d0e9_8c2b_7f44);
@@ -60,6 +71,8 @@ struct State {
     /// Ids the server handed out for matches nobody has joined yet (from the
     /// matchmaker-matched hook), with the time the reservation lapses.
     reserved: HashMap<MatchId, Instant>,
+    /// What listings search: every live match's label, size and kind.
+    listing: listing::ListingIndex,
 }
 
 /// Reservations kept before lapsed ones are swept.
@@ -73,6 +86,10 @@ struct Match {
     next_slot: u32,
     /// Atomic so that datagram relays number their data under the read lock.
     seq: AtomicU64,
+    /// Most members.
+    max_size: usize,
+    /// Where a server-run match's input goes; `None` for a relayed match.
+    inbox: Option<Arc<dyn Inbox>>,
 }
 
 struct Entry {
@@ -169,6 +186,33 @@ impl MatchTable {
         self.join_or_create(id, session)
     }
 
+    /// Creates a relayed match with a label, a size limit or privacy; with a name, joins
+    /// the live match of that name instead if there is one.
+    pub fn create_with(
+        &self,
+        name: Option<&str>,
+        session: &SessionHandle,
+        options: &RelayedOptions,
+    ) -> Result<MatchInfo, ApiError> {
+        let id = match name {
+            Some(name) => {
+                if name.is_empty() || name.len() > MAX_MATCH_NAME_LEN {
+                    return Err(ApiError::new(
+                        ErrorCode::BAD_INPUT,
+                        format!("match name must be 1 to {MAX_MATCH_NAME_LEN} bytes"),
+                    ));
+                }
+                named_match_id(name)
+            }
+            None => MatchId::new_random(),
+        };
+        let mut state = self.lock();
+        if state.matches.contains_key(&id) {
+            return join_locked(&mut state, &self.limits, id, session);
+        }
+        create_with_locked(&mut state, &self.limits, id, session, options)
+    }
+
     /// Joins the match `id`, creating it if it does not exist: how holders of a valid
     /// matchmaker token meet.
     pub fn join_or_create(
@@ -216,12 +260,21 @@ impl MatchTable {
             return false;
         };
         let gone = m.members.remove(pos);
-        if m.members.is_empty() {
+        let size = m.members.len() as u32;
+        if let Some(inbox) = &m.inbox {
+            // A server-run match outlives its members; its handler hears of the leave.
+            inbox.left(gone.member.presence.clone());
+        }
+        if m.members.is_empty() && m.inbox.is_none() {
             let handle = m.handle;
             state.matches.remove(&id);
             state.handles.remove(&handle);
-        } else if let Some(frame) = presence_frame(id, Vec::new(), vec![gone.member]) {
-            m.broadcast_frame(&frame, session);
+            state.listing.remove(id);
+        } else {
+            if let Some(frame) = presence_frame(id, Vec::new(), vec![gone.member]) {
+                m.broadcast_frame(&frame, session);
+            }
+            state.listing.set_size(id, size);
         }
         true
     }
@@ -252,6 +305,18 @@ impl MatchTable {
         }
         let state = self.lock();
         let m = member_match(&state, id, sender)?;
+        if let Some(inbox) = &m.inbox {
+            let presence = m.find(sender).map(|e| e.member.presence.clone());
+            return match presence {
+                Some(sender) => inbox.message(Inbound {
+                    sender,
+                    op_code,
+                    data,
+                    reliable: true,
+                }),
+                None => Ok(()),
+            };
+        }
         let sender_slot = m.find(sender).map(|e| e.member.slot).unwrap_or_default();
         let seq = m.next_seq();
         let frame = EventBody::encode(&Event::MatchData {
@@ -296,6 +361,17 @@ impl MatchTable {
                 ));
             };
             let m = member_match(&state, id, sender)?;
+            if let Some(inbox) = &m.inbox {
+                let Some(e) = m.find(sender) else {
+                    return Ok(());
+                };
+                return inbox.message(Inbound {
+                    sender: e.member.presence.clone(),
+                    op_code: dgram.op_code,
+                    data: dgram.payload,
+                    reliable: false,
+                });
+            }
             let sender_slot = m.find(sender).map(|e| e.member.slot).unwrap_or_default();
             let seq = m.next_seq();
             for e in &m.members {
@@ -372,12 +448,59 @@ impl MatchTable {
     }
 }
 
+/// How a relayed match is created.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RelayedOptions {
+    /// Shown in listings; at most [`quicmatch_protocol::MAX_LABEL_LEN`] bytes.
+    pub label: Option<String>,
+    /// Most members; `None`: `matches.max_size`.
+    pub max_size: Option<u32>,
+    /// Joinable by id, never listed.
+    pub private: bool,
+}
+
+/// Checks a label's size.
+pub(crate) fn check_label(label: Option<&str>) -> Result<(), ApiError> {
+    match label {
+        Some(l) if l.len() > quicmatch_protocol::MAX_LABEL_LEN => Err(ApiError::new(
+            ErrorCode::BAD_INPUT,
+            format!(
+                "match label of {} bytes exceeds {}",
+                l.len(),
+                quicmatch_protocol::MAX_LABEL_LEN
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn create_locked(
     state: &mut State,
     limits: &MatchConfig,
     id: MatchId,
     session: &SessionHandle,
 ) -> Result<MatchInfo, ApiError> {
+    create_with_locked(state, limits, id, session, &RelayedOptions::default())
+}
+
+fn create_with_locked(
+    state: &mut State,
+    limits: &MatchConfig,
+    id: MatchId,
+    session: &SessionHandle,
+    options: &RelayedOptions,
+) -> Result<MatchInfo, ApiError> {
+    check_label(options.label.as_deref())?;
+    let max_size = match options.max_size {
+        None => limits.max_size,
+        Some(n) if (2..=limits.max_size).contains(&(n as usize)) => n as usize,
+        Some(n) => {
+            return Err(ApiError::new(
+                ErrorCode::BAD_INPUT,
+                format!("max_size {n} is outside 2 to {}", limits.max_size),
+            ))
+        }
+    };
     if state.matches.len() >= limits.max_matches {
         return Err(ApiError::new(
             ErrorCode::LIMIT_EXCEEDED,
@@ -400,10 +523,22 @@ fn create_locked(
         }],
         next_slot: 2,
         seq: AtomicU64::new(0),
+        max_size,
+        inbox: None,
     };
     let info = m.info(&member);
     state.handles.insert(handle, id);
     state.matches.insert(id, m);
+    state.listing.upsert(listing::ListEntry {
+        match_id: id,
+        authoritative: false,
+        label: options.label.clone(),
+        size: 1,
+        max_size: max_size as u32,
+        tick_rate: 0,
+        handler: Arc::from(""),
+        private: options.private,
+    });
     Ok(info)
 }
 
@@ -425,10 +560,33 @@ fn join_locked(
         let me = e.member.clone();
         return Ok(m.info(&me));
     }
-    if m.members.len() >= limits.max_size {
+    if m.inbox.is_some() {
+        // A server-run match admits members only through its handler's join_attempt.
         return Err(ApiError::new(
             ErrorCode::MATCH_JOIN_REJECTED,
-            format!("match is full ({} members)", limits.max_size),
+            "this match is joined through its handler",
+        ));
+    }
+    add_member(state, id, session)
+}
+
+/// Adds a member to a live match (the caller has decided it may join).
+fn add_member(
+    state: &mut State,
+    id: MatchId,
+    session: &SessionHandle,
+) -> Result<MatchInfo, ApiError> {
+    let Some(m) = state.matches.get_mut(&id) else {
+        return Err(ApiError::new(ErrorCode::MATCH_NOT_FOUND, "match not found"));
+    };
+    if let Some(e) = m.find(session.presence.session_id) {
+        let me = e.member.clone();
+        return Ok(m.info(&me));
+    }
+    if m.members.len() >= m.max_size {
+        return Err(ApiError::new(
+            ErrorCode::MATCH_JOIN_REJECTED,
+            format!("match is full ({} members)", m.max_size),
         ));
     }
     let member = Member {
@@ -443,7 +601,10 @@ fn join_locked(
         member: member.clone(),
         session: session.clone(),
     });
-    Ok(m.info(&member))
+    let size = m.members.len() as u32;
+    let info = m.info(&member);
+    state.listing.set_size(id, size);
+    Ok(info)
 }
 
 fn member_match(state: &State, id: MatchId, sender: SessionId) -> Result<&Match, ApiError> {

@@ -53,6 +53,7 @@ struct Inner {
     config: MatchmakerConfig,
     sessions: SessionRegistry,
     matches: MatchTable,
+    runtime: crate::runtime::Runtime,
     secret: Secret,
     hooks: Hooks,
 }
@@ -116,6 +117,7 @@ impl Matchmaker {
         config: MatchmakerConfig,
         sessions: SessionRegistry,
         matches: MatchTable,
+        runtime: crate::runtime::Runtime,
         secret: Secret,
         hooks: Hooks,
     ) -> Self {
@@ -131,6 +133,7 @@ impl Matchmaker {
                 config,
                 sessions,
                 matches,
+                runtime,
                 secret,
                 hooks,
             }),
@@ -286,6 +289,8 @@ impl Matchmaker {
     fn deliver(&self, m: Matched) {
         let ctx = MatchedContext {
             matches: &self.inner.matches,
+            runtime: &self.inner.runtime,
+            entries: &m.entries,
             hold: self.inner.config.token_lifetime,
         };
         let match_id = self

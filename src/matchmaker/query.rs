@@ -17,6 +17,9 @@
 //! must be `properties.<key>` (anything else is rejected instead of matching nothing).
 //! Every query that does not parse, or whose regex does not compile, is rejected with
 //! the byte position and the reason.
+//!
+//! Match listings parse with [`Query::parse_fields`] and [`Fields::Label`]: fields are
+//! `label.<key>`, or the bare `label` (the property key [`LABEL_KEY`]), instead.
 
 use std::{collections::BTreeMap, fmt};
 
@@ -32,6 +35,48 @@ const REGEX_SIZE_LIMIT: usize = 256 * 1024;
 const MAX_FUZZINESS: u8 = 2;
 /// The only field prefix a term may use.
 const FIELD_PREFIX: &str = "properties.";
+/// The field prefix of [`Fields::Label`] terms.
+const LABEL_PREFIX: &str = "label.";
+/// The property key the bare `label` field reads in [`Fields::Label`] mode; no
+/// `label.<key>` term can name it, because keys are never empty.
+pub const LABEL_KEY: &str = "";
+
+/// Which field names a query's terms use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fields {
+    /// `properties.<key>`: matchmaker tickets ([`Query::parse`]).
+    Properties,
+    /// `label.<key>` (key `<key>`), or the bare `label` (key [`LABEL_KEY`]): match
+    /// listings over labels.
+    Label,
+}
+
+impl Fields {
+    /// The property key a field names, or `None` when this mode rejects the field.
+    fn key(self, field: &str) -> Option<&str> {
+        match self {
+            Self::Properties => field.strip_prefix(FIELD_PREFIX).filter(|k| !k.is_empty()),
+            Self::Label if field == "label" => Some(LABEL_KEY),
+            Self::Label => field.strip_prefix(LABEL_PREFIX).filter(|k| !k.is_empty()),
+        }
+    }
+
+    /// How a field must be written, for error messages.
+    fn shape(self) -> &'static str {
+        match self {
+            Self::Properties => "'properties.<key>'",
+            Self::Label => "'label' or 'label.<key>'",
+        }
+    }
+
+    /// How a term must be written, for error messages.
+    fn term_shape(self) -> &'static str {
+        match self {
+            Self::Properties => "'properties.<key>:<value>'",
+            Self::Label => "'label.<key>:<value>' or 'label:<value>'",
+        }
+    }
+}
 
 /// A ticket's properties, as queries see them.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -135,6 +180,12 @@ enum Glob {
 impl Query {
     /// Parses a query; an empty query means `*`.
     pub fn parse(text: &str) -> Result<Self, QueryError> {
+        Self::parse_fields(text, Fields::Properties)
+    }
+
+    /// Parses a query whose terms name `fields`; [`Query::parse`] is
+    /// `parse_fields(text, Fields::Properties)`.
+    pub fn parse_fields(text: &str, fields: Fields) -> Result<Self, QueryError> {
         if text.len() > MAX_QUERY_LEN {
             return err(
                 MAX_QUERY_LEN,
@@ -150,6 +201,7 @@ impl Query {
                 pos: 0,
                 depth: 0,
                 terms: 0,
+                fields,
             };
             let root = p.list(false)?;
             p.skip_ws();
@@ -344,6 +396,7 @@ struct Parser<'a> {
     pos: usize,
     depth: usize,
     terms: usize,
+    fields: Fields,
 }
 
 impl Parser<'_> {
@@ -533,13 +586,12 @@ impl Parser<'_> {
         let (field, _) = self.word(true)?;
         let field: String = field.iter().map(GlobChar::ch).collect();
         if self.peek() != Some(':') {
-            return err(
-                start,
-                format!("expected 'properties.<key>:<value>', found {field:?}"),
-            );
+            let shape = self.fields.term_shape();
+            return err(start, format!("expected {shape}, found {field:?}"));
         }
-        let Some(key) = field.strip_prefix(FIELD_PREFIX).filter(|k| !k.is_empty()) else {
-            return err(start, format!("field {field:?} must be 'properties.<key>'"));
+        let Some(key) = self.fields.key(&field) else {
+            let shape = self.fields.shape();
+            return err(start, format!("field {field:?} must be {shape}"));
         };
         let key = key.to_owned();
         self.bump(); // ':'
@@ -1063,6 +1115,68 @@ mod tests {
             .expect_err("deep")
             .reason
             .contains("nesting"));
+    }
+
+    #[test]
+    fn label_mode_uses_label_fields() {
+        let d = props(
+            &[
+                ("mode", "ranked"),
+                ("geo.region", "eu"),
+                (LABEL_KEY, "raw text"),
+            ],
+            &[("skill", 7.0)],
+        );
+        let label = |q: &str| {
+            Query::parse_fields(q, Fields::Label)
+                .unwrap_or_else(|e| panic!("{q}: {e}"))
+                .matches(&d)
+        };
+        assert!(label("+label.mode:ranked +label.skill:>=7"));
+        assert!(label("label.geo.region:eu"));
+        assert!(label("label:\"raw text\""));
+        assert!(label("+label:raw* -label.mode:casual"));
+        assert!(!label("label.mode:casual"));
+        assert!(!label("label:raw"));
+        // The bare field is the whole label only; `label.` alone is no key.
+        for (q, pos, reason) in [
+            (
+                "properties.mode:ranked",
+                0,
+                "must be 'label' or 'label.<key>'",
+            ),
+            ("+label.:x", 1, "must be 'label' or 'label.<key>'"),
+            ("labels:x", 0, "must be 'label' or 'label.<key>'"),
+            ("mode:ranked", 0, "must be 'label' or 'label.<key>'"),
+            (
+                "label",
+                0,
+                "expected 'label.<key>:<value>' or 'label:<value>'",
+            ),
+            ("label.a:>x", 9, "not a number"),
+        ] {
+            let e = Query::parse_fields(q, Fields::Label)
+                .err()
+                .unwrap_or_else(|| panic!("{q:?} must fail"));
+            assert!(e.reason.contains(reason), "{q:?}: {e}");
+            assert_eq!(e.pos, pos, "{q:?}: {e}");
+        }
+        // Tickets keep their own fields and messages.
+        for q in ["label.mode:ranked", "label:x"] {
+            let e = Query::parse(q).expect_err(q);
+            assert_eq!(
+                e.reason,
+                format!(
+                    "field {:?} must be 'properties.<key>'",
+                    &q[..q.find(':').unwrap_or(0)]
+                )
+            );
+        }
+        let e = Query::parse("ranked").expect_err("bare word");
+        assert_eq!(
+            e.reason,
+            "expected 'properties.<key>:<value>', found \"ranked\""
+        );
     }
 
     mod props_test {

@@ -448,6 +448,11 @@ async fn serve(shared: Arc<Shared>, conn: Connection, shutdown: CancellationToke
             frame = frames.next(), if pending_bytes < MAX_PENDING_REPLIES => match frame {
                 Some(Ok(body)) => match on_frame(&shared, &mut state, &body) {
                     Step::Reply(reply) => replies.extend(reply),
+                    Step::Wait(cid, later) => {
+                        // Later requests wait behind this one, so replies stay in order.
+                        let outcome = handlers::finish(&shared, &mut state, later.await);
+                        replies.extend(handlers::reply_frame(cid, outcome));
+                    }
                     Step::Close(code, reason) => {
                         alive = end(code, reason, Ending::Final, &mut ending);
                     }
@@ -477,6 +482,7 @@ async fn serve(shared: Arc<Shared>, conn: Connection, shutdown: CancellationToke
                     };
                     match on_datagram(&shared, &mut state, d) {
                         Step::Reply(reply) => replies.extend(reply),
+                        Step::Wait(..) => {}
                         Step::Close(code, reason) => {
                             alive = end(code, reason, Ending::Final, &mut ending);
                         }
@@ -508,6 +514,8 @@ async fn serve(shared: Arc<Shared>, conn: Connection, shutdown: CancellationToke
 enum Step {
     /// Carry on, writing this reply first if there is one.
     Reply(Option<Bytes>),
+    /// Wait for server code's answer to the request with this `cid`, then reply.
+    Wait(Option<u32>, handlers::Later),
     /// Close the connection.
     Close(CloseCode, &'static str),
 }
@@ -549,8 +557,12 @@ fn on_frame(shared: &Shared, state: &mut SessionState, body: &[u8]) -> Step {
             if let Err(step) = admit(state, kind, env.cid) {
                 return step;
             }
-            let outcome = handlers::dispatch(shared, state, env.cid, env.body);
-            Step::Reply(handlers::reply_frame(env.cid, outcome))
+            match handlers::dispatch(shared, state, env.cid, env.body) {
+                handlers::Dispatched::Now(outcome) => {
+                    Step::Reply(handlers::reply_frame(env.cid, outcome))
+                }
+                handlers::Dispatched::Later(later) => Step::Wait(env.cid, later),
+            }
         }
         Err((cid, e)) => {
             if let Err(step) = admit(state, rate::Kind::Request, cid) {

@@ -46,6 +46,7 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub cert: CertificateDer<'static>,
     pub stats: Stats,
+    pub runtime: quicmatch::runtime::Runtime,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -56,24 +57,36 @@ impl TestServer {
     }
 
     pub async fn start_with(config: Config) -> Self {
+        Self::start_built(config, |b| b).await
+    }
+
+    /// Starts a server whose builder `build` adds to (handlers, RPCs, hooks).
+    pub async fn start_built(
+        config: Config,
+        build: impl FnOnce(quicmatch::ServerBuilder) -> quicmatch::ServerBuilder,
+    ) -> Self {
         init_tracing();
         let material =
             tls::generate(vec!["localhost".into(), "127.0.0.1".into()]).expect("certificate");
-        let server = Server::builder(config)
-            .certificate(material)
-            .secret([7u8; 32])
-            .bind()
-            .expect("bind");
+        let server = build(
+            Server::builder(config)
+                .certificate(material)
+                .secret([7u8; 32]),
+        )
+        .bind()
+        .expect("bind");
         let shutdown = CancellationToken::new();
         let addr = server.local_addr();
         let cert = server.cert_der().clone();
         let stats = server.stats();
+        let runtime = server.runtime();
         let token = shutdown.clone();
         let task = tokio::spawn(server.serve(async move { token.cancelled().await }));
         Self {
             addr,
             cert,
             stats,
+            runtime,
             shutdown,
             task: Some(task),
         }

@@ -11,6 +11,7 @@
 //! and exit 0; a lost connection that could not be resumed exits 1.
 
 use std::{
+    collections::BTreeMap,
     future::Future,
     io::Write as _,
     net::SocketAddr,
@@ -26,8 +27,9 @@ use anyhow::{bail, Context as _};
 use base64::Engine as _;
 use clap::Parser;
 use quicmatch_client::{
-    AddMatchmaker, ClientConfig, Credentials, ErrorCode, Event, Match, MatchId, MatchmakerUser,
-    PartyId, PartyInfo, Presence, RequestError, SessionId, Socket, TicketId, Trust,
+    AddMatchmaker, ClientConfig, Credentials, ErrorCode, Event, ListMatches, Match, MatchId,
+    MatchListing, MatchOptions, MatchmakerUser, PartyId, PartyInfo, Presence, RequestError,
+    SessionId, Socket, TicketId, Trust,
 };
 use serde_json::{json, Value};
 use tokio::{
@@ -234,10 +236,12 @@ fn print_event(out: &mut Out, event: &Event) {
             ),
         ),
         Event::MatchData(d) => {
+            let from_server = d.from_server();
             let mut value = json!({
                 "type": "match_data",
                 "match_id": d.match_id.to_string(),
                 "sender": presence_json(&d.sender),
+                "from_server": from_server,
                 "op_code": d.op_code,
                 "reliable": d.reliable,
                 "seq": d.seq,
@@ -248,7 +252,11 @@ fn print_event(out: &mut Out, event: &Event) {
                 format!(
                     "data {} from {} op {} seq {}{}: {shown}",
                     d.match_id,
-                    d.sender.username,
+                    if from_server {
+                        "server"
+                    } else {
+                        d.sender.username.as_str()
+                    },
                     d.op_code,
                     d.seq,
                     if d.reliable { " (reliable)" } else { "" }
@@ -336,6 +344,10 @@ fn print_event(out: &mut Out, event: &Event) {
             json!({"type": "party_update", "party_id": party_id.to_string(), "open": open, "label": label}),
             format!("party {party_id} is now {}", if *open { "open" } else { "closed" }),
         ),
+        Event::MatchEnded { match_id, reason } => out.emit(
+            json!({"type": "match_ended", "match_id": match_id.to_string(), "reason": reason}),
+            format!("match {match_id} ended: {reason}"),
+        ),
         Event::Error { code, message } => out.error(*code, message),
         Event::Disconnected { code, reason } => out.emit(
             json!({"type": "disconnected", "code": code.map(|c| c.to_string()), "reason": reason}),
@@ -363,8 +375,14 @@ fn print_event(out: &mut Out, event: &Event) {
 }
 
 const HELP: &str = "commands:
-  create [NAME]                               create a match (with NAME: join-or-create)
-  join MATCH_ID                               join a match
+  create [NAME] [--label L] [--max-size N] [--private]
+                                              create a match (with NAME: join-or-create;
+                                              --private: joinable by id, never listed)
+  join MATCH_ID [--metadata K=V]...           join a match (metadata for server-run ones)
+  list [--authoritative|--relayed] [--query Q] [--label L] [--min N] [--max N] [--limit N]
+                                              list joinable matches (10 by default;
+                                              Q like +label.mode:ranked)
+  rpc NAME [PAYLOAD]                          call a server function
   leave MATCH_ID                              leave a match
   send MATCH_ID OP TEXT [--reliable] [--to SESSION_ID,...]
                                               send match data (unreliable unless --reliable)
@@ -435,6 +453,110 @@ fn matchmaker_flags<'a>(
     Ok(add)
 }
 
+/// Parses `create`'s `[NAME] [--label L] [--max-size N] [--private]`; options only when a
+/// flag was given (then the request is `create_match_with`).
+fn create_flags(args: &[String]) -> Result<(Option<&str>, Option<MatchOptions>), RequestError> {
+    let mut name = None;
+    let mut options = MatchOptions::default();
+    let mut with_options = false;
+    let mut rest = args.iter();
+    while let Some(word) = rest.next() {
+        let mut value = |flag: &str| {
+            rest.next()
+                .map(String::as_str)
+                .ok_or_else(|| bad_input(format!("create: {flag} needs a value")))
+        };
+        options = match word.as_str() {
+            "--label" => options.label(value("--label")?),
+            "--max-size" => options.max_size(parse_u32(value("--max-size")?, "--max-size")?),
+            "--private" => options.private(true),
+            flag if flag.starts_with("--") => {
+                return Err(bad_input(format!("create: unknown flag {flag}")))
+            }
+            word => {
+                if name.replace(word).is_some() {
+                    return Err(bad_input(
+                        "create: one NAME only; quote it to include spaces",
+                    ));
+                }
+                continue;
+            }
+        };
+        with_options = true;
+    }
+    Ok((name, with_options.then_some(options)))
+}
+
+/// Applies `list`'s `[--authoritative|--relayed] [--query Q] [--label L] [--min N]
+/// [--max N] [--limit N]`.
+fn list_flags<'a>(
+    mut list: ListMatches<'a>,
+    flags: &[String],
+) -> Result<ListMatches<'a>, RequestError> {
+    let mut rest = flags.iter();
+    while let Some(flag) = rest.next() {
+        let mut value = |name: &str| {
+            rest.next()
+                .map(String::as_str)
+                .ok_or_else(|| bad_input(format!("list: {name} needs a value")))
+        };
+        list = match flag.as_str() {
+            "--authoritative" => list.authoritative(true),
+            "--relayed" => list.authoritative(false),
+            "--query" => list.query(value("--query")?),
+            "--label" => list.label(value("--label")?),
+            "--min" => list.min_size(parse_u32(value("--min")?, "--min")?),
+            "--max" => list.max_size(parse_u32(value("--max")?, "--max")?),
+            "--limit" => list.limit(parse_u32(value("--limit")?, "--limit")?),
+            other => return Err(bad_input(format!("list: unknown flag {other}"))),
+        };
+    }
+    Ok(list)
+}
+
+fn listing_json(m: &MatchListing) -> Value {
+    json!({
+        "match_id": m.match_id.to_string(),
+        "authoritative": m.authoritative,
+        "label": m.label,
+        "size": m.size,
+        "max_size": m.max_size,
+        "tick_rate": m.tick_rate,
+        "handler": m.handler,
+    })
+}
+
+fn print_listing(out: &mut Out, matches: &[MatchListing]) {
+    let value = json!({
+        "type": "match_list",
+        "matches": matches.iter().map(listing_json).collect::<Vec<_>>(),
+    });
+    let mut lines: Vec<String> = matches
+        .iter()
+        .map(|m| {
+            let kind = if m.authoritative {
+                format!("server-run ({} at {} Hz)", m.handler, m.tick_rate)
+            } else {
+                "relayed".to_owned()
+            };
+            format!(
+                "match {} {kind} size {}/{}{}",
+                m.match_id,
+                m.size,
+                m.max_size,
+                m.label
+                    .as_deref()
+                    .map(|l| format!(" label {l}"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    if lines.is_empty() {
+        lines.push("no matches".to_owned());
+    }
+    out.emit(value, lines.join("\n"));
+}
+
 fn parse_u32(s: &str, what: &str) -> Result<u32, RequestError> {
     s.parse()
         .map_err(|_| bad_input(format!("{what} must be a non-negative integer, got {s:?}")))
@@ -469,16 +591,53 @@ async fn run_command(
     };
     match cmd.as_str() {
         "create" => {
-            let m = socket
-                .create_match(args.first().map(String::as_str))
-                .await?;
+            let (name, options) = create_flags(args)?;
+            let m = match options {
+                None => socket.create_match(name).await?,
+                Some(options) => socket.create_match_with(name, options).await?,
+            };
             print_match(out, &m);
         }
         "join" => {
-            let m = socket
-                .join_match(parse_match_id(arg(0, "MATCH_ID")?)?)
-                .await?;
+            let match_id = parse_match_id(arg(0, "MATCH_ID")?)?;
+            let mut metadata = BTreeMap::new();
+            let mut rest = args[1..].iter();
+            while let Some(flag) = rest.next() {
+                match flag.as_str() {
+                    "--metadata" => {
+                        let kv = rest
+                            .next()
+                            .ok_or_else(|| bad_input("join: --metadata needs KEY=VALUE"))?;
+                        let (k, v) = key_value(kv)?;
+                        metadata.insert(k, v);
+                    }
+                    other => return Err(bad_input(format!("join: unknown flag {other}"))),
+                }
+            }
+            let m = if metadata.is_empty() {
+                socket.join_match(match_id).await?
+            } else {
+                socket.join_match_with(match_id, metadata).await?
+            };
             print_match(out, &m);
+        }
+        "list" => {
+            let matches = list_flags(socket.list_matches(), args)?.await?;
+            print_listing(out, &matches);
+        }
+        "rpc" => {
+            let id = arg(0, "NAME")?;
+            let payload = args.get(1).map_or("", String::as_str);
+            if args.len() > 2 {
+                return Err(bad_input(
+                    "rpc: one PAYLOAD only; quote it to include spaces",
+                ));
+            }
+            let reply = socket.rpc(id, payload).await?;
+            out.emit(
+                json!({"type": "rpc", "id": id, "payload": reply}),
+                format!("rpc {id}: {reply}"),
+            );
         }
         "leave" => {
             socket

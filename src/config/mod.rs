@@ -4,9 +4,8 @@
 //! environment variables and command-line flags (which `main.rs` applies on top).
 //! Every limit the server enforces is a field here or a constant in the protocol crate.
 
-use std::{fmt::Display, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use humantime::format_duration as human;
 use serde::{Deserialize, Serialize};
 
 /// Everything the server can be told.
@@ -180,7 +179,7 @@ impl Default for SessionConfig {
     }
 }
 
-/// `[matches]`: relayed matches.
+/// `[matches]`: relayed and server-run (authoritative) matches.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MatchConfig {
@@ -196,6 +195,34 @@ pub struct MatchConfig {
     /// Creating or joining a match leaves the session's other matches first, as
     /// Nakama's `single_match`. Default `false`.
     pub single_match: bool,
+    /// A server-run match whose ticks overrun their budget continuously this long, or
+    /// whose callback is still running after this long, is ended. Default `5s`: long
+    /// enough to ride out a garbage-collection-like hiccup, short enough that players
+    /// are not left in a frozen match. Range: `100ms` to `10m`.
+    #[serde(with = "humantime_serde")]
+    pub overrun_limit: Duration,
+    /// A server-run match nobody has been in for this long is ended. Default `30s`:
+    /// time for the players an RPC or the matchmaker sent there to arrive.
+    /// Range: `1s` to `24h`.
+    #[serde(with = "humantime_serde")]
+    pub max_empty: Duration,
+    /// Messages a server-run match holds between two ticks; more are refused with
+    /// `LIMIT_EXCEEDED` to the sender. Default `4096`: 64 players at the default data
+    /// rate for a tick at 1 Hz. Range: 16 to 1000000.
+    pub input_queue: usize,
+    /// Join attempts waiting for one server-run match; more are refused with
+    /// `MATCH_JOIN_REJECTED`. Default `64`. Range: 1 to 10000.
+    pub join_queue: usize,
+    /// Signals waiting for one server-run match; more are refused. Default `64`.
+    /// Range: 1 to 10000.
+    pub signal_queue: usize,
+    /// How long a join attempt or a signal waits for a server-run match to answer.
+    /// Default `5s`. Range: `100ms` to `60s`.
+    #[serde(with = "humantime_serde")]
+    pub answer_timeout: Duration,
+    /// Worker threads running match handlers; `0` means one per core (at least two).
+    /// Default `0`. Range: 0 to 1024.
+    pub workers: usize,
 }
 
 impl Default for MatchConfig {
@@ -205,6 +232,13 @@ impl Default for MatchConfig {
             max_per_session: 16,
             max_matches: 100_000,
             single_match: false,
+            overrun_limit: Duration::from_secs(5),
+            max_empty: Duration::from_secs(30),
+            input_queue: 4096,
+            join_queue: 64,
+            signal_queue: 64,
+            answer_timeout: Duration::from_secs(5),
+            workers: 0,
         }
     }
 }
@@ -295,60 +329,6 @@ pub enum ConfigError {
     },
 }
 
-const MS: Duration = Duration::from_millis(1);
-const SEC: Duration = Duration::from_secs(1);
-const MIN: Duration = Duration::from_secs(60);
-const DAY: Duration = Duration::from_secs(86_400);
-
-/// Passes every numeric and duration key with its range to `$m` (`validate` checks them;
-/// the tests probe them), as `check section.field = lo, hi;` where `check` is `range` or
-/// `range_duration`. Each field's documentation says the same ("Range: ..."; the tests in
-/// `tests/config.rs` hold the two together). `session.suspect_after`, bounded by another
-/// key, and `outbound_queue`'s `2 × datagram_burst` are checked after these.
-macro_rules! with_bounded_keys {
-    ($m:ident!($($arg:tt)*)) => {
-        $m! { $($arg)*
-            range socket_buffer = 64 << 10, 1 << 30;
-            range_duration session.auth_timeout = 100 * MS, 60 * SEC;
-            range_duration session.idle_timeout = 2 * SEC, 10 * MIN;
-            range_duration session.token_expiry = 10 * SEC, 30 * DAY;
-            range_duration session.reconnect_grace = 0 * SEC, 10 * MIN;
-            range_duration session.shutdown_grace = 0 * SEC, 10 * MIN;
-            range_duration session.slow_consumer_after = 100 * MS, 60 * SEC;
-            range session.resume_buffer = 0, 64 << 20;
-            range session.outbound_bytes = 16 << 10, 256 << 20;
-            range session.max_connections = 1, 1_000_000;
-            range session.retry_threshold = 0, 1_000_000;
-            range session.requests_per_second = 0.1, 100_000.0;
-            range session.datagrams_per_second = 0.1, 100_000.0;
-            range session.request_burst = 1, 100_000;
-            range session.datagram_burst = 1, 100_000;
-            range session.rate_limit_strikes = 1, 3600;
-            range session.outbound_queue = 64, 1 << 20;
-            range matches.max_size = 2, 1024;
-            range matches.max_per_session = 1, 1024;
-            range matches.max_matches = 1, 10_000_000;
-            range matchmaker.max_tickets = 1, 64;
-            range_duration matchmaker.interval = 10 * MS, 24 * 60 * MIN;
-            range matchmaker.max_intervals = 1, 1000;
-            range_duration matchmaker.token_lifetime = SEC, 60 * MIN;
-            range matchmaker.max_count = 2, 128;
-            range matchmaker.max_scan = 1, 1_000_000;
-            range party.max_size = 1, 256;
-            range party.max_requests = 1, 1024;
-            range party.max_per_session = 1, 64;
-        }
-    };
-}
-
-/// Checks each `$c.section.field`, naming it by its dotted path, so the message always
-/// spells the key as the config file does.
-macro_rules! check_bounds {
-    ($c:ident; $($check:ident $($part:ident).+ = $lo:expr, $hi:expr;)*) => {
-        $($check(&[$(stringify!($part)),+].join("."), $c.$($part).+, $lo, $hi)?;)*
-    };
-}
-
 impl Config {
     /// Reads a TOML file; absent fields keep their defaults.
     pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
@@ -361,241 +341,6 @@ impl Config {
             reason: e.to_string(),
         })
     }
-
-    /// Checks every field against the range its documentation gives (and the rules that
-    /// tie fields together), so a bad value fails at start instead of at first use. The
-    /// message names the dotted key, the value given and the allowed range.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |m: &str| Err(ConfigError::Invalid(m.into()));
-        if self.cert.is_some() != self.key.is_some() {
-            return bad("cert and key must be given together");
-        }
-        if self.server_key.is_empty()
-            || self.server_key.len() > quicmatch_protocol::MAX_SERVER_KEY_LEN
-        {
-            return bad("server_key must be 1 to 128 bytes");
-        }
-        let c = self;
-        with_bounded_keys!(check_bounds!(c;));
-        let s = &self.session;
-        if !(500 * MS..s.idle_timeout).contains(&s.suspect_after) {
-            let below = format!("less than session.idle_timeout = {}", human(s.idle_timeout));
-            let (key, v) = ("session.suspect_after", human(s.suspect_after));
-            return out_of_range(key, v, "500ms", below);
-        }
-        let min_queue = 2 * s.datagram_burst as usize; // both in range, so no overflow
-        if s.outbound_queue < min_queue {
-            let hi = "1048576; at least 2 × session.datagram_burst, so one sender's burst \
-                      cannot by itself overflow a reader";
-            return out_of_range("session.outbound_queue", s.outbound_queue, min_queue, hi);
-        }
-        if let Some(key) = &s.encryption_key {
-            match crate::auth::decode_hex(key) {
-                Some(bytes) if bytes.len() >= 32 => {}
-                _ => return bad("session.encryption_key must be at least 32 hex-encoded bytes"),
-            }
-        }
-        Ok(())
-    }
 }
 
-type Checked = Result<(), ConfigError>;
-
-/// `key = value is out of range (lo to hi)`.
-fn out_of_range(key: &str, v: impl Display, lo: impl Display, hi: impl Display) -> Checked {
-    let message = format!("{key} = {v} is out of range ({lo} to {hi})");
-    Err(ConfigError::Invalid(message))
-}
-
-/// `lo <= value <= hi`; NaN never is.
-fn range<T: PartialOrd + Display + Copy>(key: &str, v: T, lo: T, hi: T) -> Checked {
-    match (lo..=hi).contains(&v) {
-        true => Ok(()),
-        false => out_of_range(key, v, lo, hi),
-    }
-}
-
-/// [`range`] for durations, written as in the config file (`1h 30m`).
-fn range_duration(key: &str, v: Duration, lo: Duration, hi: Duration) -> Checked {
-    match (lo..=hi).contains(&v) {
-        true => Ok(()),
-        false => out_of_range(key, human(v), human(lo), human(hi)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    #[test]
-    fn defaults_are_valid_and_toml_overrides_them() {
-        Config::default().validate().expect("defaults");
-        let c: Config = toml::from_str(
-            "listen = \"127.0.0.1:9000\"\n[session]\nidle_timeout = \"30s\"\n[matches]\nmax_size = 8\n",
-        )
-        .expect("parse");
-        assert_eq!(c.listen.port(), 9000);
-        assert_eq!(c.session.idle_timeout, Duration::from_secs(30));
-        assert_eq!(c.session.auth_timeout, Duration::from_secs(5));
-        assert_eq!(c.matches.max_size, 8);
-        c.validate().expect("valid");
-    }
-
-    #[test]
-    fn unknown_fields_and_bad_values_are_rejected() {
-        assert!(toml::from_str::<Config>("lisen = \"x\"").is_err());
-        let c = Config {
-            cert: Some("a.pem".into()),
-            ..Config::default()
-        };
-        assert!(c.validate().is_err());
-        let mut c = Config::default();
-        c.session.encryption_key = Some("abcd".into());
-        assert!(c.validate().is_err());
-    }
-
-    /// A bounded value as a number (durations in nanoseconds), so one test covers all.
-    trait Num: Copy + 'static {
-        /// From just inside a bound to just past it.
-        const STEP: f64;
-        fn num(self) -> f64;
-        /// As near to `v` as the type goes.
-        fn from(v: f64) -> Self;
-    }
-    macro_rules! num {
-        ($($t:ty: $step:expr, |$x:ident| $num:expr, |$v:ident| $from:expr;)*) => {$(
-            impl Num for $t {
-                const STEP: f64 = $step;
-                fn num(self) -> f64 { let $x = self; $num }
-                fn from($v: f64) -> Self { $from }
-            }
-        )*};
-    }
-    num! {
-        usize: 1.0, |x| x as f64, |v| v as usize;
-        u32: 1.0, |x| x as f64, |v| v as u32;
-        f64: 1e-6, |x| x, |v| v;
-        Duration: 1.0, |x| x.as_nanos() as f64,
-            |v| if v < 1e19 { Duration::from_nanos(v as u64) } else { Duration::MAX };
-    }
-
-    /// A bounded key, its range and step, and a way to set (`Some`) and read it.
-    struct Field(String, f64, f64, f64, At);
-    type At = Box<dyn Fn(&mut Config, Option<f64>) -> f64>;
-
-    fn field<T: Num>(key: String, get: fn(&mut Config) -> &mut T, lo: T, hi: T) -> Field {
-        let at = move |c: &mut Config, v: Option<f64>| {
-            let slot = get(c);
-            *slot = v.map_or(*slot, T::from);
-            slot.num()
-        };
-        Field(key, lo.num(), hi.num(), T::STEP, Box::new(at))
-    }
-
-    impl Field {
-        /// Sets the field as near to `v` as its type goes; whether that is in range.
-        fn set(&self, c: &mut Config, v: Option<f64>) -> bool {
-            (self.1..=self.2).contains(&(self.4)(c, v))
-        }
-    }
-
-    macro_rules! table {
-        ($($check:ident $($part:ident).+ = $lo:expr, $hi:expr;)*) => {
-            vec![$(field([$(stringify!($part)),+].join("."), |c| &mut c.$($part).+, $lo, $hi)),*]
-        };
-    }
-
-    /// Every bounded key: those `validate` checks in a row, and `suspect_after` at its
-    /// widest (it must also stay below `idle_timeout`).
-    fn fields() -> Vec<Field> {
-        let mut fields = with_bounded_keys!(table!());
-        let max = 10 * MIN - Duration::from_nanos(1);
-        fields.extend(table!(range_duration session.suspect_after = 500 * MS, max;));
-        fields
-    }
-
-    /// The widest `idle_timeout`, so `suspect_after` can reach its bounds; a small
-    /// `datagram_burst` and the largest `outbound_queue`, so both can reach theirs.
-    fn base() -> Config {
-        let mut c = Config::default();
-        c.session.idle_timeout = 10 * MIN;
-        c.session.suspect_after = 500 * MS;
-        c.session.datagram_burst = 32;
-        c.session.outbound_queue = 1 << 20;
-        c
-    }
-
-    #[test]
-    fn every_bounded_key_accepts_its_bounds_and_rejects_past_them() {
-        for f @ Field(key, lo, hi, step, _) in &fields() {
-            let past = [lo - step, hi + step, -1.0, f64::NAN, f64::MAX];
-            for (i, v) in [*lo, *hi].into_iter().chain(past).enumerate() {
-                let mut c = base();
-                let inside = f.set(&mut c, Some(v));
-                assert!(inside || i >= 2, "{key}: bound {v} is not in range");
-                match (inside, c.validate()) {
-                    (true, Err(e)) => panic!("{key}: {v} rejected: {e}"),
-                    (false, Ok(())) => panic!("{key}: {v} accepted"),
-                    (false, Err(e)) => assert!(e.to_string().contains(&format!("{key} = "))),
-                    (true, Ok(())) => {}
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn rules_across_fields_and_known_holes_are_rejected() {
-        let rejects = |c: &Config, want: &str| {
-            let e = c.validate().expect_err(want).to_string();
-            assert!(e.starts_with(&format!("invalid config: {want}")), "{e}");
-        };
-        let mut c = base();
-        c.session.suspect_after = c.session.idle_timeout;
-        let want = "session.suspect_after = 10m is out of range (500ms to less than \
-                    session.idle_timeout = 10m)";
-        rejects(&c, want);
-        c.session.suspect_after = SEC;
-        (c.session.outbound_queue, c.session.datagram_burst) = (65, 33);
-        let want = "session.outbound_queue = 65 is out of range (66 to 1048576; at least 2 × \
-                    session.datagram_burst, so one sender's burst cannot by itself overflow a \
-                    reader)";
-        rejects(&c, want);
-        for (line, range) in [
-            ("outbound_queue = 9000000000000000000", "64 to 1048576"),
-            ("idle_timeout = \"1000years\"", "2s to 10m"),
-            ("token_expiry = \"100years\"", "10s to 30days"),
-        ] {
-            let c: Config = toml::from_str(&format!("[session]\n{line}\n")).expect(line);
-            let value = line.replace('"', "");
-            rejects(&c, &format!("session.{value} is out of range ({range})"));
-        }
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(2048))]
-        /// Values near and past the bounds, inside them, and anything at all (NaN,
-        /// `usize::MAX`, `Duration::MAX`): `validate` passes exactly when all are in range.
-        #[test]
-        fn validate_never_panics_and_passes_exactly_the_ranges(
-            picks in proptest::collection::vec((0u8..100, any::<u64>()), fields().len())
-        ) {
-            let (fields, mut c) = (fields(), Config::default());
-            for (f @ Field(_, lo, hi, step, _), (choice, raw)) in fields.iter().zip(picks) {
-                let unit = raw as f64 / u64::MAX as f64;
-                f.set(&mut c, Some(match choice {
-                    0..=1 => lo - step,
-                    2..=3 => hi + step,
-                    4 => f64::from_bits(raw),
-                    5..=14 => [*lo, *hi][raw as usize % 2],
-                    _ => lo + unit * (hi - lo),
-                }));
-            }
-            let s = &c.session;
-            let rules = s.suspect_after < s.idle_timeout
-                && s.outbound_queue >= 2 * s.datagram_burst as usize;
-            let in_range = rules && fields.iter().all(|f| f.set(&mut c.clone(), None));
-            prop_assert_eq!(c.validate().is_ok(), in_range, "{:?}", c);
-        }
-    }
-}
+mod validate;

@@ -1,0 +1,722 @@
+//! The authoritative worker pool: every server-run match is a [`Slot`] with a bounded
+//! inbox; a timer thread queues a match when its tick is due (or at once, for a join
+//! attempt, a leave or a signal), and worker threads run one match at a time through its
+//! handler's callbacks. Nothing here runs on a session or I/O task.
+//!
+//! Isolation: a callback that panics ends only its match; the timer thread's watchdog
+//! ends a match whose callback has run longer than `matches.overrun_limit` and starts a
+//! replacement worker, so one stuck handler never stalls the others; a match whose
+//! ticks overrun their budget continuously for that long is ended too.
+//!
+//! Queues and what happens when they are full: member messages between ticks
+//! (`matches.input_queue`): the new message is refused and its sender gets
+//! `LIMIT_EXCEEDED`; join attempts (`matches.join_queue`): refused with
+//! `MATCH_JOIN_REJECTED`; signals (`matches.signal_queue`): refused with an error to the
+//! caller. Leaves are never refused (at most one per member).
+
+use std::{
+    cmp::Reverse,
+    collections::{BTreeMap, BinaryHeap, HashMap, VecDeque},
+    panic::{catch_unwind, AssertUnwindSafe},
+    sync::{
+        atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering},
+        Arc, Condvar, Mutex, MutexGuard,
+    },
+    time::{Duration, Instant},
+};
+
+use quicmatch_protocol::{ErrorCode, MatchId, MatchInfo, Presence};
+use tokio::sync::oneshot;
+use tracing::{error, info, warn};
+
+use super::{Dispatcher, MatchContext, MatchHandler, MatchInit, Params, Runtime, RuntimeError};
+use crate::{
+    config::MatchConfig,
+    handlers::ApiError,
+    matches::{hosted::HostedSpec, Inbound, Inbox as TableInbox, MatchTable},
+    outbound::SessionHandle,
+};
+
+const IDLE: u8 = 0;
+const QUEUED: u8 = 1;
+const RUNNING: u8 = 2;
+
+/// How often the timer thread looks for stuck callbacks.
+const WATCHDOG_EVERY: Duration = Duration::from_millis(100);
+
+/// Replacement workers the watchdog may start over the life of the server.
+const MAX_REPLACEMENTS: usize = 64;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+std::thread_local! {
+    /// The match a worker thread is running, so a handler cannot deadlock by
+    /// signalling its own match.
+    static CURRENT: std::cell::Cell<Option<MatchId>> = const { std::cell::Cell::new(None) };
+}
+
+struct JoinRequest {
+    session: SessionHandle,
+    metadata: BTreeMap<String, String>,
+    reply: oneshot::Sender<Result<MatchInfo, ApiError>>,
+}
+
+struct SignalRequest {
+    data: String,
+    reply: std::sync::mpsc::SyncSender<Result<String, RuntimeError>>,
+}
+
+#[derive(Default)]
+struct Inbox {
+    messages: VecDeque<Inbound>,
+    joins: VecDeque<JoinRequest>,
+    leaves: Vec<Presence>,
+    signals: VecDeque<SignalRequest>,
+    terminate: Option<Duration>,
+}
+
+struct Core {
+    handler: Box<dyn MatchHandler>,
+    ctx: MatchContext,
+    next_tick: Instant,
+    empty_since: Option<Instant>,
+    overrun_since: Option<Instant>,
+}
+
+/// One server-run match.
+struct Slot {
+    id: MatchId,
+    interval: Duration,
+    inbox: Mutex<Inbox>,
+    core: Mutex<Option<Core>>,
+    sched: AtomicU8,
+    dirty: AtomicBool,
+    ended: AtomicBool,
+    running_since: Mutex<Option<Instant>>,
+}
+
+struct Inner {
+    table: MatchTable,
+    config: MatchConfig,
+    slots: Mutex<HashMap<MatchId, Arc<Slot>>>,
+    queue: Mutex<VecDeque<Arc<Slot>>>,
+    queue_cv: Condvar,
+    timers: Mutex<BinaryHeap<Reverse<(Instant, MatchId)>>>,
+    timer_cv: Condvar,
+    started: std::sync::Once,
+    stopping: AtomicBool,
+    replacements: AtomicUsize,
+}
+
+/// The worker pool; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Engine {
+    inner: Arc<Inner>,
+}
+
+/// The table's view of a slot's inbox.
+struct SlotInbox {
+    slot: Arc<Slot>,
+    engine: std::sync::Weak<Inner>,
+    limit: usize,
+}
+
+impl TableInbox for SlotInbox {
+    fn message(&self, message: Inbound) -> Result<(), ApiError> {
+        let mut inbox = lock(&self.slot.inbox);
+        if inbox.messages.len() >= self.limit {
+            metrics::counter!("quicmatch_match_input_dropped_total").increment(1);
+            return Err(ApiError::new(
+                ErrorCode::LIMIT_EXCEEDED,
+                "the match's input queue is full; message dropped",
+            ));
+        }
+        inbox.messages.push_back(message);
+        Ok(())
+    }
+
+    fn left(&self, presence: Presence) {
+        lock(&self.slot.inbox).leaves.push(presence);
+        if let Some(inner) = self.engine.upgrade() {
+            inner.poke(&self.slot);
+        }
+    }
+}
+
+impl Inner {
+    /// Queues a slot to run soon, once.
+    fn poke(&self, slot: &Arc<Slot>) {
+        if slot
+            .sched
+            .compare_exchange(IDLE, QUEUED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            lock(&self.queue).push_back(slot.clone());
+            self.queue_cv.notify_one();
+        } else if slot.sched.load(Ordering::Acquire) == RUNNING {
+            slot.dirty.store(true, Ordering::Release);
+        }
+    }
+
+    fn schedule(&self, id: MatchId, at: Instant) {
+        let mut timers = lock(&self.timers);
+        let earliest = timers.peek().is_none_or(|Reverse((t, _))| at < *t);
+        timers.push(Reverse((at, id)));
+        drop(timers);
+        if earliest {
+            self.timer_cv.notify_one();
+        }
+    }
+
+    fn slot(&self, id: MatchId) -> Option<Arc<Slot>> {
+        lock(&self.slots).get(&id).cloned()
+    }
+
+    /// Ends a match for good: members get `MatchEnded`, waiting joins and signals fail.
+    fn end(&self, slot: &Slot, reason: &str) {
+        if slot.ended.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        lock(&self.slots).remove(&slot.id);
+        self.table.end_hosted(slot.id, reason);
+        let inbox = std::mem::take(&mut *lock(&slot.inbox));
+        for j in inbox.joins {
+            let _ = j.reply.send(Err(ApiError::new(
+                ErrorCode::MATCH_NOT_FOUND,
+                "the match ended",
+            )));
+        }
+        for s in inbox.signals {
+            let _ = s.reply.send(Err(RuntimeError::Failed(format!(
+                "the match ended: {reason}"
+            ))));
+        }
+        metrics::counter!("quicmatch_matches_ended_total").increment(1);
+        info!(match_id = %slot.id, %reason, "authoritative match ended");
+    }
+
+    fn spawn_worker(self: &Arc<Self>) {
+        let inner = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("quicmatch-match".into())
+            .spawn(move || inner.work());
+        if let Err(e) = spawned {
+            error!(error = %e, "could not start a match worker");
+        }
+    }
+
+    fn start_threads(self: &Arc<Self>) {
+        let workers = match self.config.workers {
+            0 => std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .max(2),
+            n => n,
+        };
+        for _ in 0..workers {
+            self.spawn_worker();
+        }
+        let inner = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("quicmatch-ticks".into())
+            .spawn(move || inner.timer_loop());
+        if let Err(e) = spawned {
+            error!(error = %e, "could not start the match timer");
+        }
+    }
+
+    fn timer_loop(self: Arc<Self>) {
+        let mut last_watch = Instant::now();
+        loop {
+            let mut due = Vec::new();
+            {
+                let mut timers = lock(&self.timers);
+                while !self.stopping.load(Ordering::Acquire) {
+                    let now = Instant::now();
+                    while let Some(Reverse((at, id))) = timers.peek().copied() {
+                        if at > now {
+                            break;
+                        }
+                        timers.pop();
+                        due.push(id);
+                    }
+                    if !due.is_empty() || now.duration_since(last_watch) >= WATCHDOG_EVERY {
+                        break;
+                    }
+                    let wait = timers
+                        .peek()
+                        .map_or(WATCHDOG_EVERY, |Reverse((at, _))| {
+                            at.saturating_duration_since(now)
+                        })
+                        .min(WATCHDOG_EVERY);
+                    timers = self
+                        .timer_cv
+                        .wait_timeout(timers, wait)
+                        .map_or_else(|p| p.into_inner().0, |r| r.0);
+                }
+            }
+            if self.stopping.load(Ordering::Acquire) {
+                self.queue_cv.notify_all();
+                return;
+            }
+            for id in due {
+                if let Some(slot) = self.slot(id) {
+                    self.poke(&slot);
+                }
+            }
+            if last_watch.elapsed() >= WATCHDOG_EVERY {
+                last_watch = Instant::now();
+                self.watchdog();
+            }
+        }
+    }
+
+    /// Ends matches whose callback has been running longer than the overrun limit.
+    fn watchdog(self: &Arc<Self>) {
+        let stuck: Vec<Arc<Slot>> = lock(&self.slots)
+            .values()
+            .filter(|s| {
+                lock(&s.running_since).is_some_and(|t| t.elapsed() >= self.config.overrun_limit)
+            })
+            .cloned()
+            .collect();
+        for slot in stuck {
+            metrics::counter!("quicmatch_match_overruns_total").increment(1);
+            error!(match_id = %slot.id, limit = ?self.config.overrun_limit, "match callback still running past the overrun limit; ending the match");
+            self.end(&slot, "the match handler overran its time budget");
+            if self.replacements.fetch_add(1, Ordering::AcqRel) < MAX_REPLACEMENTS {
+                self.spawn_worker();
+            }
+        }
+    }
+
+    fn work(self: Arc<Self>) {
+        loop {
+            let slot = {
+                let mut queue = lock(&self.queue);
+                loop {
+                    if self.stopping.load(Ordering::Acquire) {
+                        return;
+                    }
+                    if let Some(slot) = queue.pop_front() {
+                        break slot;
+                    }
+                    queue = self.queue_cv.wait(queue).unwrap_or_else(|p| p.into_inner());
+                }
+            };
+            slot.sched.store(RUNNING, Ordering::Release);
+            slot.dirty.store(false, Ordering::Release);
+            *lock(&slot.running_since) = Some(Instant::now());
+            CURRENT.with(|c| c.set(Some(slot.id)));
+            self.run(&slot);
+            CURRENT.with(|c| c.set(None));
+            *lock(&slot.running_since) = None;
+            slot.sched.store(IDLE, Ordering::Release);
+            if slot.ended.load(Ordering::Acquire) {
+                continue;
+            }
+            if slot.dirty.swap(false, Ordering::AcqRel) {
+                self.poke(&slot);
+            }
+        }
+    }
+
+    /// Runs one callback with its dispatcher, containing a panic, then applies its
+    /// label, end and kicks; returns `Err` with the reason when the match must end.
+    fn call<R>(
+        &self,
+        slot: &Slot,
+        core: &mut Core,
+        f: impl FnOnce(&mut dyn MatchHandler, &MatchContext, &mut Dispatcher<'_>) -> R,
+    ) -> Result<R, String> {
+        let (out, ended) = self.call_keeping(slot, core, f)?;
+        ended.map_or(Ok(out), Err)
+    }
+
+    /// Like [`call`](Self::call), but hands back the callback's result even when it
+    /// ended the match (`Some(reason)`); `Err` only when it panicked.
+    fn call_keeping<R>(
+        &self,
+        slot: &Slot,
+        core: &mut Core,
+        f: impl FnOnce(&mut dyn MatchHandler, &MatchContext, &mut Dispatcher<'_>) -> R,
+    ) -> Result<(R, Option<String>), String> {
+        let mut d = Dispatcher::new(&self.table, slot.id);
+        let out = catch_unwind(AssertUnwindSafe(|| {
+            f(core.handler.as_mut(), &core.ctx, &mut d)
+        }));
+        let Ok(out) = out else {
+            metrics::counter!("quicmatch_match_panics_total").increment(1);
+            error!(match_id = %slot.id, handler = %core.ctx.handler, "match handler panicked; ending the match");
+            return Err("the match handler failed".into());
+        };
+        let effects = (d.label.take(), d.ended.take(), std::mem::take(&mut d.kicks));
+        Ok((out, self.apply(slot, core, effects).err()))
+    }
+
+    /// What a callback asked for besides its sends.
+    fn apply(
+        &self,
+        slot: &Slot,
+        core: &mut Core,
+        (label, ended, kicks): (Option<Option<String>>, Option<String>, Vec<Presence>),
+    ) -> Result<(), String> {
+        if let Some(label) = label {
+            core.ctx.label = label;
+        }
+        if let Some(reason) = ended {
+            return Err(reason);
+        }
+        if kicks.is_empty() {
+            return Ok(());
+        }
+        let gone: Vec<Presence> = kicks
+            .iter()
+            .filter_map(|p| {
+                self.table
+                    .kick(slot.id, p.session_id, "kicked from the match")
+            })
+            .collect();
+        core.ctx.presences = self.table.presences(slot.id);
+        if gone.is_empty() {
+            return Ok(());
+        }
+        let leave: &dyn Fn(&mut dyn MatchHandler, &MatchContext, &mut Dispatcher<'_>) =
+            &|h, ctx, d| h.leave(ctx, d, &gone);
+        self.call(slot, core, leave)
+    }
+
+    /// One turn of a match: leaves, join attempts, signals, shutdown, and the tick when
+    /// it is due.
+    fn run(&self, slot: &Slot) {
+        let mut guard = lock(&slot.core);
+        let Some(core) = guard.as_mut() else { return };
+        let ended = self.turn(slot, core);
+        if slot.ended.load(Ordering::Acquire) {
+            *guard = None;
+            return;
+        }
+        match ended {
+            Err(reason) => {
+                *guard = None;
+                drop(guard);
+                self.end(slot, &reason);
+            }
+            Ok(()) => self.schedule(slot.id, core.next_tick),
+        }
+    }
+
+    fn turn(&self, slot: &Slot, core: &mut Core) -> Result<(), String> {
+        let now = Instant::now();
+        let tick_due = now >= core.next_tick;
+        let (joins, leaves, signals, terminate, messages) = {
+            let mut inbox = lock(&slot.inbox);
+            let messages = if tick_due {
+                std::mem::take(&mut inbox.messages)
+            } else {
+                VecDeque::new()
+            };
+            (
+                std::mem::take(&mut inbox.joins),
+                std::mem::take(&mut inbox.leaves),
+                std::mem::take(&mut inbox.signals),
+                inbox.terminate.take(),
+                messages,
+            )
+        };
+        core.ctx.presences = self.table.presences(slot.id);
+        if !leaves.is_empty() {
+            self.call(slot, core, |h, ctx, d| h.leave(ctx, d, &leaves))?;
+        }
+        for join in joins {
+            self.join(slot, core, join)?;
+        }
+        for signal in signals {
+            // The reply goes back even when the signal ended the match.
+            match self.call_keeping(slot, core, |h, ctx, d| h.signal(ctx, d, &signal.data)) {
+                Ok((reply, ended)) => {
+                    let _ = signal.reply.send(Ok(reply));
+                    if let Some(reason) = ended {
+                        return Err(reason);
+                    }
+                }
+                Err(reason) => {
+                    let _ = signal.reply.send(Err(RuntimeError::Failed(reason.clone())));
+                    return Err(reason);
+                }
+            }
+        }
+        if let Some(grace) = terminate {
+            self.call(slot, core, |h, ctx, d| h.terminate(ctx, d, grace))?;
+            return Err("the server is shutting down".into());
+        }
+        if !tick_due {
+            return Ok(());
+        }
+        let lateness = now.saturating_duration_since(core.next_tick);
+        metrics::histogram!("quicmatch_match_tick_lateness_seconds").record(lateness.as_secs_f64());
+        core.ctx.tick += 1;
+        let started = Instant::now();
+        self.call(slot, core, |h, ctx, d| h.tick(ctx, d, messages.into()))?;
+        let took = started.elapsed();
+        if took > slot.interval {
+            metrics::counter!("quicmatch_match_overruns_total").increment(1);
+            let since = *core.overrun_since.get_or_insert(started);
+            if since.elapsed() >= self.config.overrun_limit {
+                warn!(match_id = %slot.id, ?took, "match ticks overran their budget too long");
+                return Err("the match handler overran its time budget".into());
+            }
+        } else {
+            core.overrun_since = None;
+        }
+        core.next_tick += slot.interval;
+        let now = Instant::now();
+        if core.next_tick < now {
+            // Far behind: skip the missed ticks rather than run them back to back.
+            core.next_tick = now + slot.interval;
+        }
+        if core.ctx.presences.is_empty() {
+            let since = *core.empty_since.get_or_insert(now);
+            if since.elapsed() >= self.config.max_empty {
+                return Err("the match was empty too long".into());
+            }
+        } else {
+            core.empty_since = None;
+        }
+        Ok(())
+    }
+
+    fn join(&self, slot: &Slot, core: &mut Core, join: JoinRequest) -> Result<(), String> {
+        if join.reply.is_closed() {
+            return Ok(());
+        }
+        let presence = (*join.session.presence).clone();
+        let decision = self.call(slot, core, |h, ctx, d| {
+            h.join_attempt(ctx, d, &presence, &join.metadata)
+        })?;
+        let outcome = match decision {
+            super::JoinDecision::Reject(reason) => {
+                Err(ApiError::new(ErrorCode::MATCH_JOIN_REJECTED, reason))
+            }
+            super::JoinDecision::Accept => {
+                let already = core
+                    .ctx
+                    .presences
+                    .iter()
+                    .any(|p| p.session_id == presence.session_id);
+                let admitted = self.table.admit(slot.id, &join.session);
+                if admitted.is_ok() && !already {
+                    core.ctx.presences = self.table.presences(slot.id);
+                    core.empty_since = None;
+                    // The reply goes first, so the member hears of the match before any
+                    // data the join callback sends it.
+                    let _ = join.reply.send(admitted);
+                    return self.call(slot, core, |h, ctx, d| h.join(ctx, d, &[presence]));
+                }
+                admitted
+            }
+        };
+        let _ = join.reply.send(outcome);
+        Ok(())
+    }
+}
+
+impl Engine {
+    pub(crate) fn start(table: MatchTable, config: &MatchConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                table,
+                config: config.clone(),
+                slots: Mutex::default(),
+                queue: Mutex::default(),
+                queue_cv: Condvar::new(),
+                timers: Mutex::default(),
+                timer_cv: Condvar::new(),
+                started: std::sync::Once::new(),
+                stopping: AtomicBool::new(false),
+                replacements: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// Runs `init` on the caller's thread, then registers and schedules the match.
+    pub(crate) fn create(
+        &self,
+        name: &str,
+        mut handler: Box<dyn MatchHandler>,
+        params: &Params,
+        matched: Vec<Presence>,
+        runtime: Runtime,
+    ) -> Result<MatchId, RuntimeError> {
+        let inner = &self.inner;
+        if inner.stopping.load(Ordering::Acquire) {
+            return Err(RuntimeError::Limit("the server is shutting down".into()));
+        }
+        let id = MatchId::new_random();
+        let mut ctx = MatchContext {
+            match_id: id,
+            handler: Arc::from(name),
+            tick: 0,
+            tick_rate: 0,
+            label: None,
+            presences: Vec::new(),
+            matched,
+            runtime,
+        };
+        let init = catch_unwind(AssertUnwindSafe(|| handler.init(&ctx, params)))
+            .map_err(|_| RuntimeError::Init("init panicked".into()))?
+            .map_err(RuntimeError::Init)?;
+        let MatchInit {
+            tick_rate,
+            label,
+            max_size,
+        } = init;
+        if !(1..=60).contains(&tick_rate) {
+            return Err(RuntimeError::Init(format!(
+                "tick rate {tick_rate} is outside 1 to 60"
+            )));
+        }
+        let limit = inner.config.max_size;
+        let max_size = match max_size {
+            None => limit,
+            Some(n) if (1..=limit).contains(&(n as usize)) => n as usize,
+            Some(n) => {
+                return Err(RuntimeError::Init(format!(
+                    "max_size {n} is outside 1 to {limit}"
+                )))
+            }
+        };
+        ctx.tick_rate = tick_rate;
+        ctx.label = label.clone();
+        let interval = Duration::from_secs(1) / tick_rate;
+        let slot = Arc::new(Slot {
+            id,
+            interval,
+            inbox: Mutex::default(),
+            core: Mutex::new(Some(Core {
+                handler,
+                ctx,
+                next_tick: Instant::now() + interval,
+                empty_since: None,
+                overrun_since: None,
+            })),
+            sched: AtomicU8::new(IDLE),
+            dirty: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
+            running_since: Mutex::new(None),
+        });
+        let inbox = Arc::new(SlotInbox {
+            slot: slot.clone(),
+            engine: Arc::downgrade(inner),
+            limit: inner.config.input_queue,
+        });
+        let spec = HostedSpec {
+            label,
+            max_size,
+            tick_rate,
+            handler: Arc::from(name),
+        };
+        inner
+            .table
+            .create_hosted(id, spec, inbox)
+            .map_err(|e| RuntimeError::Limit(e.message))?;
+        lock(&inner.slots).insert(id, slot);
+        inner.started.call_once(|| inner.start_threads());
+        inner.schedule(id, Instant::now() + interval);
+        metrics::counter!("quicmatch_matches_created_total", "handler" => name.to_owned())
+            .increment(1);
+        Ok(id)
+    }
+
+    /// Whether `id` is a live server-run match.
+    pub(crate) fn has(&self, id: MatchId) -> bool {
+        self.inner.slot(id).is_some()
+    }
+
+    /// Queues a join attempt; the receiver gets the handler's answer.
+    pub(crate) fn join_attempt(
+        &self,
+        id: MatchId,
+        session: SessionHandle,
+        metadata: BTreeMap<String, String>,
+    ) -> Result<oneshot::Receiver<Result<MatchInfo, ApiError>>, ApiError> {
+        let slot = self
+            .inner
+            .slot(id)
+            .ok_or_else(|| ApiError::new(ErrorCode::MATCH_NOT_FOUND, "match not found"))?;
+        let (reply, rx) = oneshot::channel();
+        {
+            let mut inbox = lock(&slot.inbox);
+            if inbox.joins.len() >= self.inner.config.join_queue {
+                return Err(ApiError::new(
+                    ErrorCode::MATCH_JOIN_REJECTED,
+                    "the match has too many join attempts waiting; try again",
+                ));
+            }
+            inbox.joins.push_back(JoinRequest {
+                session,
+                metadata,
+                reply,
+            });
+        }
+        self.inner.poke(&slot);
+        Ok(rx)
+    }
+
+    /// Sends a signal and waits (bounded) for the reply. Blocks: call it from a
+    /// blocking thread.
+    pub(crate) fn signal(&self, id: MatchId, data: &str) -> Result<String, RuntimeError> {
+        if CURRENT.with(std::cell::Cell::get) == Some(id) {
+            return Err(RuntimeError::Failed("a match cannot signal itself".into()));
+        }
+        let slot = self.inner.slot(id).ok_or(RuntimeError::MatchNotFound)?;
+        let (reply, rx) = std::sync::mpsc::sync_channel(1);
+        {
+            let mut inbox = lock(&slot.inbox);
+            if inbox.signals.len() >= self.inner.config.signal_queue {
+                return Err(RuntimeError::Busy(
+                    "the match has too many signals waiting".into(),
+                ));
+            }
+            inbox.signals.push_back(SignalRequest {
+                data: data.to_owned(),
+                reply,
+            });
+        }
+        self.inner.poke(&slot);
+        match rx.recv_timeout(self.inner.config.answer_timeout) {
+            Ok(reply) => reply,
+            Err(_) => Err(RuntimeError::Failed(
+                "the match did not answer the signal in time".into(),
+            )),
+        }
+    }
+
+    /// Live server-run matches.
+    pub(crate) fn len(&self) -> usize {
+        lock(&self.inner.slots).len()
+    }
+
+    /// Shutdown: every match's `terminate(grace)` runs, then it ends; waits up to
+    /// `grace` for them, ends the rest, and stops the threads.
+    pub(crate) fn shutdown(&self, grace: Duration) {
+        let inner = &self.inner;
+        let slots: Vec<Arc<Slot>> = lock(&inner.slots).values().cloned().collect();
+        for slot in &slots {
+            lock(&slot.inbox).terminate = Some(grace);
+            inner.poke(slot);
+        }
+        let deadline = Instant::now() + grace;
+        while !lock(&inner.slots).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let rest: Vec<Arc<Slot>> = lock(&inner.slots).values().cloned().collect();
+        for slot in rest {
+            inner.end(&slot, "the server is shutting down");
+        }
+        inner.stopping.store(true, Ordering::Release);
+        inner.queue_cv.notify_all();
+        inner.timer_cv.notify_all();
+    }
+}

@@ -1,0 +1,607 @@
+//! Server-authoritative matches end to end: every callback and dispatcher action,
+//! isolation of a panicking and a stuck handler among 100 ticking matches, `max_empty`,
+//! `terminate` on shutdown, RPCs, and the matchmaker placing a group into a new match.
+
+mod common;
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use common::{next_event, TestServer, TEST_TIMEOUT};
+use quicmatch::{
+    runtime::{Dispatcher, Inbound, JoinDecision, MatchContext, MatchHandler, MatchInit, Params},
+    Config,
+};
+use quicmatch_client::{ErrorCode, Event, MatchId, Presence, Socket};
+use tokio::time::timeout;
+
+/// What the probe handler saw, in order.
+type Log = Arc<Mutex<Vec<String>>>;
+
+/// A handler that records every callback and does what signals tell it:
+/// `label:TEXT`, `kick:USERNAME`, `end:REASON`, `echo` (the reply is the data).
+struct Probe {
+    log: Log,
+}
+
+impl Probe {
+    fn note(&self, line: String) {
+        self.log.lock().expect("log").push(line);
+    }
+}
+
+impl MatchHandler for Probe {
+    fn init(&mut self, _ctx: &MatchContext, params: &Params) -> Result<MatchInit, String> {
+        self.note(format!("init {params}"));
+        let rate = params["tick_rate"].as_u64().unwrap_or(20) as u32;
+        Ok(MatchInit::new(rate).label(r#"{"mode":"probe","skill":10}"#))
+    }
+
+    fn join_attempt(
+        &mut self,
+        _ctx: &MatchContext,
+        _d: &mut Dispatcher<'_>,
+        presence: &Presence,
+        metadata: &BTreeMap<String, String>,
+    ) -> JoinDecision {
+        self.note(format!("join_attempt {} {metadata:?}", presence.username));
+        match metadata.get("role").map(String::as_str) {
+            Some("spy") => JoinDecision::Reject("no spies".into()),
+            _ => JoinDecision::Accept,
+        }
+    }
+
+    fn join(&mut self, _ctx: &MatchContext, d: &mut Dispatcher<'_>, presences: &[Presence]) {
+        for p in presences {
+            self.note(format!("join {}", p.username));
+            // Welcomes the joiner: it must already know the match.
+            d.broadcast(
+                7,
+                format!("welcome {}", p.username),
+                Some(std::slice::from_ref(p)),
+                None,
+                true,
+            );
+        }
+    }
+
+    fn leave(&mut self, _ctx: &MatchContext, _d: &mut Dispatcher<'_>, presences: &[Presence]) {
+        for p in presences {
+            self.note(format!("leave {}", p.username));
+        }
+    }
+
+    fn tick(&mut self, _ctx: &MatchContext, d: &mut Dispatcher<'_>, messages: Vec<Inbound>) {
+        for m in messages {
+            self.note(format!(
+                "message {} op {} {} reliable={}",
+                m.sender.username,
+                m.op_code,
+                String::from_utf8_lossy(&m.data),
+                m.reliable
+            ));
+            // Echo to everyone, from the server, on the same path.
+            d.broadcast(m.op_code + 100, m.data, None, None, m.reliable);
+        }
+    }
+
+    fn signal(&mut self, ctx: &MatchContext, d: &mut Dispatcher<'_>, data: &str) -> String {
+        self.note(format!("signal {data}"));
+        if let Some(label) = data.strip_prefix("label:") {
+            d.set_label(Some(label.to_owned()));
+        } else if let Some(name) = data.strip_prefix("kick:") {
+            let who: Vec<Presence> = ctx
+                .presences()
+                .iter()
+                .filter(|p| p.username == name)
+                .cloned()
+                .collect();
+            d.kick(&who);
+        } else if let Some(reason) = data.strip_prefix("end:") {
+            d.end(reason);
+        }
+        format!("ok {data}")
+    }
+
+    fn terminate(&mut self, _ctx: &MatchContext, d: &mut Dispatcher<'_>, grace: Duration) {
+        self.note(format!("terminate {}", grace.as_secs()));
+        d.broadcast(9, "bye", None, None, true);
+    }
+}
+
+async fn start(log: &Log, tune: impl FnOnce(&mut Config)) -> TestServer {
+    let mut config = common::test_config();
+    tune(&mut config);
+    let log = log.clone();
+    TestServer::start_built(config, move |b| {
+        let log = log.clone();
+        b.match_handler("probe", move || Probe { log: log.clone() })
+            .rpc("create_probe", |ctx, payload| {
+                let params: Params = serde_json::from_str(payload).map_err(|e| e.to_string())?;
+                let id = ctx
+                    .runtime
+                    .create_match("probe", params)
+                    .map_err(|e| e.to_string())?;
+                Ok(id.to_string())
+            })
+            .rpc("signal", |ctx, payload| {
+                let (id, data) = payload.split_once(' ').ok_or("want: ID DATA")?;
+                let id: MatchId = id
+                    .parse()
+                    .map_err(|e: quicmatch_protocol::ids::ParseIdError| e.to_string())?;
+                ctx.runtime.signal(id, data).map_err(|e| e.to_string())
+            })
+            .rpc("fail", |_, _| Err("the function said no".into()))
+            .rpc("panic", |_, _| panic!("an rpc bug"))
+    })
+    .await
+}
+
+fn seen(log: &Log, line: &str) -> bool {
+    log.lock().expect("log").iter().any(|l| l == line)
+}
+
+async fn data_event(socket: &Socket, what: &str) -> quicmatch_client::MatchData {
+    loop {
+        match next_event(socket, what).await {
+            Event::MatchData(d) => return d,
+            Event::MatchPresence(_) => {}
+            other => panic!("waiting for {what}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn callbacks_and_dispatcher_actions_end_to_end() {
+    let log = Log::default();
+    let server = start(&log, |_| {}).await;
+    let alice = server.client("alice").await;
+    let bob = server.client("bob").await;
+    let id: MatchId = alice
+        .rpc("create_probe", r#"{"tick_rate":20}"#)
+        .await
+        .expect("rpc")
+        .parse()
+        .expect("an id");
+    assert!(seen(&log, r#"init {"tick_rate":20}"#));
+    let listed = alice
+        .list_matches()
+        .authoritative(true)
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].match_id, id);
+    assert_eq!(listed[0].handler, "probe");
+    assert_eq!(listed[0].tick_rate, 20);
+    assert_eq!(listed[0].size, 0);
+    assert_eq!(
+        listed[0].label.as_deref(),
+        Some(r#"{"mode":"probe","skill":10}"#)
+    );
+
+    // join_attempt with metadata, then join; the joiner's welcome comes after its reply.
+    let meta = BTreeMap::from([("role".to_owned(), "pilot".to_owned())]);
+    let m = alice.join_match_with(id, meta).await.expect("join");
+    assert_eq!(m.match_id, id);
+    let welcome = data_event(&alice, "welcome").await;
+    assert!(welcome.from_server() && welcome.reliable);
+    assert_eq!(&welcome.data[..], b"welcome alice");
+    assert!(seen(&log, r#"join_attempt alice {"role": "pilot"}"#));
+    assert!(seen(&log, "join alice"));
+
+    // A rejected join carries the handler's reason.
+    let spy = BTreeMap::from([("role".to_owned(), "spy".to_owned())]);
+    let err = bob.join_match_with(id, spy).await.expect_err("rejected");
+    assert_eq!(err.code(), Some(ErrorCode::MATCH_JOIN_REJECTED));
+    assert!(err.to_string().contains("no spies"), "{err}");
+    bob.join_match(id).await.expect("bob joins without a role");
+    data_event(&bob, "bob's welcome").await;
+
+    // Messages reach tick in arrival order with sender and path; the echo comes back.
+    alice
+        .send_match_data(id, 1, b"first".to_vec(), true, None)
+        .await
+        .expect("send");
+    alice
+        .send_match_data(id, 2, b"second".to_vec(), true, None)
+        .await
+        .expect("send");
+    for player in [&bob, &alice] {
+        for (op, text) in [(101, "first"), (102, "second")] {
+            let d = data_event(player, "echo").await;
+            assert_eq!((d.op_code, &d.data[..]), (op, text.as_bytes()));
+            assert!(d.from_server());
+        }
+    }
+    let log_now = log.lock().expect("log").clone();
+    let first = log_now
+        .iter()
+        .position(|l| l == "message alice op 1 first reliable=true");
+    let second = log_now
+        .iter()
+        .position(|l| l == "message alice op 2 second reliable=true");
+    assert!(first.is_some() && first < second, "{log_now:?}");
+    bob.send_match_data(id, 3, b"fast".to_vec(), false, None)
+        .await
+        .expect("datagram");
+    let d = data_event(&alice, "datagram echo").await;
+    assert_eq!((d.op_code, d.reliable), (103, false));
+    assert!(seen(&log, "message bob op 3 fast reliable=false"));
+
+    // Signal: a label update is seen by the very next listing.
+    let reply = alice
+        .rpc(
+            "signal",
+            &format!("{id} label:{{\"mode\":\"probe\",\"skill\":70}}"),
+        )
+        .await
+        .expect("signal");
+    assert!(reply.starts_with("ok label:"));
+    let found = alice
+        .list_matches()
+        .query("+label.skill:>=50")
+        .await
+        .expect("list");
+    assert_eq!(found.iter().map(|m| m.match_id).collect::<Vec<_>>(), [id]);
+
+    // Kick: bob gets MatchEnded, alice sees him leave, the handler's leave runs.
+    alice
+        .rpc("signal", &format!("{id} kick:bob"))
+        .await
+        .expect("kick");
+    loop {
+        if let Event::MatchEnded { match_id, reason } = next_event(&bob, "the kick").await {
+            assert_eq!(match_id, id);
+            assert!(reason.contains("kicked"), "{reason}");
+            break;
+        }
+    }
+    common::eventually("leave bob", || seen(&log, "leave bob")).await;
+
+    // A leave is a leave callback too.
+    alice.leave_match(id).await.expect("leave");
+    common::eventually("leave alice", || seen(&log, "leave alice")).await;
+    alice.join_match(id).await.expect("back in");
+
+    // End: members get MatchEnded with the reason; the id no longer works.
+    alice
+        .rpc("signal", &format!("{id} end:game over"))
+        .await
+        .expect("end");
+    loop {
+        if let Event::MatchEnded { match_id, reason } = next_event(&alice, "the end").await {
+            assert_eq!((match_id, reason.as_str()), (id, "game over"));
+            break;
+        }
+    }
+    let err = alice.join_match(id).await.expect_err("ended");
+    assert_eq!(err.code(), Some(ErrorCode::MATCH_NOT_FOUND));
+    assert!(alice.list_matches().await.expect("list").is_empty());
+    assert_eq!(server.stats.authoritative_matches(), 0);
+}
+
+#[tokio::test]
+async fn an_empty_match_ends_after_max_empty() {
+    let log = Log::default();
+    let server = start(&log, |c| c.matches.max_empty = Duration::from_secs(1)).await;
+    let alice = server.client("alice").await;
+    alice.rpc("create_probe", "{}").await.expect("rpc");
+    assert_eq!(server.stats.authoritative_matches(), 1);
+    let stats = server.stats.clone();
+    common::eventually("the empty match ends", || {
+        stats.authoritative_matches() == 0
+    })
+    .await;
+    assert!(alice.list_matches().await.expect("list").is_empty());
+}
+
+#[tokio::test]
+async fn terminate_runs_on_shutdown_and_members_hear_the_end() {
+    let log = Log::default();
+    let server = start(&log, |_| {}).await;
+    let alice = server.client("alice").await;
+    let id: MatchId = alice
+        .rpc("create_probe", "{}")
+        .await
+        .expect("rpc")
+        .parse()
+        .expect("id");
+    alice.join_match(id).await.expect("join");
+    data_event(&alice, "welcome").await;
+    server.stop().await;
+    let mut got_bye = false;
+    loop {
+        match next_event(&alice, "the shutdown").await {
+            Event::MatchData(d) if &d.data[..] == b"bye" => got_bye = true,
+            Event::MatchEnded { match_id, .. } => assert_eq!(match_id, id),
+            Event::Disconnected { .. } => break,
+            _ => {}
+        }
+    }
+    assert!(got_bye, "terminate's broadcast arrived");
+    assert!(seen(&log, "terminate 3"), "{:?}", log.lock().expect("log"));
+}
+
+#[tokio::test]
+async fn rpc_success_errors_and_limits() {
+    let log = Log::default();
+    let server = start(&log, |_| {}).await;
+    let alice = server.client("alice").await;
+    let err = alice.rpc("nothing", "").await.expect_err("unknown");
+    assert_eq!(err.code(), Some(ErrorCode::RUNTIME_FUNCTION_NOT_FOUND));
+    let err = alice.rpc("fail", "").await.expect_err("fails");
+    assert_eq!(err.code(), Some(ErrorCode::RUNTIME_FUNCTION_EXCEPTION));
+    assert!(err.to_string().contains("the function said no"));
+    let err = alice.rpc("panic", "").await.expect_err("panics");
+    assert_eq!(err.code(), Some(ErrorCode::RUNTIME_FUNCTION_EXCEPTION));
+    // Unknown handler, and a bad listing query, are clear errors too.
+    let err = alice
+        .rpc("create_probe", "not json")
+        .await
+        .expect_err("bad params");
+    assert_eq!(err.code(), Some(ErrorCode::RUNTIME_FUNCTION_EXCEPTION));
+    let err = alice
+        .list_matches()
+        .query("+label.mode:")
+        .await
+        .expect_err("bad query");
+    assert_eq!(err.code(), Some(ErrorCode::BAD_INPUT));
+    let err = alice.list_matches().limit(0).await.expect_err("bad limit");
+    assert_eq!(err.code(), Some(ErrorCode::BAD_INPUT));
+    // An oversized payload is refused by the server, whatever the client checked.
+    let mut raw = server.raw_session("raw").await;
+    let reply = raw
+        .request(
+            Some(5),
+            quicmatch_protocol::Request::Rpc {
+                id: "fail".into(),
+                payload: "x".repeat(quicmatch_protocol::MAX_RPC_PAYLOAD + 1),
+            },
+        )
+        .await;
+    match reply.body {
+        quicmatch_protocol::ServerBody::Response(quicmatch_protocol::Response::Error {
+            code,
+            ..
+        }) => {
+            assert_eq!(code, ErrorCode::PAYLOAD_TOO_LARGE)
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // Everyone is still served.
+    assert_eq!(
+        alice.rpc("create_probe", "{}").await.expect("works").len(),
+        36
+    );
+}
+
+/// Counts ticks, and misbehaves on request: panics at tick 50, or blocks 3 s.
+struct Ticker {
+    ticks: Arc<AtomicU64>,
+    fault: Fault,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Fault {
+    None,
+    Panic,
+    Block,
+}
+
+impl MatchHandler for Ticker {
+    fn init(&mut self, _ctx: &MatchContext, _params: &Params) -> Result<MatchInit, String> {
+        Ok(MatchInit::new(20))
+    }
+
+    fn tick(&mut self, ctx: &MatchContext, _d: &mut Dispatcher<'_>, _m: Vec<Inbound>) {
+        self.ticks.fetch_add(1, Ordering::Relaxed);
+        match self.fault {
+            Fault::Panic if ctx.tick() == 50 => panic!("a handler bug at tick 50"),
+            Fault::Block if ctx.tick() == 10 => std::thread::sleep(Duration::from_secs(3)),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_and_a_stuck_handler_end_only_their_own_matches() {
+    let ticks: Arc<Vec<Arc<AtomicU64>>> = Arc::new((0..100).map(|_| Arc::default()).collect());
+    let next = Arc::new(AtomicU64::new(0));
+    let mut config = common::test_config();
+    config.matches.overrun_limit = Duration::from_secs(1);
+    config.matches.max_empty = Duration::from_secs(600);
+    let (t, n) = (ticks.clone(), next.clone());
+    let server = TestServer::start_built(config, move |b| {
+        b.match_handler("ticker", move || {
+            let i = n.fetch_add(1, Ordering::Relaxed) as usize;
+            let fault = match i {
+                0 => Fault::Panic,
+                1 => Fault::Block,
+                _ => Fault::None,
+            };
+            Ticker {
+                ticks: t[i.min(99)].clone(),
+                fault,
+            }
+        })
+    })
+    .await;
+    let runtime = server.runtime.clone();
+    let ids: Vec<MatchId> = tokio::task::spawn_blocking(move || {
+        (0..100)
+            .map(|_| {
+                runtime
+                    .create_match("ticker", Params::Null)
+                    .expect("create")
+            })
+            .collect()
+    })
+    .await
+    .expect("created");
+    // One player in each faulty match, to hear how it ends.
+    let alice = server.client("alice").await;
+    alice
+        .join_match(ids[0])
+        .await
+        .expect("join the panicking match");
+    alice
+        .join_match(ids[1])
+        .await
+        .expect("join the stuck match");
+    let mut ended = Vec::new();
+    while ended.len() < 2 {
+        match timeout(TEST_TIMEOUT, alice.next_event())
+            .await
+            .expect("MatchEnded in time")
+        {
+            Some(Event::MatchEnded { match_id, reason }) => ended.push((match_id, reason)),
+            Some(_) => {}
+            None => panic!("alice disconnected"),
+        }
+    }
+    ended.sort_by_key(|(id, _)| ids.iter().position(|i| i == id));
+    assert_eq!(ended[0].0, ids[0]);
+    assert!(ended[0].1.contains("failed"), "{}", ended[0].1);
+    assert_eq!(ended[1].0, ids[1]);
+    assert!(ended[1].1.contains("overran"), "{}", ended[1].1);
+    assert_eq!(server.stats.authoritative_matches(), 98);
+    // Every other match keeps ticking.
+    let before: Vec<u64> = ticks.iter().map(|t| t.load(Ordering::Relaxed)).collect();
+    let t = ticks.clone();
+    common::eventually("the other 98 matches progress", || {
+        (2..100).all(|i| t[i].load(Ordering::Relaxed) >= before[i] + 5)
+    })
+    .await;
+    assert_eq!(server.stats.authoritative_matches(), 98);
+}
+
+#[tokio::test]
+async fn the_matched_hook_creates_an_authoritative_match_for_the_group() {
+    let log = Log::default();
+    let l = log.clone();
+    let server = TestServer::start_built(common::test_config(), move |b| {
+        let l = l.clone();
+        b.match_handler("probe", move || Invited { log: l.clone() })
+            .on_matchmaker_matched(|ctx, _entries| {
+                ctx.create_authoritative("probe", Params::Null).ok()
+            })
+    })
+    .await;
+    let alice = server.client("alice").await;
+    let bob = server.client("bob").await;
+    let carol = server.client("carol").await;
+    alice.add_matchmaker("*", 2, 2).await.expect("ticket");
+    bob.add_matchmaker("*", 2, 2).await.expect("ticket");
+    assert_eq!(server.matchmake(), 1);
+    let mut ids = Vec::new();
+    for player in [&alice, &bob] {
+        match next_event(player, "matched").await {
+            Event::MatchmakerMatched(m) => {
+                assert!(m.token.is_none());
+                ids.push(m.match_id.expect("a match id"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(ids[0], ids[1]);
+    alice.join_match(ids[0]).await.expect("alice joins");
+    bob.join_match(ids[0]).await.expect("bob joins");
+    let err = carol
+        .join_match(ids[0])
+        .await
+        .expect_err("carol was not matched");
+    assert_eq!(err.code(), Some(ErrorCode::MATCH_JOIN_REJECTED));
+    assert!(
+        seen(&log, "matched alice,bob"),
+        "{:?}",
+        log.lock().expect("log")
+    );
+}
+
+/// Admits only the users the matchmaker placed in the match.
+struct Invited {
+    log: Log,
+}
+
+impl MatchHandler for Invited {
+    fn init(&mut self, ctx: &MatchContext, _params: &Params) -> Result<MatchInit, String> {
+        let mut names: Vec<&str> = ctx.matched().iter().map(|p| p.username.as_str()).collect();
+        names.sort();
+        self.log
+            .lock()
+            .expect("log")
+            .push(format!("matched {}", names.join(",")));
+        Ok(MatchInit::new(10))
+    }
+
+    fn join_attempt(
+        &mut self,
+        ctx: &MatchContext,
+        _d: &mut Dispatcher<'_>,
+        presence: &Presence,
+        _metadata: &BTreeMap<String, String>,
+    ) -> JoinDecision {
+        if ctx.matched().iter().any(|p| p.user_id == presence.user_id) {
+            JoinDecision::Accept
+        } else {
+            JoinDecision::Reject("not invited".into())
+        }
+    }
+
+    fn tick(&mut self, _ctx: &MatchContext, _d: &mut Dispatcher<'_>, _m: Vec<Inbound>) {}
+}
+
+#[tokio::test]
+async fn relayed_matches_take_labels_sizes_and_privacy() {
+    let log = Log::default();
+    let server = start(&log, |_| {}).await;
+    let alice = server.client("alice").await;
+    let bob = server.client("bob").await;
+    let carol = server.client("carol").await;
+    use quicmatch_client::MatchOptions;
+    let open = alice
+        .create_match_with(
+            None,
+            MatchOptions::default()
+                .label(r#"{"mode":"casual"}"#)
+                .max_size(2),
+        )
+        .await
+        .expect("create");
+    let hidden = bob
+        .create_match_with(None, MatchOptions::default().label("secret").private(true))
+        .await
+        .expect("create private");
+    let listed = carol
+        .list_matches()
+        .authoritative(false)
+        .await
+        .expect("list");
+    assert_eq!(
+        listed.iter().map(|m| m.match_id).collect::<Vec<_>>(),
+        [open.match_id]
+    );
+    assert_eq!(listed[0].max_size, 2);
+    assert_eq!(listed[0].size, 1);
+    // Private matches are joinable by id all the same; a full one refuses.
+    carol.join_match(hidden.match_id).await.expect("join by id");
+    bob.join_match(open.match_id).await.expect("second member");
+    let err = carol.join_match(open.match_id).await.expect_err("full");
+    assert_eq!(err.code(), Some(ErrorCode::MATCH_JOIN_REJECTED));
+    let err = carol
+        .create_match_with(None, MatchOptions::default().label("x".repeat(2049)))
+        .await
+        .expect_err("label too long");
+    assert!(matches!(
+        err.code(),
+        Some(ErrorCode::BAD_INPUT | ErrorCode::PAYLOAD_TOO_LARGE)
+    ));
+    let _keep = (alice, bob);
+    let _ = Socket::close;
+}

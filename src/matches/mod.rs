@@ -38,7 +38,7 @@ use uuid::Uuid;
 use crate::{config::MatchConfig, handlers::ApiError, outbound::SessionHandle};
 
 pub(crate) mod hosted;
-pub mod listing;
+pub(crate) mod listing;
 
 pub use hosted::{Inbound, Inbox};
 

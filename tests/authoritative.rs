@@ -605,3 +605,102 @@ async fn relayed_matches_take_labels_sizes_and_privacy() {
     let _keep = (alice, bob);
     let _ = Socket::close;
 }
+
+/// What the SDK checks first, the server checks again: a raw client's oversized or
+/// malformed requests get clear codes, and the session carries on.
+#[tokio::test]
+async fn the_server_refuses_bad_runtime_requests_from_raw_clients() {
+    use quicmatch_protocol::{MatchListRequest, Request, Response, ServerBody};
+    let log = Log::default();
+    let server = start(&log, |_| {}).await;
+    let mut raw = server.raw_session("raw").await;
+    let code_of = |reply: quicmatch_protocol::ServerEnvelope| match reply.body {
+        ServerBody::Response(Response::Error { code, .. }) => Some(code),
+        _ => None,
+    };
+    let list = |f: fn(&mut MatchListRequest)| {
+        let mut r = MatchListRequest {
+            limit: 10,
+            authoritative: None,
+            label: None,
+            min_size: None,
+            max_size: None,
+            query: None,
+        };
+        f(&mut r);
+        Request::MatchList(r)
+    };
+    let cases: Vec<(Request, ErrorCode)> = vec![
+        (list(|r| r.limit = 0), ErrorCode::BAD_INPUT),
+        (list(|r| r.limit = 101), ErrorCode::BAD_INPUT),
+        (
+            list(|r| r.query = Some("+properties.mode:x".into())),
+            ErrorCode::BAD_INPUT,
+        ),
+        (
+            list(|r| r.query = Some("x".repeat(2000))),
+            ErrorCode::BAD_INPUT,
+        ),
+        (
+            list(|r| {
+                r.min_size = Some(5);
+                r.max_size = Some(2)
+            }),
+            ErrorCode::BAD_INPUT,
+        ),
+        (
+            Request::MatchCreateWith {
+                name: None,
+                label: Some("x".repeat(quicmatch_protocol::MAX_LABEL_LEN + 1)),
+                max_size: None,
+                private: false,
+            },
+            ErrorCode::BAD_INPUT,
+        ),
+        (
+            Request::MatchCreateWith {
+                name: None,
+                label: None,
+                max_size: Some(1),
+                private: false,
+            },
+            ErrorCode::BAD_INPUT,
+        ),
+        (
+            Request::MatchJoinWith {
+                match_id: MatchId::new_random(),
+                metadata: (0..40).map(|i| (format!("k{i}"), "v".into())).collect(),
+            },
+            ErrorCode::BAD_INPUT,
+        ),
+        (
+            Request::MatchJoinWith {
+                match_id: MatchId::new_random(),
+                metadata: BTreeMap::new(),
+            },
+            ErrorCode::MATCH_NOT_FOUND,
+        ),
+        (
+            Request::Rpc {
+                id: String::new(),
+                payload: String::new(),
+            },
+            ErrorCode::BAD_INPUT,
+        ),
+        (
+            Request::Rpc {
+                id: "nothing".into(),
+                payload: String::new(),
+            },
+            ErrorCode::RUNTIME_FUNCTION_NOT_FOUND,
+        ),
+    ];
+    for (cid, (request, want)) in (10..).zip(cases) {
+        let what = format!("{request:?}");
+        let code = code_of(raw.request(Some(cid), request).await);
+        assert_eq!(code, Some(want), "{}", &what[..what.len().min(120)]);
+    }
+    // A message with no match is refused as before, and the session still answers.
+    let reply = raw.request(Some(99), Request::Ping).await;
+    assert!(matches!(reply.body, ServerBody::Response(Response::Pong)));
+}

@@ -108,14 +108,10 @@ fn start_server(
     (addr, ca, stop)
 }
 
-/// Whether `end_echo`'s answer is one of the two this test accepts. The handler's
-/// `signal` returns "ending" after calling `end("finished")`; the server currently drops
-/// that reply and answers the signal with `RuntimeError::Failed("finished")` whenever
-/// the callback ended its match (`Engine::turn` passes `call`'s `Err(reason)` on), so
-/// the RPC fails with `RUNTIME_FUNCTION_EXCEPTION: finished`. Either is accepted so the
-/// test checks `MatchEnded`, not that server behaviour.
+/// Whether `end_echo`'s answer is the handler's: its `signal` returns "ending" after
+/// calling `end("finished")`, and a signal that ends its match still gets its reply.
 fn end_reply_ok(ok: Option<&str>, error: Option<(&str, &str)>) -> bool {
-    ok == Some("ending") || error == Some(("RUNTIME_FUNCTION_EXCEPTION", "finished"))
+    ok == Some("ending") && error.is_none()
 }
 
 fn base64_lines(der: &[u8]) -> String {
@@ -456,10 +452,7 @@ async fn cli_text_output() {
         "{lines:?}"
     );
     assert!(
-        lines
-            .iter()
-            .any(|l| l == "rpc end_echo: ending"
-                || l == "error RUNTIME_FUNCTION_EXCEPTION: finished"),
+        lines.iter().any(|l| l == "rpc end_echo: ending"),
         "{lines:?}"
     );
     cli.send("help").await;

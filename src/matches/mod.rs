@@ -171,19 +171,7 @@ impl MatchTable {
         name: Option<&str>,
         session: &SessionHandle,
     ) -> Result<MatchInfo, ApiError> {
-        let id = match name {
-            Some(name) => {
-                if name.is_empty() || name.len() > MAX_MATCH_NAME_LEN {
-                    return Err(ApiError::new(
-                        ErrorCode::BAD_INPUT,
-                        format!("match name must be 1 to {MAX_MATCH_NAME_LEN} bytes"),
-                    ));
-                }
-                named_match_id(name)
-            }
-            None => MatchId::new_random(),
-        };
-        self.join_or_create(id, session)
+        self.create_with(name, session, &RelayedOptions::default())
     }
 
     /// Creates a relayed match with a label, a size limit or privacy; with a name, joins
@@ -195,15 +183,13 @@ impl MatchTable {
         options: &RelayedOptions,
     ) -> Result<MatchInfo, ApiError> {
         let id = match name {
-            Some(name) => {
-                if name.is_empty() || name.len() > MAX_MATCH_NAME_LEN {
-                    return Err(ApiError::new(
-                        ErrorCode::BAD_INPUT,
-                        format!("match name must be 1 to {MAX_MATCH_NAME_LEN} bytes"),
-                    ));
-                }
-                named_match_id(name)
+            Some(name) if name.is_empty() || name.len() > MAX_MATCH_NAME_LEN => {
+                return Err(ApiError::new(
+                    ErrorCode::BAD_INPUT,
+                    format!("match name must be 1 to {MAX_MATCH_NAME_LEN} bytes"),
+                ))
             }
+            Some(name) => named_match_id(name),
             None => MatchId::new_random(),
         };
         let mut state = self.lock();

@@ -28,6 +28,15 @@
 //! | `quicmatch_sessions_timed_out_total` | counter | (nothing heard for `session.idle_timeout`) |
 //! | `quicmatch_resume_gaps_total` | counter | (resumes refused with `RESUME_GAP`) |
 //! | `quicmatch_held_events_dropped_total` | counter | (events dropped while a session was held, over its limits) |
+//! | `quicmatch_authoritative_matches` | gauge | (live server-run matches) |
+//! | `quicmatch_matches_created_total` | counter | `handler` |
+//! | `quicmatch_matches_ended_total` | counter | (server-run matches ended, any reason) |
+//! | `quicmatch_match_panics_total` | counter | (handler callbacks that panicked) |
+//! | `quicmatch_match_overruns_total` | counter | (ticks over budget, and callbacks stuck past `matches.overrun_limit`) |
+//! | `quicmatch_match_tick_lateness_seconds` | histogram | (how late each tick started) |
+//! | `quicmatch_match_input_dropped_total` | counter | (member messages refused by a full input queue) |
+//! | `quicmatch_match_broadcast_errors_total` | counter | (handler sends dropped: oversized, match gone) |
+//! | `quicmatch_rpc_calls_total` / `quicmatch_rpc_failures_total` | counter | |
 //! | `quicmatch_matchmaker_pass_seconds` | histogram | |
 //! | `quicmatch_matchmaker_matched_total` | counter | (tickets matched) |
 
@@ -79,6 +88,7 @@ pub(crate) async fn gauges(stats: Stats, shutdown: CancellationToken) {
                 metrics::gauge!("quicmatch_parties").set(stats.parties() as f64);
                 metrics::gauge!("quicmatch_suspect_sessions").set(stats.suspect_sessions() as f64);
                 metrics::gauge!("quicmatch_held_sessions").set(stats.held_sessions() as f64);
+                metrics::gauge!("quicmatch_authoritative_matches").set(stats.authoritative_matches() as f64);
                 metrics::gauge!("quicmatch_matchmaker_pool").set(stats.matchmaker().tickets as f64);
             }
         }

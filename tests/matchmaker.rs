@@ -284,3 +284,35 @@ async fn forged_expired_and_foreign_tokens_are_refused() {
     // The genuine token still works.
     players[0].join_match_token(&token).await.expect("genuine");
 }
+
+/// A token admits to its match only while that match has never ended: once every member
+/// left, a still-valid token gets MATCH_NOT_FOUND and the id stays dead.
+#[tokio::test]
+async fn a_token_cannot_revive_an_ended_match() {
+    let server = TestServer::start().await;
+    let players = clients(&server, 2).await;
+    for p in &players {
+        p.add_matchmaker("*", 2, 2).await.expect("ticket");
+    }
+    assert_eq!(server.matchmake(), 1);
+    let m = matched(next_event(&players[0], "result").await);
+    matched(next_event(&players[1], "result").await);
+    let token = m.token.expect("a token");
+    let joined = players[0].join_match_token(&token).await.expect("join");
+    players[1].join_match_token(&token).await.expect("join");
+    for p in &players {
+        p.leave_match(joined.match_id).await.expect("leave");
+    }
+    assert_eq!(server.stats.matches().matches, 0);
+    let err = players[0]
+        .join_match_token(&token)
+        .await
+        .expect_err("the match ended");
+    assert_eq!(err.code(), Some(ErrorCode::MATCH_NOT_FOUND));
+    let err = players[1]
+        .join_match(joined.match_id)
+        .await
+        .expect_err("dead id");
+    assert_eq!(err.code(), Some(ErrorCode::MATCH_NOT_FOUND));
+    assert_eq!(server.stats.matches().matches, 0);
+}

@@ -30,10 +30,12 @@ pub(super) fn join_token(
     session: &mut SessionState,
     token: &str,
 ) -> Result<Option<Response>, ApiError> {
-    let match_id = shared
+    let (match_id, until) = shared
         .matchmaker
         .redeem(token, session.handle.presence.user_id)?;
     check_room(shared, session, Some(match_id))?;
-    let info = shared.matches.join_or_create(match_id, &session.handle)?;
+    let info = shared
+        .matches
+        .join_or_create_until(match_id, &session.handle, until)?;
     Ok(Some(super::matches::entered(shared, session, info)))
 }

@@ -73,7 +73,13 @@ struct State {
     reserved: HashMap<MatchId, Instant>,
     /// What listings search: every live match's label, size and kind.
     listing: listing::ListingIndex,
+    /// Matches that tokens created and that have ended, with when those tokens lapse:
+    /// until then the id must not come back.
+    ended: HashMap<MatchId, Instant>,
 }
+
+/// Ended token matches kept before lapsed ones are swept.
+const ENDED_SWEEP_AT: usize = 1024;
 
 /// Reservations kept before lapsed ones are swept.
 const RESERVATIONS_SWEEP_AT: usize = 1024;
@@ -90,6 +96,8 @@ struct Match {
     max_size: usize,
     /// Where a server-run match's input goes; `None` for a relayed match.
     inbox: Option<Arc<dyn Inbox>>,
+    /// For a match a matchmaker token created: how long its id stays dead once it ends.
+    dead_until: Option<Instant>,
 }
 
 struct Entry {
@@ -213,6 +221,33 @@ impl MatchTable {
         create_locked(&mut state, &self.limits, id, session)
     }
 
+    /// Like [`join_or_create`](Self::join_or_create) for a token valid until `until`:
+    /// once the match it names has ended, the id stays dead for the token's life, so a
+    /// still-valid token cannot bring it back.
+    pub fn join_or_create_until(
+        &self,
+        id: MatchId,
+        session: &SessionHandle,
+        until: Instant,
+    ) -> Result<MatchInfo, ApiError> {
+        let mut state = self.lock();
+        if state.matches.contains_key(&id) {
+            return join_locked(&mut state, &self.limits, id, session);
+        }
+        let now = Instant::now();
+        if state.ended.get(&id).is_some_and(|t| *t > now) {
+            return Err(ApiError::new(
+                ErrorCode::MATCH_NOT_FOUND,
+                "that match has ended",
+            ));
+        }
+        let info = create_locked(&mut state, &self.limits, id, session)?;
+        if let Some(m) = state.matches.get_mut(&id) {
+            m.dead_until = Some(until);
+        }
+        Ok(info)
+    }
+
     /// Reserves a fresh match id that the first joiner before `until` creates; used for
     /// matches the server creates on behalf of a matched group.
     pub fn reserve(&self, until: Instant) -> MatchId {
@@ -252,10 +287,17 @@ impl MatchTable {
             inbox.left(gone.member.presence.clone());
         }
         if m.members.is_empty() && m.inbox.is_none() {
-            let handle = m.handle;
+            let (handle, dead_until) = (m.handle, m.dead_until);
             state.matches.remove(&id);
             state.handles.remove(&handle);
             state.listing.remove(id);
+            if let Some(until) = dead_until {
+                if state.ended.len() >= ENDED_SWEEP_AT {
+                    let now = Instant::now();
+                    state.ended.retain(|_, t| *t > now);
+                }
+                state.ended.insert(id, until);
+            }
         } else {
             if let Some(frame) = presence_frame(id, Vec::new(), vec![gone.member]) {
                 m.broadcast_frame(&frame, session);
@@ -511,6 +553,7 @@ fn create_with_locked(
         seq: AtomicU64::new(0),
         max_size,
         inbox: None,
+        dead_until: None,
     };
     let info = m.info(&member);
     state.handles.insert(handle, id);

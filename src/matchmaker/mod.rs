@@ -344,9 +344,14 @@ impl Matchmaker {
     }
 
     /// Verifies a match token for `user` and returns the match it names.
-    pub(crate) fn redeem(&self, token: &str, user: UserId) -> Result<MatchId, ApiError> {
-        MatchToken::verify(&self.inner.secret, token, unix_now(), user)
-            .map(|t| t.match_id)
+    /// Verifies a match token for `user`: the match it names and when the token lapses.
+    pub(crate) fn redeem(&self, token: &str, user: UserId) -> Result<(MatchId, Instant), ApiError> {
+        let now = unix_now();
+        MatchToken::verify(&self.inner.secret, token, now, user)
+            .map(|t| {
+                let left = std::time::Duration::from_secs(t.expires_at.saturating_sub(now) + 1);
+                (t.match_id, Instant::now() + left)
+            })
             .map_err(|e| bad(e.to_string()))
     }
 

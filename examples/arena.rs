@@ -8,7 +8,7 @@
 //! # Running and playing
 //!
 //! ```text
-//! cargo run --example arena                             # listens on 0.0.0.0:7350
+//! cargo run --example arena                             # listens on [::]:7350
 //! cargo run --example arena -- --listen 127.0.0.1:7350
 //! ```
 //!
@@ -488,7 +488,7 @@ fn builder(config: Config) -> ServerBuilder {
 #[command(name = "arena", about = "The arena example game server")]
 struct Args {
     /// UDP address to listen on.
-    #[arg(long, default_value = "0.0.0.0:7350")]
+    #[arg(long, default_value = "[::]:7350")]
     listen: SocketAddr,
 }
 

@@ -30,7 +30,7 @@ struct ServeArgs {
     /// TOML config file; flags and QUICMATCH_* variables override it.
     #[arg(long, env = "QUICMATCH_CONFIG")]
     config: Option<PathBuf>,
-    /// UDP address to listen on [default: 0.0.0.0:7350].
+    /// UDP address to listen on [default: [::]:7350, IPv6 and IPv4].
     #[arg(long, env = "QUICMATCH_LISTEN")]
     listen: Option<SocketAddr>,
     /// PEM certificate chain (with --key) instead of the generated development one.
@@ -114,6 +114,34 @@ async fn shutdown_signal() {
     });
 }
 
+/// The startup banner: where the server listens, its fingerprint, and a command that
+/// connects from another machine.
+fn banner(server: &Server) -> String {
+    let addr = server.local_addr();
+    let port = addr.port();
+    let fingerprint = server.fingerprint();
+    let mut reach: Vec<String> = Vec::new();
+    if addr.ip().is_unspecified() {
+        let v6 = addr.is_ipv6();
+        if let Ok(ifaces) = if_addrs::get_if_addrs() {
+            for iface in ifaces.iter().filter(|i| !i.is_loopback()) {
+                let ip = iface.ip();
+                if ip.is_ipv4() || (v6 && !matches!(ip, std::net::IpAddr::V6(a) if (a.segments()[0] & 0xffc0) == 0xfe80)) {
+                    reach.push(SocketAddr::new(ip, port).to_string());
+                }
+            }
+        }
+        reach.push(SocketAddr::from(([127, 0, 0, 1], port)).to_string());
+    } else {
+        reach.push(addr.to_string());
+    }
+    let first = reach.first().cloned().unwrap_or_else(|| addr.to_string());
+    format!(
+        "quicmatch ready on {addr} (UDP)\n  certificate fingerprint (SHA-256): {fingerprint}\n  reachable at: {}\n  from another machine:\n    quicmatch-cli --server {first} --device-id my-device-0001 --username me --pin {fingerprint}",
+        reach.join(", ")
+    )
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -134,6 +162,8 @@ async fn main() -> anyhow::Result<()> {
                 fingerprint = %server.fingerprint(),
                 "quicmatch ready; LAN clients can pin this certificate with --pin <fingerprint>"
             );
+            // On stdout whatever the log level: what a person needs to connect.
+            println!("{}", banner(&server));
             server.serve(shutdown_signal()).await;
         }
     }

@@ -100,8 +100,26 @@ fn udp_socket(addr: std::net::SocketAddr, buffer: usize) -> std::io::Result<std:
             granted, "UDP receive buffer smaller than socket_buffer; raise net.core.rmem_max"
         );
     }
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        // `[::]` serves IPv4 clients too (as v4-mapped addresses), so one default
+        // listens on both families.
+        socket.set_only_v6(false)?;
+    }
     socket.bind(&addr.into())?;
     Ok(socket.into())
+}
+
+/// Binds `addr`; when it is the dual-stack `[::]` and this host has no IPv6, falls back to
+/// `0.0.0.0` on the same port with a warning.
+fn bind_socket(addr: std::net::SocketAddr, buffer: usize) -> std::io::Result<std::net::UdpSocket> {
+    match udp_socket(addr, buffer) {
+        Err(e) if addr.is_ipv6() && addr.ip().is_unspecified() => {
+            let v4 = std::net::SocketAddr::from(([0, 0, 0, 0], addr.port()));
+            warn!(error = %e, %v4, "no IPv6 on this host; listening on IPv4 only");
+            udp_socket(v4, buffer)
+        }
+        other => other,
+    }
 }
 
 pub(crate) fn bind(
@@ -112,6 +130,12 @@ pub(crate) fn bind(
     registry: crate::runtime::Registry,
 ) -> Result<Server, ServerError> {
     config.validate()?;
+    if config.server_key == Config::default().server_key && !config.listen.ip().is_loopback() {
+        warn!(
+            listen = %config.listen,
+            "server_key is the default `defaultkey` on an address other machines can reach; set server_key (or --server-key) for anything but a LAN play test"
+        );
+    }
     let material = match (tls_override, &config.cert, &config.key) {
         (Some(m), _, _) => m,
         (None, Some(cert), Some(key)) => tls::load_pem(cert, key)?,
@@ -142,7 +166,7 @@ pub(crate) fn bind(
         .map_err(|e| ServerError::Tls(tls::TlsError::Setup(e.to_string())))?;
     let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic));
     server_config.transport_config(Arc::new(transport(&config)));
-    let endpoint = udp_socket(config.listen, config.socket_buffer)
+    let endpoint = bind_socket(config.listen, config.socket_buffer)
         .and_then(|socket| {
             quinn::Endpoint::new(
                 quinn::EndpointConfig::default(),

@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// UDP address to listen on. Default `0.0.0.0:7350` (every interface, for LAN play).
+    /// UDP address to listen on. Default `[::]:7350`: every interface, IPv6 and IPv4
+    /// (v4-mapped), for LAN play; on a host without IPv6 the server falls back to
+    /// `0.0.0.0:7350`.
     pub listen: SocketAddr,
     /// PEM certificate chain. With `key`, replaces the generated development certificate.
     pub cert: Option<PathBuf>,
@@ -47,7 +49,7 @@ pub const DEFAULT_SOCKET_BUFFER: usize = 4 << 20;
 impl Default for Config {
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from(([0, 0, 0, 0], 7350)),
+            listen: SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 7350)),
             cert: None,
             key: None,
             certs_dir: PathBuf::from("certs"),

@@ -1,0 +1,133 @@
+//! The first minute: the binary's banner on stdout whatever the log level, the default
+//! key warning, and dual-stack listening (one `[::]` socket serves IPv4 and IPv6 clients).
+
+mod common;
+
+use std::{
+    io::{BufRead as _, BufReader},
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use common::TEST_TIMEOUT;
+use quicmatch::{tls, Server};
+use quicmatch_client::{ClientConfig, Credentials, Socket, Trust};
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+
+/// Reads the child's lines on a thread, so the test waits on them with a timeout.
+fn lines(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn the_banner_says_where_and_how_to_connect_even_when_logs_are_off() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_quicmatch"))
+        .args(["serve", "--listen", "0.0.0.0:0", "--certs-dir"])
+        .arg(dir.path())
+        .env("RUST_LOG", "off")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn quicmatch");
+    let stdout = lines(child.stdout.take().expect("stdout"));
+    let mut banner = Vec::new();
+    while !banner.iter().any(|l: &String| l.contains("quicmatch-cli --server")) {
+        match stdout.recv_timeout(TEST_TIMEOUT) {
+            Ok(line) => banner.push(line),
+            Err(e) => {
+                let _ = child.kill();
+                panic!("no banner ({e}); got {banner:?}");
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = banner.join("\n");
+    assert!(text.contains("quicmatch ready on 0.0.0.0:"), "{text}");
+    let fingerprint = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("certificate fingerprint (SHA-256): "))
+        .expect("a fingerprint line");
+    assert_eq!(fingerprint.len(), 64, "{text}");
+    assert!(text.contains(&format!("--pin {fingerprint}")), "{text}");
+    assert!(text.contains("127.0.0.1:"), "{text}");
+}
+
+#[test]
+fn the_default_key_on_a_reachable_address_is_warned_about() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_quicmatch"))
+        .args(["serve", "--listen", "0.0.0.0:0", "--certs-dir"])
+        .arg(dir.path())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn quicmatch");
+    // Logs go to stdout, beside the banner.
+    let stderr = lines(child.stdout.take().expect("stdout"));
+    let found = loop {
+        match stderr.recv_timeout(TEST_TIMEOUT) {
+            Ok(line) if line.contains("defaultkey") => break Some(line),
+            Ok(_) => {}
+            Err(_) => break None,
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = found.expect("a warning about the default key");
+    assert!(line.contains("server_key"), "{line}");
+}
+
+#[tokio::test]
+async fn one_dual_stack_socket_serves_ipv4_and_ipv6_clients() {
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback on this host; nothing to check");
+        return;
+    }
+    common::init_tracing();
+    let material = tls::generate(vec!["127.0.0.1".into(), "::1".into()]).expect("cert");
+    let mut config = common::test_config();
+    config.listen = "[::]:0".parse().expect("addr");
+    let server = Server::builder(config)
+        .certificate(material)
+        .secret([7u8; 32])
+        .bind()
+        .expect("bind");
+    let port = server.local_addr().port();
+    let cert = server.cert_der().clone();
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    let serving = tokio::spawn(server.serve(async move { token.cancelled().await }));
+    for (addr, name) in [(format!("127.0.0.1:{port}"), "four"), (format!("[::1]:{port}"), "six")] {
+        let config = ClientConfig::new(
+            addr.parse().expect("addr"),
+            Trust::Certificates(vec![cert.clone()]),
+            Credentials::Device {
+                id: format!("device-{name}-0000"),
+            },
+        );
+        let socket = timeout(TEST_TIMEOUT, Socket::connect(config))
+            .await
+            .unwrap_or_else(|_| panic!("{addr}: connect in time"))
+            .unwrap_or_else(|e| panic!("{addr}: {e}"));
+        socket.ping().await.expect("served");
+        socket.close().await;
+    }
+    stop.cancel();
+    timeout(Duration::from_secs(10), serving)
+        .await
+        .expect("stops")
+        .expect("serve");
+}

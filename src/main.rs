@@ -126,7 +126,10 @@ fn banner(server: &Server) -> String {
         if let Ok(ifaces) = if_addrs::get_if_addrs() {
             for iface in ifaces.iter().filter(|i| !i.is_loopback()) {
                 let ip = iface.ip();
-                if ip.is_ipv4() || (v6 && !matches!(ip, std::net::IpAddr::V6(a) if (a.segments()[0] & 0xffc0) == 0xfe80)) {
+                if ip.is_ipv4()
+                    || (v6
+                        && !matches!(ip, std::net::IpAddr::V6(a) if (a.segments()[0] & 0xffc0) == 0xfe80))
+                {
                     reach.push(SocketAddr::new(ip, port).to_string());
                 }
             }

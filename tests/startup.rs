@@ -42,7 +42,10 @@ fn the_banner_says_where_and_how_to_connect_even_when_logs_are_off() {
         .expect("spawn quicmatch");
     let stdout = lines(child.stdout.take().expect("stdout"));
     let mut banner = Vec::new();
-    while !banner.iter().any(|l: &String| l.contains("quicmatch-cli --server")) {
+    while !banner
+        .iter()
+        .any(|l: &String| l.contains("quicmatch-cli --server"))
+    {
         match stdout.recv_timeout(TEST_TIMEOUT) {
             Ok(line) => banner.push(line),
             Err(e) => {
@@ -110,7 +113,10 @@ async fn one_dual_stack_socket_serves_ipv4_and_ipv6_clients() {
     let stop = CancellationToken::new();
     let token = stop.clone();
     let serving = tokio::spawn(server.serve(async move { token.cancelled().await }));
-    for (addr, name) in [(format!("127.0.0.1:{port}"), "four"), (format!("[::1]:{port}"), "six")] {
+    for (addr, name) in [
+        (format!("127.0.0.1:{port}"), "four"),
+        (format!("[::1]:{port}"), "six"),
+    ] {
         let config = ClientConfig::new(
             addr.parse().expect("addr"),
             Trust::Certificates(vec![cert.clone()]),
@@ -130,4 +136,37 @@ async fn one_dual_stack_socket_serves_ipv4_and_ipv6_clients() {
         .await
         .expect("stops")
         .expect("serve");
+}
+
+/// Connection failures say what to do.
+#[tokio::test]
+async fn connection_errors_say_what_to_do() {
+    let server = common::TestServer::start().await;
+    let wrong = "ab".repeat(32);
+    let mut config = server.client_config("pinned");
+    config.trust = Trust::pin(&wrong).expect("a pin");
+    let err = Socket::connect(config).await.err().expect("wrong pin");
+    let text = err.to_string();
+    let presented = quicmatch::tls::fingerprint(&server.cert);
+    assert!(text.contains(&presented) && text.contains(&wrong), "{text}");
+
+    let mut config = server.client_config("untrusting");
+    config.trust = Trust::PlatformRoots;
+    let err = Socket::connect(config).await.err().expect("untrusted");
+    let text = err.to_string();
+    assert!(text.contains("--ca") && text.contains("--pin"), "{text}");
+
+    // Nothing listens there.
+    let free = std::net::UdpSocket::bind("127.0.0.1:0").expect("port");
+    let addr = free.local_addr().expect("addr");
+    drop(free);
+    let mut config = server.client_config("nobody");
+    config.server = addr;
+    config.request_timeout = Duration::from_millis(500);
+    let err = Socket::connect(config).await.err().expect("unreachable");
+    let text = err.to_string();
+    assert!(
+        text.contains(&addr.to_string()) && text.contains("running"),
+        "{text}"
+    );
 }

@@ -25,6 +25,18 @@ pub(crate) struct Established {
     pub(crate) session: SessionInfo,
 }
 
+/// Turns a handshake failure into an error that says what to do, where one can.
+fn explain(server: std::net::SocketAddr, e: quinn::ConnectionError) -> ConnectError {
+    let text = e.to_string();
+    if text.contains("UnknownIssuer") || text.contains("NotValidForName") {
+        return ConnectError::Untrusted {
+            server,
+            detail: text,
+        };
+    }
+    ConnectError::Connection(e)
+}
+
 /// Connects over `endpoint` and authenticates with `credentials`; the handshake and the
 /// reply each get `timeout`.
 pub(crate) async fn establish(
@@ -44,9 +56,14 @@ pub(crate) async fn establish(
         .clone()
         .unwrap_or_else(|| config.server.ip().to_string());
     let connecting = endpoint.connect_with(client_config, config.server, &server_name)?;
+    let server = config.server;
     let conn = tokio::time::timeout(timeout, connecting)
         .await
-        .map_err(|_| ConnectError::Timeout)??;
+        .map_err(|_| ConnectError::Unreachable {
+            server,
+            waited: timeout,
+        })?
+        .map_err(|e| explain(server, e))?;
     let (mut send, recv) = conn.open_bi().await?;
     let hello = frame::encode(&ClientEnvelope {
         cid: Some(0),

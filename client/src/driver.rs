@@ -316,7 +316,7 @@ fn resumable(conn: &quinn::Connection) -> bool {
 /// Whether a failed resume attempt is worth repeating (the network, not a refusal).
 fn retryable(e: &ConnectError) -> bool {
     match e {
-        ConnectError::Timeout | ConnectError::Io(_) => true,
+        ConnectError::Timeout | ConnectError::Unreachable { .. } | ConnectError::Io(_) => true,
         ConnectError::Connection(c) => !matches!(
             c,
             quinn::ConnectionError::ApplicationClosed(_) | quinn::ConnectionError::LocallyClosed

@@ -161,6 +161,22 @@ pub enum ConnectError {
     /// The server did not answer the handshake or authentication in time.
     #[error("timed out")]
     Timeout,
+    /// Nothing answered the handshake at that address.
+    #[error("no answer from {server} within {waited:?}: is the server running there, and is UDP port {} reachable? (an IPv6 address needs a server listening on IPv6)", server.port())]
+    Unreachable {
+        /// The address tried.
+        server: SocketAddr,
+        /// How long it waited.
+        waited: Duration,
+    },
+    /// The server's certificate is not trusted by this configuration.
+    #[error("the certificate of {server} is not trusted ({detail}): trust it with Trust::CaFile (CLI: --ca certs/server.crt from the server's machine) or pin it with Trust::pin (CLI: --pin FINGERPRINT, from the server's banner)")]
+    Untrusted {
+        /// The address tried.
+        server: SocketAddr,
+        /// What the TLS layer said.
+        detail: String,
+    },
     /// The server answered with something unexpected.
     #[error("protocol: {0}")]
     Protocol(String),

@@ -90,6 +90,19 @@ impl Trust {
 
 /// Accepts exactly the certificate whose SHA-256 is the pin, and still checks that the
 /// server holds its private key (the handshake signature).
+/// The server's certificate is not the pinned one: says both, so the user can compare
+/// them with the server's banner.
+#[derive(Debug, thiserror::Error)]
+#[error("the server presented certificate fingerprint {presented}, but {pinned} was pinned: check the fingerprint in the server's banner")]
+struct PinMismatch {
+    presented: String,
+    pinned: String,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[derive(Debug)]
 struct PinVerifier {
     pin: [u8; 32],
@@ -110,7 +123,10 @@ impl ServerCertVerifier for PinVerifier {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::ApplicationVerificationFailure,
+                rustls::CertificateError::Other(rustls::OtherError(Arc::new(PinMismatch {
+                    presented: hex(digest.as_ref()),
+                    pinned: hex(&self.pin),
+                }))),
             ))
         }
     }

@@ -214,3 +214,42 @@ async fn data_from_a_new_member_resolves_its_sender() {
         }
     }
 }
+
+/// A game loop polls once a frame and never waits: `try_next_event` hands over what is
+/// ready (reliable events and datagrams alike) and `None` otherwise.
+#[tokio::test]
+async fn a_frame_loop_polls_events_without_waiting() {
+    let server = TestServer::start().await;
+    let alice = server.client("alice").await;
+    let bob = server.client("bob").await;
+    let m = alice.create_match(None).await.expect("create");
+    bob.join_match(m.match_id).await.expect("join");
+    next_event(&alice, "bob joins").await;
+    assert!(bob.try_next_event().is_none(), "nothing is ready yet");
+    alice
+        .send_match_data(m.match_id, 1, b"reliable".to_vec(), true, None)
+        .await
+        .expect("send");
+    alice
+        .send_match_data(m.match_id, 2, b"datagram".to_vec(), false, None)
+        .await
+        .expect("send");
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + common::TEST_TIMEOUT;
+    while got.len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "frames without the data: {got:?}"
+        );
+        while let Some(event) = bob.try_next_event() {
+            if let Event::MatchData(d) = event {
+                got.push(d.op_code);
+            }
+        }
+        // The rest of the frame.
+        tokio::time::sleep(Duration::from_millis(16)).await;
+    }
+    got.sort();
+    assert_eq!(got, [1, 2]);
+    assert!(bob.try_next_event().is_none());
+}

@@ -147,7 +147,7 @@ async fn connection_errors_say_what_to_do() {
     config.trust = Trust::pin(&wrong).expect("a pin");
     let err = Socket::connect(config).await.err().expect("wrong pin");
     let text = err.to_string();
-    let presented = quicmatch::tls::fingerprint(&server.cert);
+    let presented = tls::fingerprint(&server.cert);
     assert!(text.contains(&presented) && text.contains(&wrong), "{text}");
 
     let mut config = server.client_config("untrusting");

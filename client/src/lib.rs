@@ -579,6 +579,35 @@ impl Socket {
         lock(&self.inner.state).presences(match_id)
     }
 
+    /// The next event if one is ready, without waiting: for a game loop that polls once
+    /// a frame. `None` means nothing is ready now (or the socket is closed, or another
+    /// task is inside [`next_event`](Self::next_event)). Like `next_event`, it reads
+    /// unreliable data itself, so poll it every frame.
+    pub fn try_next_event(&self) -> Option<Event> {
+        use futures_util::FutureExt as _;
+        let mut events = self.events.try_lock().ok()?;
+        if let Ok(event) = events.try_recv() {
+            return Some(event);
+        }
+        loop {
+            let (generation, conn) = self.inner.link.get();
+            if self.inner.link.datagrams_ended(generation) {
+                return None;
+            }
+            match conn.read_datagram().now_or_never()? {
+                Ok(datagram) => {
+                    if let Some(event) = driver::on_datagram(&self.inner.state, datagram) {
+                        return Some(event);
+                    }
+                }
+                Err(_) => {
+                    self.inner.link.end_datagrams(generation);
+                    return events.try_recv().ok();
+                }
+            }
+        }
+    }
+
     /// The next pushed event, or `None` after [`Event::Disconnected`] has been returned.
     /// Unreliable match data is read from the connection by this call itself, so call
     /// it steadily: while nobody does, the newest datagrams are kept and the oldest

@@ -491,3 +491,222 @@ async fn oversized_labels_and_data_are_refused() {
     assert_eq!(err.code(), Some(ErrorCode::PAYLOAD_TOO_LARGE));
     assert_eq!(server.stats.parties(), 1, "only the valid party exists");
 }
+
+#[tokio::test]
+async fn removing_a_party_ticket_tells_the_other_members() {
+    let server = TestServer::start().await;
+    let leader = server.client("leader").await;
+    let a = server.client("a").await;
+    let b = server.client("b").await;
+    let party = leader.create_party(true, 4).await.expect("create");
+    a.join_party(party.party_id).await.expect("join");
+    b.join_party(party.party_id).await.expect("join");
+    snapshot(next_event(&a, "snapshot").await);
+    presence_change(next_event(&a, "b joins").await);
+    snapshot(next_event(&b, "snapshot").await);
+    presence_change(next_event(&leader, "a joins").await);
+    presence_change(next_event(&leader, "b joins").await);
+    let ticket = leader
+        .add_matchmaker_party(party.party_id, "*", 4, 8)
+        .await
+        .expect("ticket");
+    for who in [&a, &b] {
+        match next_event(who, "party ticket").await {
+            Event::PartyMatchmakerTicket { ticket: t, .. } => assert_eq!(t, ticket),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    leader
+        .remove_matchmaker_party(party.party_id, ticket)
+        .await
+        .expect("remove");
+    for who in [&a, &b] {
+        match next_event(who, "ticket cancelled").await {
+            Event::MatchmakerTicketCancelled { ticket: t, reason } => {
+                assert_eq!(t, ticket);
+                assert_eq!(reason, "removed by the party leader");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(server.stats.matchmaker().tickets, 0);
+    // The leader asked for it and is not told; a failed removal tells no one.
+    assert_no_event(&leader, Duration::from_millis(100)).await;
+    let err = leader
+        .remove_matchmaker_party(party.party_id, ticket)
+        .await
+        .expect_err("already removed");
+    assert_eq!(err.code(), Some(ErrorCode::TICKET_NOT_FOUND));
+    for who in [&a, &b] {
+        assert_no_event(who, Duration::from_millis(100)).await;
+    }
+}
+
+/// A closed party of one with two pending requests; returns the party.
+async fn closed_party_with_two_requests(
+    leader: &Socket,
+    alice: &Socket,
+    bob: &Socket,
+) -> PartyInfo {
+    let party = leader.create_party(false, 4).await.expect("create");
+    for who in [alice, bob] {
+        who.join_party(party.party_id).await.expect("request");
+        match next_event(leader, "join request").await {
+            Event::PartyJoinRequest { presences, .. } => {
+                assert_eq!(presences, vec![who.presence()]);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    party
+}
+
+async fn assert_told_the_party_ended(who: &Socket, party: &PartyInfo) {
+    match next_event(who, "party close").await {
+        Event::PartyClose { party_id, reason } => {
+            assert_eq!(party_id, party.party_id);
+            assert!(reason.contains("last member"), "{reason}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn pending_requesters_are_told_when_the_last_member_leaves() {
+    let server = TestServer::start().await;
+    let leader = server.client("leader").await;
+    let alice = server.client("alice").await;
+    let bob = server.client("bob").await;
+    let party = closed_party_with_two_requests(&leader, &alice, &bob).await;
+    leader.leave_party(party.party_id).await.expect("leave");
+    for who in [&alice, &bob] {
+        assert_told_the_party_ended(who, &party).await;
+    }
+    assert_eq!(server.stats.parties(), 0);
+    let err = alice.join_party(party.party_id).await.expect_err("gone");
+    assert_eq!(err.code(), Some(ErrorCode::PARTY_NOT_FOUND));
+    for who in [&leader, &alice, &bob] {
+        assert_no_event(who, Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn pending_requesters_are_told_when_the_last_member_disconnects() {
+    let server = TestServer::start().await;
+    let leader = server.client("leader").await;
+    let alice = server.client("alice").await;
+    let bob = server.client("bob").await;
+    let party = closed_party_with_two_requests(&leader, &alice, &bob).await;
+    // A requester withdrawing first is not told about the end later.
+    bob.leave_party(party.party_id).await.expect("withdraw");
+    leader.close().await;
+    assert_told_the_party_ended(&alice, &party).await;
+    let stats = server.stats.clone();
+    common::eventually("party gone", || stats.parties() == 0).await;
+    assert_no_event(&bob, Duration::from_millis(100)).await;
+    assert_no_event(&alice, Duration::from_millis(100)).await;
+}
+
+#[tokio::test]
+async fn pending_requesters_are_told_when_single_party_takes_the_last_member() {
+    let mut config = common::test_config();
+    config.party.single_party = true;
+    let server = TestServer::start_with(config).await;
+    let leader = server.client("leader").await;
+    let alice = server.client("alice").await;
+    let bob = server.client("bob").await;
+    let other = server.client("other").await;
+    let party = closed_party_with_two_requests(&leader, &alice, &bob).await;
+    // Joining another party makes the only member leave this one.
+    let elsewhere = other.create_party(true, 4).await.expect("create");
+    leader.join_party(elsewhere.party_id).await.expect("join");
+    for who in [&alice, &bob] {
+        assert_told_the_party_ended(who, &party).await;
+    }
+    let err = alice.join_party(party.party_id).await.expect_err("gone");
+    assert_eq!(err.code(), Some(ErrorCode::PARTY_NOT_FOUND));
+}
+
+/// Each of `who` gets a `PartyUpdate` with this open flag and label.
+async fn expect_update(who: [&Socket; 2], party: &PartyInfo, open: bool, label: Option<&str>) {
+    for socket in who {
+        match next_event(socket, "party update").await {
+            Event::PartyUpdate {
+                party_id,
+                open: o,
+                label: l,
+            } => {
+                assert_eq!(party_id, party.party_id);
+                assert_eq!(o, open);
+                assert_eq!(l.as_deref(), label);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn party_labels_through_the_sdk() {
+    let server = TestServer::start().await;
+    let leader = server.client("leader").await;
+    let member = server.client("member").await;
+    let party = leader
+        .create_party_with(true, 4, Some("raid night"))
+        .await
+        .expect("create");
+    assert_eq!(party.label.as_deref(), Some("raid night"));
+    assert_eq!(party.max_size, 4);
+    assert!(party.open);
+    member.join_party(party.party_id).await.expect("join");
+    let snap = snapshot(next_event(&member, "snapshot").await);
+    assert_eq!(snap.label.as_deref(), Some("raid night"));
+    presence_change(next_event(&leader, "join").await);
+
+    let both = [&leader, &member];
+    leader
+        .update_party_label(party.party_id, Some("ranked"))
+        .await
+        .expect("label");
+    expect_update(both, &party, true, Some("ranked")).await;
+    // Changing the open flag keeps the label; changing the label keeps the flag.
+    leader
+        .update_party(party.party_id, false)
+        .await
+        .expect("close");
+    expect_update(both, &party, false, Some("ranked")).await;
+    leader
+        .update_party_label(party.party_id, None)
+        .await
+        .expect("clear");
+    expect_update(both, &party, false, None).await;
+
+    let err = member
+        .update_party_label(party.party_id, Some("mine"))
+        .await
+        .expect_err("not the leader");
+    assert_eq!(err.code(), Some(ErrorCode::PARTY_NOT_LEADER));
+    let longest = "l".repeat(quicmatch_protocol::MAX_PARTY_LABEL_LEN);
+    leader
+        .update_party_label(party.party_id, Some(&longest))
+        .await
+        .expect("the longest label");
+    expect_update(both, &party, false, Some(&longest)).await;
+    // Refused by the SDK (its message, not the server's "longer than").
+    let too_long = "l".repeat(quicmatch_protocol::MAX_PARTY_LABEL_LEN + 1);
+    let err = leader
+        .update_party_label(party.party_id, Some(&too_long))
+        .await
+        .expect_err("too long");
+    assert_eq!(err.code(), Some(ErrorCode::BAD_INPUT));
+    assert!(err.to_string().contains("exceeds"), "{err}");
+    let err = leader
+        .create_party_with(true, 4, Some(&too_long))
+        .await
+        .expect_err("too long");
+    assert_eq!(err.code(), Some(ErrorCode::BAD_INPUT));
+    assert!(err.to_string().contains("exceeds"), "{err}");
+    let plain = leader.create_party(true, 4).await.expect("no label");
+    assert_eq!(plain.label, None);
+    assert_eq!(server.stats.parties(), 2);
+    assert_no_event(&member, Duration::from_millis(100)).await;
+}

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use quicmatch_protocol::{
     datagram, envelope::ClientEnvelope, frame, MatchmakerAdd, Request, Response,
-    MAX_DATAGRAM_PAYLOAD, MAX_RELIABLE_PAYLOAD, MAX_TARGETS,
+    MAX_DATAGRAM_PAYLOAD, MAX_PARTY_LABEL_LEN, MAX_RELIABLE_PAYLOAD, MAX_TARGETS,
 };
 
 #[cfg(doc)]
@@ -180,11 +180,25 @@ impl Socket {
     /// Creates a party led by this socket (`max_size` 1 to 256). An open party admits
     /// joiners at once; a closed one sends their requests to the leader.
     pub async fn create_party(&self, open: bool, max_size: u32) -> Result<PartyInfo, RequestError> {
+        self.create_party_with(open, max_size, None).await
+    }
+
+    /// Like [`create_party`](Self::create_party), with a label: free-form text every
+    /// member sees in its [`Event::Party`] snapshot and in [`Event::PartyUpdate`]. A
+    /// label over [`quicmatch_protocol::MAX_PARTY_LABEL_LEN`] bytes gives `BAD_INPUT`
+    /// without asking the server; an empty label is no label.
+    pub async fn create_party_with(
+        &self,
+        open: bool,
+        max_size: u32,
+        label: Option<&str>,
+    ) -> Result<PartyInfo, RequestError> {
+        check_party_label(label)?;
         match self
             .request(Request::PartyCreate {
                 open,
                 max_size,
-                label: None,
+                label: label.map(str::to_owned),
             })
             .await?
         {
@@ -264,12 +278,33 @@ impl Socket {
         }
     }
 
-    /// Leader only: opens or closes the party.
+    /// Leader only: opens or closes the party (its label stays; see
+    /// [`update_party_label`](Self::update_party_label)).
     pub async fn update_party(&self, party_id: PartyId, open: bool) -> Result<(), RequestError> {
         self.ack(Request::PartyUpdate {
             party_id,
             open: Some(open),
             label: None,
+        })
+        .await
+    }
+
+    /// Leader only: sets the party's label (`None` removes it), leaving its open flag
+    /// as it is; every member gets [`Event::PartyUpdate`]. A label over
+    /// [`quicmatch_protocol::MAX_PARTY_LABEL_LEN`] bytes gives `BAD_INPUT` without
+    /// asking the server.
+    pub async fn update_party_label(
+        &self,
+        party_id: PartyId,
+        label: Option<&str>,
+    ) -> Result<(), RequestError> {
+        check_party_label(label)?;
+        self.ack(Request::PartyUpdate {
+            party_id,
+            open: None,
+            // On the wire `None` means "unchanged"; the server takes an empty label as
+            // no label.
+            label: Some(label.unwrap_or_default().to_owned()),
         })
         .await
     }
@@ -311,6 +346,19 @@ impl Socket {
     ) -> Result<(), RequestError> {
         self.ack(Request::PartyMatchmakerRemove { party_id, ticket })
             .await
+    }
+}
+
+fn check_party_label(label: Option<&str>) -> Result<(), RequestError> {
+    match label {
+        Some(l) if l.len() > MAX_PARTY_LABEL_LEN => Err(RequestError::local(
+            ErrorCode::BAD_INPUT,
+            format!(
+                "party label of {} bytes exceeds {MAX_PARTY_LABEL_LEN}",
+                l.len()
+            ),
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -359,6 +359,84 @@ async fn party_commands_and_events() {
     stop.cancel();
 }
 
+#[tokio::test]
+async fn party_labels_from_the_cli() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (addr, ca, stop) = start_server(dir.path(), Duration::from_secs(3600));
+    let mut leader = Cli::spawn(addr, &ca, "device-label-leader", "leader");
+    let mut member = Cli::spawn(addr, &ca, "device-label-member", "member");
+    leader.expect("session").await;
+    member.expect("session").await;
+
+    leader
+        .send("party-create --max-size 3 --label \"game night\"")
+        .await;
+    let party = leader.expect("party").await;
+    assert_eq!(party["label"], "game night");
+    assert_eq!(party["open"], true);
+    assert_eq!(party["max_size"], 3);
+    let pid = party["party_id"].as_str().expect("party_id").to_owned();
+    member.send(&format!("party-join {pid}")).await;
+    assert_eq!(member.expect("ack").await["command"], "party-join");
+    assert_eq!(member.expect("party").await["label"], "game night");
+
+    // The label alone: the open flag stays.
+    leader
+        .send(&format!("party-update {pid} --label ranked"))
+        .await;
+    assert_eq!(leader.expect("ack").await["command"], "party-update");
+    for cli in [&mut leader, &mut member] {
+        let update = cli.expect("party_update").await;
+        assert_eq!(update["party_id"], pid.as_str());
+        assert_eq!(update["open"], true);
+        assert_eq!(update["label"], "ranked");
+    }
+    // Both at once: the flag, then the label.
+    leader
+        .send(&format!(
+            "party-update {pid} --closed --label \"late shift\""
+        ))
+        .await;
+    assert_eq!(leader.expect("ack").await["command"], "party-update");
+    let first = member.expect("party_update").await;
+    assert_eq!(first["open"], false);
+    assert_eq!(first["label"], "ranked");
+    let second = member.expect("party_update").await;
+    assert_eq!(second["open"], false);
+    assert_eq!(second["label"], "late shift");
+    // An empty label removes it.
+    leader
+        .send(&format!("party-update {pid} --label \"\""))
+        .await;
+    assert_eq!(leader.expect("ack").await["command"], "party-update");
+    let cleared = member.expect("party_update").await;
+    assert!(cleared["label"].is_null(), "{cleared}");
+    assert_eq!(cleared["open"], false);
+
+    for bad in [
+        format!("party-update {pid}"),
+        format!("party-update {pid} --label"),
+        format!("party-update {pid} --bogus"),
+        "party-create --label".to_owned(),
+        format!(
+            "party-create --label {}",
+            "x".repeat(quicmatch_protocol::MAX_PARTY_LABEL_LEN + 1)
+        ),
+    ] {
+        leader.send(&bad).await;
+        let err = leader.expect("error").await;
+        assert_eq!(err["code"], "BAD_INPUT", "{bad}: {err}");
+    }
+    member
+        .send(&format!("party-update {pid} --label mine"))
+        .await;
+    assert_eq!(member.expect("error").await["code"], "PARTY_NOT_LEADER");
+    for cli in [&mut leader, &mut member] {
+        cli.send("quit").await;
+    }
+    stop.cancel();
+}
+
 /// An SDK client creates a match and a CLI (JSON mode) joins it; returns both, the match
 /// and the CLI's session id once the SDK client has seen the CLI join.
 async fn cli_in_match(

@@ -403,7 +403,8 @@ impl PartyTable {
         Ok(ticket)
     }
 
-    /// Leader only: cancels one of the party's tickets.
+    /// Leader only: cancels one of the party's tickets; the other members (told of it
+    /// with `PartyMatchmakerTicket`) get `MatchmakerTicketCancelled`.
     pub fn matchmaker_remove(
         &self,
         caller: SessionId,
@@ -418,7 +419,22 @@ impl PartyTable {
         if party.leader != caller {
             return Err(PartyError::NotLeader.into());
         }
-        self.matchmaker.remove_party_ticket(id, ticket)
+        self.matchmaker.remove_party_ticket(id, ticket)?;
+        // Any membership change cancels the party's tickets, so a live ticket holds
+        // exactly the current members.
+        let others: Vec<SessionId> = party
+            .members
+            .iter()
+            .map(|m| m.session_id)
+            .filter(|s| *s != caller)
+            .collect();
+        if let Some(frame) = encode(Event::MatchmakerTicketCancelled {
+            ticket,
+            reason: "removed by the party leader".into(),
+        }) {
+            self.push(&others, &frame);
+        }
+        Ok(())
     }
 
     /// A session ended: it leaves every party and its pending requests are withdrawn.

@@ -64,7 +64,7 @@ pub struct Party {
     pub max_size: usize,
     /// Most pending join requests.
     pub max_requests: usize,
-    /// Free-form text the leader sets.
+    /// Free-form text the leader sets; an empty label is stored as none.
     pub label: Option<String>,
     /// Members in join order; the first is the longest-standing.
     pub members: Vec<Presence>,
@@ -89,7 +89,7 @@ impl Party {
             open,
             max_size,
             max_requests,
-            label,
+            label: label.filter(|l| !l.is_empty()),
             leader: creator.session_id,
             members: vec![creator],
             requests: Vec::new(),
@@ -191,6 +191,16 @@ impl Party {
         let gone = self.members.remove(pos);
         let mut notices = vec![Notice::CancelTickets(cancel_reason)];
         if self.members.is_empty() {
+            // No one is left to accept the pending requests: their senders are told.
+            if !self.requests.is_empty() {
+                notices.push(Notice::Event(
+                    self.requests.iter().map(|r| r.session_id).collect(),
+                    Event::PartyClose {
+                        party_id: self.id,
+                        reason: "the party ended: its last member left".into(),
+                    },
+                ));
+            }
             notices.push(Notice::Ended);
             return notices;
         }
@@ -313,7 +323,8 @@ impl Party {
         Ok(self.requests.clone())
     }
 
-    /// The leader opens or closes the party, or changes its label.
+    /// The leader opens or closes the party, or changes its label (an empty label
+    /// removes it; `None` leaves it as it is).
     pub fn update(
         &mut self,
         caller: SessionId,
@@ -324,8 +335,8 @@ impl Party {
         if let Some(open) = open {
             self.open = open;
         }
-        if label.is_some() {
-            self.label = label;
+        if let Some(label) = label {
+            self.label = Some(label).filter(|l| !l.is_empty());
         }
         Ok(vec![Notice::Event(
             self.members.iter().map(|m| m.session_id).collect(),
@@ -492,6 +503,63 @@ mod tests {
         party.join(p(2)).expect("request");
         assert!(party.leave(s(2)).is_empty());
         assert!(party.requests.is_empty());
+    }
+
+    #[test]
+    fn the_last_member_leaving_tells_the_requesters() {
+        let mut party = party(false, 4);
+        party.join(p(2)).expect("request");
+        party.join(p(3)).expect("request");
+        let notices = party.leave(s(1));
+        assert!(notices.iter().any(|n| matches!(
+            n,
+            Notice::Event(to, Event::PartyClose { reason, .. })
+                if to == &vec![s(2), s(3)] && reason.contains("last member")
+        )));
+        // Told before the party ends, and the requests stay listed for the table's
+        // bookkeeping.
+        let close = notices
+            .iter()
+            .position(|n| matches!(n, Notice::Event(_, Event::PartyClose { .. })));
+        let ended = notices.iter().position(|n| n == &Notice::Ended);
+        assert!(close < ended, "{notices:?}");
+        assert_eq!(party.requests, vec![p(2), p(3)]);
+    }
+
+    #[test]
+    fn the_last_member_leaving_without_requests_tells_no_one() {
+        let mut party = party(false, 4);
+        let notices = party.leave(s(1));
+        assert!(events(&notices).is_empty(), "{notices:?}");
+        assert!(notices.contains(&Notice::Ended));
+    }
+
+    #[test]
+    fn labels_are_set_kept_and_cleared() {
+        let mut party = Party::new(PartyId::new_random(), p(1), true, 4, 2, Some(String::new()));
+        assert_eq!(party.label, None, "an empty label is no label");
+        let notices = party
+            .update(s(1), None, Some("squad".into()))
+            .expect("label");
+        assert!(
+            matches!(&notices[..], [Notice::Event(_, Event::PartyUpdate { label: Some(l), open: true, .. })] if l == "squad")
+        );
+        party.update(s(1), Some(false), None).expect("open flag");
+        assert_eq!(party.label.as_deref(), Some("squad"), "None keeps it");
+        let notices = party
+            .update(s(1), None, Some(String::new()))
+            .expect("clear");
+        assert!(matches!(
+            &notices[..],
+            [Notice::Event(
+                _,
+                Event::PartyUpdate {
+                    label: None,
+                    open: false,
+                    ..
+                }
+            )]
+        ));
     }
 
     #[test]

@@ -176,10 +176,11 @@ fn party_json(p: &PartyInfo) -> Value {
 
 fn party_text(p: &PartyInfo) -> String {
     format!(
-        "party {} ({}, max {}) led by {}: {}",
+        "party {} ({}, max {}{}) led by {}: {}",
         p.party_id,
         if p.open { "open" } else { "closed" },
         p.max_size,
+        label_text(p.label.as_deref()),
         p.leader.username,
         p.presences
             .iter()
@@ -187,6 +188,11 @@ fn party_text(p: &PartyInfo) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     )
+}
+
+/// `, label L` when there is one (for the text form of party output).
+fn label_text(label: Option<&str>) -> String {
+    label.map(|l| format!(", label {l:?}")).unwrap_or_default()
 }
 
 fn names(ps: &[Presence]) -> String {
@@ -342,7 +348,11 @@ fn print_event(out: &mut Out, event: &Event) {
             label,
         } => out.emit(
             json!({"type": "party_update", "party_id": party_id.to_string(), "open": open, "label": label}),
-            format!("party {party_id} is now {}", if *open { "open" } else { "closed" }),
+            format!(
+                "party {party_id} is now {}{}",
+                if *open { "open" } else { "closed" },
+                label_text(label.as_deref())
+            ),
         ),
         Event::MatchEnded { match_id, reason } => out.emit(
             json!({"type": "match_ended", "match_id": match_id.to_string(), "reason": reason}),
@@ -390,11 +400,14 @@ const HELP: &str = "commands:
                                               add a matchmaker ticket
   mm-remove TICKET                            cancel a matchmaker ticket
   join-token TOKEN                            join the match a matchmaker token names
-  party-create [--closed] [--max-size N]      create a party (open, 8 by default)
+  party-create [--closed] [--max-size N] [--label L]
+                                              create a party (open, 8 by default)
   party-join ID | party-leave ID | party-close ID
   party-requests ID                           list pending join requests (leader)
   party-accept ID SESSION_ID | party-remove ID SESSION_ID | party-promote ID SESSION_ID
-  party-update ID --open|--closed
+  party-update ID [--open|--closed] [--label L]
+                                              change the open flag or the label (leader;
+                                              --label \"\" removes it)
   party-send ID OP TEXT                       data to the other members
   party-mm-add ID MIN MAX [--query Q] [--multiple N] [--string K=V]... [--numeric K=V]...
   party-mm-remove ID TICKET
@@ -713,6 +726,7 @@ async fn run_command(
         "party-create" => {
             let mut open = true;
             let mut max_size = 8;
+            let mut label = None;
             let mut rest = args.iter();
             while let Some(flag) = rest.next() {
                 match flag.as_str() {
@@ -724,10 +738,16 @@ async fn run_command(
                             .ok_or_else(|| bad_input("party-create: --max-size needs N"))?;
                         max_size = parse_u32(v, "--max-size")?;
                     }
+                    "--label" => {
+                        let v = rest
+                            .next()
+                            .ok_or_else(|| bad_input("party-create: --label needs L"))?;
+                        label = Some(v.as_str());
+                    }
                     other => return Err(bad_input(format!("party-create: unknown flag {other}"))),
                 }
             }
-            let p = socket.create_party(open, max_size).await?;
+            let p = socket.create_party_with(open, max_size, label).await?;
             out.emit(party_json(&p), party_text(&p));
         }
         "party-join" => {
@@ -768,16 +788,39 @@ async fn run_command(
         }
         "party-update" => {
             let party_id = parse_party(arg(0, "PARTY_ID")?)?;
-            let open = match arg(1, "--open|--closed")? {
-                "--open" => true,
-                "--closed" => false,
-                other => {
-                    return Err(bad_input(format!(
-                        "party-update: expected --open or --closed, got {other}"
-                    )))
+            let mut open = None;
+            let mut label = None;
+            let mut rest = args[1..].iter();
+            while let Some(flag) = rest.next() {
+                match flag.as_str() {
+                    "--open" => open = Some(true),
+                    "--closed" => open = Some(false),
+                    "--label" => {
+                        let v = rest
+                            .next()
+                            .ok_or_else(|| bad_input("party-update: --label needs L"))?;
+                        label = Some(v.as_str());
+                    }
+                    other => {
+                        return Err(bad_input(format!(
+                            "party-update: expected --open, --closed or --label L, got {other}"
+                        )))
+                    }
                 }
-            };
-            socket.update_party(party_id, open).await?;
+            }
+            if open.is_none() && label.is_none() {
+                return Err(bad_input(
+                    "party-update: missing --open, --closed or --label L",
+                ));
+            }
+            // Two requests when both change; each sends the members a party_update.
+            if let Some(open) = open {
+                socket.update_party(party_id, open).await?;
+            }
+            if let Some(label) = label {
+                let label = Some(label).filter(|l| !l.is_empty());
+                socket.update_party_label(party_id, label).await?;
+            }
             ack(out, "party-update");
         }
         "party-send" => {

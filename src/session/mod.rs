@@ -81,7 +81,7 @@ pub(crate) async fn run(shared: Arc<Shared>, conn: Connection, shutdown: Cancell
         Ok(Err((code, reason))) => {
             metrics::counter!("quicmatch_auth_failures_total", "reason" => code.to_string())
                 .increment(1);
-            debug!(%remote, %code, %reason, "authentication failed");
+            info!(%remote, %code, %reason, "authentication failed");
             close(&conn, code, &reason);
             return;
         }

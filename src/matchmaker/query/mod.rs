@@ -6,10 +6,27 @@
 //! least one optional item must match (OR); otherwise optional items only rank
 //! candidates. Terms are `properties.<key>:<value>` where the value is an exact,
 //! case-sensitive whole value, a number (numeric or string equality), a numeric
-//! comparison (`>N`, `>=N`, `<N`, `<=N`), a quoted phrase (the exact value, spaces
-//! included), `/regex/` (whole value), a wildcard pattern (`*`, `?`), `*` alone (the
+//! comparison (`>N`, `>=N`, `<N`, `<=N`) or a date comparison (below), a quoted phrase
+//! (the exact value, spaces included; a date phrase means its instant, below),
+//! `/regex/` (whole value), a wildcard pattern (`*`, `?`), `*` alone (the
 //! property exists), or a fuzzy term `value~N` (edit distance at most N, N <= 2). `^N`
 //! boosts a term or group. `\` escapes the next character.
+//!
+//! Dates, as in Nakama: a comparison may take a quoted RFC 3339 date-time instead of a
+//! number (`properties.d:>"2024-01-01T00:00:00Z"`, `>=`, `<`, `<=`), and a quoted phrase
+//! that is an RFC 3339 date-time (`properties.d:"2024-01-01T00:00:00Z"`) means that
+//! instant. A date term looks at the property's string value read as an RFC 3339
+//! date-time and compares instants, so `2024-01-01T02:00:00+02:00` equals
+//! `2024-01-01T00:00:00Z`; a value that is not such a date (or a numeric property)
+//! never matches it. A date is `YYYY-MM-DDTHH:MM:SS`, an optional fraction, then `Z` or
+//! `+HH:MM`/`-HH:MM` (`T` and `Z` in either case; years 1970 to 9999). A quoted non-date
+//! after a comparison is rejected; an unquoted date after one is "not a number".
+//!
+//! A value must not start with `+` (`properties.k:+10`), nor with `-` unless the whole
+//! value is a negative number (`properties.k:-5` is fine, `properties.k:-foo` is not):
+//! Nakama rejects both, and here they would otherwise be text that silently never
+//! matches a number. Quote (`"+10"`) or escape (`\+10`, `\-foo`) the text to match
+//! such a string; put `+`/`-` before the field to require or exclude a term.
 //!
 //! Beyond Nakama: parentheses group, `AND`/`&&`, `OR`/`||` and `NOT`/`!` are real
 //! operators (AND binds tighter than OR; both bind tighter than the space-separated
@@ -21,7 +38,7 @@
 //! Match listings parse with [`Query::parse_fields`] and [`Fields::Label`]: fields are
 //! `label.<key>`, or the bare `label` (the property key [`LABEL_KEY`]), instead.
 
-use std::{collections::BTreeMap, fmt};
+use std::{borrow::Cow, collections::BTreeMap, fmt, time::UNIX_EPOCH};
 
 /// Longest query accepted, in bytes.
 pub const MAX_QUERY_LEN: usize = 1024;
@@ -156,11 +173,21 @@ enum Matcher {
         op: RangeOp,
         bound: f64,
     },
+    /// A quoted RFC 3339 date: string values that are the same instant.
+    Date(UnixNanos),
+    /// A comparison with a quoted RFC 3339 date, over string values that are dates.
+    DateRange {
+        op: RangeOp,
+        bound: UnixNanos,
+    },
     Regex(regex::Regex),
     Wildcard(Vec<Glob>),
     Exists,
     Fuzzy(String, u8),
 }
+
+/// An instant as nanoseconds since the Unix epoch (negative before it).
+type UnixNanos = i128;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum RangeOp {
@@ -168,6 +195,18 @@ enum RangeOp {
     Ge,
     Lt,
     Le,
+}
+
+impl RangeOp {
+    /// Whether `value <op> bound`.
+    fn holds<T: PartialOrd>(self, value: T, bound: T) -> bool {
+        match self {
+            Self::Gt => value > bound,
+            Self::Ge => value >= bound,
+            Self::Lt => value < bound,
+            Self::Le => value <= bound,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -336,12 +375,11 @@ impl Leaf {
             Matcher::Number(n, text) => {
                 number.is_some_and(|x| x == n) || string.is_some_and(|s| s == text)
             }
-            Matcher::Range { op, bound } => number.is_some_and(|x| match op {
-                RangeOp::Gt => x > bound,
-                RangeOp::Ge => x >= bound,
-                RangeOp::Lt => x < bound,
-                RangeOp::Le => x <= bound,
-            }),
+            Matcher::Range { op, bound } => number.is_some_and(|x| op.holds(x, bound)),
+            Matcher::Date(at) => string.and_then(|s| parse_date(s)) == Some(*at),
+            Matcher::DateRange { op, bound } => string
+                .and_then(|s| parse_date(s))
+                .is_some_and(|x| op.holds(x, *bound)),
             Matcher::Regex(re) => string.is_some_and(|s| re.is_match(s)),
             Matcher::Wildcard(glob) => string.is_some_and(|s| glob_match(glob, s)),
             Matcher::Exists => string.is_some() || number.is_some(),
@@ -601,12 +639,39 @@ impl Parser<'_> {
             Some(c) if c.is_whitespace() || c == ')' => {
                 return err(value_pos, "missing value after ':'")
             }
-            Some('"') => Matcher::Exact(self.phrase()?),
+            Some('"') => {
+                let text = self.phrase()?;
+                match parse_date(&text) {
+                    Some(at) => Matcher::Date(at),
+                    None => Matcher::Exact(text),
+                }
+            }
             Some('/') => self.regex()?,
             Some('>' | '<') => self.range()?,
             Some('=') => return err(value_pos, "use 'field:value' for equality, not '='"),
+            Some('+') => {
+                return err(
+                    value_pos,
+                    "a value cannot start with '+': write a number without it, or quote \
+                     (\"+x\") or escape (\\+x) text; a '+' that requires a term goes \
+                     before the field",
+                )
+            }
             _ => {
                 let (text, has_glob) = self.word(false)?;
+                if self.src[value_pos..].starts_with('-') {
+                    let plain: String = text.iter().map(GlobChar::ch).collect();
+                    if has_glob || parse_number(&plain).is_none() {
+                        return err(
+                            value_pos,
+                            format!(
+                                "a value can start with '-' only as a negative number, got \
+                                 {plain:?}: quote (\"-x\") or escape (\\-x) text; a '-' \
+                                 that excludes a term goes before the field"
+                            ),
+                        );
+                    }
+                }
                 let fuzzy = self.fuzzy(value_pos)?;
                 if let Some(f) = fuzzy {
                     let plain: String = text.iter().map(GlobChar::ch).collect();
@@ -763,12 +828,32 @@ impl Parser<'_> {
         };
         self.skip_ws();
         let num_start = self.pos;
+        if self.peek() == Some('"') {
+            let text = self.phrase()?;
+            return match parse_date(&text) {
+                Some(bound) => Ok(Matcher::DateRange { op, bound }),
+                None => err(
+                    num_start,
+                    format!(
+                        "{text:?} is not an RFC 3339 date (like \"2024-01-01T00:00:00Z\"); \
+                         a comparison takes a number or a quoted date"
+                    ),
+                ),
+            };
+        }
         let (text, glob) = self.word_chars(false)?;
         let plain: String = text.iter().map(GlobChar::ch).collect();
         match parse_number(&plain) {
             Some(bound) if !glob => Ok(Matcher::Range { op, bound }),
-            _ if plain.is_empty() => err(start, "a comparison needs a number"),
-            _ => err(num_start, format!("{plain:?} is not a number")),
+            _ if plain.is_empty() => err(start, "a comparison needs a number or a quoted date"),
+            _ if parse_date(&plain).is_some() => err(
+                num_start,
+                format!("{plain:?} is not a number; quote a date: \"{plain}\""),
+            ),
+            _ => err(
+                num_start,
+                format!("{plain:?} is not a number or a quoted RFC 3339 date"),
+            ),
         }
     }
 
@@ -839,6 +924,70 @@ impl GlobChar {
     }
 }
 
+/// An RFC 3339 date-time as nanoseconds since the Unix epoch, or `None` when `s` is
+/// not one: `YYYY-MM-DDTHH:MM:SS`, an optional fraction of one or more digits, then `Z`
+/// or an offset `+HH:MM`/`-HH:MM` (`T` and `Z` in either case). humantime checks the
+/// calendar (month lengths, leap years, hours; years 1970 to 9999) on the UTC
+/// wall-clock part; the offset is then subtracted, so equal instants compare equal.
+fn parse_date(s: &str) -> Option<UnixNanos> {
+    const SHAPE: &[u8; 19] = b"0000-00-00T00:00:00";
+    let b = s.as_bytes();
+    if b.len() <= SHAPE.len() {
+        return None;
+    }
+    let shaped = b.iter().zip(SHAPE).all(|(&c, &want)| match want {
+        b'0' => c.is_ascii_digit(),
+        b'T' => c.eq_ignore_ascii_case(&b'T'),
+        _ => c == want,
+    });
+    if !shaped {
+        return None;
+    }
+    // The first 19 bytes are ASCII, so these are character boundaries.
+    let mut rest = &s[SHAPE.len()..];
+    let mut frac = "";
+    if let Some(r) = rest.strip_prefix('.') {
+        let digits = r.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        (frac, rest) = r.split_at(digits);
+    }
+    let two = |h: u8, l: u8| i64::from(h - b'0') * 10 + i64::from(l - b'0');
+    let offset_secs = match *rest.as_bytes() {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2]
+            if [h1, h2, m1, m2].iter().all(u8::is_ascii_digit) =>
+        {
+            let (h, m) = (two(h1, h2), two(m1, m2));
+            if h > 23 || m > 59 {
+                return None;
+            }
+            let secs = h * 3600 + m * 60;
+            if sign == b'-' {
+                -secs
+            } else {
+                secs
+            }
+        }
+        _ => return None,
+    };
+    let utc: Cow<'_, str> = if b[10] == b'T' && rest == "Z" {
+        Cow::Borrowed(s)
+    } else {
+        let dot = if frac.is_empty() { "" } else { "." };
+        Cow::Owned(format!("{}T{}{dot}{frac}Z", &s[..10], &s[11..19]))
+    };
+    let since = humantime::parse_rfc3339(&utc)
+        .ok()?
+        .duration_since(UNIX_EPOCH)
+        .ok()?;
+    Some(
+        (i128::from(since.as_secs()) - i128::from(offset_secs)) * 1_000_000_000
+            + i128::from(since.subsec_nanos()),
+    )
+}
+
 /// A plain decimal number: optional '-', digits, optional fraction.
 fn parse_number(s: &str) -> Option<f64> {
     let body = s.strip_prefix('-').unwrap_or(s);
@@ -855,361 +1004,4 @@ fn parse_number(s: &str) -> Option<f64> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn props(strings: &[(&str, &str)], numbers: &[(&str, f64)]) -> Properties {
-        Properties {
-            strings: strings
-                .iter()
-                .map(|(k, v)| ((*k).into(), (*v).into()))
-                .collect(),
-            numbers: numbers.iter().map(|(k, v)| ((*k).into(), *v)).collect(),
-        }
-    }
-
-    /// The four documents of the reference notes.
-    fn docs() -> Vec<Properties> {
-        vec![
-            props(
-                &[
-                    ("mode", "ranked"),
-                    ("region", "eu-west"),
-                    ("maps", "map1 map2"),
-                    ("name", "john"),
-                    ("Cap", "EU"),
-                ],
-                &[("skill", 10.0)],
-            ),
-            props(
-                &[
-                    ("mode", "casual"),
-                    ("region", "us-east"),
-                    ("name", "jon"),
-                    ("Cap", "eu"),
-                ],
-                &[("skill", 20.0)],
-            ),
-            props(
-                &[
-                    ("mode", "ranked solo"),
-                    ("region", "eu"),
-                    ("name", "jane"),
-                    ("empty", ""),
-                ],
-                &[("skill", -5.0)],
-            ),
-            props(
-                &[("mode", "ranked"), ("region", "asia")],
-                &[("skill", 10.5)],
-            ),
-        ]
-    }
-
-    fn hits(q: &str) -> Vec<usize> {
-        let q = Query::parse(q).unwrap_or_else(|e| panic!("{q}: {e}"));
-        docs()
-            .iter()
-            .enumerate()
-            .filter(|(_, d)| q.matches(d))
-            .map(|(i, _)| i + 1)
-            .collect()
-    }
-
-    #[test]
-    fn star_and_empty_match_everyone() {
-        assert_eq!(hits("*"), [1, 2, 3, 4]);
-        assert_eq!(hits(""), [1, 2, 3, 4]);
-        assert_eq!(hits(" * "), [1, 2, 3, 4]);
-    }
-
-    #[test]
-    fn should_must_and_must_not() {
-        assert_eq!(hits("properties.mode:ranked"), [1, 4]);
-        assert_eq!(hits("-properties.mode:ranked"), [2, 3]);
-        assert_eq!(
-            hits("properties.mode:ranked properties.region:eu"),
-            [1, 3, 4]
-        );
-        assert_eq!(
-            hits("+properties.mode:ranked +properties.region:eu"),
-            Vec::<usize>::new()
-        );
-        assert_eq!(hits("+properties.mode:ranked -properties.region:asia"), [1]);
-        assert_eq!(
-            hits("+properties.mode:ranked properties.region:nowhere"),
-            [1, 4]
-        );
-    }
-
-    #[test]
-    fn values_are_exact_and_case_sensitive() {
-        assert_eq!(hits("properties.Cap:EU"), [1]);
-        assert_eq!(hits("properties.cap:eu"), Vec::<usize>::new());
-        assert_eq!(hits("properties.maps:map1"), Vec::<usize>::new());
-        assert_eq!(hits("properties.region:eu"), [3]);
-    }
-
-    #[test]
-    fn numeric_comparisons_and_boundaries() {
-        assert_eq!(hits("properties.skill:>=10"), [1, 2, 4]);
-        assert_eq!(hits("properties.skill:>10"), [2, 4]);
-        assert_eq!(hits("properties.skill:<10"), [3]);
-        assert_eq!(hits("properties.skill:<=10.5"), [1, 3, 4]);
-        assert_eq!(hits("+properties.skill:>=10 +properties.skill:<=10"), [1]);
-        assert_eq!(hits("properties.skill:-5"), [3]);
-        assert_eq!(hits("properties.skill:10"), [1]);
-        assert_eq!(hits("properties.skill:<0"), [3]);
-        assert_eq!(hits("properties.skill:> 15"), [2]);
-        // Ranges only look at numeric properties.
-        assert_eq!(hits("properties.mode:>1"), Vec::<usize>::new());
-    }
-
-    #[test]
-    fn numbers_also_match_equal_strings() {
-        let d = props(&[("code", "10")], &[]);
-        assert!(Query::parse("properties.code:10")
-            .expect("parse")
-            .matches(&d));
-        assert!(!Query::parse("properties.code:>5")
-            .expect("parse")
-            .matches(&d));
-    }
-
-    #[test]
-    fn phrases_match_the_exact_value() {
-        assert_eq!(hits("properties.mode:\"ranked solo\""), [3]);
-        assert_eq!(hits("properties.mode:ranked\\ solo"), [3]);
-        assert_eq!(hits("properties.mode:\"ranked\""), [1, 4]);
-        assert_eq!(hits("properties.maps:\"map1 map2\""), [1]);
-    }
-
-    #[test]
-    fn wildcards_regex_fuzzy_exists() {
-        assert_eq!(hits("properties.region:eu*"), [1, 3]);
-        assert_eq!(hits("properties.region:eu?west"), [1]);
-        assert_eq!(hits("properties.region:*east"), [2]);
-        assert_eq!(hits("properties.region:/eu.*/"), [1, 3]);
-        assert_eq!(hits("properties.region:/eu/"), [3]);
-        assert_eq!(hits("properties.maps:/.*map1.*/"), [1]);
-        assert_eq!(hits("properties.maps:/.*(map2|map3).*/"), [1]);
-        assert_eq!(hits("properties.name:jon~1"), [1, 2]);
-        assert_eq!(hits("properties.name:jon~"), [1, 2]);
-        assert_eq!(hits("properties.name:jon~0"), [2]);
-        assert_eq!(hits("properties.name:jxnx~2"), [2, 3]);
-        assert_eq!(hits("properties.empty:*"), [3]);
-        assert_eq!(hits("properties.skill:*"), [1, 2, 3, 4]);
-        assert_eq!(hits("-properties.empty:*"), [1, 2, 4]);
-        // An escaped star is a literal star.
-        let d = props(&[("x", "a*")], &[]);
-        assert!(Query::parse("properties.x:a\\*")
-            .expect("parse")
-            .matches(&d));
-        assert!(!Query::parse("properties.x:a\\*")
-            .expect("parse")
-            .matches(&props(&[("x", "ab")], &[])));
-    }
-
-    #[test]
-    fn boolean_operators_and_groups() {
-        assert_eq!(
-            hits("properties.mode:casual AND properties.region:asia"),
-            Vec::<usize>::new()
-        );
-        assert_eq!(
-            hits("properties.mode:casual OR properties.region:asia"),
-            [2, 4]
-        );
-        assert_eq!(hits("(properties.mode:ranked)"), [1, 4]);
-        assert_eq!(
-            hits("+(properties.region:eu OR properties.region:asia) +properties.mode:ranked"),
-            [4]
-        );
-        assert_eq!(
-            hits("properties.mode:ranked AND NOT properties.region:asia"),
-            [1]
-        );
-        assert_eq!(
-            hits("properties.mode:ranked && !properties.region:asia"),
-            [1]
-        );
-        assert_eq!(
-            hits("(properties.skill:>15 || properties.skill:<0) AND properties.name:*"),
-            [2, 3]
-        );
-        assert_eq!(hits("NOT properties.mode:ranked"), [2, 3]);
-        assert_eq!(
-            hits("+properties.mode:ranked -(properties.skill:>10 properties.region:eu-west)"),
-            Vec::<usize>::new()
-        );
-        assert_eq!(
-            hits("(+properties.mode:ranked -properties.region:asia) properties.mode:casual"),
-            [1, 2]
-        );
-    }
-
-    #[test]
-    fn should_terms_and_boosts_rank() {
-        let q = Query::parse("+properties.mode:ranked properties.skill:10^3").expect("parse");
-        let d = docs();
-        assert_eq!(q.score(&d[0]), Some(4.0));
-        assert_eq!(q.score(&d[3]), Some(1.0));
-        assert_eq!(q.score(&d[1]), None);
-        assert!(!q.is_constant_score());
-        let q = Query::parse("(properties.mode:ranked properties.region:eu)^2").expect("parse");
-        assert_eq!(q.score(&d[2]), Some(2.0));
-        assert!(Query::parse("+properties.a:x -properties.b:y")
-            .expect("p")
-            .is_constant_score());
-        assert!(Query::parse("*").expect("p").is_constant_score());
-    }
-
-    #[test]
-    fn required_terms_drive_the_index() {
-        let q =
-            Query::parse("+properties.region:eu +properties.rank:>=3 properties.x:y").expect("p");
-        assert_eq!(q.required_terms(), vec![("region", "eu")]);
-        let q = Query::parse("properties.region:eu").expect("p");
-        assert_eq!(q.required_terms(), vec![("region", "eu")]);
-        let q = Query::parse("properties.region:eu properties.region:us").expect("p");
-        assert!(q.required_terms().is_empty());
-        let q = Query::parse("properties.a:1 AND properties.b:x").expect("p");
-        assert_eq!(q.required_terms(), vec![("b", "x")]);
-    }
-
-    #[test]
-    fn rejected_forms_say_where_and_why() {
-        let cases = [
-            ("properties.a:", 13, "missing value"),
-            ("\"abc", 0, "expected 'properties"),
-            ("properties.a:\"abc", 13, "unterminated"),
-            ("properties.a:>abc", 14, "not a number"),
-            ("properties.a:=5", 13, "equality"),
-            ("+", 0, "followed by a term"),
-            ("-", 0, "followed by a term"),
-            ("123:abc", 0, "must be 'properties.<key>'"),
-            ("mode:ranked", 0, "must be 'properties.<key>'"),
-            ("ranked", 0, "expected 'properties"),
-            ("properties.a:foo~x", 13, "fuzziness"),
-            ("properties.a:foo~3", 13, "fuzziness"),
-            ("properties.a:foo^x", 16, "boost"),
-            ("properties.a:\"x\"~2", 16, "phrases"),
-            ("properties.skill:5~1", 17, "plain text"),
-            ("properties.a:/[/", 13, "invalid regex"),
-            ("(properties.a:x", 15, "missing ')'"),
-            ("properties.a:x)", 14, "unexpected ')'"),
-            ("properties.a:x AND", 18, "expected a term"),
-            ("properties.:x", 0, "must be 'properties.<key>'"),
-            ("properties.a:x\\", 15, "dangling"),
-        ];
-        for (q, pos, reason) in cases {
-            let e = Query::parse(q)
-                .err()
-                .unwrap_or_else(|| panic!("{q:?} must fail"));
-            assert!(e.reason.contains(reason), "{q:?}: {e}");
-            assert_eq!(e.pos, pos, "{q:?}: {e}");
-        }
-        assert!(Query::parse(&"x".repeat(MAX_QUERY_LEN + 1)).is_err());
-        let deep = format!("{}properties.a:x{}", "(".repeat(40), ")".repeat(40));
-        assert!(Query::parse(&deep)
-            .expect_err("deep")
-            .reason
-            .contains("nesting"));
-    }
-
-    #[test]
-    fn label_mode_uses_label_fields() {
-        let d = props(
-            &[
-                ("mode", "ranked"),
-                ("geo.region", "eu"),
-                (LABEL_KEY, "raw text"),
-            ],
-            &[("skill", 7.0)],
-        );
-        let label = |q: &str| {
-            Query::parse_fields(q, Fields::Label)
-                .unwrap_or_else(|e| panic!("{q}: {e}"))
-                .matches(&d)
-        };
-        assert!(label("+label.mode:ranked +label.skill:>=7"));
-        assert!(label("label.geo.region:eu"));
-        assert!(label("label:\"raw text\""));
-        assert!(label("+label:raw* -label.mode:casual"));
-        assert!(!label("label.mode:casual"));
-        assert!(!label("label:raw"));
-        // The bare field is the whole label only; `label.` alone is no key.
-        for (q, pos, reason) in [
-            (
-                "properties.mode:ranked",
-                0,
-                "must be 'label' or 'label.<key>'",
-            ),
-            ("+label.:x", 1, "must be 'label' or 'label.<key>'"),
-            ("labels:x", 0, "must be 'label' or 'label.<key>'"),
-            ("mode:ranked", 0, "must be 'label' or 'label.<key>'"),
-            (
-                "label",
-                0,
-                "expected 'label.<key>:<value>' or 'label:<value>'",
-            ),
-            ("label.a:>x", 9, "not a number"),
-        ] {
-            let e = Query::parse_fields(q, Fields::Label)
-                .err()
-                .unwrap_or_else(|| panic!("{q:?} must fail"));
-            assert!(e.reason.contains(reason), "{q:?}: {e}");
-            assert_eq!(e.pos, pos, "{q:?}: {e}");
-        }
-        // Tickets keep their own fields and messages.
-        for q in ["label.mode:ranked", "label:x"] {
-            let e = Query::parse(q).expect_err(q);
-            assert_eq!(
-                e.reason,
-                format!(
-                    "field {:?} must be 'properties.<key>'",
-                    &q[..q.find(':').unwrap_or(0)]
-                )
-            );
-        }
-        let e = Query::parse("ranked").expect_err("bare word");
-        assert_eq!(
-            e.reason,
-            "expected 'properties.<key>:<value>', found \"ranked\""
-        );
-    }
-
-    mod props_test {
-        use super::*;
-        use proptest::prelude::*;
-
-        proptest! {
-            #[test]
-            fn arbitrary_queries_never_panic(q in ".{0,200}") {
-                if let Ok(query) = Query::parse(&q) {
-                    for d in docs() {
-                        let _ = query.score(&d);
-                    }
-                }
-            }
-
-            #[test]
-            fn exact_terms_match_their_own_value(key in "[a-z]{1,8}", value in "[a-zA-Z0-9_.-]{1,16}") {
-                let q = Query::parse(&format!("+properties.{key}:\"{value}\"")).expect("parse");
-                let d = Properties { strings: [(key.clone(), value.clone())].into(), numbers: BTreeMap::new() };
-                prop_assert!(q.matches(&d));
-                let other = Properties { strings: [(key, format!("{value}x"))].into(), numbers: BTreeMap::new() };
-                prop_assert!(!q.matches(&other));
-            }
-
-            #[test]
-            fn ranges_agree_with_comparisons(bound in -1000i32..1000, value in -1000i32..1000) {
-                let d = Properties { strings: BTreeMap::new(), numbers: [("n".to_owned(), f64::from(value))].into() };
-                for (op, expect) in [(">", value > bound), (">=", value >= bound), ("<", value < bound), ("<=", value <= bound)] {
-                    let q = Query::parse(&format!("properties.n:{op}{bound}")).expect("parse");
-                    prop_assert_eq!(q.matches(&d), expect, "{} {}", op, bound);
-                }
-            }
-        }
-    }
-}
+mod tests;

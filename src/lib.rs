@@ -14,6 +14,7 @@
 //! # Layout
 //! - [`config`]: the one configuration struct, its defaults and validation.
 //! - [`tls`]: certificates (loaded or generated into `certs/`) and the TLS setup.
+//! - [`discovery`]: the LAN advertisement (mDNS/DNS-SD) clients find the server by.
 //! - [`auth`]: credential rules, stable user ids, signed session tokens.
 //! - `server`: the endpoint, its transport tuning and the accept loop.
 //! - [`session`]: one task per connection: liveness, resume, the session registry.
@@ -29,6 +30,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod discovery;
 pub mod handlers;
 pub mod hooks;
 pub mod matches;
@@ -69,6 +71,8 @@ pub(crate) struct Shared {
     pub(crate) parties: party::PartyTable,
     pub(crate) sessions: session::SessionRegistry,
     pub(crate) secret: auth::Secret,
+    /// SHA-256 of the leaf certificate, as clients pin it.
+    pub(crate) fingerprint: String,
     /// Live connections (authenticated or not), for the connection limit and stats.
     pub(crate) connections: AtomicUsize,
     /// Handshakes in progress, for the Retry threshold.

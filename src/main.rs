@@ -51,6 +51,12 @@ struct ServeArgs {
     /// Time between matchmaker passes, e.g. `1s`, `500ms` [default: 2s].
     #[arg(long, env = "QUICMATCH_MATCHMAKER_INTERVAL", value_parser = humantime::parse_duration)]
     matchmaker_interval: Option<std::time::Duration>,
+    /// Don't advertise the server on the LAN (mDNS); it never advertises on loopback.
+    #[arg(long)]
+    no_advertise: bool,
+    /// The name advertised on the LAN [default: the host's name].
+    #[arg(long, env = "QUICMATCH_NAME")]
+    name: Option<String>,
 }
 
 impl ServeArgs {
@@ -74,6 +80,12 @@ impl ServeArgs {
         }
         if let Some(v) = self.metrics {
             config.metrics = Some(v);
+        }
+        if self.no_advertise {
+            config.advertise = false;
+        }
+        if let Some(v) = &self.name {
+            config.name = Some(v.clone());
         }
         if let Some(v) = self.matchmaker_interval {
             config.matchmaker.interval = v;

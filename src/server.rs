@@ -201,6 +201,7 @@ pub(crate) fn bind(
         matchmaker,
         sessions,
         secret,
+        fingerprint: tls::fingerprint(&cert),
         connections: Default::default(),
         config,
     });
@@ -226,6 +227,18 @@ pub(crate) async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let cancel = CancellationToken::new();
+    let config = &shared.config;
+    let _advertiser = if config.advertise && crate::discovery::should_advertise(config.listen) {
+        let addr = endpoint.local_addr().unwrap_or(config.listen);
+        let name = crate::discovery::server_name(config.name.as_deref());
+        let fingerprint = shared.fingerprint.clone();
+        tokio::task::spawn_blocking(move || crate::discovery::Advertiser::start(addr, &name, &fingerprint))
+            .await
+            .ok()
+            .flatten()
+    } else {
+        None
+    };
     let tracker = TaskTracker::new();
     info!(addr = ?endpoint.local_addr().ok(), "serving");
     tracker.spawn(shared.matchmaker.clone().run(cancel.clone()));

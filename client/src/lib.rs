@@ -28,6 +28,7 @@
 #![warn(missing_docs)]
 
 mod connect;
+mod discovery;
 mod driver;
 mod requests;
 mod runtime;
@@ -51,6 +52,7 @@ pub use quicmatch_protocol::{
 pub use requests::AddMatchmaker;
 pub use runtime::{ListMatches, MatchOptions};
 use tokio::sync::{mpsc, oneshot};
+pub use discovery::{discover, DiscoveredServer, SERVICE_TYPE};
 pub use trust::Trust;
 
 use crate::driver::{ClientState, Command};

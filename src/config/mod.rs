@@ -33,6 +33,14 @@ pub struct Config {
     /// by the kernel. Linux caps it at `net.core.rmem_max` / `wmem_max`; the server
     /// warns at start when it got less. Range: 64 KiB to 1 GiB.
     pub socket_buffer: usize,
+    /// Advertise the server on the LAN with mDNS/DNS-SD (`_quicmatch._udp`, TXT: name,
+    /// version, certificate fingerprint), so `quicmatch-cli --discover` finds it.
+    /// Only on the interfaces the server listens on, and never when it listens on a
+    /// loopback address. Default `true`; `--no-advertise` turns it off.
+    pub advertise: bool,
+    /// The name the server advertises on the LAN (at most 63 bytes). Default: the
+    /// host's name.
+    pub name: Option<String>,
     /// Sessions and connections.
     pub session: SessionConfig,
     /// Relayed matches.
@@ -56,6 +64,8 @@ impl Default for Config {
             server_key: "defaultkey".into(),
             metrics: None,
             socket_buffer: DEFAULT_SOCKET_BUFFER,
+            advertise: true,
+            name: None,
             session: SessionConfig::default(),
             matches: MatchConfig::default(),
             matchmaker: MatchmakerConfig::default(),

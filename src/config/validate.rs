@@ -82,6 +82,13 @@ impl Config {
         {
             return bad("server_key must be 1 to 128 bytes");
         }
+        if self
+            .name
+            .as_ref()
+            .is_some_and(|n| n.is_empty() || n.len() > 63 || n.chars().any(char::is_control))
+        {
+            return bad("name must be 1 to 63 bytes without control characters");
+        }
         let c = self;
         with_bounded_keys!(check_bounds!(c;));
         let s = &self.session;

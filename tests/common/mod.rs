@@ -39,6 +39,8 @@ pub fn test_config() -> Config {
     };
     // Tests run matchmaker passes by hand, so results do not depend on timing.
     config.matchmaker.interval = Duration::from_secs(3600);
+    // Tests never advertise on the host's network, whatever they bind.
+    config.advertise = false;
     config
 }
 

@@ -253,3 +253,36 @@ async fn a_frame_loop_polls_events_without_waiting() {
     assert_eq!(got, [1, 2]);
     assert!(bob.try_next_event().is_none());
 }
+
+/// The options form says how and to whom, instead of a bare bool.
+#[tokio::test]
+async fn send_options_choose_the_path_and_the_recipients() {
+    use quicmatch_client::SendOptions;
+    let server = TestServer::start().await;
+    let (a, b, c, m) = three(&server).await;
+    a.send_match_data_with(
+        m.match_id,
+        5,
+        b"only b".to_vec(),
+        SendOptions::reliable().to(&[b.presence()]),
+    )
+    .await
+    .expect("send");
+    let got = data(next_event(&b, "b's message").await);
+    assert!(got.reliable);
+    assert_eq!(&got.data[..], b"only b");
+    a.send_match_data_with(
+        m.match_id,
+        6,
+        b"everyone".to_vec(),
+        SendOptions::unreliable(),
+    )
+    .await
+    .expect("send");
+    for s in [&b, &c] {
+        let got = data(next_event(s, "datagram").await);
+        assert!(!got.reliable);
+        assert_eq!(got.op_code, 6);
+    }
+    assert_no_event(&c, Duration::from_millis(100)).await;
+}

@@ -29,6 +29,7 @@
 
 mod connect;
 mod discovery;
+mod send;
 mod driver;
 mod requests;
 mod runtime;
@@ -53,7 +54,11 @@ pub use requests::AddMatchmaker;
 pub use runtime::{ListMatches, MatchOptions};
 use tokio::sync::{mpsc, oneshot};
 pub use discovery::{discover, DiscoveredServer, SERVICE_TYPE};
+pub use send::SendOptions;
 pub use trust::Trust;
+/// The QUIC library the SDK's transport types come from (endpoints, connections,
+/// transport settings), so a game need not depend on a matching version itself.
+pub use quinn;
 
 use crate::driver::{ClientState, Command};
 

@@ -58,7 +58,9 @@ impl SessionHandle {
     /// datagram is too large for this peer's path.
     pub fn send_datagram(&self, datagram: Bytes) -> bool {
         let len = datagram.len() as u64;
-        if self.conn.datagram_send_buffer_space() < datagram.len() {
+        if self.conn.max_datagram_size().is_some()
+            && self.conn.datagram_send_buffer_space() < datagram.len()
+        {
             metrics::counter!("quicmatch_datagrams_dropped_total", "reason" => "reader_behind")
                 .increment(1);
         }
@@ -72,6 +74,13 @@ impl SessionHandle {
                 metrics::counter!("quicmatch_datagrams_dropped_total", "reason" => "too_large")
                     .increment(1);
                 false
+            }
+            Err(
+                quinn::SendDatagramError::UnsupportedByPeer | quinn::SendDatagramError::Disabled,
+            ) => {
+                metrics::counter!("quicmatch_datagrams_dropped_total", "reason" => "unsupported_by_peer")
+                    .increment(1);
+                true
             }
             Err(_) => {
                 metrics::counter!("quicmatch_datagrams_dropped_total", "reason" => "connection_lost")

@@ -37,11 +37,22 @@ async fn garbage_frames_get_errors_and_the_connection_survives() {
     assert_eq!(reply.cid, Some(5));
     assert_eq!(error_code(&reply.body), ErrorCode::UNRECOGNIZED_PAYLOAD);
 
-    // An empty body: no cid can be read, so the error comes as an event.
+    // An empty body: no cid can be read, so the error comes as an event. It is
+    // BAD_INPUT, not MISSING_PAYLOAD: that needs a complete cid (PROTOCOL.md §2).
     raw.write(&[0, 0, 0, 0]).await;
     let reply = raw.next().await;
     assert_eq!(reply.cid, None);
     assert_eq!(error_code(&reply.body), ErrorCode::BAD_INPUT);
+    // A body that ends inside the cid (`Some`, then nothing): the same.
+    raw.write(&[0, 0, 0, 1, 0x01]).await;
+    let reply = raw.next().await;
+    assert_eq!(reply.cid, None);
+    assert_eq!(error_code(&reply.body), ErrorCode::BAD_INPUT);
+    // A body that ends right after the cid: MISSING_PAYLOAD, with the cid.
+    raw.write(&[0, 0, 0, 2, 0x01, 0x0b]).await;
+    let reply = raw.next().await;
+    assert_eq!(reply.cid, Some(11));
+    assert_eq!(error_code(&reply.body), ErrorCode::MISSING_PAYLOAD);
 
     // MatchJoin (3) whose id has 5 bytes instead of 16: BAD_INPUT with the cid.
     raw.write(&[0, 0, 0, 9, 0x01, 0x07, 0x03, 0x05, 1, 2, 3, 4, 5])

@@ -180,3 +180,18 @@ async fn documented_bytes_round_trip_with_the_server() {
         &[0x01, 0x81, handle as u8, 0x02, 0x02, 0x01, b'y', b'o']
     );
 }
+
+/// PROTOCOL.md §2: `00 00 00 02 | 01 05` (cid 5, no request) is answered
+/// `01 05 00 04 02 ...` (cid 5, `Response::Error`, `MISSING_PAYLOAD`), and request kind
+/// 99 with cid 6 `01 06 00 04 01 ...` (`UNRECOGNIZED_PAYLOAD`).
+#[tokio::test]
+async fn documented_error_bytes_for_broken_envelopes() {
+    let server = TestServer::start().await;
+    let conn = server.raw_connection().await;
+    let mut raw = raw_session(&conn, &authenticate_frame()).await;
+    raw.next_body().await; // Session
+    raw.write(&[0, 0, 0, 2, 0x01, 0x05]).await;
+    assert_eq!(&raw.next_body().await[..5], &[0x01, 0x05, 0x00, 0x04, 0x02]);
+    raw.write(&[0, 0, 0, 3, 0x01, 0x06, 0x63]).await;
+    assert_eq!(&raw.next_body().await[..5], &[0x01, 0x06, 0x00, 0x04, 0x01]);
+}

@@ -36,11 +36,13 @@ macro_rules! error_codes {
 error_codes! {
     /// An unexpected failure inside the server; details are in the server log.
     RUNTIME_EXCEPTION = 0,
-    /// The request kind is unknown to this server.
+    /// The request kind (the envelope's top-level variant index) or datagram kind is
+    /// unknown to this server. Never sent for a bad tag nested inside a request.
     UNRECOGNIZED_PAYLOAD = 1,
-    /// The envelope carried no request.
+    /// The envelope carried no request: its body ends right after the `cid`.
     MISSING_PAYLOAD = 2,
-    /// The request is malformed or a field is out of range; the message says which.
+    /// The request is malformed (a bad nested tag, a length running past the end of
+    /// the frame, trailing bytes, ...) or a field is out of range; the message says which.
     BAD_INPUT = 3,
     /// No live match has this id or handle.
     MATCH_NOT_FOUND = 4,
@@ -55,7 +57,10 @@ error_codes! {
     UNAUTHENTICATED = 100,
     /// The sender is not a member of the match it addressed.
     NOT_MATCH_MEMBER = 101,
-    /// A payload is larger than the limit for its path.
+    /// A payload is larger than the limit for its path (reliable data, an RPC payload, a
+    /// datagram). Never sent for a control frame that does not decode: an oversized
+    /// length prefix closes the connection, and an inner length past the end is
+    /// `BAD_INPUT`.
     PAYLOAD_TOO_LARGE = 102,
     /// A per-session or server-wide limit would be exceeded.
     LIMIT_EXCEEDED = 103,
@@ -119,11 +124,14 @@ macro_rules! close_codes {
 close_codes! {
     /// A normal close by either side.
     NORMAL = 0,
-    /// Wrong server key, or an invalid device or custom id.
+    /// Wrong server key, an invalid device or custom id or username, a resume that is no
+    /// longer possible, or a first frame that decodes but is not `Authenticate`.
     AUTH_FAILED = 1,
     /// No `Authenticate` frame arrived in time.
     AUTH_TIMEOUT = 2,
-    /// The peer broke the framing (an oversized length prefix, a second stream, ...).
+    /// The peer broke the framing (an oversized length prefix), sent a first frame that
+    /// does not decode, or ended the control stream before authenticating. (A second
+    /// stream is refused by QUIC's stream limits instead.)
     PROTOCOL_ERROR = 3,
     /// The session's outbound queue overflowed: it reads too slowly.
     SLOW_CONSUMER = 4,
@@ -177,15 +185,26 @@ pub enum DecodeError {
     /// Any other malformed content.
     #[error("malformed message: {0}")]
     Malformed(String),
+    /// The envelope ends right after its `cid`: it carries no request.
+    #[error("missing payload: the envelope carries no request")]
+    MissingPayload,
 }
 
 impl DecodeError {
     /// The error code a server answers this decode failure with.
+    ///
+    /// Only an unknown *top-level* kind (request or datagram kind) is
+    /// `UNRECOGNIZED_PAYLOAD`, and only a length over the limit of the whole frame or
+    /// datagram payload is `PAYLOAD_TOO_LARGE`; a bad nested tag or an inner length that
+    /// runs past the end is `BAD_INPUT`.
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::UnknownKind(_) => ErrorCode::UNRECOGNIZED_PAYLOAD,
             Self::FrameTooLarge { .. } => ErrorCode::PAYLOAD_TOO_LARGE,
-            _ => ErrorCode::BAD_INPUT,
+            Self::MissingPayload => ErrorCode::MISSING_PAYLOAD,
+            Self::Truncated | Self::Version(_) | Self::TrailingBytes(_) | Self::Malformed(_) => {
+                ErrorCode::BAD_INPUT
+            }
         }
     }
 }

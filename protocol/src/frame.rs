@@ -149,15 +149,26 @@ fn decode_exact<T: DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
     Ok(value)
 }
 
+/// Maps a bincode failure to the error a peer is told about.
+///
+/// Nothing bincode reports is a frame-level problem (the frame's own length was checked
+/// before decoding), and bincode never reports an unknown request kind as such (serde
+/// reports unknown enum variants as free text; [`decode_client`] reads the request kind
+/// itself), so every failure here is a malformed body, [`ErrorCode::BAD_INPUT`]:
+/// - `UnexpectedVariant` only comes from a nested tag (an `Option` tag other than 0
+///   or 1), never from the top-level request kind;
+/// - `LimitExceeded` means an inner length prefix claims more bytes than the frame limit,
+///   so, since the frame itself is within [`MAX_FRAME_LEN`], more than the frame holds:
+///   the same failure as any other length running past the end, [`DecodeError::Truncated`].
+///
+/// [`ErrorCode::BAD_INPUT`]: crate::ErrorCode::BAD_INPUT
 fn map_decode_error(e: bincode::error::DecodeError) -> DecodeError {
     use bincode::error::DecodeError as E;
     match e {
-        E::UnexpectedEnd { .. } => DecodeError::Truncated,
-        E::UnexpectedVariant { found, .. } => DecodeError::UnknownKind(found),
-        E::LimitExceeded => DecodeError::FrameTooLarge {
-            len: MAX_FRAME_LEN + 1,
-            max: MAX_FRAME_LEN,
-        },
+        E::UnexpectedEnd { .. } | E::LimitExceeded => DecodeError::Truncated,
+        E::UnexpectedVariant {
+            found, type_name, ..
+        } => DecodeError::Malformed(format!("invalid tag {found} for {type_name}")),
         other => DecodeError::Malformed(other.to_string()),
     }
 }
@@ -165,16 +176,23 @@ fn map_decode_error(e: bincode::error::DecodeError) -> DecodeError {
 /// Decodes a client frame body.
 ///
 /// On failure it still returns the envelope's `cid` when that much could be read, so
-/// the error reply can be correlated with the request.
+/// the error reply can be correlated with the request. The error distinguishes (see
+/// [`DecodeError::code`]):
+/// - a body that ends right after a complete `cid`: [`DecodeError::MissingPayload`];
+/// - a top-level request kind this version does not know: [`DecodeError::UnknownKind`];
+/// - anything else malformed, nested tags and lengths included: `BAD_INPUT` errors.
 pub fn decode_client(body: &[u8]) -> Result<ClientEnvelope, (Option<u32>, DecodeError)> {
     decode_exact(body).map_err(|e| {
         let Ok((cid, used)) = bincode::serde::decode_from_slice::<Option<u32>, _>(body, config())
         else {
             return (None, e);
         };
+        let mut rest = body.get(used..).unwrap_or_default();
+        if rest.is_empty() {
+            return (cid, DecodeError::MissingPayload);
+        }
         // serde reports an unknown variant as free text; read the index ourselves so an
         // unknown request kind gets its own error code.
-        let mut rest = body.get(used..).unwrap_or_default();
         match crate::datagram::get_varint(&mut rest) {
             Ok(kind) if kind >= u64::from(Request::KINDS) => (
                 cid,
@@ -375,16 +393,133 @@ mod tests {
         // Authenticate whose server_key claims u64::MAX bytes.
         let mut body = vec![0u8, 0, 253];
         body.extend_from_slice(&u64::MAX.to_le_bytes());
-        let (_, err) = decode_client(&body).expect_err("must fail");
-        assert!(
-            matches!(
-                err,
-                DecodeError::FrameTooLarge { .. }
-                    | DecodeError::Truncated
-                    | DecodeError::Malformed(_)
-            ),
+        let (cid, err) = decode_client(&body).expect_err("must fail");
+        assert_eq!(cid, None);
+        assert_eq!(err.code(), ErrorCode::BAD_INPUT, "{err:?}");
+    }
+
+    #[test]
+    fn an_envelope_without_a_request_is_missing_payload() {
+        // Some(5), then nothing.
+        let (cid, err) = decode_client(&[1, 5]).expect_err("no request");
+        assert_eq!(cid, Some(5));
+        assert_eq!(err, DecodeError::MissingPayload);
+        assert_eq!(err.code(), ErrorCode::MISSING_PAYLOAD);
+        // Some(300): a multi-byte cid, then nothing.
+        let (cid, err) = decode_client(&[1, 251, 0x2c, 0x01]).expect_err("no request");
+        assert_eq!((cid, err), (Some(300), DecodeError::MissingPayload));
+        // None, then nothing.
+        let (cid, err) = decode_client(&[0]).expect_err("no request");
+        assert_eq!((cid, err), (None, DecodeError::MissingPayload));
+        // No complete cid at all: truncated, not missing.
+        for body in [&[][..], &[1][..], &[1, 251, 0x2c][..]] {
+            let (cid, err) = decode_client(body).expect_err("truncated");
+            assert_eq!((cid, &err), (None, &DecodeError::Truncated), "{body:?}");
+            assert_eq!(err.code(), ErrorCode::BAD_INPUT);
+        }
+        // A request kind that is cut short is not missing either.
+        let (cid, err) = decode_client(&[1, 5, 251]).expect_err("truncated kind");
+        assert_eq!(cid, Some(5));
+        assert_eq!(err.code(), ErrorCode::BAD_INPUT);
+    }
+
+    #[test]
+    fn bad_nested_tags_are_bad_input() {
+        // MatchCreate { name: <tag 2> } with cid 3.
+        let (cid, err) = decode_client(&[1, 3, 2, 2]).expect_err("bad option tag");
+        assert_eq!(cid, Some(3));
+        assert!(matches!(err, DecodeError::Malformed(_)), "{err:?}");
+        assert_eq!(err.code(), ErrorCode::BAD_INPUT);
+        // The cid's own Option tag is bad: no cid, BAD_INPUT.
+        let (cid, err) = decode_client(&[2, 3, 1]).expect_err("bad cid tag");
+        assert_eq!(cid, None);
+        assert_eq!(err.code(), ErrorCode::BAD_INPUT);
+        // MatchDataSend whose targets tag is 7.
+        let mut body = vec![1, 4, 5, 16];
+        body.extend_from_slice(&[0xab; 16]); // match_id
+        body.extend_from_slice(&[0x0e, 2, b'h', b'i', 7]); // op 7, data "hi", targets tag 7
+        let (cid, err) = decode_client(&body).expect_err("bad targets tag");
+        assert_eq!(
+            (cid, err.code()),
+            (Some(4), ErrorCode::BAD_INPUT),
             "{err:?}"
         );
+        // Authenticate whose Credentials variant (9) is unknown: nested, so BAD_INPUT.
+        let (cid, err) =
+            decode_client(&[1, 6, 0, 1, b'k', 9, 1, b'x', 0]).expect_err("bad credentials");
+        assert_eq!(
+            (cid, err.code()),
+            (Some(6), ErrorCode::BAD_INPUT),
+            "{err:?}"
+        );
+        // A request kind past the last one is still UNRECOGNIZED_PAYLOAD, whatever follows.
+        let (cid, err) = decode_client(&[1, 8, 25, 2, 2]).expect_err("unknown kind");
+        assert_eq!((cid, err), (Some(8), DecodeError::UnknownKind(25)));
+    }
+
+    #[test]
+    fn inner_lengths_past_the_frame_are_bad_input() {
+        // MatchCreate { name: Some(..) } with cid 2, name claiming `len` bytes, holding 2.
+        let with_len = |len: &[u8]| {
+            let mut body = vec![1, 2, 2, 1];
+            body.extend_from_slice(len);
+            body.extend_from_slice(b"ab");
+            body
+        };
+        // 70 000 bytes: over the frame limit itself (bincode's limit trips).
+        let (cid, err) =
+            decode_client(&with_len(&[252, 0x70, 0x11, 0x01, 0x00])).expect_err("past");
+        assert_eq!((cid, &err), (Some(2), &DecodeError::Truncated));
+        assert_eq!(err.code(), ErrorCode::BAD_INPUT);
+        // 1 000 bytes: under the limit, past the end of this frame.
+        let (cid, err) = decode_client(&with_len(&[251, 0xe8, 0x03])).expect_err("past");
+        assert_eq!((cid, &err), (Some(2), &DecodeError::Truncated));
+        // A Vec claiming u32::MAX elements.
+        let mut body = vec![1, 4, 5, 16];
+        body.extend_from_slice(&[0xab; 16]);
+        body.extend_from_slice(&[0x0e, 0, 1, 252, 0xff, 0xff, 0xff, 0xff]);
+        let (cid, err) = decode_client(&body).expect_err("past");
+        assert_eq!(
+            (cid, err.code()),
+            (Some(4), ErrorCode::BAD_INPUT),
+            "{err:?}"
+        );
+        // The mapping itself: bincode's limit is never a frame-level error.
+        let err = map_decode_error(bincode::error::DecodeError::LimitExceeded);
+        assert_eq!(err.code(), ErrorCode::BAD_INPUT);
+        // Only a length prefix over the limit is PAYLOAD_TOO_LARGE.
+        let err = body_len([0, 1, 0, 1]).expect_err("over the limit");
+        assert_eq!(err.code(), ErrorCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[test]
+    fn map_keys_in_any_order_and_duplicates_decode_last_wins() {
+        // MatchmakerAdd { query "", 2, 2, None, {"zeta": "z", "mode": "a", "mode": "b"},
+        // {"skill": 1.0, "rank": 2.0} } with cid 1.
+        let mut body = vec![1, 1, 6, 0, 2, 2, 0, 3];
+        for (k, v) in [("zeta", "z"), ("mode", "a"), ("mode", "b")] {
+            body.push(k.len() as u8);
+            body.extend_from_slice(k.as_bytes());
+            body.push(v.len() as u8);
+            body.extend_from_slice(v.as_bytes());
+        }
+        body.push(2);
+        for (k, v) in [("skill", 1.0f64), ("rank", 2.0)] {
+            body.push(k.len() as u8);
+            body.extend_from_slice(k.as_bytes());
+            body.extend_from_slice(&v.to_le_bytes());
+        }
+        let env = decode_client(&body).expect("accepted");
+        let Request::MatchmakerAdd(add) = env.body else {
+            panic!("expected MatchmakerAdd, got {env:?}");
+        };
+        let strings: Vec<_> = add.string_properties.into_iter().collect();
+        assert_eq!(
+            strings,
+            [("mode".into(), "b".into()), ("zeta".into(), "z".into())]
+        );
+        let numbers: Vec<_> = add.numeric_properties.into_iter().collect();
+        assert_eq!(numbers, [("rank".into(), 2.0), ("skill".into(), 1.0)]);
     }
 
     #[test]

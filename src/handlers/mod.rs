@@ -144,8 +144,11 @@ pub(crate) fn dispatch(
 }
 
 /// Encodes the outcome of a request as the frame to send back, if any: a response with
-/// the request's `cid`, or, for a failed fire-and-forget request, an error event.
+/// the request's `cid`. A failed fire-and-forget request (no `cid`) becomes an error
+/// event in the session's outbound queue instead, so it is numbered (and replayed on a
+/// resume) like every other event.
 pub(crate) fn reply_frame(
+    session: &crate::outbound::SessionHandle,
     cid: Option<u32>,
     outcome: Result<Option<Response>, ApiError>,
 ) -> Option<bytes::Bytes> {
@@ -160,10 +163,17 @@ pub(crate) fn reply_frame(
             code: e.code,
             message: e.message,
         }),
-        (Err(e), None) => ServerBody::Event(Event::Error {
-            code: e.code,
-            message: e.message,
-        }),
+        (Err(e), None) => {
+            let event = Event::Error {
+                code: e.code,
+                message: e.message,
+            };
+            match frame::EventBody::encode(&event) {
+                Ok(body) => session.push_event(&body),
+                Err(err) => tracing::error!(error = %err, "error event did not encode"),
+            }
+            return None;
+        }
     };
     match frame::encode(&ServerEnvelope { cid, body }) {
         Ok(frame) => Some(frame),

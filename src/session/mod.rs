@@ -451,7 +451,7 @@ async fn serve(shared: Arc<Shared>, conn: Connection, shutdown: CancellationToke
                     Step::Wait(cid, later) => {
                         // Later requests wait behind this one, so replies stay in order.
                         let outcome = handlers::finish(&shared, &mut state, later.await);
-                        replies.extend(handlers::reply_frame(cid, outcome));
+                        replies.extend(handlers::reply_frame(&state.handle, cid, outcome));
                     }
                     Step::Close(code, reason) => {
                         alive = end(code, reason, Ending::Final, &mut ending);
@@ -528,6 +528,7 @@ fn admit(state: &mut SessionState, kind: rate::Kind, cid: Option<u32>) -> Result
             metrics::counter!("quicmatch_rate_limited_total").increment(1);
             let reply = tell.then(|| {
                 handlers::reply_frame(
+                    &state.handle,
                     cid,
                     Err(ApiError::new(
                         ErrorCode::RATE_LIMITED,
@@ -559,7 +560,7 @@ fn on_frame(shared: &Shared, state: &mut SessionState, body: &[u8]) -> Step {
             }
             match handlers::dispatch(shared, state, env.cid, env.body) {
                 handlers::Dispatched::Now(outcome) => {
-                    Step::Reply(handlers::reply_frame(env.cid, outcome))
+                    Step::Reply(handlers::reply_frame(&state.handle, env.cid, outcome))
                 }
                 handlers::Dispatched::Later(later) => Step::Wait(env.cid, later),
             }
@@ -570,6 +571,7 @@ fn on_frame(shared: &Shared, state: &mut SessionState, body: &[u8]) -> Step {
             }
             debug!(error = %e, "undecodable request");
             Step::Reply(handlers::reply_frame(
+                &state.handle,
                 cid,
                 Err(ApiError::new(e.code(), e.to_string())),
             ))
@@ -595,7 +597,7 @@ fn on_datagram(shared: &Shared, state: &mut SessionState, datagram: Bytes) -> St
         Err(e) => {
             metrics::counter!("quicmatch_datagrams_dropped_total", "reason" => e.code.to_string())
                 .increment(1);
-            Step::Reply(handlers::reply_frame(None, Err(e)))
+            Step::Reply(handlers::reply_frame(&state.handle, None, Err(e)))
         }
     }
 }

@@ -30,6 +30,17 @@ struct Cli {
 
 impl Cli {
     fn spawn(addr: std::net::SocketAddr, ca: &std::path::Path, device: &str, name: &str) -> Self {
+        Self::spawn_with(addr, ca, device, name, &[])
+    }
+
+    /// [`Cli::spawn`] with more flags.
+    fn spawn_with(
+        addr: std::net::SocketAddr,
+        ca: &std::path::Path,
+        device: &str,
+        name: &str,
+        flags: &[&str],
+    ) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_quicmatch-cli"))
             .args([
                 "--server",
@@ -42,6 +53,7 @@ impl Cli {
             .arg("--ca")
             .arg(ca)
             .arg("--json")
+            .args(flags)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -634,6 +646,177 @@ async fn sigterm_closes_politely() {
 #[tokio::test]
 async fn eof_closes_politely() {
     assert_polite_close("eof", |cli| drop(cli.stdin.take())).await;
+}
+
+fn text(v: &Value) -> String {
+    v.as_str()
+        .unwrap_or_else(|| panic!("{v} is not a string"))
+        .to_owned()
+}
+
+/// Two match names whose ids (`create NAME` is join-or-create by name) start with the
+/// same 4 hex digits, and those digits.
+fn names_sharing_a_prefix() -> (String, String, String) {
+    let mut by_prefix = std::collections::HashMap::new();
+    let mut i = 0u32;
+    loop {
+        let name = format!("prefix-{i}");
+        let prefix = quicmatch::matches::named_match_id(&name).to_string()[..4].to_owned();
+        if let Some(other) = by_prefix.insert(prefix.clone(), name.clone()) {
+            return (prefix, other, name);
+        }
+        i += 1;
+    }
+}
+
+/// Commands take a unique prefix of an id seen in this run (in a reply or an event):
+/// matches, sessions, tickets and parties; an unseen one is a malformed id, and an
+/// ambiguous one lists the candidates.
+#[tokio::test]
+async fn ids_by_unique_prefix() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (addr, ca, stop) = start_server(dir.path(), Duration::from_secs(3600));
+    let mut alice = Cli::spawn(addr, &ca, "device-prefix-alice", "alice");
+    let mut bob = Cli::spawn(addr, &ca, "device-prefix-bob", "bob");
+    alice.expect("session").await;
+    let bob_sid = text(&bob.expect("session").await["session_id"]);
+
+    alice.send("create").await;
+    let match_id = text(&alice.expect("match").await["match_id"]);
+    // Bob has not seen it: a prefix is only a malformed id.
+    bob.send(&format!("join {}", &match_id[..8])).await;
+    let err = bob.expect("error").await;
+    assert_eq!(err["code"], "BAD_INPUT");
+    assert!(
+        text(&err["message"]).starts_with("invalid match id"),
+        "{err}"
+    );
+    bob.send("list").await;
+    bob.expect("match_list").await;
+    // Hyphens are optional: 10 hex digits run past the first one.
+    let short = match_id.replace('-', "")[..10].to_owned();
+    bob.send(&format!("join {short}")).await;
+    let joined = bob.expect("match").await;
+    assert_eq!(joined["match_id"], match_id.as_str());
+    assert_eq!(joined["size"], 2);
+    // Alice sees Bob's session in the presence event, and then takes a prefix of it.
+    alice.expect("match_presence").await;
+    alice
+        .send(&format!(
+            "send {} 7 hi --reliable --to {}",
+            &match_id[..6],
+            &bob_sid[..6]
+        ))
+        .await;
+    assert_eq!(bob.expect("match_data").await["data"], "hi");
+
+    alice.send("mm-add 2 2").await;
+    let ticket = text(&alice.expect("matchmaker_ticket").await["ticket"]);
+    alice.send(&format!("mm-remove {}", &ticket[..8])).await;
+    assert_eq!(alice.expect("ack").await["command"], "mm-remove");
+
+    alice.send("party-create --closed").await;
+    let party_id = text(&alice.expect("party").await["party_id"]);
+    bob.send(&format!("party-join {party_id}")).await;
+    assert_eq!(bob.expect("ack").await["command"], "party-join");
+    alice.expect("party_join_request").await;
+    alice
+        .send(&format!(
+            "party-accept {} {}",
+            &party_id[..4],
+            &bob_sid[..6]
+        ))
+        .await;
+    assert_eq!(alice.expect("ack").await["command"], "party-accept");
+    // The snapshot Bob gets on admission is where he sees the party id.
+    bob.expect("party").await;
+    bob.send(&format!("party-send {} 3 yo", &party_id[..5]))
+        .await;
+    assert_eq!(bob.expect("ack").await["command"], "party-send");
+    assert_eq!(alice.expect("party_data").await["data"], "yo");
+
+    let (prefix, one, two) = names_sharing_a_prefix();
+    for name in [&one, &two] {
+        alice.send(&format!("create {name}")).await;
+        alice.expect("match").await;
+    }
+    alice.send(&format!("leave {prefix}")).await;
+    let err = alice.expect("error").await;
+    assert_eq!(err["code"], "BAD_INPUT");
+    let message = text(&err["message"]);
+    assert!(
+        message.starts_with(&format!("ambiguous match id prefix \"{prefix}\"")),
+        "{message}"
+    );
+    for name in [&one, &two] {
+        let id = quicmatch::matches::named_match_id(name).to_string();
+        assert!(message.contains(&id), "{id} in {message}");
+    }
+    // A longer prefix tells them apart.
+    let one_id = quicmatch::matches::named_match_id(&one).to_string();
+    alice.send(&format!("leave {}", &one_id[..13])).await;
+    assert_eq!(alice.expect("ack").await["command"], "leave");
+
+    for cli in [&mut alice, &mut bob] {
+        cli.send("quit").await;
+        let status = timeout(TEST_TIMEOUT, cli.child.wait())
+            .await
+            .expect("waiting for exit")
+            .expect("exit");
+        assert!(status.success(), "{status}");
+    }
+    stop.cancel();
+}
+
+/// With `--auto-join`, a CLI joins what the matchmaker found by itself and prints the
+/// `match` reply after the `matchmaker_matched` event.
+#[tokio::test]
+async fn auto_join_follows_the_matchmaker() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (addr, ca, stop) = start_server(dir.path(), Duration::from_millis(100));
+    let mut clis = [
+        Cli::spawn_with(addr, &ca, "device-auto-join-1", "one", &["--auto-join"]),
+        Cli::spawn_with(addr, &ca, "device-auto-join-2", "two", &["--auto-join"]),
+    ];
+    for cli in &mut clis {
+        cli.expect("session").await;
+        cli.send("mm-add 2 2 --string mode=auto").await;
+        cli.expect("matchmaker_ticket").await;
+    }
+    let mut ids = Vec::new();
+    for cli in &mut clis {
+        let mut matched = None;
+        let joined = loop {
+            let v = cli.next("matched, then the auto-join's match").await;
+            match v["type"].as_str() {
+                Some("matchmaker_matched") => matched = Some(v),
+                Some("match") => break v,
+                _ => {}
+            }
+        };
+        let matched = matched.expect("the matchmaker_matched event came first");
+        assert!(matched["token"].is_string(), "{matched}");
+        assert_eq!(
+            joined["self"]["username"],
+            matched["self"]["presence"]["username"]
+        );
+        ids.push(text(&joined["match_id"]));
+    }
+    assert_eq!(ids[0], ids[1], "both joined the same match");
+    // Both are in it: a message from one reaches the other.
+    clis[0]
+        .send(&format!("send {} 1 hello --reliable", &ids[0][..8]))
+        .await;
+    assert_eq!(clis[1].expect("match_data").await["data"], "hello");
+    for cli in &mut clis {
+        cli.send("quit").await;
+        let status = timeout(TEST_TIMEOUT, cli.child.wait())
+            .await
+            .expect("waiting for exit")
+            .expect("exit");
+        assert!(status.success(), "{status}");
+    }
+    stop.cancel();
 }
 
 fn base64_lines(der: &[u8]) -> String {

@@ -1,0 +1,323 @@
+//! `quicmatch-cli`: a line-oriented client for LAN play tests and scripting.
+//!
+//! It connects and authenticates, then reads one command per line from stdin (arguments
+//! split like a shell, so quotes group words) while printing every response and event,
+//! as text or, with `--json`, as one JSON object per line with a `"type"` field. When
+//! stdin and stdout are a terminal, commands are read at a prompt with line editing and
+//! history, and output appears above it. Ids may be shortened to a unique prefix of one
+//! seen in this run.
+//!
+//! Output never holds up the connection: lines go through a bounded queue to a thread
+//! that writes stdout, and when stdout is not being read, events that do not fit are
+//! dropped (and counted on stderr) while the session carries on. Ctrl-C, SIGTERM, end
+//! of input (Ctrl-D at the prompt) and `quit` close the session politely (the others
+//! see it leave at once) and exit 0; a lost connection that could not be resumed exits 1.
+
+mod commands;
+mod ids;
+mod output;
+mod prompt;
+mod render;
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+};
+
+use anyhow::{bail, Context as _};
+use clap::Parser;
+use quicmatch_client::{ClientConfig, Credentials, ErrorCode, Event, MatchId, Socket, Trust};
+use serde_json::json;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::{
+    commands::{reply_match, run_command},
+    ids::{Kind, Seen},
+    output::{Output, Sink},
+    prompt::{Commands, Restore, Terminal},
+    render::{print_event, Out},
+};
+
+#[derive(Parser)]
+#[command(
+    name = "quicmatch-cli",
+    version,
+    about = "Line-oriented quicmatch client"
+)]
+struct Args {
+    /// Server address, HOST:PORT.
+    #[arg(long)]
+    server: String,
+    /// Device id (10 to 128 bytes); the same id is the same user.
+    #[arg(
+        long,
+        conflicts_with = "custom_id",
+        required_unless_present = "custom_id"
+    )]
+    device_id: Option<String>,
+    /// Custom id (6 to 128 bytes) instead of a device id.
+    #[arg(long)]
+    custom_id: Option<String>,
+    /// Display name.
+    #[arg(long)]
+    username: Option<String>,
+    /// The server key.
+    #[arg(long, default_value = "defaultkey")]
+    server_key: String,
+    /// Trust the CA or self-signed certificate in this PEM file (e.g. certs/server.crt).
+    #[arg(long, conflicts_with = "pin")]
+    ca: Option<PathBuf>,
+    /// Trust the certificate with this SHA-256 fingerprint (printed by `quicmatch serve`).
+    #[arg(long)]
+    pin: Option<String>,
+    /// Name to check in the certificate (default: HOST from --server).
+    #[arg(long)]
+    server_name: Option<String>,
+    /// Print one JSON object per line.
+    #[arg(long)]
+    json: bool,
+    /// Join by itself the match that a `matchmaker_matched` event names, printing the
+    /// `match` reply as `join-token`/`join` would.
+    #[arg(long)]
+    auto_join: bool,
+}
+
+async fn resolve(server: &str) -> anyhow::Result<(SocketAddr, String)> {
+    let (host, _) = server
+        .rsplit_once(':')
+        .with_context(|| format!("--server {server}: expected HOST:PORT"))?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let addr = tokio::net::lookup_host(server)
+        .await
+        .with_context(|| format!("resolving {server}"))?
+        .next()
+        .with_context(|| format!("{server} resolved to no address"))?;
+    Ok((addr, host))
+}
+
+/// Set once the CLI is closing, so the disconnect that follows is not reported.
+static QUITTING: AtomicBool = AtomicBool::new(false);
+
+/// What the event loop needs.
+#[derive(Clone)]
+struct Events {
+    socket: Arc<Socket>,
+    output: Output,
+    seen: Seen,
+    json: bool,
+    auto_join: bool,
+}
+
+/// Prints events as they come, never waiting for stdout, so the socket is always read.
+/// Returns after [`Event::Disconnected`].
+async fn print_events(p: Events) {
+    let mut out = Out::new(p.json);
+    while let Some(event) = p.socket.next_event().await {
+        let last = matches!(event, Event::Disconnected { .. });
+        if last && QUITTING.load(Ordering::SeqCst) {
+            return;
+        }
+        p.seen.event(&event);
+        print_event(&mut out, &event);
+        for line in out.take() {
+            if last {
+                p.output.send_patiently(line).await;
+            } else {
+                p.output.offer(line);
+            }
+        }
+        if last {
+            return;
+        }
+        if let Event::MatchmakerMatched(m) = event {
+            if p.auto_join {
+                // On a task of its own: events keep flowing while it waits for the reply.
+                tokio::spawn(auto_join(p.clone(), m.match_id, m.token));
+            }
+        }
+    }
+}
+
+/// `--auto-join`: joins what the matchmaker found and prints the reply like a command's.
+async fn auto_join(p: Events, match_id: Option<MatchId>, token: Option<String>) {
+    let joined = match (match_id, token) {
+        (Some(id), _) => p.socket.join_match(id).await,
+        (None, Some(token)) => p.socket.join_match_token(&token).await,
+        (None, None) => return,
+    };
+    if QUITTING.load(Ordering::SeqCst) {
+        return;
+    }
+    let mut out = Out::new(p.json);
+    match joined {
+        Ok(m) => reply_match(&p.seen, &mut out, &m),
+        Err(e) => out.request_error(&e),
+    }
+    p.output.send(&mut out).await;
+}
+
+/// Runs commands until the input ends or `quit`.
+async fn read_commands(
+    socket: &Socket,
+    seen: &Seen,
+    output: &Output,
+    out: &mut Out,
+    mut commands: Commands,
+) -> std::io::Result<()> {
+    while let Some(line) = commands.next_line().await? {
+        let more = match shlex::split(&line) {
+            None => {
+                out.error(ErrorCode::BAD_INPUT, "unbalanced quotes");
+                true
+            }
+            Some(words) => run_command(socket, seen, out, &words)
+                .await
+                .unwrap_or_else(|e| {
+                    out.request_error(&e);
+                    true
+                }),
+        };
+        output.send(out).await;
+        commands.done(more, output).await;
+        if !more {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "error".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    // Parsed (and `--help` printed) before the runtime starts: from here on, stdout is
+    // only ever written by the output thread (and, at a terminal, the prompt).
+    let args = Args::parse();
+    tokio::runtime::Runtime::new()
+        .context("starting the runtime")?
+        .block_on(run(args))
+}
+
+/// Exits with `code`, first putting the terminal back if the prompt changed it.
+fn exit(code: i32, terminal: Option<&Restore>) -> ! {
+    if let Some(terminal) = terminal {
+        terminal.restore();
+    }
+    std::process::exit(code);
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let (terminal, sink) = match Terminal::open() {
+        Some((terminal, printer)) => (Some(terminal), Sink::Printer(printer)),
+        None => (None, Sink::Stdout),
+    };
+    let output = Output::start(sink).context("starting the output threads")?;
+    let mut out = Out::new(args.json);
+    let (addr, host) = resolve(&args.server).await?;
+    let trust = match (&args.ca, &args.pin) {
+        (Some(ca), _) => Trust::CaFile(ca.clone()),
+        (None, Some(pin)) => Trust::pin(pin)?,
+        (None, None) => Trust::PlatformRoots,
+    };
+    let credentials = match (&args.device_id, &args.custom_id) {
+        (Some(id), _) => Credentials::Device { id: id.clone() },
+        (None, Some(id)) => Credentials::Custom { id: id.clone() },
+        (None, None) => bail!("--device-id or --custom-id is required"),
+    };
+    let mut config = ClientConfig::new(addr, trust, credentials).server_key(args.server_key);
+    config.username = args.username;
+    config.server_name = Some(args.server_name.unwrap_or(host));
+    let socket = match Socket::connect(config).await {
+        Ok(socket) => Arc::new(socket),
+        Err(e) => {
+            let (code, reason) = e
+                .close_code()
+                .map(|(c, r)| (Some(c.to_string()), r))
+                .unwrap_or((None, e.to_string()));
+            out.emit(
+                json!({"type": "disconnected", "code": code, "reason": reason}),
+                format!("could not connect: {e}"),
+            );
+            output.send(&mut out).await;
+            output.flush().await;
+            exit(1, None);
+        }
+    };
+    let mut sigint = signal(SignalKind::interrupt()).context("handling SIGINT")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("handling SIGTERM")?;
+    let seen = Seen::default();
+    let s = socket.session();
+    seen.add(Kind::Session, s.session_id.0);
+    out.emit(
+        json!({
+            "type": "session",
+            "user_id": s.user_id.to_string(),
+            "session_id": s.session_id.to_string(),
+            "username": s.username,
+            "token_expires_at": s.token_expires_at,
+        }),
+        format!(
+            "connected as {} (user {}, session {})",
+            s.username, s.user_id, s.session_id
+        ),
+    );
+    output.send(&mut out).await;
+    let (commands, restore) = match terminal {
+        Some(terminal) => {
+            // The session line shows before the first prompt.
+            output.flush().await;
+            let (commands, restore) = terminal.start().context("starting the prompt")?;
+            (commands, Some(restore))
+        }
+        None => (Commands::stdin(), None),
+    };
+    let restore = restore.as_ref();
+    let mut events = tokio::spawn(print_events(Events {
+        socket: socket.clone(),
+        output: output.clone(),
+        seen: seen.clone(),
+        json: args.json,
+        auto_join: args.auto_join,
+    }));
+    let code = tokio::select! {
+        read = read_commands(&socket, &seen, &output, &mut out, commands) => match read {
+            Ok(()) => 0,
+            Err(e) => {
+                output.shared.note(format!("quicmatch-cli: reading stdin: {e}"));
+                1
+            }
+        },
+        _ = sigint.recv() => 0,
+        _ = sigterm.recv() => 0,
+        _ = &mut events => {
+            // Disconnected, and printed: nothing to close.
+            output.flush().await;
+            exit(1, restore);
+        }
+    };
+    // A polite close: the server ends the session at once, so the others see it leave.
+    // A second Ctrl-C or SIGTERM stops waiting for it.
+    QUITTING.store(true, Ordering::SeqCst);
+    tokio::select! {
+        () = async {
+            socket.close().await;
+            events.abort();
+            output.flush().await;
+        } => {}
+        _ = sigint.recv() => {}
+        _ = sigterm.recv() => {}
+    }
+    // Exit here rather than return: the runtime would wait for the blocked stdin read.
+    exit(code, restore);
+}

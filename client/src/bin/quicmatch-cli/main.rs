@@ -26,6 +26,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc,
     },
+    time::Duration,
 };
 
 use anyhow::{bail, Context as _};
@@ -46,12 +47,24 @@ use crate::{
 #[command(
     name = "quicmatch-cli",
     version,
-    about = "Line-oriented quicmatch client"
+    about = "Line-oriented quicmatch client",
+    subcommand_negates_reqs = true
 )]
 struct Args {
+    /// Find servers on the LAN instead of connecting (`discover --json`).
+    #[command(subcommand)]
+    command: Option<Sub>,
     /// Server address, HOST:PORT.
-    #[arg(long)]
-    server: String,
+    #[arg(
+        long,
+        required_unless_present = "discover",
+        conflicts_with = "discover"
+    )]
+    server: Option<String>,
+    /// Connect to a server found on the LAN (the one named NAME, or the only one),
+    /// pinning the certificate fingerprint it advertises.
+    #[arg(long, num_args = 0..=1, value_name = "NAME")]
+    discover: Option<Option<String>>,
     /// Device id (10 to 128 bytes); the same id is the same user.
     #[arg(
         long,
@@ -84,6 +97,86 @@ struct Args {
     /// `match` reply as `join-token`/`join` would.
     #[arg(long)]
     auto_join: bool,
+}
+
+/// What the CLI can do besides connecting.
+#[derive(clap::Subcommand)]
+enum Sub {
+    /// List the quicmatch servers that advertise themselves on the LAN.
+    Discover {
+        /// Print one JSON object per server.
+        #[arg(long)]
+        json: bool,
+        /// Seconds to listen for answers.
+        #[arg(long, default_value_t = 3.0)]
+        wait: f64,
+    },
+}
+
+fn discovered_json(s: &quicmatch_client::DiscoveredServer) -> serde_json::Value {
+    json!({
+        "type": "server",
+        "name": s.name,
+        "version": s.version,
+        "fingerprint": s.fingerprint,
+        "addresses": s.addresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    })
+}
+
+fn discovered_text(s: &quicmatch_client::DiscoveredServer) -> String {
+    let addrs: Vec<String> = s.addresses.iter().map(ToString::to_string).collect();
+    format!(
+        "{} at {} (version {}), certificate fingerprint {}",
+        s.name,
+        addrs.join(", "),
+        s.version,
+        s.fingerprint
+    )
+}
+
+/// `quicmatch-cli discover`: every server that answers within `wait`.
+async fn discover_command(json_out: bool, wait: f64) -> anyhow::Result<()> {
+    let wait = Duration::try_from_secs_f64(wait.clamp(0.1, 60.0)).unwrap_or(Duration::from_secs(3));
+    let found = quicmatch_client::discover(wait).await?;
+    for s in &found {
+        if json_out {
+            println!("{}", discovered_json(s));
+        } else {
+            println!("{}", discovered_text(s));
+        }
+    }
+    if found.is_empty() && !json_out {
+        println!("no quicmatch server answered on the LAN within {wait:?}");
+    }
+    Ok(())
+}
+
+/// `--discover [NAME]`: the server to connect to, with its pinned fingerprint.
+async fn discovered_server(
+    name: Option<&str>,
+) -> anyhow::Result<quicmatch_client::DiscoveredServer> {
+    let found = quicmatch_client::discover(Duration::from_secs(3)).await?;
+    let mut matching: Vec<_> = found
+        .into_iter()
+        .filter(|s| name.is_none_or(|n| s.name == n))
+        .collect();
+    match (matching.len(), name) {
+        (1, _) => Ok(matching.remove(0)),
+        (0, Some(n)) => {
+            bail!("no server named {n:?} answered on the LAN (try `quicmatch-cli discover`)")
+        }
+        (0, None) => {
+            bail!("no quicmatch server answered on the LAN; is one running with advertising on?")
+        }
+        (_, _) => bail!(
+            "several servers answered; name one with --discover NAME: {}",
+            matching
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
 }
 
 async fn resolve(server: &str) -> anyhow::Result<(SocketAddr, String)> {
@@ -218,17 +311,46 @@ fn exit(code: i32, terminal: Option<&Restore>) -> ! {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(Sub::Discover { json, wait }) = args.command {
+        return discover_command(json, wait).await;
+    }
     let (terminal, sink) = match Terminal::open() {
         Some((terminal, printer)) => (Some(terminal), Sink::Printer(printer)),
         None => (None, Sink::Stdout),
     };
     let output = Output::start(sink).context("starting the output threads")?;
     let mut out = Out::new(args.json);
-    let (addr, host) = resolve(&args.server).await?;
-    let trust = match (&args.ca, &args.pin) {
-        (Some(ca), _) => Trust::CaFile(ca.clone()),
-        (None, Some(pin)) => Trust::pin(pin)?,
-        (None, None) => Trust::PlatformRoots,
+    let (addr, host, trust) = match (&args.discover, &args.server) {
+        (Some(name), _) => {
+            let server = discovered_server(name.as_deref()).await?;
+            let addr = *server
+                .addresses
+                .first()
+                .with_context(|| format!("{} advertised no address", server.name))?;
+            // Shown so the user can compare it with the server's banner.
+            out.emit(
+                discovered_json(&server),
+                format!(
+                    "found {}; pinning its certificate",
+                    discovered_text(&server)
+                ),
+            );
+            (
+                addr,
+                addr.ip().to_string(),
+                Trust::pin(&server.fingerprint)?,
+            )
+        }
+        (None, Some(server)) => {
+            let (addr, host) = resolve(server).await?;
+            let trust = match (&args.ca, &args.pin) {
+                (Some(ca), _) => Trust::CaFile(ca.clone()),
+                (None, Some(pin)) => Trust::pin(pin)?,
+                (None, None) => Trust::PlatformRoots,
+            };
+            (addr, host, trust)
+        }
+        (None, None) => bail!("--server HOST:PORT or --discover [NAME] is required"),
     };
     let credentials = match (&args.device_id, &args.custom_id) {
         (Some(id), _) => Credentials::Device { id: id.clone() },

@@ -1,5 +1,9 @@
 //! The `quicmatch` binary: parse flags and config, set up logging, bind, serve until
 //! Ctrl-C (a second Ctrl-C exits at once).
+//!
+//! The config is the defaults, then the file (`--config`), then `QUICMATCH_*`
+//! environment variables (see [`quicmatch::config::env`]), then flags; the result is
+//! logged at startup with its secrets redacted.
 
 use std::{net::SocketAddr, path::PathBuf};
 
@@ -27,9 +31,14 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// TOML config file; flags and QUICMATCH_* variables override it.
+    /// TOML config file; QUICMATCH_* variables and flags override it. Paths in it are
+    /// relative to the file's directory.
     #[arg(long, env = "QUICMATCH_CONFIG")]
     config: Option<PathBuf>,
+    /// Log format on stdout: `text`, or `json` (one JSON object a line; the banner then
+    /// goes to stderr).
+    #[arg(long, env = "QUICMATCH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     /// UDP address to listen on [default: [::]:7350, IPv6 and IPv4].
     #[arg(long, env = "QUICMATCH_LISTEN")]
     listen: Option<SocketAddr>,
@@ -45,7 +54,8 @@ struct ServeArgs {
     /// The key clients must present [default: defaultkey].
     #[arg(long, env = "QUICMATCH_SERVER_KEY")]
     server_key: Option<String>,
-    /// Serve Prometheus metrics at http://ADDR/metrics (off by default).
+    /// Serve Prometheus metrics at http://ADDR/metrics, with /healthz and /readyz
+    /// (off by default).
     #[arg(long, env = "QUICMATCH_METRICS")]
     metrics: Option<SocketAddr>,
     /// Time between matchmaker passes, e.g. `1s`, `500ms` [default: 2s].
@@ -59,12 +69,23 @@ struct ServeArgs {
     name: Option<String>,
 }
 
+/// How log lines are written.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line.
+    Json,
+}
+
 impl ServeArgs {
     fn config(&self) -> anyhow::Result<Config> {
-        let mut config = match &self.config {
+        let config = match &self.config {
             Some(path) => Config::from_file(path)?,
             None => Config::default(),
         };
+        // Every key from QUICMATCH_<KEY> / QUICMATCH_<SECTION>__<KEY>, then the flags.
+        let mut config = config.with_env()?;
         if let Some(v) = self.listen {
             config.listen = v;
         }
@@ -157,18 +178,27 @@ fn banner(server: &Server) -> String {
     )
 }
 
+/// Logs to stdout, as text or JSON lines.
+fn init_logging(format: LogFormat) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,quinn=warn"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .init(),
+        LogFormat::Json => logs.json().with_ansi(false).init(),
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,quinn=warn")),
-        )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
+            init_logging(args.log_format);
             let config = args.config()?;
+            tracing::info!(config = %config.to_redacted_json(), "effective config");
             let server = Server::builder(config)
                 .bind()
                 .context("starting the server")?;
@@ -177,8 +207,12 @@ async fn main() -> anyhow::Result<()> {
                 fingerprint = %server.fingerprint(),
                 "quicmatch ready; LAN clients can pin this certificate with --pin <fingerprint>"
             );
-            // On stdout whatever the log level: what a person needs to connect.
-            println!("{}", banner(&server));
+            // Whatever the log level: what a person needs to connect. On stdout beside
+            // text logs; on stderr when stdout is JSON lines for a log collector.
+            match args.log_format {
+                LogFormat::Text => println!("{}", banner(&server)),
+                LogFormat::Json => eprintln!("{}", banner(&server)),
+            }
             server.serve(shutdown_signal()).await;
         }
     }

@@ -251,6 +251,7 @@ pub(crate) async fn serve(
         ));
     }
     tokio::pin!(shutdown);
+    crate::metrics::set_ready(true);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
@@ -295,6 +296,7 @@ pub(crate) async fn serve(
             }
         }
     }
+    crate::metrics::set_ready(false);
     info!("shutting down");
     // Server-run matches end first, so their members hear MatchEnded before the close.
     let engine = shared.runtime.engine().clone();

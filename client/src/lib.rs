@@ -152,6 +152,7 @@ impl ClientConfig {
 
 /// Why [`Socket::connect`] failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConnectError {
     /// The configuration cannot work (bad pin, unreadable CA file, ...).
     #[error("client config: {0}")]
@@ -204,6 +205,7 @@ impl ConnectError {
 
 /// Why a request failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RequestError {
     /// The server (or the SDK, for checks it can make first) refused the request.
     #[error("{code}: {message}")]
@@ -243,6 +245,7 @@ impl RequestError {
 
 /// A match the socket is in.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Match {
     /// The match id, to share with other players.
     pub match_id: MatchId,
@@ -373,6 +376,7 @@ pub enum Event {
 
 /// Members joining or leaving a match.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MatchPresenceEvent {
     /// The match.
     pub match_id: MatchId,
@@ -384,6 +388,7 @@ pub struct MatchPresenceEvent {
 
 /// Match data received.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MatchData {
     /// The match.
     pub match_id: MatchId,

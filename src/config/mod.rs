@@ -26,7 +26,8 @@ pub struct Config {
     /// The key every client must present when it authenticates. Default `defaultkey`,
     /// as in Nakama; change it for anything public.
     pub server_key: String,
-    /// Serve Prometheus metrics at `http://<addr>/metrics`. Default: off.
+    /// Serve Prometheus metrics at `http://<addr>/metrics`, with `/healthz` (alive) and
+    /// `/readyz` (accepting sessions). Default: off.
     pub metrics: Option<SocketAddr>,
     /// Kernel receive and send buffer of the UDP socket, in bytes. Default 4 MiB: a
     /// burst that arrives while the server is busy waits here instead of being dropped
@@ -342,17 +343,55 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Reads a TOML file; absent fields keep their defaults.
+    /// Reads a TOML file; absent fields keep their defaults. The paths it gives (`cert`,
+    /// `key`, `certs_dir`) are relative to the file's directory, not the working
+    /// directory, so a config file and the files next to it can move together.
     pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+        let fail = |reason: String| ConfigError::File {
             path: path.into(),
-            reason: e.to_string(),
-        })?;
-        toml::from_str(&text).map_err(|e| ConfigError::File {
-            path: path.into(),
-            reason: e.to_string(),
-        })
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+        let mut config: Self = toml::from_str(&text).map_err(|e| fail(e.to_string()))?;
+        // It parsed as a `Config`, so it parses as a table: which keys the file gives.
+        let given: toml::Table = toml::from_str(&text).map_err(|e| fail(e.to_string()))?;
+        let dir = path.parent().unwrap_or_else(|| std::path::Path::new(""));
+        if given.contains_key("cert") {
+            config.cert = config.cert.map(|p| dir.join(p));
+        }
+        if given.contains_key("key") {
+            config.key = config.key.map(|p| dir.join(p));
+        }
+        if given.contains_key("certs_dir") {
+            config.certs_dir = dir.join(&config.certs_dir);
+        }
+        Ok(config)
+    }
+
+    /// The config as one line of JSON for the startup log, with the secrets
+    /// (`server_key`, `session.encryption_key`) shown as `"<redacted>"`.
+    pub fn to_redacted_json(&self) -> String {
+        const REDACTED: &str = "<redacted>";
+        let mut value = match serde_json::to_value(self) {
+            Ok(value) => value,
+            Err(e) => {
+                return serde_json::json!({ "error": format!("config not printable: {e}") })
+                    .to_string()
+            }
+        };
+        if let Some(key) = value.get_mut("server_key") {
+            *key = REDACTED.into();
+        }
+        if let Some(key) = value
+            .get_mut("session")
+            .and_then(|s| s.get_mut("encryption_key"))
+            .filter(|k| !k.is_null())
+        {
+            *key = REDACTED.into();
+        }
+        value.to_string()
     }
 }
 
+pub mod env;
 mod validate;

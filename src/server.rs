@@ -232,10 +232,12 @@ pub(crate) async fn serve(
         let addr = endpoint.local_addr().unwrap_or(config.listen);
         let name = crate::discovery::server_name(config.name.as_deref());
         let fingerprint = shared.fingerprint.clone();
-        tokio::task::spawn_blocking(move || crate::discovery::Advertiser::start(addr, &name, &fingerprint))
-            .await
-            .ok()
-            .flatten()
+        tokio::task::spawn_blocking(move || {
+            crate::discovery::Advertiser::start(addr, &name, &fingerprint)
+        })
+        .await
+        .ok()
+        .flatten()
     } else {
         None
     };

@@ -28,7 +28,11 @@ fn ip(args: &[&str]) -> Result<(), String> {
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr)))
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        ))
     }
 }
 
@@ -45,7 +49,10 @@ impl Lan {
         ip(&["link", "add", &va, "type", "veth", "peer", "name", &vb])?;
         ip(&["link", "set", &va, "netns", &lan.a])?;
         ip(&["link", "set", &vb, "netns", &lan.b])?;
-        for (ns, dev, addr) in [(&lan.a, &va, "10.213.7.1/24"), (&lan.b, &vb, "10.213.7.2/24")] {
+        for (ns, dev, addr) in [
+            (&lan.a, &va, "10.213.7.1/24"),
+            (&lan.b, &vb, "10.213.7.2/24"),
+        ] {
             ip(&["-n", ns, "addr", "add", addr, "dev", dev])?;
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
             ip(&["-n", ns, "link", "set", dev, "up"])?;
@@ -105,7 +112,9 @@ fn a_client_in_another_namespace_discovers_the_server_and_pins_its_fingerprint()
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
     if !root || Command::new("ip").arg("-V").output().is_err() {
-        eprintln!("discovery test needs root and iproute2 to create network namespaces; not run here");
+        eprintln!(
+            "discovery test needs root and iproute2 to create network namespaces; not run here"
+        );
         return;
     }
     let lan = Lan::create().expect("network namespaces");
@@ -113,7 +122,14 @@ fn a_client_in_another_namespace_discovers_the_server_and_pins_its_fingerprint()
     let server = Command::new("ip")
         .args(["netns", "exec", &lan.a])
         .arg(binary("quicmatch"))
-        .args(["serve", "--listen", "0.0.0.0:7350", "--name", "lan-test", "--certs-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "0.0.0.0:7350",
+            "--name",
+            "lan-test",
+            "--certs-dir",
+        ])
         .arg(dir.path())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -126,7 +142,10 @@ fn a_client_in_another_namespace_discovers_the_server_and_pins_its_fingerprint()
     let fingerprint = loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let line = out.recv_timeout(left).expect("the server's banner");
-        if let Some(f) = line.trim().strip_prefix("certificate fingerprint (SHA-256): ") {
+        if let Some(f) = line
+            .trim()
+            .strip_prefix("certificate fingerprint (SHA-256): ")
+        {
             break f.to_owned();
         }
     };
@@ -150,16 +169,19 @@ fn a_client_in_another_namespace_discovers_the_server_and_pins_its_fingerprint()
     assert_eq!(found["type"], "server");
     assert_eq!(found["fingerprint"], fingerprint.as_str());
     let addresses = found["addresses"].as_array().expect("addresses");
-    assert!(
-        addresses.iter().any(|a| a == "10.213.7.1:7350"),
-        "{found}"
-    );
+    assert!(addresses.iter().any(|a| a == "10.213.7.1:7350"), "{found}");
 
     // And connects by name, pinning what was advertised.
     let mut cli = Command::new("ip")
         .args(["netns", "exec", &lan.b])
         .arg(binary("quicmatch-cli"))
-        .args(["--discover", "lan-test", "--device-id", "discover-device-1", "--json"])
+        .args([
+            "--discover",
+            "lan-test",
+            "--device-id",
+            "discover-device-1",
+            "--json",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

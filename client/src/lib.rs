@@ -29,10 +29,10 @@
 
 mod connect;
 mod discovery;
-mod send;
 mod driver;
 mod requests;
 mod runtime;
+mod send;
 mod trust;
 
 use std::{
@@ -45,20 +45,20 @@ use std::{
 };
 
 use bytes::Bytes;
+pub use discovery::{discover, DiscoveredServer, SERVICE_TYPE};
 use quicmatch_protocol::{envelope::ClientEnvelope, frame, Request, Response};
 pub use quicmatch_protocol::{
     CloseCode, Credentials, ErrorCode, MatchId, MatchListRequest, MatchListing, MatchmakerMatched,
     MatchmakerUser, PartyId, PartyInfo, Presence, SessionId, SessionInfo, TicketId, UserId,
 };
-pub use requests::AddMatchmaker;
-pub use runtime::{ListMatches, MatchOptions};
-use tokio::sync::{mpsc, oneshot};
-pub use discovery::{discover, DiscoveredServer, SERVICE_TYPE};
-pub use send::SendOptions;
-pub use trust::Trust;
 /// The QUIC library the SDK's transport types come from (endpoints, connections,
 /// transport settings), so a game need not depend on a matching version itself.
 pub use quinn;
+pub use requests::AddMatchmaker;
+pub use runtime::{ListMatches, MatchOptions};
+pub use send::SendOptions;
+use tokio::sync::{mpsc, oneshot};
+pub use trust::Trust;
 
 use crate::driver::{ClientState, Command};
 

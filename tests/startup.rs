@@ -33,7 +33,13 @@ fn lines(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> 
 fn the_banner_says_where_and_how_to_connect_even_when_logs_are_off() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut child = Command::new(env!("CARGO_BIN_EXE_quicmatch"))
-        .args(["serve", "--no-advertise", "--listen", "0.0.0.0:0", "--certs-dir"])
+        .args([
+            "serve",
+            "--no-advertise",
+            "--listen",
+            "0.0.0.0:0",
+            "--certs-dir",
+        ])
         .arg(dir.path())
         .env("RUST_LOG", "off")
         .stdout(Stdio::piped())
@@ -71,7 +77,13 @@ fn the_banner_says_where_and_how_to_connect_even_when_logs_are_off() {
 fn the_default_key_on_a_reachable_address_is_warned_about() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut child = Command::new(env!("CARGO_BIN_EXE_quicmatch"))
-        .args(["serve", "--no-advertise", "--listen", "0.0.0.0:0", "--certs-dir"])
+        .args([
+            "serve",
+            "--no-advertise",
+            "--listen",
+            "0.0.0.0:0",
+            "--certs-dir",
+        ])
         .arg(dir.path())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())

@@ -7,7 +7,7 @@ use quicmatch_client::{
 use serde_json::{json, Value};
 
 /// Renders responses and events in the chosen format, collecting the lines for
-/// [`Output`].
+/// [`Output`](crate::output::Output).
 pub(crate) struct Out {
     json: bool,
     lines: Vec<String>,

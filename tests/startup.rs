@@ -182,3 +182,24 @@ async fn connection_errors_say_what_to_do() {
         "{text}"
     );
 }
+
+/// A client that tries IPv6 against a server listening on IPv4 only is told that.
+#[tokio::test]
+async fn an_address_family_mismatch_says_so() {
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback on this host; nothing to check");
+        return;
+    }
+    let server = common::TestServer::start().await;
+    let mut config = server.client_config("six");
+    config.server = format!("[::1]:{}", server.addr.port())
+        .parse()
+        .expect("addr");
+    config.request_timeout = Duration::from_millis(500);
+    let err = Socket::connect(config)
+        .await
+        .err()
+        .expect("nothing on IPv6");
+    let text = err.to_string();
+    assert!(text.contains("[::1]") && text.contains("IPv6"), "{text}");
+}

@@ -176,6 +176,9 @@ struct State {
     unsent_frames: usize,
     above_since: Option<Instant>,
     connected: bool,
+    /// A hard limit was passed while connected: the session is being closed, and what
+    /// is pushed meanwhile is dropped rather than kept.
+    overflowed: bool,
 }
 
 impl Outbound {
@@ -190,6 +193,7 @@ impl Outbound {
                 unsent_frames: 0,
                 above_since: None,
                 connected: true,
+                overflowed: false,
             }),
             wake: Notify::new(),
             limits,
@@ -202,6 +206,9 @@ impl Outbound {
 
     fn push(&self, body: EventBody, now: Instant) -> Pushed {
         let mut st = self.lock();
+        if st.overflowed {
+            return Pushed::Queued;
+        }
         let seq = st.next_seq;
         st.next_seq += 1;
         let q = Queued { seq, body };
@@ -211,6 +218,7 @@ impl Outbound {
         let over =
             st.unsent_bytes > self.limits.hard_bytes || st.unsent_frames > self.limits.hard_frames;
         let outcome = if over && st.connected {
+            st.overflowed = true;
             Pushed::Overflow
         } else {
             while st.unsent_bytes > self.limits.hard_bytes
@@ -421,6 +429,12 @@ mod tests {
         let pushed: Vec<_> = (0..41).map(|_| out.push(body(10), now)).collect();
         assert!(pushed[..40].iter().all(|p| *p == Pushed::Queued));
         assert_eq!(pushed[40], Pushed::Overflow);
+        // Closing now: what comes meanwhile is dropped, not kept, and reported once.
+        let backlog = out.backlog();
+        for _ in 0..100 {
+            assert_eq!(out.push(body(10), now), Pushed::Queued);
+        }
+        assert_eq!(out.backlog(), backlog);
 
         let held = Outbound::new(limits());
         held.set_connected(false);

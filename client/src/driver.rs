@@ -46,7 +46,7 @@ pub(crate) fn server_presence() -> Presence {
 }
 
 /// Longest one resume attempt (handshake, then the reply) may take before the next.
-const RESUME_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+const RESUME_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// What the [`Socket`](crate::Socket) asks of the driver.
 pub(crate) enum Command {
@@ -342,13 +342,11 @@ impl Driver {
                 return;
             }
             tracing::info!(%reason, "connection lost; resuming");
-            let _ = self
-                .events
-                .send(Event::Reconnecting {
-                    code,
-                    reason: reason.clone(),
-                })
-                .await;
+            // Never wait for room in the application's buffer: the grace is running.
+            let _ = self.events.try_send(Event::Reconnecting {
+                code,
+                reason: reason.clone(),
+            });
             match self.resume().await {
                 Ok((established, attempts)) => {
                     send = established.send;

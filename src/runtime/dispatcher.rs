@@ -61,8 +61,8 @@ impl MatchContext {
         &self.matched
     }
 
-    /// Create, signal and list other matches. Never signal this match from its own
-    /// callback: it is busy running that callback.
+    /// Create and list matches. Signalling waits for the other match's answer, so it is
+    /// refused inside a callback (signal from an RPC or a hook instead).
     pub fn runtime(&self) -> &Runtime {
         &self.runtime
     }

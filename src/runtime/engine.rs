@@ -40,6 +40,8 @@ use crate::{
 const IDLE: u8 = 0;
 const QUEUED: u8 = 1;
 const RUNNING: u8 = 2;
+/// Running, and poked meanwhile: run again when done.
+const RUNNING_DIRTY: u8 = 3;
 
 /// How often the timer thread looks for stuck callbacks.
 const WATCHDOG_EVERY: Duration = Duration::from_millis(100);
@@ -92,7 +94,6 @@ struct Slot {
     inbox: Mutex<Inbox>,
     core: Mutex<Option<Core>>,
     sched: AtomicU8,
-    dirty: AtomicBool,
     ended: AtomicBool,
     running_since: Mutex<Option<Instant>>,
 }
@@ -146,17 +147,29 @@ impl TableInbox for SlotInbox {
 }
 
 impl Inner {
-    /// Queues a slot to run soon, once.
+    /// Queues a slot to run soon, once. One atomic state, so a poke that races a worker
+    /// finishing is never lost: either it queues the idle slot, or it marks the running
+    /// one dirty and the worker, failing to go back to idle, queues it again.
     fn poke(&self, slot: &Arc<Slot>) {
-        if slot
-            .sched
-            .compare_exchange(IDLE, QUEUED, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            lock(&self.queue).push_back(slot.clone());
-            self.queue_cv.notify_one();
-        } else if slot.sched.load(Ordering::Acquire) == RUNNING {
-            slot.dirty.store(true, Ordering::Release);
+        let mut state = slot.sched.load(Ordering::Acquire);
+        loop {
+            let next = match state {
+                IDLE => QUEUED,
+                RUNNING => RUNNING_DIRTY,
+                _ => return,
+            };
+            match slot
+                .sched
+                .compare_exchange(state, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) if next == QUEUED => {
+                    lock(&self.queue).push_back(slot.clone());
+                    self.queue_cv.notify_one();
+                    return;
+                }
+                Ok(_) => return,
+                Err(now) => state = now,
+            }
         }
     }
 
@@ -306,18 +319,21 @@ impl Inner {
                 }
             };
             slot.sched.store(RUNNING, Ordering::Release);
-            slot.dirty.store(false, Ordering::Release);
-            *lock(&slot.running_since) = Some(Instant::now());
             CURRENT.with(|c| c.set(Some(slot.id)));
             self.run(&slot);
             CURRENT.with(|c| c.set(None));
-            *lock(&slot.running_since) = None;
-            slot.sched.store(IDLE, Ordering::Release);
             if slot.ended.load(Ordering::Acquire) {
                 continue;
             }
-            if slot.dirty.swap(false, Ordering::AcqRel) {
-                self.poke(&slot);
+            if slot
+                .sched
+                .compare_exchange(RUNNING, IDLE, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                // Poked while running: run again.
+                slot.sched.store(QUEUED, Ordering::Release);
+                lock(&self.queue).push_back(slot.clone());
+                self.queue_cv.notify_one();
             }
         }
     }
@@ -393,13 +409,18 @@ impl Inner {
         let mut guard = lock(&slot.core);
         let Some(core) = guard.as_mut() else { return };
         let ended = self.turn(slot, core);
+        // A handler whose Drop panics must not take the worker thread with it.
+        let discard = |guard: &mut Option<Core>| {
+            let core = guard.take();
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(core)));
+        };
         if slot.ended.load(Ordering::Acquire) {
-            *guard = None;
+            discard(&mut guard);
             return;
         }
         match ended {
             Err(reason) => {
-                *guard = None;
+                discard(&mut guard);
                 drop(guard);
                 self.end(slot, &reason);
             }
@@ -511,8 +532,15 @@ impl Inner {
                     core.empty_since = None;
                     // The reply goes first, so the member hears of the match before any
                     // data the join callback sends it.
-                    let _ = join.reply.send(admitted);
-                    return self.call(slot, core, |h, ctx, d| h.join(ctx, d, &[presence]));
+                    let gave_up = join.reply.send(admitted).is_err();
+                    let sid = presence.session_id;
+                    self.call(slot, core, |h, ctx, d| h.join(ctx, d, &[presence]))?;
+                    if gave_up {
+                        // The client stopped waiting and was told the join failed: it
+                        // must not stay a member it does not know of.
+                        self.table.leave(slot.id, sid);
+                    }
+                    return Ok(());
                 }
                 admitted
             }
@@ -602,7 +630,6 @@ impl Engine {
                 overrun_since: None,
             })),
             sched: AtomicU8::new(IDLE),
-            dirty: AtomicBool::new(false),
             ended: AtomicBool::new(false),
             running_since: Mutex::new(None),
         });
@@ -667,8 +694,11 @@ impl Engine {
     /// Sends a signal and waits (bounded) for the reply. Blocks: call it from a
     /// blocking thread.
     pub(crate) fn signal(&self, id: MatchId, data: &str) -> Result<String, RuntimeError> {
-        if CURRENT.with(std::cell::Cell::get) == Some(id) {
-            return Err(RuntimeError::Failed("a match cannot signal itself".into()));
+        if CURRENT.with(std::cell::Cell::get).is_some() {
+            // Waiting here would hold a worker the other match may need to answer.
+            return Err(RuntimeError::Failed(
+                "a match callback cannot wait for a signal; signal from an RPC or a hook".into(),
+            ));
         }
         let slot = self.inner.slot(id).ok_or(RuntimeError::MatchNotFound)?;
         let (reply, rx) = std::sync::mpsc::sync_channel(1);

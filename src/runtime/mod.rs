@@ -230,9 +230,9 @@ pub(crate) struct Registry {
 }
 
 /// The server as game code sees it: create server-run matches, signal them, list
-/// matches. Cheap to clone. Its blocking calls ([`signal`](Self::signal)) belong on
-/// blocking threads (RPC functions and hooks run on one), never inside a match
-/// handler's own callback for its own match.
+/// matches. Cheap to clone. Its blocking call ([`signal`](Self::signal)) belongs on
+/// blocking threads (RPC functions and hooks run on one); inside a match handler's
+/// callback it is refused, so no worker waits on another.
 #[derive(Clone)]
 pub struct Runtime {
     engine: Engine,

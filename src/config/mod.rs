@@ -279,8 +279,10 @@ pub struct MatchmakerConfig {
     /// Largest `max_count` a ticket may ask for (at most 128, so a token naming every
     /// user stays small). Default `64`. Range: 2 to 128.
     pub max_count: usize,
-    /// Candidates examined per ticket per pass, which bounds the cost of a pass on a
-    /// large pool. Default `2000`. Range: 1 to 1000000.
+    /// Eligible candidates (ones that accept the searching ticket and that it accepts)
+    /// considered per ticket per pass; at most eight times as many tickets are looked
+    /// at. Bounds the cost of a pass on a large pool. Default `2000`.
+    /// Range: 1 to 1000000.
     pub max_scan: usize,
 }
 

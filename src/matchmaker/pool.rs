@@ -2,12 +2,61 @@
 //!
 //! [`Pool::process`] is deterministic for the same pool and time, so tests assert exact
 //! groups. Every ticket takes part in every pass (none is ever stranded): tickets are
-//! visited oldest first, and each looks for a group of its own `max_count` among the
-//! tickets its query accepts; once it has been through `max_intervals` passes it also
-//! accepts the largest valid smaller size. Candidates are looked up through an index of
-//! exact string properties (the smallest bucket among the query's required terms), taken
-//! in age order (or by score, then age, when the query ranks), and each scan is bounded,
-//! so a pass costs about O(tickets × group size), never a scan of every pair.
+//! visited oldest first, and each looks for a group of its own `max_count` among its
+//! candidates; once it has been through `max_intervals` passes it also accepts the
+//! largest valid smaller size. A size is valid for a group when every member accepts it
+//! (its `min_count` to `max_count`, a multiple of its `count_multiple`, and its
+//! `max_count` until it has waited `max_intervals` passes, unless min and max are equal).
+//!
+//! **Candidates.** A searching ticket's candidates are looked up through an index of
+//! exact string properties (the smallest bucket among its query's required terms, or
+//! every ticket), in age order. A candidate is eligible when it satisfies the searcher's
+//! query and, when matching is `mutual`, accepts the searcher with its own query; it must
+//! also share no session or party with the searcher, have a size range that overlaps the
+//! searcher's, and have no suspect member. **Scan budget:** only eligible candidates
+//! count toward [`PoolConfig::max_scan`], so a ticket whose query refuses the searcher
+//! (or that the searcher refuses) is passed over without using the budget, and old
+//! tickets that accept nobody cannot keep others apart. A search stops at `max_scan`
+//! eligible candidates; or once it has looked at `max_scan` tickets and the eligible ones
+//! hold enough players to fill its `max_count` (refusals only make it look further while
+//! they leave it short); or at [`SCAN_CAP_FACTOR`] × `max_scan` tickets looked at in all.
+//! Its *window* is the eligible candidates it found, so it always includes the eligible
+//! ones among the first `max_scan` tickets of its bucket, and a pass costs
+//! O(tickets × `max_scan`) at worst, O(tickets × group size) when groups fill from the
+//! first candidates.
+//!
+//! **Ranking: both sides' preferences.** A window is ranked by `score_t(c) + score_c(t)`:
+//! the searcher `t`'s query scored against candidate `c`'s properties plus `c`'s query
+//! scored against `t`'s ([`Query::score`]: matched optional terms and boosts), best
+//! first, then oldest first. A query whose score is the same for every ticket it matches
+//! ([`Query::is_constant_score`], e.g. `*` or required terms only) states no preference
+//! and counts 0, and so does a query that does not match (one-way matching only). So a
+//! newer ticket that prefers the searcher comes before an older, indifferent one even
+//! when the searcher itself is indifferent, which matters because the oldest tickets
+//! search first. Searchers whose query ranks score their whole window. The others only
+//! need the ranking tickets' opinions: those are kept in their own index (by the same
+//! exact properties), scanned first with the same budget, and put ahead (or, for a
+//! negative score, behind) of the rest, which is taken lazily in age order; with no
+//! ranking ticket in the searcher's bucket nothing is scored at all.
+//!
+//! **Complete grouping.** For each size it accepts, largest (its `max_count`) first, the
+//! searcher looks for a set of its candidates, solos and whole parties, that accept that
+//! size and whose members add up to it together with its own: a subset-sum over party
+//! sizes fed with the window in rank order (module `grouping`), not greedy filling.
+//!
+//! The guarantee: if some set of tickets in the searcher's window, pairwise compatible
+//! (no session twice, a party never with itself, every pair satisfying each other's query
+//! when `mutual`), makes a size valid for every member and the searcher, the searcher
+//! forms a group this pass, of the largest such size. The search is exact but allowed
+//! [`SEARCH_STEPS_PER_CANDIDATE`] steps per candidate and size; that allowance can only
+//! cut it short when candidates clash with each other (with no clashing pair the search
+//! needs at most 2 steps per candidate and never backtracks). Among the valid sets of a
+//! size it takes the one whose worst-ranked member ranks best, then the lexicographically
+//! earliest by rank, so with solos alone it takes the best-ranked (oldest) ones, as greedy
+//! filling did. A group is at least two tickets.
+//!
+//! The pass is greedy across searchers: the oldest ticket's group is fixed before the
+//! next ticket searches, so a later ticket only finds what earlier groups left.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque},
@@ -19,8 +68,21 @@ use quicmatch_protocol::{PartyId, Presence, SessionId, TicketId};
 
 use super::query::{Properties, Query};
 
+mod grouping;
+
+use grouping::SubsetSearch;
+
 /// How many recent completion times the stats keep.
 const RECENT_COMPLETIONS: usize = 10;
+
+/// A search looks at no more than this many times `max_scan` tickets, eligible or not
+/// (see the module doc: it usually stops much earlier).
+pub const SCAN_CAP_FACTOR: usize = 8;
+
+/// Steps a search for one size may take per candidate (a step is one compatibility check
+/// or one node of the subset search); with no clashing candidates it needs at most 2 per
+/// candidate, so this only limits backtracking among clashing ones.
+pub const SEARCH_STEPS_PER_CANDIDATE: usize = 8;
 
 /// Where tickets are ordered: creation time, then insertion order.
 type OrderKey = (Instant, u64);
@@ -35,7 +97,10 @@ pub struct PoolConfig {
     /// Every pair in a group must satisfy each other's query (`false`: only the
     /// searching ticket's query is checked, as in Nakama's default).
     pub mutual: bool,
-    /// Candidates examined per ticket per pass; bounds the cost of a pass.
+    /// Eligible candidates (ones that could join: both queries agree, see the module doc)
+    /// a ticket considers per pass. A search also stops after looking at this many
+    /// tickets once it has enough players for a full group, and after
+    /// [`SCAN_CAP_FACTOR`] times this in all. Bounds the cost of a pass.
     pub max_scan: usize,
 }
 
@@ -244,10 +309,16 @@ pub struct Pool {
     tickets: HashMap<TicketId, Ticket>,
     /// Every ticket, oldest first.
     order: BTreeMap<OrderKey, TicketId>,
-    /// Tickets by exact string property: key -> value -> tickets, oldest first.
-    buckets: HashMap<String, HashMap<String, BTreeSet<OrderKey>>>,
+    /// Tickets by exact string property, oldest first.
+    buckets: Buckets,
     by_session: HashMap<SessionId, BTreeSet<TicketId>>,
     by_party: HashMap<PartyId, BTreeSet<TicketId>>,
+    /// Tickets whose query ranks (its score is not constant), oldest first: a searcher
+    /// whose own query does not rank scores these for their preference, and takes every
+    /// other candidate lazily in age order.
+    rankers: BTreeMap<OrderKey, TicketId>,
+    /// The same tickets by exact string property, as `buckets`.
+    ranker_buckets: Buckets,
     /// Sessions not heard from lately: their tickets sit out every pass.
     suspect: HashSet<SessionId>,
     next_seq: u64,
@@ -262,9 +333,11 @@ impl Pool {
             config,
             tickets: HashMap::new(),
             order: BTreeMap::new(),
-            buckets: HashMap::new(),
+            buckets: Buckets::default(),
             by_session: HashMap::new(),
             by_party: HashMap::new(),
+            rankers: BTreeMap::new(),
+            ranker_buckets: Buckets::default(),
             suspect: HashSet::new(),
             next_seq: 0,
             recent: VecDeque::new(),
@@ -312,19 +385,16 @@ impl Pool {
         let id = TicketId::new_random();
         self.next_seq += 1;
         let key = (now, self.next_seq);
-        for (k, v) in &spec.properties.strings {
-            self.buckets
-                .entry(k.clone())
-                .or_default()
-                .entry(v.clone())
-                .or_default()
-                .insert(key);
-        }
+        self.buckets.insert(&spec.properties, key, id);
         for m in &spec.members {
             self.by_session.entry(m.session_id).or_default().insert(id);
         }
         if let Some(party) = spec.party_id {
             self.by_party.entry(party).or_default().insert(id);
+        }
+        if !spec.query.is_constant_score() {
+            self.rankers.insert(key, id);
+            self.ranker_buckets.insert(&spec.properties, key, id);
         }
         self.order.insert(key, id);
         self.tickets.insert(
@@ -342,18 +412,9 @@ impl Pool {
     fn take(&mut self, id: TicketId) -> Option<Ticket> {
         let t = self.tickets.remove(&id)?;
         self.order.remove(&t.key);
-        for (k, v) in &t.spec.properties.strings {
-            if let Some(values) = self.buckets.get_mut(k) {
-                if let Some(set) = values.get_mut(v) {
-                    set.remove(&t.key);
-                    if set.is_empty() {
-                        values.remove(v);
-                    }
-                }
-                if values.is_empty() {
-                    self.buckets.remove(k);
-                }
-            }
+        self.buckets.remove(&t.spec.properties, &t.key);
+        if self.rankers.remove(&t.key).is_some() {
+            self.ranker_buckets.remove(&t.spec.properties, &t.key);
         }
         for s in t.sessions() {
             if let Some(set) = self.by_session.get_mut(&s) {
@@ -513,114 +574,257 @@ impl Pool {
         Matched { entries, waits }
     }
 
-    /// Whether `c` can join a group already holding `group` (sessions, parties, queries).
-    fn compatible(&self, c: &Ticket, group: &[&Ticket]) -> bool {
-        group.iter().all(|g| {
-            let party_clash = c.spec.party_id.is_some() && c.spec.party_id == g.spec.party_id;
-            let session_clash = c.sessions().any(|s| g.sessions().any(|x| x == s));
-            !party_clash
-                && !session_clash
-                && (!self.config.mutual
-                    || (g.spec.query.matches(&c.spec.properties)
-                        && c.spec.query.matches(&g.spec.properties)))
-        })
+    /// Whether `a` and `b` may be in one group: no shared session or party, and (when
+    /// `mutual`) each satisfies the other's query.
+    fn compatible(&self, a: &Ticket, b: &Ticket) -> bool {
+        !clash(a, b)
+            && (!self.config.mutual
+                || (a.spec.query.matches(&b.spec.properties)
+                    && b.spec.query.matches(&a.spec.properties)))
     }
 
-    /// Tickets `t`'s query accepts, best first: by score when its query ranks, then
-    /// oldest first. At most `max_scan` tickets are examined.
-    fn candidates<'a>(&'a self, t: &'a Ticket) -> Box<dyn Iterator<Item = &'a Ticket> + 'a> {
-        let source: Box<dyn Iterator<Item = &OrderKey>> = match t
+    /// `t`'s window (see the module doc), best first: by `score_t(c) + score_c(t)`, then
+    /// oldest first. When `t`'s query does not rank, the ranking tickets are looked at
+    /// through their own index and the rest come lazily in age order.
+    fn window<'a>(&'a self, t: &'a Ticket) -> Window<'a> {
+        let smallest = t
             .spec
             .query
             .required_terms()
             .into_iter()
-            .map(|(k, v)| self.buckets.get(k).and_then(|vals| vals.get(v)))
-            .min_by_key(|b| b.map_or(0, BTreeSet::len))
-        {
-            Some(None) => return Box::new(std::iter::empty()),
-            Some(Some(bucket)) => Box::new(bucket.iter()),
-            None => Box::new(self.order.keys()),
+            .map(|(k, v)| (k, v, self.buckets.get(k, v)))
+            .min_by_key(|(_, _, b)| b.map_or(0, BTreeMap::len));
+        // The tickets to look at, and the ranking ones among them.
+        let (source, rankers): (Box<dyn Iterator<Item = &TicketId>>, _) = match smallest {
+            Some((_, _, None)) => return Window::ready(Vec::new()),
+            Some((k, v, Some(bucket))) => {
+                (Box::new(bucket.values()), self.ranker_buckets.get(k, v))
+            }
+            None => (Box::new(self.order.values()), Some(&self.rankers)),
         };
-        let mutual = self.config.mutual;
-        let scored = source
-            .take(self.config.max_scan)
-            .filter_map(|k| self.order.get(k).and_then(|id| self.tickets.get(id)))
-            .filter(move |c| {
-                c.id != t.id
-                    && !self.has_suspect(c)
-                    && c.spec.min_count <= t.spec.max_count
-                    && c.spec.max_count >= t.spec.min_count
-                    && (!mutual || c.spec.query.matches(&t.spec.properties))
-            })
-            .filter_map(move |c| t.spec.query.score(&c.spec.properties).map(|s| (s, c)));
-        if t.spec.query.is_constant_score() {
-            return Box::new(scored.map(|(_, c)| c));
+        if !t.spec.query.is_constant_score() {
+            let mut ranked: Vec<(&Ticket, f64)> = self.scan(t, source).collect();
+            // Stable: equal ranks stay oldest first.
+            ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+            return Window::ready(ranked.into_iter().map(|(c, _)| c).collect());
         }
-        let mut ranked: Vec<(f64, &Ticket)> = scored.collect();
-        // Stable sort on score alone keeps age order among equal scores.
-        ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
-        Box::new(ranked.into_iter().map(|(_, c)| c))
+        let Some(rankers) = rankers.filter(|r| !r.is_empty()) else {
+            // Nobody here ranks: every eligible candidate ranks 0, so age order.
+            let in_age_order = self.scan(t, source).map(|(c, _)| c);
+            return Window {
+                items: Vec::new(),
+                rest: Some(Box::new(in_age_order)),
+            };
+        };
+        // Only ranking candidates can rank above or below 0 (their preference for `t`):
+        // those go first (best first) or last; everyone else stays in age order.
+        let mut ahead: Vec<(&Ticket, f64)> = Vec::new();
+        let mut behind: Vec<(&Ticket, f64)> = Vec::new();
+        for (c, rank) in self.scan(t, rankers.values()) {
+            if rank > 0.0 {
+                ahead.push((c, rank));
+            } else if rank < 0.0 {
+                behind.push((c, rank));
+            }
+        }
+        ahead.sort_by(|a, b| b.1.total_cmp(&a.1));
+        behind.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let placed: HashSet<TicketId> = ahead.iter().chain(&behind).map(|(c, _)| c.id).collect();
+        let in_age_order = self
+            .scan(t, source)
+            .map(|(c, _)| c)
+            .filter(move |c| !placed.contains(&c.id))
+            .chain(behind.into_iter().map(|(c, _)| c));
+        Window {
+            items: ahead.into_iter().map(|(c, _)| c).collect(),
+            rest: Some(Box::new(in_age_order)),
+        }
     }
 
-    /// The group `id` forms this pass, if any: its own `max_count` first, then (once it
-    /// has waited `max_intervals` passes) the largest size every member accepts.
+    /// The eligible candidates for `t` among `source`, with their ranks, in `source`'s
+    /// order: until `max_scan` eligible ones, or [`SCAN_CAP_FACTOR`] × `max_scan` tickets
+    /// looked at, or `max_scan` looked at once the eligible ones hold enough players to
+    /// fill `t`'s `max_count`.
+    fn scan<'a>(
+        &'a self,
+        t: &'a Ticket,
+        source: impl Iterator<Item = &'a TicketId> + 'a,
+    ) -> impl Iterator<Item = (&'a Ticket, f64)> + 'a {
+        let max_scan = self.config.max_scan;
+        let mut source = source.take(max_scan.saturating_mul(SCAN_CAP_FACTOR));
+        let full = t.spec.max_count.saturating_sub(t.count());
+        let (mut looked, mut found, mut players) = (0, 0, 0);
+        std::iter::from_fn(move || loop {
+            if found == max_scan || (looked >= max_scan && players >= full) {
+                return None;
+            }
+            let id = source.next()?;
+            looked += 1;
+            if let Some((c, rank)) = self.eligible(t, id) {
+                found += 1;
+                players += c.count();
+                return Some((c, rank));
+            }
+        })
+    }
+
+    /// Ticket `id` with its rank, if it is an eligible candidate for `t`: not `t`,
+    /// no suspect member, no session or party in common, overlapping sizes, accepted by
+    /// `t`'s query and (when `mutual`) accepting `t` with its own.
+    fn eligible(&self, t: &Ticket, id: &TicketId) -> Option<(&Ticket, f64)> {
+        let c = self.tickets.get(id)?;
+        if c.id == t.id
+            || c.spec.min_count > t.spec.max_count
+            || c.spec.max_count < t.spec.min_count
+            || self.has_suspect(c)
+            || clash(t, c)
+        {
+            return None;
+        }
+        let mutual = self.config.mutual;
+        let theirs = if mutual || !c.spec.query.is_constant_score() {
+            c.spec.query.score(&t.spec.properties)
+        } else {
+            None
+        };
+        if mutual && theirs.is_none() {
+            return None;
+        }
+        let ours = t.spec.query.score(&c.spec.properties)?;
+        Some((
+            c,
+            preference(t, ours) + theirs.map_or(0.0, |s| preference(c, s)),
+        ))
+    }
+
+    /// The group `id` forms this pass, if any: for each size it accepts, largest (its
+    /// `max_count`) first, the best set of candidates that makes the size valid for every
+    /// member (see the module doc and `grouping`).
     fn find_group(&self, id: TicketId) -> Option<Vec<TicketId>> {
         let t = self.tickets.get(&id)?;
         if self.has_suspect(t) {
             return None;
         }
         let max_intervals = self.config.max_intervals;
-        let target = t.spec.max_count;
-        if t.accepts(target, max_intervals) {
-            let mut group = vec![t];
-            let mut size = t.count();
-            for c in self.candidates(t) {
-                if size + c.count() <= target
-                    && c.accepts(target, max_intervals)
-                    && self.compatible(c, &group)
-                {
-                    size += c.count();
-                    group.push(c);
-                    if size == target {
-                        return Some(group.iter().map(|g| g.id).collect());
-                    }
-                }
+        let mut window = self.window(t);
+        for size in (t.spec.min_count..=t.spec.max_count).rev() {
+            // A group is at least two tickets: a party alone is not a match.
+            if size <= t.count() || !t.accepts(size, max_intervals) {
+                continue;
             }
-        }
-        if !t.relaxed(max_intervals) {
-            return None;
-        }
-        // Collect compatible candidates up to max_count, then find the largest size that
-        // every member accepts, keeping the best-ranked (oldest) tickets.
-        let mut pool = vec![t];
-        let mut total = t.count();
-        for c in self.candidates(t) {
-            if total + c.count() <= target && self.compatible(c, &pool) {
-                total += c.count();
-                pool.push(c);
-                if total == target {
+            let need = size - t.count();
+            if window.players().is_some_and(|all| all < need) {
+                continue;
+            }
+            let mut search = SubsetSearch::new(need, SEARCH_STEPS_PER_CANDIDATE);
+            let mut members: Vec<&Ticket> = Vec::new();
+            let mut i = 0;
+            while let Some(c) = window.get(i) {
+                i += 1;
+                if c.count() > need || !c.accepts(size, max_intervals) {
+                    continue;
+                }
+                members.push(c);
+                let found = search.push(c.count(), |a, b| self.compatible(members[a], members[b]));
+                if let Some(set) = found {
+                    let mut group = vec![t.id];
+                    group.extend(set.into_iter().map(|j| members[j].id));
+                    return Some(group);
+                }
+                if search.exhausted() {
                     break;
                 }
             }
         }
-        for size in (t.spec.min_count..=total).rev() {
-            if !t.accepts(size, max_intervals) {
-                continue;
-            }
-            let mut chosen = vec![t.id];
-            let mut sum = t.count();
-            for c in &pool[1..] {
-                if sum + c.count() <= size && c.accepts(size, max_intervals) {
-                    sum += c.count();
-                    chosen.push(c.id);
+        None
+    }
+}
+
+/// Tickets by exact string property: key -> value -> tickets, oldest first.
+#[derive(Default)]
+struct Buckets(HashMap<String, HashMap<String, BTreeMap<OrderKey, TicketId>>>);
+
+impl Buckets {
+    fn insert(&mut self, props: &Properties, key: OrderKey, id: TicketId) {
+        for (k, v) in &props.strings {
+            self.0
+                .entry(k.clone())
+                .or_default()
+                .entry(v.clone())
+                .or_default()
+                .insert(key, id);
+        }
+    }
+
+    fn remove(&mut self, props: &Properties, key: &OrderKey) {
+        for (k, v) in &props.strings {
+            if let Some(values) = self.0.get_mut(k) {
+                if let Some(set) = values.get_mut(v) {
+                    set.remove(key);
+                    if set.is_empty() {
+                        values.remove(v);
+                    }
+                }
+                if values.is_empty() {
+                    self.0.remove(k);
                 }
             }
-            // A group is at least two tickets: a party alone is not a match.
-            if sum == size && chosen.len() >= 2 {
-                return Some(chosen);
+        }
+    }
+
+    fn get(&self, k: &str, v: &str) -> Option<&BTreeMap<OrderKey, TicketId>> {
+        self.0.get(k).and_then(|values| values.get(v))
+    }
+}
+
+/// Whether `a` and `b` share a session or are the same party.
+fn clash(a: &Ticket, b: &Ticket) -> bool {
+    (a.spec.party_id.is_some() && a.spec.party_id == b.spec.party_id)
+        || a.sessions().any(|s| b.sessions().any(|x| x == s))
+}
+
+/// What `score` (the ticket's query against another's properties) adds to a rank: 0 for
+/// a query that scores every match the same.
+fn preference(t: &Ticket, score: f64) -> f64 {
+    if t.spec.query.is_constant_score() {
+        0.0
+    } else {
+        score
+    }
+}
+
+/// A searcher's ranked candidates, taken lazily from the index when they come in age
+/// order.
+struct Window<'a> {
+    items: Vec<&'a Ticket>,
+    rest: Option<Box<dyn Iterator<Item = &'a Ticket> + 'a>>,
+}
+
+impl<'a> Window<'a> {
+    fn ready(items: Vec<&'a Ticket>) -> Self {
+        Self { items, rest: None }
+    }
+
+    /// The `i`th candidate, if there are that many.
+    fn get(&mut self, i: usize) -> Option<&'a Ticket> {
+        while self.items.len() <= i {
+            let next = self.rest.as_mut()?.next();
+            match next {
+                Some(c) => self.items.push(c),
+                None => {
+                    self.rest = None;
+                    return None;
+                }
             }
         }
-        None
+        Some(self.items[i])
+    }
+
+    /// Players among all the candidates, once they are all known.
+    fn players(&self) -> Option<usize> {
+        self.rest
+            .is_none()
+            .then(|| self.items.iter().map(|c| c.count()).sum())
     }
 }
 
@@ -1083,5 +1287,289 @@ mod tests {
         assert_eq!(stats.groups, 1);
         assert_eq!(stats.tickets_matched, 2);
         assert_eq!(stats.passes, 1);
+    }
+
+    #[test]
+    fn parties_complete_a_group_solos_cannot() {
+        // Greedy filling from the oldest solo takes s1, s2 and one party (5 of 6) and is
+        // stuck; the two parties alone make 6.
+        let mut f = Fixture::with_intervals(1);
+        let s1 = f.add(add(6, 6));
+        let s2 = f.add(add(6, 6));
+        let p1 = f.add(add(6, 6).party(3));
+        let p2 = f.add(add(6, 6).party(3));
+        assert_eq!(f.process(), vec![vec![p1, p2]]);
+        assert_eq!(f.pool.len(), 2);
+        assert!(f.pool.tickets.contains_key(&s1) && f.pool.tickets.contains_key(&s2));
+        for _ in 0..3 {
+            assert!(f.process().is_empty(), "1 + 1 never makes 6");
+        }
+        // And a solo with a party of 2 and a party of 3 skips the first solo.
+        let mut f = Fixture::with_intervals(1);
+        let a = f.add(add(6, 6));
+        f.add(add(6, 6).party(4));
+        let b = f.add(add(6, 6).party(2));
+        let c = f.add(add(6, 6).party(3));
+        assert_eq!(f.process(), vec![vec![a, b, c]]);
+    }
+
+    #[test]
+    fn count_multiple_with_parties_reaches_the_full_size() {
+        // Sizes 2, 4 or 6. Greedy filling for a reaches 5 (a, b, the 2, c), cannot fit
+        // the 3, and fell back to 4; the subset-sum finds a + b + c + 3 = 6.
+        let mut f = Fixture::with_intervals(1);
+        let a = f.add(add(2, 6).multiple(2));
+        let b = f.add(add(2, 6).multiple(2));
+        let p2 = f.add(add(2, 6).multiple(2).party(2));
+        let c = f.add(add(2, 6).multiple(2));
+        let p3 = f.add(add(2, 6).multiple(2).party(3));
+        assert_eq!(f.process(), vec![vec![a, b, c, p3]]);
+        assert!(
+            f.pool.tickets.contains_key(&p2),
+            "the party of 2 alone is no match"
+        );
+        // Multiples of 4 from parties of 3 and solos: 3 + 1 = 4 or 3 + 3 + 1 + 1 = 8,
+        // and a full 8 is preferred.
+        let mut f = Fixture::with_intervals(1);
+        let x = f.add(add(4, 8).multiple(4).party(3));
+        let y = f.add(add(4, 8).multiple(4).party(3));
+        let s1 = f.add(add(4, 8).multiple(4));
+        let s2 = f.add(add(4, 8).multiple(4));
+        assert_eq!(f.process(), vec![vec![x, y, s1, s2]]);
+    }
+
+    #[test]
+    fn relaxation_with_parties_takes_the_largest_valid_size() {
+        // s1 (max 6) with a party of 3 makes 4 and with a party of 4 makes 5; 6 is out of
+        // reach. Greedy collection (s1, the 3, no room for the 4) settled for 4.
+        let mut f = Fixture::with_intervals(2);
+        let s1 = f.add(add(4, 6));
+        let p3 = f.add(add(4, 6).party(3));
+        let p4 = f.add(add(4, 6).party(4));
+        assert!(f.process().is_empty(), "pass 1 waits for 6");
+        assert_eq!(f.process(), vec![vec![s1, p4]]);
+        assert!(f.pool.tickets.contains_key(&p3));
+        // Before relaxing, smaller sizes the parties make exactly (3, 4, 5) wait; once
+        // relaxed, the largest of them.
+        let mut f = Fixture::with_intervals(3);
+        let a = f.add(add(3, 6).party(2));
+        let b = f.add(add(3, 6).party(2));
+        let c = f.add(add(3, 6));
+        assert!(f.process().is_empty());
+        assert!(f.process().is_empty());
+        assert_eq!(f.process(), vec![vec![a, b, c]], "pass 3: 5");
+    }
+
+    #[test]
+    fn clashing_parties_fall_back_to_the_next_best_set() {
+        // 3 + 2 = 5 would complete t's 6, but the 2 refuses the 3: 3 + 1 + 1 instead.
+        let mut f = Fixture::with_intervals(1);
+        let t = f.add(add(6, 6));
+        let p3 = f.add(add(6, 6).party(3).s("name", "p3"));
+        let q2 = f.add(add(6, 6).party(2).query("-properties.name:p3"));
+        let s1 = f.add(add(6, 6));
+        let s2 = f.add(add(6, 6));
+        assert_eq!(f.process(), vec![vec![t, p3, s1, s2]]);
+        assert!(f.pool.tickets.contains_key(&q2));
+    }
+
+    #[test]
+    fn the_candidates_preference_counts_too() {
+        // b is indifferent (`*`), so by age alone it would take a. x, newer than a,
+        // prefers ranked players: x's opinion of b (2: ok and ranked) beats a's (0).
+        let mut f = Fixture::with_intervals(1);
+        let b = f.add(add(2, 2).s("mode", "ranked").s("ok", "y"));
+        let a = f.add(add(2, 2).s("mode", "casual").s("ok", "y"));
+        let x = f.add(
+            add(2, 2)
+                .query("+properties.ok:y properties.mode:ranked")
+                .s("ok", "y"),
+        );
+        assert_eq!(f.process(), vec![vec![b, x]]);
+        assert!(f.pool.tickets.contains_key(&a));
+        // Both sides add up: the searcher's weak preference for c (1) loses to d's
+        // stronger one for the searcher (2 + 0).
+        let mut f = Fixture::with_intervals(1);
+        let s = f.add(
+            add(2, 2)
+                .query("properties.side:c properties.side:d^0.5")
+                .s("mode", "ranked"),
+        );
+        let c = f.add(add(2, 2).s("side", "c"));
+        let d = f.add(
+            add(2, 2)
+                .query("properties.mode:ranked^2 properties.mode:*")
+                .s("side", "d"),
+        );
+        assert_eq!(f.process(), vec![vec![s, d]]);
+        assert!(f.pool.tickets.contains_key(&c));
+        // A searcher looking in a bucket (eu) hears the ranking tickets of that bucket,
+        // however far down the age order, and none from elsewhere.
+        let mut f = Fixture::with_intervals(1);
+        let eu = |a: Add<'static>| a.query("+properties.region:eu").s("region", "eu");
+        let searcher = f.add(eu(add(2, 2)).s("lang", "de"));
+        let older: Vec<_> = (0..5).map(|_| f.add(eu(add(2, 2)))).collect();
+        let fan = f.add(
+            add(2, 2)
+                .query("+properties.region:eu properties.lang:de")
+                .s("region", "eu"),
+        );
+        assert_eq!(f.pool.rankers.len(), 1);
+        let groups = f.process();
+        assert_eq!(groups[0], vec![searcher, fan]);
+        assert_eq!(groups[1..], [older[..2].to_vec(), older[2..4].to_vec()]);
+        assert!(f.pool.rankers.is_empty() && f.pool.ranker_buckets.0.is_empty());
+    }
+
+    #[test]
+    fn tickets_that_refuse_the_searcher_do_not_use_its_scan() {
+        // Ten old tickets accept nobody; with max_scan 3 they used to fill the window of
+        // every ticket that searched the whole pool.
+        let config = |max_scan| PoolConfig {
+            max_intervals: 1,
+            max_scan,
+            ..PoolConfig::default()
+        };
+        let mut f = Fixture::new(config(3));
+        for _ in 0..10 {
+            f.add(add(2, 2).query("+properties.never:y"));
+        }
+        let a = f.add(add(2, 2));
+        let b = f.add(add(2, 2));
+        assert_eq!(f.process(), vec![vec![a, b]]);
+        assert_eq!(f.pool.len(), 10);
+        // Work stays bounded: past SCAN_CAP_FACTOR × max_scan tickets looked at, the
+        // search stops even though nothing eligible was found.
+        let mut f = Fixture::new(config(3));
+        for _ in 0..SCAN_CAP_FACTOR * 3 {
+            f.add(add(2, 2).query("+properties.never:y"));
+        }
+        f.add(add(2, 2));
+        f.add(add(2, 2));
+        assert!(f.process().is_empty());
+    }
+
+    #[test]
+    fn same_input_same_groups() {
+        let build = || {
+            let mut f = Fixture::with_intervals(1);
+            let mut ids = Vec::new();
+            for i in 0..60usize {
+                let region = ["eu", "us", "asia"][i % 3];
+                let query = [
+                    "*",
+                    "+properties.region:eu properties.rank:>5",
+                    "properties.region:us^2 properties.region:asia",
+                    "-properties.rank:<3",
+                ][i % 4];
+                let mut a = add(2 + i % 3, 4 + i % 3)
+                    .query(query)
+                    .s("region", region)
+                    .n("rank", (i * 7 % 10) as f64);
+                if i % 5 == 0 {
+                    a = a.party(1 + i % 3);
+                }
+                ids.push(f.add(a));
+            }
+            let mut groups = Vec::new();
+            for _ in 0..3 {
+                for g in f.process() {
+                    let index = |id: &TicketId| ids.iter().position(|x| x == id);
+                    groups.push(g.iter().map(index).collect::<Vec<_>>());
+                }
+            }
+            groups
+        };
+        let first = build();
+        assert!(first.len() > 5, "{first:?}");
+        assert_eq!(first, build());
+    }
+
+    mod property {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// (party size, min, max, multiple), already valid.
+        type Shape = (usize, usize, usize, usize);
+
+        fn shape() -> impl Strategy<Value = Shape> {
+            (1usize..=3, 2usize..=6, 2usize..=6, 1usize..=2).prop_map(|(party, x, y, m)| {
+                let (mut lo, mut hi) = (x.min(y), x.max(y));
+                if m == 2 {
+                    lo += lo % 2;
+                    hi -= hi % 2;
+                    hi = hi.max(lo);
+                }
+                (party.min(hi - 1), lo, hi, m)
+            })
+        }
+
+        fn accepts(&(_, lo, hi, m): &Shape, size: usize) -> bool {
+            lo <= size && size <= hi && size % m == 0
+        }
+
+        /// The largest size of a valid group of at least two of `members` (indices into
+        /// `shapes`), that holds `must` when given.
+        fn best(shapes: &[Shape], members: &[usize], must: Option<usize>) -> Option<usize> {
+            let mut best = None;
+            for mask in 1u32..(1 << members.len()) {
+                let group: Vec<usize> = (0..members.len())
+                    .filter(|i| mask >> i & 1 == 1)
+                    .map(|i| members[i])
+                    .collect();
+                if group.len() < 2 || must.is_some_and(|m| !group.contains(&m)) {
+                    continue;
+                }
+                let size = group.iter().map(|&i| shapes[i].0).sum();
+                if group.iter().all(|&i| accepts(&shapes[i], size)) {
+                    best = best.max(Some(size));
+                }
+            }
+            best
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// All `*` queries, every size acceptable at once (max_intervals 1): if any
+            /// valid group holds the oldest ticket, the pass groups it, at the largest
+            /// such size; every group formed is valid; and what is left holds no valid
+            /// group at all.
+            #[test]
+            fn the_oldest_ticket_is_grouped_whenever_it_can_be(
+                shapes in proptest::collection::vec(shape(), 1..=10)
+            ) {
+                let mut f = Fixture::with_intervals(1);
+                let ids: Vec<TicketId> = shapes
+                    .iter()
+                    .map(|&(party, lo, hi, m)| {
+                        let a = add(lo, hi).multiple(m);
+                        f.add(if party > 1 { a.party(party) } else { a })
+                    })
+                    .collect();
+                let all: Vec<usize> = (0..shapes.len()).collect();
+                let expected = best(&shapes, &all, Some(0));
+                let groups = f.process();
+                let index = |id: &TicketId| ids.iter().position(|x| x == id).expect("known");
+                let mut grouped = vec![false; shapes.len()];
+                let mut oldest = None;
+                for g in &groups {
+                    let members: Vec<usize> = g.iter().map(index).collect();
+                    let size: usize = members.iter().map(|&i| shapes[i].0).sum();
+                    prop_assert!(members.len() >= 2);
+                    for &i in &members {
+                        prop_assert!(accepts(&shapes[i], size), "{members:?} of {size}");
+                        prop_assert!(!grouped[i]);
+                        grouped[i] = true;
+                    }
+                    if members.contains(&0) {
+                        oldest = Some(size);
+                    }
+                }
+                prop_assert_eq!(oldest, expected);
+                let left: Vec<usize> = all.into_iter().filter(|&i| !grouped[i]).collect();
+                prop_assert_eq!(best(&shapes, &left, None), None, "left: {:?}", left);
+            }
+        }
     }
 }

@@ -29,8 +29,15 @@ fn lines(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> 
     rx
 }
 
-#[test]
-fn the_banner_says_where_and_how_to_connect_even_when_logs_are_off() {
+/// The binary serving on every IPv4 interface (not advertised), with this log filter;
+/// its stdout (banner and logs) as lines. Keep the tempdir alive while it runs.
+fn serve_reachable(
+    log: &str,
+) -> (
+    std::process::Child,
+    mpsc::Receiver<String>,
+    tempfile::TempDir,
+) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut child = Command::new(env!("CARGO_BIN_EXE_quicmatch"))
         .args([
@@ -41,12 +48,18 @@ fn the_banner_says_where_and_how_to_connect_even_when_logs_are_off() {
             "--certs-dir",
         ])
         .arg(dir.path())
-        .env("RUST_LOG", "off")
+        .env("RUST_LOG", log)
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .expect("spawn quicmatch");
     let stdout = lines(child.stdout.take().expect("stdout"));
+    (child, stdout, dir)
+}
+
+#[test]
+fn the_banner_says_where_and_how_to_connect_even_when_logs_are_off() {
+    let (mut child, stdout, _dir) = serve_reachable("off");
     let mut banner = Vec::new();
     while !banner
         .iter()
@@ -75,23 +88,8 @@ fn the_banner_says_where_and_how_to_connect_even_when_logs_are_off() {
 
 #[test]
 fn the_default_key_on_a_reachable_address_is_warned_about() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_quicmatch"))
-        .args([
-            "serve",
-            "--no-advertise",
-            "--listen",
-            "0.0.0.0:0",
-            "--certs-dir",
-        ])
-        .arg(dir.path())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn quicmatch");
     // Logs go to stdout, beside the banner.
-    let stderr = lines(child.stdout.take().expect("stdout"));
+    let (mut child, stderr, _dir) = serve_reachable("warn");
     let found = loop {
         match stderr.recv_timeout(TEST_TIMEOUT) {
             Ok(line) if line.contains("defaultkey") => break Some(line),

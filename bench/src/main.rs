@@ -8,13 +8,18 @@
 //!   server memory per connection.
 //! - `soak`: churn (connect, play, matchmake, party, leave, disconnect) against a
 //!   server, then checks that every count returned to zero and memory to its band.
+//! - `authoritative`: server-run matches ticking in an in-process server, with or
+//!   without SDK clients; tick lateness and engine CPU per match-tick.
+//! - `list`: match listings over many server-run matches, timed in process.
 //! - `udp-relay`, `quinn-relay`, `proto-relay`: the baseline relays themselves
 //!   (started by `relay`).
 //!
 //! Every run prints what it measured and, with `--json`, one JSON object per line.
 
+mod authoritative;
 mod chart;
 mod connections;
+mod listing;
 mod matchmaker;
 mod measure;
 mod proc_stats;
@@ -44,6 +49,10 @@ enum Command {
     Connections(connections::Args),
     /// Churn against a server, then check every count returned to zero.
     Soak(soak::Args),
+    /// Server-run matches ticking in process: tick lateness and engine CPU.
+    Authoritative(authoritative::Args),
+    /// Time match listings over many server-run matches (in-process call).
+    List(listing::Args),
     /// Run the raw-UDP baseline relay (used by `relay`).
     UdpRelay(udp_relay::Args),
     /// Run the plain-quinn baseline relay (used by `relay --with-quinn`).
@@ -58,6 +67,8 @@ fn main() -> anyhow::Result<()> {
         Command::Relay(args) => relay::run(&args),
         Command::Connections(args) => connections::run(&args),
         Command::Soak(args) => soak::run(&args),
+        Command::Authoritative(args) => authoritative::run(&args),
+        Command::List(args) => listing::run(&args),
         Command::UdpRelay(args) => udp_relay::run(&args),
         Command::QuinnRelay(args) => quinn_relay::run(&args),
         Command::ProtoRelay(args) => proto_relay::run(&args),

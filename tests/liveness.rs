@@ -317,3 +317,36 @@ async fn a_resume_takes_over_a_connection_that_still_looks_alive() {
     }
     assert_eq!(server.stats.sessions(), 2);
 }
+
+/// A session waiting for a slow RPC still steps aside at once for a resume.
+#[tokio::test]
+async fn a_resume_takes_over_a_session_waiting_for_an_rpc() {
+    let server = TestServer::start_built(common::test_config(), |b| {
+        b.rpc("slow", |_, _| {
+            std::thread::sleep(Duration::from_secs(3));
+            Ok("done".into())
+        })
+    })
+    .await;
+    let mut config = server.client_config("bob");
+    config.reconnect_for = Duration::ZERO;
+    let old = std::sync::Arc::new(connect(config).await);
+    let waiting = old.clone();
+    let call = tokio::spawn(async move { waiting.rpc("slow", "").await });
+    // The request is on its way; resume meanwhile.
+    tokio::task::yield_now().await;
+    let mut config = server.client_config("bob");
+    config.credentials = Credentials::Resume {
+        token: old.session().token.clone(),
+        last_seq: old.last_event_seq(),
+    };
+    // Had the old session been deaf until the RPC returned (3 s), the takeover (2 s at
+    // most) would have been refused with AUTH_FAILED.
+    let new = connect(config).await;
+    assert!(new.session().resumed);
+    let answer = timeout(TEST_TIMEOUT, call)
+        .await
+        .expect("answered")
+        .expect("task");
+    assert!(answer.is_err(), "the old connection is gone: {answer:?}");
+}

@@ -402,6 +402,7 @@ async fn serve(shared: Arc<Shared>, conn: Connection, shutdown: CancellationToke
         *ending = Some(how);
         false
     };
+    let mut waiting: Option<Waiting> = None;
     while alive {
         let mut replies: Vec<Bytes> = Vec::new();
         tokio::select! {
@@ -430,7 +431,12 @@ async fn serve(shared: Arc<Shared>, conn: Connection, shutdown: CancellationToke
                 pending.clear();
                 pending_bytes = 0;
             }
-            () = outbound.wake.notified(), if pending.is_empty() => {
+            outcome = wait_for(&mut waiting), if waiting.is_some() => {
+                let cid = waiting.take().and_then(|w| w.cid);
+                let outcome = handlers::finish(&shared, &mut state, outcome);
+                replies.extend(handlers::reply_frame(&state.handle, cid, outcome));
+            }
+            () = outbound.wake.notified(), if pending.is_empty() && !waiting.as_ref().is_some_and(|w| w.holds) => {
                 pending = outbound.take(WRITE_BATCH, sequenced, Instant::now());
             }
             _ = tick.tick() => match liveness.check(&shared, &state.handle, &conn) {
@@ -445,14 +451,12 @@ async fn serve(shared: Arc<Shared>, conn: Connection, shutdown: CancellationToke
                     alive = end(CloseCode::SLOW_CONSUMER, "reading too slowly: outbound backlog stayed over its limit", Ending::Final, &mut ending);
                 }
             },
-            frame = frames.next(), if pending_bytes < MAX_PENDING_REPLIES => match frame {
+            frame = frames.next(), if pending_bytes < MAX_PENDING_REPLIES && waiting.is_none() => match frame {
                 Some(Ok(body)) => match on_frame(&shared, &mut state, &body) {
                     Step::Reply(reply) => replies.extend(reply),
-                    Step::Wait(cid, later) => {
-                        // Later requests wait behind this one, so replies stay in order.
-                        let outcome = handlers::finish(&shared, &mut state, later.await);
-                        replies.extend(handlers::reply_frame(&state.handle, cid, outcome));
-                    }
+                    // Later requests wait behind this one (replies stay in order); the
+                    // rest of the loop carries on meanwhile.
+                    Step::Wait(cid, later, holds) => waiting = Some(Waiting { cid, later, holds }),
                     Step::Close(code, reason) => {
                         alive = end(code, reason, Ending::Final, &mut ending);
                     }
@@ -510,12 +514,30 @@ async fn serve(shared: Arc<Shared>, conn: Connection, shutdown: CancellationToke
     shared.sessions.retire(&shared, state, ending, grace);
 }
 
+/// A request whose answer server code gives later.
+struct Waiting {
+    cid: Option<u32>,
+    later: handlers::Later,
+    /// Whether events wait for it (a join: its `Match` reply goes first).
+    holds: bool,
+}
+
+/// The answer of the request being waited for; never resolves when there is none (its
+/// select branch is off then).
+async fn wait_for(waiting: &mut Option<Waiting>) -> handlers::Outcome {
+    match waiting {
+        Some(w) => w.later.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// What the session does after one frame or datagram.
 enum Step {
     /// Carry on, writing this reply first if there is one.
     Reply(Option<Bytes>),
-    /// Wait for server code's answer to the request with this `cid`, then reply.
-    Wait(Option<u32>, handlers::Later),
+    /// Wait for server code's answer to the request with this `cid`, then reply. The
+    /// `bool` says whether events wait too (a join: its `Match` reply goes first).
+    Wait(Option<u32>, handlers::Later, bool),
     /// Close the connection.
     Close(CloseCode, &'static str),
 }
@@ -558,11 +580,15 @@ fn on_frame(shared: &Shared, state: &mut SessionState, body: &[u8]) -> Step {
             if let Err(step) = admit(state, kind, env.cid) {
                 return step;
             }
+            let joins = matches!(
+                env.body,
+                Request::MatchJoin { .. } | Request::MatchJoinWith { .. }
+            );
             match handlers::dispatch(shared, state, env.cid, env.body) {
                 handlers::Dispatched::Now(outcome) => {
                     Step::Reply(handlers::reply_frame(&state.handle, env.cid, outcome))
                 }
-                handlers::Dispatched::Later(later) => Step::Wait(env.cid, later),
+                handlers::Dispatched::Later(later) => Step::Wait(env.cid, later, joins),
             }
         }
         Err((cid, e)) => {

@@ -113,7 +113,7 @@ const METRICS: &[(&str, Kind, bool, &str)] = &[
         "quicmatch_datagrams_dropped_total",
         Kind::Counter,
         LABELLED,
-        "Datagrams dropped, by reason: reader_behind (an older datagram dropped for a reader that fell behind), too_large, connection_lost, or an error code.",
+        "Datagrams dropped, by reason: reader_behind (an older datagram dropped for a reader that fell behind), too_large, connection_lost, unsupported_by_peer, or an error code.",
     ),
     ("quicmatch_datagram_bytes_in_total", Kind::Counter, PLAIN, "Datagram bytes received."),
     ("quicmatch_datagram_bytes_out_total", Kind::Counter, PLAIN, "Datagram bytes sent."),

@@ -201,3 +201,60 @@ async fn an_address_family_mismatch_says_so() {
     let text = err.to_string();
     assert!(text.contains("[::1]") && text.contains("IPv6"), "{text}");
 }
+
+/// The server killed with SIGKILL: a connected SDK client notices, tries to resume
+/// within its window, and then reports `Disconnected`; nothing hangs.
+#[tokio::test]
+async fn a_killed_server_is_noticed_and_reported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_quicmatch"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--certs-dir"])
+        .arg(dir.path())
+        .env("RUST_LOG", "off")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn quicmatch");
+    let stdout = lines(child.stdout.take().expect("stdout"));
+    let (mut addr, mut fingerprint) = (None, None);
+    while addr.is_none() || fingerprint.is_none() {
+        let line = stdout.recv_timeout(TEST_TIMEOUT).expect("the banner");
+        if let Some(a) = line.strip_prefix("quicmatch ready on ") {
+            addr = a.split_whitespace().next().map(str::to_owned);
+        }
+        if let Some(f) = line
+            .trim()
+            .strip_prefix("certificate fingerprint (SHA-256): ")
+        {
+            fingerprint = Some(f.to_owned());
+        }
+    }
+    let mut config = ClientConfig::new(
+        addr.expect("addr").parse().expect("an address"),
+        Trust::pin(&fingerprint.expect("fingerprint")).expect("pin"),
+        Credentials::Device {
+            id: "device-victim-0000".into(),
+        },
+    );
+    config.reconnect_for = Duration::from_secs(2);
+    let socket = timeout(TEST_TIMEOUT, Socket::connect(config))
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    socket.ping().await.expect("served");
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    let mut reconnecting = false;
+    loop {
+        match timeout(Duration::from_secs(30), socket.next_event())
+            .await
+            .expect("the loss is reported in time")
+        {
+            Some(quicmatch_client::Event::Reconnecting { .. }) => reconnecting = true,
+            Some(quicmatch_client::Event::Disconnected { .. }) | None => break,
+            Some(_) => {}
+        }
+    }
+    assert!(reconnecting, "it tried to resume first");
+    assert!(socket.ping().await.is_err());
+}

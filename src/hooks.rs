@@ -7,13 +7,21 @@
 //! - When the matchmaker forms a group: return the id of a match the server created for
 //!   it (clients get `match_id` instead of a token), or `None` for the usual token.
 //!
+//! - Instead of the built-in grouping: a custom processor gets the pool once per pass
+//!   and returns groups, which the server checks before forming them (see
+//!   [`MatchmakerProcessor`]).
+//!
 //! Hooks run on the thread that triggers them; keep them short and never block.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use quicmatch_protocol::{MatchId, Presence};
 
-use crate::{matches::MatchTable, matchmaker::pool::MatchedEntry, runtime::Runtime};
+use crate::{
+    matches::MatchTable,
+    matchmaker::pool::{MatchedEntry, PoolTicket},
+    runtime::Runtime,
+};
 
 /// A matchmaker request as a before-hook sees and may change it.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,6 +49,17 @@ pub type BeforeMatchmakerAdd =
 /// match for the group, typically from [`MatchedContext::create_match`].
 pub type MatchmakerMatched =
     dyn Fn(&MatchedContext<'_>, &[MatchedEntry]) -> Option<MatchId> + Send + Sync;
+
+/// A custom matchmaker: called once per pass with every waiting ticket (oldest first,
+/// suspect sessions left out), it returns groups of ticket ids. The server forms a group
+/// only if every ticket in it exists and is used once in the pass, no session or party
+/// appears twice, and its size suits every ticket's counts (teams and roles are placed
+/// by the server); a backfill ticket takes 1 to its seats' worth of players. Other groups
+/// are refused with a log line and `quicmatch_matchmaker_processor_rejected_total`. The
+/// call runs on its own thread and is bounded by `matchmaker.processor_timeout`.
+/// Fallback queries and expiry still apply; the built-in grouping does not run.
+pub type MatchmakerProcessor =
+    dyn Fn(&[PoolTicket]) -> Vec<Vec<quicmatch_protocol::TicketId>> + Send + Sync;
 
 /// What a matched hook can do.
 pub struct MatchedContext<'a> {
@@ -82,4 +101,5 @@ impl MatchedContext<'_> {
 pub struct Hooks {
     pub(crate) before_matchmaker_add: Option<Arc<BeforeMatchmakerAdd>>,
     pub(crate) matchmaker_matched: Option<Arc<MatchmakerMatched>>,
+    pub(crate) matchmaker_processor: Option<Arc<MatchmakerProcessor>>,
 }

@@ -131,6 +131,19 @@ impl ServerBuilder {
         self
     }
 
+    /// Replaces the matchmaker's built-in grouping with `processor`, called once per pass
+    /// with the pool; see [`hooks::MatchmakerProcessor`] for what the server checks.
+    pub fn matchmaker_processor(
+        mut self,
+        processor: impl Fn(&[matchmaker::pool::PoolTicket]) -> Vec<Vec<quicmatch_protocol::TicketId>>
+            + Send
+            + Sync
+            + 'static,
+    ) -> Self {
+        self.hooks.matchmaker_processor = Some(Arc::new(processor));
+        self
+    }
+
     /// Registers a server-authoritative match handler under `name`: `factory` makes a
     /// fresh handler for each match created with that name (by an RPC, a hook, or
     /// [`runtime::Runtime::create_match`]). A later registration of the same name wins.

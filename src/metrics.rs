@@ -50,6 +50,9 @@
 //! | `quicmatch_rpc_calls_total` / `quicmatch_rpc_failures_total` | counter | |
 //! | `quicmatch_matchmaker_pass_seconds` | histogram | |
 //! | `quicmatch_matchmaker_matched_total` | counter | (tickets matched) |
+//! | `quicmatch_matchmaker_expired_total` | counter | (tickets cancelled by `expires_after`) |
+//! | `quicmatch_matchmaker_processor_rejected_total` | counter | (custom processor groups refused) |
+//! | `quicmatch_matchmaker_processor_timeouts_total` / `quicmatch_matchmaker_processor_failures_total` | counter | |
 
 use std::{
     net::SocketAddr,
@@ -240,6 +243,30 @@ const METRICS: &[(&str, Kind, bool, &str)] = &[
         Kind::Counter,
         PLAIN,
         "Matchmaker tickets matched.",
+    ),
+    (
+        "quicmatch_matchmaker_expired_total",
+        Kind::Counter,
+        PLAIN,
+        "Matchmaker tickets cancelled because their expires_after passes were over.",
+    ),
+    (
+        "quicmatch_matchmaker_processor_rejected_total",
+        Kind::Counter,
+        PLAIN,
+        "Groups a custom matchmaker processor returned that the server refused (invalid).",
+    ),
+    (
+        "quicmatch_matchmaker_processor_timeouts_total",
+        Kind::Counter,
+        PLAIN,
+        "Matchmaker passes whose custom processor did not answer within processor_timeout.",
+    ),
+    (
+        "quicmatch_matchmaker_processor_failures_total",
+        Kind::Counter,
+        PLAIN,
+        "Matchmaker passes whose custom processor panicked.",
     ),
 ];
 

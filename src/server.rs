@@ -192,6 +192,7 @@ pub(crate) fn bind(
         secret.clone(),
         hooks,
     );
+    runtime.set_backfills(matchmaker.backfills());
     let parties = PartyTable::new(config.party.clone(), sessions.clone(), matchmaker.clone());
     let shared = Arc::new(Shared {
         handshakes: Default::default(),

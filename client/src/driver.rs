@@ -501,6 +501,7 @@ fn on_event(
             Some(Event::MatchEnded { match_id, reason })
         }
         WireEvent::MatchmakerMatched(m) => Some(Event::MatchmakerMatched(m)),
+        WireEvent::MatchmakerMatchedTeams(m) => Some(Event::MatchmakerMatchedTeams(m)),
         WireEvent::MatchmakerTicketCancelled { ticket, reason } => {
             Some(Event::MatchmakerTicketCancelled { ticket, reason })
         }

@@ -48,8 +48,9 @@ use bytes::Bytes;
 pub use discovery::{discover, DiscoveredServer, SERVICE_TYPE};
 use quicmatch_protocol::{envelope::ClientEnvelope, frame, Request, Response};
 pub use quicmatch_protocol::{
-    CloseCode, Credentials, ErrorCode, MatchId, MatchListRequest, MatchListing, MatchmakerMatched,
-    MatchmakerUser, PartyId, PartyInfo, Presence, SessionId, SessionInfo, TicketId, UserId,
+    CloseCode, Composition, Credentials, ErrorCode, MatchId, MatchListRequest, MatchListing,
+    MatchmakerMatched, MatchmakerMatchedTeams, MatchmakerOptions, MatchmakerUser, PartyId,
+    PartyInfo, Presence, SessionId, SessionInfo, Teams, TicketId, UserId,
 };
 /// The QUIC library the SDK's transport types come from (endpoints, connections,
 /// transport settings), so a game need not depend on a matching version itself.
@@ -343,6 +344,10 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// The matchmaker put this socket in a match with teams (its ticket asked for
+    /// teams): the result as [`Event::MatchmakerMatched`] carries it, and every user's
+    /// team.
+    MatchmakerMatchedTeams(MatchmakerMatchedTeams),
     /// A fire-and-forget send failed.
     Error {
         /// Stable numeric code.

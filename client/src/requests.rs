@@ -5,8 +5,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use quicmatch_protocol::{
-    datagram, envelope::ClientEnvelope, frame, MatchmakerAdd, Request, Response,
-    MAX_DATAGRAM_PAYLOAD, MAX_PARTY_LABEL_LEN, MAX_RELIABLE_PAYLOAD, MAX_TARGETS,
+    datagram, envelope::ClientEnvelope, frame, Composition, MatchmakerAdd, MatchmakerOptions,
+    Request, Response, Teams, MAX_DATAGRAM_PAYLOAD, MAX_PARTY_LABEL_LEN, MAX_RELIABLE_PAYLOAD,
+    MAX_TARGETS,
 };
 
 #[cfg(doc)]
@@ -156,6 +157,7 @@ impl Socket {
                 string_properties: Default::default(),
                 numeric_properties: Default::default(),
             },
+            options: MatchmakerOptions::default(),
         }
     }
 
@@ -368,6 +370,7 @@ pub struct AddMatchmaker<'a> {
     socket: &'a Socket,
     party: Option<PartyId>,
     request: MatchmakerAdd,
+    options: MatchmakerOptions,
 }
 
 impl<'a> AddMatchmaker<'a> {
@@ -397,13 +400,78 @@ impl<'a> AddMatchmaker<'a> {
         self
     }
 
+    /// Roles: a group (or, with [`teams`](Self::teams), each team) must hold exactly
+    /// `counts` of the values of the string property `property`, e.g.
+    /// `.composition("role", [("tank", 1), ("healer", 1), ("dps", 3)])` with
+    /// `.string_property("role", "tank")`. A party lists one value per member,
+    /// comma-separated (`"tank,dps"`). Every ticket in a group must ask for the same
+    /// composition, and the group's size is the counts' total (times the teams).
+    pub fn composition<K: Into<String>>(
+        mut self,
+        property: impl Into<String>,
+        counts: impl IntoIterator<Item = (K, u32)>,
+    ) -> Self {
+        self.options.composition = Some(Composition {
+            property: property.into(),
+            counts: counts.into_iter().map(|(k, n)| (k.into(), n)).collect(),
+        });
+        self
+    }
+
+    /// Splits the group into `count` teams (the group size must be a multiple); parties
+    /// are never split. The result arrives as [`Event::MatchmakerMatchedTeams`](crate::Event::MatchmakerMatchedTeams).
+    pub fn teams(mut self, count: u32) -> Self {
+        let balance = self.options.teams.take().and_then(|t| t.balance_property);
+        self.options.teams = Some(Teams {
+            count,
+            balance_property: balance,
+        });
+        self
+    }
+
+    /// With [`teams`](Self::teams): balance the teams' sums of this numeric property.
+    pub fn balance_teams_on(mut self, property: impl Into<String>) -> Self {
+        let count = self.options.teams.as_ref().map_or(2, |t| t.count);
+        self.options.teams = Some(Teams {
+            count,
+            balance_property: Some(property.into()),
+        });
+        self
+    }
+
+    /// Widening: after `after_passes` matchmaker passes without a match, `query`
+    /// replaces the ticket's query.
+    pub fn fallback_query(mut self, query: impl Into<String>, after_passes: u32) -> Self {
+        self.options.fallback_query = Some(query.into());
+        self.options.fallback_after = after_passes;
+        self
+    }
+
+    /// Gives up after `passes` matchmaker passes without a match: the ticket is cancelled
+    /// and [`Event::MatchmakerTicketCancelled`](crate::Event::MatchmakerTicketCancelled)
+    /// arrives with the reason `"expired"`.
+    pub fn expires_after(mut self, passes: u32) -> Self {
+        self.options.expires_after = Some(passes);
+        self
+    }
+
     /// Sends the request and returns the ticket.
     pub async fn send(self) -> Result<TicketId, RequestError> {
-        let request = match self.party {
-            None => Request::MatchmakerAdd(self.request),
-            Some(party_id) => Request::PartyMatchmakerAdd {
+        let plain = self.options == MatchmakerOptions::default();
+        let request = match (self.party, plain) {
+            (None, true) => Request::MatchmakerAdd(self.request),
+            (None, false) => Request::MatchmakerAddWith {
+                request: self.request,
+                options: self.options,
+            },
+            (Some(party_id), true) => Request::PartyMatchmakerAdd {
                 party_id,
                 request: self.request,
+            },
+            (Some(party_id), false) => Request::PartyMatchmakerAddWith {
+                party_id,
+                request: self.request,
+                options: self.options,
             },
         };
         match self.socket.request(request).await? {

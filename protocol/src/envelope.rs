@@ -251,6 +251,24 @@ pub enum Request {
         /// Its input, usually JSON; at most [`crate::MAX_RPC_PAYLOAD`] bytes.
         payload: String,
     },
+    /// [`Request::MatchmakerAdd`] with options (roles, teams, widening, expiry);
+    /// answered by [`Response::MatchmakerTicket`].
+    MatchmakerAddWith {
+        /// The ticket's query, counts and properties.
+        request: MatchmakerAdd,
+        /// The options.
+        options: crate::MatchmakerOptions,
+    },
+    /// [`Request::PartyMatchmakerAdd`] with options; answered by
+    /// [`Response::PartyMatchmakerTicket`].
+    PartyMatchmakerAddWith {
+        /// The party.
+        party_id: PartyId,
+        /// The ticket's query, counts and properties.
+        request: MatchmakerAdd,
+        /// The options.
+        options: crate::MatchmakerOptions,
+    },
 }
 
 /// What a match listing asks for.
@@ -309,7 +327,7 @@ pub struct MatchmakerAdd {
 
 impl Request {
     /// How many request kinds this version knows; indices at or above it are unknown.
-    pub const KINDS: u32 = 25;
+    pub const KINDS: u32 = 27;
 
     /// A short name for logs and metrics.
     pub fn kind(&self) -> &'static str {
@@ -339,6 +357,8 @@ impl Request {
             Self::MatchJoinWith { .. } => "match_join_with",
             Self::MatchList(_) => "match_list",
             Self::Rpc { .. } => "rpc",
+            Self::MatchmakerAddWith { .. } => "matchmaker_add_with",
+            Self::PartyMatchmakerAddWith { .. } => "party_matchmaker_add_with",
         }
     }
 }
@@ -586,6 +606,9 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// The matchmaker formed a match with teams that includes this session (sent instead
+    /// of [`Event::MatchmakerMatched`] to tickets that asked for teams).
+    MatchmakerMatchedTeams(crate::MatchmakerMatchedTeams),
 }
 
 /// A matchmaker result, sent to every matched session.

@@ -526,9 +526,17 @@ mod tests {
     fn request_kinds_matches_the_enum() {
         let frame = encode(&ClientEnvelope {
             cid: None,
-            body: Request::Rpc {
-                id: "f".into(),
-                payload: String::new(),
+            body: Request::PartyMatchmakerAddWith {
+                party_id: crate::PartyId::from(uuid::Uuid::nil()),
+                request: crate::MatchmakerAdd {
+                    query: String::new(),
+                    min_count: 2,
+                    max_count: 2,
+                    count_multiple: None,
+                    string_properties: Default::default(),
+                    numeric_properties: Default::default(),
+                },
+                options: Default::default(),
             },
         })
         .expect("encode");

@@ -11,6 +11,7 @@
 //! - [`error`]: stable numeric error codes, connection close codes, decode errors.
 //! - [`frame`]: control-stream framing and the one place that calls bincode.
 //! - [`datagram`]: hand-written headers of the unreliable match-data datagrams.
+//! - [`matchmaking`]: matchmaker ticket options (roles, teams, widening, expiry).
 //!
 //! `PROTOCOL.md` at the repository root describes all of it byte by byte.
 #![warn(missing_docs)]
@@ -20,6 +21,7 @@ pub mod envelope;
 pub mod error;
 pub mod frame;
 pub mod ids;
+pub mod matchmaking;
 
 pub use envelope::{
     ClientEnvelope, Credentials, Event, MatchInfo, MatchListRequest, MatchListing, MatchmakerAdd,
@@ -28,6 +30,7 @@ pub use envelope::{
 };
 pub use error::{CloseCode, DecodeError, ErrorCode};
 pub use ids::{MatchId, PartyId, SessionId, TicketId, UserId};
+pub use matchmaking::{Composition, MatchmakerMatchedTeams, MatchmakerOptions, Teams};
 
 /// The ALPN protocol name of version 1; a peer offering neither version fails the
 /// handshake.
@@ -111,3 +114,12 @@ pub const MAX_LIST_LIMIT: u32 = 100;
 
 /// Largest error or close message the server sends, in bytes.
 pub const MAX_MESSAGE_LEN: usize = 1024;
+
+/// Most values one matchmaker composition may count.
+pub const MAX_COMPOSITION_VALUES: usize = 16;
+
+/// Most teams one matchmaker ticket may ask for.
+pub const MAX_TEAMS: u32 = 16;
+
+/// Most passes a matchmaker ticket's `fallback_after` or `expires_after` may name.
+pub const MAX_TICKET_PASSES: u32 = 1_000_000;

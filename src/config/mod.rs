@@ -284,6 +284,12 @@ pub struct MatchmakerConfig {
     /// at. Bounds the cost of a pass on a large pool. Default `2000`.
     /// Range: 1 to 1000000.
     pub max_scan: usize,
+    /// How long a pass waits for a custom matchmaker processor
+    /// (`ServerBuilder::matchmaker_processor`); past it the pass forms no group and no
+    /// pass calls the processor again until that call returns. Default `1s`.
+    /// Range: `1ms` to `1h`.
+    #[serde(with = "humantime_serde")]
+    pub processor_timeout: Duration,
 }
 
 impl Default for MatchmakerConfig {
@@ -296,6 +302,7 @@ impl Default for MatchmakerConfig {
             token_lifetime: Duration::from_secs(30),
             max_count: 64,
             max_scan: 2000,
+            processor_timeout: Duration::from_secs(1),
         }
     }
 }

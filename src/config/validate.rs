@@ -53,6 +53,7 @@ macro_rules! with_bounded_keys {
             range_duration matchmaker.token_lifetime = SEC, 60 * MIN;
             range matchmaker.max_count = 2, 128;
             range matchmaker.max_scan = 1, 1_000_000;
+            range_duration matchmaker.processor_timeout = MS, 60 * MIN;
             range party.max_size = 1, 256;
             range party.max_requests = 1, 1024;
             range party.max_per_session = 1, 64;

@@ -1,6 +1,6 @@
 //! Handlers for the matchmaker: add and remove tickets, join a match by token.
 
-use quicmatch_protocol::{MatchmakerAdd, Response, TicketId};
+use quicmatch_protocol::{MatchmakerAdd, MatchmakerOptions, Response, TicketId};
 
 use super::{matches::check_room, ApiError};
 use crate::{session::SessionState, Shared};
@@ -9,8 +9,11 @@ pub(super) fn add(
     shared: &Shared,
     session: &mut SessionState,
     request: MatchmakerAdd,
+    options: MatchmakerOptions,
 ) -> Result<Option<Response>, ApiError> {
-    let ticket = shared.matchmaker.add(&session.handle.presence, request)?;
+    let ticket = shared
+        .matchmaker
+        .add(&session.handle.presence, request, options)?;
     Ok(Some(Response::MatchmakerTicket { ticket }))
 }
 

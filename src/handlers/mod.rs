@@ -119,7 +119,10 @@ pub(crate) fn dispatch(
             targets,
         } => matches::send_data(shared, session, match_id, op_code, data, targets)
             .map(|()| cid.map(|_| Response::Ack)),
-        Request::MatchmakerAdd(add) => matchmaker::add(shared, session, add),
+        Request::MatchmakerAdd(add) => matchmaker::add(shared, session, add, Default::default()),
+        Request::MatchmakerAddWith { request, options } => {
+            matchmaker::add(shared, session, request, options)
+        }
         Request::MatchmakerRemove { ticket } => matchmaker::remove(shared, session, ticket),
         Request::MatchJoinToken { token } => matchmaker::join_token(shared, session, &token),
         Request::PartyDataSend {
@@ -138,6 +141,7 @@ pub(crate) fn dispatch(
         | Request::PartyJoinRequestList { .. }
         | Request::PartyUpdate { .. }
         | Request::PartyMatchmakerAdd { .. }
+        | Request::PartyMatchmakerAddWith { .. }
         | Request::PartyMatchmakerRemove { .. }) => party::dispatch(shared, session, party_request),
     };
     Dispatched::Now(outcome)

@@ -68,7 +68,14 @@ pub(super) fn dispatch(
             label,
         } => ack(parties.update(sid, party_id, open, label)),
         Request::PartyMatchmakerAdd { party_id, request } => parties
-            .matchmaker_add(me, party_id, request)
+            .matchmaker_add(me, party_id, request, Default::default())
+            .map(|ticket| Some(Response::PartyMatchmakerTicket { party_id, ticket })),
+        Request::PartyMatchmakerAddWith {
+            party_id,
+            request,
+            options,
+        } => parties
+            .matchmaker_add(me, party_id, request, options)
             .map(|ticket| Some(Response::PartyMatchmakerTicket { party_id, ticket })),
         Request::PartyMatchmakerRemove { party_id, ticket } => {
             ack(parties.matchmaker_remove(sid, party_id, ticket))

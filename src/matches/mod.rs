@@ -261,6 +261,17 @@ impl MatchTable {
         id
     }
 
+    /// Whether `id` names a live match, relayed or server-run, or a reservation not yet
+    /// lapsed (what a backfill may keep filling).
+    pub fn is_live(&self, id: MatchId) -> bool {
+        let state = self.read();
+        state.matches.contains_key(&id)
+            || state
+                .reserved
+                .get(&id)
+                .is_some_and(|until| *until > Instant::now())
+    }
+
     /// Joins a live match. Joining again is a success with no events.
     pub fn join(&self, id: MatchId, session: &SessionHandle) -> Result<MatchInfo, ApiError> {
         join_locked(&mut self.lock(), &self.limits, id, session)

@@ -12,22 +12,28 @@ pub mod pool;
 pub mod query;
 pub mod token;
 
+mod custom;
+
 use std::{
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{atomic::AtomicBool, Arc, Mutex, MutexGuard},
     time::Instant,
 };
 
 use quicmatch_protocol::{
     envelope::{Event, MatchmakerMatched, MatchmakerUser},
     frame::EventBody,
-    ErrorCode, MatchId, MatchmakerAdd, PartyId, Presence, SessionId, TicketId, UserId,
-    MAX_PROPERTIES, MAX_PROPERTY_KEY_LEN, MAX_PROPERTY_VALUE_LEN, MAX_QUERY_LEN,
+    ErrorCode, MatchId, MatchmakerAdd, MatchmakerMatchedTeams, MatchmakerOptions, PartyId,
+    Presence, SessionId, TicketId, UserId, MAX_COMPOSITION_VALUES, MAX_PROPERTIES,
+    MAX_PROPERTY_KEY_LEN, MAX_PROPERTY_VALUE_LEN, MAX_QUERY_LEN,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use self::{
-    pool::{Cancelled, Counts, Matched, Pool, PoolConfig, PoolError, PoolStats, TicketSpec},
+    pool::{
+        Cancelled, CompositionRule, Counts, Matched, Pool, PoolConfig, PoolError, PoolStats,
+        TeamRule, TicketOptions, TicketSpec,
+    },
     query::{Properties, Query},
     token::MatchToken,
 };
@@ -56,6 +62,8 @@ struct Inner {
     runtime: crate::runtime::Runtime,
     secret: Secret,
     hooks: Hooks,
+    /// A custom processor's call has not returned yet (it may have timed out).
+    processor_busy: AtomicBool,
 }
 
 impl From<PoolError> for ApiError {
@@ -136,6 +144,7 @@ impl Matchmaker {
                 runtime,
                 secret,
                 hooks,
+                processor_busy: AtomicBool::new(false),
             }),
         }
     }
@@ -144,14 +153,17 @@ impl Matchmaker {
         self.inner.pool.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Validates a request (after the before-add hook) into a ticket spec for `members`.
+    /// Validates a request (after the before-add hook) and its options into a ticket
+    /// spec for `members`.
     pub(crate) fn spec(
         &self,
         caller: &Presence,
         request: MatchmakerAdd,
+        options: MatchmakerOptions,
         party_id: Option<PartyId>,
         members: Vec<Presence>,
     ) -> Result<TicketSpec, ApiError> {
+        let options = self.options(options)?;
         let mut req = MatchmakerAddRequest {
             query: request.query,
             min_count: request.min_count,
@@ -182,7 +194,60 @@ impl Matchmaker {
             party_id,
             members,
             self.inner.config.max_count,
-        )?)
+        )?
+        .with_options(options)?)
+    }
+
+    /// Checks the sizes of a request's options and parses its fallback query.
+    fn options(&self, o: MatchmakerOptions) -> Result<TicketOptions, ApiError> {
+        let to_usize = |v: u32| usize::try_from(v).unwrap_or(usize::MAX);
+        let composition = match o.composition {
+            None => None,
+            Some(c) => {
+                if c.counts.len() > MAX_COMPOSITION_VALUES {
+                    return Err(bad(format!(
+                        "a composition counts at most {MAX_COMPOSITION_VALUES} values"
+                    )));
+                }
+                if c.counts
+                    .keys()
+                    .any(|v| v.is_empty() || v.len() > MAX_PROPERTY_VALUE_LEN || v.contains(','))
+                {
+                    return Err(bad(format!(
+                        "composition values must be 1 to {MAX_PROPERTY_VALUE_LEN} bytes, without commas"
+                    )));
+                }
+                Some(CompositionRule {
+                    property: c.property,
+                    counts: c
+                        .counts
+                        .into_iter()
+                        .map(|(k, n)| (k, to_usize(n)))
+                        .collect(),
+                })
+            }
+        };
+        let fallback = match o.fallback_query {
+            None => None,
+            Some(q) => {
+                if q.len() > MAX_QUERY_LEN {
+                    return Err(bad(format!(
+                        "fallback query longer than {MAX_QUERY_LEN} bytes"
+                    )));
+                }
+                let query = Query::parse(&q).map_err(|e| bad(format!("fallback query: {e}")))?;
+                Some((query, o.fallback_after))
+            }
+        };
+        Ok(TicketOptions {
+            composition,
+            teams: o.teams.map(|t| TeamRule {
+                count: to_usize(t.count),
+                balance: t.balance_property,
+            }),
+            fallback,
+            expires_after: o.expires_after,
+        })
     }
 
     /// Adds a solo ticket for `caller`.
@@ -190,8 +255,9 @@ impl Matchmaker {
         &self,
         caller: &Presence,
         request: MatchmakerAdd,
+        options: MatchmakerOptions,
     ) -> Result<TicketId, ApiError> {
-        let spec = self.spec(caller, request, None, vec![caller.clone()])?;
+        let spec = self.spec(caller, request, options, None, vec![caller.clone()])?;
         Ok(self.pool().add(spec, Instant::now())?)
     }
 
@@ -260,11 +326,20 @@ impl Matchmaker {
 
     /// Runs one pass now and delivers its groups; returns how many formed.
     pub fn process(&self, now: Instant) -> usize {
-        let (matched, stats) = {
-            let mut pool = self.pool();
-            let matched = pool.process(now);
-            (matched, pool.stats(now))
+        self.drop_dead_backfills();
+        let (matched, stats) = match &self.inner.hooks.matchmaker_processor {
+            None => {
+                let mut pool = self.pool();
+                let matched = pool.process(now);
+                (matched, pool.stats(now))
+            }
+            Some(processor) => self.custom_pass(processor.clone(), now),
         };
+        let expired = self.pool().take_expired();
+        if !expired.is_empty() {
+            metrics::counter!("quicmatch_matchmaker_expired_total").increment(expired.len() as u64);
+            self.announce(expired, "expired");
+        }
         let groups = matched.len();
         metrics::histogram!("quicmatch_matchmaker_pass_seconds")
             .record(stats.last_pass.as_secs_f64());
@@ -287,6 +362,48 @@ impl Matchmaker {
     }
 
     fn deliver(&self, m: Matched) {
+        let (token, match_id) = match m.backfill {
+            // The match is live already: no hook, no token.
+            Some(match_id) => (None, Some(match_id)),
+            None => self.match_for(&m),
+        };
+        let users: Vec<MatchmakerUser> = m
+            .entries
+            .iter()
+            .map(|e| MatchmakerUser {
+                presence: e.presence.clone(),
+                party_id: e.party_id,
+                string_properties: e.properties.strings.clone(),
+                numeric_properties: e.properties.numbers.clone(),
+            })
+            .collect();
+        let teams: Option<Vec<u32>> = m.entries.iter().map(|e| e.team).collect();
+        for (entry, self_user) in m.entries.iter().zip(&users) {
+            let Some(session) = self.inner.sessions.get(entry.presence.session_id) else {
+                continue;
+            };
+            let matched = MatchmakerMatched {
+                ticket: entry.ticket,
+                token: token.clone(),
+                match_id,
+                users: users.clone(),
+                self_user: self_user.clone(),
+            };
+            let event = match &teams {
+                Some(teams) => Event::MatchmakerMatchedTeams(MatchmakerMatchedTeams {
+                    matched,
+                    teams: teams.clone(),
+                }),
+                None => Event::MatchmakerMatched(matched),
+            };
+            if let Ok(frame) = EventBody::encode(&event) {
+                session.push_event(&frame);
+            }
+        }
+    }
+
+    /// What a new group is told: the match the matched hook chose, or a token.
+    fn match_for(&self, m: &Matched) -> (Option<String>, Option<MatchId>) {
         let ctx = MatchedContext {
             matches: &self.inner.matches,
             runtime: &self.inner.runtime,
@@ -299,48 +416,20 @@ impl Matchmaker {
             .matchmaker_matched
             .as_ref()
             .and_then(|hook| hook(&ctx, &m.entries));
-        let token = match match_id {
-            Some(_) => None,
-            None => {
-                let mut users: Vec<UserId> = m.entries.iter().map(|e| e.presence.user_id).collect();
-                users.sort();
-                users.dedup();
-                Some(
-                    MatchToken {
-                        match_id: MatchId::new_random(),
-                        expires_at: unix_now()
-                            .saturating_add(self.inner.config.token_lifetime.as_secs().max(1)),
-                        users,
-                    }
-                    .issue(&self.inner.secret),
-                )
-            }
-        };
-        let users: Vec<MatchmakerUser> = m
-            .entries
-            .iter()
-            .map(|e| MatchmakerUser {
-                presence: e.presence.clone(),
-                party_id: e.party_id,
-                string_properties: e.properties.strings.clone(),
-                numeric_properties: e.properties.numbers.clone(),
-            })
-            .collect();
-        for (entry, self_user) in m.entries.iter().zip(&users) {
-            let Some(session) = self.inner.sessions.get(entry.presence.session_id) else {
-                continue;
-            };
-            let event = Event::MatchmakerMatched(MatchmakerMatched {
-                ticket: entry.ticket,
-                token: token.clone(),
-                match_id,
-                users: users.clone(),
-                self_user: self_user.clone(),
-            });
-            if let Ok(frame) = EventBody::encode(&event) {
-                session.push_event(&frame);
-            }
+        if match_id.is_some() {
+            return (None, match_id);
         }
+        let mut users: Vec<UserId> = m.entries.iter().map(|e| e.presence.user_id).collect();
+        users.sort();
+        users.dedup();
+        let token = MatchToken {
+            match_id: MatchId::new_random(),
+            expires_at: unix_now()
+                .saturating_add(self.inner.config.token_lifetime.as_secs().max(1)),
+            users,
+        }
+        .issue(&self.inner.secret);
+        (Some(token), None)
     }
 
     /// Verifies a match token for `user` and returns the match it names.

@@ -375,6 +375,7 @@ impl PartyTable {
         caller: &Presence,
         id: PartyId,
         request: MatchmakerAdd,
+        options: quicmatch_protocol::MatchmakerOptions,
     ) -> Result<TicketId, ApiError> {
         let mut state = self.lock();
         let party = state.party(id)?;
@@ -387,7 +388,7 @@ impl PartyTable {
         let members = party.members.clone();
         let spec = self
             .matchmaker
-            .spec(caller, request, Some(id), members.clone())?;
+            .spec(caller, request, options, Some(id), members.clone())?;
         let ticket = self.matchmaker.add_party(spec)?;
         let others: Vec<SessionId> = members
             .iter()

@@ -37,15 +37,16 @@ mod engine;
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::Arc,
+    sync::{Arc, OnceLock},
     time::Duration,
 };
 
 pub use dispatcher::{Dispatcher, MatchContext};
 pub(crate) use engine::Engine;
-use quicmatch_protocol::{ErrorCode, MatchId, MatchListRequest, MatchListing, Presence};
+use quicmatch_protocol::{ErrorCode, MatchId, MatchListRequest, MatchListing, Presence, TicketId};
 
 pub use crate::matches::Inbound;
+pub use crate::matchmaker::query::Properties;
 use crate::{config::MatchConfig, handlers::ApiError, matches::MatchTable};
 
 /// Parameters a match is created with (JSON; at most
@@ -238,6 +239,54 @@ pub struct Runtime {
     engine: Engine,
     registry: Arc<Registry>,
     matches: MatchTable,
+    /// The matchmaker, set once the server has made it (it holds this runtime).
+    backfills: Arc<OnceLock<Arc<dyn Backfills>>>,
+}
+
+/// What the runtime needs of the matchmaker; the matchmaker implements it.
+pub(crate) trait Backfills: Send + Sync {
+    /// Adds a backfill ticket.
+    fn backfill(
+        &self,
+        match_id: MatchId,
+        query: &str,
+        seats: u32,
+        properties: Properties,
+    ) -> Result<TicketId, RuntimeError>;
+    /// Cancels a backfill ticket.
+    fn cancel_backfill(&self, ticket: TicketId) -> Result<(), RuntimeError>;
+}
+
+/// The matchmaker as game code sees it: backfill seats of live matches.
+pub struct MatchmakerAccess<'a> {
+    backfills: Option<&'a Arc<dyn Backfills>>,
+}
+
+impl MatchmakerAccess<'_> {
+    /// Asks the matchmaker for `count` players for the live match `match_id`, found
+    /// with `query` (when matching is mutual, their queries must accept `properties`).
+    /// Each pass fills what seats it can; matched players receive `match_id` and join
+    /// it. The ticket lasts until its seats are filled, it is cancelled, or the match
+    /// ends.
+    pub fn backfill(
+        &self,
+        match_id: MatchId,
+        query: &str,
+        count: u32,
+        properties: Properties,
+    ) -> Result<TicketId, RuntimeError> {
+        self.get()?.backfill(match_id, query, count, properties)
+    }
+
+    /// Cancels a backfill ticket (`MatchNotFound`-like `BadRequest` if it is gone).
+    pub fn cancel_backfill(&self, ticket: TicketId) -> Result<(), RuntimeError> {
+        self.get()?.cancel_backfill(ticket)
+    }
+
+    fn get(&self) -> Result<&Arc<dyn Backfills>, RuntimeError> {
+        self.backfills
+            .ok_or_else(|| RuntimeError::Failed("the matchmaker is not running".into()))
+    }
 }
 
 impl Runtime {
@@ -246,6 +295,19 @@ impl Runtime {
             engine: Engine::start(matches.clone(), config),
             registry: Arc::new(registry),
             matches,
+            backfills: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// Connects the matchmaker (once, when the server is built).
+    pub(crate) fn set_backfills(&self, backfills: Arc<dyn Backfills>) {
+        let _ = self.backfills.set(backfills);
+    }
+
+    /// The matchmaker: backfill live matches.
+    pub fn matchmaker(&self) -> MatchmakerAccess<'_> {
+        MatchmakerAccess {
+            backfills: self.backfills.get(),
         }
     }
 

@@ -26,7 +26,11 @@ pub(crate) const HELP: &str = "commands:
   send MATCH_ID OP TEXT [--reliable] [--to SESSION_ID,...]
                                               send match data (unreliable unless --reliable)
   mm-add MIN MAX [--query Q] [--multiple N] [--string K=V]... [--numeric K=V]...
-                                              add a matchmaker ticket
+         [--composition P=V:N,V:N...] [--teams N] [--balance-on K]
+         [--fallback-query Q --fallback-after PASSES] [--expires-after PASSES]
+                                              add a matchmaker ticket (roles like
+                                              --composition role=tank:1,healer:1,dps:3
+                                              with --string role=tank)
   mm-remove TICKET                            cancel a matchmaker ticket
   join-token TOKEN                            join the match a matchmaker token names
   party-create [--closed] [--max-size N] [--label L]
@@ -39,6 +43,7 @@ pub(crate) const HELP: &str = "commands:
                                               --label \"\" removes it)
   party-send ID OP TEXT                       data to the other members
   party-mm-add ID MIN MAX [--query Q] [--multiple N] [--string K=V]... [--numeric K=V]...
+         [mm-add's other flags; --string role=tank,dps lists one value per member]
   party-mm-remove ID TICKET
   ping                                        round trip to the server
   sleep MS                                    wait (for scripts)
@@ -71,12 +76,15 @@ fn ack(out: &mut Out, command: &str) {
     );
 }
 
-/// Applies `[--query Q] [--multiple N] [--string K=V]... [--numeric K=V]...`.
+/// Applies `[--query Q] [--multiple N] [--string K=V]... [--numeric K=V]...` and the
+/// options (`--composition`, `--teams`, `--balance-on`, `--fallback-query`,
+/// `--fallback-after`, `--expires-after`).
 fn matchmaker_flags<'a>(
     mut add: AddMatchmaker<'a>,
     flags: &[String],
 ) -> Result<AddMatchmaker<'a>, RequestError> {
     let mut rest = flags.iter();
+    let (mut fallback, mut fallback_after) = (None, None);
     while let Some(flag) = rest.next() {
         let mut value = |name: &str| {
             rest.next()
@@ -97,10 +105,59 @@ fn matchmaker_flags<'a>(
                     .map_err(|_| bad_input(format!("{v:?} is not a number")))?;
                 add.numeric_property(k, n)
             }
+            "--composition" => {
+                let (property, counts) = parse_composition(value("--composition")?)?;
+                add.composition(property, counts)
+            }
+            "--teams" => add.teams(parse_u32(value("--teams")?, "--teams")?),
+            "--balance-on" => add.balance_teams_on(value("--balance-on")?),
+            "--fallback-query" => {
+                fallback = Some(value("--fallback-query")?.to_owned());
+                add
+            }
+            "--fallback-after" => {
+                fallback_after = Some(parse_u32(value("--fallback-after")?, "--fallback-after")?);
+                add
+            }
+            "--expires-after" => {
+                add.expires_after(parse_u32(value("--expires-after")?, "--expires-after")?)
+            }
             other => return Err(bad_input(format!("unknown flag {other}"))),
         };
     }
+    match (fallback, fallback_after) {
+        (Some(q), Some(after)) => add = add.fallback_query(q, after),
+        (None, None) => {}
+        _ => {
+            return Err(bad_input(
+                "--fallback-query and --fallback-after go together",
+            ))
+        }
+    }
     Ok(add)
+}
+
+/// Parses `PROPERTY=VALUE:COUNT,VALUE:COUNT...`, e.g. `role=tank:1,healer:1,dps:3`.
+fn parse_composition(s: &str) -> Result<(String, Vec<(String, u32)>), RequestError> {
+    let usage = || {
+        bad_input(format!(
+            "--composition wants PROPERTY=VALUE:COUNT,... (like role=tank:1,healer:1,dps:3), got {s:?}"
+        ))
+    };
+    let (property, list) = s.split_once('=').ok_or_else(usage)?;
+    if property.is_empty() || list.is_empty() {
+        return Err(usage());
+    }
+    let mut counts = Vec::new();
+    for part in list.split(',') {
+        let (value, n) = part.split_once(':').ok_or_else(usage)?;
+        let n: u32 = n.trim().parse().map_err(|_| usage())?;
+        if value.trim().is_empty() {
+            return Err(usage());
+        }
+        counts.push((value.trim().to_owned(), n));
+    }
+    Ok((property.to_owned(), counts))
 }
 
 /// Parses `create`'s `[NAME] [--label L] [--max-size N] [--private]`; options only when a

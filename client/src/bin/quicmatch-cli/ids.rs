@@ -90,7 +90,11 @@ impl Seen {
                 self.add(Kind::Match, d.match_id.0);
                 self.presences([&d.sender]);
             }
-            Event::MatchmakerMatched(m) => {
+            Event::MatchmakerMatched(m)
+            | Event::MatchmakerMatchedTeams(quicmatch_client::MatchmakerMatchedTeams {
+                matched: m,
+                ..
+            }) => {
                 self.add(Kind::Ticket, m.ticket.0);
                 if let Some(id) = m.match_id {
                     self.add(Kind::Match, id.0);

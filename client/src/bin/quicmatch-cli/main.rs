@@ -229,7 +229,12 @@ async fn print_events(p: Events) {
         if last {
             return;
         }
-        if let Event::MatchmakerMatched(m) = event {
+        let matched = match event {
+            Event::MatchmakerMatched(m) => Some(m),
+            Event::MatchmakerMatchedTeams(t) => Some(t.matched),
+            _ => None,
+        };
+        if let Some(m) = matched {
             if p.auto_join {
                 // On a task of its own: events keep flowing while it waits for the reply.
                 tokio::spawn(auto_join(p.clone(), m.match_id, m.token));

@@ -2,7 +2,8 @@
 
 use base64::Engine as _;
 use quicmatch_client::{
-    ErrorCode, Event, Match, MatchListing, MatchmakerUser, PartyInfo, Presence, RequestError,
+    ErrorCode, Event, Match, MatchListing, MatchmakerMatched, MatchmakerUser, PartyInfo, Presence,
+    RequestError,
 };
 use serde_json::{json, Value};
 
@@ -193,34 +194,8 @@ pub(crate) fn print_event(out: &mut Out, event: &Event) {
                 ),
             );
         }
-        Event::MatchmakerMatched(m) => {
-            let mut value = json!({
-                "type": "matchmaker_matched",
-                "ticket": m.ticket.to_string(),
-                "users": m.users.iter().map(mm_user_json).collect::<Vec<_>>(),
-                "self": mm_user_json(&m.self_user),
-            });
-            let target = match (&m.token, m.match_id) {
-                (_, Some(id)) => {
-                    value["match_id"] = json!(id.to_string());
-                    format!("join {id}")
-                }
-                (Some(token), None) => {
-                    value["token"] = json!(token);
-                    format!("join-token {token}")
-                }
-                (None, None) => String::new(),
-            };
-            let names: Vec<_> = m.users.iter().map(|u| u.presence.username.as_str()).collect();
-            out.emit(
-                value,
-                format!(
-                    "matched (ticket {}) with [{}]; to play: {target}",
-                    m.ticket,
-                    names.join(", ")
-                ),
-            );
-        }
+        Event::MatchmakerMatched(m) => matched(out, m, None),
+        Event::MatchmakerMatchedTeams(t) => matched(out, &t.matched, Some(&t.teams)),
         Event::MatchmakerTicketCancelled { ticket, reason } => out.emit(
             json!({"type": "matchmaker_ticket_cancelled", "ticket": ticket.to_string(), "reason": reason}),
             format!("ticket {ticket} cancelled: {reason}"),
@@ -348,4 +323,62 @@ pub(crate) fn print_listing(out: &mut Out, matches: &[MatchListing]) {
         lines.push("no matches".to_owned());
     }
     out.emit(value, lines.join("\n"));
+}
+
+/// A matchmaker result; with teams, each user's team in `users[].team` and `teams`.
+fn matched(out: &mut Out, m: &MatchmakerMatched, teams: Option<&[u32]>) {
+    let mut users: Vec<_> = m.users.iter().map(mm_user_json).collect();
+    if let Some(teams) = teams {
+        for (u, t) in users.iter_mut().zip(teams) {
+            u["team"] = json!(t);
+        }
+    }
+    let mut value = json!({
+        "type": "matchmaker_matched",
+        "ticket": m.ticket.to_string(),
+        "users": users,
+        "self": mm_user_json(&m.self_user),
+    });
+    let target = match (&m.token, m.match_id) {
+        (_, Some(id)) => {
+            value["match_id"] = json!(id.to_string());
+            format!("join {id}")
+        }
+        (Some(token), None) => {
+            value["token"] = json!(token);
+            format!("join-token {token}")
+        }
+        (None, None) => String::new(),
+    };
+    let names: Vec<String> = match teams {
+        None => m
+            .users
+            .iter()
+            .map(|u| u.presence.username.clone())
+            .collect(),
+        Some(teams) => {
+            value["teams"] = json!(teams);
+            let mine = m
+                .users
+                .iter()
+                .position(|u| u.presence.session_id == m.self_user.presence.session_id)
+                .and_then(|i| teams.get(i));
+            if let Some(t) = mine {
+                value["self"]["team"] = json!(t);
+            }
+            m.users
+                .iter()
+                .zip(teams)
+                .map(|(u, t)| format!("{} (team {t})", u.presence.username))
+                .collect()
+        }
+    };
+    out.emit(
+        value,
+        format!(
+            "matched (ticket {}) with [{}]; to play: {target}",
+            m.ticket,
+            names.join(", ")
+        ),
+    );
 }

@@ -828,3 +828,71 @@ fn base64_lines(der: &[u8]) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// The matchmaker options from the CLI: `--composition`, `--teams` with
+/// `--balance-on`, `--fallback-query`/`--fallback-after` and `--expires-after`, and the
+/// errors a mistyped flag gets.
+#[tokio::test]
+async fn matchmaker_option_flags() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (addr, ca, stop) = start_server(dir.path(), Duration::from_millis(100));
+    let mut tank = Cli::spawn(addr, &ca, "device-opt-tank", "tank");
+    let mut healer = Cli::spawn(addr, &ca, "device-opt-healer", "healer");
+    let mut loner = Cli::spawn(addr, &ca, "device-opt-loner", "loner");
+    for cli in [&mut tank, &mut healer, &mut loner] {
+        cli.expect("session").await;
+    }
+    // Mistakes are reported and the CLI carries on.
+    tank.send("mm-add 2 2 --composition role").await;
+    let err = tank.expect("error").await;
+    assert!(
+        text(&err["message"]).contains("PROPERTY=VALUE:COUNT"),
+        "{err}"
+    );
+    tank.send("mm-add 2 2 --fallback-query *").await;
+    let err = tank.expect("error").await;
+    assert!(text(&err["message"]).contains("go together"), "{err}");
+
+    // Roles: one tank and one healer, with a fallback and an expiry that do not bite.
+    for (cli, role) in [(&mut tank, "tank"), (&mut healer, "healer")] {
+        cli.send(&format!(
+            "mm-add 2 2 --composition role=tank:1,healer:1 --string role={role} \
+             --fallback-query * --fallback-after 3 --expires-after 100"
+        ))
+        .await;
+        cli.expect("matchmaker_ticket").await;
+    }
+    for cli in [&mut tank, &mut healer] {
+        let m = cli.expect("matchmaker_matched").await;
+        assert_eq!(m["users"].as_array().map(Vec::len), Some(2));
+        assert!(m.get("teams").is_none());
+    }
+
+    // Teams: each gets its team, and the two play apart.
+    for (cli, skill) in [(&mut tank, 5), (&mut healer, 7)] {
+        cli.send(&format!(
+            "mm-add 2 2 --teams 2 --balance-on skill --numeric skill={skill}"
+        ))
+        .await;
+        cli.expect("matchmaker_ticket").await;
+    }
+    let mut mine = Vec::new();
+    for cli in [&mut tank, &mut healer] {
+        let m = cli.expect("matchmaker_matched").await;
+        let teams = m["teams"].as_array().cloned().expect("teams");
+        assert_eq!(teams.len(), 2);
+        assert_ne!(teams[0], teams[1]);
+        mine.push(m["self"]["team"].clone());
+    }
+    assert_ne!(mine[0], mine[1]);
+
+    // Expiry: a ticket nobody matches is cancelled after one pass.
+    loner
+        .send("mm-add 2 2 --query +properties.nobody:1 --expires-after 1")
+        .await;
+    let ticket = loner.expect("matchmaker_ticket").await;
+    let cancelled = loner.expect("matchmaker_ticket_cancelled").await;
+    assert_eq!(cancelled["ticket"], ticket["ticket"]);
+    assert_eq!(cancelled["reason"], "expired");
+    stop.cancel();
+}

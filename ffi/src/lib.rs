@@ -23,12 +23,16 @@
 //! - `view`: those records laid out as a `qm_event` whose pointers the client owns.
 //! - `args`: reading C arguments, writing error messages, the panic guard.
 
+// The entry points, in the order the header lists them: match requests before party
+// ones.
 mod api;
+mod requests;
+
+mod party;
+
 mod args;
 mod client;
 mod item;
-mod party;
-mod requests;
 mod types;
 mod view;
 

@@ -71,7 +71,8 @@ pub unsafe extern "C" fn qm_match_create(c: *mut qm_client, name: *const c_char)
 
 /// Like `qm_match_create`, for a new match with a `label` (NULL for none; shown in
 /// listings, usually JSON), at most `max_size` members (0: the server's limit), and
-/// `private` (never listed). A named match that already lives is joined as it is.
+/// `unlisted` (joinable by id but never listed). A named match that already lives is
+/// joined as it is.
 ///
 /// # Safety
 /// As for `qm_match_create`; `label` is NULL or NUL-terminated.
@@ -81,13 +82,13 @@ pub unsafe extern "C" fn qm_match_create_with(
     name: *const c_char,
     label: *const c_char,
     max_size: u32,
-    private: bool,
+    unlisted: bool,
 ) -> u32 {
     // SAFETY: the caller's promises about `c` and the strings.
     unsafe {
         request(c, |client| {
             let name = opt_str(name, "name")?.map(str::to_owned);
-            let mut options = MatchOptions::default().private(private);
+            let mut options = MatchOptions::default().private(unlisted);
             if let Some(label) = opt_str(label, "label")? {
                 options = options.label(label);
             }

@@ -528,6 +528,10 @@ int32_t qm_self(struct qm_client *c, struct qm_presence *out);
 // does not know. The string is static: never free it.
 const char *qm_code_name(int32_t code);
 
+// The size of `qm_event` in bytes, so a binding in another language can check its
+// copy of the layout before it polls (the C# binding does, at start).
+size_t qm_event_size(void);
+
 // This library's version, as a static string (never free it).
 const char *qm_version(void);
 

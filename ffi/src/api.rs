@@ -285,6 +285,13 @@ pub extern "C" fn qm_code_name(code: i32) -> *const c_char {
     code_name(code).as_ptr()
 }
 
+/// The size of `qm_event` in bytes, so a binding in another language can check its
+/// copy of the layout before it polls (the C# binding does, at start).
+#[no_mangle]
+pub extern "C" fn qm_event_size() -> usize {
+    std::mem::size_of::<qm_event>()
+}
+
 /// This library's version, as a static string (never free it).
 #[no_mangle]
 pub extern "C" fn qm_version() -> *const c_char {

@@ -289,7 +289,7 @@ pub extern "C" fn qm_code_name(code: i32) -> *const c_char {
 /// copy of the layout before it polls (the C# binding does, at start).
 #[no_mangle]
 pub extern "C" fn qm_event_size() -> usize {
-    std::mem::size_of::<qm_event>()
+    size_of::<qm_event>()
 }
 
 /// This library's version, as a static string (never free it).

@@ -155,6 +155,10 @@ int main(int argc, char **argv) {
   char err[256];
   qm_event e;
 
+  /* This header and the library agree on the event layout. */
+  if (qm_event_size() != sizeof(qm_event)) fail("qm_event is %zu bytes here, %zu in the library",
+                                                sizeof(qm_event), qm_event_size());
+
   /* A failing connect returns NULL with a reason, and frees everything it made. */
   err[0] = '\0';
   if (qm_connect(NULL, trust, "device-c-player-0001", ME, err, sizeof err) != NULL ||

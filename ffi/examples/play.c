@@ -287,7 +287,7 @@ int main(int argc, char **argv) {
   int saw_peer = 0;
   for (size_t i = 0; i < e.users_len; i++)
     if (same(e.users[i].presence.username, PEER) &&
-        strstr(e.users[i].properties_json, "\"mode\":\"play\"") != NULL)
+        strstr(e.users[i].properties_json, "\"mode\":\"play\"") != NULL && e.users[i].team == -1)
       saw_peer = 1;
   if (!saw_peer) fail("the other player is not among the matched users");
   char *token = keep(e.token);

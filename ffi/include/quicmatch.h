@@ -300,6 +300,8 @@ typedef struct qm_matched_user {
   const char *party_id;
   // The ticket's properties as JSON: `{"string":{...},"numeric":{...}}`.
   const char *properties_json;
+  // The user's team, from 0, when the tickets asked for teams; -1 otherwise.
+  int32_t team;
 } qm_matched_user;
 
 // One match in a listing (`QM_EVENT_MATCH_LIST`).
@@ -335,7 +337,8 @@ typedef struct qm_match_listing {
 // - `QM_EVENT_MATCHMAKER_TICKET`: `request`, `ticket`, `party_id` (NULL unless the
 //   ticket is a party's).
 // - `QM_EVENT_MATCHMAKER_MATCHED`: `ticket`, `token` (join with `qm_join_token`) or
-//   `match_id` (join with `qm_match_join`), `users`, `self_presence`.
+//   `match_id` (join with `qm_match_join`), `users` (with their teams, when the
+//   tickets asked for teams), `self_presence`.
 // - `QM_EVENT_MATCHMAKER_TICKET_CANCELLED`: `ticket`, `message`.
 // - `QM_EVENT_MATCH_ENDED`: `match_id`, `message`.
 // - `QM_EVENT_MATCH_LIST`: `request`, `matches`.
@@ -612,6 +615,21 @@ uint32_t qm_match_list(struct qm_client *c, uint32_t limit, int32_t authoritativ
 // `c` is NULL or a live client; `query` and `props_json` are NULL or NUL-terminated.
 uint32_t qm_matchmaker_add(struct qm_client *c, const char *query, uint32_t min, uint32_t max, uint32_t multiple, const char *props_json);
 
+// Like `qm_matchmaker_add`, with ticket options (NULL: none), as JSON where every part
+// is optional: `{"composition":{"property":"role","counts":{"tank":1,"dps":3}}}`
+// (exact counts of a string property's values per group, or per team), `"teams":2`
+// (split the group into teams; each matched user's `team` says which),
+// `"balance":"skill"` (balance the teams' sums of a numeric property),
+// `"fallback_query":"*","fallback_after":3` (widen the query after that many
+// matchmaker passes), `"expires_after":10` (give up after that many passes:
+// `QM_EVENT_MATCHMAKER_TICKET_CANCELLED` with "expired").
+//
+// Returns the request id, or 0 as for `qm_match_create`.
+//
+// # Safety
+// `c` is NULL or a live client; the strings are NULL or NUL-terminated.
+uint32_t qm_matchmaker_add_with(struct qm_client *c, const char *query, uint32_t min, uint32_t max, uint32_t multiple, const char *props_json, const char *options_json);
+
 // Cancels one of this client's tickets. Answered by `QM_EVENT_ACK`, or
 // `QM_EVENT_ERROR` (`QM_CODE_TICKET_NOT_FOUND` when it already matched, was
 // cancelled, or is not this client's).
@@ -725,6 +743,13 @@ uint32_t qm_party_send(struct qm_client *c, const char *party_id, int64_t op_cod
 // # Safety
 // `c` is NULL or a live client; the strings are NULL or NUL-terminated.
 uint32_t qm_party_matchmaker_add(struct qm_client *c, const char *party_id, const char *query, uint32_t min, uint32_t max, uint32_t multiple, const char *props_json);
+
+// Like `qm_party_matchmaker_add`, with the ticket options of `qm_matchmaker_add_with`
+// (a party is never split between teams).
+//
+// # Safety
+// `c` is NULL or a live client; the strings are NULL or NUL-terminated.
+uint32_t qm_party_matchmaker_add_with(struct qm_client *c, const char *party_id, const char *query, uint32_t min, uint32_t max, uint32_t multiple, const char *props_json, const char *options_json);
 
 // Leader only: cancels one of the party's tickets. Answered by `QM_EVENT_ACK`, or
 // `QM_EVENT_ERROR`.

@@ -148,6 +148,49 @@ impl Properties {
     }
 }
 
+/// Matchmaker ticket options as `qm_matchmaker_add_with` takes them, every part
+/// optional: `{"composition":{"property":"role","counts":{"tank":1,"dps":3}},
+/// "teams":2,"balance":"skill","fallback_query":"*","fallback_after":3,
+/// "expires_after":10}`. The server checks the values.
+#[derive(Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TicketOptions {
+    #[serde(default)]
+    pub(crate) composition: Option<CompositionArg>,
+    #[serde(default)]
+    pub(crate) teams: Option<u32>,
+    #[serde(default)]
+    pub(crate) balance: Option<String>,
+    #[serde(default)]
+    pub(crate) fallback_query: Option<String>,
+    #[serde(default)]
+    pub(crate) fallback_after: u32,
+    #[serde(default)]
+    pub(crate) expires_after: Option<u32>,
+}
+
+/// Roles: exact counts of the values of one string property.
+#[derive(Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CompositionArg {
+    pub(crate) property: String,
+    pub(crate) counts: BTreeMap<String, u32>,
+}
+
+impl TicketOptions {
+    /// Parses the JSON; `None` (a NULL argument) is no options.
+    pub(crate) fn parse(json: Option<&str>) -> Result<Self, ArgError> {
+        match json {
+            None => Ok(Self::default()),
+            Some(j) => serde_json::from_str(j).map_err(|e| {
+                ArgError::bad(format!(
+                    "options_json must look like {{\"teams\":2,\"composition\":{{\"property\":..,\"counts\":{{..}}}},..}}: {e}"
+                ))
+            }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,6 +252,38 @@ mod tests {
         assert_eq!(Properties::parse(Some("{}")), Ok(Properties::default()));
         for bad in ["[", r#"{"strings":{}}"#, r#"{"numeric":{"a":"x"}}"#] {
             assert!(Properties::parse(Some(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ticket_options() {
+        let json = r#"{"composition":{"property":"role","counts":{"tank":1,"dps":3}},
+            "teams":2,"balance":"skill","fallback_query":"*","fallback_after":3,
+            "expires_after":10}"#;
+        let o = TicketOptions::parse(Some(json)).unwrap_or_default();
+        let roles = o
+            .composition
+            .as_ref()
+            .map(|c| (c.property.as_str(), c.counts.len()));
+        assert_eq!(roles, Some(("role", 2)));
+        assert_eq!((o.teams, o.balance.as_deref()), (Some(2), Some("skill")));
+        assert_eq!(
+            (o.fallback_query.as_deref(), o.fallback_after),
+            (Some("*"), 3)
+        );
+        assert_eq!(o.expires_after, Some(10));
+        assert_eq!(TicketOptions::parse(None), Ok(TicketOptions::default()));
+        assert_eq!(
+            TicketOptions::parse(Some("{}")),
+            Ok(TicketOptions::default())
+        );
+        for bad in [
+            "{",
+            r#"{"team":2}"#,
+            r#"{"teams":-1}"#,
+            r#"{"composition":{"property":"r"}}"#,
+        ] {
+            assert!(TicketOptions::parse(Some(bad)).is_err(), "{bad}");
         }
     }
 }

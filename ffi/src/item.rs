@@ -46,6 +46,8 @@ pub(crate) struct MatchedUser {
     pub(crate) presence: Presence,
     pub(crate) party_id: Option<String>,
     pub(crate) properties_json: String,
+    /// From 0; -1 when the tickets asked for no teams.
+    pub(crate) team: i32,
 }
 
 /// The fields of the SDK's `MatchData` (which only the SDK can build), so the
@@ -228,7 +230,8 @@ impl Item {
                 reliable: d.reliable,
                 seq: d.seq,
             }),
-            Event::MatchmakerMatched(m) => Self::matched(m),
+            Event::MatchmakerMatched(m) => Self::matched(m, &[]),
+            Event::MatchmakerMatchedTeams(m) => Self::matched(m.matched, &m.teams),
             Event::MatchmakerTicketCancelled { ticket, reason } => Self {
                 ticket: Some(ticket.to_string()),
                 message: Some(reason),
@@ -317,14 +320,20 @@ impl Item {
         }
     }
 
-    fn matched(m: MatchmakerMatched) -> Self {
+    /// A matchmaker result; `teams` holds each user's team, in order (empty: none).
+    fn matched(m: MatchmakerMatched, teams: &[u32]) -> Self {
         let users = m
             .users
             .into_iter()
-            .map(|u| MatchedUser {
+            .enumerate()
+            .map(|(i, u)| MatchedUser {
                 presence: u.presence,
                 party_id: u.party_id.map(|p| p.to_string()),
                 properties_json: properties_json(&u.string_properties, &u.numeric_properties),
+                team: teams
+                    .get(i)
+                    .and_then(|t| i32::try_from(*t).ok())
+                    .unwrap_or(-1),
             })
             .collect();
         Self {

@@ -91,6 +91,35 @@ fn matched_carries_users_and_their_properties_as_json() {
         serde_json::from_str(&item.users[0].properties_json).unwrap_or_default();
     assert_eq!(props["string"]["mode"], "duel");
     assert_eq!(props["numeric"]["skill"], 5.5);
+    assert_eq!((item.users[0].team, item.users[1].team), (-1, -1));
+}
+
+#[test]
+fn matched_with_teams_gives_each_user_its_team() {
+    let user = |n: u32| MatchmakerUser {
+        presence: presence(n),
+        party_id: None,
+        string_properties: BTreeMap::new(),
+        numeric_properties: BTreeMap::new(),
+    };
+    let matched = MatchmakerMatched {
+        ticket: id(7),
+        token: Some("signed-token".into()),
+        match_id: None,
+        users: vec![user(1), user(2), user(3)],
+        self_user: user(3),
+    };
+    let item = Item::from_event(Event::MatchmakerMatchedTeams(
+        quicmatch_client::MatchmakerMatchedTeams {
+            matched,
+            teams: vec![1, 0],
+        },
+    ));
+    assert_eq!(item.kind, QM_EVENT_MATCHMAKER_MATCHED);
+    assert_eq!(item.token.as_deref(), Some("signed-token"));
+    let teams: Vec<i32> = item.users.iter().map(|u| u.team).collect();
+    // A user the server gave no team (it never does) reads as -1, not as team 0.
+    assert_eq!(teams, vec![1, 0, -1]);
 }
 
 #[test]

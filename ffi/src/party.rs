@@ -2,7 +2,7 @@
 //! party matchmaking. They follow the rules of the other requests (see
 //! `requests::request`): an id at once, the outcome later as an event.
 
-use std::ffi::c_char;
+use std::{ffi::c_char, ptr};
 
 use quicmatch_client::{PartyId, SessionId, TicketId};
 
@@ -254,11 +254,42 @@ pub unsafe extern "C" fn qm_party_matchmaker_add(
     multiple: u32,
     props_json: *const c_char,
 ) -> u32 {
+    // SAFETY: the caller's promises are passed on unchanged.
+    unsafe {
+        qm_party_matchmaker_add_with(
+            c,
+            party_id,
+            query,
+            min,
+            max,
+            multiple,
+            props_json,
+            ptr::null(),
+        )
+    }
+}
+
+/// Like `qm_party_matchmaker_add`, with the ticket options of `qm_matchmaker_add_with`
+/// (a party is never split between teams).
+///
+/// # Safety
+/// `c` is NULL or a live client; the strings are NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn qm_party_matchmaker_add_with(
+    c: *mut qm_client,
+    party_id: *const c_char,
+    query: *const c_char,
+    min: u32,
+    max: u32,
+    multiple: u32,
+    props_json: *const c_char,
+    options_json: *const c_char,
+) -> u32 {
     // SAFETY: the caller's promises about `c` and the strings.
     unsafe {
         request(c, |client| {
             let party: PartyId = req_id(party_id, "party_id")?;
-            let ticket = TicketArgs::read(query, min, max, multiple, props_json)?;
+            let ticket = TicketArgs::read(query, min, max, multiple, props_json, options_json)?;
             Ok(client.submit(move |socket, id| async move {
                 let add = socket.add_matchmaker_party(party, &ticket.query, min, max);
                 let result = ticket.apply(add).await;

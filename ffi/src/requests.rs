@@ -2,13 +2,13 @@
 //! Each returns a request id at once; the outcome arrives later from `qm_poll` as an
 //! event carrying that id. `request` holds the rules they all share.
 
-use std::ffi::c_char;
+use std::{ffi::c_char, ptr};
 
 use quicmatch_client::{MatchId, MatchOptions, RequestError, TicketId};
 
 use crate::{
     api::client,
-    args::{guard, opt_str, req_id, req_str, ArgError, Properties},
+    args::{guard, opt_str, req_id, req_str, ArgError, Properties, TicketOptions},
     client::Client,
     item::Item,
     types::*,
@@ -251,10 +251,37 @@ pub unsafe extern "C" fn qm_matchmaker_add(
     multiple: u32,
     props_json: *const c_char,
 ) -> u32 {
+    // SAFETY: the caller's promises are passed on unchanged.
+    unsafe { qm_matchmaker_add_with(c, query, min, max, multiple, props_json, ptr::null()) }
+}
+
+/// Like `qm_matchmaker_add`, with ticket options (NULL: none), as JSON where every part
+/// is optional: `{"composition":{"property":"role","counts":{"tank":1,"dps":3}}}`
+/// (exact counts of a string property's values per group, or per team), `"teams":2`
+/// (split the group into teams; each matched user's `team` says which),
+/// `"balance":"skill"` (balance the teams' sums of a numeric property),
+/// `"fallback_query":"*","fallback_after":3` (widen the query after that many
+/// matchmaker passes), `"expires_after":10` (give up after that many passes:
+/// `QM_EVENT_MATCHMAKER_TICKET_CANCELLED` with "expired").
+///
+/// Returns the request id, or 0 as for `qm_match_create`.
+///
+/// # Safety
+/// `c` is NULL or a live client; the strings are NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn qm_matchmaker_add_with(
+    c: *mut qm_client,
+    query: *const c_char,
+    min: u32,
+    max: u32,
+    multiple: u32,
+    props_json: *const c_char,
+    options_json: *const c_char,
+) -> u32 {
     // SAFETY: the caller's promises about `c` and the strings.
     unsafe {
         request(c, |client| {
-            let ticket = TicketArgs::read(query, min, max, multiple, props_json)?;
+            let ticket = TicketArgs::read(query, min, max, multiple, props_json, options_json)?;
             Ok(client.submit(move |socket, id| async move {
                 let result = ticket
                     .apply(socket.add_matchmaker(&ticket.query, min, max))
@@ -270,30 +297,38 @@ pub(crate) struct TicketArgs {
     pub(crate) query: String,
     multiple: u32,
     props: Properties,
+    options: TicketOptions,
 }
 
 impl TicketArgs {
     /// # Safety
-    /// `query` and `props_json` are NULL or NUL-terminated.
+    /// `query`, `props_json` and `options_json` are NULL or NUL-terminated.
     pub(crate) unsafe fn read(
         query: *const c_char,
         min: u32,
         max: u32,
         multiple: u32,
         props_json: *const c_char,
+        options_json: *const c_char,
     ) -> Result<Self, ArgError> {
         if min > max {
             return Err(ArgError::bad(format!(
                 "min {min} is greater than max {max}"
             )));
         }
-        // SAFETY: the caller's promises about both strings.
-        let (query, props) =
-            unsafe { (req_str(query, "query")?, opt_str(props_json, "props_json")?) };
+        // SAFETY: the caller's promises about the strings.
+        let (query, props, options) = unsafe {
+            (
+                req_str(query, "query")?,
+                opt_str(props_json, "props_json")?,
+                opt_str(options_json, "options_json")?,
+            )
+        };
         Ok(Self {
             query: query.to_owned(),
             multiple,
             props: Properties::parse(props)?,
+            options: TicketOptions::parse(options)?,
         })
     }
 
@@ -310,6 +345,23 @@ impl TicketArgs {
         }
         for (k, v) in &self.props.numeric {
             add = add.numeric_property(k.as_str(), *v);
+        }
+        let o = &self.options;
+        if let Some(c) = &o.composition {
+            let counts = c.counts.iter().map(|(k, n)| (k.as_str(), *n));
+            add = add.composition(c.property.as_str(), counts);
+        }
+        if let Some(count) = o.teams {
+            add = add.teams(count);
+        }
+        if let Some(property) = &o.balance {
+            add = add.balance_teams_on(property.as_str());
+        }
+        if let Some(query) = &o.fallback_query {
+            add = add.fallback_query(query.as_str(), o.fallback_after);
+        }
+        if let Some(passes) = o.expires_after {
+            add = add.expires_after(passes);
         }
         add
     }

@@ -43,6 +43,8 @@ pub struct qm_matched_user {
     pub party_id: *const c_char,
     /// The ticket's properties as JSON: `{"string":{...},"numeric":{...}}`.
     pub properties_json: *const c_char,
+    /// The user's team, from 0, when the tickets asked for teams; -1 otherwise.
+    pub team: i32,
 }
 
 /// One match in a listing (`QM_EVENT_MATCH_LIST`).
@@ -80,7 +82,8 @@ pub struct qm_match_listing {
 /// - `QM_EVENT_MATCHMAKER_TICKET`: `request`, `ticket`, `party_id` (NULL unless the
 ///   ticket is a party's).
 /// - `QM_EVENT_MATCHMAKER_MATCHED`: `ticket`, `token` (join with `qm_join_token`) or
-///   `match_id` (join with `qm_match_join`), `users`, `self_presence`.
+///   `match_id` (join with `qm_match_join`), `users` (with their teams, when the
+///   tickets asked for teams), `self_presence`.
 /// - `QM_EVENT_MATCHMAKER_TICKET_CANCELLED`: `ticket`, `message`.
 /// - `QM_EVENT_MATCH_ENDED`: `match_id`, `message`.
 /// - `QM_EVENT_MATCH_LIST`: `request`, `matches`.

@@ -84,6 +84,7 @@ impl Held {
                 presence: s.presence(Some(&u.presence)),
                 party_id: s.opt(u.party_id.as_deref()),
                 properties_json: s.add(&u.properties_json),
+                team: u.team,
             })
             .collect();
         let matches: Vec<qm_match_listing> = item
@@ -251,6 +252,7 @@ mod tests {
             read(users[0].properties_json).as_deref(),
             Some(r#"{"numeric":{},"string":{}}"#)
         );
+        assert_eq!(users[0].team, -1);
 
         let listing = MatchListing {
             match_id: id(4),

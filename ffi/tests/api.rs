@@ -483,6 +483,56 @@ fn freeing_without_closing_or_polling_ends_the_session_at_once() {
 }
 
 #[test]
+fn matchmaker_options_split_the_group_into_teams() {
+    let h = Harness::start();
+    let (a, b) = (h.connect("red"), h.connect("blue"));
+    let query = c("+properties.mode:teams");
+    let props = c(r#"{"string":{"mode":"teams"},"numeric":{"skill":3}}"#);
+    let options = c(r#"{"teams":2,"balance":"skill","expires_after":600}"#);
+    for client in [a, b] {
+        let id = unsafe {
+            qm_matchmaker_add_with(
+                client,
+                query.as_ptr(),
+                2,
+                2,
+                0,
+                props.as_ptr(),
+                options.as_ptr(),
+            )
+        };
+        assert_eq!(answer(client, id).kind, QM_EVENT_MATCHMAKER_TICKET);
+    }
+    let mut teams = Vec::new();
+    for client in [a, b] {
+        let e = wait(client, "the teams", |e| {
+            e.kind == QM_EVENT_MATCHMAKER_MATCHED
+        });
+        assert!(!e.token.is_null());
+        let users = unsafe { std::slice::from_raw_parts(e.users, e.users_len) };
+        let me = text(e.self_presence.username).unwrap_or_default();
+        let mine = users
+            .iter()
+            .find(|u| text(u.presence.username).as_deref() == Some(me.as_str()))
+            .map(|u| u.team);
+        teams.push(mine);
+        let mut all: Vec<i32> = users.iter().map(|u| u.team).collect();
+        all.sort_unstable();
+        assert_eq!(all, vec![0, 1], "one player a team");
+    }
+    assert!(teams[0].is_some() && teams[0] != teams[1], "{teams:?}");
+    // Options the library cannot read are refused before anything is sent.
+    let bad = c(r#"{"teams":"two"}"#);
+    let id =
+        unsafe { qm_matchmaker_add_with(a, query.as_ptr(), 2, 2, 0, ptr::null(), bad.as_ptr()) };
+    refused(a, id, QM_CODE_BAD_INPUT, "options_json");
+    unsafe {
+        qm_free(a);
+        qm_free(b);
+    }
+}
+
+#[test]
 fn connecting_on_a_runtime_thread_is_refused() {
     let h = Harness::start();
     let (server, trust, device) = (

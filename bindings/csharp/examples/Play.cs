@@ -181,7 +181,8 @@ static class Play
             "{\"string\":{\"mode\":\"play\"},\"numeric\":{\"skill\":5}}"));
         var matched = Await<MatchmakerMatched>(m => m.Ticket == ticket.Ticket);
         Check(matched.Token != null && matched.Users.Count == 2, "matchmaker result");
-        Check(matched.Users.Any(u => u.Presence.Username == Peer && u.PropertiesJson.Contains("\"mode\":\"play\"")),
+        Check(matched.Users.Any(u => u.Presence.Username == Peer && u.PropertiesJson.Contains("\"mode\":\"play\"")
+                                     && u.Team == -1),
               "the other player is not among the matched users");
         Ok("matched");
 

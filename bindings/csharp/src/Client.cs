@@ -120,13 +120,15 @@ namespace Quicmatch
         }
 
         /// <summary>
-        /// Starts a matchmaker ticket; propertiesJson is {"string":{..},"numeric":{..}} or null.
-        /// Answer: MatchmakerTicketCreated, then MatchmakerMatched.
+        /// Starts a matchmaker ticket; propertiesJson is {"string":{..},"numeric":{..}} or null;
+        /// optionsJson (null: none) as qm_matchmaker_add_with takes it, such as
+        /// {"teams":2,"balance":"skill"}. Answer: MatchmakerTicketCreated, then MatchmakerMatched.
         /// </summary>
-        public uint AddMatchmaker(string query, uint min, uint max, uint multiple = 0, string propertiesJson = null)
+        public uint AddMatchmaker(string query, uint min, uint max, uint multiple = 0, string propertiesJson = null,
+            string optionsJson = null)
         {
-            return Native.qm_matchmaker_add(handle, Utf8.Encode(query), min, max, multiple,
-                Utf8.Encode(propertiesJson));
+            return Native.qm_matchmaker_add_with(handle, Utf8.Encode(query), min, max, multiple,
+                Utf8.Encode(propertiesJson), Utf8.Encode(optionsJson));
         }
 
         /// <summary>Cancels a ticket. Answer: Ack, or ErrorEvent (TicketNotFound).</summary>
@@ -201,10 +203,10 @@ namespace Quicmatch
 
         /// <summary>Leader only: matchmakes the whole party. Answer: MatchmakerTicketCreated.</summary>
         public uint AddPartyMatchmaker(string partyId, string query, uint min, uint max, uint multiple = 0,
-            string propertiesJson = null)
+            string propertiesJson = null, string optionsJson = null)
         {
-            return Native.qm_party_matchmaker_add(handle, Utf8.Encode(partyId), Utf8.Encode(query), min, max,
-                multiple, Utf8.Encode(propertiesJson));
+            return Native.qm_party_matchmaker_add_with(handle, Utf8.Encode(partyId), Utf8.Encode(query), min, max,
+                multiple, Utf8.Encode(propertiesJson), Utf8.Encode(optionsJson));
         }
 
         /// <summary>Leader only: cancels a party ticket. Answer: Ack.</summary>

@@ -130,7 +130,7 @@ namespace Quicmatch
                     var users = new List<MatchedUser>();
                     foreach (var u in Array<NativeMatchedUser>(e.Users, e.UsersLen))
                         users.Add(new MatchedUser(Presence(u.Presence), Utf8.Decode(u.PartyId),
-                            Utf8.Decode(u.PropertiesJson)));
+                            Utf8.Decode(u.PropertiesJson), u.Team));
                     return new MatchmakerMatched(Utf8.Decode(e.Ticket), Utf8.Decode(e.Token), matchId,
                         users.AsReadOnly(), Presence(e.Self));
                 case MatchmakerTicketCancelledKind:

@@ -31,11 +31,12 @@ namespace Quicmatch
     /// <summary>One user the matchmaker put in a group.</summary>
     public sealed class MatchedUser
     {
-        public MatchedUser(Presence presence, string partyId, string propertiesJson)
+        public MatchedUser(Presence presence, string partyId, string propertiesJson, int team)
         {
             Presence = presence;
             PartyId = partyId;
             PropertiesJson = propertiesJson;
+            Team = team;
         }
 
         public Presence Presence { get; }
@@ -43,6 +44,8 @@ namespace Quicmatch
         public string PartyId { get; }
         /// <summary>The ticket's properties: {"string":{...},"numeric":{...}}.</summary>
         public string PropertiesJson { get; }
+        /// <summary>The user's team, from 0, when the tickets asked for teams; -1 otherwise.</summary>
+        public int Team { get; }
     }
 
     /// <summary>One match in a listing.</summary>

@@ -71,8 +71,8 @@ namespace Quicmatch
             uint minSize, uint maxSize, byte[] query);
 
         [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
-        internal static extern uint qm_matchmaker_add(ClientHandle c, byte[] query, uint min, uint max,
-            uint multiple, byte[] propsJson);
+        internal static extern uint qm_matchmaker_add_with(ClientHandle c, byte[] query, uint min, uint max,
+            uint multiple, byte[] propsJson, byte[] optionsJson);
 
         [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
         internal static extern uint qm_matchmaker_remove(ClientHandle c, byte[] ticket);
@@ -117,8 +117,8 @@ namespace Quicmatch
             UIntPtr len);
 
         [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
-        internal static extern uint qm_party_matchmaker_add(ClientHandle c, byte[] partyId, byte[] query,
-            uint min, uint max, uint multiple, byte[] propsJson);
+        internal static extern uint qm_party_matchmaker_add_with(ClientHandle c, byte[] partyId, byte[] query,
+            uint min, uint max, uint multiple, byte[] propsJson, byte[] optionsJson);
 
         [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
         internal static extern uint qm_party_matchmaker_remove(ClientHandle c, byte[] partyId, byte[] ticket);
@@ -141,6 +141,7 @@ namespace Quicmatch
         internal NativePresence Presence;
         internal IntPtr PartyId;
         internal IntPtr PropertiesJson;
+        internal int Team;
     }
 
     [StructLayout(LayoutKind.Sequential)]

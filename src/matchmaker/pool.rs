@@ -57,6 +57,17 @@
 //!
 //! The pass is greedy across searchers: the oldest ticket's group is fixed before the
 //! next ticket searches, so a later ticket only finds what earlier groups left.
+//!
+//! **Options** (module `options`). A ticket with roles (a composition) or teams only
+//! groups with tickets of the same shape, and searches as module `shaped` says; its
+//! group's tickets carry their teams. A fallback query replaces the ticket's query once
+//! it has been through `fallback_after` passes; a ticket with `expires_after` that has
+//! been through that many passes unmatched is cancelled at the end of the pass
+//! ([`Pool::take_expired`]). A *backfill* ticket ([`TicketSpec::backfill`]) has no
+//! members, only seats in a live match: it searches like a ticket (its candidates' own
+//! counts aside), is never anyone's candidate, and stays until its seats are filled.
+//! A custom processor replaces the searches with its own groups, which module `custom`
+//! checks.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque},
@@ -72,6 +83,7 @@ mod custom;
 mod grouping;
 mod options;
 mod shape;
+mod shaped;
 
 use grouping::SubsetSearch;
 
@@ -391,6 +403,8 @@ pub struct Pool {
     /// Tickets cancelled as expired by passes, until taken with
     /// [`Pool::take_expired`].
     expired: Vec<Cancelled>,
+    /// Shaped tickets by shape, index bucket and kind (see `shaped`).
+    kinds: shaped::KindIndex,
 }
 
 impl Pool {
@@ -410,6 +424,7 @@ impl Pool {
             recent: VecDeque::new(),
             stats: PoolStats::default(),
             expired: Vec::new(),
+            kinds: shaped::KindIndex::default(),
         }
     }
 
@@ -465,21 +480,21 @@ impl Pool {
             self.ranker_buckets.insert(&spec.properties, key, id);
         }
         self.order.insert(key, id);
-        self.tickets.insert(
+        let ticket = Ticket {
             id,
-            Ticket {
-                id,
-                key,
-                spec,
-                intervals: 0,
-            },
-        );
+            key,
+            spec,
+            intervals: 0,
+        };
+        self.kinds.insert(&ticket);
+        self.tickets.insert(id, ticket);
         Ok(id)
     }
 
     fn take(&mut self, id: TicketId) -> Option<Ticket> {
         let t = self.tickets.remove(&id)?;
         self.order.remove(&t.key);
+        self.kinds.remove(&t);
         self.buckets.remove(&t.spec.properties, &t.key);
         if self.rankers.remove(&t.key).is_some() {
             self.ranker_buckets.remove(&t.spec.properties, &t.key);
@@ -759,13 +774,7 @@ impl Pool {
     /// oldest first. When `t`'s query does not rank, the ranking tickets are looked at
     /// through their own index and the rest come lazily in age order.
     fn window<'a>(&'a self, t: &'a Ticket) -> Window<'a> {
-        let smallest = t
-            .spec
-            .query
-            .required_terms()
-            .into_iter()
-            .map(|(k, v)| (k, v, self.buckets.get(k, v)))
-            .min_by_key(|(_, _, b)| b.map_or(0, BTreeMap::len));
+        let smallest = self.smallest_bucket(t);
         // The tickets to look at, and the ranking ones among them.
         let (source, rankers): (Box<dyn Iterator<Item = &TicketId>>, _) = match smallest {
             Some((_, _, None)) => return Window::ready(Vec::new()),
@@ -811,6 +820,21 @@ impl Pool {
             items: ahead.into_iter().map(|(c, _)| c).collect(),
             rest: Some(Box::new(in_age_order)),
         }
+    }
+
+    /// The smallest index bucket among `t`'s required terms (`None`: it has none, so
+    /// every ticket is a candidate; a `None` bucket: nobody holds that value).
+    #[allow(clippy::type_complexity)]
+    fn smallest_bucket<'a>(
+        &'a self,
+        t: &'a Ticket,
+    ) -> Option<(&'a str, &'a str, Option<&'a BTreeMap<OrderKey, TicketId>>)> {
+        t.spec
+            .query
+            .required_terms()
+            .into_iter()
+            .map(|(k, v)| (k, v, self.buckets.get(k, v)))
+            .min_by_key(|(_, _, b)| b.map_or(0, BTreeMap::len))
     }
 
     /// The eligible candidates for `t` among `source`, with their ranks, in `source`'s
@@ -915,77 +939,6 @@ impl Pool {
                 if search.exhausted() {
                     break;
                 }
-            }
-        }
-        None
-    }
-
-    /// [`find_group`](Self::find_group) for a ticket with roles or teams: the window is
-    /// taken in growing prefixes (twice the group size, then doubling) and each prefix
-    /// searched for a placement of whole tickets into full teams, then balanced.
-    fn find_shaped_group(&self, t: &Ticket) -> Option<Vec<(TicketId, Option<u32>)>> {
-        let shape = t.spec.shape.as_ref()?;
-        let max_intervals = self.config.max_intervals;
-        let mut window = self.window(t);
-        let own = vector(t);
-        for size in (t.spec.min_count..=t.spec.max_count).rev() {
-            if size <= t.count() || !t.accepts(size, max_intervals) {
-                continue;
-            }
-            let team_size = size / shape.teams;
-            if t.count() > team_size {
-                continue;
-            }
-            let per_team = shape.per_team(team_size);
-            let mut limit = size.saturating_mul(2).max(8);
-            loop {
-                let mut cands: Vec<&Ticket> = vec![t];
-                let mut i = 0;
-                while i < limit {
-                    let Some(c) = window.get(i) else { break };
-                    i += 1;
-                    if c.count() <= team_size && c.accepts(size, max_intervals) {
-                        cands.push(c);
-                    }
-                }
-                let vectors: Vec<Vec<usize>> = cands.iter().map(|c| vector(c)).collect();
-                let refs: Vec<&[usize]> = vectors.iter().map(Vec::as_slice).collect();
-                debug_assert_eq!(refs[0], own.as_slice());
-                let search = shape::Search {
-                    vectors: &refs,
-                    teams: shape.teams,
-                    per_team: &per_team,
-                    max_steps: SEARCH_STEPS_PER_CANDIDATE
-                        .saturating_mul(cands.len())
-                        .saturating_mul(shape.teams)
-                        .saturating_add(64),
-                };
-                if let Some(mut placement) =
-                    search.place(|a, b| self.compatible(cands[a], cands[b]))
-                {
-                    if let Some(key) = &shape.balance {
-                        let value: Vec<f64> = cands
-                            .iter()
-                            .map(|c| {
-                                c.spec.properties.numbers.get(key).copied().unwrap_or(0.0)
-                                    * c.count() as f64
-                            })
-                            .collect();
-                        shape::balance(&mut placement, &refs, &value, shape.teams);
-                    }
-                    let teams = shape.teams > 1;
-                    let team = |x: usize| teams.then(|| u32::try_from(x).unwrap_or(u32::MAX));
-                    return Some(
-                        placement
-                            .into_iter()
-                            .map(|(j, tm)| (cands[j].id, team(tm)))
-                            .collect(),
-                    );
-                }
-                if window.get(limit).is_none() {
-                    break;
-                }
-                limit = limit.saturating_mul(2);
             }
         }
         None

@@ -48,7 +48,7 @@ pub struct TicketOptions {
 }
 
 /// A ticket's roles-and-teams rule; only tickets with equal shapes group together.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Shape {
     /// The composition per team, values in order.
     pub composition: Option<(String, Vec<(String, usize)>)>,

@@ -8,11 +8,14 @@
 //! vectors placed in it add up to the team's need exactly, and a group forms when every
 //! team is full; tickets are never split, so parties stay in one team.
 //!
-//! [`place`] is a depth-first search over the candidates in rank order: it tries each
-//! candidate in every team it fits (empty teams are interchangeable, so only the first
-//! empty one), before leaving it out, pruned when the candidates left cannot cover what
-//! the teams still need in some dimension, and bounded by a step allowance. Like the
-//! plain subset search it prefers better-ranked candidates, and it is deterministic.
+//! The pool first fills teams by *first fit* ([`Fill`]): candidates in rank order, each
+//! into the first team it fits, if it agrees with everyone placed. That costs one look
+//! per candidate and finds a group whenever the window is not tight. When it leaves a
+//! team short, [`Search::place`] runs: a depth-first search over the first candidates
+//! in rank order that tries each candidate in every team it fits (empty teams are
+//! interchangeable, so only the first empty one) before leaving it out, pruned when the
+//! candidates left cannot cover what the teams still need in some dimension, and bounded
+//! by a step allowance. Both prefer better-ranked candidates and are deterministic.
 //!
 //! [`balance`] then narrows the spread of the teams' sums of a numeric property (the
 //! highest team sum minus the lowest): while some swap of two tickets with equal vectors
@@ -144,6 +147,135 @@ impl<F: FnMut(usize, usize) -> bool> State<F> {
     }
 }
 
+/// Which kinds go to which team, for `teams` teams each needing `per_team`, with the
+/// searching ticket (`own`) in team 0: `kinds` are (vector, tickets available), in the
+/// order to prefer. Returns, per team, the kinds it takes (a kind once per ticket).
+/// Teams are filled one after another, each by a search over kinds in order (a kind
+/// may repeat), backtracking across teams; at most `max_steps` nodes.
+pub(super) fn plan(
+    kinds: &[(&[usize], usize)],
+    teams: usize,
+    per_team: &[usize],
+    own: &[usize],
+    max_steps: usize,
+) -> Option<Vec<Vec<usize>>> {
+    let dims = per_team.len();
+    if teams == 0 || own.len() != dims || kinds.iter().any(|(v, _)| v.len() != dims) {
+        return None;
+    }
+    let mut first: Vec<usize> = Vec::with_capacity(dims);
+    for (p, o) in per_team.iter().zip(own) {
+        first.push(p.checked_sub(*o)?);
+    }
+    // Not enough of some value among all the kinds: no plan, and no search.
+    for d in 0..dims {
+        let have: usize = kinds.iter().map(|(v, n)| v[d].saturating_mul(*n)).sum();
+        let want = per_team[d].saturating_mul(teams).saturating_sub(own[d]);
+        if have < want {
+            return None;
+        }
+    }
+    let mut planner = Planner {
+        kinds,
+        avail: kinds.iter().map(|(_, n)| *n).collect(),
+        per_team,
+        teams,
+        out: vec![Vec::new()],
+        steps: 0,
+        max_steps,
+    };
+    planner.team(0, &mut first, 0).then_some(planner.out)
+}
+
+struct Planner<'a> {
+    kinds: &'a [(&'a [usize], usize)],
+    avail: Vec<usize>,
+    per_team: &'a [usize],
+    teams: usize,
+    out: Vec<Vec<usize>>,
+    steps: usize,
+    max_steps: usize,
+}
+
+impl Planner<'_> {
+    fn team(&mut self, j: usize, need: &mut [usize], from: usize) -> bool {
+        if need.iter().all(|x| *x == 0) {
+            if j + 1 == self.teams {
+                return true;
+            }
+            let mut next = self.per_team.to_vec();
+            self.out.push(Vec::new());
+            if self.team(j + 1, &mut next, 0) {
+                return true;
+            }
+            self.out.pop();
+            return false;
+        }
+        if self.steps >= self.max_steps {
+            return false;
+        }
+        self.steps += 1;
+        for k in from..self.kinds.len() {
+            let v = self.kinds[k].0;
+            if self.avail[k] == 0 || !v.iter().zip(need.iter()).all(|(a, b)| a <= b) {
+                continue;
+            }
+            self.avail[k] -= 1;
+            for (n, x) in need.iter_mut().zip(v) {
+                *n -= x;
+            }
+            self.out[j].push(k);
+            if self.team(j, need, k) {
+                return true;
+            }
+            self.out[j].pop();
+            for (n, x) in need.iter_mut().zip(v) {
+                *n += x;
+            }
+            self.avail[k] += 1;
+        }
+        false
+    }
+}
+
+/// Teams being filled by first fit: each vector goes into the first team it fits.
+pub(super) struct Fill {
+    need: Vec<Vec<usize>>,
+    left: usize,
+}
+
+impl Fill {
+    /// `teams` empty teams, each needing `per_team`.
+    pub(super) fn new(teams: usize, per_team: &[usize]) -> Self {
+        Self {
+            need: vec![per_team.to_vec(); teams],
+            left: per_team.iter().sum::<usize>().saturating_mul(teams),
+        }
+    }
+
+    /// The first team `v` fits in.
+    pub(super) fn fits(&self, v: &[usize]) -> Option<usize> {
+        self.need
+            .iter()
+            .position(|n| n.len() == v.len() && v.iter().zip(n).all(|(a, b)| a <= b))
+    }
+
+    /// Puts `v` into `team` (which it fits).
+    pub(super) fn place(&mut self, team: usize, v: &[usize]) {
+        if let Some(n) = self.need.get_mut(team) {
+            for (need, x) in n.iter_mut().zip(v) {
+                *need -= x;
+                self.left -= x;
+            }
+        }
+    }
+
+    /// Whether every team is full.
+    pub(super) fn full(&self) -> bool {
+        self.left == 0
+    }
+}
+
 /// Improves `placement` by swaps of items with equal vectors between teams, as the
 /// module doc says; `value[i]` is item `i`'s contribution to its team's sum. Returns the
 /// final spread.
@@ -261,6 +393,35 @@ mod tests {
         .expect("placement");
         let ids: Vec<usize> = p.iter().map(|(i, _)| *i).collect();
         assert_eq!(ids, vec![0, 1, 3]);
+    }
+
+    #[test]
+    fn a_plan_uses_kinds_in_order_and_never_splits_a_ticket() {
+        // tank, healer, dps; per team 1/1/3; the searcher is a lone dps.
+        let trio: &[usize] = &[1, 0, 2]; // a party: tank + 2 dps
+        let healer: &[usize] = &[0, 1, 0];
+        let dps: &[usize] = &[0, 0, 1];
+        let tank: &[usize] = &[1, 0, 0];
+        let kinds = [(trio, 1), (healer, 2), (dps, 5), (tank, 1)];
+        let planned = plan(&kinds, 2, &[1, 1, 3], &[0, 0, 1], 10_000).expect("plan");
+        let mut totals = vec![[0usize; 3]; 2];
+        for (team, ks) in planned.iter().enumerate() {
+            for k in ks {
+                for (t, x) in totals[team].iter_mut().zip(kinds[*k].0) {
+                    *t += x;
+                }
+            }
+        }
+        totals[0][2] += 1; // the searcher
+        assert_eq!(totals, vec![[1, 1, 3], [1, 1, 3]]);
+        // Two healers are needed; with one there is no plan (found without searching).
+        let kinds = [(trio, 1), (healer, 1), (dps, 5), (tank, 1)];
+        assert_eq!(plan(&kinds, 2, &[1, 1, 3], &[0, 0, 1], 10_000), None);
+        // Enough of every value, but the trio cannot sit with another tank's team
+        // short of room: two trios and a healer pair cannot make 1/1/3 twice.
+        let kinds = [(trio, 2), (healer, 2)];
+        let plan2 = plan(&kinds, 2, &[1, 1, 3], &[0, 0, 1], 10_000);
+        assert_eq!(plan2, None);
     }
 
     #[test]

@@ -105,6 +105,37 @@ async fn matchmaker(socket: &Socket) -> anyhow::Result<(TicketId, Match)> {
     Ok((ticket, game))
 }
 
+/// README, "Matchmaker": roles, teams, widening and expiry.
+#[rustfmt::skip]
+async fn roles(socket: &Socket) -> anyhow::Result<(TicketId, MatchmakerMatched, Option<u32>)> {
+    // README:roles-start
+    let ticket = socket
+        .add_matchmaker("+properties.region:eu", 4, 4)
+        .string_property("region", "eu")
+        .string_property("role", "tank")                    // a party lists one per member: "tank,healer"
+        .numeric_property("skill", 1200.0)
+        .composition("role", [("tank", 1), ("healer", 1)])  // per team
+        .teams(2)
+        .balance_teams_on("skill")
+        .fallback_query("*", 5)                             // after 5 passes, any region
+        .expires_after(30)                                  // after 30 passes, give up
+        .await?;
+    let (matched, my_team) = loop {
+        match socket.next_event().await {
+            Some(Event::MatchmakerMatchedTeams(m)) => {
+                let me = m.matched.users.iter().position(|u| u.presence == m.matched.self_user.presence);
+                let team = me.and_then(|i| m.teams.get(i).copied());
+                break (m.matched, team); // join with m.matched.token, as above
+            }
+            Some(Event::MatchmakerTicketCancelled { reason, .. }) => anyhow::bail!("no match: {reason}"), // "expired"
+            Some(_) => {}
+            None => anyhow::bail!("disconnected before a match formed"),
+        }
+    };
+    // README:roles-end
+    Ok((ticket, matched, my_team))
+}
+
 /// README, "Parties".
 #[rustfmt::skip]
 async fn parties(
@@ -284,7 +315,14 @@ fn the_checker_sees_every_block_and_region() {
         .collect();
     assert_eq!(
         names,
-        ["sdk", "resume", "matchmaker", "parties", "authoritative"]
+        [
+            "sdk",
+            "resume",
+            "matchmaker",
+            "roles",
+            "parties",
+            "authoritative"
+        ]
     );
     assert_eq!(readme_blocks(README).len(), names.len());
 }
@@ -697,6 +735,63 @@ async fn matchmaker_snippet_joins_the_match_a_hook_made() {
     assert!(m.token.is_none());
     assert_eq!(m.match_id, Some(alice_game.match_id));
     assert_eq!(bob_game.match_id, alice_game.match_id);
+}
+
+#[tokio::test]
+async fn roles_snippet_gets_a_team_in_a_full_composition() {
+    let server = TestServer::start().await;
+    let alice = server.client("alice").await;
+    let mut others = Vec::new();
+    for (name, role, skill) in [
+        ("bob", "tank", 1000.0),
+        ("carol", "healer", 1500.0),
+        ("dave", "healer", 1100.0),
+    ] {
+        let s = server.client(name).await;
+        s.add_matchmaker("*", 4, 4)
+            .string_property("region", "eu")
+            .string_property("role", role)
+            .numeric_property("skill", skill)
+            .composition("role", [("tank", 1), ("healer", 1)])
+            .teams(2)
+            .balance_teams_on("skill")
+            .await
+            .expect("ticket");
+        others.push(s);
+    }
+    let stats = server.stats.clone();
+    let pass = async {
+        common::eventually("alice's ticket", || stats.matchmaker().tickets == 4).await;
+        assert_eq!(server.matchmake(), 1);
+    };
+    let (result, ()) = tokio::join!(timeout(TEST_TIMEOUT, roles(&alice)), pass);
+    let (_ticket, matched, team) = result
+        .expect("the snippet finishes in time")
+        .expect("the snippet succeeds");
+    assert_eq!(matched.users.len(), 4);
+    assert!(matched.token.is_some());
+    let team = team.expect("alice has a team");
+    // The tanks play apart; so do the healers; skills 1200+1100 vs 1000+1500 balance
+    // better than 1200+1500 vs 1000+1100.
+    for s in &others {
+        match next_event(s, "teams").await {
+            Event::MatchmakerMatchedTeams(m) => {
+                let of = |name: &str| {
+                    let i = m
+                        .matched
+                        .users
+                        .iter()
+                        .position(|u| u.presence.username == name);
+                    m.teams[i.expect("user")]
+                };
+                assert_eq!(of("alice"), team);
+                assert_ne!(of("alice"), of("bob"));
+                assert_ne!(of("carol"), of("dave"));
+                assert_eq!(of("alice"), of("dave"));
+            }
+            other => panic!("expected teams, got {other:?}"),
+        }
+    }
 }
 
 #[tokio::test]

@@ -35,9 +35,22 @@ pub struct MatchOptions {
     pub max_size: Option<u32>,
     /// Joinable by id but never listed.
     pub private: bool,
+    /// Latest-state op codes (see [`latest_state`](Self::latest_state)).
+    pub latest_op_codes: Vec<i64>,
 }
 
 impl MatchOptions {
+    /// Latest state: the server keeps each member's newest broadcast (to every other
+    /// member, at most 1 KiB) under each of these op codes (at most 8) and sends them to
+    /// a member who joins later, right after its `Match` reply, as
+    /// [`Event::MatchData`](crate::Event::MatchData) marked reliable, with their
+    /// original `seq`. A late joiner then sees every player's state at once instead of
+    /// waiting for their next send. A member's messages are forgotten when it leaves.
+    pub fn latest_state(mut self, op_codes: impl IntoIterator<Item = i64>) -> Self {
+        self.latest_op_codes = op_codes.into_iter().collect();
+        self
+    }
+
     /// Sets the label.
     pub fn label(mut self, label: impl Into<String>) -> Self {
         self.label = Some(label.into());
@@ -179,14 +192,23 @@ impl Socket {
                 "max_size must be at least 2",
             ));
         }
-        let response = self
-            .request(Request::MatchCreateWith {
+        let request = if options.latest_op_codes.is_empty() {
+            Request::MatchCreateWith {
                 name: name.map(str::to_owned),
                 label: options.label,
                 max_size: options.max_size,
                 private: options.private,
-            })
-            .await?;
+            }
+        } else {
+            Request::MatchCreateWithLatest {
+                name: name.map(str::to_owned),
+                label: options.label,
+                max_size: options.max_size,
+                private: options.private,
+                latest_op_codes: options.latest_op_codes,
+            }
+        };
+        let response = self.request(request).await?;
         self.expect_match(response)
     }
 }

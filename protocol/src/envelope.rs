@@ -269,6 +269,21 @@ pub enum Request {
         /// The options.
         options: crate::MatchmakerOptions,
     },
+    /// [`Request::MatchCreateWith`] plus latest-state op codes: the server keeps each
+    /// member's newest broadcast under these op codes and sends them to a member who
+    /// joins later, right after its `Match` reply.
+    MatchCreateWithLatest {
+        /// Same name, same match (while it lives).
+        name: Option<String>,
+        /// Free text shown in listings; at most [`crate::MAX_LABEL_LEN`] bytes.
+        label: Option<String>,
+        /// Most members; `None`: the server's.
+        max_size: Option<u32>,
+        /// Joinable by id but never listed.
+        private: bool,
+        /// At most [`crate::MAX_LATEST_OP_CODES`] op codes.
+        latest_op_codes: Vec<i64>,
+    },
 }
 
 /// What a match listing asks for.
@@ -327,7 +342,7 @@ pub struct MatchmakerAdd {
 
 impl Request {
     /// How many request kinds this version knows; indices at or above it are unknown.
-    pub const KINDS: u32 = 27;
+    pub const KINDS: u32 = 28;
 
     /// A short name for logs and metrics.
     pub fn kind(&self) -> &'static str {
@@ -359,6 +374,7 @@ impl Request {
             Self::Rpc { .. } => "rpc",
             Self::MatchmakerAddWith { .. } => "matchmaker_add_with",
             Self::PartyMatchmakerAddWith { .. } => "party_matchmaker_add_with",
+            Self::MatchCreateWithLatest { .. } => "match_create_with_latest",
         }
     }
 }

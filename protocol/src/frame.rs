@@ -453,8 +453,12 @@ mod tests {
             "{err:?}"
         );
         // A request kind past the last one is still UNRECOGNIZED_PAYLOAD, whatever follows.
-        let (cid, err) = decode_client(&[1, 8, 25, 2, 2]).expect_err("unknown kind");
-        assert_eq!((cid, err), (Some(8), DecodeError::UnknownKind(25)));
+        let past = u8::try_from(Request::KINDS).expect("a one-byte varint");
+        let (cid, err) = decode_client(&[1, 8, past, 2, 2]).expect_err("unknown kind");
+        assert_eq!(
+            (cid, err),
+            (Some(8), DecodeError::UnknownKind(u32::from(past)))
+        );
     }
 
     #[test]
@@ -526,17 +530,12 @@ mod tests {
     fn request_kinds_matches_the_enum() {
         let frame = encode(&ClientEnvelope {
             cid: None,
-            body: Request::PartyMatchmakerAddWith {
-                party_id: crate::PartyId::from(uuid::Uuid::nil()),
-                request: crate::MatchmakerAdd {
-                    query: String::new(),
-                    min_count: 2,
-                    max_count: 2,
-                    count_multiple: None,
-                    string_properties: Default::default(),
-                    numeric_properties: Default::default(),
-                },
-                options: Default::default(),
+            body: Request::MatchCreateWithLatest {
+                name: None,
+                label: None,
+                max_size: None,
+                private: false,
+                latest_op_codes: vec![1],
             },
         })
         .expect("encode");

@@ -123,3 +123,9 @@ pub const MAX_TEAMS: u32 = 16;
 
 /// Most passes a matchmaker ticket's `fallback_after` or `expires_after` may name.
 pub const MAX_TICKET_PASSES: u32 = 1_000_000;
+
+/// Most latest-state op codes one match may keep.
+pub const MAX_LATEST_OP_CODES: usize = 8;
+
+/// Largest message a match keeps as latest state, in bytes.
+pub const MAX_LATEST_PAYLOAD: usize = MAX_DATAGRAM_PAYLOAD;

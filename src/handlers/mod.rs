@@ -104,6 +104,24 @@ pub(crate) fn dispatch(
                 label,
                 max_size,
                 private,
+                latest_op_codes: Vec::new(),
+            },
+        ),
+        Request::MatchCreateWithLatest {
+            name,
+            label,
+            max_size,
+            private,
+            latest_op_codes,
+        } => matches::create_with(
+            shared,
+            session,
+            name.as_deref(),
+            crate::matches::RelayedOptions {
+                label,
+                max_size,
+                private,
+                latest_op_codes,
             },
         ),
         Request::MatchList(request) => shared

@@ -80,6 +80,7 @@ impl MatchTable {
                 seq: AtomicU64::new(0),
                 max_size: spec.max_size,
                 inbox: Some(inbox),
+                latest: None,
                 dead_until: None,
             },
         );

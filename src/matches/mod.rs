@@ -38,6 +38,7 @@ use uuid::Uuid;
 use crate::{config::MatchConfig, handlers::ApiError, outbound::SessionHandle};
 
 pub(crate) mod hosted;
+mod latest;
 pub(crate) mod listing;
 
 pub use hosted::{Inbound, Inbox};
@@ -96,6 +97,8 @@ struct Match {
     max_size: usize,
     /// Where a server-run match's input goes; `None` for a relayed match.
     inbox: Option<Arc<dyn Inbox>>,
+    /// Latest-state op codes and what was kept of them (relayed matches only).
+    latest: Option<latest::Latest>,
     /// For a match a matchmaker token created: how long its id stays dead once it ends.
     dead_until: Option<Instant>,
 }
@@ -292,6 +295,9 @@ impl MatchTable {
             return false;
         };
         let gone = m.members.remove(pos);
+        if let Some(latest) = &m.latest {
+            latest.forget(gone.member.slot);
+        }
         let size = m.members.len() as u32;
         if let Some(inbox) = &m.inbox {
             // A server-run match outlives its members; its handler hears of the leave.
@@ -358,6 +364,9 @@ impl MatchTable {
         }
         let sender_slot = m.find(sender).map(|e| e.member.slot).unwrap_or_default();
         let seq = m.next_seq();
+        if let (Some(latest), None) = (&m.latest, targets) {
+            latest.keep(sender_slot, op_code, seq, &data);
+        }
         let frame = EventBody::encode(&Event::MatchData {
             match_id: id,
             sender_slot,
@@ -413,6 +422,9 @@ impl MatchTable {
             }
             let sender_slot = m.find(sender).map(|e| e.member.slot).unwrap_or_default();
             let seq = m.next_seq();
+            if let (Some(latest), None) = (&m.latest, &dgram.targets) {
+                latest.keep(sender_slot, dgram.op_code, seq, &dgram.payload);
+            }
             for e in &m.members {
                 let wanted = match &dgram.targets {
                     None => e.member.presence.session_id != sender,
@@ -496,6 +508,9 @@ pub struct RelayedOptions {
     pub max_size: Option<u32>,
     /// Joinable by id, never listed.
     pub private: bool,
+    /// Op codes whose newest broadcast per member is kept for late joiners (at most
+    /// [`quicmatch_protocol::MAX_LATEST_OP_CODES`]).
+    pub latest_op_codes: Vec<i64>,
 }
 
 /// Checks a label's size.
@@ -530,6 +545,7 @@ fn create_with_locked(
     options: &RelayedOptions,
 ) -> Result<MatchInfo, ApiError> {
     check_label(options.label.as_deref())?;
+    let latest = latest::Latest::new(&options.latest_op_codes)?;
     let max_size = match options.max_size {
         None => limits.max_size,
         Some(n) if (2..=limits.max_size).contains(&(n as usize)) => n as usize,
@@ -564,6 +580,7 @@ fn create_with_locked(
         seq: AtomicU64::new(0),
         max_size,
         inbox: None,
+        latest,
         dead_until: None,
     };
     let info = m.info(&member);
@@ -641,6 +658,12 @@ fn add_member(
         member: member.clone(),
         session: session.clone(),
     });
+    if let Some(latest) = &m.latest {
+        // Queued now, written after the `Match` reply (see `session`).
+        for frame in latest.frames(id) {
+            session.push_event(&frame);
+        }
+    }
     let size = m.members.len() as u32;
     let info = m.info(&member);
     state.listing.set_size(id, size);

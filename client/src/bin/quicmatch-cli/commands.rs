@@ -14,9 +14,11 @@ use crate::{
 };
 
 pub(crate) const HELP: &str = "commands:
-  create [NAME] [--label L] [--max-size N] [--private]
+  create [NAME] [--label L] [--max-size N] [--private] [--latest OP,...]
                                               create a match (with NAME: join-or-create;
-                                              --private: joinable by id, never listed)
+                                              --private: joinable by id, never listed;
+                                              --latest: late joiners get each member's
+                                              newest message of these op codes)
   join MATCH_ID [--metadata K=V]...           join a match (metadata for server-run ones)
   list [--authoritative|--relayed] [--query Q] [--label L] [--min N] [--max N] [--limit N]
                                               list joinable matches (10 by default;
@@ -177,6 +179,18 @@ fn create_flags(args: &[String]) -> Result<(Option<&str>, Option<MatchOptions>),
             "--label" => options.label(value("--label")?),
             "--max-size" => options.max_size(parse_u32(value("--max-size")?, "--max-size")?),
             "--private" => options.private(true),
+            "--latest" => {
+                let list = value("--latest")?;
+                let codes = list
+                    .split(',')
+                    .map(|c| {
+                        c.trim()
+                            .parse::<i64>()
+                            .map_err(|_| bad_input(format!("--latest: {c:?} is not an op code")))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                options.latest_state(codes)
+            }
             flag if flag.starts_with("--") => {
                 return Err(bad_input(format!("create: unknown flag {flag}")))
             }

@@ -128,6 +128,11 @@ async fn bad_datagrams_get_error_events() {
             vec![0x01, 0x01, handle as u8, 0x00, 1, 2, 3],
             ErrorCode::NOT_MATCH_MEMBER,
         ),
+        // A bundle (kind 0x03) whose payload is not one.
+        (
+            vec![0x01, 0x03, handle as u8, 0x00, 9, 1, 2],
+            ErrorCode::BAD_INPUT,
+        ),
     ];
     for (bytes, code) in cases {
         raw.conn.send_datagram(bytes.clone().into()).expect("send");

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     connect::{establish, Established, Frames},
+    redundancy::{Seen, Sent},
     ClientConfig, ConnectError, Event, MatchData, MatchPresenceEvent,
 };
 
@@ -72,6 +73,12 @@ pub(crate) struct ClientState {
     matches: HashMap<MatchId, MatchView>,
     handles: HashMap<u32, MatchId>,
     early: VecDeque<(Instant, Bytes)>,
+    /// This socket's recent bundled messages, per match (redundant sends).
+    pub(crate) sent: HashMap<MatchId, Sent>,
+    /// What was delivered from others' bundles.
+    seen: Seen,
+    /// Events from a bundle beyond the first, for the next `next_event` call.
+    pub(crate) ready: VecDeque<Event>,
 }
 
 impl ClientState {
@@ -79,6 +86,8 @@ impl ClientState {
         if let Some(view) = self.matches.remove(&id) {
             self.handles.remove(&view.handle);
         }
+        self.sent.remove(&id);
+        self.seen.forget(id);
     }
 
     /// The handle and target slots for sending to a match.
@@ -172,30 +181,52 @@ fn lock(state: &Mutex<ClientState>) -> std::sync::MutexGuard<'_, ClientState> {
     state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn datagram_event(state: &ClientState, datagram: &Bytes) -> Result<Option<Event>, ()> {
+/// The events a relayed datagram carries: one, or for a bundle each message not
+/// delivered yet (see `redundancy`); `Err` while its match or sender is unknown.
+fn datagram_events(state: &mut ClientState, datagram: &Bytes) -> Result<Vec<Event>, ()> {
     let Ok((header, payload)) = RelayHeader::decode(datagram.clone()) else {
-        return Ok(None);
+        return Ok(Vec::new());
     };
     let Some((match_id, sender)) = state.resolve(&header) else {
         return Err(());
     };
-    Ok(Some(Event::MatchData(MatchData {
-        match_id,
-        sender,
-        op_code: header.op_code,
-        data: payload,
-        reliable: false,
-        seq: header.seq,
-    })))
+    let event = |op_code: i64, data: Bytes| {
+        Event::MatchData(MatchData {
+            match_id,
+            sender: sender.clone(),
+            op_code,
+            data,
+            reliable: false,
+            seq: header.seq,
+        })
+    };
+    if !header.bundle {
+        return Ok(vec![event(header.op_code, payload)]);
+    }
+    let Ok(messages) = quicmatch_protocol::bundle::decode(payload) else {
+        return Ok(Vec::new());
+    };
+    Ok(state
+        .seen
+        .fresh(match_id, header.sender_slot, messages)
+        .into_iter()
+        .map(|m| event(m.op_code, m.data))
+        .collect())
 }
 
 /// Turns a received datagram into an event, or keeps it until the reply or presence
 /// event that explains it arrives. Called by [`Socket::next_event`](crate::Socket), so a
-/// datagram reaches the application without a hop through the driver task.
+/// datagram reaches the application without a hop through the driver task. A bundle's
+/// further messages wait in `ready`.
 pub(crate) fn on_datagram(state: &Mutex<ClientState>, datagram: Bytes) -> Option<Event> {
     let mut st = lock(state);
-    match datagram_event(&st, &datagram) {
-        Ok(event) => event,
+    match datagram_events(&mut st, &datagram) {
+        Ok(events) => {
+            let mut events = events.into_iter();
+            let first = events.next();
+            st.ready.extend(events);
+            first
+        }
         Err(()) => {
             if st.early.len() >= EARLY_DATAGRAMS {
                 st.early.pop_front();
@@ -214,11 +245,12 @@ fn flush_early(state: &mut ClientState, events: &mpsc::Sender<Event>) {
         if now.duration_since(at) > EARLY_DATAGRAM_TTL {
             continue;
         }
-        match datagram_event(state, &datagram) {
-            Ok(Some(event)) => {
-                let _ = events.try_send(event);
+        match datagram_events(state, &datagram) {
+            Ok(ready) => {
+                for event in ready {
+                    let _ = events.try_send(event);
+                }
             }
-            Ok(None) => {}
             Err(()) => state.early.push_back((at, datagram)),
         }
     }

@@ -30,6 +30,7 @@
 mod connect;
 mod discovery;
 mod driver;
+mod redundancy;
 mod requests;
 mod runtime;
 mod send;
@@ -606,6 +607,9 @@ impl Socket {
         if let Ok(event) = events.try_recv() {
             return Some(event);
         }
+        if let Some(event) = lock(&self.inner.state).ready.pop_front() {
+            return Some(event);
+        }
         loop {
             let (generation, conn) = self.inner.link.get();
             if self.inner.link.datagrams_ended(generation) {
@@ -632,6 +636,9 @@ impl Socket {
     pub async fn next_event(&self) -> Option<Event> {
         let mut events = self.events.lock().await;
         loop {
+            if let Some(event) = lock(&self.inner.state).ready.pop_front() {
+                return Some(event);
+            }
             let (generation, conn) = self.inner.link.get();
             let datagrams_open = !self.inner.link.datagrams_ended(generation);
             tokio::select! {

@@ -121,6 +121,11 @@ impl Socket {
             };
             datagram::encode_client(handle, op_code, targets.as_deref(), &data)
         };
+        self.hand_datagram(datagram)
+    }
+
+    /// Hands a datagram to the connection, mapping its errors.
+    pub(crate) fn hand_datagram(&self, datagram: Bytes) -> Result<(), RequestError> {
         match self.connection().send_datagram(datagram) {
             Ok(()) => Ok(()),
             Err(quinn::SendDatagramError::TooLarge) => Err(RequestError::local(

@@ -1,8 +1,8 @@
 //! Sending match data with an options value rather than a bare `bool`: how it travels
-//! (a datagram or the reliable stream) and to whom.
+//! (a datagram or the reliable stream), to whom, and with how much redundancy.
 
 use bytes::Bytes;
-use quicmatch_protocol::{MatchId, Presence};
+use quicmatch_protocol::{bundle::MAX_REDUNDANCY, datagram, ErrorCode, MatchId, Presence};
 
 use crate::{RequestError, Socket};
 
@@ -16,6 +16,9 @@ pub struct SendOptions {
     pub reliable: bool,
     /// Only these members (this socket too, if listed); `None`: every other member.
     pub targets: Option<Vec<Presence>>,
+    /// Unreliable data only: how many of this socket's previous redundant messages to
+    /// that match each datagram repeats (0 to 3; see [`redundancy`](Self::redundancy)).
+    pub redundancy: usize,
 }
 
 impl SendOptions {
@@ -29,7 +32,20 @@ impl SendOptions {
         Self {
             reliable: true,
             targets: None,
+            redundancy: 0,
         }
+    }
+
+    /// Loss-tolerant unreliable data: each datagram also carries up to `k` (at most 3)
+    /// of this socket's previous redundant messages to the match, as many as fit in one
+    /// datagram, so a lost datagram costs nothing when one of the next `k` arrives.
+    /// Receivers using this SDK deliver every message once, oldest first, and drop one
+    /// older than what they already delivered from that sender; messages recovered from
+    /// one datagram share its `seq`. A message and its repeats must fit in 1 024 bytes
+    /// together (the repeats that do not fit are left out). Ignored for reliable data.
+    pub fn redundancy(mut self, k: usize) -> Self {
+        self.redundancy = k;
+        self
     }
 
     /// Only to these members.
@@ -57,6 +73,15 @@ impl Socket {
         data: impl Into<Bytes>,
         options: SendOptions,
     ) -> Result<(), RequestError> {
+        if !options.reliable && options.redundancy > 0 {
+            return self.send_redundant(
+                match_id,
+                op_code,
+                data.into(),
+                options.targets.as_deref(),
+                options.redundancy,
+            );
+        }
         self.send_match_data(
             match_id,
             op_code,
@@ -65,5 +90,47 @@ impl Socket {
             options.targets.as_deref(),
         )
         .await
+    }
+}
+
+impl Socket {
+    /// A bundle datagram: the new message and up to `k` previous ones (see
+    /// [`SendOptions::redundancy`]).
+    fn send_redundant(
+        &self,
+        match_id: MatchId,
+        op_code: i64,
+        data: Bytes,
+        presences: Option<&[Presence]>,
+        k: usize,
+    ) -> Result<(), RequestError> {
+        if k > MAX_REDUNDANCY {
+            return Err(RequestError::local(
+                ErrorCode::BAD_INPUT,
+                format!("redundancy is at most {MAX_REDUNDANCY}"),
+            ));
+        }
+        let datagram = {
+            let mut state = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+            let Some((handle, targets)) = state.route(match_id, presences) else {
+                return Err(RequestError::local(
+                    ErrorCode::NOT_MATCH_MEMBER,
+                    "this socket is not in that match",
+                ));
+            };
+            let bundle = state
+                .sent
+                .entry(match_id)
+                .or_default()
+                .bundle(op_code, data, k);
+            let Some(bundle) = bundle else {
+                return Err(RequestError::local(
+                    ErrorCode::PAYLOAD_TOO_LARGE,
+                    "unreliable payload too large for a redundant datagram; send it reliably",
+                ));
+            };
+            datagram::encode_client_kind(handle, op_code, targets.as_deref(), &bundle, true)
+        };
+        self.hand_datagram(datagram)
     }
 }

@@ -13,6 +13,10 @@
 //! Server to client:
 //! `[version u8][kind u8: 0x81][handle varint][sender slot varint][seq varint][op_code
 //! zigzag varint]` then the payload.
+//!
+//! Redundant (bundled) data uses kinds 0x03 / 0x04 from the client (else as 0x01 / 0x02)
+//! and 0x82 from the server (else as 0x81); the payload is then a bundle of the
+//! sender's newest messages (see [`crate::bundle`]). The server relays it unchanged.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -24,6 +28,12 @@ pub const KIND_TO_OTHERS: u8 = 0x01;
 pub const KIND_TO_LISTED: u8 = 0x02;
 /// Datagram kind: match data relayed by the server.
 pub const KIND_RELAYED: u8 = 0x81;
+/// Datagram kind: a bundle of recent messages from a client to every other member.
+pub const KIND_BUNDLE_TO_OTHERS: u8 = 0x03;
+/// Datagram kind: a bundle of recent messages from a client to the listed member slots.
+pub const KIND_BUNDLE_TO_LISTED: u8 = 0x04;
+/// Datagram kind: a bundle relayed by the server.
+pub const KIND_RELAYED_BUNDLE: u8 = 0x82;
 
 /// Largest client header: version, kind, handle, op code, count and [`MAX_TARGETS`] slots.
 pub const MAX_CLIENT_HEADER: usize = 2 + 5 + 9 + 1 + 5 * MAX_TARGETS;
@@ -102,18 +112,21 @@ pub struct ClientDatagram {
     pub op_code: i64,
     /// Recipient slots; `None` means every other member.
     pub targets: Option<Vec<u32>>,
-    /// The opaque payload.
+    /// The opaque payload (a bundle when `bundle`).
     pub payload: Bytes,
+    /// The payload is a bundle of the sender's recent messages (kinds 0x03 / 0x04).
+    pub bundle: bool,
 }
 
 impl ClientDatagram {
     /// Encodes the datagram.
     pub fn encode(&self) -> Bytes {
-        encode_client(
+        encode_client_kind(
             self.handle,
             self.op_code,
             self.targets.as_deref(),
             &self.payload,
+            self.bundle,
         )
     }
 
@@ -122,9 +135,10 @@ impl ClientDatagram {
         let kind = start(&mut buf)?;
         let handle = get_varint_u32(&mut buf, "handle")?;
         let op_code = unzigzag(get_varint(&mut buf)?);
+        let bundle = matches!(kind, KIND_BUNDLE_TO_OTHERS | KIND_BUNDLE_TO_LISTED);
         let targets = match kind {
-            KIND_TO_OTHERS => None,
-            KIND_TO_LISTED => {
+            KIND_TO_OTHERS | KIND_BUNDLE_TO_OTHERS => None,
+            KIND_TO_LISTED | KIND_BUNDLE_TO_LISTED => {
                 if !buf.has_remaining() {
                     return Err(DecodeError::Truncated);
                 }
@@ -153,18 +167,31 @@ impl ClientDatagram {
             op_code,
             targets,
             payload: buf,
+            bundle,
         })
     }
 }
 
 /// Encodes a client match-data datagram without building a [`ClientDatagram`].
 pub fn encode_client(handle: u32, op_code: i64, targets: Option<&[u32]>, payload: &[u8]) -> Bytes {
+    encode_client_kind(handle, op_code, targets, payload, false)
+}
+
+/// [`encode_client`], or with `bundle` a bundle datagram (kinds 0x03 / 0x04).
+pub fn encode_client_kind(
+    handle: u32,
+    op_code: i64,
+    targets: Option<&[u32]>,
+    payload: &[u8],
+    bundle: bool,
+) -> Bytes {
     let mut buf = BytesMut::with_capacity(MAX_CLIENT_HEADER.min(32) + payload.len());
     buf.put_u8(PROTOCOL_VERSION);
-    buf.put_u8(if targets.is_some() {
-        KIND_TO_LISTED
-    } else {
-        KIND_TO_OTHERS
+    buf.put_u8(match (targets.is_some(), bundle) {
+        (true, false) => KIND_TO_LISTED,
+        (false, false) => KIND_TO_OTHERS,
+        (true, true) => KIND_BUNDLE_TO_LISTED,
+        (false, true) => KIND_BUNDLE_TO_OTHERS,
     });
     put_varint(&mut buf, u64::from(handle));
     put_varint(&mut buf, zigzag(op_code));
@@ -188,8 +215,10 @@ pub struct RelayHeader {
     pub sender_slot: u32,
     /// The match's processing order.
     pub seq: u64,
-    /// Application-defined message kind.
+    /// Application-defined message kind (of the newest message, for a bundle).
     pub op_code: i64,
+    /// The payload is a bundle (kind 0x82).
+    pub bundle: bool,
 }
 
 impl RelayHeader {
@@ -198,7 +227,11 @@ impl RelayHeader {
     pub fn encode(&self, payload: &[u8]) -> Bytes {
         let mut buf = BytesMut::with_capacity(MAX_RELAY_HEADER + payload.len());
         buf.put_u8(PROTOCOL_VERSION);
-        buf.put_u8(KIND_RELAYED);
+        buf.put_u8(if self.bundle {
+            KIND_RELAYED_BUNDLE
+        } else {
+            KIND_RELAYED
+        });
         put_varint(&mut buf, u64::from(self.handle));
         put_varint(&mut buf, u64::from(self.sender_slot));
         put_varint(&mut buf, self.seq);
@@ -210,7 +243,7 @@ impl RelayHeader {
     /// Decodes a relayed datagram into its header and payload.
     pub fn decode(mut buf: Bytes) -> Result<(Self, Bytes), DecodeError> {
         let kind = start(&mut buf)?;
-        if kind != KIND_RELAYED {
+        if kind != KIND_RELAYED && kind != KIND_RELAYED_BUNDLE {
             return Err(DecodeError::UnknownKind(u32::from(kind)));
         }
         let handle = get_varint_u32(&mut buf, "handle")?;
@@ -223,6 +256,7 @@ impl RelayHeader {
                 sender_slot,
                 seq,
                 op_code,
+                bundle: kind == KIND_RELAYED_BUNDLE,
             },
             buf,
         ))
@@ -249,11 +283,14 @@ mod tests {
             sender_slot: 2,
             seq: 70_000,
             op_code: 1,
+            bundle: false,
         };
         assert_eq!(
             &h.encode(b"x")[..],
             &[1, 0x81, 5, 2, 252, 0x70, 0x11, 0x01, 0x00, 2, b'x']
         );
+        let b = RelayHeader { bundle: true, ..h };
+        assert_eq!(b.encode(b"x")[1], KIND_RELAYED_BUNDLE);
     }
 
     #[test]
@@ -292,17 +329,17 @@ mod tests {
 
     proptest! {
         #[test]
-        fn client_round_trip(handle: u32, op: i64,
+        fn client_round_trip(handle: u32, op: i64, bundle: bool,
             targets in proptest::option::of(proptest::collection::vec(any::<u32>(), 0..MAX_TARGETS)),
             payload in proptest::collection::vec(any::<u8>(), 0..MAX_DATAGRAM_PAYLOAD)) {
-            let d = ClientDatagram { handle, op_code: op, targets, payload: Bytes::from(payload) };
+            let d = ClientDatagram { handle, op_code: op, targets, payload: Bytes::from(payload), bundle };
             prop_assert_eq!(ClientDatagram::decode(d.encode()).expect("decode"), d);
         }
 
         #[test]
-        fn relay_round_trip(handle: u32, slot: u32, seq: u64, op: i64,
+        fn relay_round_trip(handle: u32, slot: u32, seq: u64, op: i64, bundle: bool,
             payload in proptest::collection::vec(any::<u8>(), 0..MAX_DATAGRAM_PAYLOAD)) {
-            let h = RelayHeader { handle, sender_slot: slot, seq, op_code: op };
+            let h = RelayHeader { handle, sender_slot: slot, seq, op_code: op, bundle };
             let (h2, p) = RelayHeader::decode(h.encode(&payload)).expect("decode");
             prop_assert_eq!(h2, h);
             prop_assert_eq!(&p[..], &payload[..]);

@@ -11,11 +11,13 @@
 //! - [`error`]: stable numeric error codes, connection close codes, decode errors.
 //! - [`frame`]: control-stream framing and the one place that calls bincode.
 //! - [`datagram`]: hand-written headers of the unreliable match-data datagrams.
+//! - [`bundle`]: the payload of redundant datagrams (a sender's newest messages).
 //! - [`matchmaking`]: matchmaker ticket options (roles, teams, widening, expiry).
 //!
 //! `PROTOCOL.md` at the repository root describes all of it byte by byte.
 #![warn(missing_docs)]
 
+pub mod bundle;
 pub mod datagram;
 pub mod envelope;
 pub mod error;

@@ -190,6 +190,7 @@ impl MatchTable {
                 sender_slot,
                 seq: m.next_seq(),
                 op_code,
+                bundle: false,
             }
             .encode(&data)
         };

@@ -398,6 +398,12 @@ impl MatchTable {
         sender: SessionId,
         dgram: ClientDatagram,
     ) -> Result<(), ApiError> {
+        if dgram.bundle && newest(&dgram).is_none() {
+            return Err(ApiError::new(
+                ErrorCode::BAD_INPUT,
+                "malformed bundle (see PROTOCOL.md, datagrams)",
+            ));
+        }
         // Most matches are small: the recipient list lives on the stack.
         let mut recipients: SmallVec<[SessionHandle; 8]> = SmallVec::new();
         let out = {
@@ -413,17 +419,24 @@ impl MatchTable {
                 let Some(e) = m.find(sender) else {
                     return Ok(());
                 };
+                // A server-run match gets a bundle's newest message.
+                let (op_code, data) = match newest(&dgram) {
+                    Some(newest) => newest,
+                    None => return Ok(()),
+                };
                 return inbox.message(Inbound {
                     sender: e.member.presence.clone(),
-                    op_code: dgram.op_code,
-                    data: dgram.payload,
+                    op_code,
+                    data,
                     reliable: false,
                 });
             }
             let sender_slot = m.find(sender).map(|e| e.member.slot).unwrap_or_default();
             let seq = m.next_seq();
             if let (Some(latest), None) = (&m.latest, &dgram.targets) {
-                latest.keep(sender_slot, dgram.op_code, seq, &dgram.payload);
+                if let Some((op_code, data)) = newest(&dgram) {
+                    latest.keep(sender_slot, op_code, seq, &data);
+                }
             }
             for e in &m.members {
                 let wanted = match &dgram.targets {
@@ -439,6 +452,7 @@ impl MatchTable {
                 sender_slot,
                 seq,
                 op_code: dgram.op_code,
+                bundle: dgram.bundle,
             }
             .encode(&dgram.payload)
         };
@@ -668,6 +682,19 @@ fn add_member(
     let info = m.info(&member);
     state.listing.set_size(id, size);
     Ok(info)
+}
+
+/// A datagram's message, or a bundle's newest one (`None`: a bundle that does not
+/// decode, which only the receivers would have rejected).
+fn newest(dgram: &ClientDatagram) -> Option<(i64, Bytes)> {
+    if !dgram.bundle {
+        return Some((dgram.op_code, dgram.payload.clone()));
+    }
+    quicmatch_protocol::bundle::decode(dgram.payload.clone())
+        .ok()?
+        .into_iter()
+        .next()
+        .map(|m| (m.op_code, m.data))
 }
 
 fn member_match(state: &State, id: MatchId, sender: SessionId) -> Result<&Match, ApiError> {

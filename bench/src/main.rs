@@ -3,7 +3,9 @@
 //! - `matchmaker`: fills a ticket pool in process and times one grouping pass.
 //! - `relay`: match data through a real quicmatch server and through a raw-UDP
 //!   baseline relay (and, with `--with-quinn`, a plain-quinn relay), same workload,
-//!   same measurements (`--compare`, `--sweep`).
+//!   same measurements (`--compare`, `--sweep`); server and load generator on separate
+//!   cores; optionally through an impairment proxy (`--loss`, `--delay`, `--jitter`),
+//!   unreliable or `--reliable`.
 //! - `connections`: holds many idle authenticated connections; handshakes/s and
 //!   server memory per connection.
 //! - `soak`: churn (connect, play, matchmake, party, leave, disconnect) against a
@@ -19,9 +21,13 @@
 mod authoritative;
 mod chart;
 mod connections;
+mod impair;
+#[cfg(test)]
+mod impair_tests;
 mod listing;
 mod matchmaker;
 mod measure;
+mod pin;
 mod proc_stats;
 mod proto_relay;
 mod quinn_relay;

@@ -49,7 +49,7 @@ struct Relay {
 
 /// Entry point of `quicmatch-bench proto-relay`: serves until killed.
 pub(crate) fn run(args: &crate::quinn_relay::Args) -> anyhow::Result<()> {
-    let config = crate::quinn_relay::server_config(&args.dir)?;
+    let config = crate::quinn_relay::server_config(&args.dir, args.default_acks)?;
     let socket = crate::quinn_relay::socket(args.listen)?;
     socket.set_nonblocking(true)?;
     let socket = UdpSocket::from_std(socket);

@@ -97,8 +97,7 @@ impl ServerProc {
             std::fs::write(&path, toml)?;
             cmd.arg("--config").arg(path);
         }
-        let child = cmd
-            .spawn()
+        let child = crate::pin::spawn(&mut cmd)
             .map_err(|e| anyhow::anyhow!("starting {}: {e}", bin.display()))?;
         let mut proc = Self {
             child: Some(child),

@@ -1,0 +1,508 @@
+//! `quicmatch-bench relay`: the same match-data workload through a real `quicmatch`
+//! server process and through baseline relays (raw UDP; plain quinn, with quicmatch's
+//! transport settings or with quinn's default acknowledgements; quinn-proto from one
+//! thread), measured the same way.
+//!
+//! Players are put into matches through the real control plane (create, then join by
+//! id), then every player sends `--payload`-byte match data at `--rate` Hz, unreliable
+//! unless `--reliable`. Each payload carries its send time, so receivers (in this
+//! process, on the same clock) record one-way latency, and a sampler records staleness
+//! (the age of the newest message each receiver holds from each other player). Only
+//! messages sent inside the measurement window (after `--warmup`, for `--duration`)
+//! count.
+//!
+//! On a machine with at least two usable cores the server process runs on cores of its
+//! own and this process (the load generator) on the others (`--no-pin` shares them);
+//! each side's CPU is reported, and a run whose load generator saturated its cores
+//! while the server did not is marked `client_bound`: it measured the clients.
+//!
+//! With `--loss`, `--delay` or `--jitter`, every client talks to the server through the
+//! in-process impairment proxy (`crate::impair`), impaired the same way in each
+//! direction, so a message crosses the impaired link twice (sender to server, server to
+//! receiver).
+//!
+//! Layout: this file (arguments, one run, the entry point), `players.rs` (connecting
+//! each relay's players), `traffic.rs` (senders, receivers, staleness), `summary.rs`
+//! (printing, `--compare`, `--sweep`).
+
+mod players;
+mod summary;
+mod traffic;
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Command, Stdio},
+    sync::{atomic::AtomicU64, Arc, OnceLock},
+    time::{Duration, Instant},
+};
+
+pub(crate) use players::{client_endpoint, frame, frame_codec};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    impair::{Impairment, Proxy},
+    measure::{self, Recorder},
+    pin, quinn_relay,
+    server_proc::{free_udp_port, ServerProc},
+};
+
+/// Where send times are measured from (one clock for senders and receivers).
+static BASE: OnceLock<Instant> = OnceLock::new();
+
+fn now_ns() -> u64 {
+    u64::try_from(BASE.get_or_init(Instant::now).elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Which relay carries the workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Transport {
+    /// A real quicmatch server (QUIC datagrams, or its reliable path).
+    Quicmatch,
+    /// The raw-UDP baseline relay.
+    UdpBaseline,
+    /// The plain-quinn baseline relay: quinn with quicmatch's transport settings and
+    /// nothing else.
+    QuinnBaseline,
+    /// The same relay driven by `quinn-proto` directly from one thread, without the
+    /// `quinn` crate's tasks and channels.
+    ProtoBaseline,
+    /// The plain-quinn relay with quinn's default acknowledgements on both ends (no
+    /// ACK-frequency extension).
+    QuinnDefaultAcks,
+}
+
+impl Transport {
+    /// Whether its relay forwards data on streams too (`--reliable`).
+    fn has_reliable_path(self) -> bool {
+        matches!(
+            self,
+            Self::Quicmatch | Self::QuinnBaseline | Self::QuinnDefaultAcks
+        )
+    }
+}
+
+#[derive(clap::Args, Clone)]
+pub(crate) struct Args {
+    /// Matches.
+    #[arg(long, default_value_t = 100)]
+    matches: usize,
+    /// Players per match.
+    #[arg(long, default_value_t = 4)]
+    players: usize,
+    /// Payload bytes per message (at least 16).
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    /// Messages per second per player.
+    #[arg(long, default_value_t = 30.0)]
+    rate: f64,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds of traffic before measuring.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Which relay.
+    #[arg(long, value_enum, default_value_t = Transport::Quicmatch)]
+    transport: Transport,
+    /// Use a running quicmatch server instead of starting one (needs --ca).
+    #[arg(long, requires = "ca")]
+    server: Option<SocketAddr>,
+    /// CA or self-signed certificate of --server.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// The quicmatch binary (default: next to this one).
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+    /// Client endpoints (UDP sockets) the quicmatch players are spread over.
+    #[arg(long, default_value_t = 4)]
+    endpoints: usize,
+    /// Sockets of the baseline relay (SO_REUSEPORT).
+    #[arg(long, default_value_t = 2)]
+    baseline_sockets: usize,
+    /// Alternate quicmatch and the baseline `--rounds` times and print the ratios.
+    #[arg(long)]
+    compare: bool,
+    /// Also run the plain-quinn baseline in --compare and --sweep, and print
+    /// quicmatch's ratios against it.
+    #[arg(long)]
+    with_quinn: bool,
+    /// Also run the quinn-proto baseline in --compare and --sweep.
+    #[arg(long)]
+    with_proto: bool,
+    /// Also run the plain-quinn baseline with default acknowledgements in --compare and
+    /// --sweep.
+    #[arg(long)]
+    with_quinn_default_acks: bool,
+    /// Rounds for --compare.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Raise --matches until loss > 1% or p99 > 20 ms, for both transports.
+    #[arg(long)]
+    sweep: bool,
+    /// Largest --matches a sweep tries.
+    #[arg(long, default_value_t = 1000)]
+    sweep_max: usize,
+    /// Steps a sweep goes on past the first point that is not sustained (overload).
+    #[arg(long, default_value_t = 0)]
+    beyond: usize,
+    /// Write an SVG chart of the sweep here.
+    #[arg(long)]
+    chart: Option<PathBuf>,
+    /// One JSON object per run (and per transport after a sweep).
+    #[arg(long)]
+    json: bool,
+    /// Let the server and the load generator share every core (by default, with at
+    /// least 2 usable cores, each gets its own).
+    #[arg(long)]
+    no_pin: bool,
+    /// Cores given to the server when pinning (default: half the usable ones).
+    #[arg(long)]
+    server_cores: Option<usize>,
+    /// Percent of packets the impairment proxy drops, in each direction.
+    #[arg(long, default_value_t = 0.0)]
+    loss: f64,
+    /// One-way delay the impairment proxy adds in each direction, in ms.
+    #[arg(long, default_value_t = 0.0)]
+    delay: f64,
+    /// Extra random delay in each direction, uniform in 0..jitter ms (reorders).
+    #[arg(long, default_value_t = 0.0)]
+    jitter: f64,
+    /// Send match data on the reliable path (quicmatch, plain-quinn relays) instead of
+    /// datagrams.
+    #[arg(long)]
+    reliable: bool,
+}
+
+impl Args {
+    /// The impairment each direction gets, when any is asked for.
+    fn impairment(&self) -> anyhow::Result<Option<Impairment>> {
+        anyhow::ensure!((0.0..=100.0).contains(&self.loss), "--loss is a percentage");
+        let ms = |v: f64, name: &str| {
+            anyhow::ensure!(v.is_finite() && v >= 0.0, "{name} must be >= 0 ms");
+            Ok(Duration::from_secs_f64(v / 1000.0))
+        };
+        let (delay, jitter) = (ms(self.delay, "--delay")?, ms(self.jitter, "--jitter")?);
+        Ok(
+            (self.loss > 0.0 || !delay.is_zero() || !jitter.is_zero()).then_some(Impairment {
+                loss: self.loss / 100.0,
+                delay,
+                jitter,
+                ..Impairment::CLEAN
+            }),
+        )
+    }
+}
+
+/// The figures of one run.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct RunResult {
+    pub(crate) transport: Transport,
+    pub(crate) matches: usize,
+    pub(crate) players: usize,
+    pub(crate) payload: usize,
+    pub(crate) rate: f64,
+    pub(crate) duration_s: f64,
+    pub(crate) sent_per_s: f64,
+    pub(crate) offered_per_s: f64,
+    pub(crate) delivered_per_s: f64,
+    pub(crate) loss_pct: f64,
+    pub(crate) p50_us: u64,
+    pub(crate) p99_us: u64,
+    pub(crate) p999_us: u64,
+    pub(crate) max_us: u64,
+    pub(crate) server_cpu_pct: f64,
+    pub(crate) server_us_per_delivery: f64,
+    pub(crate) client_cpu_pct: f64,
+    pub(crate) busy_before_pct: f64,
+    /// The machine's busy share (all cores) during the window: above what the server
+    /// and the clients account for, something else ran.
+    pub(crate) busy_during_pct: f64,
+    /// Whether the server and the load generator ran on cores of their own.
+    pub(crate) pinned: bool,
+    pub(crate) server_cpus: Vec<usize>,
+    pub(crate) client_cpus: Vec<usize>,
+    /// The load generator used >= 90 % of its cores while the server did not reach
+    /// 90 % of its own: the run measured the clients. `null` when not pinned.
+    pub(crate) client_bound: Option<bool>,
+    pub(crate) reliable: bool,
+    /// The impairment asked for (each direction).
+    pub(crate) link_loss_pct: f64,
+    pub(crate) link_delay_ms: f64,
+    pub(crate) link_jitter_ms: f64,
+    /// Packets the proxy actually dropped, both directions, in percent.
+    pub(crate) link_dropped_pct: f64,
+    /// Age of the newest message each receiver held from each other player of its
+    /// match, sampled every 10 ms.
+    pub(crate) staleness_p50_us: u64,
+    pub(crate) staleness_p99_us: u64,
+    pub(crate) staleness_p999_us: u64,
+    pub(crate) staleness_max_us: u64,
+}
+
+async fn start_server(args: &Args, transport: Transport) -> anyhow::Result<ServerProc> {
+    match (args.server, transport) {
+        (Some(addr), Transport::Quicmatch) => Ok(ServerProc::existing(addr, args.ca.clone())),
+        (_, Transport::Quicmatch) => {
+            ServerProc::quicmatch(args.server_bin.as_deref(), None, &[]).await
+        }
+        (_, Transport::UdpBaseline) => {
+            let addr: SocketAddr = ([127, 0, 0, 1], free_udp_port()?).into();
+            let child = spawn_ready(&[
+                "udp-relay".into(),
+                "--listen".into(),
+                addr.to_string(),
+                "--sockets".into(),
+                args.baseline_sockets.to_string(),
+            ])
+            .await?;
+            Ok(ServerProc::from_child(child, addr))
+        }
+        (_, Transport::QuinnBaseline | Transport::ProtoBaseline | Transport::QuinnDefaultAcks) => {
+            let addr: SocketAddr = ([127, 0, 0, 1], free_udp_port()?).into();
+            let dir = tempfile::tempdir()?;
+            let mut cmd = vec![
+                if transport == Transport::ProtoBaseline {
+                    "proto-relay".into()
+                } else {
+                    "quinn-relay".into()
+                },
+                "--listen".into(),
+                addr.to_string(),
+                "--dir".into(),
+                dir.path().display().to_string(),
+            ];
+            if transport == Transport::QuinnDefaultAcks {
+                cmd.push("--default-acks".into());
+            }
+            let child = spawn_ready(&cmd).await?;
+            Ok(ServerProc::from_child(child, addr)
+                .with_cert(quinn_relay::cert_path(dir.path()), dir))
+        }
+    }
+}
+
+/// Starts this binary with `args` (a baseline relay, on the server cores) and waits for
+/// its `ready` line.
+async fn spawn_ready(args: &[String]) -> anyhow::Result<std::process::Child> {
+    let mut child = pin::spawn(
+        Command::new(std::env::current_exe()?)
+            .args(args)
+            .stdout(Stdio::piped()),
+    )?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout from the baseline relay"))?;
+    let ready = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).map(|_| line)
+    });
+    let line = tokio::time::timeout(Duration::from_secs(10), ready)
+        .await
+        .map_err(|_| anyhow::anyhow!("baseline relay did not start"))???;
+    if line.trim() != "ready" {
+        let status = child.wait()?;
+        anyhow::bail!("baseline relay failed to start ({status})");
+    }
+    Ok(child)
+}
+
+/// Connects the players of `transport`'s relay through `to`.
+async fn connect(
+    server: &ServerProc,
+    to: SocketAddr,
+    args: &Args,
+    transport: Transport,
+) -> anyhow::Result<Vec<players::Player>> {
+    let ca = || {
+        server
+            .ca
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("no certificate for the server"))
+    };
+    match transport {
+        Transport::Quicmatch => players::connect_quic(to, ca()?, args).await,
+        Transport::UdpBaseline => players::connect_udp(to, args).await,
+        Transport::QuinnBaseline | Transport::ProtoBaseline | Transport::QuinnDefaultAcks => {
+            players::connect_quinn(to, ca()?, args, transport).await
+        }
+    }
+}
+
+/// Runs the workload once through `transport`.
+pub(crate) async fn run_once(args: &Args, transport: Transport) -> anyhow::Result<RunResult> {
+    anyhow::ensure!(args.players >= 2, "--players must be at least 2");
+    anyhow::ensure!(
+        !args.reliable || transport.has_reliable_path(),
+        "--reliable: the {transport:?} relay has no reliable path"
+    );
+    let impairment = args.impairment()?;
+    let busy0 = measure::machine_jiffies();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let busy_before = match (busy0, measure::machine_jiffies()) {
+        (Some(a), Some(b)) => measure::busy_pct(a, b),
+        _ => 0.0,
+    };
+    let server = start_server(args, transport).await?;
+    let proxy = match impairment {
+        Some(imp) => Some(Proxy::start(server.addr, imp, 1).await?),
+        None => None,
+    };
+    let to = proxy.as_ref().map_or(server.addr, |p| p.addr);
+    let players = connect(&server, to, args, transport).await?;
+
+    let start = now_ns() + 200_000_000;
+    let window = traffic::Window {
+        start: start + (args.warmup * 1e9) as u64,
+        end: start + ((args.warmup + args.duration) * 1e9) as u64,
+    };
+    let stop = CancellationToken::new();
+    let sent = Arc::new(AtomicU64::new(0));
+    let board = Arc::new(traffic::Staleness::new(players.len(), args.players));
+    let sampler = tokio::spawn(traffic::sample_staleness(board.clone(), window));
+    let period = 1.0 / args.rate.max(0.001);
+    let n = players.len().max(1);
+    let mut receivers = Vec::with_capacity(n);
+    let mut senders = Vec::with_capacity(n);
+    for (i, p) in players.into_iter().enumerate() {
+        receivers.push(tokio::spawn(traffic::receive(
+            p.rx,
+            i,
+            window,
+            board.clone(),
+            stop.clone(),
+        )));
+        let phase = Duration::from_secs_f64(0.2 + period * i as f64 / n as f64);
+        senders.push(tokio::spawn(traffic::send(
+            p.tx,
+            i,
+            args.rate,
+            args.payload,
+            window,
+            phase,
+            sent.clone(),
+        )));
+    }
+
+    // CPU is sampled over the measurement window only.
+    let ticks_per_s = measure::clock_ticks();
+    let until = |t: u64| Duration::from_nanos(t.saturating_sub(now_ns()));
+    tokio::time::sleep(until(window.start)).await;
+    let server_ticks0 = server.pid().and_then(measure::process_cpu_ticks);
+    let client_ticks0 = measure::process_cpu_ticks(std::process::id());
+    let busy0 = measure::machine_jiffies();
+    let t0 = Instant::now();
+    tokio::time::sleep(until(window.end)).await;
+    let wall = t0.elapsed();
+    let server_ticks = server
+        .pid()
+        .and_then(measure::process_cpu_ticks)
+        .zip(server_ticks0)
+        .map(|(b, a)| b.saturating_sub(a));
+    let client_ticks = measure::process_cpu_ticks(std::process::id())
+        .zip(client_ticks0)
+        .map(|(b, a)| b.saturating_sub(a))
+        .unwrap_or(0);
+    let busy_during = match (busy0, measure::machine_jiffies()) {
+        (Some(a), Some(b)) => measure::busy_pct(a, b),
+        _ => 0.0,
+    };
+    for s in senders {
+        let _ = s.await;
+    }
+    // Let the last messages of the window arrive (retransmissions through a slow link
+    // take a few round trips).
+    let link = impairment.map_or(Duration::ZERO, |i| i.delay + i.jitter);
+    tokio::time::sleep(Duration::from_millis(500) + link * 10).await;
+    stop.cancel();
+    let mut rec = Recorder::new();
+    for r in receivers {
+        if let Ok(part) = r.await {
+            rec.merge(&part);
+        }
+    }
+    let stale = sampler.await.unwrap_or_else(|_| Recorder::new());
+    let link_dropped_pct = proxy.as_ref().map_or(0.0, |p| {
+        let (passed, dropped) = p.counts();
+        measure::loss_pct(passed + dropped, passed)
+    });
+    drop(proxy);
+    drop(server);
+
+    let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
+    let expected = sent * (args.players as u64 - 1);
+    let secs = args.duration.max(1e-9);
+    let server_cpu_s = server_ticks.map_or(0.0, |t| t as f64 / ticks_per_s);
+    let server_cpu_pct = server_ticks.map_or(0.0, |t| measure::cpu_pct(t, ticks_per_s, wall));
+    let client_cpu_pct = measure::cpu_pct(client_ticks, ticks_per_s, wall);
+    let layout = pin::layout();
+    Ok(RunResult {
+        transport,
+        matches: args.matches,
+        players: args.players,
+        payload: args.payload.max(traffic::PAYLOAD_HEADER),
+        rate: args.rate,
+        duration_s: args.duration,
+        sent_per_s: sent as f64 / secs,
+        offered_per_s: expected as f64 / secs,
+        delivered_per_s: rec.delivered as f64 / secs,
+        loss_pct: measure::loss_pct(expected, rec.delivered),
+        p50_us: rec.quantile_us(0.5),
+        p99_us: rec.quantile_us(0.99),
+        p999_us: rec.quantile_us(0.999),
+        max_us: rec.max_us(),
+        server_cpu_pct,
+        server_us_per_delivery: if rec.delivered == 0 {
+            0.0
+        } else {
+            server_cpu_s * 1e6 / rec.delivered as f64
+        },
+        client_cpu_pct,
+        busy_before_pct: busy_before,
+        busy_during_pct: busy_during,
+        pinned: layout.is_some(),
+        server_cpus: layout.map(|l| l.server.clone()).unwrap_or_default(),
+        client_cpus: layout.map(|l| l.client.clone()).unwrap_or_default(),
+        client_bound: layout.map(|l| {
+            pin::saturated(client_cpu_pct, l.client.len())
+                && !pin::saturated(server_cpu_pct, l.server.len())
+        }),
+        reliable: args.reliable,
+        link_loss_pct: args.loss,
+        link_delay_ms: args.delay,
+        link_jitter_ms: args.jitter,
+        link_dropped_pct,
+        staleness_p50_us: stale.quantile_us(0.5),
+        staleness_p99_us: stale.quantile_us(0.99),
+        staleness_p999_us: stale.quantile_us(0.999),
+        staleness_max_us: stale.max_us(),
+    })
+}
+
+/// Entry point of `quicmatch-bench relay`.
+pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
+    // Before the runtime starts its threads, so they all inherit the client cores. A
+    // server someone else runs cannot be pinned, so nothing is.
+    if !args.no_pin && args.server.is_none() {
+        pin::isolate(args.server_cores)?;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        BASE.get_or_init(Instant::now);
+        if args.sweep {
+            summary::sweep(args).await
+        } else if args.compare {
+            summary::compare(args).await
+        } else {
+            let r = run_once(args, args.transport).await?;
+            summary::print(&r, args.json);
+            Ok(())
+        }
+    })
+}

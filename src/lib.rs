@@ -27,6 +27,8 @@
 //! - [`hooks`]: game code registered on the builder (before matchmaker add, matched).
 //! - [`runtime`]: server-authoritative match handlers, RPC functions, and the context
 //!   they and the hooks use to create, signal and list matches.
+//! - [`storage`]: storage objects in the embedded store under `data_dir` (the only
+//!   module that opens it).
 
 pub mod auth;
 pub mod config;
@@ -41,6 +43,7 @@ pub mod party;
 pub mod runtime;
 mod server;
 pub mod session;
+pub mod storage;
 pub mod tls;
 
 use std::{
@@ -77,6 +80,8 @@ pub(crate) struct Shared {
     pub(crate) connections: AtomicUsize,
     /// Handshakes in progress, for the Retry threshold.
     pub(crate) handshakes: AtomicUsize,
+    /// Each session's budget of storage writes.
+    pub(crate) storage_limits: storage::WriteLimits,
 }
 
 /// Configures a [`Server`] before it binds.
@@ -174,8 +179,15 @@ impl ServerBuilder {
         self
     }
 
-    /// Validates the configuration, loads or generates the certificate and secret, and
-    /// binds the UDP socket.
+    /// Uses this store instead of opening `data_dir`'s (see [`storage::Storage::open`],
+    /// which gives hooks a handle before the server is built).
+    pub fn storage(mut self, storage: storage::Storage) -> Self {
+        self.registry.storage = Some(storage);
+        self
+    }
+
+    /// Validates the configuration, loads or generates the certificate and secret,
+    /// opens the store, and binds the UDP socket.
     pub fn bind(self) -> Result<Server, ServerError> {
         server::bind(
             self.config,
@@ -227,6 +239,12 @@ impl Server {
     /// the server's own hooks, e.g. an admin tool embedding it).
     pub fn runtime(&self) -> runtime::Runtime {
         self.shared.runtime.clone()
+    }
+
+    /// The store server code uses (also from outside the server's own hooks, e.g. an
+    /// admin tool embedding it).
+    pub fn storage(&self) -> storage::Storage {
+        self.shared.runtime.storage().clone()
     }
 
     /// A handle to read live counts while the server runs.

@@ -1,5 +1,6 @@
 //! The `quicmatch` binary: parse flags and config, set up logging, bind, serve until
-//! Ctrl-C (a second Ctrl-C exits at once).
+//! Ctrl-C (a second Ctrl-C exits at once); `quicmatch storage export|import FILE` backs
+//! up and restores storage objects.
 //!
 //! The config is the defaults, then the file (`--config`), then `QUICMATCH_*`
 //! environment variables (see [`quicmatch::config::env`]), then flags; the result is
@@ -27,6 +28,33 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve(ServeArgs),
+    /// Back up or restore storage objects as JSON lines (with the server stopped:
+    /// the store's file is opened by one process at a time).
+    #[command(subcommand)]
+    Storage(StorageCommand),
+}
+
+#[derive(Subcommand)]
+enum StorageCommand {
+    /// Write every object to FILE (`-`: stdout), one JSON object a line after a
+    /// header line.
+    Export(StorageArgs),
+    /// Put back the objects of an export read from FILE (`-`: stdin); objects that
+    /// exist are replaced, versions and times are kept.
+    Import(StorageArgs),
+}
+
+#[derive(clap::Args)]
+struct StorageArgs {
+    /// The export file.
+    file: PathBuf,
+    /// TOML config file naming `data_dir` (QUICMATCH_* variables and --data-dir
+    /// override it).
+    #[arg(long, env = "QUICMATCH_CONFIG")]
+    config: Option<PathBuf>,
+    /// Directory of the store [default: data].
+    #[arg(long, env = "QUICMATCH_DATA_DIR")]
+    data_dir: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -51,6 +79,9 @@ struct ServeArgs {
     /// Directory for the generated certificate and secret [default: certs].
     #[arg(long, env = "QUICMATCH_CERTS_DIR")]
     certs_dir: Option<PathBuf>,
+    /// Directory of the store of storage objects [default: data].
+    #[arg(long, env = "QUICMATCH_DATA_DIR")]
+    data_dir: Option<PathBuf>,
     /// The key clients must present [default: defaultkey].
     #[arg(long, env = "QUICMATCH_SERVER_KEY")]
     server_key: Option<String>,
@@ -96,6 +127,9 @@ impl ServeArgs {
         if let Some(v) = &self.certs_dir {
             config.certs_dir = v.clone();
         }
+        if let Some(v) = &self.data_dir {
+            config.data_dir = v.clone();
+        }
         if let Some(v) = &self.server_key {
             config.server_key = v.clone();
         }
@@ -113,6 +147,63 @@ impl ServeArgs {
         }
         Ok(config)
     }
+}
+
+impl StorageArgs {
+    fn config(&self) -> anyhow::Result<Config> {
+        let config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        let mut config = config.with_env()?;
+        if let Some(v) = &self.data_dir {
+            config.data_dir = v.clone();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Runs `storage export` or `storage import`; the counts go to stderr, so an export to
+/// stdout stays pure JSON lines.
+fn storage(command: StorageCommand) -> anyhow::Result<()> {
+    use std::io::{BufReader, BufWriter, Write as _};
+    let (args, export) = match &command {
+        StorageCommand::Export(args) => (args, true),
+        StorageCommand::Import(args) => (args, false),
+    };
+    let config = args.config()?;
+    let storage = quicmatch::storage::Storage::open(&config).context("opening the store")?;
+    let stdio = args.file.as_os_str() == "-";
+    let result = if export {
+        let mut out: Box<dyn std::io::Write> = if stdio {
+            Box::new(std::io::stdout().lock())
+        } else {
+            let file = std::fs::File::create(&args.file)
+                .with_context(|| format!("creating {}", args.file.display()))?;
+            Box::new(BufWriter::new(file))
+        };
+        let n = storage.export(&mut out);
+        out.flush().context("writing the export")?;
+        n.map(|n| format!("exported {n} objects from {}", storage.path().display()))
+    } else {
+        let mut input: Box<dyn std::io::BufRead> = if stdio {
+            Box::new(std::io::stdin().lock())
+        } else {
+            let file = std::fs::File::open(&args.file)
+                .with_context(|| format!("opening {}", args.file.display()))?;
+            Box::new(BufReader::new(file))
+        };
+        storage
+            .import(&mut input)
+            .map(|n| format!("imported {n} objects into {}", storage.path().display()))
+    };
+    storage.close();
+    eprintln!(
+        "{}",
+        result.context(if export { "export" } else { "import" })?
+    );
+    Ok(())
 }
 
 /// Ctrl-C or SIGTERM.
@@ -214,6 +305,17 @@ async fn main() -> anyhow::Result<()> {
                 LogFormat::Json => eprintln!("{}", banner(&server)),
             }
             server.serve(shutdown_signal()).await;
+        }
+        Command::Storage(command) => {
+            // On stderr: an export to stdout is the data.
+            let filter = EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("info,quinn=warn"));
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_writer(std::io::stderr)
+                .init();
+            tokio::task::spawn_blocking(move || storage(command)).await??;
         }
     }
     Ok(())

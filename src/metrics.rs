@@ -53,6 +53,10 @@
 //! | `quicmatch_matchmaker_expired_total` | counter | (tickets cancelled by `expires_after`) |
 //! | `quicmatch_matchmaker_processor_rejected_total` | counter | (custom processor groups refused) |
 //! | `quicmatch_matchmaker_processor_timeouts_total` / `quicmatch_matchmaker_processor_failures_total` | counter | |
+//! | `quicmatch_storage_objects` | gauge | (storage objects in the store) |
+//! | `quicmatch_storage_bytes` | gauge | (bytes of their values) |
+//! | `quicmatch_storage_commit_seconds` | histogram | (each storage commit, fsync included) |
+//! | `quicmatch_storage_writes_total` | counter | (objects written or deleted by committed requests) |
 
 use std::{
     net::SocketAddr,
@@ -268,6 +272,25 @@ const METRICS: &[(&str, Kind, bool, &str)] = &[
         PLAIN,
         "Matchmaker passes whose custom processor panicked.",
     ),
+    ("quicmatch_storage_objects", Kind::Gauge, PLAIN, "Storage objects in the store."),
+    (
+        "quicmatch_storage_bytes",
+        Kind::Gauge,
+        PLAIN,
+        "Bytes of the storage objects' values.",
+    ),
+    (
+        "quicmatch_storage_commit_seconds",
+        Kind::Histogram,
+        PLAIN,
+        "Duration of each storage commit (one fsync, shared by the writes waiting), in seconds.",
+    ),
+    (
+        "quicmatch_storage_writes_total",
+        Kind::Counter,
+        PLAIN,
+        "Storage objects written or deleted by committed requests.",
+    ),
 ];
 
 /// Whether the server is accepting sessions (`/readyz`).
@@ -302,6 +325,17 @@ pub(crate) fn install(addr: SocketAddr) -> Result<(), MetricsError> {
             metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
             &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0],
         )
+        // Commits take a fraction of a millisecond on a local disk.
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full(
+                    "quicmatch_storage_commit_seconds".into(),
+                ),
+                &[
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 1.0,
+                ],
+            )
+        })
         .and_then(PrometheusBuilder::install_recorder)
         .map_err(|e| fail(e.to_string()))?;
     describe();

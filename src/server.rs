@@ -57,6 +57,9 @@ pub enum ServerError {
     /// The metrics exporter could not start.
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
+    /// The store could not be opened.
+    #[error("storage: {0}")]
+    Storage(#[from] crate::storage::StorageError),
     /// The socket could not be bound.
     #[error("bind {addr}: {source}")]
     Bind {
@@ -133,7 +136,7 @@ pub(crate) fn bind(
     tls_override: Option<tls::TlsMaterial>,
     secret_override: Option<Vec<u8>>,
     hooks: Hooks,
-    registry: crate::runtime::Registry,
+    mut registry: crate::runtime::Registry,
 ) -> Result<Server, ServerError> {
     config.validate()?;
     if config.server_key == Config::default().server_key && !config.listen.ip().is_loopback() {
@@ -188,7 +191,11 @@ pub(crate) fn bind(
     let cert = material.chain[0].clone();
     let secret = auth::Secret::from_bytes(&secret);
     let matches = MatchTable::new(config.matches.clone());
-    let runtime = crate::runtime::Runtime::new(registry, matches.clone(), &config.matches);
+    let storage = match registry.storage.take() {
+        Some(storage) => storage,
+        None => crate::storage::Storage::open(&config)?,
+    };
+    let runtime = crate::runtime::Runtime::new(registry, matches.clone(), &config.matches, storage);
     let sessions = SessionRegistry::default();
     let matchmaker = Matchmaker::new(
         config.matchmaker.clone(),
@@ -210,6 +217,7 @@ pub(crate) fn bind(
         secret,
         fingerprint: tls::fingerprint(&cert),
         connections: Default::default(),
+        storage_limits: crate::storage::WriteLimits::new(&config.storage),
         config,
     });
     Ok(Server {
@@ -249,6 +257,7 @@ pub(crate) async fn serve(
         None
     };
     let tracker = TaskTracker::new();
+    shared.runtime.storage().attach();
     info!(addr = ?endpoint.local_addr().ok(), "serving");
     tracker.spawn(shared.matchmaker.clone().run(cancel.clone()));
     if shared.config.metrics.is_some() {
@@ -322,6 +331,9 @@ pub(crate) async fn serve(
     for held in shared.sessions.take_all_held() {
         held.expire(&shared);
     }
+    // Writes still waiting are committed before the store closes.
+    let storage = shared.runtime.storage().clone();
+    let _ = tokio::task::spawn_blocking(move || storage.detach()).await;
     endpoint.close(
         VarInt::from_u32(CloseCode::SERVER_SHUTDOWN.0),
         b"server shutting down",

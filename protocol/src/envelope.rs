@@ -284,6 +284,25 @@ pub enum Request {
         /// At most [`crate::MAX_LATEST_OP_CODES`] op codes.
         latest_op_codes: Vec<i64>,
     },
+    /// Write objects the caller owns, all or none; answered by [`Response::StorageAcks`].
+    StorageWrite {
+        /// 1 to [`crate::MAX_STORAGE_BATCH`] objects, each named once.
+        objects: Vec<crate::StorageWriteObject>,
+    },
+    /// Read objects; answered by [`Response::StorageObjects`] with those that exist and
+    /// the caller may read.
+    StorageRead {
+        /// 1 to [`crate::MAX_STORAGE_BATCH`] objects.
+        ids: Vec<crate::StorageObjectId>,
+    },
+    /// List a collection's objects the caller may read; answered by
+    /// [`Response::StorageList`].
+    StorageList(crate::StorageListRequest),
+    /// Delete objects the caller owns, all or none; answered by [`Response::Ack`].
+    StorageDelete {
+        /// 1 to [`crate::MAX_STORAGE_BATCH`] objects, each named once.
+        objects: Vec<crate::StorageDeleteObject>,
+    },
 }
 
 /// What a match listing asks for.
@@ -342,7 +361,7 @@ pub struct MatchmakerAdd {
 
 impl Request {
     /// How many request kinds this version knows; indices at or above it are unknown.
-    pub const KINDS: u32 = 28;
+    pub const KINDS: u32 = 32;
 
     /// A short name for logs and metrics.
     pub fn kind(&self) -> &'static str {
@@ -375,6 +394,10 @@ impl Request {
             Self::MatchmakerAddWith { .. } => "matchmaker_add_with",
             Self::PartyMatchmakerAddWith { .. } => "party_matchmaker_add_with",
             Self::MatchCreateWithLatest { .. } => "match_create_with_latest",
+            Self::StorageWrite { .. } => "storage_write",
+            Self::StorageRead { .. } => "storage_read",
+            Self::StorageList(_) => "storage_list",
+            Self::StorageDelete { .. } => "storage_delete",
         }
     }
 }
@@ -430,6 +453,18 @@ pub enum Response {
         /// Its output.
         payload: String,
     },
+    /// The new versions a `StorageWrite` gave its objects, in request order.
+    StorageAcks {
+        /// One per object written.
+        acks: Vec<crate::StorageObjectAck>,
+    },
+    /// The objects a `StorageRead` found that the caller may read, in request order.
+    StorageObjects {
+        /// The objects.
+        objects: Vec<crate::StorageObject>,
+    },
+    /// One page of a `StorageList`.
+    StorageList(crate::StorageObjectList),
 }
 
 /// A party as one member sees it.

@@ -1,7 +1,8 @@
 //! Error codes sent to clients, connection close codes, and the decode error.
 //!
 //! Numbers are stable: a client compares codes, never message strings. Codes 0 to 7 are
-//! Nakama's `Error.code` values with the same meaning; 100 and up are ours.
+//! Nakama's `Error.code` values with the same meaning; 100 and up are ours (200s:
+//! parties, 300s: storage).
 
 use std::fmt;
 
@@ -89,6 +90,23 @@ error_codes! {
     PARTY_JOIN_REQUEST_NOT_FOUND = 208,
     /// The leader cannot remove itself (leave or close instead).
     PARTY_CANNOT_REMOVE_SELF = 209,
+    /// A conditional storage write or delete named a version the object does not have
+    /// (`*`: the object exists; a version: the object is absent or was written since).
+    /// Nothing in the request was written.
+    STORAGE_VERSION_CONFLICT = 300,
+    /// A storage write or delete touches an object whose write permission the caller
+    /// lacks (`NoWrite`: only server code may change it). Nothing was written.
+    STORAGE_PERMISSION_DENIED = 301,
+    /// A storage value is not a JSON object. Nothing was written.
+    STORAGE_INVALID_JSON = 302,
+    /// A storage value is larger than `MAX_STORAGE_VALUE_LEN`. Nothing was written.
+    STORAGE_VALUE_TOO_LARGE = 303,
+    /// The write would give the caller more objects than the server's
+    /// `storage.max_objects_per_user`. Nothing was written.
+    STORAGE_QUOTA_EXCEEDED = 304,
+    /// The store cannot be used now (its file is held by another process, or the server
+    /// is shutting down); retry later. Nothing was written.
+    STORAGE_UNAVAILABLE = 305,
 }
 
 impl fmt::Display for ErrorCode {

@@ -530,12 +530,12 @@ mod tests {
     fn request_kinds_matches_the_enum() {
         let frame = encode(&ClientEnvelope {
             cid: None,
-            body: Request::MatchCreateWithLatest {
-                name: None,
-                label: None,
-                max_size: None,
-                private: false,
-                latest_op_codes: vec![1],
+            body: Request::StorageDelete {
+                objects: vec![crate::StorageDeleteObject {
+                    collection: "c".into(),
+                    key: "k".into(),
+                    version: None,
+                }],
             },
         })
         .expect("encode");

@@ -13,6 +13,7 @@
 //! - [`datagram`]: hand-written headers of the unreliable match-data datagrams.
 //! - [`bundle`]: the payload of redundant datagrams (a sender's newest messages).
 //! - [`matchmaking`]: matchmaker ticket options (roles, teams, widening, expiry).
+//! - [`storage`]: storage objects, their permissions and the storage requests' parts.
 //!
 //! `PROTOCOL.md` at the repository root describes all of it byte by byte.
 #![warn(missing_docs)]
@@ -24,6 +25,7 @@ pub mod error;
 pub mod frame;
 pub mod ids;
 pub mod matchmaking;
+pub mod storage;
 
 pub use envelope::{
     ClientEnvelope, Credentials, Event, MatchInfo, MatchListRequest, MatchListing, MatchmakerAdd,
@@ -33,6 +35,10 @@ pub use envelope::{
 pub use error::{CloseCode, DecodeError, ErrorCode};
 pub use ids::{MatchId, PartyId, SessionId, TicketId, UserId};
 pub use matchmaking::{Composition, MatchmakerMatchedTeams, MatchmakerOptions, Teams};
+pub use storage::{
+    ReadPermission, StorageDeleteObject, StorageListRequest, StorageObject, StorageObjectAck,
+    StorageObjectId, StorageObjectList, StorageWriteObject, WritePermission,
+};
 
 /// The ALPN protocol name of version 1; a peer offering neither version fails the
 /// handshake.
@@ -131,3 +137,26 @@ pub const MAX_LATEST_OP_CODES: usize = 8;
 
 /// Largest message a match keeps as latest state, in bytes.
 pub const MAX_LATEST_PAYLOAD: usize = MAX_DATAGRAM_PAYLOAD;
+
+/// Longest storage collection name, in bytes.
+pub const MAX_STORAGE_COLLECTION_LEN: usize = 128;
+
+/// Longest storage key, in bytes.
+pub const MAX_STORAGE_KEY_LEN: usize = 128;
+
+/// Largest storage value (a JSON object as text), in bytes: 63 KiB, so that one object
+/// with its collection, key, owner, version and times always fits in one control frame
+/// ([`MAX_FRAME_LEN`]), written or read.
+pub const MAX_STORAGE_VALUE_LEN: usize = 63 * 1024;
+
+/// Longest version a conditional storage write or delete may name, in bytes.
+pub const MAX_STORAGE_VERSION_LEN: usize = 64;
+
+/// Most objects one storage write, read or delete names (all of them within one frame).
+pub const MAX_STORAGE_BATCH: usize = 32;
+
+/// Most objects one storage listing returns.
+pub const MAX_STORAGE_LIST_LIMIT: u32 = 100;
+
+/// Longest storage listing cursor, in bytes.
+pub const MAX_STORAGE_CURSOR_LEN: usize = 256;

@@ -23,6 +23,9 @@ pub struct Config {
     /// Where the development certificate and the token-signing secret are kept.
     /// Default `certs`.
     pub certs_dir: PathBuf,
+    /// Where the store (`quicmatch.redb`: storage objects) is kept. The file is
+    /// created on the first write and opened at every start after that. Default `data`.
+    pub data_dir: PathBuf,
     /// The key every client must present when it authenticates. Default `defaultkey`,
     /// as in Nakama; change it for anything public.
     pub server_key: String,
@@ -50,6 +53,8 @@ pub struct Config {
     pub matchmaker: MatchmakerConfig,
     /// Parties.
     pub party: PartyConfig,
+    /// Storage objects.
+    pub storage: StorageConfig,
 }
 
 /// The default `socket_buffer`.
@@ -62,6 +67,7 @@ impl Default for Config {
             cert: None,
             key: None,
             certs_dir: PathBuf::from("certs"),
+            data_dir: PathBuf::from("data"),
             server_key: "defaultkey".into(),
             metrics: None,
             socket_buffer: DEFAULT_SOCKET_BUFFER,
@@ -71,6 +77,7 @@ impl Default for Config {
             matches: MatchConfig::default(),
             matchmaker: MatchmakerConfig::default(),
             party: PartyConfig::default(),
+            storage: StorageConfig::default(),
         }
     }
 }
@@ -335,6 +342,43 @@ impl Default for PartyConfig {
     }
 }
 
+/// `[storage]`: storage objects in the store under `data_dir`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Most objects one user may own; a client write that would create more gets
+    /// `STORAGE_QUOTA_EXCEEDED` (server code is not limited). Default `1000`.
+    /// Range: 1 to 10000000.
+    pub max_objects_per_user: usize,
+    /// Storage writes and deletes a session may send per second, sustained; beyond it
+    /// each is refused with `RATE_LIMITED` (they also count as control requests).
+    /// Default `20`. Range: 0.1 to 100000.
+    pub writes_per_second: f64,
+    /// Storage writes and deletes a session may send in a burst. Default `100`.
+    /// Range: 1 to 100000.
+    pub write_burst: u32,
+    /// Writes (client requests and server code calls) waiting for the store's writer,
+    /// which commits whatever is waiting together, with one fsync. A client write that
+    /// finds it full is refused with `LIMIT_EXCEEDED`; server code waits for room.
+    /// Default `4096`. Range: 16 to 1000000.
+    pub write_queue: usize,
+    /// Memory the store may use to cache its pages, in bytes. Default `64 MiB`.
+    /// Range: 1 MiB to 16 GiB.
+    pub cache_size: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            max_objects_per_user: 1000,
+            writes_per_second: 20.0,
+            write_burst: 100,
+            write_queue: 4096,
+            cache_size: 64 << 20,
+        }
+    }
+}
+
 /// A configuration value that cannot work.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -353,8 +397,8 @@ pub enum ConfigError {
 
 impl Config {
     /// Reads a TOML file; absent fields keep their defaults. The paths it gives (`cert`,
-    /// `key`, `certs_dir`) are relative to the file's directory, not the working
-    /// directory, so a config file and the files next to it can move together.
+    /// `key`, `certs_dir`, `data_dir`) are relative to the file's directory, not the
+    /// working directory, so a config file and the files next to it can move together.
     pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
         let fail = |reason: String| ConfigError::File {
             path: path.into(),
@@ -373,6 +417,9 @@ impl Config {
         }
         if given.contains_key("certs_dir") {
             config.certs_dir = dir.join(&config.certs_dir);
+        }
+        if given.contains_key("data_dir") {
+            config.data_dir = dir.join(&config.data_dir);
         }
         Ok(config)
     }

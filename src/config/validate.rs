@@ -57,6 +57,11 @@ macro_rules! with_bounded_keys {
             range party.max_size = 1, 256;
             range party.max_requests = 1, 1024;
             range party.max_per_session = 1, 64;
+            range storage.max_objects_per_user = 1, 10_000_000;
+            range storage.writes_per_second = 0.1, 100_000.0;
+            range storage.write_burst = 1, 100_000;
+            range storage.write_queue = 16, 1_000_000;
+            range storage.cache_size = 1 << 20, 16 << 30;
         }
     };
 }
@@ -89,6 +94,9 @@ impl Config {
             .is_some_and(|n| n.is_empty() || n.len() > 63 || n.chars().any(char::is_control))
         {
             return bad("name must be 1 to 63 bytes without control characters");
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return bad("data_dir must not be empty");
         }
         let c = self;
         with_bounded_keys!(check_bounds!(c;));

@@ -5,6 +5,7 @@ mod matches;
 mod matchmaker;
 mod party;
 mod runtime;
+mod storage;
 
 use std::{future::Future, pin::Pin};
 
@@ -129,6 +130,10 @@ pub(crate) fn dispatch(
             .list(&request)
             .map(|matches| Some(Response::MatchList { matches })),
         Request::Rpc { id, payload } => return runtime::rpc(shared, session, id, payload),
+        Request::StorageWrite { objects } => return storage::write(shared, session, objects),
+        Request::StorageRead { ids } => return storage::read(shared, session, ids),
+        Request::StorageList(request) => return storage::list(shared, session, request),
+        Request::StorageDelete { objects } => return storage::delete(shared, session, objects),
         Request::MatchLeave { match_id } => matches::leave(shared, session, match_id),
         Request::MatchDataSend {
             match_id,

@@ -1,6 +1,6 @@
 //! Game code inside the server: match handlers (server-authoritative matches), RPC
 //! functions, and the one [`Runtime`] context they, and the hooks, receive to create,
-//! signal and list matches.
+//! signal and list matches and to use storage objects ([`Runtime::storage`]).
 //!
 //! Register both on the builder:
 //!
@@ -47,7 +47,7 @@ use quicmatch_protocol::{ErrorCode, MatchId, MatchListRequest, MatchListing, Pre
 
 pub use crate::matches::Inbound;
 pub use crate::matchmaker::query::Properties;
-use crate::{config::MatchConfig, handlers::ApiError, matches::MatchTable};
+use crate::{config::MatchConfig, handlers::ApiError, matches::MatchTable, storage::Storage};
 
 /// Parameters a match is created with (JSON; at most
 /// [`quicmatch_protocol::MAX_HANDLER_PARAMS`] bytes serialized).
@@ -173,7 +173,7 @@ pub type RpcFunction = dyn Fn(&RpcContext<'_>, &str) -> Result<String, String> +
 pub struct RpcContext<'a> {
     /// Who called.
     pub caller: &'a Presence,
-    /// Create, signal and list matches.
+    /// Create, signal and list matches; storage objects.
     pub runtime: &'a Runtime,
 }
 
@@ -228,6 +228,8 @@ impl From<RuntimeError> for ApiError {
 pub(crate) struct Registry {
     pub(crate) handlers: HashMap<String, Arc<HandlerFactory>>,
     pub(crate) rpcs: HashMap<String, Arc<RpcFunction>>,
+    /// A store given to the builder, used instead of opening `data_dir`'s.
+    pub(crate) storage: Option<Storage>,
 }
 
 /// The server as game code sees it: create server-run matches, signal them, list
@@ -241,6 +243,7 @@ pub struct Runtime {
     matches: MatchTable,
     /// The matchmaker, set once the server has made it (it holds this runtime).
     backfills: Arc<OnceLock<Arc<dyn Backfills>>>,
+    storage: Storage,
 }
 
 /// What the runtime needs of the matchmaker; the matchmaker implements it.
@@ -290,13 +293,26 @@ impl MatchmakerAccess<'_> {
 }
 
 impl Runtime {
-    pub(crate) fn new(registry: Registry, matches: MatchTable, config: &MatchConfig) -> Self {
+    pub(crate) fn new(
+        registry: Registry,
+        matches: MatchTable,
+        config: &MatchConfig,
+        storage: Storage,
+    ) -> Self {
         Self {
             engine: Engine::start(matches.clone(), config),
             registry: Arc::new(registry),
             matches,
             backfills: Arc::new(OnceLock::new()),
+            storage,
         }
+    }
+
+    /// Storage objects, with full access: any owner, no permission checks or per-user
+    /// quota (version conditions and size limits still apply). Its calls block; see
+    /// [`Storage`].
+    pub fn storage(&self) -> &Storage {
+        &self.storage
     }
 
     /// Connects the matchmaker (once, when the server is built).

@@ -34,6 +34,7 @@ mod redundancy;
 mod requests;
 mod runtime;
 mod send;
+mod storage;
 mod trust;
 
 use std::{
@@ -51,7 +52,9 @@ use quicmatch_protocol::{envelope::ClientEnvelope, frame, Request, Response};
 pub use quicmatch_protocol::{
     CloseCode, Composition, Credentials, ErrorCode, MatchId, MatchListRequest, MatchListing,
     MatchmakerMatched, MatchmakerMatchedTeams, MatchmakerOptions, MatchmakerUser, PartyId,
-    PartyInfo, Presence, SessionId, SessionInfo, Teams, TicketId, UserId,
+    PartyInfo, Presence, ReadPermission, SessionId, SessionInfo, StorageDeleteObject,
+    StorageObject, StorageObjectAck, StorageObjectId, StorageObjectList, StorageWriteObject, Teams,
+    TicketId, UserId, WritePermission,
 };
 /// The QUIC library the SDK's transport types come from (endpoints, connections,
 /// transport settings), so a game need not depend on a matching version itself.
@@ -59,6 +62,7 @@ pub use quinn;
 pub use requests::AddMatchmaker;
 pub use runtime::{ListMatches, MatchOptions};
 pub use send::SendOptions;
+pub use storage::{ListStorageObjects, WriteStorageObject};
 use tokio::sync::{mpsc, oneshot};
 pub use trust::Trust;
 

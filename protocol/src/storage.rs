@@ -173,6 +173,51 @@ pub struct StorageObjectList {
     pub cursor: Option<String>,
 }
 
+impl StorageWriteObject {
+    /// An unconditional write of `value` with Nakama's default permissions (owner
+    /// read, owner write).
+    pub fn new(
+        collection: impl Into<String>,
+        key: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Self {
+        Self {
+            collection: collection.into(),
+            key: key.into(),
+            value: value.into(),
+            version: None,
+            permission_read: ReadPermission::OwnerRead,
+            permission_write: WritePermission::OwnerWrite,
+        }
+    }
+}
+
+impl StorageObjectId {
+    /// Names `owner`'s object (`None`: the object no user owns).
+    pub fn new(
+        collection: impl Into<String>,
+        key: impl Into<String>,
+        owner: Option<UserId>,
+    ) -> Self {
+        Self {
+            collection: collection.into(),
+            key: key.into(),
+            user_id: owner,
+        }
+    }
+}
+
+impl StorageDeleteObject {
+    /// An unconditional delete.
+    pub fn new(collection: impl Into<String>, key: impl Into<String>) -> Self {
+        Self {
+            collection: collection.into(),
+            key: key.into(),
+            version: None,
+        }
+    }
+}
+
 /// Whether `name` can be a collection (`max` = [`MAX_STORAGE_COLLECTION_LEN`]) or a key
 /// (`max` = [`MAX_STORAGE_KEY_LEN`]): 1 to `max` bytes without control characters.
 pub fn valid_name(name: &str, max: usize) -> bool {

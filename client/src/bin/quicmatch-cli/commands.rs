@@ -47,6 +47,14 @@ pub(crate) const HELP: &str = "commands:
   party-mm-add ID MIN MAX [--query Q] [--multiple N] [--string K=V]... [--numeric K=V]...
          [mm-add's other flags; --string role=tank,dps lists one value per member]
   party-mm-remove ID TICKET
+  store-write COLLECTION KEY JSON [--version V] [--read public|owner|none] [--write owner|none]
+                                              write one of your storage objects (--version
+                                              *: only if absent; V: only if unchanged)
+  store-read COLLECTION KEY [--user ID]       read an object (yours unless --user; ID
+                                              `system`: an object no user owns)
+  store-list COLLECTION [--user ID] [--limit N] [--cursor C]
+                                              list the objects you may read (10 a page)
+  store-delete COLLECTION KEY [--version V]   delete one of your storage objects
   ping                                        round trip to the server
   sleep MS                                    wait (for scripts)
   help                                        this text
@@ -547,6 +555,7 @@ pub(crate) async fn run_command(
                 .map_err(|_| bad_input("sleep: MS must be an integer"))?;
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
+        cmd if crate::storage::handles(cmd) => crate::storage::run(socket, out, cmd, args).await?,
         "help" => out.text(HELP),
         "quit" | "exit" => return Ok(false),
         other => return Err(bad_input(format!("unknown command {other:?}; try help"))),

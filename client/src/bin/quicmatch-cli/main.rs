@@ -18,6 +18,7 @@ mod ids;
 mod output;
 mod prompt;
 mod render;
+mod storage;
 
 use std::{
     net::SocketAddr,

@@ -32,9 +32,17 @@ pub fn init_tracing() {
 }
 
 pub fn test_config() -> Config {
+    // A store of its own per server, so tests never share one; its file appears only
+    // if the test writes (tests that look at it set their own `data_dir`).
+    static STORES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let store = STORES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut config = Config {
         listen: "127.0.0.1:0".parse().expect("addr"),
         certs_dir: std::env::temp_dir().join("quicmatch-tests-unused"),
+        data_dir: std::env::temp_dir().join(format!(
+            "quicmatch-test-data-{}-{store}",
+            std::process::id()
+        )),
         ..Config::default()
     };
     // Tests run matchmaker passes by hand, so results do not depend on timing.

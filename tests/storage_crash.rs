@@ -108,6 +108,11 @@ impl Server {
         (server, addr, fingerprint)
     }
 
+    /// Whether the server said it repaired the store after an unclean stop.
+    fn repaired(&self) -> bool {
+        self.seen.iter().any(|l| l.contains("not closed cleanly"))
+    }
+
     /// Output lines that say something went wrong.
     fn troubles(&mut self) -> Vec<String> {
         self.seen.extend(self.lines.try_iter());
@@ -238,6 +243,7 @@ async fn acknowledged_writes_survive_kill_9() {
     let acked: Acked = Arc::default();
     let acks = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
+    let mut repairs = 0;
     for run in 0..=KILLS {
         let (mut server, addr, fingerprint) = Server::start(dir.path());
         let sockets: Vec<Arc<Socket>> = {
@@ -251,6 +257,7 @@ async fn acknowledged_writes_survive_kill_9() {
         check(&sockets[0], &snapshot(&acked), run).await;
         let troubles = server.troubles();
         assert!(troubles.is_empty(), "after kill {run}: {troubles:#?}");
+        repairs += usize::from(server.repaired());
         if run == KILLS {
             server.kill();
             break;
@@ -276,6 +283,8 @@ async fn acknowledged_writes_survive_kill_9() {
             w.abort();
         }
     }
+    // Every kill left the store to be recovered (none was a clean stop).
+    assert_eq!(repairs, KILLS, "restarts that repaired the store");
     let total = snapshot(&acked).len();
     assert!(
         total > WRITERS * KEYS_PER_WRITER,

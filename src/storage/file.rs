@@ -41,6 +41,9 @@ pub(super) fn open_file(path: &Path, cache_size: usize) -> Result<(Database, Cou
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| failed(dir, e))?;
     }
+    // redb repairs a file it has just created too; only a file with data in it was
+    // not closed cleanly.
+    let existed = std::fs::metadata(path).is_ok_and(|m| m.len() > 0);
     let repaired = Arc::new(AtomicBool::new(false));
     let flag = repaired.clone();
     let mut builder = Builder::new();
@@ -56,7 +59,7 @@ pub(super) fn open_file(path: &Path, cache_size: usize) -> Result<(Database, Cou
         Err(DatabaseError::DatabaseAlreadyOpen) => return Err(OpenError::Busy),
         Err(e) => return Err(failed(path, e)),
     };
-    let counters = init(&db).map_err(|e| match e {
+    let (counters, schema) = init(&db).map_err(|e| match e {
         StorageError::NewerSchema {
             found, supported, ..
         } => OpenError::Failed(StorageError::NewerSchema {
@@ -67,13 +70,13 @@ pub(super) fn open_file(path: &Path, cache_size: usize) -> Result<(Database, Cou
         e => failed(path, e),
     })?;
     let size = std::fs::metadata(path).map_or(0, |m| m.len());
-    if repaired.load(Ordering::Relaxed) {
+    if existed && repaired.load(Ordering::Relaxed) {
         warn!(path = %path.display(), "the store was not closed cleanly; it was checked and repaired");
     }
     info!(
         path = %path.display(),
         size_bytes = size,
-        schema_version = SCHEMA_VERSION,
+        schema_version = schema,
         objects = counters.objects,
         value_bytes = counters.bytes,
         "store opened"
@@ -81,15 +84,16 @@ pub(super) fn open_file(path: &Path, cache_size: usize) -> Result<(Database, Cou
     Ok((db, counters))
 }
 
-/// Creates the tables of a new store; refuses a newer schema; reads the counters.
-fn init(db: &Database) -> Result<Counters, StorageError> {
+/// Creates the tables of a new store; refuses a newer schema; reads the counters and
+/// the schema version.
+fn init(db: &Database) -> Result<(Counters, u64), StorageError> {
     let mut txn = db.begin_write().map_err(StorageError::internal)?;
     txn.set_durability(Durability::Immediate);
-    let counters = {
+    let opened = {
         let mut meta = txn.open_table(META).map_err(StorageError::internal)?;
         txn.open_table(OBJECTS).map_err(StorageError::internal)?;
         txn.open_table(OWNERS).map_err(StorageError::internal)?;
-        match get(&meta, META_SCHEMA)? {
+        let schema = match get(&meta, META_SCHEMA)? {
             Some(found) if found > SCHEMA_VERSION => {
                 return Err(StorageError::NewerSchema {
                     path: Default::default(),
@@ -97,20 +101,22 @@ fn init(db: &Database) -> Result<Counters, StorageError> {
                     supported: SCHEMA_VERSION,
                 })
             }
-            Some(_) => {}
+            Some(found) => found,
             None => {
                 meta.insert(META_SCHEMA, SCHEMA_VERSION)
                     .map_err(StorageError::internal)?;
+                SCHEMA_VERSION
             }
-        }
-        Counters {
+        };
+        let counters = Counters {
             next_version: get(&meta, META_NEXT_VERSION)?.unwrap_or(1).max(1),
             objects: get(&meta, META_OBJECTS)?.unwrap_or(0),
             bytes: get(&meta, META_BYTES)?.unwrap_or(0),
-        }
+        };
+        (counters, schema)
     };
     txn.commit().map_err(StorageError::internal)?;
-    Ok(counters)
+    Ok(opened)
 }
 
 fn get(meta: &Table<'_, &'static str, u64>, name: &str) -> Result<Option<u64>, StorageError> {

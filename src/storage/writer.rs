@@ -12,6 +12,7 @@
 
 use std::{
     collections::HashMap,
+    panic::{catch_unwind, AssertUnwindSafe},
     sync::{mpsc::Receiver, Arc},
     time::Instant,
 };
@@ -118,7 +119,13 @@ pub(crate) fn run(inner: Arc<Inner>, queue: Receiver<Op>) {
                 Err(_) => break,
             }
         }
-        process(&inner, batch);
+        // A panic inside the database (a damaged page) must not leave callers waiting or
+        // the file half-written: the batch's callers are told (their replies are
+        // dropped), and the store is closed until the server restarts and recovers it.
+        if catch_unwind(AssertUnwindSafe(|| process(&inner, batch))).is_err() {
+            error!("the store's writer failed; storage is closed until the server restarts");
+            inner.close();
+        }
     }
 }
 

@@ -7,9 +7,8 @@
 //! it through the storage requests, under the permissions and the `[storage]` limits.
 //!
 //! Durability: every write is acknowledged only after the transaction that holds it is
-//! committed with an fsync; writes that wait together share one commit
-//! ([`writer`](self) module docs). Reads see the last committed state and never wait
-//! for writes.
+//! committed with an fsync; writes that wait together share one commit (the writer
+//! thread, `writer.rs`). Reads see the last committed state and never wait for writes.
 //!
 //! The file is opened when the server starts if it exists, and created by the first
 //! write otherwise. A file written by a newer server (a greater schema version) or one

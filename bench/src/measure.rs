@@ -98,8 +98,24 @@ pub(crate) fn machine_jiffies() -> Option<(u64, u64)> {
     parse_proc_stat(&std::fs::read_to_string("/proc/stat").ok()?)
 }
 
+/// (busy, total) jiffies of the listed cores together, from their `cpuN` lines of
+/// `/proc/stat`. Unlike a process's own CPU time this counts everything that ran there,
+/// softirq work (which the kernel moves to `ksoftirqd` under load) and other programs
+/// included: what decides whether a pinned side had any core left.
+pub(crate) fn cores_jiffies(cores: &[usize]) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    cores.iter().try_fold((0, 0), |(busy, total), c| {
+        let (b, t) = parse_cpu_line(&text, &format!("cpu{c} "))?;
+        Some((busy + b, total + t))
+    })
+}
+
 fn parse_proc_stat(text: &str) -> Option<(u64, u64)> {
-    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    parse_cpu_line(text, "cpu ")
+}
+
+fn parse_cpu_line(text: &str, prefix: &str) -> Option<(u64, u64)> {
+    let line = text.lines().find(|l| l.starts_with(prefix))?;
     let v: Vec<u64> = line
         .split_whitespace()
         .skip(1)
@@ -157,5 +173,11 @@ mod tests {
         assert_eq!(parse_proc_stat(proc_stat), Some((200, 1000)));
         assert!((busy_pct((200, 1000), (300, 1200)) - 50.0).abs() < 1e-9);
         assert!(machine_jiffies().is_some());
+        let two = "cpu  9 0 9 9 0\ncpu0 100 0 100 700 100 0\ncpu1 50 0 0 150 0 0\n";
+        assert_eq!(parse_cpu_line(two, "cpu1 "), Some((50, 200)));
+        assert_eq!(parse_cpu_line(two, "cpu0 "), Some((200, 1000)));
+        assert_eq!(parse_cpu_line(two, "cpu2 "), None);
+        assert!(cores_jiffies(&[0]).is_some());
+        assert_eq!(cores_jiffies(&[]), Some((0, 0)));
     }
 }

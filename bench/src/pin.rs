@@ -96,9 +96,13 @@ pub(crate) fn spawn(cmd: &mut Command) -> io::Result<Child> {
     Ok(child)
 }
 
-/// Whether a side used its cores up: at least 90 % of each of them.
+/// The busy share at which a side counts as having used its cores up.
+pub(crate) const SATURATED_PCT: f64 = 90.0;
+
+/// Whether a process used its `cores` up: `cpu_pct` (100 = one core) of at least
+/// [`SATURATED_PCT`] of each of them.
 pub(crate) fn saturated(cpu_pct: f64, cores: usize) -> bool {
-    cpu_pct >= 90.0 * cores as f64
+    cpu_pct >= SATURATED_PCT * cores as f64
 }
 
 #[cfg(test)]

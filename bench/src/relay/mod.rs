@@ -75,6 +75,12 @@ pub(crate) enum Transport {
 }
 
 impl Transport {
+    /// Its name on the command line.
+    fn name(self) -> String {
+        clap::ValueEnum::to_possible_value(&self)
+            .map_or_else(|| format!("{self:?}"), |v| v.get_name().to_owned())
+    }
+
     /// Whether its relay forwards data on streams too (`--reliable`).
     fn has_reliable_path(self) -> bool {
         matches!(
@@ -224,8 +230,12 @@ pub(crate) struct RunResult {
     pub(crate) pinned: bool,
     pub(crate) server_cpus: Vec<usize>,
     pub(crate) client_cpus: Vec<usize>,
-    /// The load generator used >= 90 % of its cores while the server did not reach
-    /// 90 % of its own: the run measured the clients. `null` when not pinned.
+    /// Busy share of the server's and of the clients' cores during the window (100 =
+    /// every core of that side busy), whatever ran there; 0 when not pinned.
+    pub(crate) server_cores_busy_pct: f64,
+    pub(crate) client_cores_busy_pct: f64,
+    /// The load generator's side saturated (its process or its cores at >= 90 %) while
+    /// the server's did not: the run measured the clients. `null` when not pinned.
     pub(crate) client_bound: Option<bool>,
     pub(crate) reliable: bool,
     /// The impairment asked for (each direction).
@@ -337,7 +347,8 @@ pub(crate) async fn run_once(args: &Args, transport: Transport) -> anyhow::Resul
     anyhow::ensure!(args.players >= 2, "--players must be at least 2");
     anyhow::ensure!(
         !args.reliable || transport.has_reliable_path(),
-        "--reliable: the {transport:?} relay has no reliable path"
+        "--reliable: the {} relay has no reliable path",
+        transport.name()
     );
     let impairment = args.impairment()?;
     let busy0 = measure::machine_jiffies();
@@ -394,6 +405,10 @@ pub(crate) async fn run_once(args: &Args, transport: Transport) -> anyhow::Resul
     let server_ticks0 = server.pid().and_then(measure::process_cpu_ticks);
     let client_ticks0 = measure::process_cpu_ticks(std::process::id());
     let busy0 = measure::machine_jiffies();
+    let layout = pin::layout();
+    let side =
+        |pick: fn(&pin::Layout) -> &[usize]| layout.and_then(|l| measure::cores_jiffies(pick(l)));
+    let (server_cores0, client_cores0) = (side(|l| &l.server), side(|l| &l.client));
     let t0 = Instant::now();
     tokio::time::sleep(until(window.end)).await;
     let wall = t0.elapsed();
@@ -410,6 +425,9 @@ pub(crate) async fn run_once(args: &Args, transport: Transport) -> anyhow::Resul
         (Some(a), Some(b)) => measure::busy_pct(a, b),
         _ => 0.0,
     };
+    let busy = |a: Option<(u64, u64)>, b| a.zip(b).map_or(0.0, |(a, b)| measure::busy_pct(a, b));
+    let server_cores_busy_pct = busy(server_cores0, side(|l| &l.server));
+    let client_cores_busy_pct = busy(client_cores0, side(|l| &l.client));
     for s in senders {
         let _ = s.await;
     }
@@ -438,7 +456,6 @@ pub(crate) async fn run_once(args: &Args, transport: Transport) -> anyhow::Resul
     let server_cpu_s = server_ticks.map_or(0.0, |t| t as f64 / ticks_per_s);
     let server_cpu_pct = server_ticks.map_or(0.0, |t| measure::cpu_pct(t, ticks_per_s, wall));
     let client_cpu_pct = measure::cpu_pct(client_ticks, ticks_per_s, wall);
-    let layout = pin::layout();
     Ok(RunResult {
         transport,
         matches: args.matches,
@@ -466,9 +483,14 @@ pub(crate) async fn run_once(args: &Args, transport: Transport) -> anyhow::Resul
         pinned: layout.is_some(),
         server_cpus: layout.map(|l| l.server.clone()).unwrap_or_default(),
         client_cpus: layout.map(|l| l.client.clone()).unwrap_or_default(),
+        server_cores_busy_pct,
+        client_cores_busy_pct,
         client_bound: layout.map(|l| {
-            pin::saturated(client_cpu_pct, l.client.len())
-                && !pin::saturated(server_cpu_pct, l.server.len())
+            let client = pin::saturated(client_cpu_pct, l.client.len())
+                || client_cores_busy_pct >= pin::SATURATED_PCT;
+            let server = pin::saturated(server_cpu_pct, l.server.len())
+                || server_cores_busy_pct >= pin::SATURATED_PCT;
+            client && !server
         }),
         reliable: args.reliable,
         link_loss_pct: args.loss,

@@ -25,9 +25,11 @@ pub(super) fn print(result: &RunResult, json: bool) {
     };
     let cores = match result.client_bound {
         Some(bound) => format!(
-            " | cores server {:?} clients {:?}{}",
+            " | cores server {:?} {:.0}% busy, clients {:?} {:.0}% busy{}",
             result.server_cpus,
+            result.server_cores_busy_pct,
             result.client_cpus,
+            result.client_cores_busy_pct,
             if bound { " CLIENT-BOUND" } else { "" }
         ),
         None => " | cores shared".to_owned(),

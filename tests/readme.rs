@@ -935,13 +935,13 @@ async fn the_storage_snippets_run() {
     config.data_dir = dir.path().into();
     let server = grant(config).expect("bind");
     let (addr, cert) = (server.local_addr(), server.cert_der().clone());
-    let stop = tokio_util::sync::CancellationToken::new();
+    let stop = CancellationToken::new();
     let token = stop.clone();
     let serving = tokio::spawn(server.serve(async move { token.cancelled().await }));
-    let config = quicmatch_client::ClientConfig::new(
+    let config = ClientConfig::new(
         addr,
-        quicmatch_client::Trust::Certificates(vec![cert]),
-        quicmatch_client::Credentials::Device {
+        Trust::Certificates(vec![cert]),
+        Credentials::Device {
             id: "device-reward-0000".into(),
         },
     );

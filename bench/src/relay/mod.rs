@@ -180,6 +180,11 @@ pub(crate) struct Args {
     /// datagrams.
     #[arg(long)]
     reliable: bool,
+    /// quicmatch only: each datagram also carries up to K (at most 3) of the sender's
+    /// previous messages (the SDK's `SendOptions::redundancy`); the baselines send
+    /// plain datagrams, for a same-run comparison.
+    #[arg(long, default_value_t = 0)]
+    redundancy: usize,
 }
 
 impl Args {
@@ -238,6 +243,9 @@ pub(crate) struct RunResult {
     /// the server's did not: the run measured the clients. `null` when not pinned.
     pub(crate) client_bound: Option<bool>,
     pub(crate) reliable: bool,
+    /// Previous messages each datagram repeated (quicmatch's `--redundancy`; 0 for the
+    /// baselines and for reliable data).
+    pub(crate) redundancy: usize,
     /// The impairment asked for (each direction).
     pub(crate) link_loss_pct: f64,
     pub(crate) link_delay_ms: f64,
@@ -345,6 +353,7 @@ async fn connect(
 /// Runs the workload once through `transport`.
 pub(crate) async fn run_once(args: &Args, transport: Transport) -> anyhow::Result<RunResult> {
     anyhow::ensure!(args.players >= 2, "--players must be at least 2");
+    anyhow::ensure!(args.redundancy <= 3, "--redundancy is at most 3");
     anyhow::ensure!(
         !args.reliable || transport.has_reliable_path(),
         "--reliable: the {} relay has no reliable path",
@@ -493,6 +502,11 @@ pub(crate) async fn run_once(args: &Args, transport: Transport) -> anyhow::Resul
             client && !server
         }),
         reliable: args.reliable,
+        redundancy: if transport == Transport::Quicmatch && !args.reliable {
+            args.redundancy
+        } else {
+            0
+        },
         link_loss_pct: args.loss,
         link_delay_ms: args.delay,
         link_jitter_ms: args.jitter,

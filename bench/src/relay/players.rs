@@ -11,7 +11,7 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt as _;
-use quicmatch_client::{ClientConfig, Credentials, Event, MatchId, Socket, Trust};
+use quicmatch_client::{ClientConfig, Credentials, Event, MatchId, SendOptions, Socket, Trust};
 use tokio::net::UdpSocket;
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
@@ -29,7 +29,7 @@ pub(super) enum Tx {
     Quic {
         socket: Arc<Socket>,
         match_id: MatchId,
-        reliable: bool,
+        options: SendOptions,
     },
     Udp {
         socket: Arc<UdpSocket>,
@@ -68,9 +68,9 @@ impl Tx {
             Self::Quic {
                 socket,
                 match_id,
-                reliable,
+                options,
             } => socket
-                .send_match_data(*match_id, 1, payload, *reliable, None)
+                .send_match_data_with(*match_id, 1, payload, options.clone())
                 .await
                 .is_ok(),
             Self::Udp { socket, header } => {
@@ -194,6 +194,11 @@ pub(super) async fn connect_quic(
         }
         i += 32;
     }
+    let options = if args.reliable {
+        SendOptions::reliable()
+    } else {
+        SendOptions::unreliable().redundancy(args.redundancy)
+    };
     let mut players = Vec::with_capacity(total);
     for group in sockets.chunks(args.players) {
         let m = group[0].create_match(None).await?;
@@ -205,7 +210,7 @@ pub(super) async fn connect_quic(
                 tx: Tx::Quic {
                     socket: s.clone(),
                     match_id: m.match_id,
-                    reliable: args.reliable,
+                    options: options.clone(),
                 },
                 rx: Rx::Quic { socket: s.clone() },
             });

@@ -41,7 +41,13 @@ pub(super) fn print(result: &RunResult, json: bool) {
         result.players,
         result.payload,
         result.rate,
-        if result.reliable { " reliable" } else { "" },
+        if result.reliable {
+            " reliable".to_owned()
+        } else if result.redundancy > 0 {
+            format!(" redundancy {}", result.redundancy)
+        } else {
+            String::new()
+        },
         result.offered_per_s,
         result.delivered_per_s,
         result.loss_pct,

@@ -13,6 +13,8 @@
 //! - `authoritative`: server-run matches ticking in an in-process server, with or
 //!   without SDK clients; tick lateness and engine CPU per match-tick.
 //! - `list`: match listings over many server-run matches, timed in process.
+//! - `storage`: SDK clients writing storage objects into an in-process server; writes/s,
+//!   latency to a durable acknowledgement, commits from the server's histogram.
 //! - `udp-relay`, `quinn-relay`, `proto-relay`: the baseline relays themselves
 //!   (started by `relay`).
 //!
@@ -34,6 +36,7 @@ mod quinn_relay;
 mod relay;
 mod server_proc;
 mod soak;
+mod storage;
 mod udp_relay;
 
 use clap::{Parser, Subcommand};
@@ -55,6 +58,8 @@ enum Command {
     Connections(connections::Args),
     /// Churn against a server, then check every count returned to zero.
     Soak(soak::Args),
+    /// Storage writes from many clients: writes/s and latency to a durable ack.
+    Storage(storage::Args),
     /// Server-run matches ticking in process: tick lateness and engine CPU.
     Authoritative(authoritative::Args),
     /// Time match listings over many server-run matches (in-process call).
@@ -73,6 +78,7 @@ fn main() -> anyhow::Result<()> {
         Command::Relay(args) => relay::run(&args),
         Command::Connections(args) => connections::run(&args),
         Command::Soak(args) => soak::run(&args),
+        Command::Storage(args) => storage::run(&args),
         Command::Authoritative(args) => authoritative::run(&args),
         Command::List(args) => listing::run(&args),
         Command::UdpRelay(args) => udp_relay::run(&args),

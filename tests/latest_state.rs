@@ -141,3 +141,48 @@ async fn matches_without_latest_state_send_nothing_on_join_and_limits_hold() {
         .await
         .expect("eight distinct op codes");
 }
+
+/// On the wire, the joiner's `Match` reply comes before the kept messages.
+#[tokio::test]
+async fn the_match_reply_precedes_the_latest_state_on_the_wire() {
+    use quicmatch_protocol::{
+        envelope::{Event as WireEvent, Response, ServerBody},
+        Request,
+    };
+    let server = TestServer::start().await;
+    let alice = server.client("alice").await;
+    let game = alice
+        .create_match_with(None, MatchOptions::default().latest_state([POS]))
+        .await
+        .expect("create");
+    alice
+        .send_match_data(game.match_id, POS, b"a1".to_vec(), true, None)
+        .await
+        .expect("send");
+    // A member sees it relayed, so the server has kept it.
+    let bob = server.client("bob").await;
+    bob.join_match(game.match_id).await.expect("join");
+    assert_eq!(data(next_event(&bob, "a1").await).data.as_ref(), b"a1");
+
+    let mut raw = server.raw_session("raw").await;
+    raw.send_request(
+        Some(9),
+        Request::MatchJoin {
+            match_id: game.match_id,
+        },
+    )
+    .await;
+    let first = raw.next().await;
+    assert_eq!(first.cid, Some(9), "the reply first: {first:?}");
+    assert!(matches!(first.body, ServerBody::Response(Response::Match(_))));
+    let second = raw.next().await;
+    let event = match second.body {
+        ServerBody::Event(e) => e,
+        ServerBody::Sequenced { event, .. } => event,
+        other => panic!("expected the kept message, got {other:?}"),
+    };
+    assert!(
+        matches!(event, WireEvent::MatchData { ref data, .. } if data.as_ref() == b"a1"),
+        "{event:?}"
+    );
+}

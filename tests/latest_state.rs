@@ -174,7 +174,10 @@ async fn the_match_reply_precedes_the_latest_state_on_the_wire() {
     .await;
     let first = raw.next().await;
     assert_eq!(first.cid, Some(9), "the reply first: {first:?}");
-    assert!(matches!(first.body, ServerBody::Response(Response::Match(_))));
+    assert!(matches!(
+        first.body,
+        ServerBody::Response(Response::Match(_))
+    ));
     let second = raw.next().await;
     let event = match second.body {
         ServerBody::Event(e) => e,

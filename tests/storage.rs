@@ -5,38 +5,17 @@
 
 mod common;
 
-use common::{test_config, TestServer, TEST_TIMEOUT};
+use common::{
+    storage::{code, config_in, within},
+    TestServer,
+};
 use quicmatch::{
     runtime::{Dispatcher, Inbound, MatchContext, MatchHandler, MatchInit, Params},
     storage::{ObjectWrite, Owners},
-    Config,
 };
 use quicmatch_client::{
-    ErrorCode, ReadPermission, RequestError, Socket, StorageObjectId, UserId, WritePermission,
+    ErrorCode, ReadPermission, Socket, StorageObjectId, UserId, WritePermission,
 };
-use tokio::time::timeout;
-
-/// A config whose store lives in `dir`.
-fn config_in(dir: &tempfile::TempDir) -> Config {
-    let mut config = test_config();
-    config.data_dir = dir.path().into();
-    config
-}
-
-/// The error code of a failed request.
-fn code<T: std::fmt::Debug>(result: Result<T, RequestError>) -> ErrorCode {
-    result
-        .expect_err("the request should fail")
-        .code()
-        .expect("a code")
-}
-
-/// Waits for a request under the test timeout.
-async fn within<F: std::future::IntoFuture>(what: &str, f: F) -> F::Output {
-    timeout(TEST_TIMEOUT, f)
-        .await
-        .unwrap_or_else(|_| panic!("waiting for {what}"))
-}
 
 /// Every key `socket` sees listing `collection` (of `user`, or of everyone), all pages.
 async fn listed(

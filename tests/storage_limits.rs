@@ -4,36 +4,18 @@
 
 mod common;
 
-use common::{test_config, TestServer, TEST_TIMEOUT};
-use quicmatch::Config;
+use common::{
+    storage::{code, config_in, within},
+    TestServer, TEST_TIMEOUT,
+};
 use quicmatch_client::{
-    ErrorCode, ReadPermission, RequestError, Socket, StorageObjectId, StorageWriteObject,
-    WritePermission,
+    ErrorCode, ReadPermission, Socket, StorageObjectId, StorageWriteObject, WritePermission,
 };
 use quicmatch_protocol::{
     envelope::{Response, ServerBody},
     Request, StorageDeleteObject, StorageListRequest, MAX_STORAGE_VALUE_LEN,
 };
 use tokio::time::timeout;
-
-fn config_in(dir: &tempfile::TempDir) -> Config {
-    let mut config = test_config();
-    config.data_dir = dir.path().into();
-    config
-}
-
-fn code<T: std::fmt::Debug>(result: Result<T, RequestError>) -> ErrorCode {
-    result
-        .expect_err("the request should fail")
-        .code()
-        .expect("a code")
-}
-
-async fn within<F: std::future::IntoFuture>(what: &str, f: F) -> F::Output {
-    timeout(TEST_TIMEOUT, f)
-        .await
-        .unwrap_or_else(|_| panic!("waiting for {what}"))
-}
 
 fn object(key: &str, value: &str) -> StorageWriteObject {
     StorageWriteObject::new("c", key, value)

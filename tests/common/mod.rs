@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod proxy;
+pub mod storage;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 

@@ -59,6 +59,16 @@ impl Secret {
         Ok(bytes)
     }
 
+    /// The key for QUIC stateless resets, derived from this secret, so a restarted
+    /// server's resets are ones its clients accept: they learn at once that their old
+    /// connection is gone and resume, instead of waiting out their idle timeout.
+    pub(crate) fn reset_key(&self) -> hmac::Key {
+        hmac::Key::new(
+            hmac::HMAC_SHA256,
+            self.sign(b"quicmatch stateless reset key").as_ref(),
+        )
+    }
+
     pub(crate) fn sign(&self, data: &[u8]) -> hmac::Tag {
         hmac::sign(&self.key, data)
     }

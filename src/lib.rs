@@ -29,6 +29,8 @@
 //!   they and the hooks use to create, signal and list matches.
 //! - [`storage`]: storage objects in the embedded store under `data_dir` (the only
 //!   module that opens it).
+//! - `persist`: restart survival: sessions, parties and server-run matches recorded in
+//!   the store and put back at start.
 
 pub mod auth;
 pub mod config;
@@ -40,6 +42,7 @@ pub mod matchmaker;
 pub mod metrics;
 pub mod outbound;
 pub mod party;
+mod persist;
 pub mod runtime;
 mod server;
 pub mod session;
@@ -82,6 +85,9 @@ pub(crate) struct Shared {
     pub(crate) handshakes: AtomicUsize,
     /// Each session's budget of storage writes.
     pub(crate) storage_limits: storage::WriteLimits,
+    /// Set at a shutdown whose state was recorded: sessions are closed with
+    /// `SERVER_RESTARTING` so clients resume once the server is back.
+    pub(crate) restarting: std::sync::atomic::AtomicBool,
 }
 
 /// Configures a [`Server`] before it binds.

@@ -57,6 +57,9 @@
 //! | `quicmatch_storage_bytes` | gauge | (bytes of their values) |
 //! | `quicmatch_storage_commit_seconds` | histogram | (each storage commit, fsync included) |
 //! | `quicmatch_storage_writes_total` | counter | (objects written or deleted by committed requests) |
+//! | `quicmatch_restart_records_written_total` | counter | (restart records written or deleted) |
+//! | `quicmatch_restart_record_seconds` | histogram | (each recording round that wrote) |
+//! | `quicmatch_restart_record_failures_total` | counter | (recording rounds whose commit failed) |
 
 use std::{
     net::SocketAddr,
@@ -290,6 +293,24 @@ const METRICS: &[(&str, Kind, bool, &str)] = &[
         Kind::Counter,
         PLAIN,
         "Storage objects written or deleted by committed requests.",
+    ),
+    (
+        "quicmatch_restart_records_written_total",
+        Kind::Counter,
+        PLAIN,
+        "Restart records (sessions, parties, server-run matches and their snapshots) written or deleted.",
+    ),
+    (
+        "quicmatch_restart_record_seconds",
+        Kind::Histogram,
+        PLAIN,
+        "Duration of each round of recording for restarts that wrote something (snapshots, encoding and the commit), in seconds.",
+    ),
+    (
+        "quicmatch_restart_record_failures_total",
+        Kind::Counter,
+        PLAIN,
+        "Rounds of recording for restarts whose commit failed (tried again next round).",
     ),
 ];
 

@@ -30,7 +30,8 @@ pub struct SessionHandle {
     /// Who the session is (shared, so cloning a handle on the relay path never copies
     /// the username).
     pub presence: Arc<Presence>,
-    pub(crate) conn: Connection,
+    /// `None` for a session restored after a restart that has not resumed yet.
+    pub(crate) conn: Option<Connection>,
     /// The session's outbound queue; it outlives connections, so a resumed session
     /// keeps its numbering and what was queued while it was away.
     pub(crate) outbound: Arc<Outbound>,
@@ -44,11 +45,9 @@ impl SessionHandle {
         if self.outbound.push(body.clone(), Instant::now()) == Pushed::Overflow {
             warn!(session = %self.presence.session_id, "outbound queue over its limit; closing slow consumer");
             metrics::counter!("quicmatch_slow_consumer_closes_total").increment(1);
-            close(
-                &self.conn,
-                CloseCode::SLOW_CONSUMER,
-                "outbound queue over its limit",
-            );
+            if let Some(conn) = &self.conn {
+                close(conn, CloseCode::SLOW_CONSUMER, "outbound queue over its limit");
+            }
         }
     }
 
@@ -58,13 +57,17 @@ impl SessionHandle {
     /// datagram is too large for this peer's path.
     pub fn send_datagram(&self, datagram: Bytes) -> bool {
         let len = datagram.len() as u64;
-        if self.conn.max_datagram_size().is_some()
-            && self.conn.datagram_send_buffer_space() < datagram.len()
+        let Some(conn) = &self.conn else {
+            metrics::counter!("quicmatch_datagrams_dropped_total", "reason" => "connection_lost")
+                .increment(1);
+            return true;
+        };
+        if conn.max_datagram_size().is_some() && conn.datagram_send_buffer_space() < datagram.len()
         {
             metrics::counter!("quicmatch_datagrams_dropped_total", "reason" => "reader_behind")
                 .increment(1);
         }
-        match self.conn.send_datagram(datagram) {
+        match conn.send_datagram(datagram) {
             Ok(()) => {
                 metrics::counter!("quicmatch_datagrams_out_total").increment(1);
                 metrics::counter!("quicmatch_datagram_bytes_out_total").increment(len);
@@ -179,6 +182,9 @@ struct State {
     /// A hard limit was passed while connected: the session is being closed, and what
     /// is pushed meanwhile is dropped rather than kept.
     overflowed: bool,
+    /// Restored after a server restart: the numbers the client saw died with the old
+    /// process, so the first resume continues from whatever number the client names.
+    restored: bool,
 }
 
 impl Outbound {
@@ -194,10 +200,23 @@ impl Outbound {
                 above_since: None,
                 connected: true,
                 overflowed: false,
+                restored: false,
             }),
             wake: Notify::new(),
             limits,
         }
+    }
+
+    /// The queue of a session restored after a restart: held (not connected), and its
+    /// first resume accepts any last number (see [`rewind`](Self::rewind)).
+    pub(crate) fn restored(limits: Limits) -> Self {
+        let out = Self::new(limits);
+        {
+            let mut st = out.lock();
+            st.connected = false;
+            st.restored = true;
+        }
+        out
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -268,8 +287,25 @@ impl Outbound {
 
     /// Prepares a resume: the client processed everything up to `last_seq`, so what
     /// follows is sent again, in order, before anything new.
+    ///
+    /// A restored queue has nothing the client already saw: it renumbers what was
+    /// queued since the restart to follow `last_seq`, once.
     pub(crate) fn rewind(&self, last_seq: u64) -> Result<(), Gap> {
         let mut st = self.lock();
+        if std::mem::take(&mut st.restored) {
+            let first = last_seq.saturating_add(1);
+            for (q, seq) in st.frames.iter_mut().zip(first..) {
+                q.seq = seq;
+            }
+            st.next_seq = first.saturating_add(st.frames.len() as u64);
+            st.first_unsent = first;
+            st.unsent_frames = st.frames.len();
+            st.unsent_bytes = st.frames.iter().map(Queued::cost).sum();
+            st.sent_bytes = 0;
+            drop(st);
+            self.wake.notify_one();
+            return Ok(());
+        }
         let oldest = st.frames.front().map_or(st.next_seq, |q| q.seq);
         let gap = Gap {
             oldest,

@@ -175,10 +175,12 @@ pub(crate) fn bind(
         .map_err(|e| ServerError::Tls(tls::TlsError::Setup(e.to_string())))?;
     let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic));
     server_config.transport_config(Arc::new(transport(&config)));
+    let secret = auth::Secret::from_bytes(&secret);
+    let endpoint_config = quinn::EndpointConfig::new(Arc::new(secret.reset_key()));
     let endpoint = bind_socket(config.listen, config.socket_buffer)
         .and_then(|socket| {
             quinn::Endpoint::new(
-                quinn::EndpointConfig::default(),
+                endpoint_config,
                 Some(server_config),
                 socket,
                 Arc::new(quinn::TokioRuntime),
@@ -189,7 +191,6 @@ pub(crate) fn bind(
             source,
         })?;
     let cert = material.chain[0].clone();
-    let secret = auth::Secret::from_bytes(&secret);
     let matches = MatchTable::new(config.matches.clone());
     let storage = match registry.storage.take() {
         Some(storage) => storage,
@@ -218,6 +219,7 @@ pub(crate) fn bind(
         fingerprint: tls::fingerprint(&cert),
         connections: Default::default(),
         storage_limits: crate::storage::WriteLimits::new(&config.storage),
+        restarting: Default::default(),
         config,
     });
     Ok(Server {
@@ -268,6 +270,7 @@ pub(crate) async fn serve(
             cancel.clone(),
         ));
     }
+    let persister = restore(&shared).await;
     tokio::pin!(shutdown);
     crate::metrics::set_ready(true);
     loop {
@@ -316,10 +319,24 @@ pub(crate) async fn serve(
     }
     crate::metrics::set_ready(false);
     info!("shutting down");
-    // Server-run matches end first, so their members hear MatchEnded before the close.
+    // Server-run matches end first, so their members hear MatchEnded before the close;
+    // when recording for restarts, those that keep snapshots are kept instead, and
+    // everything is recorded once more before any session goes.
     let engine = shared.runtime.engine().clone();
     let grace = shared.config.session.shutdown_grace;
-    let _ = tokio::task::spawn_blocking(move || engine.shutdown(grace)).await;
+    let final_shared = shared.clone();
+    let _ = tokio::task::spawn_blocking(move || match persister {
+        Some(persister) => {
+            let recorder = persister.stop();
+            let kept = engine.shutdown(grace, true);
+            crate::persist::record_final(&final_shared, recorder, kept);
+            final_shared.restarting.store(true, Ordering::Release);
+        }
+        None => {
+            engine.shutdown(grace, false);
+        }
+    })
+    .await;
     cancel.cancel();
     tracker.close();
     if tokio::time::timeout(shared.config.session.shutdown_grace, tracker.wait())
@@ -334,9 +351,33 @@ pub(crate) async fn serve(
     // Writes still waiting are committed before the store closes.
     let storage = shared.runtime.storage().clone();
     let _ = tokio::task::spawn_blocking(move || storage.detach()).await;
-    endpoint.close(
-        VarInt::from_u32(CloseCode::SERVER_SHUTDOWN.0),
-        b"server shutting down",
-    );
+    if shared.restarting.load(Ordering::Acquire) {
+        endpoint.close(
+            VarInt::from_u32(CloseCode::SERVER_RESTARTING.0),
+            b"server restarting; resume when it is back",
+        );
+    } else {
+        endpoint.close(
+            VarInt::from_u32(CloseCode::SERVER_SHUTDOWN.0),
+            b"server shutting down",
+        );
+    }
     let _ = tokio::time::timeout(shared.config.session.shutdown_grace, endpoint.wait_idle()).await;
+}
+
+/// Puts back what the last run recorded (sessions held for a resume, matches, parties)
+/// and starts recording; `None` when restart survival is off.
+async fn restore(shared: &Arc<Shared>) -> Option<crate::persist::Persister> {
+    if shared.config.matches.snapshot_interval.is_zero() {
+        return None;
+    }
+    let from = shared.clone();
+    let (sessions, recorder) = tokio::task::spawn_blocking(move || crate::persist::restore(&from))
+        .await
+        .unwrap_or_default();
+    let grace = crate::persist::restore_grace(shared);
+    for state in sessions {
+        shared.sessions.hold_restored(shared, state, grace);
+    }
+    crate::persist::Persister::start(shared.clone(), recorder)
 }

@@ -334,11 +334,14 @@ pub(crate) fn close_info(conn: &quinn::Connection) -> (Option<CloseCode>, String
 }
 
 /// Whether the session may still be waiting on the server: the connection was lost
-/// (timeout, reset, a transport failure), or the server gave up hearing from us.
+/// (timeout, reset, a transport failure), the server gave up hearing from us, or it is
+/// restarting with our session recorded.
 fn resumable(conn: &quinn::Connection) -> bool {
     match conn.close_reason() {
         Some(quinn::ConnectionError::ApplicationClosed(c)) => {
-            c.error_code.into_inner() == u64::from(CloseCode::TIMED_OUT.0)
+            let code = c.error_code.into_inner();
+            code == u64::from(CloseCode::TIMED_OUT.0)
+                || code == u64::from(CloseCode::SERVER_RESTARTING.0)
         }
         Some(quinn::ConnectionError::LocallyClosed) | None => false,
         Some(_) => true,

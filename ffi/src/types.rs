@@ -360,6 +360,8 @@ pub const QM_CLOSE_SESSION_REPLACED: i32 = 8;
 pub const QM_CLOSE_RESUME_GAP: i32 = 9;
 /// The server heard nothing from this client for too long.
 pub const QM_CLOSE_TIMED_OUT: i32 = 10;
+/// The server is restarting with this session recorded; the client resumes it.
+pub const QM_CLOSE_SERVER_RESTARTING: i32 = 11;
 
 /// The name of an error event's code: a `QM_ERR_*` when negative, else the server's
 /// name for a `QM_CODE_*` (so 0 is `RUNTIME_EXCEPTION`).
@@ -453,6 +455,7 @@ mod tests {
             (QM_CLOSE_SESSION_REPLACED, CloseCode::SESSION_REPLACED),
             (QM_CLOSE_RESUME_GAP, CloseCode::RESUME_GAP),
             (QM_CLOSE_TIMED_OUT, CloseCode::TIMED_OUT),
+            (QM_CLOSE_SERVER_RESTARTING, CloseCode::SERVER_RESTARTING),
         ];
         for (ours, theirs) in pairs {
             assert_eq!(i64::from(ours), i64::from(theirs.0), "{theirs}");

@@ -166,6 +166,9 @@ close_codes! {
     RESUME_GAP = 9,
     /// Nothing was heard from the client for `session.idle_timeout`.
     TIMED_OUT = 10,
+    /// The server is stopping and has recorded this session: resume it with its token
+    /// once the server is back (within `session.reconnect_grace` of its restart).
+    SERVER_RESTARTING = 11,
 }
 
 impl fmt::Display for CloseCode {

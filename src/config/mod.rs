@@ -226,6 +226,14 @@ pub struct MatchConfig {
     /// Range: `1s` to `24h`.
     #[serde(with = "humantime_serde")]
     pub max_empty: Duration,
+    /// How often the session registry, the parties and the server-run matches whose
+    /// handler keeps snapshots are recorded in the store (only what changed), so they
+    /// survive a restart; also done at shutdown. Default `1s`: a crash loses at most
+    /// about a second of a match, for one small commit a second. `0s` turns restart
+    /// survival off: nothing is recorded, and a shutdown closes sessions with
+    /// `SERVER_SHUTDOWN` instead of `SERVER_RESTARTING`. Range: `0s` to `1h`.
+    #[serde(with = "humantime_serde")]
+    pub snapshot_interval: Duration,
     /// Messages a server-run match holds between two ticks; more are refused with
     /// `LIMIT_EXCEEDED` to the sender. Default `4096`: 64 players at the default data
     /// rate for a tick at 1 Hz. Range: 16 to 1000000.
@@ -254,6 +262,7 @@ impl Default for MatchConfig {
             single_match: false,
             overrun_limit: Duration::from_secs(5),
             max_empty: Duration::from_secs(30),
+            snapshot_interval: Duration::from_secs(1),
             input_queue: 4096,
             join_queue: 64,
             signal_queue: 64,

@@ -3,16 +3,19 @@
 //! to them, how labels change, and how such a match ends. Handlers themselves live in
 //! `runtime`; this file only keeps the table's side consistent.
 
-use std::sync::{atomic::AtomicU64, Arc};
+use std::sync::{
+    atomic::{AtomicU64, Ordering},
+    Arc,
+};
 
 use bytes::Bytes;
 use quicmatch_protocol::{
     datagram::RelayHeader, envelope::Event, frame::EventBody, ErrorCode, MatchId, MatchInfo,
-    Presence, SessionId, MAX_RELIABLE_PAYLOAD,
+    Member, Presence, SessionId, MAX_RELIABLE_PAYLOAD,
 };
 use smallvec::SmallVec;
 
-use super::{add_member, check_label, listing, presence_frame, Match, MatchTable};
+use super::{add_member, check_label, listing, presence_frame, Entry, Match, MatchTable};
 use crate::{handlers::ApiError, outbound::SessionHandle};
 
 /// The sender slot of data the server itself sends (members' slots start at 1).
@@ -46,6 +49,21 @@ pub(crate) struct HostedSpec {
     pub(crate) max_size: usize,
     pub(crate) tick_rate: u32,
     pub(crate) handler: Arc<str>,
+}
+
+/// How far a restored match's data numbering jumps past its last snapshot: more
+/// than a match sends between two snapshots.
+const RESTART_SEQ_JUMP: u64 = 1 << 24;
+
+/// A server-run match's numbering kept across a restart.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct KeptCounters {
+    /// The short handle its datagrams carry.
+    pub(crate) handle: u32,
+    /// The last data sequence number handed out.
+    pub(crate) seq: u64,
+    /// The next member slot.
+    pub(crate) next_slot: u32,
 }
 
 fn not_found() -> ApiError {
@@ -96,6 +114,62 @@ impl MatchTable {
             private: false,
         });
         Ok(())
+    }
+
+    /// Puts back a server-run match after a restart, with its members (held sessions,
+    /// no joins announced), its handle when still free, and its data numbering moved
+    /// past anything sent before the restart.
+    pub(crate) fn restore_hosted(
+        &self,
+        id: MatchId,
+        spec: HostedSpec,
+        inbox: Arc<dyn Inbox>,
+        kept: KeptCounters,
+        members: Vec<(Member, SessionHandle)>,
+    ) -> Result<(), ApiError> {
+        self.create_hosted(id, spec, inbox)?;
+        let mut state = self.lock();
+        let state = &mut *state;
+        let Some(m) = state.matches.get_mut(&id) else {
+            return Err(not_found());
+        };
+        if kept.handle != 0 && !state.handles.contains_key(&kept.handle) {
+            state.handles.remove(&m.handle);
+            m.handle = kept.handle;
+            state.handles.insert(kept.handle, id);
+            state.next_handle = state.next_handle.max(kept.handle);
+        }
+        // Receivers drop data numbered at or below what they saw; what was sent after
+        // the last snapshot is unknown, so jump well past it.
+        m.seq = AtomicU64::new(kept.seq.saturating_add(RESTART_SEQ_JUMP));
+        m.next_slot = members
+            .iter()
+            .map(|(member, _)| member.slot)
+            .max()
+            .map_or(kept.next_slot, |s| s.saturating_add(1).max(kept.next_slot));
+        m.members = members
+            .into_iter()
+            .take(m.max_size)
+            .map(|(member, session)| Entry { member, session })
+            .collect();
+        let size = m.members.len() as u32;
+        state.listing.set_size(id, size);
+        Ok(())
+    }
+
+    /// A server-run match's members and counters, as a restart record keeps them.
+    pub(crate) fn kept(&self, id: MatchId) -> Option<(KeptCounters, Vec<Member>, usize)> {
+        let state = self.read();
+        let m = state.matches.get(&id)?;
+        Some((
+            KeptCounters {
+                handle: m.handle,
+                seq: m.seq.load(Ordering::Relaxed),
+                next_slot: m.next_slot,
+            },
+            m.members.iter().map(|e| e.member.clone()).collect(),
+            m.max_size,
+        ))
     }
 
     /// Adds a member its handler accepted.

@@ -450,6 +450,22 @@ impl PartyTable {
         }
     }
 
+    /// Every live party as it stands (for restart records).
+    pub(crate) fn all(&self) -> Vec<Party> {
+        self.lock().parties.values().cloned().collect()
+    }
+
+    /// Puts back a party after a restart (its members are restored sessions). Pending
+    /// requests are not kept: the requesters' sessions may never come back.
+    pub(crate) fn restore(&self, mut party: Party) {
+        party.requests.clear();
+        let mut state = self.lock();
+        for m in &party.members {
+            state.track(m.session_id, party.id);
+        }
+        state.parties.insert(party.id, party);
+    }
+
     /// Live parties.
     pub fn len(&self) -> usize {
         self.lock().parties.len()

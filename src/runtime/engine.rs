@@ -25,7 +25,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use quicmatch_protocol::{ErrorCode, MatchId, MatchInfo, Presence};
+use quicmatch_protocol::{ErrorCode, Member, MatchId, MatchInfo, Presence};
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
@@ -33,7 +33,10 @@ use super::{Dispatcher, MatchContext, MatchHandler, MatchInit, Params, Runtime, 
 use crate::{
     config::MatchConfig,
     handlers::ApiError,
-    matches::{hosted::HostedSpec, Inbound, Inbox as TableInbox, MatchTable},
+    matches::{
+        hosted::{HostedSpec, KeptCounters},
+        Inbound, Inbox as TableInbox, MatchTable,
+    },
     outbound::SessionHandle,
 };
 
@@ -77,6 +80,55 @@ struct Inbox {
     leaves: Vec<Presence>,
     signals: VecDeque<SignalRequest>,
     terminate: Option<Duration>,
+    /// Shutdown for a restart: keep the match if its handler gives a snapshot.
+    park: bool,
+}
+
+/// A server-run match as a restart record keeps it.
+#[derive(Debug, Clone)]
+pub(crate) struct Kept {
+    pub(crate) id: MatchId,
+    pub(crate) handler: Arc<str>,
+    pub(crate) label: Option<String>,
+    pub(crate) tick_rate: u32,
+    pub(crate) tick: u64,
+    pub(crate) matched: Vec<Presence>,
+    /// The handler's snapshot.
+    pub(crate) state: Vec<u8>,
+}
+
+/// One round of snapshots.
+#[derive(Debug, Default)]
+pub(crate) struct Snapshots {
+    /// Matches whose handler gave a snapshot.
+    pub(crate) kept: Vec<Kept>,
+    /// Matches busy in a callback (or with a snapshot over the limit): their previous
+    /// record stands.
+    pub(crate) busy: Vec<MatchId>,
+}
+
+/// A restored match's starting point.
+pub(crate) struct Restored {
+    pub(crate) kept: Kept,
+    pub(crate) counters: KeptCounters,
+    pub(crate) members: Vec<(Member, SessionHandle)>,
+}
+
+/// Largest snapshot kept; a bigger one is refused (logged) and the previous stands.
+pub(crate) const MAX_SNAPSHOT: usize = 8 * 1024 * 1024;
+
+/// Why a match's turn ended it.
+enum End {
+    /// It ended (MatchEnded with this reason).
+    Reason(String),
+    /// It was kept for a restart: it ends silently here.
+    Parked,
+}
+
+impl From<String> for End {
+    fn from(reason: String) -> Self {
+        Self::Reason(reason)
+    }
 }
 
 struct Core {
@@ -109,6 +161,8 @@ struct Inner {
     started: std::sync::Once,
     stopping: AtomicBool,
     replacements: AtomicUsize,
+    /// Matches kept at a shutdown for the restart.
+    parked: Mutex<Vec<Kept>>,
 }
 
 /// The worker pool; cheap to clone.
@@ -208,6 +262,47 @@ impl Inner {
         }
         metrics::counter!("quicmatch_matches_ended_total").increment(1);
         info!(match_id = %slot.id, %reason, "authoritative match ended");
+    }
+
+    /// Ends a match kept for a restart: no `MatchEnded`, its members stay as they are;
+    /// waiting joins and signals fail.
+    fn park(&self, slot: &Slot) {
+        if slot.ended.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        lock(&self.slots).remove(&slot.id);
+        let inbox = std::mem::take(&mut *lock(&slot.inbox));
+        for j in inbox.joins {
+            let _ = j.reply.send(Err(ApiError::new(
+                ErrorCode::MATCH_NOT_FOUND,
+                "the server is restarting",
+            )));
+        }
+        for s in inbox.signals {
+            let _ = s
+                .reply
+                .send(Err(RuntimeError::Failed("the server is restarting".into())));
+        }
+        info!(match_id = %slot.id, "authoritative match kept for the restart");
+    }
+
+    /// Asks the handler for its snapshot (a panic ends the match like any callback's).
+    fn take_snapshot(&self, slot: &Slot, core: &mut Core) -> Result<Option<Kept>, String> {
+        let out = catch_unwind(AssertUnwindSafe(|| core.handler.snapshot(&core.ctx)));
+        let Ok(out) = out else {
+            metrics::counter!("quicmatch_match_panics_total").increment(1);
+            error!(match_id = %slot.id, handler = %core.ctx.handler, "match handler panicked in snapshot; ending the match");
+            return Err("the match handler failed".into());
+        };
+        Ok(out.map(|state| Kept {
+            id: slot.id,
+            handler: core.ctx.handler.clone(),
+            label: core.ctx.label.clone(),
+            tick_rate: core.ctx.tick_rate,
+            tick: core.ctx.tick,
+            matched: core.ctx.matched.clone(),
+            state,
+        }))
     }
 
     fn spawn_worker(self: &Arc<Self>) {
@@ -419,19 +514,24 @@ impl Inner {
             return;
         }
         match ended {
-            Err(reason) => {
+            Err(End::Reason(reason)) => {
                 discard(&mut guard);
                 drop(guard);
                 self.end(slot, &reason);
+            }
+            Err(End::Parked) => {
+                discard(&mut guard);
+                drop(guard);
+                self.park(slot);
             }
             Ok(()) => self.schedule(slot.id, core.next_tick),
         }
     }
 
-    fn turn(&self, slot: &Slot, core: &mut Core) -> Result<(), String> {
+    fn turn(&self, slot: &Slot, core: &mut Core) -> Result<(), End> {
         let now = Instant::now();
         let tick_due = now >= core.next_tick;
-        let (joins, leaves, signals, terminate, messages) = {
+        let (joins, leaves, signals, terminate, park, messages) = {
             let mut inbox = lock(&slot.inbox);
             let messages = if tick_due {
                 std::mem::take(&mut inbox.messages)
@@ -443,6 +543,7 @@ impl Inner {
                 std::mem::take(&mut inbox.leaves),
                 std::mem::take(&mut inbox.signals),
                 inbox.terminate.take(),
+                std::mem::take(&mut inbox.park),
                 messages,
             )
         };
@@ -459,18 +560,27 @@ impl Inner {
                 Ok((reply, ended)) => {
                     let _ = signal.reply.send(Ok(reply));
                     if let Some(reason) = ended {
-                        return Err(reason);
+                        return Err(reason.into());
                     }
                 }
                 Err(reason) => {
                     let _ = signal.reply.send(Err(RuntimeError::Failed(reason.clone())));
-                    return Err(reason);
+                    return Err(reason.into());
                 }
+            }
+        }
+        if park {
+            if let Some(kept) = self.take_snapshot(slot, core)? {
+                if kept.state.len() <= MAX_SNAPSHOT {
+                    lock(&self.parked).push(kept);
+                    return Err(End::Parked);
+                }
+                warn!(match_id = %slot.id, bytes = kept.state.len(), "snapshot over the limit; the match ends with the server");
             }
         }
         if let Some(grace) = terminate {
             self.call(slot, core, |h, ctx, d| h.terminate(ctx, d, grace))?;
-            return Err("the server is shutting down".into());
+            return Err(End::Reason("the server is shutting down".into()));
         }
         if !tick_due {
             return Ok(());
@@ -486,7 +596,9 @@ impl Inner {
             let since = *core.overrun_since.get_or_insert(started);
             if since.elapsed() >= self.config.overrun_limit {
                 warn!(match_id = %slot.id, ?took, "match ticks overran their budget too long");
-                return Err("the match handler overran its time budget".into());
+                return Err(End::Reason(
+                    "the match handler overran its time budget".into(),
+                ));
             }
         } else {
             core.overrun_since = None;
@@ -500,7 +612,7 @@ impl Inner {
         if core.ctx.presences.is_empty() {
             let since = *core.empty_since.get_or_insert(now);
             if since.elapsed() >= self.config.max_empty {
-                return Err("the match was empty too long".into());
+                return Err(End::Reason("the match was empty too long".into()));
             }
         } else {
             core.empty_since = None;
@@ -564,6 +676,7 @@ impl Engine {
                 started: std::sync::Once::new(),
                 stopping: AtomicBool::new(false),
                 replacements: AtomicUsize::new(0),
+                parked: Mutex::default(),
             }),
         }
     }
@@ -577,12 +690,11 @@ impl Engine {
         matched: Vec<Presence>,
         runtime: Runtime,
     ) -> Result<MatchId, RuntimeError> {
-        let inner = &self.inner;
-        if inner.stopping.load(Ordering::Acquire) {
+        if self.inner.stopping.load(Ordering::Acquire) {
             return Err(RuntimeError::Limit("the server is shutting down".into()));
         }
         let id = MatchId::new_random();
-        let mut ctx = MatchContext {
+        let ctx = MatchContext {
             match_id: id,
             handler: Arc::from(name),
             tick: 0,
@@ -595,6 +707,52 @@ impl Engine {
         let init = catch_unwind(AssertUnwindSafe(|| handler.init(&ctx, params)))
             .map_err(|_| RuntimeError::Init("init panicked".into()))?
             .map_err(RuntimeError::Init)?;
+        self.launch(handler, ctx, init, None)?;
+        metrics::counter!("quicmatch_matches_created_total", "handler" => name.to_owned())
+            .increment(1);
+        Ok(id)
+    }
+
+    /// Brings a match back after a restart: its handler's `restore` on the caller's
+    /// thread, then the match registered with its members and scheduled.
+    pub(crate) fn restore(
+        &self,
+        mut handler: Box<dyn MatchHandler>,
+        restored: Restored,
+        runtime: Runtime,
+    ) -> Result<(), RuntimeError> {
+        let Restored {
+            kept,
+            counters,
+            members,
+        } = restored;
+        let ctx = MatchContext {
+            match_id: kept.id,
+            handler: kept.handler.clone(),
+            tick: kept.tick,
+            tick_rate: kept.tick_rate,
+            label: kept.label.clone(),
+            presences: members.iter().map(|(m, _)| m.presence.clone()).collect(),
+            matched: kept.matched.clone(),
+            runtime,
+        };
+        let init = catch_unwind(AssertUnwindSafe(|| handler.restore(&ctx, &kept.state)))
+            .map_err(|_| RuntimeError::Init("restore panicked".into()))?
+            .map_err(RuntimeError::Init)?;
+        self.launch(handler, ctx, init, Some((counters, members)))
+    }
+
+    /// Checks what `init` (or `restore`) decided, then registers and schedules the
+    /// match; `restored` puts its members and counters back.
+    fn launch(
+        &self,
+        handler: Box<dyn MatchHandler>,
+        mut ctx: MatchContext,
+        init: MatchInit,
+        restored: Option<(KeptCounters, Vec<(Member, SessionHandle)>)>,
+    ) -> Result<(), RuntimeError> {
+        let inner = &self.inner;
+        let id = ctx.match_id;
         let MatchInit {
             tick_rate,
             label,
@@ -618,6 +776,7 @@ impl Engine {
         ctx.tick_rate = tick_rate;
         ctx.label = label.clone();
         let interval = Duration::from_secs(1) / tick_rate;
+        let name = ctx.handler.clone();
         let slot = Arc::new(Slot {
             id,
             interval,
@@ -642,18 +801,57 @@ impl Engine {
             label,
             max_size,
             tick_rate,
-            handler: Arc::from(name),
+            handler: name,
         };
-        inner
-            .table
-            .create_hosted(id, spec, inbox)
-            .map_err(|e| RuntimeError::Limit(e.message))?;
+        match restored {
+            None => inner.table.create_hosted(id, spec, inbox),
+            Some((counters, members)) => {
+                inner
+                    .table
+                    .restore_hosted(id, spec, inbox, counters, members)
+            }
+        }
+        .map_err(|e| RuntimeError::Limit(e.message))?;
         lock(&inner.slots).insert(id, slot);
         inner.started.call_once(|| inner.start_threads());
         inner.schedule(id, Instant::now() + interval);
-        metrics::counter!("quicmatch_matches_created_total", "handler" => name.to_owned())
-            .increment(1);
-        Ok(id)
+        Ok(())
+    }
+
+    /// Snapshots of every match whose handler keeps them, taken between callbacks (a
+    /// match busy in a callback now is listed as busy; its previous record stands).
+    pub(crate) fn snapshots(&self) -> Snapshots {
+        let inner = &self.inner;
+        let slots: Vec<Arc<Slot>> = lock(&inner.slots).values().cloned().collect();
+        let mut out = Snapshots::default();
+        let mut failed = Vec::new();
+        for slot in slots {
+            let mut guard = match slot.core.try_lock() {
+                Ok(g) => g,
+                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    out.busy.push(slot.id);
+                    continue;
+                }
+            };
+            let Some(core) = guard.as_mut() else { continue };
+            match inner.take_snapshot(&slot, core) {
+                Ok(Some(kept)) if kept.state.len() > MAX_SNAPSHOT => {
+                    warn!(match_id = %slot.id, bytes = kept.state.len(), limit = MAX_SNAPSHOT, "match snapshot over the limit; not kept");
+                    out.busy.push(slot.id);
+                }
+                Ok(Some(kept)) => out.kept.push(kept),
+                Ok(None) => {}
+                Err(reason) => {
+                    drop(guard);
+                    failed.push((slot, reason));
+                }
+            }
+        }
+        for (slot, reason) in failed {
+            inner.end(&slot, &reason);
+        }
+        out
     }
 
     /// Whether `id` is a live server-run match.
@@ -729,12 +927,18 @@ impl Engine {
     }
 
     /// Shutdown: every match's `terminate(grace)` runs, then it ends; waits up to
-    /// `grace` for them, ends the rest, and stops the threads.
-    pub(crate) fn shutdown(&self, grace: Duration) {
+    /// `grace` for them, ends the rest, and stops the threads. With `keep`, a match whose
+    /// handler gives a snapshot is kept for the restart instead (no `terminate`, no
+    /// `MatchEnded`) and returned.
+    pub(crate) fn shutdown(&self, grace: Duration, keep: bool) -> Vec<Kept> {
         let inner = &self.inner;
         let slots: Vec<Arc<Slot>> = lock(&inner.slots).values().cloned().collect();
         for slot in &slots {
-            lock(&slot.inbox).terminate = Some(grace);
+            {
+                let mut inbox = lock(&slot.inbox);
+                inbox.terminate = Some(grace);
+                inbox.park = keep;
+            }
             inner.poke(slot);
         }
         let deadline = Instant::now() + grace;
@@ -748,5 +952,6 @@ impl Engine {
         inner.stopping.store(true, Ordering::Release);
         inner.queue_cv.notify_all();
         inner.timer_cv.notify_all();
+        std::mem::take(&mut *lock(&inner.parked))
     }
 }

@@ -42,7 +42,7 @@ use std::{
 };
 
 pub use dispatcher::{Dispatcher, MatchContext};
-pub(crate) use engine::Engine;
+pub(crate) use engine::{Engine, Kept, Restored, Snapshots};
 use quicmatch_protocol::{ErrorCode, MatchId, MatchListRequest, MatchListing, Presence, TicketId};
 
 pub use crate::matches::Inbound;
@@ -155,9 +155,35 @@ pub trait MatchHandler: Send + 'static {
         String::new()
     }
 
-    /// The server is shutting down; the match ends after this returns.
+    /// The server is shutting down; the match ends after this returns. (A match whose
+    /// [`snapshot`](Self::snapshot) gives bytes is kept for the restart instead, and
+    /// this is not called.)
     fn terminate(&mut self, ctx: &MatchContext, dispatcher: &mut Dispatcher<'_>, grace: Duration) {
         let _ = (ctx, dispatcher, grace);
+    }
+
+    /// The match's state to keep across a server restart (a crash or a planned one),
+    /// or `None` (the default) to let the match end with the server.
+    ///
+    /// Called between callbacks every `matches.snapshot_interval` and once more at
+    /// shutdown; the bytes are written to the store (only when they changed, off the
+    /// tick path). Keep it cheap: serialize the state, nothing else. After a restart
+    /// the match comes back through [`restore`](Self::restore) with the newest bytes.
+    fn snapshot(&mut self, ctx: &MatchContext) -> Option<Vec<u8>> {
+        let _ = ctx;
+        None
+    }
+
+    /// Rebuilds the match after a restart from its newest [`snapshot`](Self::snapshot),
+    /// instead of `init`; returns the tick rate, label and size limit as `init` does.
+    ///
+    /// `ctx` has the match's id, its tick count and members at the snapshot; members
+    /// are held for their reconnect grace and resume without the others seeing them
+    /// leave, and those who do not come back leave as usual (`leave`). An `Err` drops
+    /// the match. Default: refuse.
+    fn restore(&mut self, ctx: &MatchContext, snapshot: &[u8]) -> Result<MatchInit, String> {
+        let _ = (ctx, snapshot);
+        Err("this handler does not restore snapshots".into())
     }
 }
 
@@ -382,6 +408,11 @@ impl Runtime {
         self.matches
             .list(request)
             .map_err(|e| RuntimeError::BadRequest(e.message))
+    }
+
+    /// A fresh handler of the kind registered as `name`.
+    pub(crate) fn handler(&self, name: &str) -> Option<Box<dyn MatchHandler>> {
+        self.registry.handlers.get(name).map(|factory| factory())
     }
 
     /// The RPC function registered as `id`.

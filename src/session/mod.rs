@@ -68,6 +68,24 @@ pub(crate) struct SessionState {
     pub(crate) joined: HashSet<quicmatch_protocol::MatchId>,
 }
 
+impl SessionState {
+    /// A session restored after a restart, with no connection yet: its queue keeps
+    /// what is sent to it until it resumes.
+    pub(crate) fn restored(shared: &Shared, presence: Presence) -> Self {
+        Self {
+            handle: SessionHandle {
+                presence: Arc::new(presence),
+                conn: None,
+                outbound: Arc::new(Outbound::restored(outbound::Limits::new(
+                    &shared.config.session,
+                ))),
+            },
+            joined: HashSet::new(),
+            limiter: rate::Limiter::new(&shared.config.session, Instant::now()),
+        }
+    }
+}
+
 /// Serves one connection from its first frame to its end.
 pub(crate) async fn run(shared: Arc<Shared>, conn: Connection, shutdown: CancellationToken) {
     let remote = conn.remote_address();
@@ -299,7 +317,7 @@ fn start(shared: &Shared, conn: &Connection, who: Who) -> (SessionState, bool) {
             let state = SessionState {
                 handle: SessionHandle {
                     presence: Arc::new(presence),
-                    conn: conn.clone(),
+                    conn: Some(conn.clone()),
                     outbound: Arc::new(Outbound::new(outbound::Limits::new(
                         &shared.config.session,
                     ))),
@@ -315,7 +333,7 @@ fn start(shared: &Shared, conn: &Connection, who: Who) -> (SessionState, bool) {
             // connection.
             state.handle = SessionHandle {
                 presence: state.handle.presence.clone(),
-                conn: conn.clone(),
+                conn: Some(conn.clone()),
                 outbound: state.handle.outbound.clone(),
             };
             state.handle.outbound.set_connected(true);
@@ -408,7 +426,11 @@ async fn serve(shared: Arc<Shared>, conn: Connection, shutdown: CancellationToke
         tokio::select! {
             biased;
             () = &mut cancelled => {
-                alive = end(CloseCode::SERVER_SHUTDOWN, "server shutting down", Ending::Final, &mut ending);
+                alive = if shared.restarting.load(std::sync::atomic::Ordering::Acquire) {
+                    end(CloseCode::SERVER_RESTARTING, "server restarting; resume when it is back", Ending::Final, &mut ending)
+                } else {
+                    end(CloseCode::SERVER_SHUTDOWN, "server shutting down", Ending::Final, &mut ending)
+                };
             }
             () = kicker.token.cancelled() => {
                 alive = match kicker.why() {

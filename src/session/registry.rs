@@ -238,6 +238,22 @@ impl SessionRegistry {
         }
     }
 
+    /// Holds a session restored after a restart for `grace`, as if its connection had
+    /// just dropped: a resume with its token takes it, expiry ends it as usual.
+    pub(crate) fn hold_restored(&self, shared: &Arc<Shared>, state: SessionState, grace: Duration) {
+        self.insert(state.handle.clone(), Arc::new(Kicker::default()));
+        self.retire(shared, state, Ending::Dropped, grace);
+    }
+
+    /// Every session, connected or held (for restart records).
+    pub(crate) fn presences(&self) -> Vec<Arc<quicmatch_protocol::Presence>> {
+        self.lock()
+            .live
+            .values()
+            .map(|l| l.handle.presence.clone())
+            .collect()
+    }
+
     /// Takes every held session (at shutdown).
     pub(crate) fn take_all_held(&self) -> Vec<Held> {
         self.lock().held.drain().map(|(_, h)| h).collect()

@@ -24,6 +24,7 @@ mod file;
 mod model;
 mod objects;
 mod read;
+pub(crate) mod restart;
 mod tables;
 mod writer;
 

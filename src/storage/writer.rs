@@ -79,6 +79,11 @@ pub(crate) enum Op {
         objects: Vec<StorageObject>,
         reply: Reply<()>,
     },
+    /// Replace and delete restart records (sessions, parties, match snapshots).
+    Restart {
+        changes: super::restart::RestartChanges,
+        reply: Reply<()>,
+    },
     /// Commit what came before, then close the store.
     Close { reply: Reply<()> },
 }
@@ -87,9 +92,10 @@ impl Op {
     fn fail(self, e: StorageError) {
         match self {
             Self::Write { reply, .. } => reply(Err(e)),
-            Self::Delete { reply, .. } | Self::Import { reply, .. } | Self::Close { reply } => {
-                reply(Err(e))
-            }
+            Self::Delete { reply, .. }
+            | Self::Import { reply, .. }
+            | Self::Restart { reply, .. }
+            | Self::Close { reply } => reply(Err(e)),
         }
     }
 }
@@ -267,7 +273,7 @@ fn apply_all(
                 Op::Write { puts, .. } => puts.len(),
                 Op::Delete { removes, .. } => removes.len(),
                 Op::Import { objects, .. } => objects.len(),
-                Op::Close { .. } => 0,
+                Op::Restart { .. } | Op::Close { .. } => 0,
             };
             let outcome = match op {
                 Op::Write {
@@ -286,6 +292,13 @@ fn apply_all(
                 } => Done::Unit(reply, delete(&mut tables, &mut trial, caller, &removes)),
                 Op::Import { objects, reply } => {
                     Done::Unit(reply, import(&mut tables, &mut trial, &objects))
+                }
+                Op::Restart { changes, reply } => {
+                    let applied = txn
+                        .open_table(super::restart::RESTART)
+                        .map_err(StorageError::internal)
+                        .and_then(|mut t| super::restart::apply(&mut t, &changes));
+                    Done::Unit(reply, applied)
                 }
                 Op::Close { reply } => Done::Unit(reply, Ok(())),
             };

@@ -50,6 +50,9 @@ pub fn test_config() -> Config {
     config.matchmaker.interval = Duration::from_secs(3600);
     // Tests never advertise on the host's network, whatever they bind.
     config.advertise = false;
+    // Restart survival records every session in the store; the restart tests turn it
+    // on themselves, the others keep their store untouched unless they write.
+    config.matches.snapshot_interval = Duration::ZERO;
     config
 }
 

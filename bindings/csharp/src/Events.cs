@@ -471,6 +471,7 @@ namespace Quicmatch
         public const int SessionReplaced = 8;
         public const int ResumeGap = 9;
         public const int TimedOut = 10;
+        public const int ServerRestarting = 11;
     }
 
     /// <summary>A connect that failed, with the library's reason.</summary>

@@ -46,7 +46,11 @@ impl SessionHandle {
             warn!(session = %self.presence.session_id, "outbound queue over its limit; closing slow consumer");
             metrics::counter!("quicmatch_slow_consumer_closes_total").increment(1);
             if let Some(conn) = &self.conn {
-                close(conn, CloseCode::SLOW_CONSUMER, "outbound queue over its limit");
+                close(
+                    conn,
+                    CloseCode::SLOW_CONSUMER,
+                    "outbound queue over its limit",
+                );
             }
         }
     }
@@ -436,6 +440,25 @@ mod tests {
                 .body,
             ServerBody::Event(_)
         ));
+    }
+
+    #[test]
+    fn a_restored_queue_continues_from_the_clients_number_once() {
+        let out = Outbound::restored(limits());
+        let now = Instant::now();
+        for _ in 0..3 {
+            out.push(body(10), now);
+        }
+        // The client last processed 41 before the restart: what was queued since
+        // follows it.
+        out.rewind(41).expect("a restored queue takes any number");
+        assert_eq!(seqs(&out.take(10, true, now)), [42, 43, 44]);
+        out.push(body(10), now);
+        assert_eq!(seqs(&out.take(10, true, now)), [45]);
+        // Only once: a later resume is checked as usual.
+        assert!(out.rewind(100).is_err());
+        out.rewind(43).expect("in the buffer");
+        assert_eq!(seqs(&out.take(10, true, now)), [44, 45]);
     }
 
     #[test]

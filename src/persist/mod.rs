@@ -111,7 +111,10 @@ fn collect(shared: &Shared, snapshots: Snapshots) -> (Vec<(Key, Vec<u8>)>, HashS
             username: presence.username.clone(),
         };
         if let Some(bytes) = records::encode(&record) {
-            out.push(((RestartKind::Session, presence.session_id.0.as_u128()), bytes));
+            out.push((
+                (RestartKind::Session, presence.session_id.0.as_u128()),
+                bytes,
+            ));
         }
     }
     for party in shared.parties.all() {
@@ -244,7 +247,10 @@ pub(crate) fn restore(shared: &Arc<Shared>) -> (Vec<SessionState>, Recorder) {
         damaged,
     } = decode_all(rows);
     if damaged > 0 {
-        warn!(damaged, "some restart records could not be read; they are dropped");
+        warn!(
+            damaged,
+            "some restart records could not be read; they are dropped"
+        );
     }
     let mut held: HashMap<quicmatch_protocol::SessionId, SessionState> = sessions
         .into_iter()

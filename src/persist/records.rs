@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use quicmatch_protocol::{Member, MatchId, PartyId, Presence, SessionId, UserId};
+use quicmatch_protocol::{MatchId, Member, PartyId, Presence, SessionId, UserId};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -207,6 +207,9 @@ mod tests {
         assert_eq!(d.sessions.len(), 1);
         assert_eq!(d.sessions[0].1.username, "ann");
         assert_eq!(d.damaged, 1);
-        assert_eq!(d.states.get(&MatchId(Uuid::from_u128(3))), Some(&vec![1, 2, 3]));
+        assert_eq!(
+            d.states.get(&MatchId(Uuid::from_u128(3))),
+            Some(&vec![1, 2, 3])
+        );
     }
 }

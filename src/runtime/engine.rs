@@ -25,7 +25,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use quicmatch_protocol::{ErrorCode, Member, MatchId, MatchInfo, Presence};
+use quicmatch_protocol::{ErrorCode, MatchId, MatchInfo, Member, Presence};
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
@@ -805,11 +805,9 @@ impl Engine {
         };
         match restored {
             None => inner.table.create_hosted(id, spec, inbox),
-            Some((counters, members)) => {
-                inner
-                    .table
-                    .restore_hosted(id, spec, inbox, counters, members)
-            }
+            Some((counters, members)) => inner
+                .table
+                .restore_hosted(id, spec, inbox, counters, members),
         }
         .map_err(|e| RuntimeError::Limit(e.message))?;
         lock(&inner.slots).insert(id, slot);

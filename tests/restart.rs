@@ -230,12 +230,14 @@ async fn player(addr: SocketAddr, fingerprint: &str, name: &str) -> Socket {
         .expect("connect")
 }
 
-/// What one player has seen: the newest tally, whether it reconnected, and any leave.
+/// What one player has seen: the newest tally, whether it reconnected, any leave, and
+/// party data.
 #[derive(Default)]
 struct Seen {
     tally: Option<Tally>,
     reconnected: u32,
     leaves: Vec<String>,
+    party_data: Vec<String>,
 }
 
 /// Takes events until `done` holds, failing after [`WAIT`].
@@ -255,6 +257,15 @@ async fn watch(socket: &Socket, seen: &mut Seen, what: &str, done: impl Fn(&Seen
                     .extend(p.leaves.iter().map(|l| l.username.clone()));
             }
             Event::Reconnected { .. } => seen.reconnected += 1,
+            Event::PartyData { data, .. } => {
+                seen.party_data
+                    .push(String::from_utf8_lossy(&data).into_owned());
+            }
+            Event::PartyPresence { leaves, .. } => {
+                seen.leaves
+                    .extend(leaves.iter().map(|l| l.username.clone()));
+            }
+            Event::PartyClose { reason, .. } => panic!("{what}: the party closed: {reason}"),
             Event::Disconnected { code, reason } => {
                 panic!("{what}: disconnected ({code:?}): {reason}")
             }
@@ -301,6 +312,8 @@ async fn survives(stop: fn(Process)) {
         .expect("id");
     alice.join_match(id).await.expect("alice joins");
     bob.join_match(id).await.expect("bob joins");
+    let party = alice.create_party(true, 4).await.expect("party").party_id;
+    bob.join_party(party).await.expect("bob joins the party");
     send_inputs(&alice, id, 30).await;
     send_inputs(&bob, id, 20).await;
     let (mut a_seen, mut b_seen) = (Seen::default(), Seen::default());
@@ -352,6 +365,20 @@ async fn survives(stop: fn(Process)) {
             seen.leaves
         );
     }
+    // The party came back too, with both members.
+    alice
+        .send_party_data(party, 9, "still together")
+        .await
+        .expect("party data after the restart");
+    watch(&bob, &mut b_seen, "party data after the restart", |s| {
+        s.party_data.iter().any(|d| d == "still together")
+    })
+    .await;
+    assert!(
+        b_seen.leaves.is_empty(),
+        "bob saw leaves: {:?}",
+        b_seen.leaves
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

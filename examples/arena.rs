@@ -225,6 +225,7 @@ fn label(players: usize) -> String {
     json!({ "mode": "arena", "players": players }).to_string()
 }
 
+#[derive(Serialize, Deserialize)]
 struct Player {
     session: SessionId,
     name: String,
@@ -241,8 +242,8 @@ impl Player {
     }
 }
 
-/// One arena's state.
-#[derive(Default)]
+/// One arena's state (serialized whole as its restart snapshot).
+#[derive(Default, Serialize, Deserialize)]
 struct Arena {
     /// In join order.
     players: Vec<Player>,
@@ -283,7 +284,7 @@ impl Arena {
         }
     }
 
-    fn snapshot(&self, tick: u64) -> Snapshot {
+    fn view(&self, tick: u64) -> Snapshot {
         Snapshot {
             tick,
             coin: [self.coin.0, self.coin.1],
@@ -298,6 +299,16 @@ impl Arena {
                 })
                 .collect(),
         }
+    }
+
+    /// The state kept across a server restart.
+    fn save(&self) -> Option<Vec<u8>> {
+        serde_json::to_vec(self).ok()
+    }
+
+    /// The arena a [`save`](Self::save) kept.
+    fn load(bytes: &[u8]) -> Result<Self, String> {
+        serde_json::from_slice(bytes).map_err(|e| format!("bad arena snapshot: {e}"))
     }
 
     fn relabel(&self, dispatcher: &mut Dispatcher<'_>) {
@@ -315,6 +326,20 @@ impl MatchHandler for Arena {
         self.respawn_coin();
         Ok(MatchInit::new(TICK_RATE)
             .label(label(0))
+            .max_size(MAX_PLAYERS as u32))
+    }
+
+    /// The whole arena, so a server restart (even `kill -9`) loses at most
+    /// `matches.snapshot_interval` of play.
+    fn snapshot(&mut self, _ctx: &MatchContext) -> Option<Vec<u8>> {
+        self.save()
+    }
+
+    /// After a restart: the arena as last kept; its players resume their sessions.
+    fn restore(&mut self, _ctx: &MatchContext, snapshot: &[u8]) -> Result<MatchInit, String> {
+        *self = Self::load(snapshot)?;
+        Ok(MatchInit::new(TICK_RATE)
+            .label(label(self.players.len()))
             .max_size(MAX_PLAYERS as u32))
     }
 
@@ -436,7 +461,7 @@ impl MatchHandler for Arena {
                 dispatcher.broadcast(OP_SCORE, data, None, None, true);
             }
         }
-        if let Ok(data) = serde_json::to_vec(&self.snapshot(ctx.tick())) {
+        if let Ok(data) = serde_json::to_vec(&self.view(ctx.tick())) {
             dispatcher.broadcast(OP_STATE, data, None, None, false);
         }
     }
@@ -537,11 +562,41 @@ mod tests {
     /// Every wait is bounded by this.
     const WAIT: Duration = Duration::from_secs(15);
 
+    #[test]
+    fn a_saved_arena_loads_the_same() {
+        let mut arena = Arena {
+            rng: 7,
+            empty_limit: 99,
+            joined: 2,
+            ..Arena::default()
+        };
+        arena.players.push(Player {
+            session: SessionId(uuid::Uuid::from_u128(5)),
+            name: "ann".into(),
+            x: 3,
+            y: 4,
+            dx: 1,
+            dy: -1,
+            score: 6,
+        });
+        arena.respawn_coin();
+        let bytes = arena.save().expect("save");
+        let back = Arena::load(&bytes).expect("load");
+        assert_eq!(back.view(9), arena.view(9));
+        assert_eq!(
+            (back.rng, back.joined, back.empty_limit),
+            (arena.rng, 2, 99)
+        );
+        assert_eq!((back.players[0].dx, back.players[0].dy), (1, -1));
+        assert!(Arena::load(b"{").is_err());
+    }
+
     struct Harness {
         addr: SocketAddr,
         cert: CertificateDer<'static>,
         stats: Stats,
         stop: CancellationToken,
+        _data: tempfile::TempDir,
     }
 
     impl Drop for Harness {
@@ -557,6 +612,10 @@ mod tests {
                 certs_dir: std::env::temp_dir().join("quicmatch-arena-unused"),
                 ..Config::default()
             };
+            // Each server its own store: arenas recorded for a restart by one test must
+            // not come back in another.
+            let data = tempfile::tempdir().expect("data dir");
+            config.data_dir = data.path().to_owned();
             // Matchmaker passes run by hand.
             config.matchmaker.interval = Duration::from_secs(3600);
             let material = quicmatch::tls::generate(vec!["127.0.0.1".into()]).expect("certificate");
@@ -572,6 +631,7 @@ mod tests {
                 cert: server.cert_der().clone(),
                 stats: server.stats(),
                 stop,
+                _data: data,
             };
             tokio::spawn(server.serve(async move { token.cancelled().await }));
             harness

@@ -82,6 +82,8 @@ fn start_server(
     .expect("write ca");
     let config = Config {
         listen: "127.0.0.1:0".parse().expect("addr"),
+        // A store of its own, beside the test's certificate.
+        data_dir: dir.join("data"),
         ..Config::default()
     };
     let server = Server::builder(config)

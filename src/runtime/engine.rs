@@ -29,6 +29,12 @@ use quicmatch_protocol::{ErrorCode, MatchId, MatchInfo, Member, Presence};
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
+mod keep;
+mod threads;
+
+use keep::MAX_SNAPSHOT;
+pub(crate) use keep::{Kept, Restored, Snapshots};
+
 use super::{Dispatcher, MatchContext, MatchHandler, MatchInit, Params, Runtime, RuntimeError};
 use crate::{
     config::MatchConfig,
@@ -83,39 +89,6 @@ struct Inbox {
     /// Shutdown for a restart: keep the match if its handler gives a snapshot.
     park: bool,
 }
-
-/// A server-run match as a restart record keeps it.
-#[derive(Debug, Clone)]
-pub(crate) struct Kept {
-    pub(crate) id: MatchId,
-    pub(crate) handler: Arc<str>,
-    pub(crate) label: Option<String>,
-    pub(crate) tick_rate: u32,
-    pub(crate) tick: u64,
-    pub(crate) matched: Vec<Presence>,
-    /// The handler's snapshot.
-    pub(crate) state: Vec<u8>,
-}
-
-/// One round of snapshots.
-#[derive(Debug, Default)]
-pub(crate) struct Snapshots {
-    /// Matches whose handler gave a snapshot.
-    pub(crate) kept: Vec<Kept>,
-    /// Matches busy in a callback (or with a snapshot over the limit): their previous
-    /// record stands.
-    pub(crate) busy: Vec<MatchId>,
-}
-
-/// A restored match's starting point.
-pub(crate) struct Restored {
-    pub(crate) kept: Kept,
-    pub(crate) counters: KeptCounters,
-    pub(crate) members: Vec<(Member, SessionHandle)>,
-}
-
-/// Largest snapshot kept; a bigger one is refused (logged) and the previous stands.
-pub(crate) const MAX_SNAPSHOT: usize = 8 * 1024 * 1024;
 
 /// Why a match's turn ended it.
 enum End {
@@ -262,175 +235,6 @@ impl Inner {
         }
         metrics::counter!("quicmatch_matches_ended_total").increment(1);
         info!(match_id = %slot.id, %reason, "authoritative match ended");
-    }
-
-    /// Ends a match kept for a restart: no `MatchEnded`, its members stay as they are;
-    /// waiting joins and signals fail.
-    fn park(&self, slot: &Slot) {
-        if slot.ended.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        lock(&self.slots).remove(&slot.id);
-        let inbox = std::mem::take(&mut *lock(&slot.inbox));
-        for j in inbox.joins {
-            let _ = j.reply.send(Err(ApiError::new(
-                ErrorCode::MATCH_NOT_FOUND,
-                "the server is restarting",
-            )));
-        }
-        for s in inbox.signals {
-            let _ = s
-                .reply
-                .send(Err(RuntimeError::Failed("the server is restarting".into())));
-        }
-        info!(match_id = %slot.id, "authoritative match kept for the restart");
-    }
-
-    /// Asks the handler for its snapshot (a panic ends the match like any callback's).
-    fn take_snapshot(&self, slot: &Slot, core: &mut Core) -> Result<Option<Kept>, String> {
-        let out = catch_unwind(AssertUnwindSafe(|| core.handler.snapshot(&core.ctx)));
-        let Ok(out) = out else {
-            metrics::counter!("quicmatch_match_panics_total").increment(1);
-            error!(match_id = %slot.id, handler = %core.ctx.handler, "match handler panicked in snapshot; ending the match");
-            return Err("the match handler failed".into());
-        };
-        Ok(out.map(|state| Kept {
-            id: slot.id,
-            handler: core.ctx.handler.clone(),
-            label: core.ctx.label.clone(),
-            tick_rate: core.ctx.tick_rate,
-            tick: core.ctx.tick,
-            matched: core.ctx.matched.clone(),
-            state,
-        }))
-    }
-
-    fn spawn_worker(self: &Arc<Self>) {
-        let inner = self.clone();
-        let spawned = std::thread::Builder::new()
-            .name("quicmatch-match".into())
-            .spawn(move || inner.work());
-        if let Err(e) = spawned {
-            error!(error = %e, "could not start a match worker");
-        }
-    }
-
-    fn start_threads(self: &Arc<Self>) {
-        let workers = match self.config.workers {
-            0 => std::thread::available_parallelism()
-                .map_or(2, |n| n.get())
-                .max(2),
-            n => n,
-        };
-        for _ in 0..workers {
-            self.spawn_worker();
-        }
-        let inner = self.clone();
-        let spawned = std::thread::Builder::new()
-            .name("quicmatch-ticks".into())
-            .spawn(move || inner.timer_loop());
-        if let Err(e) = spawned {
-            error!(error = %e, "could not start the match timer");
-        }
-    }
-
-    fn timer_loop(self: Arc<Self>) {
-        let mut last_watch = Instant::now();
-        loop {
-            let mut due = Vec::new();
-            {
-                let mut timers = lock(&self.timers);
-                while !self.stopping.load(Ordering::Acquire) {
-                    let now = Instant::now();
-                    while let Some(Reverse((at, id))) = timers.peek().copied() {
-                        if at > now {
-                            break;
-                        }
-                        timers.pop();
-                        due.push(id);
-                    }
-                    if !due.is_empty() || now.duration_since(last_watch) >= WATCHDOG_EVERY {
-                        break;
-                    }
-                    let wait = timers
-                        .peek()
-                        .map_or(WATCHDOG_EVERY, |Reverse((at, _))| {
-                            at.saturating_duration_since(now)
-                        })
-                        .min(WATCHDOG_EVERY);
-                    timers = self
-                        .timer_cv
-                        .wait_timeout(timers, wait)
-                        .map_or_else(|p| p.into_inner().0, |r| r.0);
-                }
-            }
-            if self.stopping.load(Ordering::Acquire) {
-                self.queue_cv.notify_all();
-                return;
-            }
-            for id in due {
-                if let Some(slot) = self.slot(id) {
-                    self.poke(&slot);
-                }
-            }
-            if last_watch.elapsed() >= WATCHDOG_EVERY {
-                last_watch = Instant::now();
-                self.watchdog();
-            }
-        }
-    }
-
-    /// Ends matches whose callback has been running longer than the overrun limit.
-    fn watchdog(self: &Arc<Self>) {
-        let stuck: Vec<Arc<Slot>> = lock(&self.slots)
-            .values()
-            .filter(|s| {
-                lock(&s.running_since).is_some_and(|t| t.elapsed() >= self.config.overrun_limit)
-            })
-            .cloned()
-            .collect();
-        for slot in stuck {
-            metrics::counter!("quicmatch_match_overruns_total").increment(1);
-            error!(match_id = %slot.id, limit = ?self.config.overrun_limit, "match callback still running past the overrun limit; ending the match");
-            self.end(&slot, "the match handler overran its time budget");
-            if self.replacements.fetch_add(1, Ordering::AcqRel) < MAX_REPLACEMENTS {
-                self.spawn_worker();
-            }
-        }
-    }
-
-    fn work(self: Arc<Self>) {
-        loop {
-            let slot = {
-                let mut queue = lock(&self.queue);
-                loop {
-                    if self.stopping.load(Ordering::Acquire) {
-                        return;
-                    }
-                    if let Some(slot) = queue.pop_front() {
-                        break slot;
-                    }
-                    queue = self.queue_cv.wait(queue).unwrap_or_else(|p| p.into_inner());
-                }
-            };
-            slot.sched.store(RUNNING, Ordering::Release);
-            CURRENT.with(|c| c.set(Some(slot.id)));
-            self.run(&slot);
-            CURRENT.with(|c| c.set(None));
-            if slot.ended.load(Ordering::Acquire) {
-                continue;
-            }
-            if slot
-                .sched
-                .compare_exchange(RUNNING, IDLE, Ordering::AcqRel, Ordering::Acquire)
-                .is_err()
-            {
-                // Poked while running: run again.
-                slot.sched.store(QUEUED, Ordering::Release);
-                lock(&self.queue).push_back(slot.clone());
-                self.queue_cv.notify_one();
-            }
-        }
     }
 
     /// Runs one callback with its dispatcher, containing a panic, then applies its
@@ -713,35 +517,6 @@ impl Engine {
         Ok(id)
     }
 
-    /// Brings a match back after a restart: its handler's `restore` on the caller's
-    /// thread, then the match registered with its members and scheduled.
-    pub(crate) fn restore(
-        &self,
-        mut handler: Box<dyn MatchHandler>,
-        restored: Restored,
-        runtime: Runtime,
-    ) -> Result<(), RuntimeError> {
-        let Restored {
-            kept,
-            counters,
-            members,
-        } = restored;
-        let ctx = MatchContext {
-            match_id: kept.id,
-            handler: kept.handler.clone(),
-            tick: kept.tick,
-            tick_rate: kept.tick_rate,
-            label: kept.label.clone(),
-            presences: members.iter().map(|(m, _)| m.presence.clone()).collect(),
-            matched: kept.matched.clone(),
-            runtime,
-        };
-        let init = catch_unwind(AssertUnwindSafe(|| handler.restore(&ctx, &kept.state)))
-            .map_err(|_| RuntimeError::Init("restore panicked".into()))?
-            .map_err(RuntimeError::Init)?;
-        self.launch(handler, ctx, init, Some((counters, members)))
-    }
-
     /// Checks what `init` (or `restore`) decided, then registers and schedules the
     /// match; `restored` puts its members and counters back.
     fn launch(
@@ -814,42 +589,6 @@ impl Engine {
         inner.started.call_once(|| inner.start_threads());
         inner.schedule(id, Instant::now() + interval);
         Ok(())
-    }
-
-    /// Snapshots of every match whose handler keeps them, taken between callbacks (a
-    /// match busy in a callback now is listed as busy; its previous record stands).
-    pub(crate) fn snapshots(&self) -> Snapshots {
-        let inner = &self.inner;
-        let slots: Vec<Arc<Slot>> = lock(&inner.slots).values().cloned().collect();
-        let mut out = Snapshots::default();
-        let mut failed = Vec::new();
-        for slot in slots {
-            let mut guard = match slot.core.try_lock() {
-                Ok(g) => g,
-                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-                Err(std::sync::TryLockError::WouldBlock) => {
-                    out.busy.push(slot.id);
-                    continue;
-                }
-            };
-            let Some(core) = guard.as_mut() else { continue };
-            match inner.take_snapshot(&slot, core) {
-                Ok(Some(kept)) if kept.state.len() > MAX_SNAPSHOT => {
-                    warn!(match_id = %slot.id, bytes = kept.state.len(), limit = MAX_SNAPSHOT, "match snapshot over the limit; not kept");
-                    out.busy.push(slot.id);
-                }
-                Ok(Some(kept)) => out.kept.push(kept),
-                Ok(None) => {}
-                Err(reason) => {
-                    drop(guard);
-                    failed.push((slot, reason));
-                }
-            }
-        }
-        for (slot, reason) in failed {
-            inner.end(&slot, &reason);
-        }
-        out
     }
 
     /// Whether `id` is a live server-run match.

@@ -6,7 +6,7 @@
 //! and everything else over one ordered control stream.
 //!
 //! ```no_run
-//! use quicmatch_client::{ClientConfig, Credentials, Event, Socket, Trust};
+//! use quicmatch_client::{ClientConfig, Credentials, Event, SendOptions, Socket, Trust};
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = ClientConfig::new(
@@ -17,7 +17,7 @@
 //! let socket = Socket::connect(config).await?;
 //! let game = socket.create_match(None).await?;
 //! println!("share this id: {}", game.match_id);
-//! socket.send_match_data(game.match_id, 1, b"hello".to_vec(), false, None).await?;
+//! socket.send_match_data(game.match_id, 1, b"hello".to_vec(), SendOptions::unreliable(), None).await?;
 //! while let Some(event) = socket.next_event().await {
 //!     if let Event::MatchData(data) = event {
 //!         println!("{} sent op {}: {:?}", data.sender.username, data.op_code, data.data);

@@ -68,8 +68,11 @@ pub use trust::Trust;
 
 use crate::driver::{ClientState, Command};
 
-/// Everything needed to connect.
+/// Everything needed to connect: build it with [`ClientConfig::new`], then the setters
+/// (or by assigning the fields). Marked `#[non_exhaustive]` so that new settings are not
+/// a breaking change: it cannot be built with a struct expression outside this crate.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ClientConfig {
     /// The server's UDP address.
     pub server: SocketAddr,
@@ -152,6 +155,43 @@ impl ClientConfig {
     /// Sets the server key.
     pub fn server_key(mut self, key: impl Into<String>) -> Self {
         self.server_key = key.into();
+        self
+    }
+
+    /// Sets the name checked against the certificate (see the field of the same name).
+    pub fn server_name(mut self, name: impl Into<String>) -> Self {
+        self.server_name = Some(name.into());
+        self
+    }
+
+    /// Sets how long a request waits for its reply.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Sets the keep-alive interval (keep it at 1 s or less; see the field of the same
+    /// name).
+    pub fn keep_alive(mut self, interval: Duration) -> Self {
+        self.keep_alive = interval;
+        self
+    }
+
+    /// Sets how long the connection may stay silent before it is closed.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Sets how many events are buffered for [`Socket::next_event`].
+    pub fn event_buffer(mut self, events: usize) -> Self {
+        self.event_buffer = events;
+        self
+    }
+
+    /// Sets how long a lost connection is resumed for (`Duration::ZERO`: never).
+    pub fn reconnect_for(mut self, window: Duration) -> Self {
+        self.reconnect_for = window;
         self
     }
 }

@@ -216,7 +216,7 @@ pub enum ConnectError {
     #[error("timed out")]
     Timeout,
     /// Nothing answered the handshake at that address.
-    #[error("no answer from {server} within {waited:?}: is the server running there, and is UDP port {} reachable? (an IPv6 address needs a server listening on IPv6)", server.port())]
+    #[error("no answer from {server} within {waited:?}: is the server running there, and is UDP port {} reachable?", server.port())]
     Unreachable {
         /// The address tried.
         server: SocketAddr,
@@ -224,7 +224,7 @@ pub enum ConnectError {
         waited: Duration,
     },
     /// The server's certificate is not trusted by this configuration.
-    #[error("the certificate of {server} is not trusted ({detail}): trust it with Trust::CaFile (CLI: --ca certs/server.crt from the server's machine) or pin it with Trust::pin (CLI: --pin FINGERPRINT, from the server's banner)")]
+    #[error("the certificate of {server} is not trusted ({detail}): trust it with Trust::CaFile (CLI: --ca certs/server.crt from the server's machine), pin it with Trust::pin (CLI: --pin FINGERPRINT, from the server's banner), or on a LAN find the server and pin what it advertises with discover() (CLI: --discover instead of --server)")]
     Untrusted {
         /// The address tried.
         server: SocketAddr,
@@ -234,6 +234,46 @@ pub enum ConnectError {
     /// The server answered with something unexpected.
     #[error("protocol: {0}")]
     Protocol(String),
+    /// The server's address is of one family (IPv4 or IPv6) and this client can only
+    /// use the other: its socket is bound to the other family, or this machine cannot
+    /// open a socket of that family or has no route for it.
+    #[error("{server} is an {} address, but {reason}: connect to the server's {} address instead (its banner lists them){}", family(server), other_family(server), socket_hint(server, local))]
+    AddressFamily {
+        /// The address tried.
+        server: SocketAddr,
+        /// The client socket's own address, when the socket is the cause.
+        local: Option<SocketAddr>,
+        /// What stands in the way, in words.
+        reason: String,
+    },
+}
+
+/// `"IPv4"` or `"IPv6"`: the family of `addr` (a v4-mapped IPv6 address is IPv4).
+pub(crate) fn family(addr: &SocketAddr) -> &'static str {
+    match addr {
+        SocketAddr::V6(a) if a.ip().to_ipv4_mapped().is_none() => "IPv6",
+        _ => "IPv4",
+    }
+}
+
+/// The family `addr` is not of.
+fn other_family(addr: &SocketAddr) -> &'static str {
+    if family(addr) == "IPv6" {
+        "IPv4"
+    } else {
+        "IPv6"
+    }
+}
+
+/// When the client's own socket is what cannot reach `server`: how to bind one that can.
+fn socket_hint(server: &SocketAddr, local: &Option<SocketAddr>) -> String {
+    match local {
+        Some(_) if family(server) == "IPv6" => {
+            ", or connect from a socket bound to [::]:0 (IPv6 and IPv4)".into()
+        }
+        Some(_) => ", or connect from a socket bound to 0.0.0.0:0 or [::]:0".into(),
+        None => String::new(),
+    }
 }
 
 impl ConnectError {
@@ -495,7 +535,16 @@ impl Socket {
                 .parse()
                 .map_err(|_| ConnectError::Config("bind".into()))?
         };
-        let endpoint = quinn::Endpoint::client(bind)?;
+        // A machine without IPv6 (or, rarely, IPv4) refuses the socket itself: say which
+        // family, rather than only the OS's words.
+        let endpoint = quinn::Endpoint::client(bind).map_err(|e| ConnectError::AddressFamily {
+            server: config.server,
+            local: None,
+            reason: format!(
+                "this machine cannot open an {} socket ({e})",
+                family(&config.server)
+            ),
+        })?;
         Self::connect_with_endpoint(endpoint, config).await
     }
 

@@ -38,6 +38,8 @@ struct Quicmatch {
     stderr: mpsc::Receiver<String>,
     /// Every stdout line read so far.
     out: Vec<String>,
+    /// Every stderr line read so far by [`Quicmatch::err_line`].
+    err: Vec<String>,
 }
 
 impl Quicmatch {
@@ -67,24 +69,18 @@ impl Quicmatch {
             stdout,
             stderr,
             out: Vec::new(),
+            err: Vec::new(),
         }
     }
 
     /// Reads stdout until a line satisfies `want`, and returns it.
     fn line(&mut self, what: &str, want: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.stdout.recv_timeout(left) {
-                Ok(line) => {
-                    self.out.push(line.clone());
-                    if want(&line) {
-                        return line;
-                    }
-                }
-                Err(e) => panic!("no {what} on stdout ({e}); got:\n{}", self.out.join("\n")),
-            }
-        }
+        read_until(&self.stdout, &mut self.out, "stdout", what, want)
+    }
+
+    /// Reads stderr until a line satisfies `want`, and returns it.
+    fn err_line(&mut self, what: &str, want: impl Fn(&str) -> bool) -> String {
+        read_until(&self.stderr, &mut self.err, "stderr", what, want)
     }
 
     /// Waits for the process to exit on its own, and returns how, with its stderr.
@@ -107,6 +103,29 @@ impl Quicmatch {
 
     fn running(&mut self) -> bool {
         self.child.try_wait().expect("try_wait").is_none()
+    }
+}
+
+/// Reads `lines` (keeping each in `seen`) until one satisfies `want`, and returns it.
+fn read_until(
+    lines: &mpsc::Receiver<String>,
+    seen: &mut Vec<String>,
+    stream: &str,
+    what: &str,
+    want: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                seen.push(line.clone());
+                if want(&line) {
+                    return line;
+                }
+            }
+            Err(e) => panic!("no {what} on {stream} ({e}); got:\n{}", seen.join("\n")),
+        }
     }
 }
 
@@ -267,13 +286,14 @@ fn json_logs_carry_the_effective_config_without_secrets() {
         ],
         None,
     );
-    server.line("the ready event", |l| l.contains("quicmatch ready"));
+    // The logs are JSON lines on stderr; stdout is left to the banner.
+    server.err_line("the ready event", |l| l.contains("quicmatch ready"));
     let events: Vec<serde_json::Value> = server
-        .out
+        .err
         .iter()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect();
-    for (event, line) in events.iter().zip(&server.out) {
+    for (event, line) in events.iter().zip(&server.err) {
         assert!(event.get("level").is_some_and(|l| l.is_string()), "{line}");
         assert!(
             !line.contains("sekrit-key-123"),
@@ -284,7 +304,7 @@ fn json_logs_carry_the_effective_config_without_secrets() {
     let logged = events
         .iter()
         .find(|e| e["fields"]["message"] == "effective config")
-        .unwrap_or_else(|| panic!("no effective config in {:?}", server.out));
+        .unwrap_or_else(|| panic!("no effective config in {:?}", server.err));
     let config: serde_json::Value = serde_json::from_str(
         logged["fields"]["config"]
             .as_str()
@@ -300,15 +320,16 @@ fn json_logs_carry_the_effective_config_without_secrets() {
     assert_eq!(config["session"]["idle_timeout"], "3s", "{config}");
     assert_eq!(config["matches"]["max_size"], 8, "{config}");
 
-    // The banner is for people: on stderr, out of the JSON.
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match server.stderr.recv_timeout(left) {
-            Ok(line) if line.contains("quicmatch ready on") => break,
-            Ok(_) => {}
-            Err(e) => panic!("no banner on stderr: {e}"),
-        }
+    // The banner is for people: on stdout, whatever the log format, and nothing else is.
+    server.line("the banner", |l| l.contains("quicmatch ready on"));
+    server.line("the banner's command", |l| {
+        l.trim_start().starts_with("quicmatch-cli --server")
+    });
+    for line in &server.out {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_err(),
+            "a log line on stdout: {line}"
+        );
     }
 }
 

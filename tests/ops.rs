@@ -396,3 +396,113 @@ fn paths_in_a_config_file_are_relative_to_the_file() {
         "certs_dir resolved against the working directory"
     );
 }
+
+/// `/readyz` says whether sessions are accepted: 503 once the server is bound but not
+/// yet serving, 200 while it serves, 503 again once it has shut down (while `/healthz`
+/// stays 200: the process is alive). In process, so each state is held as long as the
+/// test looks at it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_503_unless_the_server_is_accepting_sessions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let metrics = free_port();
+    let config = quicmatch::Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        certs_dir: dir.path().join("certs"),
+        data_dir: dir.path().join("data"),
+        metrics: Some(metrics),
+        advertise: false,
+        ..quicmatch::Config::default()
+    };
+    // The HTTP calls block: off the runtime, which serves the listener.
+    let ask = |path: &'static str| async move {
+        tokio::task::spawn_blocking(move || get(metrics, path))
+            .await
+            .expect("the request's thread")
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+    };
+
+    let server = quicmatch::Server::builder(config).bind().expect("bind");
+    assert_eq!(ask("/healthz").await, (200, "ok\n".to_owned()));
+    assert_eq!(ask("/readyz").await, (503, "not ready\n".to_owned()));
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let token = stop.clone();
+    let serving = tokio::spawn(server.serve(async move { token.cancelled().await }));
+    let ready = tokio::task::spawn_blocking(move || wait_for(metrics, "/readyz", 200))
+        .await
+        .expect("the polling thread");
+    assert_eq!(ready, "ready\n");
+
+    stop.cancel();
+    tokio::time::timeout(TIMEOUT, serving)
+        .await
+        .expect("the server stops in time")
+        .expect("serve");
+    assert_eq!(ask("/readyz").await, (503, "not ready\n".to_owned()));
+    assert_eq!(ask("/healthz").await, (200, "ok\n".to_owned()));
+}
+
+/// A client with the wrong server key is refused, and the refusal is logged at `info`
+/// with its reason, and with neither the server's key nor the one the client tried.
+#[test]
+fn a_failed_authentication_is_logged_at_info_with_its_reason_and_no_key() {
+    use quicmatch_client::{ClientConfig, CloseCode, Credentials, Socket, Trust};
+    let certs = tempfile::tempdir().expect("tempdir");
+    let mut server = Quicmatch::start(
+        &[
+            OsStr::new("serve"),
+            OsStr::new("--listen"),
+            OsStr::new("127.0.0.1:0"),
+            OsStr::new("--server-key"),
+            OsStr::new("sekrit-key-123"),
+            OsStr::new("--certs-dir"),
+            certs.path().as_os_str(),
+        ],
+        &[],
+        None,
+    );
+    let ready = server.line("the banner", |l| l.starts_with("quicmatch ready on "));
+    let addr: SocketAddr = ready
+        .strip_prefix("quicmatch ready on ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {ready:?}"));
+    let fingerprint = server.line("the fingerprint", |l| {
+        l.trim().starts_with("certificate fingerprint (SHA-256): ")
+    });
+    let fingerprint = fingerprint
+        .trim()
+        .trim_start_matches("certificate fingerprint (SHA-256): ")
+        .to_owned();
+
+    let config = ClientConfig::new(
+        addr,
+        Trust::pin(&fingerprint).expect("a pin"),
+        Credentials::Device {
+            id: "device-wrong-key-1".into(),
+        },
+    )
+    .server_key("wrong-key-456");
+    let err = tokio::runtime::Runtime::new()
+        .expect("a runtime")
+        .block_on(async { tokio::time::timeout(TIMEOUT, Socket::connect(config)).await })
+        .expect("refused in time")
+        .err()
+        .expect("the wrong key is refused");
+    assert_eq!(
+        err.close_code().map(|(code, _)| code),
+        Some(CloseCode::AUTH_FAILED),
+        "{err}"
+    );
+
+    let logged = server.line("the failed authentication", |l| {
+        l.contains("authentication failed")
+    });
+    assert!(logged.contains(" INFO "), "not at info: {logged}");
+    assert!(logged.contains("invalid server key"), "no reason: {logged}");
+    for line in server.out.iter().chain([&logged]) {
+        for key in ["sekrit-key-123", "wrong-key-456"] {
+            assert!(!line.contains(key), "a key is logged: {line}");
+        }
+    }
+}

@@ -63,8 +63,8 @@ struct ServeArgs {
     /// relative to the file's directory.
     #[arg(long, env = "QUICMATCH_CONFIG")]
     config: Option<PathBuf>,
-    /// Log format on stdout: `text`, or `json` (one JSON object a line; the banner then
-    /// goes to stderr).
+    /// Log format: `text` on stdout (beside the banner), or `json`: one JSON object a
+    /// line on stderr, so stdout holds only the banner.
     #[arg(long, env = "QUICMATCH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     /// UDP address to listen on [default: [::]:7350, IPv6 and IPv4].
@@ -238,9 +238,30 @@ async fn shutdown_signal() {
     });
 }
 
-/// The startup banner: where the server listens, its fingerprint, and a command that
-/// connects from another machine.
-fn banner(server: &Server) -> String {
+/// How the banner tells another machine to connect: by discovery when the server
+/// advertises itself on the LAN, and always by address.
+struct Reach {
+    /// Whether the server advertises itself (mDNS): `advertise` on, and not a loopback
+    /// bind (the server never advertises there).
+    advertised: bool,
+    /// The configured name it advertises (else the host's name, which `--discover`
+    /// without a name finds as well when it is the only server).
+    name: Option<String>,
+}
+
+impl Reach {
+    fn of(config: &Config) -> Self {
+        Self {
+            advertised: config.advertise && !config.listen.ip().is_loopback(),
+            name: config.name.clone(),
+        }
+    }
+}
+
+/// The startup banner: where the server listens, its fingerprint, and commands that
+/// connect from another machine (by discovery, no address or fingerprint to type, when
+/// the server advertises itself; and by address, pinning the fingerprint).
+fn banner(server: &Server, how: &Reach) -> String {
     let addr = server.local_addr();
     let port = addr.port();
     let fingerprint = server.fingerprint();
@@ -263,13 +284,29 @@ fn banner(server: &Server) -> String {
         reach.push(addr.to_string());
     }
     let first = reach.first().cloned().unwrap_or_else(|| addr.to_string());
+    let who = "--device-id my-device-0001 --username me";
+    let by_address = format!("quicmatch-cli --server {first} {who} --pin {fingerprint}");
+    let connect = if how.advertised {
+        let discover = match &how.name {
+            // Quoted for a shell when the name has spaces.
+            Some(name) if name.contains(char::is_whitespace) => format!("--discover '{name}'"),
+            Some(name) => format!("--discover {name}"),
+            None => "--discover".to_owned(),
+        };
+        format!(
+            "  from another machine on this LAN (it finds this server and pins its fingerprint):\n    quicmatch-cli {discover} {who}\n  or by address:\n    {by_address}"
+        )
+    } else {
+        format!("  from another machine:\n    {by_address}")
+    };
     format!(
-        "quicmatch ready on {addr} (UDP)\n  certificate fingerprint (SHA-256): {fingerprint}\n  reachable at: {}\n  from another machine:\n    quicmatch-cli --server {first} --device-id my-device-0001 --username me --pin {fingerprint}",
+        "quicmatch ready on {addr} (UDP)\n  certificate fingerprint (SHA-256): {fingerprint}\n  reachable at: {}\n{connect}",
         reach.join(", ")
     )
 }
 
-/// Logs to stdout, as text or JSON lines.
+/// Logs as text on stdout (beside the banner), or as JSON lines on stderr (so stdout
+/// holds only the banner, and a collector reading stderr gets only JSON).
 fn init_logging(format: LogFormat) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,quinn=warn"));
@@ -278,7 +315,11 @@ fn init_logging(format: LogFormat) {
         LogFormat::Text => logs
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
             .init(),
-        LogFormat::Json => logs.json().with_ansi(false).init(),
+        LogFormat::Json => logs
+            .json()
+            .with_ansi(false)
+            .with_writer(std::io::stderr)
+            .init(),
     }
 }
 
@@ -290,6 +331,7 @@ async fn main() -> anyhow::Result<()> {
             init_logging(args.log_format);
             let config = args.config()?;
             tracing::info!(config = %config.to_redacted_json(), "effective config");
+            let reach = Reach::of(&config);
             let server = Server::builder(config)
                 .bind()
                 .context("starting the server")?;
@@ -298,12 +340,9 @@ async fn main() -> anyhow::Result<()> {
                 fingerprint = %server.fingerprint(),
                 "quicmatch ready; LAN clients can pin this certificate with --pin <fingerprint>"
             );
-            // Whatever the log level: what a person needs to connect. On stdout beside
-            // text logs; on stderr when stdout is JSON lines for a log collector.
-            match args.log_format {
-                LogFormat::Text => println!("{}", banner(&server)),
-                LogFormat::Json => eprintln!("{}", banner(&server)),
-            }
+            // Whatever the log level and format: what a person needs to connect, on
+            // stdout (JSON logs are on stderr).
+            println!("{}", banner(&server, &reach));
             server.serve(shutdown_signal()).await;
         }
         Command::Storage(command) => {

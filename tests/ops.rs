@@ -38,6 +38,8 @@ struct Quicmatch {
     stderr: mpsc::Receiver<String>,
     /// Every stdout line read so far.
     out: Vec<String>,
+    /// Every stderr line read so far by [`Quicmatch::err_line`].
+    err: Vec<String>,
 }
 
 impl Quicmatch {
@@ -67,24 +69,18 @@ impl Quicmatch {
             stdout,
             stderr,
             out: Vec::new(),
+            err: Vec::new(),
         }
     }
 
     /// Reads stdout until a line satisfies `want`, and returns it.
     fn line(&mut self, what: &str, want: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.stdout.recv_timeout(left) {
-                Ok(line) => {
-                    self.out.push(line.clone());
-                    if want(&line) {
-                        return line;
-                    }
-                }
-                Err(e) => panic!("no {what} on stdout ({e}); got:\n{}", self.out.join("\n")),
-            }
-        }
+        read_until(&self.stdout, &mut self.out, "stdout", what, want)
+    }
+
+    /// Reads stderr until a line satisfies `want`, and returns it.
+    fn err_line(&mut self, what: &str, want: impl Fn(&str) -> bool) -> String {
+        read_until(&self.stderr, &mut self.err, "stderr", what, want)
     }
 
     /// Waits for the process to exit on its own, and returns how, with its stderr.
@@ -107,6 +103,29 @@ impl Quicmatch {
 
     fn running(&mut self) -> bool {
         self.child.try_wait().expect("try_wait").is_none()
+    }
+}
+
+/// Reads `lines` (keeping each in `seen`) until one satisfies `want`, and returns it.
+fn read_until(
+    lines: &mpsc::Receiver<String>,
+    seen: &mut Vec<String>,
+    stream: &str,
+    what: &str,
+    want: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                seen.push(line.clone());
+                if want(&line) {
+                    return line;
+                }
+            }
+            Err(e) => panic!("no {what} on {stream} ({e}); got:\n{}", seen.join("\n")),
+        }
     }
 }
 
@@ -267,13 +286,14 @@ fn json_logs_carry_the_effective_config_without_secrets() {
         ],
         None,
     );
-    server.line("the ready event", |l| l.contains("quicmatch ready"));
+    // The logs are JSON lines on stderr; stdout is left to the banner.
+    server.err_line("the ready event", |l| l.contains("quicmatch ready"));
     let events: Vec<serde_json::Value> = server
-        .out
+        .err
         .iter()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect();
-    for (event, line) in events.iter().zip(&server.out) {
+    for (event, line) in events.iter().zip(&server.err) {
         assert!(event.get("level").is_some_and(|l| l.is_string()), "{line}");
         assert!(
             !line.contains("sekrit-key-123"),
@@ -284,7 +304,7 @@ fn json_logs_carry_the_effective_config_without_secrets() {
     let logged = events
         .iter()
         .find(|e| e["fields"]["message"] == "effective config")
-        .unwrap_or_else(|| panic!("no effective config in {:?}", server.out));
+        .unwrap_or_else(|| panic!("no effective config in {:?}", server.err));
     let config: serde_json::Value = serde_json::from_str(
         logged["fields"]["config"]
             .as_str()
@@ -300,15 +320,16 @@ fn json_logs_carry_the_effective_config_without_secrets() {
     assert_eq!(config["session"]["idle_timeout"], "3s", "{config}");
     assert_eq!(config["matches"]["max_size"], 8, "{config}");
 
-    // The banner is for people: on stderr, out of the JSON.
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match server.stderr.recv_timeout(left) {
-            Ok(line) if line.contains("quicmatch ready on") => break,
-            Ok(_) => {}
-            Err(e) => panic!("no banner on stderr: {e}"),
-        }
+    // The banner is for people: on stdout, whatever the log format, and nothing else is.
+    server.line("the banner", |l| l.contains("quicmatch ready on"));
+    server.line("the banner's command", |l| {
+        l.trim_start().starts_with("quicmatch-cli --server")
+    });
+    for line in &server.out {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_err(),
+            "a log line on stdout: {line}"
+        );
     }
 }
 
@@ -374,4 +395,114 @@ fn paths_in_a_config_file_are_relative_to_the_file() {
         !work.join("mycerts").exists(),
         "certs_dir resolved against the working directory"
     );
+}
+
+/// `/readyz` says whether sessions are accepted: 503 once the server is bound but not
+/// yet serving, 200 while it serves, 503 again once it has shut down (while `/healthz`
+/// stays 200: the process is alive). In process, so each state is held as long as the
+/// test looks at it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_503_unless_the_server_is_accepting_sessions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let metrics = free_port();
+    let config = quicmatch::Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        certs_dir: dir.path().join("certs"),
+        data_dir: dir.path().join("data"),
+        metrics: Some(metrics),
+        advertise: false,
+        ..quicmatch::Config::default()
+    };
+    // The HTTP calls block: off the runtime, which serves the listener.
+    let ask = |path: &'static str| async move {
+        tokio::task::spawn_blocking(move || get(metrics, path))
+            .await
+            .expect("the request's thread")
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+    };
+
+    let server = quicmatch::Server::builder(config).bind().expect("bind");
+    assert_eq!(ask("/healthz").await, (200, "ok\n".to_owned()));
+    assert_eq!(ask("/readyz").await, (503, "not ready\n".to_owned()));
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let token = stop.clone();
+    let serving = tokio::spawn(server.serve(async move { token.cancelled().await }));
+    let ready = tokio::task::spawn_blocking(move || wait_for(metrics, "/readyz", 200))
+        .await
+        .expect("the polling thread");
+    assert_eq!(ready, "ready\n");
+
+    stop.cancel();
+    tokio::time::timeout(TIMEOUT, serving)
+        .await
+        .expect("the server stops in time")
+        .expect("serve");
+    assert_eq!(ask("/readyz").await, (503, "not ready\n".to_owned()));
+    assert_eq!(ask("/healthz").await, (200, "ok\n".to_owned()));
+}
+
+/// A client with the wrong server key is refused, and the refusal is logged at `info`
+/// with its reason, and with neither the server's key nor the one the client tried.
+#[test]
+fn a_failed_authentication_is_logged_at_info_with_its_reason_and_no_key() {
+    use quicmatch_client::{ClientConfig, CloseCode, Credentials, Socket, Trust};
+    let certs = tempfile::tempdir().expect("tempdir");
+    let mut server = Quicmatch::start(
+        &[
+            OsStr::new("serve"),
+            OsStr::new("--listen"),
+            OsStr::new("127.0.0.1:0"),
+            OsStr::new("--server-key"),
+            OsStr::new("sekrit-key-123"),
+            OsStr::new("--certs-dir"),
+            certs.path().as_os_str(),
+        ],
+        &[],
+        None,
+    );
+    let ready = server.line("the banner", |l| l.starts_with("quicmatch ready on "));
+    let addr: SocketAddr = ready
+        .strip_prefix("quicmatch ready on ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {ready:?}"));
+    let fingerprint = server.line("the fingerprint", |l| {
+        l.trim().starts_with("certificate fingerprint (SHA-256): ")
+    });
+    let fingerprint = fingerprint
+        .trim()
+        .trim_start_matches("certificate fingerprint (SHA-256): ")
+        .to_owned();
+
+    let config = ClientConfig::new(
+        addr,
+        Trust::pin(&fingerprint).expect("a pin"),
+        Credentials::Device {
+            id: "device-wrong-key-1".into(),
+        },
+    )
+    .server_key("wrong-key-456");
+    let err = tokio::runtime::Runtime::new()
+        .expect("a runtime")
+        .block_on(async { tokio::time::timeout(TIMEOUT, Socket::connect(config)).await })
+        .expect("refused in time")
+        .err()
+        .expect("the wrong key is refused");
+    assert_eq!(
+        err.close_code().map(|(code, _)| code),
+        Some(CloseCode::AUTH_FAILED),
+        "{err}"
+    );
+
+    let logged = server.line("the failed authentication", |l| {
+        l.contains("authentication failed")
+    });
+    assert!(logged.contains(" INFO "), "not at info: {logged}");
+    assert!(logged.contains("invalid server key"), "no reason: {logged}");
+    for line in server.out.iter().chain([&logged]) {
+        for key in ["sekrit-key-123", "wrong-key-456"] {
+            assert!(!line.contains(key), "a key is logged: {line}");
+        }
+    }
 }

@@ -12,7 +12,7 @@ use std::{
 
 use common::TEST_TIMEOUT;
 use quicmatch::{tls, Server};
-use quicmatch_client::{ClientConfig, Credentials, Socket, Trust};
+use quicmatch_client::{quinn, ClientConfig, ConnectError, Credentials, Socket, Trust};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
@@ -164,7 +164,10 @@ async fn connection_errors_say_what_to_do() {
     config.trust = Trust::PlatformRoots;
     let err = Socket::connect(config).await.err().expect("untrusted");
     let text = err.to_string();
-    assert!(text.contains("--ca") && text.contains("--pin"), "{text}");
+    assert!(
+        text.contains("--ca") && text.contains("--pin") && text.contains("--discover"),
+        "{text}"
+    );
 
     // Nothing listens there.
     let free = std::net::UdpSocket::bind("127.0.0.1:0").expect("port");
@@ -179,27 +182,87 @@ async fn connection_errors_say_what_to_do() {
         text.contains(&addr.to_string()) && text.contains("running"),
         "{text}"
     );
+    // The right family, so no word of families.
+    assert!(
+        matches!(err, ConnectError::Unreachable { .. })
+            && !text.contains("IPv6")
+            && !text.contains("IPv4"),
+        "{text}"
+    );
 }
 
-/// A client that tries IPv6 against a server listening on IPv4 only is told that.
+/// A client that cannot reach the server's address family is told so, with both
+/// families named and what to do: a client socket of the other family, or (on a
+/// machine without IPv6) the OS refusing the family.
 #[tokio::test]
 async fn an_address_family_mismatch_says_so() {
+    let server = common::TestServer::start().await;
+    let port = server.addr.port();
+    let six: std::net::SocketAddr = format!("[::1]:{port}").parse().expect("addr");
+
+    // An IPv4-only socket and an IPv6 server address (needs no IPv6 on the machine).
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("socket");
+    let mut config = server.client_config("four");
+    config.server = six;
+    let err = timeout(
+        TEST_TIMEOUT,
+        Socket::connect_with_endpoint(endpoint, config),
+    )
+    .await
+    .expect("answered at once")
+    .err()
+    .expect("an IPv4 socket cannot reach an IPv6 address");
+    let text = err.to_string();
+    assert!(
+        matches!(err, ConnectError::AddressFamily { local: Some(_), .. })
+            && text.contains("[::1]")
+            && text.contains("is an IPv6 address")
+            && text.contains("IPv4-only")
+            && text.contains("IPv4 address instead"),
+        "{text}"
+    );
+
     if std::net::UdpSocket::bind("[::1]:0").is_err() {
-        eprintln!("no IPv6 loopback on this host; nothing to check");
+        // No IPv6 here: the OS refuses the family itself, and that is what is said.
+        eprintln!("no IPv6 loopback on this host: checking the OS's refusal of IPv6 instead");
+        let mut config = server.client_config("six");
+        config.server = six;
+        config.request_timeout = Duration::from_millis(500);
+        let err = timeout(TEST_TIMEOUT, Socket::connect(config))
+            .await
+            .expect("answered in time")
+            .err()
+            .expect("no IPv6 on this machine");
+        let text = err.to_string();
+        assert!(
+            matches!(err, ConnectError::AddressFamily { .. })
+                && text.contains("IPv6")
+                && text.contains("IPv4 address instead"),
+            "{text}"
+        );
         return;
     }
-    let server = common::TestServer::start().await;
-    let mut config = server.client_config("six");
-    config.server = format!("[::1]:{}", server.addr.port())
-        .parse()
-        .expect("addr");
-    config.request_timeout = Duration::from_millis(500);
-    let err = Socket::connect(config)
-        .await
-        .err()
-        .expect("nothing on IPv6");
+
+    // The reverse: a socket bound to one IPv6 address and an IPv4 server address.
+    let endpoint = quinn::Endpoint::client("[::1]:0".parse().expect("addr")).expect("socket");
+    let config = server.client_config("six");
+    let err = timeout(
+        TEST_TIMEOUT,
+        Socket::connect_with_endpoint(endpoint, config),
+    )
+    .await
+    .expect("answered at once")
+    .err()
+    .expect("an IPv6-only socket cannot reach an IPv4 address");
     let text = err.to_string();
-    assert!(text.contains("[::1]") && text.contains("IPv6"), "{text}");
+    assert!(
+        matches!(err, ConnectError::AddressFamily { local: Some(_), .. })
+            && text.contains(&server.addr.to_string())
+            && text.contains("is an IPv4 address")
+            && text.contains("IPv6-only")
+            && text.contains("IPv6 address instead"),
+        "{text}"
+    );
 }
 
 /// The server killed with SIGKILL: a connected SDK client notices, tries to resume

@@ -2,7 +2,7 @@
 //! `Authenticate` frame and the `Session` reply. The first connect and every automatic
 //! resume go through [`establish`].
 
-use std::{sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use futures_util::StreamExt as _;
 use quicmatch_protocol::{
@@ -12,7 +12,7 @@ use quicmatch_protocol::{
 };
 use tokio_util::codec::FramedRead;
 
-use crate::{ClientConfig, ConnectError};
+use crate::{family, ClientConfig, ConnectError};
 
 /// The control stream's incoming half, framed.
 pub(crate) type Frames = FramedRead<quinn::RecvStream, FrameCodec>;
@@ -26,7 +26,7 @@ pub(crate) struct Established {
 }
 
 /// Turns a handshake failure into an error that says what to do, where one can.
-fn explain(server: std::net::SocketAddr, e: quinn::ConnectionError) -> ConnectError {
+fn explain(server: SocketAddr, e: quinn::ConnectionError) -> ConnectError {
     let text = e.to_string();
     if text.contains("UnknownIssuer") || text.contains("NotValidForName") {
         return ConnectError::Untrusted {
@@ -35,6 +35,54 @@ fn explain(server: std::net::SocketAddr, e: quinn::ConnectionError) -> ConnectEr
         };
     }
     ConnectError::Connection(e)
+}
+
+/// Why `endpoint` cannot reach `server` at all, when its address family is the cause:
+/// an IPv4 socket cannot send to an IPv6 address, nor a socket bound to one IPv6
+/// address to an IPv4 one (an unspecified `[::]` socket is dual-stack and can).
+fn family_mismatch(endpoint: &quinn::Endpoint, server: SocketAddr) -> Option<ConnectError> {
+    let local = endpoint.local_addr().ok()?;
+    let blocked = match (local, family(&server)) {
+        (SocketAddr::V4(_), "IPv6") => "IPv4-only",
+        (SocketAddr::V6(l), "IPv4")
+            if !l.ip().is_unspecified() && l.ip().to_ipv4_mapped().is_none() =>
+        {
+            "IPv6-only"
+        }
+        _ => return None,
+    };
+    Some(ConnectError::AddressFamily {
+        server,
+        local: Some(local),
+        reason: format!("this client's socket ({local}) is {blocked}"),
+    })
+}
+
+/// After a handshake that got no answer: whether this machine can send to `server`'s
+/// address family at all. Connecting a UDP socket sends nothing; it only asks the OS
+/// for a route, which it refuses (for example with "network unreachable") for a family
+/// the machine has no address or route for.
+fn family_unroutable(server: SocketAddr) -> Option<ConnectError> {
+    let unspecified: SocketAddr = if server.is_ipv6() {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    };
+    let refused = match std::net::UdpSocket::bind(unspecified) {
+        Err(e) => format!(
+            "this machine cannot open an {} socket ({e})",
+            family(&server)
+        ),
+        Ok(probe) => match probe.connect(server) {
+            Err(e) => format!("this machine has no {} route to it ({e})", family(&server)),
+            Ok(()) => return None,
+        },
+    };
+    Some(ConnectError::AddressFamily {
+        server,
+        local: None,
+        reason: refused,
+    })
 }
 
 /// Connects over `endpoint` and authenticates with `credentials`; the handshake and the
@@ -55,15 +103,33 @@ pub(crate) async fn establish(
         .server_name
         .clone()
         .unwrap_or_else(|| config.server.ip().to_string());
-    let connecting = endpoint.connect_with(client_config, config.server, &server_name)?;
     let server = config.server;
-    let conn = tokio::time::timeout(timeout, connecting)
-        .await
-        .map_err(|_| ConnectError::Unreachable {
-            server,
-            waited: timeout,
-        })?
-        .map_err(|e| explain(server, e))?;
+    if let Some(mismatch) = family_mismatch(endpoint, server) {
+        return Err(mismatch);
+    }
+    let connecting = endpoint
+        .connect_with(client_config, server, &server_name)
+        .map_err(|e| match e {
+            // The endpoint's family cannot reach that address (caught above for the
+            // cases we know; this is quinn's own check).
+            quinn::ConnectError::InvalidRemoteAddress(_) if !server.ip().is_unspecified() => {
+                family_mismatch(endpoint, server).unwrap_or(ConnectError::Connect(e))
+            }
+            e => ConnectError::Connect(e),
+        })?;
+    let conn = match tokio::time::timeout(timeout, connecting).await {
+        Ok(conn) => conn.map_err(|e| explain(server, e))?,
+        // Nothing answered: the family may be why (the OS drops what it cannot route,
+        // and quinn only logs that), else the server is not there.
+        Err(_) => {
+            return Err(
+                family_unroutable(server).unwrap_or(ConnectError::Unreachable {
+                    server,
+                    waited: timeout,
+                }),
+            )
+        }
+    };
     let (mut send, recv) = conn.open_bi().await?;
     let hello = frame::encode(&ClientEnvelope {
         cid: Some(0),

@@ -6,7 +6,7 @@
 //! and everything else over one ordered control stream.
 //!
 //! ```no_run
-//! use quicmatch_client::{ClientConfig, Credentials, Event, Socket, Trust};
+//! use quicmatch_client::{ClientConfig, Credentials, Event, SendOptions, Socket, Trust};
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = ClientConfig::new(
@@ -17,7 +17,7 @@
 //! let socket = Socket::connect(config).await?;
 //! let game = socket.create_match(None).await?;
 //! println!("share this id: {}", game.match_id);
-//! socket.send_match_data(game.match_id, 1, b"hello".to_vec(), false, None).await?;
+//! socket.send_match_data(game.match_id, 1, b"hello".to_vec(), SendOptions::unreliable(), None).await?;
 //! while let Some(event) = socket.next_event().await {
 //!     if let Event::MatchData(data) = event {
 //!         println!("{} sent op {}: {:?}", data.sender.username, data.op_code, data.data);
@@ -68,8 +68,11 @@ pub use trust::Trust;
 
 use crate::driver::{ClientState, Command};
 
-/// Everything needed to connect.
+/// Everything needed to connect: build it with [`ClientConfig::new`], then the setters
+/// (or by assigning the fields). Marked `#[non_exhaustive]` so that new settings are not
+/// a breaking change: it cannot be built with a struct expression outside this crate.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ClientConfig {
     /// The server's UDP address.
     pub server: SocketAddr,
@@ -154,6 +157,43 @@ impl ClientConfig {
         self.server_key = key.into();
         self
     }
+
+    /// Sets the name checked against the certificate (see the field of the same name).
+    pub fn server_name(mut self, name: impl Into<String>) -> Self {
+        self.server_name = Some(name.into());
+        self
+    }
+
+    /// Sets how long a request waits for its reply.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Sets the keep-alive interval (keep it at 1 s or less; see the field of the same
+    /// name).
+    pub fn keep_alive(mut self, interval: Duration) -> Self {
+        self.keep_alive = interval;
+        self
+    }
+
+    /// Sets how long the connection may stay silent before it is closed.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Sets how many events are buffered for [`Socket::next_event`].
+    pub fn event_buffer(mut self, events: usize) -> Self {
+        self.event_buffer = events;
+        self
+    }
+
+    /// Sets how long a lost connection is resumed for (`Duration::ZERO`: never).
+    pub fn reconnect_for(mut self, window: Duration) -> Self {
+        self.reconnect_for = window;
+        self
+    }
 }
 
 /// Why [`Socket::connect`] failed.
@@ -176,7 +216,7 @@ pub enum ConnectError {
     #[error("timed out")]
     Timeout,
     /// Nothing answered the handshake at that address.
-    #[error("no answer from {server} within {waited:?}: is the server running there, and is UDP port {} reachable? (an IPv6 address needs a server listening on IPv6)", server.port())]
+    #[error("no answer from {server} within {waited:?}: is the server running there, and is UDP port {} reachable?", server.port())]
     Unreachable {
         /// The address tried.
         server: SocketAddr,
@@ -184,7 +224,7 @@ pub enum ConnectError {
         waited: Duration,
     },
     /// The server's certificate is not trusted by this configuration.
-    #[error("the certificate of {server} is not trusted ({detail}): trust it with Trust::CaFile (CLI: --ca certs/server.crt from the server's machine) or pin it with Trust::pin (CLI: --pin FINGERPRINT, from the server's banner)")]
+    #[error("the certificate of {server} is not trusted ({detail}): trust it with Trust::CaFile (CLI: --ca certs/server.crt from the server's machine), pin it with Trust::pin (CLI: --pin FINGERPRINT, from the server's banner), or on a LAN find the server and pin what it advertises with discover() (CLI: --discover instead of --server)")]
     Untrusted {
         /// The address tried.
         server: SocketAddr,
@@ -194,6 +234,46 @@ pub enum ConnectError {
     /// The server answered with something unexpected.
     #[error("protocol: {0}")]
     Protocol(String),
+    /// The server's address is of one family (IPv4 or IPv6) and this client can only
+    /// use the other: its socket is bound to the other family, or this machine cannot
+    /// open a socket of that family or has no route for it.
+    #[error("{server} is an {} address, but {reason}: connect to the server's {} address instead (its banner lists them){}", family(server), other_family(server), socket_hint(server, local))]
+    AddressFamily {
+        /// The address tried.
+        server: SocketAddr,
+        /// The client socket's own address, when the socket is the cause.
+        local: Option<SocketAddr>,
+        /// What stands in the way, in words.
+        reason: String,
+    },
+}
+
+/// `"IPv4"` or `"IPv6"`: the family of `addr` (a v4-mapped IPv6 address is IPv4).
+pub(crate) fn family(addr: &SocketAddr) -> &'static str {
+    match addr {
+        SocketAddr::V6(a) if a.ip().to_ipv4_mapped().is_none() => "IPv6",
+        _ => "IPv4",
+    }
+}
+
+/// The family `addr` is not of.
+fn other_family(addr: &SocketAddr) -> &'static str {
+    if family(addr) == "IPv6" {
+        "IPv4"
+    } else {
+        "IPv6"
+    }
+}
+
+/// When the client's own socket is what cannot reach `server`: how to bind one that can.
+fn socket_hint(server: &SocketAddr, local: &Option<SocketAddr>) -> String {
+    match local {
+        Some(_) if family(server) == "IPv6" => {
+            ", or connect from a socket bound to [::]:0 (IPv6 and IPv4)".into()
+        }
+        Some(_) => ", or connect from a socket bound to 0.0.0.0:0 or [::]:0".into(),
+        None => String::new(),
+    }
 }
 
 impl ConnectError {
@@ -455,7 +535,16 @@ impl Socket {
                 .parse()
                 .map_err(|_| ConnectError::Config("bind".into()))?
         };
-        let endpoint = quinn::Endpoint::client(bind)?;
+        // A machine without IPv6 (or, rarely, IPv4) refuses the socket itself: say which
+        // family, rather than only the OS's words.
+        let endpoint = quinn::Endpoint::client(bind).map_err(|e| ConnectError::AddressFamily {
+            server: config.server,
+            local: None,
+            reason: format!(
+                "this machine cannot open an {} socket ({e})",
+                family(&config.server)
+            ),
+        })?;
         Self::connect_with_endpoint(endpoint, config).await
     }
 

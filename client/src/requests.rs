@@ -14,7 +14,7 @@ use quicmatch_protocol::{
 use crate::Event;
 use crate::{
     driver::Command, lock, ErrorCode, Match, MatchId, PartyId, PartyInfo, Presence, RequestError,
-    SessionId, Socket, TicketId,
+    SendOptions, SessionId, Socket, TicketId,
 };
 
 impl Socket {
@@ -56,22 +56,56 @@ impl Socket {
         Self::expect_ack(response)
     }
 
-    /// Sends match data to every other member, or only to `presences` (this socket
-    /// receives its own data only if it lists itself).
+    /// Sends match data as `options` say ([`SendOptions::unreliable`], the default, or
+    /// [`SendOptions::reliable`], with any [`SendOptions::redundancy`]), to every other
+    /// member, or only to `presences` when given (they replace the options' own
+    /// [`SendOptions::to`]; this socket receives its own data only if it lists itself).
+    /// A `bool` still works as the options (`true`: reliable).
     ///
     /// Unreliable data goes as one datagram of at most
     /// [`quicmatch_protocol::MAX_DATAGRAM_PAYLOAD`] bytes; reliable
     /// data goes over the control stream, in order. Both return once the data is handed
     /// to the connection; a failure the server detects arrives as [`Event::Error`].
+    ///
+    /// ```no_run
+    /// # async fn demo(socket: &quicmatch_client::Socket, id: quicmatch_client::MatchId) -> Result<(), quicmatch_client::RequestError> {
+    /// use quicmatch_client::SendOptions;
+    /// socket.send_match_data(id, 1, b"pos 1 2".to_vec(), SendOptions::unreliable(), None).await?;
+    /// socket.send_match_data(id, 2, b"score".to_vec(), SendOptions::reliable(), None).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn send_match_data(
         &self,
         match_id: MatchId,
         op_code: i64,
         data: impl Into<Bytes>,
+        options: impl Into<SendOptions>,
+        presences: Option<&[Presence]>,
+    ) -> Result<(), RequestError> {
+        let options = options.into();
+        let presences = presences.or(options.targets.as_deref());
+        if !options.reliable && options.redundancy > 0 {
+            return self.send_redundant(
+                match_id,
+                op_code,
+                data.into(),
+                presences,
+                options.redundancy,
+            );
+        }
+        self.send_plain(match_id, op_code, data.into(), options.reliable, presences)
+            .await
+    }
+
+    /// One message, reliable or as a datagram of its own.
+    async fn send_plain(
+        &self,
+        match_id: MatchId,
+        op_code: i64,
+        data: Bytes,
         reliable: bool,
         presences: Option<&[Presence]>,
     ) -> Result<(), RequestError> {
-        let data = data.into();
         if presences.is_some_and(|p| p.len() > MAX_TARGETS) {
             return Err(RequestError::local(
                 ErrorCode::BAD_INPUT,

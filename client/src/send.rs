@@ -55,9 +55,21 @@ impl SendOptions {
     }
 }
 
+/// `true` is [`SendOptions::reliable`], `false` [`SendOptions::unreliable`]: so calls
+/// written when [`Socket::send_match_data`] took a bare `bool` still compile.
+impl From<bool> for SendOptions {
+    fn from(reliable: bool) -> Self {
+        if reliable {
+            Self::reliable()
+        } else {
+            Self::unreliable()
+        }
+    }
+}
+
 impl Socket {
-    /// Sends match data as `options` say (see [`send_match_data`](Self::send_match_data)
-    /// for the limits and when it returns).
+    /// Sends match data as `options` say: [`send_match_data`](Self::send_match_data)
+    /// without its separate recipients (see it for the limits and when it returns).
     ///
     /// ```no_run
     /// # async fn demo(socket: &quicmatch_client::Socket, id: quicmatch_client::MatchId) -> Result<(), quicmatch_client::RequestError> {
@@ -73,30 +85,15 @@ impl Socket {
         data: impl Into<Bytes>,
         options: SendOptions,
     ) -> Result<(), RequestError> {
-        if !options.reliable && options.redundancy > 0 {
-            return self.send_redundant(
-                match_id,
-                op_code,
-                data.into(),
-                options.targets.as_deref(),
-                options.redundancy,
-            );
-        }
-        self.send_match_data(
-            match_id,
-            op_code,
-            data,
-            options.reliable,
-            options.targets.as_deref(),
-        )
-        .await
+        self.send_match_data(match_id, op_code, data, options, None)
+            .await
     }
 }
 
 impl Socket {
     /// A bundle datagram: the new message and up to `k` previous ones (see
     /// [`SendOptions::redundancy`]).
-    fn send_redundant(
+    pub(crate) fn send_redundant(
         &self,
         match_id: MatchId,
         op_code: i64,

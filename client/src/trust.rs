@@ -13,8 +13,10 @@ use rustls::{
 
 use crate::ConnectError;
 
-/// How the client decides the server's certificate is genuine.
+/// How the client decides the server's certificate is genuine. Marked
+/// `#[non_exhaustive]`: more ways may come, so a `match` on it needs a `_` arm.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum Trust {
     /// Trust anchors given in memory (a CA, or the server's own self-signed certificate).
     Certificates(Vec<CertificateDer<'static>>),

@@ -1,7 +1,8 @@
 //! `quicmatch-cli` at a terminal: under a pseudo-terminal (made by `script`, from
 //! util-linux), it reads commands at a prompt with line editing and history, prints
 //! events above the prompt, and Ctrl-D or Ctrl-C closes politely with status 0.
-//! Skipped, with a note, where `script` is not installed.
+//! Skipped, with a note, where `script` is not installed, except with `CI` set, where
+//! that fails (`.ci/run` installs it: bsdutils on Debian and Ubuntu).
 
 use std::{process::Stdio, time::Duration};
 
@@ -17,7 +18,13 @@ use tokio::{
 const TEST_TIMEOUT: Duration = Duration::from_secs(20);
 const PROMPT: &str = "quicmatch> ";
 
-/// `script`'s path, or `None` (with a note) when it is not installed.
+/// Whether this run is CI's, where the terminal tests must run rather than skip.
+fn on_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
+}
+
+/// `script`'s path, or `None` (with a note) when it is not installed; on CI, a missing
+/// `script` fails the test.
 fn script() -> Option<std::path::PathBuf> {
     let found = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
@@ -25,7 +32,11 @@ fn script() -> Option<std::path::PathBuf> {
             .find(|path| path.is_file())
     });
     if found.is_none() {
-        eprintln!("note: `script` (util-linux) is not installed; skipping the terminal test");
+        assert!(
+            !on_ci(),
+            "`script` is required on CI (apt-get install bsdutils, or util-linux elsewhere)"
+        );
+        eprintln!("SKIPPED: `script` (bsdutils / util-linux) is not installed; CI runs the terminal tests");
     }
     found
 }

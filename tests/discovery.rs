@@ -149,6 +149,7 @@ fn a_client_in_another_namespace_discovers_the_server_and_pins_its_fingerprint()
             "--certs-dir",
         ])
         .arg(dir.path())
+        .env("QUICMATCH_DATA_DIR", dir.path().join("data"))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

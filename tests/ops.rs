@@ -40,6 +40,7 @@ struct Quicmatch {
     out: Vec<String>,
     /// Every stderr line read so far by [`Quicmatch::err_line`].
     err: Vec<String>,
+    _data: tempfile::TempDir,
 }
 
 impl Quicmatch {
@@ -57,6 +58,12 @@ impl Quicmatch {
                 command.env_remove(name);
             }
         }
+        // A store of its own unless the test names one (restart records would
+        // otherwise land in the working directory's `data/`).
+        let data = tempfile::tempdir().expect("data dir");
+        if !env.iter().any(|(k, _)| *k == "QUICMATCH_DATA_DIR") {
+            command.env("QUICMATCH_DATA_DIR", data.path());
+        }
         command.envs(env.iter().copied());
         if let Some(dir) = cwd {
             command.current_dir(dir);
@@ -65,6 +72,7 @@ impl Quicmatch {
         let stdout = lines(child.stdout.take().expect("stdout"));
         let stderr = lines(child.stderr.take().expect("stderr"));
         Self {
+            _data: data,
             child,
             stdout,
             stderr,

@@ -48,6 +48,7 @@ fn serve_reachable(
             "--certs-dir",
         ])
         .arg(dir.path())
+        .env("QUICMATCH_DATA_DIR", dir.path().join("data"))
         .env("RUST_LOG", log)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -273,6 +274,7 @@ async fn a_killed_server_is_noticed_and_reported() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_quicmatch"))
         .args(["serve", "--listen", "127.0.0.1:0", "--certs-dir"])
         .arg(dir.path())
+        .env("QUICMATCH_DATA_DIR", dir.path().join("data"))
         .env("RUST_LOG", "off")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

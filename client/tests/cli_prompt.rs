@@ -68,6 +68,7 @@ fn start_server(
     .expect("write ca");
     let config = Config {
         listen: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: ca.with_file_name("data"),
         ..Config::default()
     };
     let server = Server::builder(config)

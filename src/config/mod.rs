@@ -243,6 +243,13 @@ pub struct MatchConfig {
     /// Worker threads running match handlers; `0` means one per core (at least two).
     /// Default `0`. Range: 0 to 1024.
     pub workers: usize,
+    /// How often server-run matches whose handler keeps snapshots, and the session
+    /// registry and parties, are written to the store so they survive a restart (only
+    /// what changed). `0s` turns restart survival off: nothing is recorded and a
+    /// shutdown closes sessions with `SERVER_SHUTDOWN`. Default `1s`.
+    /// Range: `0s`, or `100ms` to `1h`.
+    #[serde(with = "humantime_serde")]
+    pub snapshot_interval: Duration,
 }
 
 impl Default for MatchConfig {
@@ -259,6 +266,7 @@ impl Default for MatchConfig {
             signal_queue: 64,
             answer_timeout: Duration::from_secs(5),
             workers: 0,
+            snapshot_interval: Duration::from_secs(1),
         }
     }
 }

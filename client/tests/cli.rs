@@ -659,7 +659,10 @@ async fn downlink(
 /// SDK's 4096-event buffer hold arrives while nobody reads the CLI's stdout for 25 s.
 /// A CLI whose event loop stalled on stdout would leave the server's reliable traffic
 /// unread and be closed as a slow consumer; this one keeps its session, drops the lines
-/// it cannot print (one warning on stderr, then the count), and answers afterwards.
+/// it cannot print (one warning on stderr, then the count), and answers afterwards. Its
+/// traffic goes through a [`Forwarder`], which shows it never opened a second
+/// connection: the session was never dropped and resumed (which the server and the
+/// peer would not notice), nor closed with `TIMED_OUT`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stdout_not_read_keeps_the_session() {
     const TOTAL: usize = 6000;
@@ -667,7 +670,14 @@ async fn stdout_not_read_keeps_the_session() {
     const PER_TICK: usize = 10;
     let dir = tempfile::tempdir().expect("tempdir");
     let (addr, ca, stop, stats) = start_server_with_stats(dir.path(), Duration::from_secs(3600));
-    let (peer, mut cli, match_id, sid) = cli_in_match(addr, addr, &ca, "unread").await;
+    let link = Forwarder::start(addr).await;
+    let (peer, mut cli, match_id, sid) = cli_in_match(addr, link.addr, &ca, "unread").await;
+    let opened = link.connections();
+    assert_eq!(opened.len(), 1, "the CLI's one connection");
+    assert!(
+        opened.iter().all(|cid| !cid.is_empty()),
+        "connections told apart"
+    );
     let payload = "x".repeat(2000);
     let mut ticker = tokio::time::interval(Duration::from_millis(25));
     // The period of not reading stdout, watching the peer's events all along.
@@ -706,6 +716,17 @@ async fn stdout_not_read_keeps_the_session() {
 
     cli.send("ping").await;
     cli.expect("pong").await;
+    assert_eq!(
+        link.connections(),
+        opened,
+        "no resume, reconnect or new session: the CLI kept its one connection"
+    );
+    for ty in ["reconnecting", "reconnected", "disconnected", "new_session"] {
+        assert!(
+            cli.backlog.iter().all(|v| v["type"] != ty),
+            "a {ty} line was printed"
+        );
+    }
     let seqs: Vec<usize> = cli
         .backlog
         .iter()

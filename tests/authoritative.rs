@@ -9,7 +9,7 @@ mod common;
 use std::{
     collections::BTreeMap,
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex,
     },
     time::Duration,
@@ -608,16 +608,20 @@ async fn terminate_runs_on_shutdown_and_members_hear_the_end() {
     alice.join_match(id).await.expect("join");
     data_event(&alice, "welcome").await;
     server.stop().await;
-    let mut got_bye = false;
+    let (mut got_bye, mut got_ended) = (false, false);
     loop {
         match next_event(&alice, "the shutdown").await {
             Event::MatchData(d) if &d.data[..] == b"bye" => got_bye = true,
-            Event::MatchEnded { match_id, .. } => assert_eq!(match_id, id),
+            Event::MatchEnded { match_id, .. } => {
+                assert_eq!(match_id, id);
+                got_ended = true;
+            }
             Event::Disconnected { .. } => break,
             _ => {}
         }
     }
     assert!(got_bye, "terminate's broadcast arrived");
+    assert!(got_ended, "MatchEnded arrived before the disconnect");
     assert!(seen(&log, "terminate 3"), "{:?}", log.lock().expect("log"));
 }
 
@@ -674,10 +678,12 @@ async fn rpc_success_errors_and_limits() {
     );
 }
 
-/// Counts ticks, and misbehaves on request: panics at tick 50, or blocks 3 s.
+/// Counts ticks, and misbehaves on request: panics at tick 50, or blocks 3 s at tick 40
+/// (2 s in, time for a player to join first), with `blocked` set meanwhile.
 struct Ticker {
     ticks: Arc<AtomicU64>,
     fault: Fault,
+    blocked: Arc<AtomicBool>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -696,7 +702,11 @@ impl MatchHandler for Ticker {
         self.ticks.fetch_add(1, Ordering::Relaxed);
         match self.fault {
             Fault::Panic if ctx.tick() == 50 => panic!("a handler bug at tick 50"),
-            Fault::Block if ctx.tick() == 10 => std::thread::sleep(Duration::from_secs(3)),
+            Fault::Block if ctx.tick() == 40 => {
+                self.blocked.store(true, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_secs(3));
+                self.blocked.store(false, Ordering::SeqCst);
+            }
             _ => {}
         }
     }
@@ -706,10 +716,11 @@ impl MatchHandler for Ticker {
 async fn a_panicking_and_a_stuck_handler_end_only_their_own_matches() {
     let ticks: Arc<Vec<Arc<AtomicU64>>> = Arc::new((0..100).map(|_| Arc::default()).collect());
     let next = Arc::new(AtomicU64::new(0));
+    let blocked = Arc::new(AtomicBool::new(false));
     let mut config = common::test_config();
     config.matches.overrun_limit = Duration::from_secs(1);
     config.matches.max_empty = Duration::from_secs(600);
-    let (t, n) = (ticks.clone(), next.clone());
+    let (t, n, stuck) = (ticks.clone(), next.clone(), blocked.clone());
     let server = TestServer::start_built(config, move |b| {
         b.match_handler("ticker", move || {
             let i = n.fetch_add(1, Ordering::Relaxed) as usize;
@@ -721,6 +732,7 @@ async fn a_panicking_and_a_stuck_handler_end_only_their_own_matches() {
             Ticker {
                 ticks: t[i.min(99)].clone(),
                 fault,
+                blocked: stuck.clone(),
             }
         })
     })
@@ -747,6 +759,20 @@ async fn a_panicking_and_a_stuck_handler_end_only_their_own_matches() {
         .join_match(ids[1])
         .await
         .expect("join the stuck match");
+    // While the stuck handler sleeps in its callback, every other match keeps ticking:
+    // counted over a window that starts once it is blocked and ends before it wakes.
+    let b = blocked.clone();
+    common::eventually("the stuck handler blocks", || b.load(Ordering::SeqCst)).await;
+    let before: Vec<u64> = ticks.iter().map(|t| t.load(Ordering::Relaxed)).collect();
+    let t = ticks.clone();
+    common::eventually("the other 98 matches progress during the block", || {
+        (2..100).all(|i| t[i].load(Ordering::Relaxed) >= before[i] + 5)
+    })
+    .await;
+    assert!(
+        blocked.load(Ordering::SeqCst),
+        "the others progressed only after the stuck handler woke"
+    );
     let mut ended = Vec::new();
     while ended.len() < 2 {
         match timeout(TEST_TIMEOUT, alice.next_event())
@@ -764,7 +790,7 @@ async fn a_panicking_and_a_stuck_handler_end_only_their_own_matches() {
     assert_eq!(ended[1].0, ids[1]);
     assert!(ended[1].1.contains("overran"), "{}", ended[1].1);
     assert_eq!(server.stats.authoritative_matches(), 98);
-    // Every other match keeps ticking.
+    // Every other match keeps ticking after both ended, too.
     let before: Vec<u64> = ticks.iter().map(|t| t.load(Ordering::Relaxed)).collect();
     let t = ticks.clone();
     common::eventually("the other 98 matches progress", || {

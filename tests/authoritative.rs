@@ -1,13 +1,15 @@
-//! Server-authoritative matches end to end: every callback and dispatcher action,
-//! isolation of a panicking and a stuck handler among 100 ticking matches, `max_empty`,
-//! `terminate` on shutdown, RPCs, and the matchmaker placing a group into a new match.
+//! Server-authoritative matches end to end: every callback and dispatcher action (a
+//! broadcast on a member's behalf included), isolation of a panicking and a stuck
+//! handler among 100 ticking matches, `max_empty`, `terminate` on shutdown, RPCs, bad
+//! input to the runtime (unknown handler, oversized params or signal, a tick rate out of
+//! range, over-long join metadata), and the matchmaker placing a group into a new match.
 
 mod common;
 
 use std::{
     collections::BTreeMap,
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex,
     },
     time::Duration,
@@ -15,7 +17,10 @@ use std::{
 
 use common::{next_event, TestServer, TEST_TIMEOUT};
 use quicmatch::{
-    runtime::{Dispatcher, Inbound, JoinDecision, MatchContext, MatchHandler, MatchInit, Params},
+    runtime::{
+        Dispatcher, Inbound, JoinDecision, MatchContext, MatchHandler, MatchInit, Params,
+        RuntimeError,
+    },
     Config,
 };
 use quicmatch_client::{ErrorCode, Event, MatchId, Presence, Socket};
@@ -25,7 +30,10 @@ use tokio::time::timeout;
 type Log = Arc<Mutex<Vec<String>>>;
 
 /// A handler that records every callback and does what signals tell it:
-/// `label:TEXT`, `kick:USERNAME`, `end:REASON`, `echo` (the reply is the data).
+/// `label:TEXT`, `kick:USERNAME`, `end:REASON`, `echo` (the reply is the data). Its tick
+/// echoes each message to everyone with op code + 100, from the server, except op 5,
+/// which it passes on as sent by the member (op 105). `init` takes its tick rate from
+/// the params (`tick_rate`, default 20), whatever it is.
 struct Probe {
     log: Log,
 }
@@ -86,8 +94,10 @@ impl MatchHandler for Probe {
                 String::from_utf8_lossy(&m.data),
                 m.reliable
             ));
-            // Echo to everyone, from the server, on the same path.
-            d.broadcast(m.op_code + 100, m.data, None, None, m.reliable);
+            // Echo to everyone on the same path: from the server, or for op 5 on behalf
+            // of the member who sent it.
+            let sender = (m.op_code == 5).then_some(&m.sender);
+            d.broadcast(m.op_code + 100, m.data, None, sender, m.reliable);
         }
     }
 
@@ -136,6 +146,24 @@ async fn start(log: &Log, tune: impl FnOnce(&mut Config)) -> TestServer {
                     .parse()
                     .map_err(|e: quicmatch_protocol::ids::ParseIdError| e.to_string())?;
                 ctx.runtime.signal(id, data).map_err(|e| e.to_string())
+            })
+            .rpc("create", |ctx, payload| {
+                // {"handler": NAME, "params": P, "pad": N}: a match of any handler the
+                // client names, its params padded with N bytes.
+                let request: Params = serde_json::from_str(payload).map_err(|e| e.to_string())?;
+                let handler = request["handler"].as_str().ok_or("want a handler")?;
+                let params = match request["pad"].as_u64() {
+                    Some(n) => serde_json::json!({
+                        "params": request["params"],
+                        "pad": "x".repeat(n as usize),
+                    }),
+                    None => request["params"].clone(),
+                };
+                let id = ctx
+                    .runtime
+                    .create_match(handler, params)
+                    .map_err(|e| e.to_string())?;
+                Ok(id.to_string())
             })
             .rpc("fail", |_, _| Err("the function said no".into()))
             .rpc("panic", |_, _| panic!("an rpc bug"))
@@ -286,6 +314,271 @@ async fn callbacks_and_dispatcher_actions_end_to_end() {
     assert_eq!(server.stats.authoritative_matches(), 0);
 }
 
+/// A match made by the probe handler through its RPC, with `players` in it (their
+/// welcomes read).
+async fn probe_match(players: &[&Socket]) -> MatchId {
+    let id: MatchId = players[0]
+        .rpc("create_probe", "{}")
+        .await
+        .expect("rpc")
+        .parse()
+        .expect("an id");
+    for player in players {
+        player.join_match(id).await.expect("join");
+        data_event(player, "welcome").await;
+    }
+    id
+}
+
+#[tokio::test]
+async fn a_handler_broadcasts_on_behalf_of_a_member() {
+    let log = Log::default();
+    let server = start(&log, |_| {}).await;
+    let alice = server.client("alice").await;
+    let bob = server.client("bob").await;
+    let id = probe_match(&[&alice, &bob]).await;
+    for reliable in [true, false] {
+        bob.send_match_data(id, 5, b"from bob".to_vec(), reliable, None)
+            .await
+            .expect("send");
+        // Everyone, bob included, receives it as bob's, not the server's.
+        for player in [&alice, &bob] {
+            let d = data_event(player, "the handler's relay").await;
+            assert_eq!((d.op_code, &d.data[..]), (105, &b"from bob"[..]));
+            assert_eq!(d.reliable, reliable);
+            assert!(!d.from_server(), "attributed to a member");
+            assert_eq!(d.sender, bob.presence(), "attributed to bob");
+        }
+    }
+    // Other op codes still come from the server itself.
+    alice
+        .send_match_data(id, 1, b"plain".to_vec(), true, None)
+        .await
+        .expect("send");
+    let d = data_event(&bob, "the server's echo").await;
+    assert_eq!(d.op_code, 101);
+    assert!(d.from_server());
+}
+
+/// Creates a probe match with `params` from server code; its id as text.
+fn create_probe(
+    runtime: &quicmatch::runtime::Runtime,
+    params: Params,
+) -> Result<String, RuntimeError> {
+    runtime
+        .create_match("probe", params)
+        .map(|id| id.to_string())
+}
+
+/// Runs `f` on a blocking thread, as RPC functions and hooks run (a runtime call may
+/// wait for a match).
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    timeout(TEST_TIMEOUT, tokio::task::spawn_blocking(f))
+        .await
+        .expect("in time")
+        .expect("ran")
+}
+
+/// `alice`, a member of probe match `id`, still gets the echo of a message, and the
+/// server still runs exactly `matches` server-run matches.
+async fn still_served(server: &TestServer, alice: &Socket, id: MatchId, n: u32, matches: usize) {
+    let text = format!("still there {n}");
+    alice
+        .send_match_data(id, 1, text.clone().into_bytes(), true, None)
+        .await
+        .expect("send");
+    let d = data_event(alice, "the echo after bad input").await;
+    assert_eq!((d.op_code, &d.data[..]), (101, text.as_bytes()));
+    assert_eq!(server.stats.authoritative_matches(), matches);
+}
+
+/// Bad input to the runtime, from server code (the `Runtime` API) and from a client
+/// (through an RPC that names the handler, and join metadata): each gets its documented
+/// error and message, no match is made or disturbed, and the sessions carry on.
+#[tokio::test]
+async fn bad_runtime_input_gets_clear_errors_and_disturbs_nothing() {
+    use quicmatch_protocol::{
+        Request, Response, ServerBody, MAX_HANDLER_PARAMS, MAX_PROPERTY_KEY_LEN,
+        MAX_PROPERTY_VALUE_LEN,
+    };
+    let log = Log::default();
+    let server = start(&log, |_| {}).await;
+    let alice = server.client("alice").await;
+    let id = probe_match(&[&alice]).await;
+    still_served(&server, &alice, id, 0, 1).await;
+    let runtime = server.runtime.clone();
+    let call = |f: fn(&quicmatch::runtime::Runtime, MatchId) -> Result<String, RuntimeError>| {
+        let runtime = runtime.clone();
+        blocking(move || f(&runtime, id))
+    };
+
+    // An unknown handler: from server code, and named by a client through an RPC.
+    let err = call(|r, _| {
+        r.create_match("nope", Params::Null)
+            .map(|id| id.to_string())
+    })
+    .await
+    .expect_err("unknown handler");
+    assert_eq!(err, RuntimeError::UnknownHandler("nope".into()));
+    assert_eq!(err.to_string(), r#"no match handler named "nope""#);
+    let err = alice
+        .rpc("create", r#"{"handler":"nope","params":{}}"#)
+        .await
+        .expect_err("unknown handler");
+    assert_eq!(err.code(), Some(ErrorCode::RUNTIME_FUNCTION_EXCEPTION));
+    assert!(
+        err.to_string().contains(r#"no match handler named "nope""#),
+        "{err}"
+    );
+    still_served(&server, &alice, id, 1, 1).await;
+
+    // Oversized params: one byte over the limit, serialized.
+    let err = call(|r, _| {
+        // `"` + N bytes + `"` serialized.
+        create_probe(r, Params::String("x".repeat(MAX_HANDLER_PARAMS - 1)))
+    })
+    .await
+    .expect_err("params too large");
+    let want = format!(
+        "match parameters of {} bytes exceed {MAX_HANDLER_PARAMS}",
+        MAX_HANDLER_PARAMS + 1
+    );
+    assert_eq!(err, RuntimeError::TooLarge(want.clone()));
+    let pad = MAX_HANDLER_PARAMS; // with the wrapping, well over the limit
+    let err = alice
+        .rpc(
+            "create",
+            &format!(r#"{{"handler":"probe","params":{{}},"pad":{pad}}}"#),
+        )
+        .await
+        .expect_err("params too large");
+    assert_eq!(err.code(), Some(ErrorCode::RUNTIME_FUNCTION_EXCEPTION));
+    assert!(err.to_string().contains("match parameters of"), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("bytes exceed {MAX_HANDLER_PARAMS}")),
+        "{err}"
+    );
+    // Just at the limit is fine (and makes a second match).
+    let at_limit = call(|r, _| create_probe(r, Params::String("x".repeat(MAX_HANDLER_PARAMS - 2))))
+        .await
+        .expect("params at the limit");
+    assert_eq!(at_limit.len(), 36);
+    still_served(&server, &alice, id, 2, 2).await;
+
+    // An oversized signal is refused before the match sees it; a normal one still works.
+    let err = call(|r, id| r.signal(id, &"x".repeat(MAX_HANDLER_PARAMS + 1)))
+        .await
+        .expect_err("signal too large");
+    assert_eq!(
+        err,
+        RuntimeError::TooLarge(format!(
+            "signal of {} bytes exceeds {MAX_HANDLER_PARAMS}",
+            MAX_HANDLER_PARAMS + 1
+        ))
+    );
+    assert!(
+        !log.lock()
+            .expect("log")
+            .iter()
+            .any(|l| l.starts_with("signal x")),
+        "the handler never saw it"
+    );
+    let reply = call(|r, id| r.signal(id, "echo")).await.expect("signal");
+    assert_eq!(reply, "ok echo");
+    still_served(&server, &alice, id, 3, 2).await;
+
+    // init returning a tick rate outside 1..=60: no match is made.
+    for rate in [0u32, 61] {
+        let err = blocking({
+            let runtime = runtime.clone();
+            move || create_probe(&runtime, serde_json::json!({ "tick_rate": rate }))
+        })
+        .await
+        .expect_err("tick rate out of range");
+        let reason = format!("tick rate {rate} is outside 1 to 60");
+        assert_eq!(err, RuntimeError::Init(reason.clone()));
+        assert_eq!(err.to_string(), format!("match init failed: {reason}"));
+        let err = alice
+            .rpc("create_probe", &format!(r#"{{"tick_rate":{rate}}}"#))
+            .await
+            .expect_err("tick rate out of range");
+        assert_eq!(err.code(), Some(ErrorCode::RUNTIME_FUNCTION_EXCEPTION));
+        assert!(
+            err.to_string()
+                .contains(&format!("match init failed: {reason}")),
+            "{err}"
+        );
+    }
+    still_served(&server, &alice, id, 4, 2).await;
+
+    // Join metadata with an over-long key or value: the SDK refuses it, and so does the
+    // server (a raw client); the handler never sees the attempt.
+    let want = format!(
+        "metadata keys must be 1 to {MAX_PROPERTY_KEY_LEN} bytes, values at most \
+         {MAX_PROPERTY_VALUE_LEN}"
+    );
+    let bob = server.client("bob").await;
+    let long_key = BTreeMap::from([("k".repeat(MAX_PROPERTY_KEY_LEN + 1), "v".to_owned())]);
+    let long_value = BTreeMap::from([("k".to_owned(), "v".repeat(MAX_PROPERTY_VALUE_LEN + 1))]);
+    for metadata in [&long_key, &long_value] {
+        let err = bob
+            .join_match_with(id, metadata.clone())
+            .await
+            .expect_err("metadata too long");
+        assert_eq!(err.code(), Some(ErrorCode::BAD_INPUT));
+        assert!(err.to_string().contains(&want), "{err}");
+    }
+    let mut raw = server.raw_session("raw").await;
+    for (cid, metadata) in (1..).zip([&long_key, &long_value]) {
+        let request = Request::MatchJoinWith {
+            match_id: id,
+            metadata: metadata.clone(),
+        };
+        match raw.request(Some(cid), request).await.body {
+            ServerBody::Response(Response::Error { code, message }) => {
+                assert_eq!(code, ErrorCode::BAD_INPUT);
+                assert_eq!(message, want);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let attempts = |who: &str| {
+        let prefix = format!("join_attempt {who} ");
+        log.lock()
+            .expect("log")
+            .iter()
+            .filter(|l| l.starts_with(&prefix))
+            .count()
+    };
+    assert_eq!((attempts("bob"), attempts("raw")), (0, 0));
+    // Both can join with metadata in bounds, and the match carries on.
+    let fine = BTreeMap::from([(
+        "k".repeat(MAX_PROPERTY_KEY_LEN),
+        "v".repeat(MAX_PROPERTY_VALUE_LEN),
+    )]);
+    bob.join_match_with(id, fine.clone())
+        .await
+        .expect("bob joins");
+    match raw
+        .request(
+            Some(9),
+            Request::MatchJoinWith {
+                match_id: id,
+                metadata: fine,
+            },
+        )
+        .await
+        .body
+    {
+        ServerBody::Response(Response::Match(m)) => assert_eq!(m.match_id, id),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!((attempts("bob"), attempts("raw")), (1, 1));
+    still_served(&server, &alice, id, 5, 2).await;
+    data_event(&bob, "bob's welcome").await;
+}
+
 #[tokio::test]
 async fn an_empty_match_ends_after_max_empty() {
     let log = Log::default();
@@ -315,16 +608,20 @@ async fn terminate_runs_on_shutdown_and_members_hear_the_end() {
     alice.join_match(id).await.expect("join");
     data_event(&alice, "welcome").await;
     server.stop().await;
-    let mut got_bye = false;
+    let (mut got_bye, mut got_ended) = (false, false);
     loop {
         match next_event(&alice, "the shutdown").await {
             Event::MatchData(d) if &d.data[..] == b"bye" => got_bye = true,
-            Event::MatchEnded { match_id, .. } => assert_eq!(match_id, id),
+            Event::MatchEnded { match_id, .. } => {
+                assert_eq!(match_id, id);
+                got_ended = true;
+            }
             Event::Disconnected { .. } => break,
             _ => {}
         }
     }
     assert!(got_bye, "terminate's broadcast arrived");
+    assert!(got_ended, "MatchEnded arrived before the disconnect");
     assert!(seen(&log, "terminate 3"), "{:?}", log.lock().expect("log"));
 }
 
@@ -381,10 +678,12 @@ async fn rpc_success_errors_and_limits() {
     );
 }
 
-/// Counts ticks, and misbehaves on request: panics at tick 50, or blocks 3 s.
+/// Counts ticks, and misbehaves on request: panics at tick 50, or blocks 3 s at tick 40
+/// (2 s in, time for a player to join first), with `blocked` set meanwhile.
 struct Ticker {
     ticks: Arc<AtomicU64>,
     fault: Fault,
+    blocked: Arc<AtomicBool>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -403,7 +702,11 @@ impl MatchHandler for Ticker {
         self.ticks.fetch_add(1, Ordering::Relaxed);
         match self.fault {
             Fault::Panic if ctx.tick() == 50 => panic!("a handler bug at tick 50"),
-            Fault::Block if ctx.tick() == 10 => std::thread::sleep(Duration::from_secs(3)),
+            Fault::Block if ctx.tick() == 40 => {
+                self.blocked.store(true, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_secs(3));
+                self.blocked.store(false, Ordering::SeqCst);
+            }
             _ => {}
         }
     }
@@ -413,10 +716,11 @@ impl MatchHandler for Ticker {
 async fn a_panicking_and_a_stuck_handler_end_only_their_own_matches() {
     let ticks: Arc<Vec<Arc<AtomicU64>>> = Arc::new((0..100).map(|_| Arc::default()).collect());
     let next = Arc::new(AtomicU64::new(0));
+    let blocked = Arc::new(AtomicBool::new(false));
     let mut config = common::test_config();
     config.matches.overrun_limit = Duration::from_secs(1);
     config.matches.max_empty = Duration::from_secs(600);
-    let (t, n) = (ticks.clone(), next.clone());
+    let (t, n, stuck) = (ticks.clone(), next.clone(), blocked.clone());
     let server = TestServer::start_built(config, move |b| {
         b.match_handler("ticker", move || {
             let i = n.fetch_add(1, Ordering::Relaxed) as usize;
@@ -428,6 +732,7 @@ async fn a_panicking_and_a_stuck_handler_end_only_their_own_matches() {
             Ticker {
                 ticks: t[i.min(99)].clone(),
                 fault,
+                blocked: stuck.clone(),
             }
         })
     })
@@ -454,6 +759,20 @@ async fn a_panicking_and_a_stuck_handler_end_only_their_own_matches() {
         .join_match(ids[1])
         .await
         .expect("join the stuck match");
+    // While the stuck handler sleeps in its callback, every other match keeps ticking:
+    // counted over a window that starts once it is blocked and ends before it wakes.
+    let b = blocked.clone();
+    common::eventually("the stuck handler blocks", || b.load(Ordering::SeqCst)).await;
+    let before: Vec<u64> = ticks.iter().map(|t| t.load(Ordering::Relaxed)).collect();
+    let t = ticks.clone();
+    common::eventually("the other 98 matches progress during the block", || {
+        (2..100).all(|i| t[i].load(Ordering::Relaxed) >= before[i] + 5)
+    })
+    .await;
+    assert!(
+        blocked.load(Ordering::SeqCst),
+        "the others progressed only after the stuck handler woke"
+    );
     let mut ended = Vec::new();
     while ended.len() < 2 {
         match timeout(TEST_TIMEOUT, alice.next_event())
@@ -471,7 +790,7 @@ async fn a_panicking_and_a_stuck_handler_end_only_their_own_matches() {
     assert_eq!(ended[1].0, ids[1]);
     assert!(ended[1].1.contains("overran"), "{}", ended[1].1);
     assert_eq!(server.stats.authoritative_matches(), 98);
-    // Every other match keeps ticking.
+    // Every other match keeps ticking after both ended, too.
     let before: Vec<u64> = ticks.iter().map(|t| t.load(Ordering::Relaxed)).collect();
     let t = ticks.clone();
     common::eventually("the other 98 matches progress", || {

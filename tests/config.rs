@@ -35,6 +35,8 @@ struct Bounded {
     lo: f64,
     /// `Err(key)` for "less than `key`" (a key of the same section).
     hi: Result<f64, String>,
+    /// A value allowed besides the range ("`0s`, or `100ms` to `1h`": off).
+    also: Option<f64>,
 }
 
 impl Bounded {
@@ -89,12 +91,16 @@ fn documented() -> Vec<Bounded> {
             section = s.to_owned();
         } else if let Some((_, r)) = line.split_once("Range: ") {
             // "64 to 1048576, and at least 2 × ...": the rule after the comma is another
-            // key's, tested in the crate.
-            range = r
-                .trim_end_matches('.')
-                .split(", ")
-                .next()
-                .map(str::to_owned);
+            // key's, tested in the crate. "`0s`, or `100ms` to `1h`": one value besides
+            // the range.
+            let mut parts = r.trim_end_matches('.').split(", ");
+            range = match (
+                parts.next(),
+                parts.next().and_then(|p| p.strip_prefix("or ")),
+            ) {
+                (Some(also), Some(range)) => Some((range.to_owned(), Some(also.to_owned()))),
+                (range, _) => range.map(|r| (r.to_owned(), None)),
+            };
         } else if let Some((name, ty)) = line.strip_prefix("pub ").and_then(|l| l.split_once(": "))
         {
             let kind = match ty.trim_end_matches(',') {
@@ -106,7 +112,7 @@ fn documented() -> Vec<Bounded> {
                     continue;
                 }
             };
-            let range = range
+            let (range, also) = range
                 .take()
                 .unwrap_or_else(|| panic!("{name}: no documented range"));
             let (lo, hi) = range.split_once(" to ").expect(&range);
@@ -120,6 +126,7 @@ fn documented() -> Vec<Bounded> {
                 lo: number(lo).unwrap_or_else(|| panic!("{name}: {lo}")),
                 hi: number(hi)
                     .ok_or_else(|| other.unwrap_or_else(|| panic!("{name}: {hi}")).into()),
+                also: also.map(|a| number(&a).unwrap_or_else(|| panic!("{name}: {a}"))),
             });
         }
     }
@@ -171,7 +178,7 @@ fn documented_ranges_are_the_enforced_ones() {
         let key = f.key();
         // "less than `idle_timeout`": 10 minutes above.
         let hi = f.hi.clone().unwrap_or(600e9 - 1.0);
-        for v in [f.lo, hi] {
+        for v in [f.lo, hi].into_iter().chain(f.also) {
             check(f, v).unwrap_or_else(|e| panic!("{key} = {}: {e}", f.toml(v)));
         }
         for v in [f.lo - f.step(), hi + f.step()] {
@@ -222,18 +229,23 @@ fn serve_briefly(config: Config) -> Result<(), String> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(12))]
     /// A config with every bounded field random inside its documented range (a bound an
-    /// eighth of the time each) is accepted, binds, serves a client and shuts down.
+    /// eighth of the time each, and a value allowed besides the range, such as `0s` for
+    /// off, another eighth) is accepted, binds, serves a client and shuts down.
     #[test]
-    fn random_documented_configs_bind_and_serve(raw in proptest::collection::vec(any::<u64>(), 40)) {
+    fn random_documented_configs_bind_and_serve(
+        raw in proptest::collection::vec(any::<u64>(), documented().len())
+    ) {
         let (fields, mut values, mut picked) = (documented(), Values::new(), BTreeMap::new());
+        prop_assert_eq!(fields.len(), raw.len(), "a random value for every documented key");
         for (f, raw) in fields.iter().zip(&raw) {
             let hi = match &f.hi {
                 Ok(hi) => *hi,
                 Err(other) => picked[&format!("{}.{other}", f.section)] - 1.0,
             };
-            let v = match raw % 8 {
-                0 => f.lo,
-                1 => hi,
+            let v = match (raw % 8, f.also) {
+                (0, _) => f.lo,
+                (1, _) => hi,
+                (2, Some(also)) => also,
                 _ => (f.lo + *raw as f64 / u64::MAX as f64 * (hi - f.lo)).min(hi),
             };
             picked.insert(f.key(), v);

@@ -1,9 +1,16 @@
 //! The CLI end to end: two `quicmatch-cli` processes play a match through a real server,
 //! and the JSON lines follow the documented schema; its session survives an unread
-//! stdout, and Ctrl-C, SIGTERM and end of input close it politely.
+//! stdout, a resume the server can no longer serve (`RESUME_GAP`) gives it a new session
+//! by itself, and Ctrl-C, SIGTERM and end of input close it politely.
 
 use std::{
+    collections::{hash_map::Entry, HashMap, HashSet},
+    net::SocketAddr,
     process::Stdio,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, PoisonError,
+    },
     time::{Duration, Instant},
 };
 
@@ -12,8 +19,10 @@ use quicmatch_client::{ClientConfig, Credentials, Event, MatchId, Socket, Trust}
 use serde_json::Value;
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader, Lines},
+    net::UdpSocket,
     process::{Child, ChildStdin, ChildStdout, Command},
     sync::watch,
+    task::{JoinHandle, JoinSet},
     time::timeout,
 };
 
@@ -29,13 +38,13 @@ struct Cli {
 }
 
 impl Cli {
-    fn spawn(addr: std::net::SocketAddr, ca: &std::path::Path, device: &str, name: &str) -> Self {
+    fn spawn(addr: SocketAddr, ca: &std::path::Path, device: &str, name: &str) -> Self {
         Self::spawn_with(addr, ca, device, name, &[])
     }
 
     /// [`Cli::spawn`] with more flags.
     fn spawn_with(
-        addr: std::net::SocketAddr,
+        addr: SocketAddr,
         ca: &std::path::Path,
         device: &str,
         name: &str,
@@ -122,7 +131,7 @@ fn start_server(
     dir: &std::path::Path,
     interval: Duration,
 ) -> (
-    std::net::SocketAddr,
+    SocketAddr,
     std::path::PathBuf,
     tokio_util::sync::CancellationToken,
 ) {
@@ -134,7 +143,30 @@ fn start_server_with_stats(
     dir: &std::path::Path,
     interval: Duration,
 ) -> (
-    std::net::SocketAddr,
+    SocketAddr,
+    std::path::PathBuf,
+    tokio_util::sync::CancellationToken,
+    Stats,
+) {
+    let mut config = server_config();
+    config.matchmaker.interval = interval;
+    start_server_with(dir, config)
+}
+
+/// The tests' server config: on 127.0.0.1 port 0, otherwise the defaults.
+fn server_config() -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        ..Config::default()
+    }
+}
+
+/// [`start_server`] with `config`, and the server's stats.
+fn start_server_with(
+    dir: &std::path::Path,
+    config: Config,
+) -> (
+    SocketAddr,
     std::path::PathBuf,
     tokio_util::sync::CancellationToken,
     Stats,
@@ -149,11 +181,6 @@ fn start_server_with_stats(
         ),
     )
     .expect("write ca");
-    let mut config = Config {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        ..Config::default()
-    };
-    config.matchmaker.interval = interval;
     let server = Server::builder(config)
         .certificate(material)
         .secret([1u8; 32])
@@ -449,10 +476,12 @@ async fn party_labels_from_the_cli() {
     stop.cancel();
 }
 
-/// An SDK client creates a match and a CLI (JSON mode) joins it; returns both, the match
+/// An SDK client creates a match and a CLI (JSON mode), connecting to `cli_addr` (the
+/// server's `addr`, or a [`Forwarder`] in front of it), joins it; returns both, the match
 /// and the CLI's session id once the SDK client has seen the CLI join.
 async fn cli_in_match(
-    addr: std::net::SocketAddr,
+    addr: SocketAddr,
+    cli_addr: SocketAddr,
     ca: &std::path::Path,
     tag: &str,
 ) -> (Socket, Cli, MatchId, String) {
@@ -467,7 +496,7 @@ async fn cli_in_match(
     let peer = Socket::connect(config).await.expect("peer connects");
     let m = peer.create_match(None).await.expect("create");
     let mut cli = Cli::spawn(
-        addr,
+        cli_addr,
         ca,
         &format!("device-{tag}-cli"),
         &format!("{tag}-cli"),
@@ -502,11 +531,138 @@ async fn presence_change(peer: &Socket, sid: &str, join: bool, within: Duration)
     }
 }
 
+/// A UDP forwarder between clients and the server: a test can cut the network under a
+/// client (no close, as when Wi-Fi drops) and count the QUIC connections clients open
+/// through it. Each client address gets its own upstream socket, so the server sees one
+/// address per client, as without it. Stops when dropped.
+struct Forwarder {
+    addr: SocketAddr,
+    state: Arc<ForwarderState>,
+    task: JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct ForwarderState {
+    cut: AtomicBool,
+    /// The source connection ids of the clients' long-header (handshake) packets: one
+    /// per connection a client opened, a resume included.
+    connections: Mutex<HashSet<Vec<u8>>>,
+}
+
+impl ForwarderState {
+    /// Notes the connection a client's packet opens, if it is a long-header one: first
+    /// byte with the high bit set, 4 bytes of version, then each connection id after its
+    /// length byte (destination, then source).
+    fn note(&self, packet: &[u8]) {
+        let Some(&first) = packet.first() else {
+            return;
+        };
+        if first & 0x80 == 0 {
+            return;
+        }
+        let dcid_len = usize::from(packet.get(5).copied().unwrap_or(0));
+        let at = 6 + dcid_len;
+        let Some(&scid_len) = packet.get(at) else {
+            return;
+        };
+        if let Some(scid) = packet.get(at + 1..at + 1 + usize::from(scid_len)) {
+            self.connections
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(scid.to_vec());
+        }
+    }
+}
+
+impl Forwarder {
+    async fn start(server: SocketAddr) -> Self {
+        let front = UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind forwarder");
+        let addr = front.local_addr().expect("forwarder address");
+        let state = Arc::new(ForwarderState::default());
+        let task = tokio::spawn(forward(Arc::new(front), server, state.clone()));
+        Self { addr, state, task }
+    }
+
+    /// Drops every packet from now on, both ways.
+    fn cut(&self) {
+        self.state.cut.store(true, Ordering::SeqCst);
+    }
+
+    /// Ends a `cut`.
+    fn restore(&self) {
+        self.state.cut.store(false, Ordering::SeqCst);
+    }
+
+    /// The connections clients have opened through the forwarder so far (their source
+    /// connection ids).
+    fn connections(&self) -> HashSet<Vec<u8>> {
+        self.state
+            .connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The forwarder's uplink: every client packet to the server through that client's own
+/// upstream socket, whose downlink task it starts on the client's first packet.
+async fn forward(front: Arc<UdpSocket>, server: SocketAddr, state: Arc<ForwarderState>) {
+    let mut uplinks: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
+    let mut downlinks = JoinSet::new();
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let Ok((n, client)) = front.recv_from(&mut buf).await else {
+            continue;
+        };
+        state.note(&buf[..n]);
+        if state.cut.load(Ordering::SeqCst) {
+            continue;
+        }
+        let up = match uplinks.entry(client) {
+            Entry::Occupied(e) => e.get().clone(),
+            Entry::Vacant(e) => {
+                let up = UdpSocket::bind("127.0.0.1:0").await.expect("bind upstream");
+                up.connect(server).await.expect("connect upstream");
+                let up = Arc::new(up);
+                downlinks.spawn(downlink(up.clone(), front.clone(), client, state.clone()));
+                e.insert(up).clone()
+            }
+        };
+        let _ = up.send(&buf[..n]).await;
+    }
+}
+
+/// Server packets for `client`, unless cut.
+async fn downlink(
+    up: Arc<UdpSocket>,
+    front: Arc<UdpSocket>,
+    client: SocketAddr,
+    state: Arc<ForwarderState>,
+) {
+    let mut buf = vec![0u8; 65_536];
+    while let Ok(n) = up.recv(&mut buf).await {
+        if !state.cut.load(Ordering::SeqCst) {
+            let _ = front.send_to(&buf[..n], client).await;
+        }
+    }
+}
+
 /// Far more reliable data than the pipe (64 KiB), the CLI's 1024-line queue and the
 /// SDK's 4096-event buffer hold arrives while nobody reads the CLI's stdout for 25 s.
 /// A CLI whose event loop stalled on stdout would leave the server's reliable traffic
 /// unread and be closed as a slow consumer; this one keeps its session, drops the lines
-/// it cannot print (one warning on stderr, then the count), and answers afterwards.
+/// it cannot print (one warning on stderr, then the count), and answers afterwards. Its
+/// traffic goes through a [`Forwarder`], which shows it never opened a second
+/// connection: the session was never dropped and resumed (which the server and the
+/// peer would not notice), nor closed with `TIMED_OUT`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stdout_not_read_keeps_the_session() {
     const TOTAL: usize = 6000;
@@ -514,7 +670,14 @@ async fn stdout_not_read_keeps_the_session() {
     const PER_TICK: usize = 10;
     let dir = tempfile::tempdir().expect("tempdir");
     let (addr, ca, stop, stats) = start_server_with_stats(dir.path(), Duration::from_secs(3600));
-    let (peer, mut cli, match_id, sid) = cli_in_match(addr, &ca, "unread").await;
+    let link = Forwarder::start(addr).await;
+    let (peer, mut cli, match_id, sid) = cli_in_match(addr, link.addr, &ca, "unread").await;
+    let opened = link.connections();
+    assert_eq!(opened.len(), 1, "the CLI's one connection");
+    assert!(
+        opened.iter().all(|cid| !cid.is_empty()),
+        "connections told apart"
+    );
     let payload = "x".repeat(2000);
     let mut ticker = tokio::time::interval(Duration::from_millis(25));
     // The period of not reading stdout, watching the peer's events all along.
@@ -553,6 +716,17 @@ async fn stdout_not_read_keeps_the_session() {
 
     cli.send("ping").await;
     cli.expect("pong").await;
+    assert_eq!(
+        link.connections(),
+        opened,
+        "no resume, reconnect or new session: the CLI kept its one connection"
+    );
+    for ty in ["reconnecting", "reconnected", "disconnected", "new_session"] {
+        assert!(
+            cli.backlog.iter().all(|v| v["type"] != ty),
+            "a {ty} line was printed"
+        );
+    }
     let seqs: Vec<usize> = cli
         .backlog
         .iter()
@@ -602,13 +776,92 @@ async fn stdout_not_read_keeps_the_session() {
     stop.cancel();
 }
 
+/// The CLI's network vanishes (no close) while more reliable data arrives for it than
+/// the server's resume buffer (4 KiB here) keeps. The SDK notices (`reconnecting`), the
+/// network comes back, and the resume is refused with `RESUME_GAP`: the server ended the
+/// old session (the peer sees it leave at once). The CLI starts a new session with its
+/// own credentials by itself, says so (`new_session`, never `disconnected`), and works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_gap_starts_a_new_session() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = server_config();
+    config.session.resume_buffer = 4 << 10;
+    // The connection is found dead within about 2 s, and held long enough that the
+    // resume reaches the held session (and is refused for the gap, not the grace).
+    config.session.idle_timeout = Duration::from_secs(2);
+    config.session.suspect_after = Duration::from_secs(1);
+    config.session.reconnect_grace = Duration::from_secs(30);
+    let (addr, ca, stop, _) = start_server_with(dir.path(), config);
+    let link = Forwarder::start(addr).await;
+    let (peer, mut cli, match_id, sid) = cli_in_match(addr, link.addr, &ca, "gap").await;
+    peer.send_match_data(match_id, 1, b"before".to_vec(), true, None)
+        .await
+        .expect("send");
+    assert_eq!(cli.expect("match_data").await["data"], "before");
+
+    link.cut();
+    // 20 KiB the CLI never gets: the server keeps only the newest 4 KiB of it.
+    for i in 0..40u8 {
+        peer.send_match_data(match_id, 1, vec![b'a' + i % 26; 512], true, None)
+            .await
+            .expect("send");
+    }
+    let lost = cli.expect("reconnecting").await;
+    assert!(lost["reason"].is_string(), "{lost}");
+    link.restore();
+
+    let fresh = cli.expect("new_session").await;
+    assert_eq!(fresh["code"], "RESUME_GAP", "{fresh}");
+    assert_eq!(fresh["previous_session_id"], sid.as_str(), "{fresh}");
+    let new_sid = text(&fresh["session_id"]);
+    assert_ne!(new_sid, sid, "a new session");
+    assert_eq!(fresh["username"], "gap-cli");
+    assert!(fresh["user_id"].is_string(), "{fresh}");
+    assert!(
+        text(&fresh["reason"]).contains("no longer buffered"),
+        "{fresh}"
+    );
+    assert!(
+        presence_change(&peer, &sid, false, TEST_TIMEOUT).await,
+        "the old session left the match"
+    );
+    // The forwarder saw it all: the first connection, at least one resume attempt, and
+    // the new session's (what `stdout_not_read_keeps_the_session` counts on).
+    let opened = link.connections().len();
+    assert!(opened >= 3, "{opened} connections");
+
+    // The new session answers, and can join the match again.
+    cli.send("ping").await;
+    cli.expect("pong").await;
+    cli.send(&format!("join {match_id}")).await;
+    let joined = cli.expect("match").await;
+    assert_eq!(joined["size"], 2);
+    assert_eq!(joined["self"]["session_id"], new_sid.as_str());
+    assert!(
+        presence_change(&peer, &new_sid, true, TEST_TIMEOUT).await,
+        "the peer sees the new session join"
+    );
+    assert!(
+        cli.backlog.iter().all(|v| v["type"] != "disconnected"),
+        "{:?}",
+        cli.backlog
+    );
+    cli.send("quit").await;
+    let status = timeout(TEST_TIMEOUT, cli.child.wait())
+        .await
+        .expect("waiting for exit")
+        .expect("exit");
+    assert!(status.success(), "{status}");
+    stop.cancel();
+}
+
 /// A CLI in a match with an SDK client is ended by `end`; the SDK client sees it leave
 /// within 2 s (a dropped connection would take `idle_timeout + reconnect_grace`, 10 s)
 /// and the CLI exits with status 0.
 async fn assert_polite_close(tag: &str, end: impl FnOnce(&mut Cli)) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (addr, ca, stop) = start_server(dir.path(), Duration::from_secs(3600));
-    let (peer, mut cli, _, sid) = cli_in_match(addr, &ca, tag).await;
+    let (peer, mut cli, _, sid) = cli_in_match(addr, addr, &ca, tag).await;
     let started = Instant::now();
     end(&mut cli);
     assert!(
@@ -657,7 +910,7 @@ fn text(v: &Value) -> String {
 /// Two match names whose ids (`create NAME` is join-or-create by name) start with the
 /// same 4 hex digits, and those digits.
 fn names_sharing_a_prefix() -> (String, String, String) {
-    let mut by_prefix = std::collections::HashMap::new();
+    let mut by_prefix = HashMap::new();
     let mut i = 0u32;
     loop {
         let name = format!("prefix-{i}");

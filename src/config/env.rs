@@ -229,6 +229,18 @@ mod tests {
     }
 
     #[test]
+    fn durations_that_may_be_off() {
+        let config = apply(&[("QUICMATCH_MATCHES__SNAPSHOT_INTERVAL", "250ms")]).expect("applies");
+        assert_eq!(config.matches.snapshot_interval, Duration::from_millis(250));
+        let config = apply(&[("QUICMATCH_MATCHES__SNAPSHOT_INTERVAL", "0s")]).expect("applies");
+        assert_eq!(config.matches.snapshot_interval, Duration::ZERO);
+        config.validate().expect("0s is off");
+        let e = error(&[("QUICMATCH_MATCHES__SNAPSHOT_INTERVAL", "often")]);
+        assert!(e.contains("QUICMATCH_MATCHES__SNAPSHOT_INTERVAL"), "{e}");
+        assert!(e.contains("matches.snapshot_interval"), "{e}");
+    }
+
+    #[test]
     fn applies_over_what_was_there() {
         let mut base = Config::default();
         base.matches.max_size = 16;

@@ -87,7 +87,9 @@ impl Default for Config {
 #[serde(default, deny_unknown_fields)]
 pub struct SessionConfig {
     /// How long a new connection has to open its control stream and authenticate.
-    /// Default `5s`. Range: `100ms` to `60s`.
+    /// Default `5s`: a handshake and one request take well under a second even on a
+    /// poor mobile link, and a connection that never authenticates holds a slot no
+    /// longer than this. Range: `100ms` to `60s`.
     #[serde(with = "humantime_serde")]
     pub auth_timeout: Duration,
     /// A session not heard from for this long is dead: its connection is closed and
@@ -111,8 +113,12 @@ pub struct SessionConfig {
     /// sessions hold far less. Range: 0 to 64 MiB.
     pub resume_buffer: usize,
     /// Bytes of unsent reliable traffic (events and reliable data) above which a session
-    /// counts as behind. Default `1 MiB`: a second of the heaviest reliable traffic the
-    /// default rate limits let one sender produce. Range: 16 KiB to 256 MiB.
+    /// counts as behind. Default `1 MiB`: two seconds of one sender at the default data
+    /// rate (500 messages a second) with 1 KiB messages, far more than a match usually
+    /// has in flight to one reader. With the largest reliable messages (32 KiB) that
+    /// rate comes to about 16 MiB a second, far past this mark; then the timed rule
+    /// (`slow_consumer_after`) decides: a reader whose link keeps up drains below it
+    /// in time, one that cannot is closed. Range: 16 KiB to 256 MiB.
     pub outbound_bytes: usize,
     /// How long a session may stay above `outbound_bytes` before it is closed with
     /// `SLOW_CONSUMER`. Default `2s`: a reader that keeps reading drains any burst the
@@ -120,56 +126,75 @@ pub struct SessionConfig {
     #[serde(with = "humantime_serde")]
     pub slow_consumer_after: Duration,
     /// A user's new connection closes the user's other sessions (they are told
-    /// `SESSION_REPLACED`), as Nakama's `single_socket`. Default `false`.
+    /// `SESSION_REPLACED`), as Nakama's `single_socket`. Default `false`: as in Nakama,
+    /// one user may be connected from several devices at once unless a game says
+    /// otherwise.
     pub single_socket: bool,
-    /// Lifetime of the session token returned on authentication. Default `1h`.
-    /// Range: `10s` to `30days`.
+    /// Lifetime of the session token returned on authentication (and again on each
+    /// resume). Default `1h`: the token only serves to resume the session after a drop,
+    /// so it need not outlive a play session, and a leaked one is useless an hour later;
+    /// a session that drops more than an hour after its last authentication or resume
+    /// starts afresh. Range: `10s` to `30days`.
     #[serde(with = "humantime_serde")]
     pub token_expiry: Duration,
     /// Most unsent frames (events and relayed reliable data) one session may have
     /// waiting: a memory guard beyond the timed `outbound_bytes` rule. Passing it closes
     /// the session with `SLOW_CONSUMER` at once; it must be at least twice
     /// `datagram_burst`, so one sender's whole burst never does. Unreliable data never
-    /// counts. Default `16384`. Range: 64 to 1048576, and at least 2 × `datagram_burst`.
+    /// counts. Default `16384`: about ten times the default `datagram_burst`, so several
+    /// members bursting at once never trip it, while what one stuck session can hold
+    /// stays bounded. Range: 64 to 1048576, and at least 2 × `datagram_burst`.
     pub outbound_queue: usize,
-    /// Hex-encoded secret (at least 32 bytes) that signs tokens. When absent it is read
-    /// from, or generated into, `certs_dir/session.secret`.
+    /// Hex-encoded secret (at least 32 bytes) that signs tokens. When absent (the
+    /// default) it is read from, or generated into, `certs_dir/session.secret`: secure
+    /// without any setup, and tokens stay valid across restarts.
     pub encryption_key: Option<String>,
-    /// Most simultaneous connections; more are refused. Default `10000`.
-    /// Range: 1 to 1000000.
+    /// Most simultaneous connections; more are refused. Default `10000`: well above
+    /// the players one server process usually hosts, yet a bound on the memory a flood
+    /// of connections can take. Range: 1 to 1000000.
     pub max_connections: usize,
     /// When a connection drops (timeout, reset, network change the client could not
     /// migrate), its session's matches, party and tickets are held this long, and a
     /// client that connects with the session token resumes the same session without
     /// the others seeing a leave. A client that closes politely leaves at once. `0s`
-    /// turns holding off. Default `5s`. Range: `0s` to `10m`.
+    /// turns holding off. Default `5s`: long enough for a phone to switch networks and
+    /// come back, short enough that with `idle_timeout` the others see a crashed player
+    /// leave within 10 s. Range: `0s` to `10m`.
     #[serde(with = "humantime_serde")]
     pub reconnect_grace: Duration,
     /// On shutdown (Ctrl-C or SIGTERM), how long sessions get to finish after being
-    /// told (`SERVER_SHUTDOWN`) before the server stops anyway. Default `3s`.
+    /// told (`SERVER_SHUTDOWN`) before the server stops anyway. Default `3s`: a few
+    /// round trips, time for clients to hear the notice and close politely, well within
+    /// the stop timeouts of service managers (systemd 90 s, Kubernetes 30 s).
     /// Range: `0s` to `10m`.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
     /// When this many handshakes are already in progress, a new client must first
     /// prove its address with a QUIC Retry: a stateless round trip that costs the
-    /// server nothing, so a flood of spoofed handshakes cannot pile up work. Normal
-    /// arrivals stay below it and connect in one round trip. Default `64`; `0` always
-    /// asks. Range: 0 to 1000000.
+    /// server nothing, so a flood of spoofed handshakes cannot pile up work. Default
+    /// `64`: ordinary arrivals, even a lobby connecting at once, stay below it and
+    /// connect in one round trip. `0` always asks. Range: 0 to 1000000.
     pub retry_threshold: usize,
-    /// Control requests a session may send per second, sustained. Default `100`.
-    /// Range: 0.1 to 100000.
+    /// Control requests a session may send per second, sustained. Default `100`: far
+    /// above what a player's client asks for (a few a second), low enough that no
+    /// client can keep the server busy with requests. Range: 0.1 to 100000.
     pub requests_per_second: f64,
-    /// Control requests a session may send in a burst. Default `200`. Range: 1 to 100000.
+    /// Control requests a session may send in a burst. Default `200`: two seconds'
+    /// worth, so a client that sets itself up at once (joins, tickets, reads) is not
+    /// refused. Range: 1 to 100000.
     pub request_burst: u32,
     /// Match and party data (datagrams and reliable) a session may send per second,
-    /// sustained. Default `500`. Range: 0.1 to 100000.
+    /// sustained. Default `500`: a 60 Hz game sending a few messages a tick stays
+    /// under it. Range: 0.1 to 100000.
     pub datagrams_per_second: f64,
-    /// Match and party data a session may send in a burst. Default `1500`.
+    /// Match and party data a session may send in a burst. Default `1500`: three
+    /// seconds' worth, so a client catching up after a hiccup is not refused.
     /// Range: 1 to 100000.
     pub datagram_burst: u32,
     /// Seconds in a row a session may stay over its rate limits (each excess item is
     /// refused with `RATE_LIMITED`) before it is closed with the `RATE_LIMITED` close
-    /// code. Default `5`. Range: 1 to 3600.
+    /// code. Default `5`: a client over its limits for a moment is told and can back
+    /// off; only one that keeps pushing is cut. Range: 1 to 3600.
     pub rate_limit_strikes: u32,
 }
 
@@ -251,6 +276,13 @@ pub struct MatchConfig {
     /// Worker threads running match handlers; `0` means one per core (at least two).
     /// Default `0`. Range: 0 to 1024.
     pub workers: usize,
+    /// How often server-run matches whose handler keeps snapshots, and the session
+    /// registry and parties, are written to the store so they survive a restart (only
+    /// what changed). `0s` turns restart survival off: nothing is recorded and a
+    /// shutdown closes sessions with `SERVER_SHUTDOWN`. Default `1s`.
+    /// Range: `0s`, or `100ms` to `1h`.
+    #[serde(with = "humantime_serde")]
+    pub snapshot_interval: Duration,
 }
 
 impl Default for MatchConfig {
@@ -268,6 +300,7 @@ impl Default for MatchConfig {
             signal_queue: 64,
             answer_timeout: Duration::from_secs(5),
             workers: 0,
+            snapshot_interval: Duration::from_secs(1),
         }
     }
 }

@@ -13,8 +13,8 @@ const MIN: Duration = Duration::from_secs(60);
 const DAY: Duration = Duration::from_secs(86_400);
 
 /// Passes every numeric and duration key with its range to `$m` (`validate` checks them;
-/// the tests probe them), as `check section.field = lo, hi;` where `check` is `range` or
-/// `range_duration`. Each field's documentation says the same ("Range: ..."; the tests in
+/// the tests probe them), as `check section.field = lo, hi;` where `check` is `range`,
+/// `range_duration`, or `range_duration_or_off` (`0s` is also allowed). Each field's documentation says the same ("Range: ..."; the tests in
 /// `tests/config.rs` hold the two together). `session.suspect_after`, bounded by another
 /// key, and `outbound_queue`'s `2 × datagram_burst` are checked after these.
 macro_rules! with_bounded_keys {
@@ -48,6 +48,7 @@ macro_rules! with_bounded_keys {
             range matches.signal_queue = 1, 10_000;
             range_duration matches.answer_timeout = 100 * MS, 60 * SEC;
             range matches.workers = 0, 1024;
+            range_duration_or_off matches.snapshot_interval = 100 * MS, 60 * MIN;
             range matchmaker.max_tickets = 1, 64;
             range_duration matchmaker.interval = 10 * MS, 24 * 60 * MIN;
             range matchmaker.max_intervals = 1, 1000;
@@ -147,6 +148,14 @@ fn range_duration(key: &str, v: Duration, lo: Duration, hi: Duration) -> Checked
     }
 }
 
+/// [`range_duration`], where `0s` (off) is allowed too.
+fn range_duration_or_off(key: &str, v: Duration, lo: Duration, hi: Duration) -> Checked {
+    match v.is_zero() || (lo..=hi).contains(&v) {
+        true => Ok(()),
+        false => out_of_range(key, human(v), format!("0s, or {}", human(lo)), human(hi)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,29 +213,43 @@ mod tests {
             |v| if v < 1e19 { Duration::from_nanos(v as u64) } else { Duration::MAX };
     }
 
-    /// A bounded key, its range and step, and a way to set (`Some`) and read it.
-    struct Field(String, f64, f64, f64, At);
+    /// A bounded key, its range and step, a way to set (`Some`) and read it, and whether
+    /// zero (off) is allowed besides the range.
+    struct Field(String, f64, f64, f64, At, bool);
     type At = Box<dyn Fn(&mut Config, Option<f64>) -> f64>;
 
-    fn field<T: Num>(key: String, get: fn(&mut Config) -> &mut T, lo: T, hi: T) -> Field {
+    fn field<T: Num>(
+        key: String,
+        get: fn(&mut Config) -> &mut T,
+        lo: T,
+        hi: T,
+        off: bool,
+    ) -> Field {
         let at = move |c: &mut Config, v: Option<f64>| {
             let slot = get(c);
             *slot = v.map_or(*slot, T::from);
             slot.num()
         };
-        Field(key, lo.num(), hi.num(), T::STEP, Box::new(at))
+        Field(key, lo.num(), hi.num(), T::STEP, Box::new(at), off)
     }
 
     impl Field {
         /// Sets the field as near to `v` as its type goes; whether that is in range.
         fn set(&self, c: &mut Config, v: Option<f64>) -> bool {
-            (self.1..=self.2).contains(&(self.4)(c, v))
+            let now = (self.4)(c, v);
+            (self.1..=self.2).contains(&now) || (self.5 && now == 0.0)
         }
     }
 
     macro_rules! table {
         ($($check:ident $($part:ident).+ = $lo:expr, $hi:expr;)*) => {
-            vec![$(field([$(stringify!($part)),+].join("."), |c| &mut c.$($part).+, $lo, $hi)),*]
+            vec![$(field(
+                [$(stringify!($part)),+].join("."),
+                |c| &mut c.$($part).+,
+                $lo,
+                $hi,
+                stringify!($check).ends_with("_or_off"),
+            )),*]
         };
     }
 
@@ -252,7 +275,7 @@ mod tests {
 
     #[test]
     fn every_bounded_key_accepts_its_bounds_and_rejects_past_them() {
-        for f @ Field(key, lo, hi, step, _) in &fields() {
+        for f @ Field(key, lo, hi, step, ..) in &fields() {
             let past = [lo - step, hi + step, -1.0, f64::NAN, f64::MAX];
             for (i, v) in [*lo, *hi].into_iter().chain(past).enumerate() {
                 let mut c = base();
@@ -285,6 +308,14 @@ mod tests {
                     session.datagram_burst, so one sender's burst cannot by itself overflow a \
                     reader)";
         rejects(&c, want);
+        let mut c = base();
+        c.matches.snapshot_interval = 99 * MS;
+        rejects(
+            &c,
+            "matches.snapshot_interval = 99ms is out of range (0s, or 100ms to 1h)",
+        );
+        c.matches.snapshot_interval = Duration::ZERO;
+        c.validate().expect("0s turns snapshots off");
         for (line, range) in [
             ("outbound_queue = 9000000000000000000", "64 to 1048576"),
             ("idle_timeout = \"1000years\"", "2s to 10m"),
@@ -305,7 +336,7 @@ mod tests {
             picks in proptest::collection::vec((0u8..100, any::<u64>()), fields().len())
         ) {
             let (fields, mut c) = (fields(), Config::default());
-            for (f @ Field(_, lo, hi, step, _), (choice, raw)) in fields.iter().zip(picks) {
+            for (f @ Field(_, lo, hi, step, ..), (choice, raw)) in fields.iter().zip(picks) {
                 let unit = raw as f64 / u64::MAX as f64;
                 f.set(&mut c, Some(match choice {
                     0..=1 => lo - step,

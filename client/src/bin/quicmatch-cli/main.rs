@@ -11,7 +11,11 @@
 //! that writes stdout, and when stdout is not being read, events that do not fit are
 //! dropped (and counted on stderr) while the session carries on. Ctrl-C, SIGTERM, end
 //! of input (Ctrl-D at the prompt) and `quit` close the session politely (the others
-//! see it leave at once) and exit 0; a lost connection that could not be resumed exits 1.
+//! see it leave at once) and exit 0. A lost connection is resumed by the SDK
+//! (`reconnecting`, then `reconnected`); when the server no longer has the events the
+//! resume needed (`RESUME_GAP`), the CLI starts a new session with the same credentials
+//! by itself and says so (`new_session`: the old session's matches, parties and tickets
+//! are gone). A lost connection that could be neither resumed nor replaced exits 1.
 
 mod commands;
 mod ids;
@@ -25,14 +29,16 @@ use std::{
     path::PathBuf,
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc,
+        Arc, Mutex, PoisonError,
     },
     time::Duration,
 };
 
 use anyhow::{bail, Context as _};
 use clap::Parser;
-use quicmatch_client::{ClientConfig, Credentials, ErrorCode, Event, MatchId, Socket, Trust};
+use quicmatch_client::{
+    ClientConfig, CloseCode, Credentials, ErrorCode, Event, MatchId, SessionInfo, Socket, Trust,
+};
 use serde_json::json;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -199,24 +205,112 @@ async fn resolve(server: &str) -> anyhow::Result<(SocketAddr, String)> {
 /// Set once the CLI is closing, so the disconnect that follows is not reported.
 static QUITTING: AtomicBool = AtomicBool::new(false);
 
+/// The session the CLI speaks through. Replaced when a resume fails with `RESUME_GAP`
+/// and the CLI starts a new session; commands and the final close use the newest.
+#[derive(Clone)]
+struct Current(Arc<Mutex<Arc<Socket>>>);
+
+impl Current {
+    fn new(socket: Arc<Socket>) -> Self {
+        Self(Arc::new(Mutex::new(socket)))
+    }
+
+    fn get(&self) -> Arc<Socket> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set(&self, socket: Arc<Socket>) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = socket;
+    }
+}
+
 /// What the event loop needs.
 #[derive(Clone)]
 struct Events {
-    socket: Arc<Socket>,
+    socket: Current,
+    /// How the first session was made, for a new one after `RESUME_GAP`.
+    config: ClientConfig,
     output: Output,
     seen: Seen,
     json: bool,
     auto_join: bool,
 }
 
+/// The `session` line printed once connected.
+fn session_json(s: &SessionInfo) -> serde_json::Value {
+    json!({
+        "type": "session",
+        "user_id": s.user_id.to_string(),
+        "session_id": s.session_id.to_string(),
+        "username": s.username,
+        "token_expires_at": s.token_expires_at,
+    })
+}
+
+/// After `RESUME_GAP` (the server no longer has the events the resume needed, and has
+/// ended the old session): connects afresh with the original credentials and prints a
+/// `new_session` line. On failure, returns why, for the `disconnected` line.
+async fn new_session(
+    p: &Events,
+    out: &mut Out,
+    old: &Socket,
+    reason: &str,
+) -> Result<Arc<Socket>, String> {
+    let fresh = match Socket::connect(p.config.clone()).await {
+        Ok(socket) => Arc::new(socket),
+        Err(e) => return Err(format!("{reason}; starting a new session failed: {e}")),
+    };
+    let (was, s) = (old.session(), fresh.session());
+    p.seen.add(Kind::Session, s.session_id.0);
+    let mut value = session_json(s);
+    value["type"] = json!("new_session");
+    value["code"] = json!(CloseCode::RESUME_GAP.to_string());
+    value["reason"] = json!(reason);
+    value["previous_session_id"] = json!(was.session_id.to_string());
+    out.emit(
+        value,
+        format!(
+            "session {} could not be resumed ({}: {reason}); started a new session as {} \
+             (session {}): the old one's matches, parties and tickets are gone",
+            was.session_id,
+            CloseCode::RESUME_GAP,
+            s.username,
+            s.session_id
+        ),
+    );
+    p.socket.set(fresh.clone());
+    Ok(fresh)
+}
+
 /// Prints events as they come, never waiting for stdout, so the socket is always read.
-/// Returns after [`Event::Disconnected`].
+/// After `RESUME_GAP` it carries on with a new session; returns after any other
+/// [`Event::Disconnected`].
 async fn print_events(p: Events) {
     let mut out = Out::new(p.json);
-    while let Some(event) = p.socket.next_event().await {
+    let mut socket = p.socket.get();
+    while let Some(mut event) = socket.next_event().await {
         let last = matches!(event, Event::Disconnected { .. });
         if last && QUITTING.load(Ordering::SeqCst) {
             return;
+        }
+        if let Event::Disconnected {
+            code: Some(CloseCode::RESUME_GAP),
+            reason,
+        } = &mut event
+        {
+            match new_session(&p, &mut out, &socket, reason).await {
+                Ok(fresh) => {
+                    socket = fresh;
+                    for line in out.take() {
+                        p.output.send_patiently(line).await;
+                    }
+                    continue;
+                }
+                Err(why) => *reason = why,
+            }
         }
         p.seen.event(&event);
         print_event(&mut out, &event);
@@ -246,9 +340,10 @@ async fn print_events(p: Events) {
 
 /// `--auto-join`: joins what the matchmaker found and prints the reply like a command's.
 async fn auto_join(p: Events, match_id: Option<MatchId>, token: Option<String>) {
+    let socket = p.socket.get();
     let joined = match (match_id, token) {
-        (Some(id), _) => p.socket.join_match(id).await,
-        (None, Some(token)) => p.socket.join_match_token(&token).await,
+        (Some(id), _) => socket.join_match(id).await,
+        (None, Some(token)) => socket.join_match_token(&token).await,
         (None, None) => return,
     };
     if QUITTING.load(Ordering::SeqCst) {
@@ -264,7 +359,7 @@ async fn auto_join(p: Events, match_id: Option<MatchId>, token: Option<String>) 
 
 /// Runs commands until the input ends or `quit`.
 async fn read_commands(
-    socket: &Socket,
+    socket: &Current,
     seen: &Seen,
     output: &Output,
     out: &mut Out,
@@ -276,7 +371,7 @@ async fn read_commands(
                 out.error(ErrorCode::BAD_INPUT, "unbalanced quotes");
                 true
             }
-            Some(words) => run_command(socket, seen, out, &words)
+            Some(words) => run_command(&socket.get(), seen, out, &words)
                 .await
                 .unwrap_or_else(|e| {
                     out.request_error(&e);
@@ -366,7 +461,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut config = ClientConfig::new(addr, trust, credentials).server_key(args.server_key);
     config.username = args.username;
     config.server_name = Some(args.server_name.unwrap_or(host));
-    let socket = match Socket::connect(config).await {
+    let socket = match Socket::connect(config.clone()).await {
         Ok(socket) => Arc::new(socket),
         Err(e) => {
             let (code, reason) = e
@@ -388,13 +483,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let s = socket.session();
     seen.add(Kind::Session, s.session_id.0);
     out.emit(
-        json!({
-            "type": "session",
-            "user_id": s.user_id.to_string(),
-            "session_id": s.session_id.to_string(),
-            "username": s.username,
-            "token_expires_at": s.token_expires_at,
-        }),
+        session_json(s),
         format!(
             "connected as {} (user {}, session {})",
             s.username, s.user_id, s.session_id
@@ -411,8 +500,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         None => (Commands::stdin(), None),
     };
     let restore = restore.as_ref();
+    let socket = Current::new(socket);
     let mut events = tokio::spawn(print_events(Events {
         socket: socket.clone(),
+        config,
         output: output.clone(),
         seen: seen.clone(),
         json: args.json,
@@ -439,7 +530,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     QUITTING.store(true, Ordering::SeqCst);
     tokio::select! {
         () = async {
-            socket.close().await;
+            socket.get().close().await;
             events.abort();
             output.flush().await;
         } => {}

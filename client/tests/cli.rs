@@ -181,6 +181,10 @@ fn start_server_with(
         ),
     )
     .expect("write ca");
+    let mut config = config;
+    // A store of its own, beside the test's certificate (restart records would
+    // otherwise land in the working directory).
+    config.data_dir = dir.join("data");
     let server = Server::builder(config)
         .certificate(material)
         .secret([1u8; 32])

@@ -251,14 +251,6 @@ pub struct MatchConfig {
     /// Range: `1s` to `24h`.
     #[serde(with = "humantime_serde")]
     pub max_empty: Duration,
-    /// How often the session registry, the parties and the server-run matches whose
-    /// handler keeps snapshots are recorded in the store (only what changed), so they
-    /// survive a restart; also done at shutdown. Default `1s`: a crash loses at most
-    /// about a second of a match, for one small commit a second. `0s` turns restart
-    /// survival off: nothing is recorded, and a shutdown closes sessions with
-    /// `SERVER_SHUTDOWN` instead of `SERVER_RESTARTING`. Range: `0s` to `1h`.
-    #[serde(with = "humantime_serde")]
-    pub snapshot_interval: Duration,
     /// Messages a server-run match holds between two ticks; more are refused with
     /// `LIMIT_EXCEEDED` to the sender. Default `4096`: 64 players at the default data
     /// rate for a tick at 1 Hz. Range: 16 to 1000000.
@@ -276,10 +268,12 @@ pub struct MatchConfig {
     /// Worker threads running match handlers; `0` means one per core (at least two).
     /// Default `0`. Range: 0 to 1024.
     pub workers: usize,
-    /// How often server-run matches whose handler keeps snapshots, and the session
-    /// registry and parties, are written to the store so they survive a restart (only
-    /// what changed). `0s` turns restart survival off: nothing is recorded and a
-    /// shutdown closes sessions with `SERVER_SHUTDOWN`. Default `1s`.
+    /// How often the session registry, the parties and the server-run matches whose
+    /// handler keeps snapshots are recorded in the store (only what changed), so they
+    /// survive a restart; also done at shutdown. Default `1s`: a crash loses at most
+    /// about a second of a match, for one small commit a second. `0s` turns restart
+    /// survival off: nothing is recorded, and a shutdown closes sessions with
+    /// `SERVER_SHUTDOWN` instead of `SERVER_RESTARTING`.
     /// Range: `0s`, or `100ms` to `1h`.
     #[serde(with = "humantime_serde")]
     pub snapshot_interval: Duration,
@@ -294,7 +288,6 @@ impl Default for MatchConfig {
             single_match: false,
             overrun_limit: Duration::from_secs(5),
             max_empty: Duration::from_secs(30),
-            snapshot_interval: Duration::from_secs(1),
             input_queue: 4096,
             join_queue: 64,
             signal_queue: 64,

@@ -42,7 +42,6 @@ macro_rules! with_bounded_keys {
             range matches.max_matches = 1, 10_000_000;
             range_duration matches.overrun_limit = 100 * MS, 10 * MIN;
             range_duration matches.max_empty = SEC, 24 * 60 * MIN;
-            range_duration matches.snapshot_interval = 0 * SEC, 60 * MIN;
             range matches.input_queue = 16, 1_000_000;
             range matches.join_queue = 1, 10_000;
             range matches.signal_queue = 1, 10_000;

@@ -278,6 +278,9 @@
 // The server heard nothing from this client for too long.
 #define QM_CLOSE_TIMED_OUT 10
 
+// The server is restarting with this session recorded; the client resumes it.
+#define QM_CLOSE_SERVER_RESTARTING 11
+
 // A connected client. Opaque: made by `qm_connect`, ended by `qm_free`.
 typedef struct qm_client qm_client;
 

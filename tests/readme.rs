@@ -326,6 +326,7 @@ fn the_checker_sees_every_block_and_region() {
             "roles",
             "parties",
             "authoritative",
+            "restart",
             "storage",
             "storage-server"
         ]
@@ -404,6 +405,112 @@ async fn authoritative_snippet_echoes_inputs_to_everyone() {
                 Event::MatchPresence(_) => {}
                 other => panic!("unexpected {other:?}"),
             }
+        }
+    }
+    stop.cancel();
+    timeout(TEST_TIMEOUT, serving)
+        .await
+        .expect("stops")
+        .expect("serve");
+}
+
+/// README, "Restarts".
+#[rustfmt::skip]
+fn restart(config: quicmatch::Config) -> anyhow::Result<quicmatch::Server> {
+    // README:restart-start
+    use quicmatch::runtime::{Dispatcher, Inbound, MatchContext, MatchHandler, MatchInit, Params};
+
+    #[derive(Default, serde::Serialize, serde::Deserialize)]
+    struct Counter {
+        inputs: u64,
+    }
+
+    impl MatchHandler for Counter {
+        fn init(&mut self, _ctx: &MatchContext, _params: &Params) -> Result<MatchInit, String> {
+            Ok(MatchInit::new(10).label("counter"))
+        }
+        fn tick(&mut self, _ctx: &MatchContext, d: &mut Dispatcher<'_>, inputs: Vec<Inbound>) {
+            if !inputs.is_empty() {
+                self.inputs += inputs.len() as u64;
+                d.broadcast(2, self.inputs.to_string(), None, None, true);
+            }
+        }
+        fn snapshot(&mut self, _ctx: &MatchContext) -> Option<Vec<u8>> {
+            serde_json::to_vec(self).ok()                  // the whole game state
+        }
+        fn restore(&mut self, _ctx: &MatchContext, snapshot: &[u8]) -> Result<MatchInit, String> {
+            *self = serde_json::from_slice(snapshot).map_err(|e| e.to_string())?;
+            Ok(MatchInit::new(10).label("counter"))        // as init would
+        }
+    }
+    // README:restart-end
+    Ok(quicmatch::Server::builder(config)
+        .match_handler("counter", Counter::default)
+        .bind()?)
+}
+
+/// The snippet's counter keeps counting across a restart: inputs before the stop and
+/// after it add up.
+#[tokio::test]
+async fn restart_snippet_keeps_counting_across_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = common::test_config();
+    config.certs_dir = dir.path().join("certs");
+    config.data_dir = dir.path().join("data");
+    config.matches.snapshot_interval = std::time::Duration::from_millis(100);
+    let run = |config: quicmatch::Config| {
+        let server = restart(config).expect("bind");
+        let (addr, cert) = (server.local_addr(), server.cert_der().clone());
+        let runtime = server.runtime();
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        let serving = tokio::spawn(server.serve(async move { token.cancelled().await }));
+        (addr, cert, runtime, stop, serving)
+    };
+    async fn counted(player: &Socket) -> String {
+        loop {
+            if let Event::MatchData(d) = next_event(player, "the count").await {
+                return String::from_utf8_lossy(&d.data).into_owned();
+            }
+        }
+    }
+    let (addr, cert, runtime, stop, serving) = run(config.clone());
+    let id = runtime
+        .create_match("counter", serde_json::Value::Null)
+        .expect("create");
+    let alice = connect(addr, &cert, "alice").await;
+    alice.join_match(id).await.expect("join");
+    for _ in 0..3 {
+        alice
+            .send_match_data(id, 1, b"x".to_vec(), true, None)
+            .await
+            .expect("input");
+    }
+    loop {
+        if counted(&alice).await == "3" {
+            break;
+        }
+    }
+    stop.cancel();
+    timeout(TEST_TIMEOUT, serving)
+        .await
+        .expect("stops")
+        .expect("serve");
+    // The same data_dir and certs_dir: the match is restored, alice resumes.
+    config.listen = addr;
+    let (_, _, _, stop, serving) = run(config);
+    loop {
+        if let Event::Reconnected { .. } = next_event(&alice, "the resume").await {
+            break;
+        }
+    }
+    alice
+        .send_match_data(id, 1, b"x".to_vec(), true, None)
+        .await
+        .expect("input");
+    loop {
+        if counted(&alice).await == "4" {
+            break;
         }
     }
     stop.cancel();

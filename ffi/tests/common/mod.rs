@@ -45,6 +45,8 @@ impl TestServer {
             ..Config::default()
         };
         config.advertise = false;
+        // Nothing recorded for restarts: these servers share no store and keep none.
+        config.matches.snapshot_interval = Duration::ZERO;
         // Tickets match within a tenth of a second of each other.
         config.matchmaker.interval = Duration::from_millis(100);
         let material = tls::generate(vec!["localhost".into(), "127.0.0.1".into()]).expect("cert");

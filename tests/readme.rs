@@ -457,7 +457,7 @@ async fn restart_snippet_keeps_counting_across_a_restart() {
     let mut config = common::test_config();
     config.certs_dir = dir.path().join("certs");
     config.data_dir = dir.path().join("data");
-    config.matches.snapshot_interval = std::time::Duration::from_millis(100);
+    config.matches.snapshot_interval = Duration::from_millis(100);
     let run = |config: quicmatch::Config| {
         let server = restart(config).expect("bind");
         let (addr, cert) = (server.local_addr(), server.cert_der().clone());

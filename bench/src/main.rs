@@ -15,6 +15,8 @@
 //! - `list`: match listings over many server-run matches, timed in process.
 //! - `storage`: SDK clients writing storage objects into an in-process server; writes/s,
 //!   latency to a durable acknowledgement, commits from the server's histogram.
+//! - `snapshots`: server-run matches recorded for a restart every snapshot interval;
+//!   CPU of the recording threads per snapshot and as a share of a core, bytes written.
 //! - `udp-relay`, `quinn-relay`, `proto-relay`: the baseline relays themselves
 //!   (started by `relay`).
 //!
@@ -35,6 +37,7 @@ mod proto_relay;
 mod quinn_relay;
 mod relay;
 mod server_proc;
+mod snapshots;
 mod soak;
 mod storage;
 mod udp_relay;
@@ -60,6 +63,8 @@ enum Command {
     Soak(soak::Args),
     /// Storage writes from many clients: writes/s and latency to a durable ack.
     Storage(storage::Args),
+    /// Restart snapshots of server-run matches: recording CPU per snapshot, bytes written.
+    Snapshots(snapshots::Args),
     /// Server-run matches ticking in process: tick lateness and engine CPU.
     Authoritative(authoritative::Args),
     /// Time match listings over many server-run matches (in-process call).
@@ -79,6 +84,7 @@ fn main() -> anyhow::Result<()> {
         Command::Connections(args) => connections::run(&args),
         Command::Soak(args) => soak::run(&args),
         Command::Storage(args) => storage::run(&args),
+        Command::Snapshots(args) => snapshots::run(&args),
         Command::Authoritative(args) => authoritative::run(&args),
         Command::List(args) => listing::run(&args),
         Command::UdpRelay(args) => udp_relay::run(&args),

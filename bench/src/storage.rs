@@ -101,23 +101,23 @@ struct Report {
     failures: u64,
 }
 
-/// The commit histogram as scraped: cumulative counts per upper bound (seconds), and the
-/// sum and count.
+/// A histogram as scraped (the commit histogram here): cumulative counts per upper
+/// bound (seconds), and the sum and count.
 #[derive(Debug, Default, Clone, PartialEq)]
-struct Commits {
+pub(crate) struct Histogram {
     buckets: Vec<(f64, u64)>,
-    sum: f64,
-    count: u64,
+    pub(crate) sum: f64,
+    pub(crate) count: u64,
 }
 
-const COMMIT_METRIC: &str = "quicmatch_storage_commit_seconds";
+pub(crate) const COMMIT_METRIC: &str = "quicmatch_storage_commit_seconds";
 
-impl Commits {
-    /// Reads the histogram out of a Prometheus text page.
-    fn parse(page: &str) -> Self {
+impl Histogram {
+    /// Reads the histogram `metric` (unlabelled) out of a Prometheus text page.
+    pub(crate) fn parse(page: &str, metric: &str) -> Self {
         let mut commits = Self::default();
         for line in page.lines() {
-            let Some(rest) = line.strip_prefix(COMMIT_METRIC) else {
+            let Some(rest) = line.strip_prefix(metric) else {
                 continue;
             };
             let value = rest.rsplit(' ').next().unwrap_or("");
@@ -141,7 +141,7 @@ impl Commits {
     }
 
     /// What happened between `earlier` and `self`.
-    fn since(&self, earlier: &Self) -> Self {
+    pub(crate) fn since(&self, earlier: &Self) -> Self {
         let before = |bound: f64| {
             earlier
                 .buckets
@@ -160,8 +160,13 @@ impl Commits {
         }
     }
 
+    /// The mean observation (seconds; 0 when there is none).
+    pub(crate) fn mean(&self) -> f64 {
+        self.sum / self.count.max(1) as f64
+    }
+
     /// The upper bound (seconds) of the bucket that holds quantile `q`.
-    fn quantile_bound(&self, q: f64) -> f64 {
+    pub(crate) fn quantile_bound(&self, q: f64) -> f64 {
         let want = (q * self.count as f64).ceil() as u64;
         self.buckets
             .iter()
@@ -170,8 +175,15 @@ impl Commits {
     }
 }
 
+/// The value of the unlabelled counter or gauge `metric` in a Prometheus text page.
+pub(crate) fn counter(page: &str, metric: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(metric)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// One page of `/metrics` from `addr`.
-fn scrape(addr: SocketAddr) -> anyhow::Result<String> {
+pub(crate) fn scrape(addr: SocketAddr) -> anyhow::Result<String> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
@@ -181,7 +193,7 @@ fn scrape(addr: SocketAddr) -> anyhow::Result<String> {
 }
 
 /// A loopback port free right now, for the metrics listener.
-fn free_port() -> anyhow::Result<SocketAddr> {
+pub(crate) fn free_port() -> anyhow::Result<SocketAddr> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
@@ -315,13 +327,13 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         anyhow::Ok(tasks)
     })?;
     std::thread::sleep(Duration::from_secs_f64(args.warmup));
-    let first = Commits::parse(&scrape(metrics)?);
+    let first = Histogram::parse(&scrape(metrics)?, COMMIT_METRIC);
     measuring.store(true, Ordering::Relaxed);
     let window = Instant::now();
     std::thread::sleep(Duration::from_secs_f64(args.duration));
     measuring.store(false, Ordering::Relaxed);
     let window = window.elapsed().as_secs_f64();
-    let commits = Commits::parse(&scrape(metrics)?).since(&first);
+    let commits = Histogram::parse(&scrape(metrics)?, COMMIT_METRIC).since(&first);
     stop.store(true, Ordering::Relaxed);
     rt.block_on(async {
         for task in tasks {
@@ -357,7 +369,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         commits: commits.count,
         commits_per_s: commits.count as f64 / window,
         writes_per_commit: objects as f64 / commits.count.max(1) as f64,
-        commit_mean_ms: commits.sum / commits.count.max(1) as f64 * 1e3,
+        commit_mean_ms: commits.mean() * 1e3,
         commit_p50_le_ms: commits.quantile_bound(0.5) * 1e3,
         commit_p99_le_ms: commits.quantile_bound(0.99) * 1e3,
         failures,
@@ -409,7 +421,10 @@ mod tests {
                 100 * n
             )
         };
-        let (a, b) = (Commits::parse(&page(1)), Commits::parse(&page(3)));
+        let (a, b) = (
+            Histogram::parse(&page(1), COMMIT_METRIC),
+            Histogram::parse(&page(3), COMMIT_METRIC),
+        );
         assert_eq!(a.count, 100);
         assert_eq!(a.buckets.len(), 3);
         let d = b.since(&a);
@@ -418,6 +433,20 @@ mod tests {
         assert_eq!(d.quantile_bound(0.99), 0.001);
         assert_eq!(d.quantile_bound(1.0), f64::INFINITY);
         assert!((d.sum - 0.1).abs() < 1e-9);
+        assert!((d.mean() - 0.0005).abs() < 1e-12);
+        assert_eq!(Histogram::default().mean(), 0.0);
+        assert_eq!(
+            Histogram::parse(&page(1), "nothing_here"),
+            Histogram::default()
+        );
+    }
+
+    #[test]
+    fn counters_are_read_by_exact_name() {
+        let page = "# TYPE a_total counter\na_total 12\na_total_other 3\nb 1.5\n";
+        assert_eq!(counter(page, "a_total"), Some(12.0));
+        assert_eq!(counter(page, "b"), Some(1.5));
+        assert_eq!(counter(page, "a"), None);
     }
 
     #[test]

@@ -168,11 +168,14 @@ impl Persister {
             .name("quicmatch-persist".into())
             .spawn(move || {
                 let (flag, cv) = &*signal;
+                // A fixed schedule: a round's own time does not stretch the interval.
+                let mut next = Instant::now() + every;
                 loop {
                     {
+                        let wait = next.saturating_duration_since(Instant::now());
                         let stopped = lock(flag);
                         let (stopped, _) = cv
-                            .wait_timeout_while(stopped, every, |s| !*s)
+                            .wait_timeout_while(stopped, wait, |s| !*s)
                             .unwrap_or_else(|p| p.into_inner());
                         if *stopped {
                             return recorder;
@@ -180,6 +183,12 @@ impl Persister {
                     }
                     let snapshots = shared.runtime.engine().snapshots();
                     recorder.round(&shared, snapshots);
+                    next += every;
+                    let now = Instant::now();
+                    if next < now {
+                        // Far behind (a slow disk): skip the missed rounds.
+                        next = now + every;
+                    }
                 }
             });
         match thread {

@@ -8,12 +8,15 @@
 
 use std::{
     collections::VecDeque,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        atomic::{AtomicUsize, Ordering as AtomicOrdering},
+        Arc, Mutex, MutexGuard,
+    },
     time::{Duration, Instant},
 };
 
 use bytes::Bytes;
-use quicmatch_protocol::{frame::EventBody, CloseCode, Presence};
+use quicmatch_protocol::{frame::EventBody, CloseCode, MatchId, Presence};
 use quinn::{Connection, VarInt};
 use tokio::sync::Notify;
 use tracing::warn;
@@ -42,7 +45,17 @@ impl SessionHandle {
     /// closed as a slow consumer rather than let it delay others (the rule is in
     /// PROTOCOL.md §6.1).
     pub fn push_event(&self, body: &EventBody) {
-        if self.outbound.push(body.clone(), Instant::now()) == Pushed::Overflow {
+        self.push_to(body, None);
+    }
+
+    /// Queues reliable match data one member relayed: on protocol 3 it travels on that
+    /// sender's lane (a stream of its own), elsewhere like any event.
+    pub(crate) fn push_lane(&self, body: &EventBody, lane: Lane) {
+        self.push_to(body, Some(lane));
+    }
+
+    fn push_to(&self, body: &EventBody, lane: Option<Lane>) {
+        if self.outbound.push(body.clone(), lane, Instant::now()) == Pushed::Overflow {
             warn!(session = %self.presence.session_id, "outbound queue over its limit; closing slow consumer");
             metrics::counter!("quicmatch_slow_consumer_closes_total").increment(1);
             if let Some(conn) = &self.conn {
@@ -103,6 +116,29 @@ pub(crate) fn close(conn: &Connection, code: CloseCode, reason: &str) {
     conn.close(VarInt::from_u32(code.0), reason.as_bytes());
 }
 
+/// Which lane a frame travels on (protocol 3): one per (match, sending member).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Lane {
+    pub(crate) match_id: MatchId,
+    pub(crate) slot: u32,
+}
+
+/// Frames taken for writing: the control stream's chunks, and each lane's.
+#[derive(Debug, Default)]
+pub(crate) struct Taken {
+    pub(crate) control: Vec<Bytes>,
+    pub(crate) lanes: Vec<(Lane, Vec<Bytes>)>,
+}
+
+/// How the connection being served speaks.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Speaks {
+    /// Protocol 2 or later: events carry their number.
+    pub(crate) sequenced: bool,
+    /// Protocol 3: lane frames go on lanes.
+    pub(crate) lanes: bool,
+}
+
 /// The limits an outbound queue applies, from `[session]`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
@@ -151,6 +187,7 @@ pub(crate) struct Gap {
 struct Queued {
     seq: u64,
     body: EventBody,
+    lane: Option<Lane>,
 }
 
 impl Queued {
@@ -172,6 +209,9 @@ pub(crate) struct Outbound {
     /// Wakes the session task when there is something to write.
     pub(crate) wake: Notify,
     limits: Limits,
+    /// Bytes taken for lanes that their streams have not accepted yet: unsent, for the
+    /// slow-consumer rule and the hard limit.
+    in_lanes: AtomicUsize,
 }
 
 struct State {
@@ -208,7 +248,21 @@ impl Outbound {
             }),
             wake: Notify::new(),
             limits,
+            in_lanes: AtomicUsize::new(0),
         }
+    }
+
+    /// A lane's stream accepted (or, its connection gone, dropped) `bytes` it was given.
+    pub(crate) fn lane_written(&self, bytes: usize) {
+        let _ = self
+            .in_lanes
+            .fetch_update(AtomicOrdering::AcqRel, AtomicOrdering::Acquire, |n| {
+                Some(n.saturating_sub(bytes))
+            });
+    }
+
+    fn lanes_backlog(&self) -> usize {
+        self.in_lanes.load(AtomicOrdering::Acquire)
     }
 
     /// The queue of a session restored after a restart: held (not connected), and its
@@ -227,19 +281,19 @@ impl Outbound {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn push(&self, body: EventBody, now: Instant) -> Pushed {
+    fn push(&self, body: EventBody, lane: Option<Lane>, now: Instant) -> Pushed {
         let mut st = self.lock();
         if st.overflowed {
             return Pushed::Queued;
         }
         let seq = st.next_seq;
         st.next_seq += 1;
-        let q = Queued { seq, body };
+        let q = Queued { seq, body, lane };
         st.unsent_bytes += q.cost();
         st.unsent_frames += 1;
         st.frames.push_back(q);
-        let over =
-            st.unsent_bytes > self.limits.hard_bytes || st.unsent_frames > self.limits.hard_frames;
+        let over = st.unsent_bytes + self.lanes_backlog() > self.limits.hard_bytes
+            || st.unsent_frames > self.limits.hard_frames;
         let outcome = if over && st.connected {
             st.overflowed = true;
             Pushed::Overflow
@@ -252,22 +306,42 @@ impl Outbound {
             }
             Pushed::Queued
         };
-        st.mark(now, self.limits.high_water);
+        st.mark(now, self.limits.high_water, self.lanes_backlog());
         drop(st);
         self.wake.notify_one();
         outcome
     }
 
     /// Up to `max` unsent frames as write chunks (head, body, head, body, ...), marked
-    /// sent. `sequenced` picks the protocol-2 head that carries the number.
-    pub(crate) fn take(&self, max: usize, sequenced: bool, now: Instant) -> Vec<Bytes> {
+    /// sent: lane frames grouped by lane when the connection `speaks` lanes, the rest
+    /// (all, otherwise) for the control stream. Lane bytes count as unsent until their
+    /// stream takes them ([`lane_written`](Self::lane_written)).
+    pub(crate) fn take(&self, max: usize, speaks: Speaks, now: Instant) -> Taken {
         let mut st = self.lock();
         let start = st.frames.len() - st.unsent_frames;
         let n = st.unsent_frames.min(max);
-        let mut chunks = Vec::with_capacity(2 * n);
-        let mut moved = 0;
+        let mut taken = Taken {
+            control: Vec::with_capacity(2 * n),
+            lanes: Vec::new(),
+        };
+        let (mut moved, mut laned) = (0, 0);
+        let seq_of = |q: &Queued| speaks.sequenced.then_some(q.seq);
         for q in st.frames.range(start..start + n) {
-            chunks.push(q.body.head(sequenced.then_some(q.seq)));
+            let chunks = match q.lane.filter(|_| speaks.lanes) {
+                Some(lane) => {
+                    laned += q.cost();
+                    match taken.lanes.iter_mut().find(|(l, _)| *l == lane) {
+                        Some((_, chunks)) => chunks,
+                        None => {
+                            taken.lanes.push((lane, Vec::new()));
+                            let last = taken.lanes.len() - 1;
+                            &mut taken.lanes[last].1
+                        }
+                    }
+                }
+                None => &mut taken.control,
+            };
+            chunks.push(q.body.head(seq_of(q)));
             chunks.push(q.body.bytes().clone());
             moved += q.cost();
         }
@@ -280,13 +354,14 @@ impl Outbound {
                 st.sent_bytes -= q.cost();
             }
         }
-        st.mark(now, self.limits.high_water);
+        self.in_lanes.fetch_add(laned, AtomicOrdering::AcqRel);
+        st.mark(now, self.limits.high_water, self.lanes_backlog());
         let more = st.unsent_frames > 0;
         drop(st);
         if more {
             self.wake.notify_one();
         }
-        chunks
+        taken
     }
 
     /// Prepares a resume: the client processed everything up to `last_seq`, so what
@@ -338,10 +413,13 @@ impl Outbound {
         st.above_since = None;
     }
 
-    /// Whether the unsent backlog has stayed above the high-water mark for `after`.
+    /// Whether the unsent backlog (lanes' included) has stayed above the high-water mark
+    /// for `after`.
     pub(crate) fn behind_for(&self, now: Instant, after: Duration) -> bool {
-        self.lock()
-            .above_since
+        let mut st = self.lock();
+        // Lanes drain without the queue hearing of it: look again now.
+        st.mark(now, self.limits.high_water, self.lanes_backlog());
+        st.above_since
             .is_some_and(|t| now.saturating_duration_since(t) >= after)
     }
 
@@ -354,8 +432,8 @@ impl Outbound {
 }
 
 impl State {
-    fn mark(&mut self, now: Instant, high_water: usize) {
-        if self.unsent_bytes > high_water {
+    fn mark(&mut self, now: Instant, high_water: usize, in_lanes: usize) {
+        if self.unsent_bytes + in_lanes > high_water {
             self.above_since.get_or_insert(now);
         } else {
             self.above_since = None;
@@ -388,6 +466,15 @@ mod tests {
         .expect("encode")
     }
 
+    const V1: Speaks = Speaks {
+        sequenced: false,
+        lanes: false,
+    };
+    const V2: Speaks = Speaks {
+        sequenced: true,
+        lanes: false,
+    };
+
     fn limits() -> Limits {
         Limits {
             resume_buffer: 10 * (100 + FRAME_OVERHEAD + 2),
@@ -419,19 +506,19 @@ mod tests {
         let out = Outbound::new(limits());
         let now = Instant::now();
         for _ in 0..5 {
-            out.push(body(100), now);
+            out.push(body(100), None, now);
         }
-        assert_eq!(seqs(&out.take(3, true, now)), [1, 2, 3]);
-        assert_eq!(seqs(&out.take(10, true, now)), [4, 5]);
-        assert!(out.take(10, true, now).is_empty());
-        out.push(body(100), now);
+        assert_eq!(seqs(&out.take(3, V2, now).control), [1, 2, 3]);
+        assert_eq!(seqs(&out.take(10, V2, now).control), [4, 5]);
+        assert!(out.take(10, V2, now).control.is_empty());
+        out.push(body(100), None, now);
         // The client processed up to 2: 3 to 6 come again, in order, once.
         out.rewind(2).expect("in the buffer");
-        assert_eq!(seqs(&out.take(10, true, now)), [3, 4, 5, 6]);
+        assert_eq!(seqs(&out.take(10, V2, now).control), [3, 4, 5, 6]);
         assert_eq!(out.backlog(), (0, 0));
         // Protocol 1 heads carry no number.
-        out.push(body(1), now);
-        let chunks = out.take(1, false, now);
+        out.push(body(1), None, now);
+        let chunks = out.take(1, V1, now).control;
         let mut f = chunks[0].to_vec();
         f.extend_from_slice(&chunks[1]);
         assert!(matches!(
@@ -443,22 +530,67 @@ mod tests {
     }
 
     #[test]
+    fn lane_frames_are_grouped_by_lane_and_unsent_until_their_stream_takes_them() {
+        let lanes = Speaks {
+            sequenced: true,
+            lanes: true,
+        };
+        let (x, y) = (
+            Lane {
+                match_id: MatchId(uuid::Uuid::from_u128(1)),
+                slot: 1,
+            },
+            Lane {
+                match_id: MatchId(uuid::Uuid::from_u128(1)),
+                slot: 2,
+            },
+        );
+        let out = Outbound::new(limits());
+        let t0 = Instant::now();
+        out.push(body(10), None, t0);
+        out.push(body(600), Some(x), t0);
+        out.push(body(10), Some(y), t0);
+        out.push(body(600), Some(x), t0);
+        let taken = out.take(10, lanes, t0);
+        assert_eq!(seqs(&taken.control), [1]);
+        let by_lane: Vec<(Lane, Vec<u64>)> = taken
+            .lanes
+            .iter()
+            .map(|(l, chunks)| (*l, seqs(chunks)))
+            .collect();
+        assert_eq!(by_lane, vec![(x, vec![2, 4]), (y, vec![3])]);
+        // Over the 1000-byte mark until the lanes' streams accept their bytes.
+        let after = Duration::from_secs(2);
+        assert!(out.behind_for(t0 + after, after));
+        let lane_bytes: usize = taken
+            .lanes
+            .iter()
+            .flat_map(|(_, c)| c.iter().map(Bytes::len))
+            .sum();
+        out.lane_written(lane_bytes);
+        assert!(!out.behind_for(t0 + 2 * after, after));
+        // Protocol 2: everything on the control stream.
+        out.push(body(10), Some(x), t0);
+        assert_eq!(seqs(&out.take(10, V2, t0).control), [5]);
+    }
+
+    #[test]
     fn a_restored_queue_continues_from_the_clients_number_once() {
         let out = Outbound::restored(limits());
         let now = Instant::now();
         for _ in 0..3 {
-            out.push(body(10), now);
+            out.push(body(10), None, now);
         }
         // The client last processed 41 before the restart: what was queued since
         // follows it.
         out.rewind(41).expect("a restored queue takes any number");
-        assert_eq!(seqs(&out.take(10, true, now)), [42, 43, 44]);
-        out.push(body(10), now);
-        assert_eq!(seqs(&out.take(10, true, now)), [45]);
+        assert_eq!(seqs(&out.take(10, V2, now).control), [42, 43, 44]);
+        out.push(body(10), None, now);
+        assert_eq!(seqs(&out.take(10, V2, now).control), [45]);
         // Only once: a later resume is checked as usual.
         assert!(out.rewind(100).is_err());
         out.rewind(43).expect("in the buffer");
-        assert_eq!(seqs(&out.take(10, true, now)), [44, 45]);
+        assert_eq!(seqs(&out.take(10, V2, now).control), [44, 45]);
     }
 
     #[test]
@@ -466,8 +598,8 @@ mod tests {
         let out = Outbound::new(limits());
         let now = Instant::now();
         for _ in 0..30 {
-            out.push(body(100), now);
-            out.take(10, true, now);
+            out.push(body(100), None, now);
+            out.take(10, V2, now);
         }
         // Only about ten frames are kept.
         let err = out.rewind(2).expect_err("gap");
@@ -478,33 +610,33 @@ mod tests {
         // A number the session never used is refused too.
         assert!(out.rewind(31).is_err());
         out.rewind(30).expect("nothing to replay");
-        assert!(out.take(10, true, now).is_empty());
+        assert!(out.take(10, V2, now).control.is_empty());
     }
 
     #[test]
     fn hard_limits_close_when_connected_and_drop_the_oldest_when_held() {
         let out = Outbound::new(limits());
         let now = Instant::now();
-        let pushed: Vec<_> = (0..41).map(|_| out.push(body(10), now)).collect();
+        let pushed: Vec<_> = (0..41).map(|_| out.push(body(10), None, now)).collect();
         assert!(pushed[..40].iter().all(|p| *p == Pushed::Queued));
         assert_eq!(pushed[40], Pushed::Overflow);
         // Closing now: what comes meanwhile is dropped, not kept, and reported once.
         let backlog = out.backlog();
         for _ in 0..100 {
-            assert_eq!(out.push(body(10), now), Pushed::Queued);
+            assert_eq!(out.push(body(10), None, now), Pushed::Queued);
         }
         assert_eq!(out.backlog(), backlog);
 
         let held = Outbound::new(limits());
         held.set_connected(false);
         for _ in 0..100 {
-            assert_eq!(held.push(body(10), now), Pushed::Queued);
+            assert_eq!(held.push(body(10), None, now), Pushed::Queued);
         }
         assert_eq!(held.backlog().0, 40);
         // The client saw nothing: events 1 to 60 are gone, so the resume must fail.
         assert!(held.rewind(0).is_err());
         held.rewind(60).expect("61 onwards kept");
-        assert_eq!(seqs(&held.take(100, true, now))[..2], [61, 62]);
+        assert_eq!(seqs(&held.take(100, V2, now).control)[..2], [61, 62]);
     }
 
     #[test]
@@ -512,13 +644,13 @@ mod tests {
         let out = Outbound::new(limits());
         let t0 = Instant::now();
         for _ in 0..20 {
-            out.push(body(100), t0);
+            out.push(body(100), None, t0);
         }
         let after = Duration::from_secs(2);
         assert!(!out.behind_for(t0 + Duration::from_secs(1), after));
         assert!(out.behind_for(t0 + after, after));
         // Draining below the mark resets the clock.
-        out.take(15, true, t0 + Duration::from_secs(1));
+        out.take(15, V2, t0 + Duration::from_secs(1));
         assert!(!out.behind_for(t0 + Duration::from_secs(5), after));
     }
 }

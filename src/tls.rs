@@ -11,7 +11,7 @@ use std::{
     sync::Arc,
 };
 
-use quicmatch_protocol::{ALPN, ALPN_V2};
+use quicmatch_protocol::{ALPN, ALPN_V2, ALPN_V3};
 use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 /// File names inside the certificates directory.
@@ -182,8 +182,8 @@ pub fn server_crypto(material: &TlsMaterial) -> Result<Arc<rustls::ServerConfig>
         .with_no_client_auth()
         .with_single_cert(material.chain.clone(), material.key.clone_key())
         .map_err(|e| TlsError::Setup(e.to_string()))?;
-    // Protocol 2 first: a client offering both gets sequenced events.
-    config.alpn_protocols = vec![ALPN_V2.to_vec(), ALPN.to_vec()];
+    // Newest first: a client offering several gets the newest it knows.
+    config.alpn_protocols = vec![ALPN_V3.to_vec(), ALPN_V2.to_vec(), ALPN.to_vec()];
     config.max_early_data_size = 0;
     Ok(Arc::new(config))
 }

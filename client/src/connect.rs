@@ -8,7 +8,7 @@ use futures_util::StreamExt as _;
 use quicmatch_protocol::{
     envelope::ClientEnvelope,
     frame::{self, FrameCodec},
-    Credentials, Request, Response, ServerBody, ServerEnvelope, SessionInfo, ALPN_V2,
+    Credentials, Request, Response, ServerBody, ServerEnvelope, SessionInfo, ALPN_V2, ALPN_V3,
 };
 use tokio_util::codec::FramedRead;
 
@@ -94,7 +94,8 @@ pub(crate) async fn establish(
     timeout: Duration,
 ) -> Result<Established, ConnectError> {
     let mut crypto = config.trust.client_config()?;
-    crypto.alpn_protocols = vec![ALPN_V2.to_vec()];
+    // Protocol 3 (lanes) first; a server that only knows 2 still serves this client.
+    crypto.alpn_protocols = vec![ALPN_V3.to_vec(), ALPN_V2.to_vec()];
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
         .map_err(|e| ConnectError::Config(e.to_string()))?;
     let mut client_config = quinn::ClientConfig::new(Arc::new(quic));

@@ -32,6 +32,12 @@ use crate::{
 const EARLY_DATAGRAMS: usize = 256;
 /// How long such a datagram is worth keeping.
 const EARLY_DATAGRAM_TTL: Duration = Duration::from_secs(2);
+/// Reliable data kept while waiting for the reply or presence event that names its
+/// match or sender (a lane can overtake the control stream, protocol 3).
+const EARLY_RELIABLE: usize = 4096;
+/// How long such data is kept: far longer than any loss recovery, so only data of a
+/// match this socket is no longer in is ever dropped.
+const EARLY_RELIABLE_TTL: Duration = Duration::from_secs(10);
 /// Pending requests kept before abandoned ones (timed out callers) are pruned.
 const PRUNE_PENDING_AT: usize = 1024;
 /// The sender slot of data a server-run match sends itself.
@@ -73,6 +79,8 @@ pub(crate) struct ClientState {
     matches: HashMap<MatchId, MatchView>,
     handles: HashMap<u32, MatchId>,
     early: VecDeque<(Instant, Bytes)>,
+    /// Reliable data whose match or sender is not known yet (see [`EARLY_RELIABLE`]).
+    early_reliable: VecDeque<(Instant, WireEvent)>,
     /// This socket's recent bundled messages, per match (redundant sends).
     pub(crate) sent: HashMap<MatchId, Sent>,
     /// What was delivered from others' bundles.
@@ -154,10 +162,61 @@ impl ClientState {
         if let Some(view) = self.matches.get_mut(&match_id) {
             Self::add_members(view, joins);
             for m in leaves {
-                view.slots.remove(&m.slot);
+                // The slot stays known (slots are never reused in a match): a leaver's
+                // last reliable data may come after its leave on another stream.
                 view.by_session.remove(&m.presence.session_id);
             }
         }
+    }
+
+    /// Keeps reliable data whose match or sender is not known yet.
+    fn park(&mut self, event: WireEvent) {
+        if self.early_reliable.len() >= EARLY_RELIABLE {
+            self.early_reliable.pop_front();
+            tracing::warn!("reliable data for an unknown match or sender dropped");
+        }
+        self.early_reliable.push_back((Instant::now(), event));
+    }
+
+    /// Parked reliable data that can be delivered now, in arrival order.
+    fn resolved(&mut self) -> Vec<Event> {
+        if self.early_reliable.is_empty() {
+            return Vec::new();
+        }
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for (at, event) in std::mem::take(&mut self.early_reliable) {
+            if now.duration_since(at) > EARLY_RELIABLE_TTL {
+                continue;
+            }
+            match self.reliable_data(&event) {
+                Some(ready) => out.push(ready),
+                None => self.early_reliable.push_back((at, event)),
+            }
+        }
+        out
+    }
+
+    /// Reliable match data as an [`Event`]; `None` while its sender is unknown.
+    fn reliable_data(&self, event: &WireEvent) -> Option<Event> {
+        let WireEvent::MatchData {
+            match_id,
+            sender_slot,
+            seq,
+            op_code,
+            data,
+        } = event
+        else {
+            return None;
+        };
+        Some(Event::MatchData(MatchData {
+            match_id: *match_id,
+            sender: self.sender(*match_id, *sender_slot)?,
+            op_code: *op_code,
+            data: data.clone(),
+            reliable: true,
+            seq: *seq,
+        }))
     }
 
     fn resolve(&self, header: &RelayHeader) -> Option<(MatchId, Presence)> {
@@ -303,9 +362,9 @@ pub(crate) struct Driver {
     pub(crate) link: Arc<Link>,
     /// The newest session token, for the next resume.
     pub(crate) token: String,
-    /// The last sequenced event processed: what a resume asks the server to continue
-    /// after, and what a replayed duplicate is recognised by.
-    pub(crate) last_seq: u64,
+    /// The sequenced events processed: what a resume asks the server to continue after,
+    /// and what a replayed duplicate is recognised by.
+    pub(crate) received: crate::lanes::Received,
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) events: mpsc::Sender<Event>,
     pub(crate) state: Arc<Mutex<ClientState>>,
@@ -417,7 +476,7 @@ impl Driver {
             &self.endpoint,
             &self.config,
             self.token.clone(),
-            self.last_seq,
+            self.received.through(),
         );
         let backoff = backon::ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(100))
@@ -454,6 +513,7 @@ impl Driver {
         frames: &mut Frames,
     ) -> Stop {
         let mut pending: HashMap<u32, oneshot::Sender<Response>> = HashMap::new();
+        let mut lanes = crate::lanes::accept(conn.clone());
         loop {
             tokio::select! {
                 command = self.commands.recv() => {
@@ -474,38 +534,62 @@ impl Driver {
                 }
                 frame = frames.next() => {
                     let Some(Ok(body)) = frame else { return self.lost(conn).await };
-                    let Ok(env) = frame::decode_server(&body) else {
-                        tracing::warn!("undecodable frame from the server; ignored");
-                        continue;
-                    };
-                    let event = match env.body {
-                        ServerBody::Response(response) => {
-                            if let Response::Match(info) = &response {
-                                let mut st = lock(&self.state);
-                                st.on_match(info);
-                                flush_early(&mut st, &self.events);
-                            }
-                            if let Some(reply) = env.cid.and_then(|cid| pending.remove(&cid)) {
-                                let _ = reply.send(response);
-                            }
-                            continue;
-                        }
-                        ServerBody::Event(event) => event,
-                        ServerBody::Sequenced { seq, event } => {
-                            // A replay can repeat what this socket already processed.
-                            if seq <= self.last_seq {
-                                continue;
-                            }
-                            self.last_seq = seq;
-                            self.link.last_seq.store(seq, Ordering::Relaxed);
-                            event
-                        }
-                    };
-                    if let Some(event) = on_event(&self.state, &self.events, event) {
-                        // Nobody reading events any more is fine: keep serving requests.
-                        let _ = self.events.send(event).await;
-                    }
+                    self.on_frame(&body, &mut pending).await;
                 }
+                Some(body) = lanes.recv() => self.on_frame(&body, &mut pending).await,
+            }
+        }
+    }
+
+    /// One frame from the control stream or a lane.
+    async fn on_frame(
+        &mut self,
+        body: &[u8],
+        pending: &mut HashMap<u32, oneshot::Sender<Response>>,
+    ) {
+        let Ok(env) = frame::decode_server(body) else {
+            tracing::warn!("undecodable frame from the server; ignored");
+            return;
+        };
+        let event = match env.body {
+            ServerBody::Response(response) => {
+                let resolved = if let Response::Match(info) = &response {
+                    let mut st = lock(&self.state);
+                    st.on_match(info);
+                    flush_early(&mut st, &self.events);
+                    st.resolved()
+                } else {
+                    Vec::new()
+                };
+                if let Some(reply) = env.cid.and_then(|cid| pending.remove(&cid)) {
+                    let _ = reply.send(response);
+                }
+                for event in resolved {
+                    let _ = self.events.send(event).await;
+                }
+                return;
+            }
+            ServerBody::Event(event) => event,
+            ServerBody::Sequenced { seq, event } => {
+                // A replay can repeat what this socket already processed.
+                if !self.received.first_time(seq) {
+                    return;
+                }
+                self.link
+                    .last_seq
+                    .store(self.received.through(), Ordering::Relaxed);
+                event
+            }
+        };
+        let presence = matches!(event, WireEvent::MatchPresence { .. });
+        if let Some(event) = on_event(&self.state, &self.events, event) {
+            // Nobody reading events any more is fine: keep serving requests.
+            let _ = self.events.send(event).await;
+        }
+        if presence {
+            let resolved = lock(&self.state).resolved();
+            for event in resolved {
+                let _ = self.events.send(event).await;
             }
         }
     }
@@ -598,22 +682,13 @@ fn on_event(
                 leaves: presences(leaves),
             }))
         }
-        WireEvent::MatchData {
-            match_id,
-            sender_slot,
-            seq,
-            op_code,
-            data,
-        } => {
-            let sender = lock(state).sender(match_id, sender_slot)?;
-            Some(Event::MatchData(MatchData {
-                match_id,
-                sender,
-                op_code,
-                data,
-                reliable: true,
-                seq,
-            }))
+        event @ WireEvent::MatchData { .. } => {
+            let mut st = lock(state);
+            let ready = st.reliable_data(&event);
+            if ready.is_none() {
+                st.park(event);
+            }
+            ready
         }
     }
 }

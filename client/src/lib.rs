@@ -30,6 +30,7 @@
 mod connect;
 mod discovery;
 mod driver;
+mod lanes;
 mod redundancy;
 mod requests;
 mod runtime;
@@ -117,7 +118,8 @@ impl ClientConfig {
                     .map_err(|e| ConnectError::Config(e.to_string()))?,
             ))
             .max_concurrent_bidi_streams(0u32.into())
-            .max_concurrent_uni_streams(0u32.into())
+            // Lanes: the server's per-sender streams of reliable match data.
+            .max_concurrent_uni_streams(quicmatch_protocol::MAX_LANES.into())
             .datagram_receive_buffer_size(Some(256 * 1024))
             .datagram_send_buffer_size(32 * 1024);
         // Ask the server for fewer ACK-only packets (the ACK-frequency extension): it
@@ -585,7 +587,7 @@ impl Socket {
             config,
             link: link.clone(),
             token: session.token.clone(),
-            last_seq,
+            received: lanes::Received::after(last_seq),
             commands: commands_rx,
             events: events_tx,
             state: state.clone(),

@@ -49,6 +49,22 @@ pub const ALPN: &[u8] = b"quicmatch/1";
 /// ([`envelope::Credentials::Resume`]). Servers accept both; the Rust SDK offers this one.
 pub const ALPN_V2: &[u8] = b"quicmatch/2";
 
+/// The ALPN protocol name of version 3: version 2 plus *lanes*: the server sends
+/// reliable match data relayed from one member of a relayed match on a unidirectional
+/// stream of its own per (match, sender), so a lost packet of one sender's data never
+/// holds back another's. Lane frames are the same sequenced event frames as on the
+/// control stream, after one [`LANE_STREAM`] byte. Servers accept all three versions;
+/// the Rust SDK offers this one first.
+pub const ALPN_V3: &[u8] = b"quicmatch/3";
+
+/// First byte of a server-opened unidirectional stream that is a lane (protocol 3).
+pub const LANE_STREAM: u8 = 0x01;
+
+/// Most lanes the server keeps open to one session; data for further (match, sender)
+/// pairs goes on the control stream. A protocol 3 client allows at least this many
+/// concurrent unidirectional streams.
+pub const MAX_LANES: u32 = 256;
+
 /// Version byte at the start of every datagram.
 pub const PROTOCOL_VERSION: u8 = 1;
 

@@ -383,7 +383,15 @@ impl MatchTable {
                 Some(targets) => targets.contains(&id),
             };
             if wanted {
-                e.session.push_event(&frame);
+                // On protocol 3 each sender's data has a stream of its own per
+                // receiver, so one sender's loss never holds back another's.
+                e.session.push_lane(
+                    &frame,
+                    crate::outbound::Lane {
+                        match_id: m.id,
+                        slot: sender_slot,
+                    },
+                );
                 sent += 1;
             }
         }

@@ -20,12 +20,13 @@ use quicmatch_protocol::{
     datagram::ClientDatagram,
     envelope::{Response, ServerBody, ServerEnvelope, SessionInfo},
     frame::{self, FrameCodec, FrameError},
-    CloseCode, Credentials, ErrorCode, Presence, Request, SessionId, ALPN_V2,
+    CloseCode, Credentials, ErrorCode, Presence, Request, SessionId, ALPN_V2, ALPN_V3,
 };
 use quinn::{Connection, SendStream};
 use tokio_util::{codec::FramedRead, sync::CancellationToken};
 use tracing::{debug, info, info_span, Instrument as _};
 
+mod lanes;
 mod rate;
 mod registry;
 
@@ -145,12 +146,17 @@ struct Authed {
 
 type Frames = FramedRead<quinn::RecvStream, FrameCodec>;
 
-/// Whether the connection negotiated protocol 2 (sequenced events).
-fn sequenced(conn: &Connection) -> bool {
-    conn.handshake_data()
+/// What the connection negotiated: protocol 2 numbers events, protocol 3 adds lanes.
+fn speaks(conn: &Connection) -> outbound::Speaks {
+    let protocol = conn
+        .handshake_data()
         .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
-        .and_then(|d| d.protocol)
-        .is_some_and(|p| p == ALPN_V2)
+        .and_then(|d| d.protocol);
+    let is = |alpn: &[u8]| protocol.as_deref() == Some(alpn);
+    outbound::Speaks {
+        sequenced: is(ALPN_V2) || is(ALPN_V3),
+        lanes: is(ALPN_V3),
+    }
 }
 
 async fn authenticate(shared: &Shared, conn: &Connection) -> Result<Authed, (CloseCode, String)> {
@@ -388,7 +394,8 @@ async fn serve(shared: Arc<Shared>, conn: Connection, shutdown: CancellationToke
         },
     };
     info!(user = %info.user_id, username = %info.username, resumed, "session started");
-    let sequenced = sequenced(&conn);
+    let speaks = speaks(&conn);
+    let mut lanes = lanes::Lanes::new(conn.clone(), state.handle.outbound.clone());
     // Chunks being written, in order: the welcome first, then replies and batches
     // taken from the outbound queue. A write that blocks (the client reads slowly)
     // stays here while the task goes on checking liveness and the slow-consumer rule.
@@ -459,7 +466,10 @@ async fn serve(shared: Arc<Shared>, conn: Connection, shutdown: CancellationToke
                 replies.extend(handlers::reply_frame(&state.handle, cid, outcome));
             }
             () = outbound.wake.notified(), if pending.is_empty() && !waiting.as_ref().is_some_and(|w| w.holds) => {
-                pending = outbound.take(WRITE_BATCH, sequenced, Instant::now());
+                let taken = outbound.take(WRITE_BATCH, speaks, Instant::now());
+                pending = taken.control;
+                lanes.retain(&state.joined);
+                lanes.route(taken.lanes, &mut pending);
             }
             _ = tick.tick() => match liveness.check(&shared, &state.handle, &conn) {
                 Verdict::Alive => {}

@@ -115,9 +115,15 @@ impl ClientState {
 
     pub(crate) fn presences(&self, id: MatchId) -> Option<Vec<Presence>> {
         let view = self.matches.get(&id)?;
-        let mut slots: Vec<_> = view.slots.iter().collect();
-        slots.sort_by_key(|(slot, _)| **slot);
-        Some(slots.into_iter().map(|(_, p)| p.clone()).collect())
+        // Members now: `slots` also keeps leavers, for their late data.
+        let mut slots: Vec<u32> = view.by_session.values().copied().collect();
+        slots.sort_unstable();
+        Some(
+            slots
+                .into_iter()
+                .filter_map(|slot| view.slots.get(&slot).cloned())
+                .collect(),
+        )
     }
 
     fn add_members(view: &mut MatchView, members: &[Member]) {

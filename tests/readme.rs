@@ -467,12 +467,28 @@ async fn restart_snippet_keeps_counting_across_a_restart() {
         let serving = tokio::spawn(server.serve(async move { token.cancelled().await }));
         (addr, cert, runtime, stop, serving)
     };
-    async fn counted(player: &Socket) -> String {
+    /// Sends `n` inputs, then waits until the match counts to `total`.
+    async fn count_to(player: &Socket, id: quicmatch_client::MatchId, n: usize, total: &str) {
+        for _ in 0..n {
+            player
+                .send_match_data(id, 1, b"x".to_vec(), true, None)
+                .await
+                .expect("input");
+        }
         loop {
             if let Event::MatchData(d) = next_event(player, "the count").await {
-                return String::from_utf8_lossy(&d.data).into_owned();
+                if d.data[..] == *total.as_bytes() {
+                    return;
+                }
             }
         }
+    }
+    async fn stop_serving(stop: CancellationToken, serving: tokio::task::JoinHandle<()>) {
+        stop.cancel();
+        timeout(TEST_TIMEOUT, serving)
+            .await
+            .expect("stops")
+            .expect("serve");
     }
     let (addr, cert, runtime, stop, serving) = run(config.clone());
     let id = runtime
@@ -480,22 +496,8 @@ async fn restart_snippet_keeps_counting_across_a_restart() {
         .expect("create");
     let alice = connect(addr, &cert, "alice").await;
     alice.join_match(id).await.expect("join");
-    for _ in 0..3 {
-        alice
-            .send_match_data(id, 1, b"x".to_vec(), true, None)
-            .await
-            .expect("input");
-    }
-    loop {
-        if counted(&alice).await == "3" {
-            break;
-        }
-    }
-    stop.cancel();
-    timeout(TEST_TIMEOUT, serving)
-        .await
-        .expect("stops")
-        .expect("serve");
+    count_to(&alice, id, 3, "3").await;
+    stop_serving(stop, serving).await;
     // The same data_dir and certs_dir: the match is restored, alice resumes.
     config.listen = addr;
     let (_, _, _, stop, serving) = run(config);
@@ -504,20 +506,8 @@ async fn restart_snippet_keeps_counting_across_a_restart() {
             break;
         }
     }
-    alice
-        .send_match_data(id, 1, b"x".to_vec(), true, None)
-        .await
-        .expect("input");
-    loop {
-        if counted(&alice).await == "4" {
-            break;
-        }
-    }
-    stop.cancel();
-    timeout(TEST_TIMEOUT, serving)
-        .await
-        .expect("stops")
-        .expect("serve");
+    count_to(&alice, id, 1, "4").await;
+    stop_serving(stop, serving).await;
 }
 
 // ---------------------------------------------------------------------------------------

@@ -397,6 +397,11 @@ impl Inner {
         let took = started.elapsed();
         if took > slot.interval {
             metrics::counter!("quicmatch_match_overruns_total").increment(1);
+            if core.overrun_since.is_none() {
+                // Once per streak, so a match that keeps overrunning logs once and then
+                // either recovers or ends at the limit.
+                warn!(match_id = %slot.id, handler = %core.ctx.handler, ?took, budget = ?slot.interval, "match tick overran its budget");
+            }
             let since = *core.overrun_since.get_or_insert(started);
             if since.elapsed() >= self.config.overrun_limit {
                 warn!(match_id = %slot.id, ?took, "match ticks overran their budget too long");

@@ -48,6 +48,17 @@ impl Recorder {
     pub(crate) fn max_us(&self) -> u64 {
         self.hist.max()
     }
+
+    /// Percentage of the recorded latencies above `us` microseconds (to the histogram's
+    /// 3 significant digits).
+    pub(crate) fn share_above_pct(&self, us: u64) -> f64 {
+        let total = self.hist.len();
+        if total == 0 {
+            return 0.0;
+        }
+        let above = total.saturating_sub(self.hist.count_between(0, us));
+        100.0 * above as f64 / total as f64
+    }
 }
 
 /// Percentage of expected deliveries that never arrived (never below zero: duplicates
@@ -153,6 +164,10 @@ mod tests {
         assert_eq!(a.quantile_us(0.5), 51);
         assert!(a.max_us() >= 9_990);
         assert_eq!(Recorder::new().quantile_us(0.99), 0);
+        // 10 ms and 91..=100 µs are above 90 µs: 11 of 101.
+        assert!((a.share_above_pct(90) - 100.0 * 11.0 / 101.0).abs() < 1e-9);
+        assert_eq!(a.share_above_pct(20_000), 0.0);
+        assert_eq!(Recorder::new().share_above_pct(1), 0.0);
     }
 
     #[test]

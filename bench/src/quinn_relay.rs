@@ -8,7 +8,9 @@
 //! the client sends is forwarded, unchanged, to the other members of its match. A client
 //! that keeps the stream open (`relay --reliable`) sends length-prefixed messages on it
 //! (`[len u16 LE][payload]`), which the relay forwards on each other member's stream:
-//! one stream per receiver for every sender's data, as quicmatch's control stream.
+//! one stream per receiver for every sender's data, as quicmatch's control stream
+//! carried it before protocol 3 (since then quicmatch relays it on a stream per
+//! (match, sender), its lanes).
 
 use std::{
     collections::HashMap,

@@ -19,7 +19,10 @@
 //! With `--loss`, `--delay` or `--jitter`, every client talks to the server through the
 //! in-process impairment proxy (`crate::impair`), impaired the same way in each
 //! direction, so a message crosses the impaired link twice (sender to server, server to
-//! receiver).
+//! receiver). With `--loss-downlink-receivers N` the loss applies only to the server's
+//! packets to the first N players of each match (the impaired receivers, behind a second
+//! proxy); delay and jitter stay on both directions of every player, and latency is also
+//! reported for the impaired receivers and the others apart.
 //!
 //! Layout: this file (arguments, one run, the entry point), `players.rs` (connecting
 //! each relay's players), `traffic.rs` (senders, receivers, staleness), `summary.rs`
@@ -30,6 +33,7 @@ mod summary;
 mod traffic;
 
 use std::{
+    io,
     net::SocketAddr,
     path::PathBuf,
     process::{Command, Stdio},
@@ -185,6 +189,94 @@ pub(crate) struct Args {
     /// plain datagrams, for a same-run comparison.
     #[arg(long, default_value_t = 0)]
     redundancy: usize,
+    /// Apply --loss only to the server-to-client direction of the first N players of
+    /// each match (fewer than --players); --delay and --jitter stay on both directions
+    /// of everyone. Latency is also reported for those receivers and the others apart.
+    #[arg(long, default_value_t = 0)]
+    loss_downlink_receivers: usize,
+}
+
+/// (uplink, downlink) impairment of one proxy.
+type Link = (Impairment, Impairment);
+
+/// The impairment proxies of a run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Links {
+    /// Every player's proxy, or with impaired receivers the other players'; `None`:
+    /// they talk to the server directly.
+    players: Option<Link>,
+    /// The impaired receivers' proxy (`--loss-downlink-receivers`), if any.
+    impaired: Option<Link>,
+}
+
+/// Where each player's packets go: the server or a proxy in front of it, the first
+/// `receivers` players of each match of `per_match` to `impaired`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Route {
+    players: SocketAddr,
+    impaired: SocketAddr,
+    receivers: usize,
+    per_match: usize,
+}
+
+impl Route {
+    /// Whether player `player` (index over all matches, `per_match` to a match) is one
+    /// of the impaired receivers.
+    fn is_impaired(&self, player: usize) -> bool {
+        player % self.per_match.max(1) < self.receivers
+    }
+
+    /// Where player `player` sends.
+    pub(super) fn addr(&self, player: usize) -> SocketAddr {
+        if self.is_impaired(player) {
+            self.impaired
+        } else {
+            self.players
+        }
+    }
+}
+
+/// Latency of the deliveries to one group of receivers (`--loss-downlink-receivers`).
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct GroupLatency {
+    /// Receivers of this group in each match.
+    pub(crate) receivers: usize,
+    pub(crate) delivered: u64,
+    pub(crate) p50_us: u64,
+    pub(crate) p90_us: u64,
+    pub(crate) p99_us: u64,
+    pub(crate) p999_us: u64,
+    pub(crate) max_us: u64,
+    /// Percent of these deliveries slower than the run's `late_us`.
+    pub(crate) late_pct: f64,
+}
+
+impl GroupLatency {
+    fn of(rec: &Recorder, receivers: usize, late_us: u64) -> Self {
+        Self {
+            receivers,
+            delivered: rec.delivered,
+            p50_us: rec.quantile_us(0.5),
+            p90_us: rec.quantile_us(0.9),
+            p99_us: rec.quantile_us(0.99),
+            p999_us: rec.quantile_us(0.999),
+            max_us: rec.max_us(),
+            late_pct: rec.share_above_pct(late_us),
+        }
+    }
+}
+
+/// A proxy with `link` in front of `server`, or none.
+async fn start_proxy(
+    server: SocketAddr,
+    link: Option<Link>,
+    seed: u64,
+) -> io::Result<Option<Proxy>> {
+    match link {
+        Some((up, down)) if up == down => Proxy::start(server, up, seed).await.map(Some),
+        Some((up, down)) => Proxy::start_split(server, up, down, seed).await.map(Some),
+        None => Ok(None),
+    }
 }
 
 impl Args {
@@ -204,6 +296,28 @@ impl Args {
                 ..Impairment::CLEAN
             }),
         )
+    }
+
+    /// The proxies to start: one for everyone, impaired the same both ways; or with
+    /// `--loss-downlink-receivers`, the loss only on the impaired receivers' downlink.
+    fn links(&self) -> anyhow::Result<Links> {
+        let Some(imp) = self.impairment()? else {
+            return Ok(Links {
+                players: None,
+                impaired: None,
+            });
+        };
+        if self.loss_downlink_receivers == 0 {
+            return Ok(Links {
+                players: Some((imp, imp)),
+                impaired: None,
+            });
+        }
+        let base = Impairment { loss: 0.0, ..imp };
+        Ok(Links {
+            players: (base != Impairment::CLEAN).then_some((base, base)),
+            impaired: Some((base, imp)),
+        })
     }
 }
 
@@ -258,6 +372,14 @@ pub(crate) struct RunResult {
     pub(crate) staleness_p99_us: u64,
     pub(crate) staleness_p999_us: u64,
     pub(crate) staleness_max_us: u64,
+    /// `--loss-downlink-receivers` (0: the loss, if any, is on every player's link,
+    /// both ways, and the groups below are absent).
+    pub(crate) loss_downlink_receivers: usize,
+    /// 1.2 x the other receivers' p99: deliveries slower than this are "late".
+    pub(crate) late_us: u64,
+    /// Deliveries to the impaired receivers, and to the others.
+    pub(crate) impaired_receivers: Option<GroupLatency>,
+    pub(crate) other_receivers: Option<GroupLatency>,
 }
 
 async fn start_server(args: &Args, transport: Transport) -> anyhow::Result<ServerProc> {
@@ -316,7 +438,7 @@ async fn spawn_ready(args: &[String]) -> anyhow::Result<std::process::Child> {
         .ok_or_else(|| anyhow::anyhow!("no stdout from the baseline relay"))?;
     let ready = tokio::task::spawn_blocking(move || {
         let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).map(|_| line)
+        io::BufRead::read_line(&mut io::BufReader::new(stdout), &mut line).map(|_| line)
     });
     let line = tokio::time::timeout(Duration::from_secs(10), ready)
         .await
@@ -328,10 +450,10 @@ async fn spawn_ready(args: &[String]) -> anyhow::Result<std::process::Child> {
     Ok(child)
 }
 
-/// Connects the players of `transport`'s relay through `to`.
+/// Connects the players of `transport`'s relay, each through its `to` address.
 async fn connect(
     server: &ServerProc,
-    to: SocketAddr,
+    to: Route,
     args: &Args,
     transport: Transport,
 ) -> anyhow::Result<Vec<players::Player>> {
@@ -359,7 +481,12 @@ pub(crate) async fn run_once(args: &Args, transport: Transport) -> anyhow::Resul
         "--reliable: the {} relay has no reliable path",
         transport.name()
     );
+    anyhow::ensure!(
+        args.loss_downlink_receivers < args.players,
+        "--loss-downlink-receivers must be below --players"
+    );
     let impairment = args.impairment()?;
+    let links = args.links()?;
     let busy0 = measure::machine_jiffies();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let busy_before = match (busy0, measure::machine_jiffies()) {
@@ -367,11 +494,15 @@ pub(crate) async fn run_once(args: &Args, transport: Transport) -> anyhow::Resul
         _ => 0.0,
     };
     let server = start_server(args, transport).await?;
-    let proxy = match impairment {
-        Some(imp) => Some(Proxy::start(server.addr, imp, 1).await?),
-        None => None,
+    let proxy = start_proxy(server.addr, links.players, 1).await?;
+    let impaired_proxy = start_proxy(server.addr, links.impaired, 2).await?;
+    let plain = proxy.as_ref().map_or(server.addr, |p| p.addr);
+    let to = Route {
+        players: plain,
+        impaired: impaired_proxy.as_ref().map_or(plain, |p| p.addr),
+        receivers: args.loss_downlink_receivers,
+        per_match: args.players,
     };
-    let to = proxy.as_ref().map_or(server.addr, |p| p.addr);
     let players = connect(&server, to, args, transport).await?;
 
     let start = now_ns() + 200_000_000;
@@ -446,17 +577,35 @@ pub(crate) async fn run_once(args: &Args, transport: Transport) -> anyhow::Resul
     tokio::time::sleep(Duration::from_millis(500) + link * 10).await;
     stop.cancel();
     let mut rec = Recorder::new();
-    for r in receivers {
+    // Deliveries to the impaired receivers, and to the others.
+    let (mut impaired, mut others) = (Recorder::new(), Recorder::new());
+    for (i, r) in receivers.into_iter().enumerate() {
         if let Ok(part) = r.await {
             rec.merge(&part);
+            if to.is_impaired(i) {
+                impaired.merge(&part);
+            } else {
+                others.merge(&part);
+            }
         }
     }
-    let stale = sampler.await.unwrap_or_else(|_| Recorder::new());
-    let link_dropped_pct = proxy.as_ref().map_or(0.0, |p| {
-        let (passed, dropped) = p.counts();
-        measure::loss_pct(passed + dropped, passed)
+    let late_us = others.quantile_us(0.99) * 6 / 5;
+    let groups = (args.loss_downlink_receivers > 0).then(|| {
+        let n = args.loss_downlink_receivers;
+        (
+            GroupLatency::of(&impaired, n, late_us),
+            GroupLatency::of(&others, args.players - n, late_us),
+        )
     });
+    let stale = sampler.await.unwrap_or_else(|_| Recorder::new());
+    let (passed, dropped) = [&proxy, &impaired_proxy]
+        .into_iter()
+        .flatten()
+        .map(Proxy::counts)
+        .fold((0, 0), |(p, d), (p2, d2)| (p + p2, d + d2));
+    let link_dropped_pct = measure::loss_pct(passed + dropped, passed);
     drop(proxy);
+    drop(impaired_proxy);
     drop(server);
 
     let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
@@ -515,6 +664,10 @@ pub(crate) async fn run_once(args: &Args, transport: Transport) -> anyhow::Resul
         staleness_p99_us: stale.quantile_us(0.99),
         staleness_p999_us: stale.quantile_us(0.999),
         staleness_max_us: stale.max_us(),
+        loss_downlink_receivers: args.loss_downlink_receivers,
+        late_us,
+        impaired_receivers: groups.as_ref().map(|g| g.0.clone()),
+        other_receivers: groups.map(|g| g.1),
     })
 }
 
@@ -541,4 +694,91 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
             Ok(())
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn args(line: &str) -> Args {
+        Cli::parse_from(std::iter::once("relay").chain(line.split_whitespace())).args
+    }
+
+    #[test]
+    fn loss_goes_both_ways_for_everyone_unless_only_some_downlinks_are_asked() {
+        let ms = Duration::from_millis;
+        assert_eq!(
+            args("").links().ok(),
+            Some(Links {
+                players: None,
+                impaired: None
+            })
+        );
+        let imp = Impairment {
+            loss: 0.05,
+            delay: ms(20),
+            ..Impairment::CLEAN
+        };
+        let both = args("--loss 5 --delay 20").links().ok();
+        assert_eq!(
+            both,
+            Some(Links {
+                players: Some((imp, imp)),
+                impaired: None
+            })
+        );
+        let delay = Impairment { loss: 0.0, ..imp };
+        let split = args("--loss 5 --delay 20 --loss-downlink-receivers 1")
+            .links()
+            .ok();
+        assert_eq!(
+            split,
+            Some(Links {
+                players: Some((delay, delay)),
+                impaired: Some((delay, imp)),
+            })
+        );
+        // No delay: the other players need no proxy at all.
+        let lossy = Impairment {
+            loss: 0.05,
+            ..Impairment::CLEAN
+        };
+        let bare = args("--loss 5 --loss-downlink-receivers 2").links().ok();
+        assert_eq!(
+            bare,
+            Some(Links {
+                players: None,
+                impaired: Some((Impairment::CLEAN, lossy)),
+            })
+        );
+    }
+
+    #[test]
+    fn the_first_receivers_of_each_match_go_through_the_impaired_proxy() {
+        let (plain, lossy): (SocketAddr, SocketAddr) =
+            (([127, 0, 0, 1], 1).into(), ([127, 0, 0, 1], 2).into());
+        let route = Route {
+            players: plain,
+            impaired: lossy,
+            receivers: 1,
+            per_match: 4,
+        };
+        let impaired: Vec<usize> = (0..12).filter(|&i| route.is_impaired(i)).collect();
+        assert_eq!(impaired, [0, 4, 8]);
+        assert_eq!(route.addr(4), lossy);
+        assert_eq!(route.addr(5), plain);
+        let none = Route {
+            receivers: 0,
+            ..route
+        };
+        assert!((0..12).all(|i| none.addr(i) == plain));
+    }
 }

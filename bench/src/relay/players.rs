@@ -4,8 +4,9 @@
 //!
 //! Match data is unreliable unless `--reliable`: then quicmatch players send it on the
 //! reliable path and plain-quinn players on their join stream, length-prefixed (`[len
-//! u16 LE][payload]`), which the quinn relay forwards on each receiver's stream, as
-//! quicmatch forwards reliable data on its one control stream per session.
+//! u16 LE][payload]`), which the quinn relay forwards on each receiver's one stream, as
+//! quicmatch did on its control stream before protocol 3 (now each sender's data reaches
+//! a receiver on a lane of its own).
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
@@ -15,7 +16,7 @@ use quicmatch_client::{ClientConfig, Credentials, Event, MatchId, SendOptions, S
 use tokio::net::UdpSocket;
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
-use super::{Args, Transport};
+use super::{Args, Route, Transport};
 use crate::{quinn_relay, udp_relay};
 
 /// One player: `tx` for its sender task, `rx` for its receiver task.
@@ -149,10 +150,11 @@ pub(crate) fn client_endpoint() -> anyhow::Result<quinn::Endpoint> {
     )?)
 }
 
-/// SDK players of a quicmatch server at `to` (the server, or the impairment proxy in
-/// front of it), `--players` to a match, created and joined through the control plane.
+/// SDK players of a quicmatch server, each at its `to` address (the server, or an
+/// impairment proxy in front of it), `--players` to a match, created and joined through
+/// the control plane.
 pub(super) async fn connect_quic(
-    to: SocketAddr,
+    to: Route,
     ca: PathBuf,
     args: &Args,
 ) -> anyhow::Result<Vec<Player>> {
@@ -166,7 +168,7 @@ pub(super) async fn connect_quic(
         let batch: Vec<_> = (i..(i + 32).min(total))
             .map(|n| {
                 let mut config = ClientConfig::new(
-                    to,
+                    to.addr(n),
                     Trust::CaFile(ca.clone()),
                     Credentials::Device {
                         id: format!("bench-device-{n:08}"),
@@ -219,10 +221,10 @@ pub(super) async fn connect_quic(
     Ok(players)
 }
 
-/// Bare quinn players of a plain-quinn relay at `to`, with the SDK's transport settings
-/// (less the ACK-frequency extension for `quinn-default-acks`).
+/// Bare quinn players of a plain-quinn relay, each at its `to` address, with the SDK's
+/// transport settings (less the ACK-frequency extension for `quinn-default-acks`).
 pub(super) async fn connect_quinn(
-    to: SocketAddr,
+    to: Route,
     ca: PathBuf,
     args: &Args,
     transport: Transport,
@@ -232,7 +234,7 @@ pub(super) async fn connect_quinn(
     let mut config = quinn::ClientConfig::with_root_certificates(Arc::new(roots))?;
     // The SDK's transport settings, so both QUIC runs differ only above quinn.
     let sdk = ClientConfig::new(
-        to,
+        to.addr(0),
         Trust::CaFile(ca),
         Credentials::Device { id: String::new() },
     );
@@ -255,6 +257,7 @@ pub(super) async fn connect_quinn(
             let endpoint = endpoints[n % endpoints.len()].clone();
             let m = u32::try_from(n / args.players).unwrap_or(u32::MAX);
             let reliable = args.reliable;
+            let to = to.addr(n);
             async move {
                 let mut last = None;
                 // The relay may still be starting: retry for a few seconds.
@@ -307,13 +310,13 @@ async fn join_quinn(
     })
 }
 
-/// Plain UDP players of the raw-UDP relay at `to`, one socket each.
-pub(super) async fn connect_udp(to: SocketAddr, args: &Args) -> anyhow::Result<Vec<Player>> {
+/// Plain UDP players of the raw-UDP relay, each at its `to` address, one socket each.
+pub(super) async fn connect_udp(to: Route, args: &Args) -> anyhow::Result<Vec<Player>> {
     let mut players = Vec::new();
     for m in 0..args.matches {
         for p in 0..args.players {
             let socket = UdpSocket::bind("127.0.0.1:0").await?;
-            socket.connect(to).await?;
+            socket.connect(to.addr(m * args.players + p)).await?;
             let mut header = [0u8; udp_relay::DATA_HEADER];
             header[0] = udp_relay::DATA;
             header[1..5].copy_from_slice(&(m as u32).to_le_bytes());

@@ -14,8 +14,16 @@ pub(super) fn print(result: &RunResult, json: bool) {
         || result.link_jitter_ms > 0.0
     {
         format!(
-            " | link loss {}% delay {} ms jitter {} ms (dropped {:.2}%)",
+            " | link loss {}%{} delay {} ms jitter {} ms (dropped {:.2}%)",
             result.link_loss_pct,
+            if result.loss_downlink_receivers > 0 {
+                format!(
+                    " (downlink of {} receiver(s) per match only)",
+                    result.loss_downlink_receivers
+                )
+            } else {
+                String::new()
+            },
             result.link_delay_ms,
             result.link_jitter_ms,
             result.link_dropped_pct
@@ -66,6 +74,22 @@ pub(super) fn print(result: &RunResult, json: bool) {
         result.busy_during_pct,
         link,
     );
+    if let (Some(imp), Some(other)) = (&result.impaired_receivers, &result.other_receivers) {
+        let group = |g: &super::GroupLatency| {
+            format!(
+                "p50 {:>6} us p90 {:>7} us p99 {:>7} us p99.9 {:>7} us, late {:>5.2}%",
+                g.p50_us, g.p90_us, g.p99_us, g.p999_us, g.late_pct
+            )
+        };
+        println!(
+            "  loss on the downlink of {} receiver(s) per match: to them {} | to the other {} {} | late = over {} us (1.2x the others' p99)",
+            imp.receivers,
+            group(imp),
+            other.receivers,
+            group(other),
+            result.late_us,
+        );
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -3,13 +3,17 @@
 //! a lost packet of one sender's data holds back only that sender's later data, never
 //! another's or the control stream's.
 //!
-//! Each lane is a small task that opens its stream, writes the [`LANE_STREAM`] byte and
-//! then the frames the session hands it (the same numbered frames as on the control
-//! stream, so a resume replays them like any event). What a lane has been handed and
-//! its stream has not accepted yet counts as unsent for the slow-consumer rule and the
-//! hard limit (`Outbound::lane_written`). Beyond [`MAX_LANES`] open lanes, further
-//! (match, sender) pairs use the control stream for the rest of the connection, so one
-//! sender's data never switches streams and overtakes itself.
+//! A lane's stream starts with the [`LANE_STREAM`] byte, then carries the frames the
+//! session hands it (the same numbered frames as on the control stream, so a resume
+//! replays them like any event). The session task writes to a lane itself while the
+//! stream takes data at once (the usual case: quinn buffers within its send window),
+//! which costs no more than the control stream; a lane that cannot (no stream credit
+//! yet, or flow control under loss) gets a task of its own that writes in order and
+//! keeps it for the rest of its life. What a lane has been handed and its stream has not
+//! accepted counts as unsent for the slow-consumer rule and the hard limit
+//! (`Outbound::lane_written`). Beyond [`MAX_LANES`] open lanes, further (match, sender)
+//! pairs use the control stream for the rest of the connection, so one sender's data
+//! never switches streams and overtakes itself.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -17,24 +21,53 @@ use std::{
 };
 
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use quicmatch_protocol::{MatchId, LANE_STREAM, MAX_LANES};
-use quinn::Connection;
+use quinn::{Connection, SendStream};
 use tokio::sync::mpsc;
 use tracing::debug;
 
 use crate::outbound::{Lane, Outbound};
 
+/// How a lane is written.
+enum Writer {
+    /// By the session task, while the stream takes everything at once.
+    Direct(SendStream),
+    /// By a task of its own, in order.
+    Task(mpsc::UnboundedSender<Vec<Bytes>>),
+    /// Its stream failed (the connection is going): nothing more is written.
+    Failed,
+}
+
 /// The lanes of one connection.
 pub(super) struct Lanes {
     conn: Connection,
     outbound: Arc<Outbound>,
-    open: HashMap<Lane, mpsc::UnboundedSender<Vec<Bytes>>>,
+    open: HashMap<Lane, Writer>,
     /// Pairs that found no free lane: the control stream carries them from then on.
     on_control: HashSet<Lane>,
 }
 
 fn size(chunks: &[Bytes]) -> usize {
     chunks.iter().map(Bytes::len).sum()
+}
+
+/// Writes what the stream takes now; `Ok(true)` when all of `chunks` was written (the
+/// chunks written are left empty, a partly written one holds its rest).
+fn write_now(stream: &mut SendStream, chunks: &mut [Bytes]) -> Result<bool, quinn::WriteError> {
+    let mut from = 0;
+    while from < chunks.len() {
+        if chunks[from].is_empty() {
+            from += 1;
+            continue;
+        }
+        match stream.write_chunks(&mut chunks[from..]).now_or_never() {
+            None => return Ok(false),
+            Some(Ok(written)) => from += written.chunks,
+            Some(Err(e)) => return Err(e),
+        }
+    }
+    Ok(true)
 }
 
 impl Lanes {
@@ -50,64 +83,128 @@ impl Lanes {
     /// Hands each lane its chunks, opening lanes on first use; a pair without a lane
     /// goes to the end of `control`.
     pub(super) fn route(&mut self, lanes: Vec<(Lane, Vec<Bytes>)>, control: &mut Vec<Bytes>) {
-        for (lane, chunks) in lanes {
+        for (lane, mut chunks) in lanes {
             let bytes = size(&chunks);
-            let tx = if self.on_control.contains(&lane) {
-                None
-            } else if let Some(tx) = self.open.get(&lane) {
-                // A lane whose stream failed is not opened again: the connection is
-                // going, and a new stream could overtake what the old one lost.
-                (!tx.is_closed()).then(|| tx.clone())
-            } else if self.open.len() < MAX_LANES as usize {
-                let (tx, rx) = mpsc::unbounded_channel();
-                tokio::spawn(run(self.conn.clone(), self.outbound.clone(), rx));
-                self.open.insert(lane, tx.clone());
-                Some(tx)
-            } else {
-                self.on_control.insert(lane);
-                None
-            };
-            match tx {
-                Some(tx) => {
-                    if tx.send(chunks).is_err() {
-                        // The lane's stream failed (the connection is going): the frames
-                        // are in the replay buffer for a resume either way.
-                        self.outbound.lane_written(bytes);
-                    }
-                }
-                None => {
+            if self.on_control.contains(&lane) {
+                self.outbound.lane_written(bytes);
+                control.extend(chunks);
+                continue;
+            }
+            let writer = match self.open.remove(&lane) {
+                Some(writer) => writer,
+                None if self.open.len() >= MAX_LANES as usize => {
+                    self.on_control.insert(lane);
                     self.outbound.lane_written(bytes);
                     control.extend(chunks);
+                    continue;
                 }
+                None => match self.conn.open_uni().now_or_never() {
+                    Some(Ok(stream)) => {
+                        chunks.insert(0, Bytes::from_static(&[LANE_STREAM]));
+                        Writer::Direct(stream)
+                    }
+                    Some(Err(e)) => {
+                        debug!(error = %e, "could not open a lane");
+                        Writer::Failed
+                    }
+                    // No stream credit yet: a task waits for it.
+                    None => {
+                        let (tx, rx) = mpsc::unbounded_channel();
+                        tokio::spawn(run(
+                            Opening::Wait(self.conn.clone()),
+                            self.outbound.clone(),
+                            rx,
+                        ));
+                        Writer::Task(tx)
+                    }
+                },
+            };
+            let writer = self.write(writer, chunks, bytes);
+            self.open.insert(lane, writer);
+        }
+    }
+
+    /// Writes `chunks` (`bytes` of frames, as `take` counted them) through `writer`;
+    /// returns how the lane is written from now on.
+    fn write(&self, writer: Writer, mut chunks: Vec<Bytes>, bytes: usize) -> Writer {
+        match writer {
+            Writer::Direct(mut stream) => match write_now(&mut stream, &mut chunks) {
+                Ok(true) => {
+                    self.outbound.lane_written(bytes);
+                    Writer::Direct(stream)
+                }
+                Ok(false) => {
+                    // The stream is full: a task writes the rest, then what follows.
+                    let rest: Vec<Bytes> = chunks.into_iter().filter(|c| !c.is_empty()).collect();
+                    let left = size(&rest).min(bytes);
+                    self.outbound.lane_written(bytes - left);
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    tokio::spawn(run(Opening::Open(stream), self.outbound.clone(), rx));
+                    // The rest goes first; a send on a fresh channel cannot fail.
+                    let _ = tx.send(rest);
+                    Writer::Task(tx)
+                }
+                Err(e) => {
+                    debug!(error = %e, "lane stream failed");
+                    self.outbound.lane_written(bytes);
+                    Writer::Failed
+                }
+            },
+            Writer::Task(tx) => {
+                if tx.send(chunks).is_err() {
+                    // The lane's task ended (its stream failed): the frames are in the
+                    // replay buffer for a resume either way.
+                    self.outbound.lane_written(bytes);
+                    Writer::Failed
+                } else {
+                    Writer::Task(tx)
+                }
+            }
+            Writer::Failed => {
+                // A lane whose stream failed is not opened again: the connection is
+                // going, and a new stream could overtake what the old one lost.
+                self.outbound.lane_written(bytes);
+                Writer::Failed
             }
         }
     }
 
     /// Closes the lanes of matches the session is no longer in.
     pub(super) fn retain(&mut self, joined: &HashSet<MatchId>) {
-        self.open.retain(|lane, _| joined.contains(&lane.match_id));
+        self.open.retain(|lane, writer| {
+            let keep = joined.contains(&lane.match_id);
+            if !keep {
+                if let Writer::Direct(stream) = writer {
+                    let _ = stream.finish();
+                }
+            }
+            keep
+        });
     }
 }
 
-/// One lane: opens its stream, then writes what it is handed, in order, until the
-/// session drops it (the stream is finished) or the connection fails.
+/// A lane task's stream: open already, or to be opened when credit comes.
+enum Opening {
+    Open(SendStream),
+    Wait(Connection),
+}
+
+/// A lane written by a task: what it is handed, in order, until the session drops it
+/// (the stream is finished) or the connection fails.
 async fn run(
-    conn: Connection,
+    opening: Opening,
     outbound: Arc<Outbound>,
     mut rx: mpsc::UnboundedReceiver<Vec<Bytes>>,
 ) {
-    let stream = match conn.open_uni().await {
-        Ok(mut stream) => match stream.write_all(&[LANE_STREAM]).await {
-            Ok(()) => Some(stream),
+    let stream = match opening {
+        Opening::Open(stream) => Some(stream),
+        Opening::Wait(conn) => match conn.open_uni().await {
+            Ok(mut stream) => stream.write_all(&[LANE_STREAM]).await.ok().map(|()| stream),
             Err(e) => {
-                debug!(error = %e, "lane stream failed");
+                debug!(error = %e, "could not open a lane");
                 None
             }
         },
-        Err(e) => {
-            debug!(error = %e, "could not open a lane");
-            None
-        }
     };
     let Some(mut stream) = stream else {
         rx.close();

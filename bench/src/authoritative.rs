@@ -342,6 +342,7 @@ impl InProcess {
         let mut config = Config {
             listen: ([127, 0, 0, 1], 0).into(),
             certs_dir: dir.path().to_path_buf(),
+            data_dir: dir.path().join("data"),
             ..Config::default()
         };
         // Matches nobody joins (`--players 0`, listings) must live through the run.

@@ -90,6 +90,8 @@ impl ServerProc {
         cmd.args(["serve", "--listen", &addr.to_string(), "--certs-dir"])
             .arg(dir.path())
             .args(extra)
+            // Its store (restart records included) in the run's own directory.
+            .env("QUICMATCH_DATA_DIR", dir.path().join("data"))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null());
         if let Some(toml) = config_toml {

@@ -69,6 +69,16 @@ impl Secret {
         )
     }
 
+    /// The key connection ids are signed with, derived from this secret: a restarted
+    /// server recognizes its predecessor's connection ids, which it must to answer
+    /// their packets with stateless resets at all.
+    pub(crate) fn connection_id_key(&self) -> u64 {
+        let tag = self.sign(b"quicmatch connection id key");
+        let mut key = [0u8; 8];
+        key.copy_from_slice(&tag.as_ref()[..8]);
+        u64::from_le_bytes(key)
+    }
+
     pub(crate) fn sign(&self, data: &[u8]) -> hmac::Tag {
         hmac::sign(&self.key, data)
     }

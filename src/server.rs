@@ -176,7 +176,11 @@ pub(crate) fn bind(
     let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic));
     server_config.transport_config(Arc::new(transport(&config)));
     let secret = auth::Secret::from_bytes(&secret);
-    let endpoint_config = quinn::EndpointConfig::new(Arc::new(secret.reset_key()));
+    let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(secret.reset_key()));
+    let cid_key = secret.connection_id_key();
+    endpoint_config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
     let endpoint = bind_socket(config.listen, config.socket_buffer)
         .and_then(|socket| {
             quinn::Endpoint::new(

@@ -223,7 +223,11 @@ async fn player(addr: SocketAddr, fingerprint: &str, name: &str) -> Socket {
             id: format!("device-{name}-restart"),
         },
     )
-    .username(name);
+    .username(name)
+    // Longer than any wait here: the players must learn of the restart from the server
+    // (a stateless reset after a crash, SERVER_RESTARTING after a planned stop), never
+    // from their own idle timeout.
+    .idle_timeout(Duration::from_secs(120));
     timeout(WAIT, Socket::connect(config))
         .await
         .expect("connect in time")
@@ -236,6 +240,8 @@ async fn player(addr: SocketAddr, fingerprint: &str, name: &str) -> Socket {
 struct Seen {
     tally: Option<Tally>,
     reconnected: u32,
+    /// Why each connection was lost: the close code, or the transport's reason.
+    lost: Vec<(Option<quicmatch_client::CloseCode>, String)>,
     leaves: Vec<String>,
     party_data: Vec<String>,
 }
@@ -257,6 +263,7 @@ async fn watch(socket: &Socket, seen: &mut Seen, what: &str, done: impl Fn(&Seen
                     .extend(p.leaves.iter().map(|l| l.username.clone()));
             }
             Event::Reconnected { .. } => seen.reconnected += 1,
+            Event::Reconnecting { code, reason } => seen.lost.push((code, reason)),
             Event::PartyData { data, .. } => {
                 seen.party_data
                     .push(String::from_utf8_lossy(&data).into_owned());
@@ -291,9 +298,13 @@ async fn send_inputs(socket: &Socket, id: MatchId, n: usize) {
     }
 }
 
+/// How the players should learn that the server went away.
+type Told = fn(&(Option<quicmatch_client::CloseCode>, String)) -> bool;
+
 /// Plays, stops the server with `stop`, starts a new one on the same address and data,
-/// and checks the game goes on from its last snapshot with both players resumed.
-async fn survives(stop: fn(Process)) {
+/// and checks the game goes on from its last snapshot with both players resumed, having
+/// learned of the restart as `told` says.
+async fn survives(stop: fn(Process), told: Told) {
     init_tracing();
     let dir = tempfile::tempdir().expect("tempdir");
     let (server, addr, fingerprint) = Process::start("127.0.0.1:0", dir.path());
@@ -345,6 +356,13 @@ async fn survives(stop: fn(Process)) {
     })
     .await;
     watch(&bob, &mut b_seen, "bob's resume", |s| s.reconnected == 1).await;
+    for seen in [&a_seen, &b_seen] {
+        assert!(
+            seen.lost.len() == 1 && told(&seen.lost[0]),
+            "lost the connection as expected: {:?}",
+            seen.lost
+        );
+    }
     assert_eq!(alice.session().session_id, a_session);
     assert_eq!(bob.session().session_id, b_session);
     send_inputs(&alice, id, 5).await;
@@ -383,10 +401,18 @@ async fn survives(stop: fn(Process)) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_match_survives_sigkill_and_both_players_resume() {
-    survives(Process::kill).await;
+    // The restarted server answers the old connections with stateless resets it signs
+    // with the same secret, for connection ids it recognizes as its own.
+    survives(Process::kill, |(code, reason)| {
+        code.is_none() && reason.contains("reset")
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_match_survives_a_planned_restart_and_both_players_resume() {
-    survives(Process::terminate).await;
+    survives(Process::terminate, |(code, _)| {
+        *code == Some(quicmatch_client::CloseCode::SERVER_RESTARTING)
+    })
+    .await;
 }

@@ -24,10 +24,17 @@
 //! proxy); delay and jitter stay on both directions of every player, and latency is also
 //! reported for the impaired receivers and the others apart.
 //!
+//! Every run also reports where datagrams were dropped during the window
+//! (`drops.rs`): the kernel's UDP receive-buffer drops (machine-wide, and the server's
+//! socket apart from the load generator's), the quicmatch server's own drops by reason
+//! (scraped from its `--metrics`), and the loss neither accounts for.
+//! `--server-socket-buffer` sets the quicmatch server's `socket_buffer` for the run.
+//!
 //! Layout: this file (arguments, one run, the entry point), `players.rs` (connecting
 //! each relay's players), `traffic.rs` (senders, receivers, staleness), `summary.rs`
-//! (printing, `--compare`, `--sweep`).
+//! (printing, `--compare`, `--sweep`), `drops.rs` (where datagrams were dropped).
 
+mod drops;
 mod players;
 mod summary;
 mod traffic;
@@ -194,6 +201,14 @@ pub(crate) struct Args {
     /// of everyone. Latency is also reported for those receivers and the others apart.
     #[arg(long, default_value_t = 0)]
     loss_downlink_receivers: usize,
+    /// The quicmatch server's kernel UDP socket buffer for this run, in bytes (its
+    /// `socket_buffer`; default: the server's own, 4 MiB). The baselines keep theirs.
+    #[arg(long)]
+    server_socket_buffer: Option<usize>,
+    /// Don't start the quicmatch server with `--metrics` (then its own datagram drops
+    /// are not reported).
+    #[arg(long)]
+    no_server_metrics: bool,
 }
 
 /// (uplink, downlink) impairment of one proxy.
@@ -380,14 +395,41 @@ pub(crate) struct RunResult {
     /// Deliveries to the impaired receivers, and to the others.
     pub(crate) impaired_receivers: Option<GroupLatency>,
     pub(crate) other_receivers: Option<GroupLatency>,
+    /// `--server-socket-buffer` (quicmatch only; `null`: the server's default).
+    pub(crate) server_socket_buffer: Option<usize>,
+    /// Where datagrams were dropped during the window.
+    pub(crate) drops: drops::Drops,
 }
 
-async fn start_server(args: &Args, transport: Transport) -> anyhow::Result<ServerProc> {
-    match (args.server, transport) {
+/// A quicmatch server started by the bench: its metrics address (unless
+/// `--no-server-metrics`) and config (`--server-socket-buffer`).
+async fn start_quicmatch(args: &Args) -> anyhow::Result<(ServerProc, Option<SocketAddr>)> {
+    let metrics = if args.no_server_metrics {
+        None
+    } else {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        Some(l.local_addr()?)
+    };
+    let extra: Vec<String> = metrics
+        .iter()
+        .flat_map(|m| ["--metrics".to_owned(), m.to_string()])
+        .collect();
+    let toml = args
+        .server_socket_buffer
+        .map(|b| format!("socket_buffer = {b}\n"));
+    let server = ServerProc::quicmatch(args.server_bin.as_deref(), toml.as_deref(), &extra).await?;
+    Ok((server, metrics))
+}
+
+/// The relay's server, and where it serves metrics (a quicmatch server the bench
+/// started).
+async fn start_server(
+    args: &Args,
+    transport: Transport,
+) -> anyhow::Result<(ServerProc, Option<SocketAddr>)> {
+    let server: anyhow::Result<ServerProc> = match (args.server, transport) {
         (Some(addr), Transport::Quicmatch) => Ok(ServerProc::existing(addr, args.ca.clone())),
-        (_, Transport::Quicmatch) => {
-            ServerProc::quicmatch(args.server_bin.as_deref(), None, &[]).await
-        }
+        (_, Transport::Quicmatch) => return start_quicmatch(args).await,
         (_, Transport::UdpBaseline) => {
             let addr: SocketAddr = ([127, 0, 0, 1], free_udp_port()?).into();
             let child = spawn_ready(&[
@@ -421,7 +463,8 @@ async fn start_server(args: &Args, transport: Transport) -> anyhow::Result<Serve
             Ok(ServerProc::from_child(child, addr)
                 .with_cert(quinn_relay::cert_path(dir.path()), dir))
         }
-    }
+    };
+    Ok((server?, None))
 }
 
 /// Starts this binary with `args` (a baseline relay, on the server cores) and waits for
@@ -493,7 +536,7 @@ pub(crate) async fn run_once(args: &Args, transport: Transport) -> anyhow::Resul
         (Some(a), Some(b)) => measure::busy_pct(a, b),
         _ => 0.0,
     };
-    let server = start_server(args, transport).await?;
+    let (server, metrics) = start_server(args, transport).await?;
     let proxy = start_proxy(server.addr, links.players, 1).await?;
     let impaired_proxy = start_proxy(server.addr, links.impaired, 2).await?;
     let plain = proxy.as_ref().map_or(server.addr, |p| p.addr);
@@ -542,6 +585,7 @@ pub(crate) async fn run_once(args: &Args, transport: Transport) -> anyhow::Resul
     let ticks_per_s = measure::clock_ticks();
     let until = |t: u64| Duration::from_nanos(t.saturating_sub(now_ns()));
     tokio::time::sleep(until(window.start)).await;
+    let drops0 = drops::Snapshot::take(server.addr.port(), metrics).await;
     let server_ticks0 = server.pid().and_then(measure::process_cpu_ticks);
     let client_ticks0 = measure::process_cpu_ticks(std::process::id());
     let busy0 = measure::machine_jiffies();
@@ -575,6 +619,7 @@ pub(crate) async fn run_once(args: &Args, transport: Transport) -> anyhow::Resul
     // take a few round trips).
     let link = impairment.map_or(Duration::ZERO, |i| i.delay + i.jitter);
     tokio::time::sleep(Duration::from_millis(500) + link * 10).await;
+    let drops1 = drops::Snapshot::take(server.addr.port(), metrics).await;
     stop.cancel();
     let mut rec = Recorder::new();
     // Deliveries to the impaired receivers, and to the others.
@@ -668,6 +713,10 @@ pub(crate) async fn run_once(args: &Args, transport: Transport) -> anyhow::Resul
         late_us,
         impaired_receivers: groups.as_ref().map(|g| g.0.clone()),
         other_receivers: groups.map(|g| g.1),
+        server_socket_buffer: args
+            .server_socket_buffer
+            .filter(|_| transport == Transport::Quicmatch),
+        drops: drops::Drops::between(&drops0, &drops1, expected, rec.delivered),
     })
 }
 

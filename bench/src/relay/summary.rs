@@ -74,6 +74,13 @@ pub(super) fn print(result: &RunResult, json: bool) {
         result.busy_during_pct,
         link,
     );
+    println!(
+        "  {}{}",
+        result
+            .server_socket_buffer
+            .map_or(String::new(), |b| format!("server socket buffer {b} B | ")),
+        result.drops.line()
+    );
     if let (Some(imp), Some(other)) = (&result.impaired_receivers, &result.other_receivers) {
         let group = |g: &super::GroupLatency| {
             format!(

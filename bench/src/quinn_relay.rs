@@ -91,13 +91,18 @@ pub(crate) fn server_config(dir: &Path, default_acks: bool) -> anyhow::Result<qu
 
 /// A UDP socket bound to `addr` with quicmatch's default `socket_buffer`.
 pub(crate) fn socket(addr: SocketAddr) -> anyhow::Result<std::net::UdpSocket> {
+    socket_sized(addr, quicmatch::config::DEFAULT_SOCKET_BUFFER)
+}
+
+/// The same with `buffer` bytes of receive and send buffer.
+pub(crate) fn socket_sized(addr: SocketAddr, buffer: usize) -> anyhow::Result<std::net::UdpSocket> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::DGRAM,
         Some(socket2::Protocol::UDP),
     )?;
-    socket.set_recv_buffer_size(quicmatch::config::DEFAULT_SOCKET_BUFFER)?;
-    socket.set_send_buffer_size(quicmatch::config::DEFAULT_SOCKET_BUFFER)?;
+    socket.set_recv_buffer_size(buffer)?;
+    socket.set_send_buffer_size(buffer)?;
     socket.bind(&addr.into())?;
     Ok(socket.into())
 }

@@ -205,6 +205,10 @@ pub(crate) struct Args {
     /// `socket_buffer`; default: the server's own, 4 MiB). The baselines keep theirs.
     #[arg(long)]
     server_socket_buffer: Option<usize>,
+    /// The kernel UDP socket buffer of the SDK players' client endpoints (quicmatch
+    /// only), in bytes (default 4 MiB).
+    #[arg(long)]
+    client_socket_buffer: Option<usize>,
     /// Don't start the quicmatch server with `--metrics` (then its own datagram drops
     /// are not reported).
     #[arg(long)]
@@ -397,6 +401,8 @@ pub(crate) struct RunResult {
     pub(crate) other_receivers: Option<GroupLatency>,
     /// `--server-socket-buffer` (quicmatch only; `null`: the server's default).
     pub(crate) server_socket_buffer: Option<usize>,
+    /// `--client-socket-buffer` (quicmatch only; `null`: 4 MiB).
+    pub(crate) client_socket_buffer: Option<usize>,
     /// Where datagrams were dropped during the window.
     pub(crate) drops: drops::Drops,
 }
@@ -715,6 +721,9 @@ pub(crate) async fn run_once(args: &Args, transport: Transport) -> anyhow::Resul
         other_receivers: groups.map(|g| g.1),
         server_socket_buffer: args
             .server_socket_buffer
+            .filter(|_| transport == Transport::Quicmatch),
+        client_socket_buffer: args
+            .client_socket_buffer
             .filter(|_| transport == Transport::Quicmatch),
         drops: drops::Drops::between(&drops0, &drops1, expected, rec.delivered),
     })

@@ -142,10 +142,15 @@ pub(crate) fn frame_codec() -> LengthDelimitedCodec {
 /// buffer (about 200 KiB) a burst for a hundred connections overflows while the
 /// endpoint task waits for a core, so it gets the same 4 MiB the relays get.
 pub(crate) fn client_endpoint() -> anyhow::Result<quinn::Endpoint> {
+    client_endpoint_sized(quicmatch::config::DEFAULT_SOCKET_BUFFER)
+}
+
+/// The same with `buffer` bytes of socket buffer (`--client-socket-buffer`).
+fn client_endpoint_sized(buffer: usize) -> anyhow::Result<quinn::Endpoint> {
     Ok(quinn::Endpoint::new(
         quinn::EndpointConfig::default(),
         None,
-        quinn_relay::socket(([127, 0, 0, 1], 0).into())?,
+        quinn_relay::socket_sized(([127, 0, 0, 1], 0).into(), buffer)?,
         Arc::new(quinn::TokioRuntime),
     )?)
 }
@@ -159,7 +164,12 @@ pub(super) async fn connect_quic(
     args: &Args,
 ) -> anyhow::Result<Vec<Player>> {
     let endpoints: Vec<quinn::Endpoint> = (0..args.endpoints.max(1))
-        .map(|_| client_endpoint())
+        .map(|_| {
+            client_endpoint_sized(
+                args.client_socket_buffer
+                    .unwrap_or(quicmatch::config::DEFAULT_SOCKET_BUFFER),
+            )
+        })
         .collect::<anyhow::Result<_>>()?;
     let total = args.matches * args.players;
     let mut sockets = Vec::with_capacity(total);

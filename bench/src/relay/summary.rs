@@ -75,10 +75,13 @@ pub(super) fn print(result: &RunResult, json: bool) {
         link,
     );
     println!(
-        "  {}{}",
+        "  {}{}{}",
         result
             .server_socket_buffer
             .map_or(String::new(), |b| format!("server socket buffer {b} B | ")),
+        result
+            .client_socket_buffer
+            .map_or(String::new(), |b| format!("client socket buffers {b} B | ")),
         result.drops.line()
     );
     if let (Some(imp), Some(other)) = (&result.impaired_receivers, &result.other_receivers) {

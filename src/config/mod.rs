@@ -32,10 +32,13 @@ pub struct Config {
     /// Serve Prometheus metrics at `http://<addr>/metrics`, with `/healthz` (alive) and
     /// `/readyz` (accepting sessions). Default: off.
     pub metrics: Option<SocketAddr>,
-    /// Kernel receive and send buffer of the UDP socket, in bytes. Default 4 MiB: a
+    /// Kernel receive and send buffer of the UDP socket, in bytes. Default 1 MiB: a
     /// burst that arrives while the server is busy waits here instead of being dropped
-    /// by the kernel. Linux caps it at `net.core.rmem_max` / `wmem_max`; the server
-    /// warns at start when it got less. Range: 64 KiB to 1 GiB.
+    /// by the kernel, yet past capacity the queue (and so the latency) stays about a
+    /// quarter of what 4 MiB lets build up, without the loss near capacity that 256 KiB
+    /// shows (BENCHMARKS.md, "Socket buffers past the knee"). Linux caps it at
+    /// `net.core.rmem_max` / `wmem_max`; the server warns at start when it got less.
+    /// Range: 64 KiB to 1 GiB.
     pub socket_buffer: usize,
     /// Advertise the server on the LAN with mDNS/DNS-SD (`_quicmatch._udp`, TXT: name,
     /// version, certificate fingerprint), so `quicmatch-cli --discover` finds it.
@@ -58,7 +61,7 @@ pub struct Config {
 }
 
 /// The default `socket_buffer`.
-pub const DEFAULT_SOCKET_BUFFER: usize = 4 << 20;
+pub const DEFAULT_SOCKET_BUFFER: usize = 1 << 20;
 
 impl Default for Config {
     fn default() -> Self {

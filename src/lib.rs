@@ -29,6 +29,8 @@
 //!   they and the hooks use to create, signal and list matches.
 //! - [`storage`]: storage objects in the embedded store under `data_dir` (the only
 //!   module that opens it).
+//! - `transport`: the two QUIC transports (quinn, and the quinn-proto I/O loop)
+//!   behind one interface sessions use.
 //! - `persist`: restart survival: sessions, parties and server-run matches recorded in
 //!   the store and put back at start.
 
@@ -48,6 +50,7 @@ mod server;
 pub mod session;
 pub mod storage;
 pub mod tls;
+mod transport;
 
 use std::{
     future::Future,
@@ -207,7 +210,7 @@ impl ServerBuilder {
 
 /// A bound server, ready to [`serve`](Self::serve).
 pub struct Server {
-    endpoint: quinn::Endpoint,
+    endpoint: transport::Endpoint,
     shared: Arc<Shared>,
     cert: CertificateDer<'static>,
 }

@@ -98,6 +98,10 @@ struct ServeArgs {
     /// The name advertised on the LAN [default: the host's name].
     #[arg(long, env = "QUICMATCH_NAME")]
     name: Option<String>,
+    /// The QUIC transport: `quinn` or `proto` (one quinn-proto I/O loop) [default:
+    /// quinn].
+    #[arg(long, env = "QUICMATCH_TRANSPORT")]
+    transport: Option<quicmatch::config::Transport>,
 }
 
 /// How log lines are written.
@@ -135,6 +139,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.metrics {
             config.metrics = Some(v);
+        }
+        if let Some(v) = self.transport {
+            config.transport = v;
         }
         if self.no_advertise {
             config.advertise = false;

@@ -17,11 +17,11 @@ use std::{
 
 use bytes::Bytes;
 use quicmatch_protocol::{frame::EventBody, CloseCode, MatchId, Presence};
-use quinn::{Connection, VarInt};
+use quinn_proto::{SendDatagramError, VarInt};
 use tokio::sync::Notify;
 use tracing::warn;
 
-use crate::config::SessionConfig;
+use crate::{config::SessionConfig, transport::Conn};
 
 /// Bookkeeping bytes counted per queued frame on top of its body (head and entry), so
 /// a flood of empty events still counts.
@@ -34,7 +34,7 @@ pub struct SessionHandle {
     /// the username).
     pub presence: Arc<Presence>,
     /// `None` for a session restored after a restart that has not resumed yet.
-    pub(crate) conn: Option<Connection>,
+    pub(crate) conn: Option<Conn>,
     /// The session's outbound queue; it outlives connections, so a resumed session
     /// keeps its numbering and what was queued while it was away.
     pub(crate) outbound: Arc<Outbound>,
@@ -79,25 +79,22 @@ impl SessionHandle {
                 .increment(1);
             return true;
         };
-        if conn.max_datagram_size().is_some() && conn.datagram_send_buffer_space() < datagram.len()
-        {
-            metrics::counter!("quicmatch_datagrams_dropped_total", "reason" => "reader_behind")
-                .increment(1);
-        }
         match conn.send_datagram(datagram) {
-            Ok(()) => {
+            Ok(pushed_out) => {
+                if pushed_out {
+                    metrics::counter!("quicmatch_datagrams_dropped_total", "reason" => "reader_behind")
+                        .increment(1);
+                }
                 metrics::counter!("quicmatch_datagrams_out_total").increment(1);
                 metrics::counter!("quicmatch_datagram_bytes_out_total").increment(len);
                 true
             }
-            Err(quinn::SendDatagramError::TooLarge) => {
+            Err(SendDatagramError::TooLarge) => {
                 metrics::counter!("quicmatch_datagrams_dropped_total", "reason" => "too_large")
                     .increment(1);
                 false
             }
-            Err(
-                quinn::SendDatagramError::UnsupportedByPeer | quinn::SendDatagramError::Disabled,
-            ) => {
+            Err(SendDatagramError::UnsupportedByPeer) => {
                 metrics::counter!("quicmatch_datagrams_dropped_total", "reason" => "unsupported_by_peer")
                     .increment(1);
                 true
@@ -112,7 +109,7 @@ impl SessionHandle {
 }
 
 /// Closes a connection with an application close code and a UTF-8 reason.
-pub(crate) fn close(conn: &Connection, code: CloseCode, reason: &str) {
+pub(crate) fn close(conn: &Conn, code: CloseCode, reason: &str) {
     conn.close(VarInt::from_u32(code.0), reason.as_bytes());
 }
 

@@ -20,7 +20,7 @@ use crate::{
     matchmaker::Matchmaker,
     party::PartyTable,
     session::{self, SessionRegistry},
-    tls, Server, Shared,
+    tls, transport, Server, Shared,
 };
 
 /// ACK-frequency extension: ask peers to acknowledge every this-many ack-eliciting
@@ -182,13 +182,18 @@ pub(crate) fn bind(
         Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
     });
     let endpoint = bind_socket(config.listen, config.socket_buffer)
-        .and_then(|socket| {
-            quinn::Endpoint::new(
+        .and_then(|socket| match config.transport {
+            crate::config::Transport::Proto => {
+                transport::proto::Endpoint::bind(socket, endpoint_config, server_config)
+                    .map(transport::Endpoint::Proto)
+            }
+            _ => quinn::Endpoint::new(
                 endpoint_config,
                 Some(server_config),
                 socket,
                 Arc::new(quinn::TokioRuntime),
             )
+            .map(transport::Endpoint::Quinn),
         })
         .map_err(|source| ServerError::Bind {
             addr: config.listen,
@@ -243,7 +248,7 @@ impl Drop for ConnectionGuard {
 }
 
 pub(crate) async fn serve(
-    endpoint: quinn::Endpoint,
+    endpoint: transport::Endpoint,
     shared: Arc<Shared>,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -284,7 +289,7 @@ pub(crate) async fn serve(
                 let Some(incoming) = incoming else { break };
                 let live = shared.connections.load(Ordering::Relaxed);
                 if live >= shared.config.session.max_connections {
-                    warn!(live, "connection limit reached; refusing");
+                    warn!(live, remote = %incoming.remote_address(), "connection limit reached; refusing");
                     incoming.refuse();
                     continue;
                 }
@@ -294,7 +299,7 @@ pub(crate) async fn serve(
                     && incoming.may_retry()
                 {
                     // Stateless: costs us nothing until the client proves its address.
-                    if incoming.retry().is_err() {
+                    if !incoming.retry() {
                         debug!("retry not possible");
                     }
                     continue;
@@ -306,7 +311,7 @@ pub(crate) async fn serve(
                 shared.handshakes.fetch_add(1, Ordering::Relaxed);
                 tracker.spawn(async move {
                     let _guard = guard;
-                    let handshake = incoming.await;
+                    let handshake = incoming.accept().await;
                     shared.handshakes.fetch_sub(1, Ordering::Relaxed);
                     match handshake {
                         // Boxed: inlined, the session would sit beside the handshake state

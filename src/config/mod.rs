@@ -40,6 +40,13 @@ pub struct Config {
     /// `net.core.rmem_max` / `wmem_max`; the server warns at start when it got less.
     /// Range: 64 KiB to 1 GiB.
     pub socket_buffer: usize,
+    /// Which QUIC transport serves connections: `"quinn"` (quinn's endpoint, a driver
+    /// task per connection) or `"proto"` (one quinn-proto I/O loop on a thread of its
+    /// own that hands each received datagram to its session and relays it to every
+    /// recipient's connection without waking a task; BENCHMARKS.md, "The quinn-proto
+    /// transport"). Both speak the same protocol and pass the same tests. Default
+    /// `"quinn"`.
+    pub transport: Transport,
     /// Advertise the server on the LAN with mDNS/DNS-SD (`_quicmatch._udp`, TXT: name,
     /// version, certificate fingerprint), so `quicmatch-cli --discover` finds it.
     /// Only on the interfaces the server listens on, and never when it listens on a
@@ -60,6 +67,30 @@ pub struct Config {
     pub storage: StorageConfig,
 }
 
+/// The QUIC transport (`transport` in the configuration).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Transport {
+    /// quinn's endpoint and a driver task per connection.
+    #[default]
+    Quinn,
+    /// One quinn-proto I/O loop that relays datagrams inside the loop.
+    Proto,
+}
+
+impl std::str::FromStr for Transport {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "quinn" => Ok(Self::Quinn),
+            "proto" => Ok(Self::Proto),
+            other => Err(format!("unknown transport `{other}`: use quinn or proto")),
+        }
+    }
+}
+
 /// The default `socket_buffer`.
 pub const DEFAULT_SOCKET_BUFFER: usize = 1 << 20;
 
@@ -74,6 +105,7 @@ impl Default for Config {
             server_key: "defaultkey".into(),
             metrics: None,
             socket_buffer: DEFAULT_SOCKET_BUFFER,
+            transport: Transport::default(),
             advertise: true,
             name: None,
             session: SessionConfig::default(),

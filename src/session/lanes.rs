@@ -23,11 +23,13 @@ use std::{
 use bytes::Bytes;
 use futures_util::FutureExt as _;
 use quicmatch_protocol::{MatchId, LANE_STREAM, MAX_LANES};
-use quinn::{Connection, SendStream};
 use tokio::sync::mpsc;
 use tracing::debug;
 
-use crate::outbound::{Lane, Outbound};
+use crate::{
+    outbound::{Lane, Outbound},
+    transport::{Conn, SendStream},
+};
 
 /// How a lane is written.
 enum Writer {
@@ -41,7 +43,7 @@ enum Writer {
 
 /// The lanes of one connection.
 pub(super) struct Lanes {
-    conn: Connection,
+    conn: Conn,
     outbound: Arc<Outbound>,
     open: HashMap<Lane, Writer>,
     /// Pairs that found no free lane: the control stream carries them from then on.
@@ -52,26 +54,9 @@ fn size(chunks: &[Bytes]) -> usize {
     chunks.iter().map(Bytes::len).sum()
 }
 
-/// Writes what the stream takes now; `Ok(true)` when all of `chunks` was written (the
-/// chunks written are left empty, a partly written one holds its rest).
-fn write_now(stream: &mut SendStream, chunks: &mut [Bytes]) -> Result<bool, quinn::WriteError> {
-    let mut from = 0;
-    while from < chunks.len() {
-        if chunks[from].is_empty() {
-            from += 1;
-            continue;
-        }
-        match stream.write_chunks(&mut chunks[from..]).now_or_never() {
-            None => return Ok(false),
-            Some(Ok(written)) => from += written.chunks,
-            Some(Err(e)) => return Err(e),
-        }
-    }
-    Ok(true)
-}
 
 impl Lanes {
-    pub(super) fn new(conn: Connection, outbound: Arc<Outbound>) -> Self {
+    pub(super) fn new(conn: Conn, outbound: Arc<Outbound>) -> Self {
         Self {
             conn,
             outbound,
@@ -128,7 +113,7 @@ impl Lanes {
     /// returns how the lane is written from now on.
     fn write(&self, writer: Writer, mut chunks: Vec<Bytes>, bytes: usize) -> Writer {
         match writer {
-            Writer::Direct(mut stream) => match write_now(&mut stream, &mut chunks) {
+            Writer::Direct(mut stream) => match stream.write_now(&mut chunks) {
                 Ok(true) => {
                     self.outbound.lane_written(bytes);
                     Writer::Direct(stream)
@@ -186,7 +171,7 @@ impl Lanes {
 /// A lane task's stream: open already, or to be opened when credit comes.
 enum Opening {
     Open(SendStream),
-    Wait(Connection),
+    Wait(Conn),
 }
 
 /// A lane written by a task: what it is handed, in order, until the session drops it
@@ -199,7 +184,11 @@ async fn run(
     let stream = match opening {
         Opening::Open(stream) => Some(stream),
         Opening::Wait(conn) => match conn.open_uni().await {
-            Ok(mut stream) => stream.write_all(&[LANE_STREAM]).await.ok().map(|()| stream),
+            Ok(mut stream) => stream
+                .write_all_chunks(&mut [Bytes::from_static(&[LANE_STREAM])])
+                .await
+                .ok()
+                .map(|()| stream),
             Err(e) => {
                 debug!(error = %e, "could not open a lane");
                 None

@@ -10,7 +10,7 @@
 
 use std::{
     collections::HashSet,
-    sync::Arc,
+    sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -22,7 +22,6 @@ use quicmatch_protocol::{
     frame::{self, FrameCodec, FrameError},
     CloseCode, Credentials, ErrorCode, Presence, Request, SessionId, ALPN_V2, ALPN_V3,
 };
-use quinn::{Connection, SendStream};
 use tokio_util::{codec::FramedRead, sync::CancellationToken};
 use tracing::{debug, info, info_span, Instrument as _};
 
@@ -38,6 +37,7 @@ use crate::{
     auth::{self, AuthError},
     handlers::{self, ApiError},
     outbound::{self, close, Outbound},
+    transport::{Conn, RecvStream, SendStream},
     Shared,
 };
 
@@ -64,7 +64,9 @@ const MAX_LIVENESS_TICK: Duration = Duration::from_millis(500);
 /// State only the session task touches.
 pub(crate) struct SessionState {
     pub(crate) handle: SessionHandle,
-    limiter: rate::Limiter,
+    /// Shared with the datagram sink of the `proto` transport, which applies the data
+    /// budget on the I/O thread.
+    limiter: Arc<Mutex<rate::Limiter>>,
     /// Matches this session is in, so a disconnect leaves each of them.
     pub(crate) joined: HashSet<quicmatch_protocol::MatchId>,
 }
@@ -82,13 +84,16 @@ impl SessionState {
                 ))),
             },
             joined: HashSet::new(),
-            limiter: rate::Limiter::new(&shared.config.session, Instant::now()),
+            limiter: Arc::new(Mutex::new(rate::Limiter::new(
+                &shared.config.session,
+                Instant::now(),
+            ))),
         }
     }
 }
 
 /// Serves one connection from its first frame to its end.
-pub(crate) async fn run(shared: Arc<Shared>, conn: Connection, shutdown: CancellationToken) {
+pub(crate) async fn run(shared: Arc<Shared>, conn: Conn, shutdown: CancellationToken) {
     let remote = conn.remote_address();
     let auth = tokio::time::timeout(
         shared.config.session.auth_timeout,
@@ -144,14 +149,11 @@ struct Authed {
     who: Who,
 }
 
-type Frames = FramedRead<quinn::RecvStream, FrameCodec>;
+type Frames = FramedRead<RecvStream, FrameCodec>;
 
 /// What the connection negotiated: protocol 2 numbers events, protocol 3 adds lanes.
-fn speaks(conn: &Connection) -> outbound::Speaks {
-    let protocol = conn
-        .handshake_data()
-        .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
-        .and_then(|d| d.protocol);
+fn speaks(conn: &Conn) -> outbound::Speaks {
+    let protocol = conn.alpn();
     let is = |alpn: &[u8]| protocol.as_deref() == Some(alpn);
     outbound::Speaks {
         sequenced: is(ALPN_V2) || is(ALPN_V3),
@@ -159,7 +161,7 @@ fn speaks(conn: &Connection) -> outbound::Speaks {
     }
 }
 
-async fn authenticate(shared: &Shared, conn: &Connection) -> Result<Authed, (CloseCode, String)> {
+async fn authenticate(shared: &Shared, conn: &Conn) -> Result<Authed, (CloseCode, String)> {
     let protocol = |m: &str| (CloseCode::PROTOCOL_ERROR, m.to_owned());
     let (send, recv) = conn
         .accept_bi()
@@ -241,7 +243,7 @@ async fn authenticate(shared: &Shared, conn: &Connection) -> Result<Authed, (Clo
 }
 
 /// How a connection ended when nobody on this side decided it.
-fn ending_of(conn: &Connection) -> Ending {
+fn ending_of(conn: &Conn) -> Ending {
     ending_for(conn.close_reason().as_ref())
 }
 
@@ -280,10 +282,10 @@ enum Verdict {
 }
 
 impl Liveness {
-    fn check(&mut self, shared: &Shared, handle: &SessionHandle, conn: &Connection) -> Verdict {
+    fn check(&mut self, shared: &Shared, handle: &SessionHandle, conn: &Conn) -> Verdict {
         let now = Instant::now();
         let s = &shared.config.session;
-        let seen = conn.stats().udp_rx.datagrams;
+        let seen = conn.udp_rx_datagrams();
         let id = handle.presence.session_id;
         if seen != self.seen {
             self.seen = seen;
@@ -312,7 +314,7 @@ impl Liveness {
 }
 
 /// Sets up the session state for this connection: new, or taken over.
-fn start(shared: &Shared, conn: &Connection, who: Who) -> (SessionState, bool) {
+fn start(shared: &Shared, conn: &Conn, who: Who) -> (SessionState, bool) {
     match who {
         Who::Fresh(identity, session_id) => {
             let presence = Presence {
@@ -329,7 +331,10 @@ fn start(shared: &Shared, conn: &Connection, who: Who) -> (SessionState, bool) {
                     ))),
                 },
                 joined: HashSet::new(),
-                limiter: rate::Limiter::new(&shared.config.session, Instant::now()),
+                limiter: Arc::new(Mutex::new(rate::Limiter::new(
+                    &shared.config.session,
+                    Instant::now(),
+                ))),
             };
             (state, false)
         }
@@ -349,7 +354,7 @@ fn start(shared: &Shared, conn: &Connection, who: Who) -> (SessionState, bool) {
     }
 }
 
-async fn serve(shared: Arc<Shared>, conn: Connection, shutdown: CancellationToken, authed: Authed) {
+async fn serve(shared: Arc<Shared>, conn: Conn, shutdown: CancellationToken, authed: Authed) {
     let Authed {
         mut send,
         mut frames,
@@ -396,6 +401,18 @@ async fn serve(shared: Arc<Shared>, conn: Connection, shutdown: CancellationToke
     info!(user = %info.user_id, username = %info.username, resumed, "session started");
     let speaks = speaks(&conn);
     let mut lanes = lanes::Lanes::new(conn.clone(), state.handle.outbound.clone());
+    // With the `proto` transport datagrams never wake this task: the I/O loop hands
+    // them to a sink that relays them on its own thread; only what the session must act
+    // on (an error reply, a close) comes back here.
+    let (sink_tx, mut sink_rx) = tokio::sync::mpsc::channel::<SinkStep>(SINK_STEPS);
+    let _sink = SinkGuard::install(&conn, || {
+        datagram_sink(
+            shared.clone(),
+            state.handle.clone(),
+            state.limiter.clone(),
+            sink_tx.clone(),
+        )
+    });
     // Chunks being written, in order: the welcome first, then replies and batches
     // taken from the outbound queue. A write that blocks (the client reads slowly)
     // stays here while the task goes on checking liveness and the slow-consumer rule.
@@ -412,7 +429,7 @@ async fn serve(shared: Arc<Shared>, conn: Connection, shutdown: CancellationToke
     let mut tick = tokio::time::interval((s.suspect_after / 4).min(MAX_LIVENESS_TICK));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut liveness = Liveness {
-        seen: conn.stats().udp_rx.datagrams,
+        seen: conn.udp_rx_datagrams(),
         last_heard: Instant::now(),
         suspect: false,
     };
@@ -506,6 +523,12 @@ async fn serve(shared: Arc<Shared>, conn: Connection, shutdown: CancellationToke
                     alive = false;
                 }
             },
+            Some(step) = sink_rx.recv() => match step {
+                SinkStep::Reply(frame) => replies.push(frame),
+                SinkStep::Close(code, reason) => {
+                    alive = end(code, reason, Ending::Final, &mut ending);
+                }
+            },
             datagram = &mut next_datagram => {
                 let mut datagram = datagram;
                 // Under load several datagrams wait: take them in one wake-up, up to a
@@ -516,7 +539,7 @@ async fn serve(shared: Arc<Shared>, conn: Connection, shutdown: CancellationToke
                         alive = false;
                         break;
                     };
-                    match on_datagram(&shared, &mut state, d) {
+                    match on_datagram(&shared, &state.handle, &state.limiter, d) {
                         Step::Reply(reply) => replies.extend(reply),
                         Step::Wait(..) => {}
                         Step::Close(code, reason) => {
@@ -544,6 +567,63 @@ async fn serve(shared: Arc<Shared>, conn: Connection, shutdown: CancellationToke
     };
     info!(reason = ?conn.close_reason(), ?ending, "connection ended");
     shared.sessions.retire(&shared, state, ending, grace);
+}
+
+/// What a datagram sink (the `proto` transport) asks of the session task.
+enum SinkStep {
+    Reply(Bytes),
+    Close(CloseCode, &'static str),
+}
+
+/// Error replies and closes a sink may leave for the session task; past this, error
+/// replies to datagrams are dropped (they are advice: the datagrams were dropped).
+const SINK_STEPS: usize = 64;
+
+fn datagram_sink(
+    shared: Arc<Shared>,
+    handle: SessionHandle,
+    limiter: Arc<Mutex<rate::Limiter>>,
+    tx: tokio::sync::mpsc::Sender<SinkStep>,
+) -> crate::transport::proto::Sink {
+    Box::new(
+        move |datagram| match on_datagram(&shared, &handle, &limiter, datagram) {
+            Step::Reply(Some(frame)) => {
+                let _ = tx.try_send(SinkStep::Reply(frame));
+            }
+            Step::Close(code, reason) => {
+                let _ = tx.try_send(SinkStep::Close(code, reason));
+            }
+            Step::Reply(None) | Step::Wait(..) => {}
+        },
+    )
+}
+
+/// Removes a `proto` connection's sink when the session task ends however it ends (the
+/// sink holds the session's handle, which holds the connection), and closes a
+/// connection nobody closed, as dropping a quinn connection does.
+struct SinkGuard(Option<crate::transport::proto::Conn>);
+
+impl SinkGuard {
+    fn install(conn: &Conn, sink: impl FnOnce() -> crate::transport::proto::Sink) -> Self {
+        match conn {
+            Conn::Proto(c) => {
+                c.set_sink(sink());
+                Self(Some(c.clone()))
+            }
+            Conn::Quinn(_) => Self(None),
+        }
+    }
+}
+
+impl Drop for SinkGuard {
+    fn drop(&mut self) {
+        if let Some(c) = &self.0 {
+            c.clear_sink();
+            if c.close_reason().is_none() {
+                c.close(quinn_proto::VarInt::from_u32(CloseCode::NORMAL.0), b"");
+            }
+        }
+    }
 }
 
 /// A request whose answer server code gives later.
@@ -575,14 +655,23 @@ enum Step {
 }
 
 /// Applies the rate limit; `Err` carries the step to take instead of processing.
-fn admit(state: &mut SessionState, kind: rate::Kind, cid: Option<u32>) -> Result<(), Step> {
-    match state.limiter.check(kind, Instant::now()) {
+fn admit(
+    handle: &SessionHandle,
+    limiter: &Mutex<rate::Limiter>,
+    kind: rate::Kind,
+    cid: Option<u32>,
+) -> Result<(), Step> {
+    let verdict = limiter
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .check(kind, Instant::now());
+    match verdict {
         rate::Verdict::Allow => Ok(()),
         rate::Verdict::Reject { tell } => {
             metrics::counter!("quicmatch_rate_limited_total").increment(1);
             let reply = tell.then(|| {
                 handlers::reply_frame(
-                    &state.handle,
+                    handle,
                     cid,
                     Err(ApiError::new(
                         ErrorCode::RATE_LIMITED,
@@ -609,7 +698,7 @@ fn on_frame(shared: &Shared, state: &mut SessionState, body: &[u8]) -> Step {
                 }
                 _ => rate::Kind::Request,
             };
-            if let Err(step) = admit(state, kind, env.cid) {
+            if let Err(step) = admit(&state.handle, &state.limiter, kind, env.cid) {
                 return step;
             }
             let joins = matches!(
@@ -624,7 +713,7 @@ fn on_frame(shared: &Shared, state: &mut SessionState, body: &[u8]) -> Step {
             }
         }
         Err((cid, e)) => {
-            if let Err(step) = admit(state, rate::Kind::Request, cid) {
+            if let Err(step) = admit(&state.handle, &state.limiter, rate::Kind::Request, cid) {
                 return step;
             }
             debug!(error = %e, "undecodable request");
@@ -637,25 +726,26 @@ fn on_frame(shared: &Shared, state: &mut SessionState, body: &[u8]) -> Step {
     }
 }
 
-fn on_datagram(shared: &Shared, state: &mut SessionState, datagram: Bytes) -> Step {
+fn on_datagram(
+    shared: &Shared,
+    handle: &SessionHandle,
+    limiter: &Mutex<rate::Limiter>,
+    datagram: Bytes,
+) -> Step {
     metrics::counter!("quicmatch_datagrams_in_total").increment(1);
     metrics::counter!("quicmatch_datagram_bytes_in_total").increment(datagram.len() as u64);
-    if let Err(step) = admit(state, rate::Kind::Datagram, None) {
+    if let Err(step) = admit(handle, limiter, rate::Kind::Datagram, None) {
         return step;
     }
     let result = ClientDatagram::decode(datagram)
         .map_err(|e| ApiError::new(e.code(), e.to_string()))
-        .and_then(|d| {
-            shared
-                .matches
-                .send_unreliable(state.handle.presence.session_id, d)
-        });
+        .and_then(|d| shared.matches.send_unreliable(handle.presence.session_id, d));
     match result {
         Ok(()) => Step::Reply(None),
         Err(e) => {
             metrics::counter!("quicmatch_datagrams_dropped_total", "reason" => e.code.to_string())
                 .increment(1);
-            Step::Reply(handlers::reply_frame(&state.handle, None, Err(e)))
+            Step::Reply(handlers::reply_frame(handle, None, Err(e)))
         }
     }
 }

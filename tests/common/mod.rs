@@ -53,6 +53,11 @@ pub fn test_config() -> Config {
     // Restart survival records every session in the store; the restart tests turn it
     // on themselves, the others keep their store untouched unless they write.
     config.matches.snapshot_interval = Duration::ZERO;
+    // The whole suite runs against either transport: CI runs it once with each
+    // (`QUICMATCH_TRANSPORT=proto`; server processes the tests start read it too).
+    if let Ok(t) = std::env::var("QUICMATCH_TRANSPORT") {
+        config.transport = t.parse().expect("QUICMATCH_TRANSPORT is quinn or proto");
+    }
     config
 }
 

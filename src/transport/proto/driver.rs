@@ -1,0 +1,655 @@
+//! The I/O loop of the quinn-proto transport: one future, polled on a current-thread
+//! runtime of its own thread. Each turn it takes the commands other threads left
+//! (accept, retry, refuse, close), reads a bounded number of packet batches and feeds
+//! them to the endpoint and their connections, fires due timers, then services every
+//! connection that changed: its events wake the tasks waiting on it, its datagrams go to
+//! its session's sink (whose relay marks the recipients changed, on this thread, so they
+//! are serviced in the same turn), and its packets are written. A write the socket
+//! cannot take waits for writability with the connections behind it; nothing is
+//! dropped on this side.
+
+use std::{
+    cell::Cell,
+    cmp::Reverse,
+    collections::{BinaryHeap, HashMap},
+    future::Future,
+    io::{self, IoSliceMut},
+    pin::Pin,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, PoisonError,
+    },
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::task::AtomicWaker;
+use quinn::{
+    udp::{RecvMeta, Transmit as UdpTransmit},
+    AsyncUdpSocket, Runtime as _, UdpPoller,
+};
+use quinn_proto::{
+    ConnectionError, ConnectionHandle, DatagramEvent, Dir, EndpointConfig, Event, ServerConfig,
+    StreamEvent, Transmit, VarInt,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, warn};
+
+use super::{
+    conn::{Conn, ConnShared},
+    Incoming,
+};
+
+/// Packet batches read per turn before the connections they touched are serviced.
+const RECV_ROUNDS: usize = 8;
+/// Packets one connection writes per round before the others get their turn.
+const TRANSMIT_BOUND: usize = 64;
+/// Most datagrams one GSO write carries.
+const MAX_GSO_SEGMENTS: usize = 10;
+
+thread_local! {
+    /// The loop this thread runs (its `LoopShared` address), so a mark made here needs no
+    /// wake-up.
+    static ON_LOOP: Cell<usize> = const { Cell::new(0) };
+}
+
+/// What other threads give the loop.
+pub(crate) enum Command {
+    Accept(u64, oneshot::Sender<Result<Conn, ConnectionError>>),
+    Retry(u64),
+    Refuse(u64),
+    Ignore(u64),
+    CloseAll(VarInt, Bytes),
+    Stop,
+}
+
+/// What the loop and everyone else share: connections to service, commands, the wake-up.
+#[derive(Default)]
+pub(crate) struct LoopShared {
+    dirty: Mutex<Vec<ConnectionHandle>>,
+    commands: Mutex<Vec<Command>>,
+    waker: AtomicWaker,
+    woken: AtomicBool,
+}
+
+impl LoopShared {
+    fn on_loop(&self) -> bool {
+        ON_LOOP.with(|c| c.get()) == self as *const Self as usize
+    }
+
+    /// Puts a connection on the list to service; wakes the loop unless this is its thread
+    /// (it drains the list before it sleeps).
+    pub(super) fn schedule(&self, ch: ConnectionHandle) {
+        self.dirty
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(ch);
+        if !self.on_loop() {
+            self.wake();
+        }
+    }
+
+    pub(super) fn command(&self, command: Command) {
+        self.commands
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(command);
+        self.wake();
+    }
+
+    fn wake(&self) {
+        if !self.woken.swap(true, Ordering::AcqRel) {
+            self.waker.wake();
+        }
+    }
+
+    fn take_dirty(&self, into: &mut Vec<ConnectionHandle>) {
+        let mut dirty = self.dirty.lock().unwrap_or_else(PoisonError::into_inner);
+        into.append(&mut dirty);
+    }
+}
+
+/// Runs the loop on this thread until the endpoint is dropped.
+pub(super) fn run(
+    socket: std::net::UdpSocket,
+    endpoint_config: EndpointConfig,
+    server_config: ServerConfig,
+    io: Arc<LoopShared>,
+    incoming: mpsc::Sender<Incoming>,
+    live: watch::Sender<usize>,
+    ready: std::sync::mpsc::Sender<io::Result<()>>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let socket = match quinn::TokioRuntime.wrap_udp_socket(socket) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return;
+            }
+        };
+        ON_LOOP.with(|c| c.set(Arc::as_ptr(&io) as usize));
+        let endpoint = quinn_proto::Endpoint::new(
+            Arc::new(endpoint_config),
+            Some(Arc::new(server_config)),
+            !socket.may_fragment(),
+            None,
+        );
+        let recv_len = endpoint.config().get_max_udp_payload_size().min(64 * 1024) as usize
+            * socket.max_receive_segments()
+            * quinn::udp::BATCH_SIZE;
+        let driver = Driver {
+            poller: socket.clone().create_io_poller(),
+            socket,
+            io,
+            endpoint,
+            conns: HashMap::new(),
+            timers: BinaryHeap::new(),
+            timer: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
+            timer_at: None,
+            pending: HashMap::new(),
+            next_incoming: 0,
+            incoming,
+            recv_buf: vec![0; recv_len].into_boxed_slice(),
+            send_buf: Vec::new(),
+            resp_buf: Vec::new(),
+            stalled: None,
+            waiting_tx: Vec::new(),
+            batch: Vec::new(),
+            received: Vec::new(),
+            closing: None,
+            live,
+            stop: false,
+        };
+        let _ = ready.send(Ok(()));
+        driver.await;
+    });
+}
+
+/// A connection as the loop keeps it.
+struct Entry {
+    shared: Arc<ConnShared>,
+    /// The deadline in the timer heap, to skip stale heap entries.
+    armed: Option<Instant>,
+}
+
+struct Driver {
+    socket: Arc<dyn AsyncUdpSocket>,
+    poller: Pin<Box<dyn UdpPoller>>,
+    io: Arc<LoopShared>,
+    endpoint: quinn_proto::Endpoint,
+    conns: HashMap<ConnectionHandle, Entry>,
+    timers: BinaryHeap<Reverse<(Instant, ConnectionHandle)>>,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    timer_at: Option<Instant>,
+    /// Attempts waiting for the accept loop.
+    pending: HashMap<u64, quinn_proto::Incoming>,
+    next_incoming: u64,
+    incoming: mpsc::Sender<Incoming>,
+    recv_buf: Box<[u8]>,
+    send_buf: Vec<u8>,
+    resp_buf: Vec<u8>,
+    /// A packet the socket would not take, waiting for writability.
+    stalled: Option<Transmit>,
+    /// Connections with packets to write once the socket takes `stalled`.
+    waiting_tx: Vec<ConnectionHandle>,
+    /// Connections being serviced this round.
+    batch: Vec<ConnectionHandle>,
+    /// Datagrams taken from connections this round, for their sinks.
+    received: Vec<(ConnectionHandle, Bytes)>,
+    /// Set once every connection was told to close: new ones are refused.
+    closing: Option<(VarInt, Bytes)>,
+    live: watch::Sender<usize>,
+    stop: bool,
+}
+
+impl Future for Driver {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        this.io.waker.register(cx.waker());
+        this.io.woken.store(false, Ordering::Release);
+        let now = Instant::now();
+        this.run_commands(now);
+        if this.stop {
+            return Poll::Ready(());
+        }
+        if this.stalled.is_some() {
+            this.unstall(cx);
+        }
+        let more = this.recv(cx, now);
+        this.expire(now);
+        this.service(now);
+        if more {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        this.arm(cx);
+        Poll::Pending
+    }
+}
+
+fn udp_transmit<'a>(t: &Transmit, contents: &'a [u8]) -> UdpTransmit<'a> {
+    UdpTransmit {
+        destination: t.destination,
+        ecn: t.ecn.map(|e| match e {
+            quinn_proto::EcnCodepoint::Ect0 => quinn::udp::EcnCodepoint::Ect0,
+            quinn_proto::EcnCodepoint::Ect1 => quinn::udp::EcnCodepoint::Ect1,
+            quinn_proto::EcnCodepoint::Ce => quinn::udp::EcnCodepoint::Ce,
+        }),
+        contents,
+        segment_size: t.segment_size,
+        src_ip: t.src_ip,
+    }
+}
+
+impl Driver {
+    fn run_commands(&mut self, now: Instant) {
+        let commands =
+            std::mem::take(&mut *self.io.commands.lock().unwrap_or_else(PoisonError::into_inner));
+        for command in commands {
+            match command {
+                Command::Accept(id, tx) => {
+                    let Some(incoming) = self.pending.remove(&id) else {
+                        let _ = tx.send(Err(ConnectionError::LocallyClosed));
+                        continue;
+                    };
+                    self.resp_buf.clear();
+                    match self
+                        .endpoint
+                        .accept(incoming, now, &mut self.resp_buf, None)
+                    {
+                        Ok((ch, conn)) => {
+                            let shared = Arc::new(ConnShared::new(ch, conn, self.io.clone()));
+                            self.conns.insert(
+                                ch,
+                                Entry {
+                                    shared: shared.clone(),
+                                    armed: None,
+                                },
+                            );
+                            self.live.send_replace(self.conns.len());
+                            {
+                                let mut st = shared.lock();
+                                shared.touch(&mut st);
+                            }
+                            let _ = tx.send(Ok(Conn(shared)));
+                        }
+                        Err(e) => {
+                            if let Some(t) = e.response {
+                                self.respond(&t);
+                            }
+                            let _ = tx.send(Err(e.cause));
+                        }
+                    }
+                }
+                Command::Retry(id) => {
+                    if let Some(incoming) = self.pending.remove(&id) {
+                        self.resp_buf.clear();
+                        match self.endpoint.retry(incoming, &mut self.resp_buf) {
+                            Ok(t) => self.respond(&t),
+                            Err(e) => self.endpoint.ignore(e.into_incoming()),
+                        }
+                    }
+                }
+                Command::Refuse(id) => {
+                    if let Some(incoming) = self.pending.remove(&id) {
+                        self.refuse(incoming);
+                    }
+                }
+                Command::Ignore(id) => {
+                    if let Some(incoming) = self.pending.remove(&id) {
+                        self.endpoint.ignore(incoming);
+                    }
+                }
+                Command::CloseAll(code, reason) => {
+                    for (_, incoming) in std::mem::take(&mut self.pending) {
+                        self.refuse(incoming);
+                    }
+                    for entry in self.conns.values() {
+                        let mut st = entry.shared.lock();
+                        st.conn.close(now, code, reason.clone());
+                        entry.shared.touch(&mut st);
+                    }
+                    self.closing = Some((code, reason));
+                }
+                Command::Stop => self.stop = true,
+            }
+        }
+    }
+
+    fn refuse(&mut self, incoming: quinn_proto::Incoming) {
+        self.resp_buf.clear();
+        let t = self.endpoint.refuse(incoming, &mut self.resp_buf);
+        self.respond(&t);
+    }
+
+    /// Sends a stateless answer if the socket takes it now; a peer repeats its attempt,
+    /// so dropping one under load costs nothing.
+    fn respond(&self, t: &Transmit) {
+        let _ = self
+            .socket
+            .try_send(&udp_transmit(t, &self.resp_buf[..t.size]));
+    }
+
+    /// Reads up to `RECV_ROUNDS` batches; `true` when there may be more.
+    fn recv(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
+        let mut buf = std::mem::take(&mut self.recv_buf);
+        let mut more = true;
+        {
+            let batch = quinn::udp::BATCH_SIZE;
+            let mut metas = [RecvMeta::default(); quinn::udp::BATCH_SIZE];
+            let chunk = buf.len() / batch;
+            for _ in 0..RECV_ROUNDS {
+                let mut iovs: Vec<IoSliceMut<'_>> =
+                    buf.chunks_mut(chunk).map(IoSliceMut::new).collect();
+                match self.socket.poll_recv(cx, &mut iovs, &mut metas) {
+                    Poll::Ready(Ok(n)) => {
+                        for (meta, iov) in metas.iter().zip(iovs.iter()).take(n) {
+                            let mut data = BytesMut::from(&iov[..meta.len]);
+                            while !data.is_empty() {
+                                let packet = data.split_to(meta.stride.min(data.len()));
+                                self.on_packet(now, meta, packet);
+                            }
+                        }
+                    }
+                    Poll::Pending => {
+                        more = false;
+                        break;
+                    }
+                    // ICMP errors from gone peers surface here; QUIC ignores them.
+                    Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::ConnectionReset => {}
+                    Poll::Ready(Err(e)) => {
+                        warn!(error = %e, "UDP receive failed");
+                        more = false;
+                        break;
+                    }
+                }
+            }
+        }
+        self.recv_buf = buf;
+        more
+    }
+
+    fn on_packet(&mut self, now: Instant, meta: &RecvMeta, packet: BytesMut) {
+        self.resp_buf.clear();
+        let ecn = meta.ecn.map(|e| match e {
+            quinn::udp::EcnCodepoint::Ect0 => quinn_proto::EcnCodepoint::Ect0,
+            quinn::udp::EcnCodepoint::Ect1 => quinn_proto::EcnCodepoint::Ect1,
+            quinn::udp::EcnCodepoint::Ce => quinn_proto::EcnCodepoint::Ce,
+        });
+        match self
+            .endpoint
+            .handle(now, meta.addr, meta.dst_ip, ecn, packet, &mut self.resp_buf)
+        {
+            Some(DatagramEvent::ConnectionEvent(ch, event)) => {
+                if let Some(entry) = self.conns.get(&ch) {
+                    let mut st = entry.shared.lock();
+                    st.conn.handle_event(event);
+                    if !st.dirty {
+                        st.dirty = true;
+                        self.batch.push(ch);
+                    }
+                }
+            }
+            Some(DatagramEvent::NewConnection(incoming)) => self.on_incoming(incoming),
+            Some(DatagramEvent::Response(t)) => self.respond(&t),
+            None => {}
+        }
+    }
+
+    fn on_incoming(&mut self, incoming: quinn_proto::Incoming) {
+        if self.closing.is_some() {
+            self.refuse(incoming);
+            return;
+        }
+        let id = self.next_incoming;
+        self.next_incoming += 1;
+        let handle = Incoming {
+            id,
+            remote: incoming.remote_address(),
+            validated: incoming.remote_address_validated(),
+            may_retry: incoming.may_retry(),
+            io: self.io.clone(),
+            answered: false,
+        };
+        match self.incoming.try_send(handle) {
+            Ok(()) => {
+                self.pending.insert(id, incoming);
+            }
+            Err(e) => {
+                let mut handle = match e {
+                    mpsc::error::TrySendError::Full(h) | mpsc::error::TrySendError::Closed(h) => h,
+                };
+                handle.answered = true;
+                debug!("accept queue full; refusing");
+                self.refuse(incoming);
+            }
+        }
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some(Reverse((at, ch))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(entry) = self.conns.get_mut(&ch) else {
+                continue;
+            };
+            if entry.armed != Some(at) {
+                continue;
+            }
+            entry.armed = None;
+            let mut st = entry.shared.lock();
+            st.conn.handle_timeout(now);
+            if !st.dirty {
+                st.dirty = true;
+                self.batch.push(ch);
+            }
+        }
+    }
+
+    /// Services changed connections until none is left: events, datagrams to sinks,
+    /// packets out.
+    fn service(&mut self, now: Instant) {
+        loop {
+            self.io.take_dirty(&mut self.batch);
+            if self.batch.is_empty() {
+                return;
+            }
+            let batch = std::mem::take(&mut self.batch);
+            for &ch in &batch {
+                self.drive(ch, now);
+            }
+            let mut batch = batch;
+            batch.clear();
+            if self.batch.is_empty() {
+                self.batch = batch;
+            }
+            // Sinks run with no connection locked: their relay locks the recipients.
+            let received = std::mem::take(&mut self.received);
+            let mut received = received;
+            for (ch, datagram) in received.drain(..) {
+                let Some(entry) = self.conns.get(&ch) else {
+                    continue;
+                };
+                let mut sink = entry.shared.sink.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(sink) = sink.as_mut() {
+                    sink(datagram);
+                }
+            }
+            self.received = received;
+        }
+    }
+
+    /// One connection: endpoint events, application events, datagrams, packets, timer.
+    fn drive(&mut self, ch: ConnectionHandle, now: Instant) {
+        let Some(entry) = self.conns.get(&ch) else {
+            return;
+        };
+        let shared = entry.shared.clone();
+        let mut st = shared.lock();
+        st.dirty = false;
+        while let Some(event) = st.conn.poll_endpoint_events() {
+            if let Some(reply) = self.endpoint.handle_event(ch, event) {
+                st.conn.handle_event(reply);
+            }
+        }
+        while let Some(event) = st.conn.poll() {
+            match event {
+                Event::Connected => {
+                    st.connected = true;
+                    st.wakers.connected();
+                }
+                Event::ConnectionLost { reason } => {
+                    st.error = Some(reason);
+                    st.wakers.all();
+                }
+                Event::Stream(StreamEvent::Opened { dir: Dir::Bi }) => st.wakers.accept_bi(),
+                Event::Stream(StreamEvent::Readable { id }) => st.wakers.reader(id),
+                Event::Stream(
+                    StreamEvent::Writable { id }
+                    | StreamEvent::Finished { id }
+                    | StreamEvent::Stopped { id, .. },
+                ) => st.wakers.writer(id),
+                Event::Stream(StreamEvent::Available { dir: Dir::Uni }) => st.wakers.open_uni(),
+                Event::Stream(_)
+                | Event::HandshakeDataReady
+                | Event::DatagramReceived
+                | Event::DatagramsUnblocked => {}
+            }
+        }
+        if shared.has_sink.load(Ordering::Acquire) {
+            while let Some(d) = st.conn.datagrams().recv() {
+                self.received.push((ch, d));
+            }
+        }
+        if self.stalled.is_some() {
+            self.waiting_tx.push(ch);
+        } else {
+            let max = self.socket.max_transmit_segments().min(MAX_GSO_SEGMENTS);
+            let mut sent = 0;
+            loop {
+                if sent >= TRANSMIT_BOUND {
+                    // More next round, after the others had theirs.
+                    shared.touch(&mut st);
+                    break;
+                }
+                self.send_buf.clear();
+                let Some(t) = st.conn.poll_transmit(now, max, &mut self.send_buf) else {
+                    break;
+                };
+                sent += t.segment_size.map_or(1, |s| t.size.div_ceil(s));
+                match self
+                    .socket
+                    .try_send(&udp_transmit(&t, &self.send_buf[..t.size]))
+                {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        self.stalled = Some(t);
+                        self.waiting_tx.push(ch);
+                        break;
+                    }
+                    // Unreachable destinations and the like: the packet is lost, as on
+                    // the network, and recovery handles it.
+                    Err(e) => debug!(error = %e, "UDP send failed"),
+                }
+            }
+            while let Some(event) = st.conn.poll_endpoint_events() {
+                if let Some(reply) = self.endpoint.handle_event(ch, event) {
+                    st.conn.handle_event(reply);
+                }
+            }
+        }
+        let drained = st.conn.is_drained();
+        let next = st.conn.poll_timeout();
+        if drained && st.error.is_none() {
+            st.error = Some(ConnectionError::LocallyClosed);
+            st.wakers.all();
+        }
+        drop(st);
+        if drained {
+            self.conns.remove(&ch);
+            self.live.send_replace(self.conns.len());
+            return;
+        }
+        if let Some(entry) = self.conns.get_mut(&ch) {
+            if next != entry.armed {
+                entry.armed = next;
+                if let Some(at) = next {
+                    self.timers.push(Reverse((at, ch)));
+                }
+            }
+        }
+    }
+
+    /// Sends the stalled packet once the socket takes it, then lets the connections
+    /// behind it write again.
+    fn unstall(&mut self, cx: &mut Context<'_>) {
+        let Some(t) = self.stalled.take() else {
+            return;
+        };
+        loop {
+            match self.poller.as_mut().poll_writable(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => {
+                    debug!(error = %e, "UDP socket not writable");
+                    break;
+                }
+                Poll::Pending => {
+                    self.stalled = Some(t);
+                    return;
+                }
+            }
+            match self
+                .socket
+                .try_send(&udp_transmit(&t, &self.send_buf[..t.size]))
+            {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                _ => break,
+            }
+        }
+        for ch in std::mem::take(&mut self.waiting_tx) {
+            if let Some(entry) = self.conns.get(&ch) {
+                let mut st = entry.shared.lock();
+                if !st.dirty {
+                    st.dirty = true;
+                    self.batch.push(ch);
+                }
+            }
+        }
+    }
+
+    /// Sets the timer to the earliest connection deadline.
+    fn arm(&mut self, cx: &mut Context<'_>) {
+        while let Some(Reverse((at, ch))) = self.timers.peek().copied() {
+            if self.conns.get(&ch).is_some_and(|e| e.armed == Some(at)) {
+                break;
+            }
+            self.timers.pop();
+        }
+        let Some(Reverse((at, _))) = self.timers.peek().copied() else {
+            self.timer_at = None;
+            return;
+        };
+        if self.timer_at != Some(at) {
+            self.timer_at = Some(at);
+            self.timer.as_mut().reset(at.into());
+        }
+        if self.timer.as_mut().poll(cx).is_ready() {
+            cx.waker().wake_by_ref();
+        }
+    }
+}

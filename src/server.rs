@@ -372,6 +372,7 @@ pub(crate) async fn serve(
         );
     }
     let _ = tokio::time::timeout(shared.config.session.shutdown_grace, endpoint.wait_idle()).await;
+    endpoint.stop().await;
 }
 
 /// Puts back what the last run recorded (sessions held for a resume, matches, parties)

@@ -54,7 +54,6 @@ fn size(chunks: &[Bytes]) -> usize {
     chunks.iter().map(Bytes::len).sum()
 }
 
-
 impl Lanes {
     pub(super) fn new(conn: Conn, outbound: Arc<Outbound>) -> Self {
         Self {

@@ -532,8 +532,9 @@ async fn serve(shared: Arc<Shared>, conn: Conn, shutdown: CancellationToken, aut
             datagram = &mut next_datagram => {
                 let mut datagram = datagram;
                 // Under load several datagrams wait: take them in one wake-up, up to a
-                // bound so the control stream is not starved.
-                for _ in 0..DATAGRAM_DRAIN {
+                // bound so the control stream is not starved. The bound is checked
+                // before taking another, so none taken is ever left unhandled.
+                for taken in 1..=DATAGRAM_DRAIN {
                     next_datagram.set(conn.read_datagram());
                     let Ok(d) = datagram else {
                         alive = false;
@@ -546,7 +547,7 @@ async fn serve(shared: Arc<Shared>, conn: Conn, shutdown: CancellationToken, aut
                             alive = end(code, reason, Ending::Final, &mut ending);
                         }
                     }
-                    if !alive {
+                    if !alive || taken == DATAGRAM_DRAIN {
                         break;
                     }
                     match next_datagram.as_mut().now_or_never() {
@@ -739,7 +740,11 @@ fn on_datagram(
     }
     let result = ClientDatagram::decode(datagram)
         .map_err(|e| ApiError::new(e.code(), e.to_string()))
-        .and_then(|d| shared.matches.send_unreliable(handle.presence.session_id, d));
+        .and_then(|d| {
+            shared
+                .matches
+                .send_unreliable(handle.presence.session_id, d)
+        });
     match result {
         Ok(()) => Step::Reply(None),
         Err(e) => {

@@ -155,7 +155,10 @@ pub(crate) enum SendStream {
 
 impl SendStream {
     /// Writes all of `chunks` (the written ones are left empty).
-    pub(crate) async fn write_all_chunks(&mut self, chunks: &mut [Bytes]) -> Result<(), WriteError> {
+    pub(crate) async fn write_all_chunks(
+        &mut self,
+        chunks: &mut [Bytes],
+    ) -> Result<(), WriteError> {
         match self {
             Self::Quinn(s) => s.write_all_chunks(chunks).await.map_err(Into::into),
             Self::Proto(s) => s.write_all_chunks(chunks).await,
@@ -316,6 +319,14 @@ impl Endpoint {
         match self {
             Self::Quinn(e) => e.wait_idle().await,
             Self::Proto(e) => e.wait_idle().await,
+        }
+    }
+
+    /// Releases the socket (the I/O thread of `proto` ends first).
+    pub(crate) async fn stop(self) {
+        match self {
+            Self::Quinn(e) => drop(e),
+            Self::Proto(e) => e.stop().await,
         }
     }
 }

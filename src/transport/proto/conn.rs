@@ -158,7 +158,10 @@ impl Conn {
         st.conn
             .crypto_session()
             .handshake_data()
-            .and_then(|d| d.downcast::<quinn_proto::crypto::rustls::HandshakeData>().ok())
+            .and_then(|d| {
+                d.downcast::<quinn_proto::crypto::rustls::HandshakeData>()
+                    .ok()
+            })
             .and_then(|d| d.protocol)
     }
 
@@ -204,7 +207,10 @@ impl Conn {
     }
 
     /// Opens a unidirectional stream, or registers to be woken when the peer allows one.
-    pub(crate) fn poll_open_uni(&self, cx: &mut Context<'_>) -> Poll<Result<SendStream, ConnectionError>> {
+    pub(crate) fn poll_open_uni(
+        &self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<SendStream, ConnectionError>> {
         let mut st = self.0.lock();
         if let Some(e) = &st.error {
             return Poll::Ready(Err(e.clone()));
@@ -231,7 +237,8 @@ impl Conn {
             return Err(SendDatagramError::Disabled);
         }
         let mut datagrams = st.conn.datagrams();
-        let behind = datagrams.max_size().is_some() && datagrams.send_buffer_space() < datagram.len();
+        let behind =
+            datagrams.max_size().is_some() && datagrams.send_buffer_space() < datagram.len();
         datagrams.send(datagram, true)?;
         self.0.touch(&mut st);
         Ok(behind)
@@ -267,7 +274,11 @@ impl Conn {
     /// Removes the sink (and what it holds: the session's state) when the session ends.
     pub(crate) fn clear_sink(&self) {
         self.0.has_sink.store(false, Ordering::Release);
-        self.0.sink.lock().unwrap_or_else(PoisonError::into_inner).take();
+        self.0
+            .sink
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
     }
 }
 
@@ -302,13 +313,20 @@ impl SendStream {
                 st.wakers.writers.insert(self.id, cx.waker().clone());
                 Poll::Pending
             }
-            Err(quinn_proto::WriteError::Stopped(code)) => Poll::Ready(Err(WriteError::Stopped(code))),
-            Err(quinn_proto::WriteError::ClosedStream) => Poll::Ready(Err(WriteError::ClosedStream)),
+            Err(quinn_proto::WriteError::Stopped(code)) => {
+                Poll::Ready(Err(WriteError::Stopped(code)))
+            }
+            Err(quinn_proto::WriteError::ClosedStream) => {
+                Poll::Ready(Err(WriteError::ClosedStream))
+            }
         }
     }
 
     /// Writes all of `chunks`, waiting for flow control as needed.
-    pub(crate) async fn write_all_chunks(&mut self, chunks: &mut [Bytes]) -> Result<(), WriteError> {
+    pub(crate) async fn write_all_chunks(
+        &mut self,
+        chunks: &mut [Bytes],
+    ) -> Result<(), WriteError> {
         let mut from = 0;
         while from < chunks.len() {
             if chunks[from].is_empty() {
@@ -384,7 +402,10 @@ impl AsyncRead for RecvStream {
         let this = &mut *self;
         let mut st = this.conn.lock();
         if let Some(e) = &st.error {
-            return Poll::Ready(Err(io::Error::new(io::ErrorKind::ConnectionReset, e.clone())));
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                e.clone(),
+            )));
         }
         let mut read = false;
         let mut result = Ok(());
@@ -447,7 +468,12 @@ impl Drop for RecvStream {
         if st.error.is_some() || self.done {
             return;
         }
-        if st.conn.recv_stream(self.id).stop(VarInt::from_u32(0)).is_ok() {
+        if st
+            .conn
+            .recv_stream(self.id)
+            .stop(VarInt::from_u32(0))
+            .is_ok()
+        {
             self.conn.touch(&mut st);
         }
     }

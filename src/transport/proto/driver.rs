@@ -256,8 +256,13 @@ fn udp_transmit<'a>(t: &Transmit, contents: &'a [u8]) -> UdpTransmit<'a> {
 
 impl Driver {
     fn run_commands(&mut self, now: Instant) {
-        let commands =
-            std::mem::take(&mut *self.io.commands.lock().unwrap_or_else(PoisonError::into_inner));
+        let commands = std::mem::take(
+            &mut *self
+                .io
+                .commands
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
         for command in commands {
             match command {
                 Command::Accept(id, tx) => {
@@ -485,7 +490,11 @@ impl Driver {
                 let Some(entry) = self.conns.get(&ch) else {
                     continue;
                 };
-                let mut sink = entry.shared.sink.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut sink = entry
+                    .shared
+                    .sink
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
                 if let Some(sink) = sink.as_mut() {
                     sink(datagram);
                 }

@@ -10,11 +10,7 @@
 mod conn;
 mod driver;
 
-use std::{
-    net::SocketAddr,
-    sync::Arc,
-    thread,
-};
+use std::{net::SocketAddr, sync::Arc, thread};
 
 use bytes::Bytes;
 use quinn_proto::{ConnectionError, EndpointConfig, ServerConfig, VarInt};
@@ -33,6 +29,8 @@ pub(crate) struct Endpoint {
     incoming: tokio::sync::Mutex<mpsc::Receiver<Incoming>>,
     local: SocketAddr,
     live: watch::Receiver<usize>,
+    /// Becomes `true` once the I/O thread ended and its socket is closed.
+    stopped: watch::Receiver<bool>,
 }
 
 impl Endpoint {
@@ -47,6 +45,7 @@ impl Endpoint {
         let (incoming_tx, incoming_rx) = mpsc::channel(INCOMING_QUEUE);
         let (live_tx, live_rx) = watch::channel(0usize);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stopped_tx, stopped_rx) = watch::channel(false);
         let loop_io = io.clone();
         thread::Builder::new()
             .name("quicmatch-io".into())
@@ -60,6 +59,7 @@ impl Endpoint {
                     live_tx,
                     ready_tx,
                 );
+                stopped_tx.send_replace(true);
             })?;
         ready_rx
             .recv()
@@ -69,6 +69,7 @@ impl Endpoint {
             incoming: tokio::sync::Mutex::new(incoming_rx),
             local,
             live: live_rx,
+            stopped: stopped_rx,
         })
     }
 
@@ -92,6 +93,16 @@ impl Endpoint {
     pub(crate) async fn wait_idle(&self) {
         let mut live = self.live.clone();
         let _ = live.wait_for(|n| *n == 0).await;
+    }
+}
+
+impl Endpoint {
+    /// Stops the I/O thread and waits until its socket is closed, so the address can be
+    /// bound again at once.
+    pub(crate) async fn stop(self) {
+        self.io.command(Command::Stop);
+        let mut stopped = self.stopped.clone();
+        let _ = stopped.wait_for(|s| *s).await;
     }
 }
 

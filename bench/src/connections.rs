@@ -23,6 +23,9 @@ pub(crate) struct Args {
     /// Seconds to hold the connections idle while measuring CPU.
     #[arg(long, default_value_t = 5.0)]
     idle: f64,
+    /// The quicmatch server's transport: `quinn` or `proto`.
+    #[arg(long, default_value = "quinn", value_parser = ["quinn", "proto"])]
+    server_transport: String,
     /// The quicmatch binary (default: next to this one).
     #[arg(long)]
     server_bin: Option<PathBuf>,
@@ -46,7 +49,7 @@ async fn measure_connections(args: &Args) -> anyhow::Result<()> {
             "[session]\nmax_connections = {}\n",
             args.n.max(1) + 16
         )),
-        &[],
+        &["--transport".into(), args.server_transport.clone()],
     )
     .await?;
     let pid = server
@@ -102,6 +105,7 @@ async fn measure_connections(args: &Args) -> anyhow::Result<()> {
         let idle_cpu = measure::cpu_pct(idle_ticks, ticks_per_s, w0.elapsed());
         let n = sockets.len().max(1);
         let out = json!({
+            "server_transport": args.server_transport,
             "bench": "connections",
             "connected": sockets.len(),
             "handshakes_per_s": sockets.len() as f64 / connect_time.as_secs_f64(),

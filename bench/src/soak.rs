@@ -35,6 +35,9 @@ pub(crate) struct Args {
     /// load to the end, in MiB.
     #[arg(long, default_value_t = 32.0)]
     rss_band_mib: f64,
+    /// The quicmatch server's transport: `quinn` or `proto`.
+    #[arg(long, default_value = "quinn", value_parser = ["quinn", "proto"])]
+    server_transport: String,
     /// The quicmatch binary (default: next to this one).
     #[arg(long)]
     server_bin: Option<PathBuf>,
@@ -240,6 +243,8 @@ async fn soak(args: &Args) -> anyhow::Result<()> {
             metrics.to_string(),
             "--matchmaker-interval".into(),
             "200ms".into(),
+            "--transport".into(),
+            args.server_transport.clone(),
         ],
     )
     .await?;
@@ -297,6 +302,7 @@ async fn soak(args: &Args) -> anyhow::Result<()> {
             "bench": "soak",
             "duration_s": args.duration,
             "clients": args.clients,
+            "server_transport": args.server_transport,
             "cycles": counters.cycles.load(Ordering::Relaxed),
             "requests": counters.requests.load(Ordering::Relaxed),
             "request_errors": counters.errors.load(Ordering::Relaxed),

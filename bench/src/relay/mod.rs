@@ -70,8 +70,11 @@ fn now_ns() -> u64 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub(crate) enum Transport {
-    /// A real quicmatch server (QUIC datagrams, or its reliable path).
+    /// A real quicmatch server (QUIC datagrams, or its reliable path), on the transport
+    /// `--server-transport` names.
     Quicmatch,
+    /// A real quicmatch server on its quinn-proto transport (`transport = "proto"`).
+    QuicmatchProto,
     /// The raw-UDP baseline relay.
     UdpBaseline,
     /// The plain-quinn baseline relay: quinn with quicmatch's transport settings and
@@ -96,9 +99,27 @@ impl Transport {
     fn has_reliable_path(self) -> bool {
         matches!(
             self,
-            Self::Quicmatch | Self::QuinnBaseline | Self::QuinnDefaultAcks
+            Self::Quicmatch | Self::QuicmatchProto | Self::QuinnBaseline | Self::QuinnDefaultAcks
         )
     }
+
+    /// Whether it is a quicmatch server (either transport).
+    pub(crate) fn is_quicmatch(self) -> bool {
+        matches!(self, Self::Quicmatch | Self::QuicmatchProto)
+    }
+}
+
+/// The transport of the quicmatch server a run starts (`--server-transport`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum ServerTransport {
+    /// quinn's endpoint (`transport = "quinn"`).
+    Quinn,
+    /// The quinn-proto I/O loop (`transport = "proto"`).
+    Proto,
+    /// Both, one after the other, in --compare and --sweep (`quicmatch` and
+    /// `quicmatch-proto`); a single run uses quinn.
+    Both,
 }
 
 #[derive(clap::Args, Clone)]
@@ -124,6 +145,11 @@ pub(crate) struct Args {
     /// Which relay.
     #[arg(long, value_enum, default_value_t = Transport::Quicmatch)]
     transport: Transport,
+    /// The transport of the quicmatch server the bench starts: `quinn`, `proto`, or
+    /// `both` (--compare and --sweep run quicmatch on each and print both against the
+    /// baselines).
+    #[arg(long, value_enum, default_value_t = ServerTransport::Quinn)]
+    pub(crate) server_transport: ServerTransport,
     /// Use a running quicmatch server instead of starting one (needs --ca).
     #[arg(long, requires = "ca")]
     server: Option<SocketAddr>,
@@ -405,21 +431,35 @@ pub(crate) struct RunResult {
     pub(crate) client_socket_buffer: Option<usize>,
     /// Where datagrams were dropped during the window.
     pub(crate) drops: drops::Drops,
+    /// The quicmatch server's transport (`quinn` or `proto`); `null` for the
+    /// baselines.
+    pub(crate) server_transport: Option<&'static str>,
 }
 
 /// A quicmatch server started by the bench: its metrics address (unless
 /// `--no-server-metrics`) and config (`--server-socket-buffer`).
-async fn start_quicmatch(args: &Args) -> anyhow::Result<(ServerProc, Option<SocketAddr>)> {
+async fn start_quicmatch(
+    args: &Args,
+    transport: ServerTransport,
+) -> anyhow::Result<(ServerProc, Option<SocketAddr>)> {
     let metrics = if args.no_server_metrics {
         None
     } else {
         let l = std::net::TcpListener::bind("127.0.0.1:0")?;
         Some(l.local_addr()?)
     };
-    let extra: Vec<String> = metrics
+    let mut extra: Vec<String> = metrics
         .iter()
         .flat_map(|m| ["--metrics".to_owned(), m.to_string()])
         .collect();
+    extra.push("--transport".into());
+    extra.push(
+        match transport {
+            ServerTransport::Proto => "proto",
+            ServerTransport::Quinn | ServerTransport::Both => "quinn",
+        }
+        .into(),
+    );
     let toml = args
         .server_socket_buffer
         .map(|b| format!("socket_buffer = {b}\n"));
@@ -434,8 +474,13 @@ async fn start_server(
     transport: Transport,
 ) -> anyhow::Result<(ServerProc, Option<SocketAddr>)> {
     let server: anyhow::Result<ServerProc> = match (args.server, transport) {
-        (Some(addr), Transport::Quicmatch) => Ok(ServerProc::existing(addr, args.ca.clone())),
-        (_, Transport::Quicmatch) => return start_quicmatch(args).await,
+        (Some(addr), Transport::Quicmatch | Transport::QuicmatchProto) => {
+            Ok(ServerProc::existing(addr, args.ca.clone()))
+        }
+        (_, Transport::Quicmatch) => return start_quicmatch(args, args.server_transport).await,
+        (_, Transport::QuicmatchProto) => {
+            return start_quicmatch(args, ServerTransport::Proto).await
+        }
         (_, Transport::UdpBaseline) => {
             let addr: SocketAddr = ([127, 0, 0, 1], free_udp_port()?).into();
             let child = spawn_ready(&[
@@ -513,7 +558,9 @@ async fn connect(
             .ok_or_else(|| anyhow::anyhow!("no certificate for the server"))
     };
     match transport {
-        Transport::Quicmatch => players::connect_quic(to, ca()?, args).await,
+        Transport::Quicmatch | Transport::QuicmatchProto => {
+            players::connect_quic(to, ca()?, args).await
+        }
         Transport::UdpBaseline => players::connect_udp(to, args).await,
         Transport::QuinnBaseline | Transport::ProtoBaseline | Transport::QuinnDefaultAcks => {
             players::connect_quinn(to, ca()?, args, transport).await
@@ -702,7 +749,7 @@ pub(crate) async fn run_once(args: &Args, transport: Transport) -> anyhow::Resul
             client && !server
         }),
         reliable: args.reliable,
-        redundancy: if transport == Transport::Quicmatch && !args.reliable {
+        redundancy: if transport.is_quicmatch() && !args.reliable {
             args.redundancy
         } else {
             0
@@ -721,11 +768,18 @@ pub(crate) async fn run_once(args: &Args, transport: Transport) -> anyhow::Resul
         other_receivers: groups.map(|g| g.1),
         server_socket_buffer: args
             .server_socket_buffer
-            .filter(|_| transport == Transport::Quicmatch),
+            .filter(|_| transport.is_quicmatch()),
         client_socket_buffer: args
             .client_socket_buffer
-            .filter(|_| transport == Transport::Quicmatch),
+            .filter(|_| transport.is_quicmatch()),
         drops: drops::Drops::between(&drops0, &drops1, expected, rec.delivered),
+        server_transport: match (transport, args.server_transport) {
+            (Transport::Quicmatch, ServerTransport::Proto) | (Transport::QuicmatchProto, _) => {
+                Some("proto")
+            }
+            (Transport::Quicmatch, _) => Some("quinn"),
+            _ => None,
+        },
     })
 }
 

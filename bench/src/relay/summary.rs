@@ -120,6 +120,9 @@ fn transports(args: &Args) -> anyhow::Result<Vec<Transport>> {
         "--reliable: the quinn-proto relay has no reliable path"
     );
     let mut t = vec![Transport::Quicmatch];
+    if args.server_transport == super::ServerTransport::Both {
+        t.push(Transport::QuicmatchProto);
+    }
     if !args.reliable {
         t.push(Transport::UdpBaseline);
     }
@@ -143,6 +146,7 @@ fn transports(args: &Args) -> anyhow::Result<Vec<Transport>> {
 fn names(t: Transport) -> (&'static str, &'static str) {
     match t {
         Transport::Quicmatch => ("quicmatch", "quicmatch"),
+        Transport::QuicmatchProto => ("quicmatch_proto", "quicmatch (proto)"),
         Transport::UdpBaseline => ("udp", "baseline"),
         Transport::QuinnBaseline => ("quinn", "plain quinn"),
         Transport::ProtoBaseline => ("proto", "quinn-proto"),
@@ -202,8 +206,8 @@ pub(super) async fn compare(args: &Args) -> anyhow::Result<()> {
         }
     }
     let udp = kinds.iter().position(|t| *t == Transport::UdpBaseline);
-    let mut out = ratios(&results[0], &results[1]);
-    out["compare"] = if udp == Some(1) {
+    let mut out = ratios(&results[0], &results[udp.unwrap_or(1)]);
+    out["compare"] = if udp.is_some() {
         "quicmatch / udp-baseline (medians)".into()
     } else {
         format!("quicmatch / {} (medians)", names(kinds[1]).1).into()
@@ -220,6 +224,18 @@ pub(super) async fn compare(args: &Args) -> anyhow::Result<()> {
         out[format!("quicmatch_vs_{short}")] = ratios(&results[0], r);
         if let Some(u) = udp {
             out[format!("{short}_vs_udp")] = ratios(r, &results[u]);
+        }
+    }
+    // With --server-transport both, the proto transport against every QUIC baseline too.
+    let proto = kinds.iter().position(|t| *t == Transport::QuicmatchProto);
+    let proto_extra: Vec<_> = extra
+        .iter()
+        .filter(|(t, _)| proto.is_some() && !t.is_quicmatch())
+        .collect();
+    if let Some(p) = proto {
+        for (t, r) in &proto_extra {
+            let (short, _) = names(**t);
+            out[format!("quicmatch_proto_vs_{short}")] = ratios(&results[p], r);
         }
     }
     if args.json {
@@ -243,6 +259,14 @@ pub(super) async fn compare(args: &Args) -> anyhow::Result<()> {
                 &out[format!("{short}_vs_udp")],
             );
         }
+    }
+    for (t, _) in &proto_extra {
+        let (short, long) = names(**t);
+        print_ratios(
+            &format!("quicmatch (proto) / {long}"),
+            args.rounds,
+            &out[format!("quicmatch_proto_vs_{short}")],
+        );
     }
     Ok(())
 }

@@ -1,0 +1,204 @@
+//! The quinn-proto transport (`transport = "proto"`) in every `cargo test`, whatever
+//! `QUICMATCH_TRANSPORT` says: its I/O loop really runs, relays both paths, reports bad
+//! datagrams through the session, applies the data rate limit on its thread, and
+//! releases its port at shutdown. (CI also runs the whole e2e suite on it.)
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{next_event, test_config, TestServer};
+use quicmatch::config::Transport;
+use quicmatch_client::{CloseCode, Event};
+use quicmatch_protocol::{
+    envelope::{Event as WireEvent, MatchInfo, Response, ServerBody},
+    CloseCode as ProtoClose, ErrorCode, Request,
+};
+
+fn proto() -> quicmatch::Config {
+    let mut config = test_config();
+    config.transport = Transport::Proto;
+    config
+}
+
+/// Names of this process's threads.
+fn threads() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+                .map(|n| n.trim().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn the_proto_loop_relays_both_paths_in_order() {
+    let server = TestServer::start_with(proto()).await;
+    if cfg!(target_os = "linux") {
+        assert!(
+            threads().iter().any(|t| t == "quicmatch-io"),
+            "the proto transport runs its I/O thread"
+        );
+    }
+    let a = server.client("alice").await;
+    let b = server.client("bob").await;
+    let c = server.client("carol").await;
+    let m = a.create_match(None).await.expect("create");
+    b.join_match(m.match_id).await.expect("join");
+    next_event(&a, "bob joins").await;
+    c.join_match(m.match_id).await.expect("join");
+    next_event(&a, "carol joins").await;
+    next_event(&b, "carol joins").await;
+    const N: u32 = 200;
+    for reliable in [true, false] {
+        for i in 0..N {
+            a.send_match_data(
+                m.match_id,
+                1,
+                Bytes::from(i.to_be_bytes().to_vec()),
+                reliable,
+                None,
+            )
+            .await
+            .expect("send");
+        }
+        for who in [&b, &c] {
+            let mut got = Vec::new();
+            // Datagrams on loopback arrive unless a buffer overflows; reliable ones always.
+            while got.len() < N as usize {
+                let Ok(Some(ev)) =
+                    tokio::time::timeout(Duration::from_secs(2), who.next_event()).await
+                else {
+                    break;
+                };
+                if let Event::MatchData(d) = ev {
+                    assert_eq!(d.reliable, reliable);
+                    got.push(u32::from_be_bytes(d.data[..4].try_into().expect("4 bytes")));
+                }
+            }
+            if reliable {
+                assert_eq!(
+                    got,
+                    (0..N).collect::<Vec<_>>(),
+                    "reliable data complete, in order"
+                );
+            } else {
+                assert!(
+                    got.len() >= N as usize * 9 / 10,
+                    "datagrams relayed: {}",
+                    got.len()
+                );
+                assert!(
+                    got.windows(2).all(|w| w[0] < w[1]),
+                    "never reordered on loopback"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn bad_datagrams_are_answered_through_the_session() {
+    let server = TestServer::start_with(proto()).await;
+    let alice = server.client("alice").await;
+    let m = alice.create_match(None).await.expect("create");
+    let mut raw = server.raw_session("dgram").await;
+    let reply = raw
+        .request(
+            Some(1),
+            Request::MatchJoin {
+                match_id: m.match_id,
+            },
+        )
+        .await;
+    let ServerBody::Response(Response::Match(MatchInfo { handle, .. })) = reply.body else {
+        panic!("expected a match, got {reply:?}");
+    };
+    next_event(&alice, "raw joins").await;
+    // An unknown handle: the sink on the I/O thread hands the error to the session task.
+    raw.conn
+        .send_datagram(Bytes::from_static(&[0x01, 0x01, 0xfa, 0x00]))
+        .expect("send");
+    let ev = raw.next().await;
+    assert_eq!(ev.cid, None);
+    assert!(
+        matches!(
+            ev.body,
+            ServerBody::Event(WireEvent::Error {
+                code: ErrorCode::MATCH_NOT_FOUND,
+                ..
+            })
+        ),
+        "got {ev:?}"
+    );
+    // A good one still reaches alice.
+    raw.conn
+        .send_datagram(Bytes::from(vec![0x01, 0x01, handle as u8, 0x00, 7, 7]))
+        .expect("send");
+    match next_event(&alice, "raw's data").await {
+        Event::MatchData(d) => assert_eq!(&d.data[..], &[7, 7]),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_datagram_flood_is_rate_limited_on_the_loop_and_then_closed() {
+    let mut config = proto();
+    config.session.datagrams_per_second = 50.0;
+    config.session.datagram_burst = 10;
+    config.session.rate_limit_strikes = 1;
+    let server = TestServer::start_with(config).await;
+    let alice = server.client("alice").await;
+    let m = alice.create_match(None).await.expect("create");
+    let raw = server.raw_session("flood").await;
+    let mut raw = raw;
+    let reply = raw
+        .request(
+            Some(1),
+            Request::MatchJoin {
+                match_id: m.match_id,
+            },
+        )
+        .await;
+    let ServerBody::Response(Response::Match(MatchInfo { handle, .. })) = reply.body else {
+        panic!("expected a match, got {reply:?}");
+    };
+    let flood = raw.conn.clone();
+    let sender = tokio::spawn(async move {
+        for _ in 0..20_000 {
+            if flood
+                .send_datagram(Bytes::from(vec![0x01, 0x01, handle as u8, 0x00, 1]))
+                .is_err()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+    });
+    common::assert_closed_with(&raw.conn, ProtoClose::RATE_LIMITED).await;
+    sender.abort();
+    // Alice is served on.
+    alice.ping().await.expect("others are served");
+}
+
+#[tokio::test]
+async fn shutdown_closes_every_client_and_frees_the_port() {
+    let mut config = proto();
+    config.session.shutdown_grace = Duration::from_secs(2);
+    let server = TestServer::start_with(config).await;
+    let addr = server.addr;
+    let a = server.client("alice").await;
+    server.stop().await;
+    assert_eq!(
+        common::disconnect_code(&a, "disconnected").await,
+        Some(CloseCode::SERVER_SHUTDOWN)
+    );
+    let again = std::net::UdpSocket::bind(addr);
+    assert!(
+        again.is_ok(),
+        "the port is free once serve returned: {again:?}"
+    );
+}

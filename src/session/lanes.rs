@@ -21,7 +21,6 @@ use std::{
 };
 
 use bytes::Bytes;
-use futures_util::FutureExt as _;
 use quicmatch_protocol::{MatchId, LANE_STREAM, MAX_LANES};
 use tokio::sync::mpsc;
 use tracing::debug;
@@ -82,7 +81,7 @@ impl Lanes {
                     control.extend(chunks);
                     continue;
                 }
-                None => match self.conn.open_uni().now_or_never() {
+                None => match self.conn.try_open_uni() {
                     Some(Ok(stream)) => {
                         chunks.insert(0, Bytes::from_static(&[LANE_STREAM]));
                         Writer::Direct(stream)

@@ -92,6 +92,18 @@ impl Conn {
         }
     }
 
+    /// Opens a unidirectional stream if the peer allows one now; `None` when it would
+    /// wait.
+    pub(crate) fn try_open_uni(&self) -> Option<Result<SendStream, ConnectionError>> {
+        match self {
+            Self::Quinn(c) => c
+                .open_uni()
+                .now_or_never()
+                .map(|r| r.map(SendStream::Quinn)),
+            Self::Proto(c) => c.try_open_uni().map(|r| r.map(SendStream::Proto)),
+        }
+    }
+
     /// The next datagram, for a session that reads them itself (quinn); with `proto`
     /// datagrams reach the session's sink instead and this never completes.
     pub(crate) async fn read_datagram(&self) -> Result<Bytes, ConnectionError> {

@@ -53,6 +53,8 @@ pub(super) struct State {
     pub(super) connected: bool,
     /// Already on the loop's list of connections to service.
     pub(super) dirty: bool,
+    /// Already waiting for the socket to take a stalled send.
+    pub(super) waiting_tx: bool,
     pub(super) wakers: Wakers,
 }
 
@@ -106,6 +108,17 @@ impl Wakers {
     }
 }
 
+impl State {
+    /// This side closed the connection: it is over for everyone waiting on it (the loop
+    /// still sends the close and drains it), as quinn does.
+    pub(super) fn closed_locally(&mut self) {
+        if self.error.is_none() {
+            self.error = Some(ConnectionError::LocallyClosed);
+        }
+        self.wakers.all();
+    }
+}
+
 impl ConnShared {
     pub(super) fn new(
         handle: ConnectionHandle,
@@ -120,6 +133,7 @@ impl ConnShared {
                 error: None,
                 connected: false,
                 dirty: false,
+                waiting_tx: false,
                 wakers: Wakers::default(),
             }),
             sink: Mutex::new(None),
@@ -218,10 +232,24 @@ impl Conn {
         match st.conn.streams().open(Dir::Uni) {
             Some(id) => Poll::Ready(Ok(SendStream::new(self.0.clone(), id))),
             None => {
-                st.wakers.open_uni.push(cx.waker().clone());
+                if !st.wakers.open_uni.iter().any(|w| w.will_wake(cx.waker())) {
+                    st.wakers.open_uni.push(cx.waker().clone());
+                }
                 Poll::Pending
             }
         }
+    }
+
+    /// Opens a unidirectional stream if the peer allows one now, registering nothing.
+    pub(crate) fn try_open_uni(&self) -> Option<Result<SendStream, ConnectionError>> {
+        let mut st = self.0.lock();
+        if let Some(e) = &st.error {
+            return Some(Err(e.clone()));
+        }
+        st.conn
+            .streams()
+            .open(Dir::Uni)
+            .map(|id| Ok(SendStream::new(self.0.clone(), id)))
     }
 
     /// Opens a unidirectional stream once the peer allows one.
@@ -249,6 +277,7 @@ impl Conn {
         let mut st = self.0.lock();
         st.conn
             .close(Instant::now(), code, Bytes::copy_from_slice(reason));
+        st.closed_locally();
         self.0.touch(&mut st);
     }
 

@@ -71,6 +71,8 @@ pub(crate) struct LoopShared {
     commands: Mutex<Vec<Command>>,
     waker: AtomicWaker,
     woken: AtomicBool,
+    /// The loop ended: commands are no longer taken.
+    stopped: AtomicBool,
 }
 
 impl LoopShared {
@@ -91,6 +93,10 @@ impl LoopShared {
     }
 
     pub(super) fn command(&self, command: Command) {
+        if self.stopped.load(Ordering::Acquire) {
+            // Dropped: an accept's waiter gets an error.
+            return;
+        }
         self.commands
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -220,17 +226,26 @@ impl Future for Driver {
         let this = &mut *self;
         this.io.waker.register(cx.waker());
         this.io.woken.store(false, Ordering::Release);
-        let now = Instant::now();
-        this.run_commands(now);
+        this.run_commands(Instant::now());
         if this.stop {
+            this.shut();
             return Poll::Ready(());
         }
         if this.stalled.is_some() {
             this.unstall(cx);
         }
-        let more = this.recv(cx, now);
+        let more = this.recv(cx);
+        let now = Instant::now();
         this.expire(now);
         this.service(now);
+        // A send that stalled while servicing must ask to be woken when the socket
+        // takes more.
+        if this.stalled.is_some() {
+            this.unstall(cx);
+            if this.stalled.is_none() {
+                cx.waker().wake_by_ref();
+            }
+        }
         if more {
             cx.waker().wake_by_ref();
             return Poll::Pending;
@@ -289,7 +304,11 @@ impl Driver {
                                 let mut st = shared.lock();
                                 shared.touch(&mut st);
                             }
-                            let _ = tx.send(Ok(Conn(shared)));
+                            if let Err(Ok(orphan)) = tx.send(Ok(Conn(shared))) {
+                                // Nobody waits for it any more: close it, as dropping
+                                // its last handle does with quinn.
+                                orphan.close(VarInt::from_u32(0), b"");
+                            }
                         }
                         Err(e) => {
                             if let Some(t) = e.response {
@@ -325,12 +344,30 @@ impl Driver {
                     for entry in self.conns.values() {
                         let mut st = entry.shared.lock();
                         st.conn.close(now, code, reason.clone());
+                        st.closed_locally();
                         entry.shared.touch(&mut st);
                     }
                     self.closing = Some((code, reason));
                 }
                 Command::Stop => self.stop = true,
             }
+        }
+    }
+
+    /// The endpoint is stopping: every waiter learns the connection is gone, and later
+    /// commands are dropped (an accept waiting on one gets an error).
+    fn shut(&mut self) {
+        self.io.stopped.store(true, Ordering::Release);
+        drop(std::mem::take(
+            &mut *self
+                .io
+                .commands
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        ));
+        for entry in self.conns.values() {
+            let mut st = entry.shared.lock();
+            st.closed_locally();
         }
     }
 
@@ -349,7 +386,7 @@ impl Driver {
     }
 
     /// Reads up to `RECV_ROUNDS` batches; `true` when there may be more.
-    fn recv(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
+    fn recv(&mut self, cx: &mut Context<'_>) -> bool {
         let mut buf = std::mem::take(&mut self.recv_buf);
         let mut more = true;
         {
@@ -361,6 +398,7 @@ impl Driver {
                     buf.chunks_mut(chunk).map(IoSliceMut::new).collect();
                 match self.socket.poll_recv(cx, &mut iovs, &mut metas) {
                     Poll::Ready(Ok(n)) => {
+                        let now = Instant::now();
                         for (meta, iov) in metas.iter().zip(iovs.iter()).take(n) {
                             let mut data = BytesMut::from(&iov[..meta.len]);
                             while !data.is_empty() {
@@ -490,13 +528,19 @@ impl Driver {
                 let Some(entry) = self.conns.get(&ch) else {
                     continue;
                 };
-                let mut sink = entry
-                    .shared
-                    .sink
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                if let Some(sink) = sink.as_mut() {
-                    sink(datagram);
+                let shared = entry.shared.clone();
+                let mut sink = shared.sink.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(f) = sink.as_mut() {
+                    // A panic in relay code costs that session, never the loop.
+                    let run =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(datagram)));
+                    if run.is_err() {
+                        warn!("a datagram sink panicked; closing its connection");
+                        sink.take();
+                        shared.has_sink.store(false, Ordering::Release);
+                        drop(sink);
+                        Conn(shared.clone()).close(VarInt::from_u32(0), b"internal error");
+                    }
                 }
             }
             self.received = received;
@@ -523,7 +567,9 @@ impl Driver {
                     st.wakers.connected();
                 }
                 Event::ConnectionLost { reason } => {
-                    st.error = Some(reason);
+                    if st.error.is_none() {
+                        st.error = Some(reason);
+                    }
                     st.wakers.all();
                 }
                 Event::Stream(StreamEvent::Opened { dir: Dir::Bi }) => st.wakers.accept_bi(),
@@ -546,7 +592,10 @@ impl Driver {
             }
         }
         if self.stalled.is_some() {
-            self.waiting_tx.push(ch);
+            if !st.waiting_tx {
+                st.waiting_tx = true;
+                self.waiting_tx.push(ch);
+            }
         } else {
             let max = self.socket.max_transmit_segments().min(MAX_GSO_SEGMENTS);
             let mut sent = 0;
@@ -568,6 +617,7 @@ impl Driver {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         self.stalled = Some(t);
+                        st.waiting_tx = true;
                         self.waiting_tx.push(ch);
                         break;
                     }
@@ -594,12 +644,13 @@ impl Driver {
             self.live.send_replace(self.conns.len());
             return;
         }
-        if let Some(entry) = self.conns.get_mut(&ch) {
-            if next != entry.armed {
-                entry.armed = next;
-                if let Some(at) = next {
-                    self.timers.push(Reverse((at, ch)));
-                }
+        // One heap entry per connection: a later deadline (the idle timer moves on with
+        // every packet) waits for the armed one, which re-arms when it fires, so the
+        // heap never holds more than the connections.
+        if let (Some(entry), Some(at)) = (self.conns.get_mut(&ch), next) {
+            if entry.armed.is_none_or(|armed| at < armed) {
+                entry.armed = Some(at);
+                self.timers.push(Reverse((at, ch)));
             }
         }
     }
@@ -633,6 +684,7 @@ impl Driver {
         for ch in std::mem::take(&mut self.waiting_tx) {
             if let Some(entry) = self.conns.get(&ch) {
                 let mut st = entry.shared.lock();
+                st.waiting_tx = false;
                 if !st.dirty {
                     st.dirty = true;
                     self.batch.push(ch);

@@ -45,6 +45,8 @@ use super::{
 const RECV_ROUNDS: usize = 8;
 /// Packets one connection writes per round before the others get their turn.
 const TRANSMIT_BOUND: usize = 64;
+/// Timer-heap entries allowed per connection before the heap is rebuilt.
+const TIMER_SLACK: usize = 4;
 /// Most datagrams one GSO write carries.
 const MAX_GSO_SEGMENTS: usize = 10;
 
@@ -644,14 +646,23 @@ impl Driver {
             self.live.send_replace(self.conns.len());
             return;
         }
-        // One heap entry per connection: a later deadline (the idle timer moves on with
-        // every packet) waits for the armed one, which re-arms when it fires, so the
-        // heap never holds more than the connections.
-        if let (Some(entry), Some(at)) = (self.conns.get_mut(&ch), next) {
-            if entry.armed.is_none_or(|armed| at < armed) {
-                entry.armed = Some(at);
-                self.timers.push(Reverse((at, ch)));
+        if let Some(entry) = self.conns.get_mut(&ch) {
+            if next != entry.armed {
+                entry.armed = next;
+                if let Some(at) = next {
+                    self.timers.push(Reverse((at, ch)));
+                }
             }
+        }
+        // Superseded deadlines stay in the heap until they surface (cheaper than firing
+        // a connection early); when they outnumber the connections the heap is rebuilt,
+        // so it stays within a few entries per connection.
+        if self.timers.len() > TIMER_SLACK * self.conns.len() + 64 {
+            self.timers = self
+                .conns
+                .iter()
+                .filter_map(|(ch, e)| e.armed.map(|at| Reverse((at, *ch))))
+                .collect();
         }
     }
 

@@ -7,7 +7,6 @@
 pub(crate) mod proto;
 
 use std::{
-    future::Future,
     io,
     net::SocketAddr,
     pin::Pin,
@@ -236,7 +235,8 @@ impl AsyncRead for RecvStream {
 
 /// A connection attempt for the accept loop to decide on.
 pub(crate) enum Incoming {
-    Quinn(quinn::Incoming),
+    // Boxed: quinn's holds the first packet; the attempt lives only until it is decided.
+    Quinn(Box<quinn::Incoming>),
     Proto(proto::Incoming),
 }
 
@@ -285,12 +285,10 @@ impl Incoming {
     }
 
     /// Accepts the attempt and waits for the handshake.
-    pub(crate) fn accept(self) -> impl Future<Output = Result<Conn, ConnectionError>> {
-        async move {
-            match self {
-                Self::Quinn(i) => i.await.map(Conn::Quinn),
-                Self::Proto(i) => i.accept().await.map(Conn::Proto),
-            }
+    pub(crate) async fn accept(self) -> Result<Conn, ConnectionError> {
+        match self {
+            Self::Quinn(i) => (*i).await.map(Conn::Quinn),
+            Self::Proto(i) => i.accept().await.map(Conn::Proto),
         }
     }
 }
@@ -313,7 +311,7 @@ impl Endpoint {
     /// The next connection attempt; `None` once the endpoint is closed.
     pub(crate) async fn accept(&self) -> Option<Incoming> {
         match self {
-            Self::Quinn(e) => e.accept().await.map(Incoming::Quinn),
+            Self::Quinn(e) => e.accept().await.map(|i| Incoming::Quinn(Box::new(i))),
             Self::Proto(e) => e.accept().await.map(Incoming::Proto),
         }
     }

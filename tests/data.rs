@@ -5,28 +5,14 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{assert_no_event, next_event, TestServer};
-use quicmatch_client::{ErrorCode, Event, Match, MatchData, Socket};
+use common::{assert_no_event, next_event, three, TestServer};
+use quicmatch_client::{ErrorCode, Event, MatchData};
 
 fn data(event: Event) -> MatchData {
     match event {
         Event::MatchData(d) => d,
         other => panic!("expected match data, got {other:?}"),
     }
-}
-
-/// Three clients in one match, with the join events already consumed.
-async fn three(server: &TestServer) -> (Socket, Socket, Socket, Match) {
-    let a = server.client("alice").await;
-    let b = server.client("bob").await;
-    let c = server.client("carol").await;
-    let m = a.create_match(None).await.expect("create");
-    b.join_match(m.match_id).await.expect("join");
-    next_event(&a, "bob joins").await;
-    c.join_match(m.match_id).await.expect("join");
-    next_event(&a, "carol joins").await;
-    next_event(&b, "carol joins").await;
-    (a, b, c, m)
 }
 
 #[tokio::test]

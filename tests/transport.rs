@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{next_event, test_config, TestServer};
+use common::{next_event, test_config, three, RawSession, TestServer};
 use quicmatch::config::Transport;
 use quicmatch_client::{CloseCode, Event};
 use quicmatch_protocol::{
@@ -43,15 +43,7 @@ async fn the_proto_loop_relays_both_paths_in_order() {
             "the proto transport runs its I/O thread"
         );
     }
-    let a = server.client("alice").await;
-    let b = server.client("bob").await;
-    let c = server.client("carol").await;
-    let m = a.create_match(None).await.expect("create");
-    b.join_match(m.match_id).await.expect("join");
-    next_event(&a, "bob joins").await;
-    c.join_match(m.match_id).await.expect("join");
-    next_event(&a, "carol joins").await;
-    next_event(&b, "carol joins").await;
+    let (a, b, c, m) = three(&server).await;
     const N: u32 = 200;
     for reliable in [true, false] {
         for i in 0..N {
@@ -100,23 +92,22 @@ async fn the_proto_loop_relays_both_paths_in_order() {
     }
 }
 
+/// Joins `match_id` and returns the match's datagram handle.
+async fn join(raw: &mut RawSession, match_id: quicmatch_protocol::MatchId) -> u8 {
+    let reply = raw.request(Some(1), Request::MatchJoin { match_id }).await;
+    let ServerBody::Response(Response::Match(MatchInfo { handle, .. })) = reply.body else {
+        panic!("expected a match, got {reply:?}");
+    };
+    u8::try_from(handle).expect("a small handle")
+}
+
 #[tokio::test]
 async fn bad_datagrams_are_answered_through_the_session() {
     let server = TestServer::start_with(proto()).await;
     let alice = server.client("alice").await;
     let m = alice.create_match(None).await.expect("create");
     let mut raw = server.raw_session("dgram").await;
-    let reply = raw
-        .request(
-            Some(1),
-            Request::MatchJoin {
-                match_id: m.match_id,
-            },
-        )
-        .await;
-    let ServerBody::Response(Response::Match(MatchInfo { handle, .. })) = reply.body else {
-        panic!("expected a match, got {reply:?}");
-    };
+    let handle = join(&mut raw, m.match_id).await;
     next_event(&alice, "raw joins").await;
     // An unknown handle: the sink on the I/O thread hands the error to the session task.
     raw.conn
@@ -136,7 +127,7 @@ async fn bad_datagrams_are_answered_through_the_session() {
     );
     // A good one still reaches alice.
     raw.conn
-        .send_datagram(Bytes::from(vec![0x01, 0x01, handle as u8, 0x00, 7, 7]))
+        .send_datagram(Bytes::from(vec![0x01, 0x01, handle, 0x00, 7, 7]))
         .expect("send");
     match next_event(&alice, "raw's data").await {
         Event::MatchData(d) => assert_eq!(&d.data[..], &[7, 7]),
@@ -153,24 +144,13 @@ async fn a_datagram_flood_is_rate_limited_on_the_loop_and_then_closed() {
     let server = TestServer::start_with(config).await;
     let alice = server.client("alice").await;
     let m = alice.create_match(None).await.expect("create");
-    let raw = server.raw_session("flood").await;
-    let mut raw = raw;
-    let reply = raw
-        .request(
-            Some(1),
-            Request::MatchJoin {
-                match_id: m.match_id,
-            },
-        )
-        .await;
-    let ServerBody::Response(Response::Match(MatchInfo { handle, .. })) = reply.body else {
-        panic!("expected a match, got {reply:?}");
-    };
+    let mut raw = server.raw_session("flood").await;
+    let handle = join(&mut raw, m.match_id).await;
     let flood = raw.conn.clone();
     let sender = tokio::spawn(async move {
         for _ in 0..20_000 {
             if flood
-                .send_datagram(Bytes::from(vec![0x01, 0x01, handle as u8, 0x00, 1]))
+                .send_datagram(Bytes::from(vec![0x01, 0x01, handle, 0x00, 1]))
                 .is_err()
             {
                 break;

@@ -268,6 +268,20 @@ impl RawSession {
     }
 }
 
+/// Three clients in one match, with the join events already consumed.
+pub async fn three(server: &TestServer) -> (Socket, Socket, Socket, quicmatch_client::Match) {
+    let a = server.client("alice").await;
+    let b = server.client("bob").await;
+    let c = server.client("carol").await;
+    let m = a.create_match(None).await.expect("create");
+    b.join_match(m.match_id).await.expect("join");
+    next_event(&a, "bob joins").await;
+    c.join_match(m.match_id).await.expect("join");
+    next_event(&a, "carol joins").await;
+    next_event(&b, "carol joins").await;
+    (a, b, c, m)
+}
+
 /// The next event, failing the test if none comes in time.
 pub async fn next_event(socket: &Socket, what: &str) -> Event {
     timeout(TEST_TIMEOUT, socket.next_event())

@@ -102,6 +102,9 @@ struct ServeArgs {
     /// quinn].
     #[arg(long, env = "QUICMATCH_TRANSPORT")]
     transport: Option<quicmatch::config::Transport>,
+    /// I/O loops of the `proto` transport, one thread and socket each [default: 1].
+    #[arg(long, env = "QUICMATCH_WORKERS")]
+    workers: Option<usize>,
 }
 
 /// How log lines are written.
@@ -142,6 +145,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.transport {
             config.transport = v;
+        }
+        if let Some(v) = self.workers {
+            config.workers = v;
         }
         if self.no_advertise {
             config.advertise = false;

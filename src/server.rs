@@ -94,9 +94,23 @@ pub(crate) fn transport(config: &Config) -> TransportConfig {
 
 /// Binds the UDP socket with `buffer` bytes of kernel receive and send buffer (as much
 /// of it as the kernel allows).
-fn udp_socket(addr: std::net::SocketAddr, buffer: usize) -> std::io::Result<std::net::UdpSocket> {
+fn udp_socket(
+    addr: std::net::SocketAddr,
+    buffer: usize,
+    reuse_port: bool,
+) -> std::io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    #[cfg(unix)]
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    #[cfg(not(unix))]
+    if reuse_port {
+        return Err(std::io::Error::other(
+            "workers > 1 needs SO_REUSEPORT (Unix)",
+        ));
+    }
     // Best effort: the kernel clamps both to its maximum, and less only means drops
     // under bursts, so report it rather than refuse to start.
     let _ = socket.set_recv_buffer_size(buffer);
@@ -120,15 +134,32 @@ fn udp_socket(addr: std::net::SocketAddr, buffer: usize) -> std::io::Result<std:
 
 /// Binds `addr`; when it is the dual-stack `[::]` and this host has no IPv6, falls back to
 /// `0.0.0.0` on the same port with a warning.
-fn bind_socket(addr: std::net::SocketAddr, buffer: usize) -> std::io::Result<std::net::UdpSocket> {
-    match udp_socket(addr, buffer) {
+/// With `sockets` > 1 (the `proto` transport's workers) every socket is bound to the
+/// same address with `SO_REUSEPORT` (the first one's port, when `addr` asks for any).
+fn bind_socket(
+    addr: std::net::SocketAddr,
+    buffer: usize,
+    sockets: usize,
+) -> std::io::Result<Vec<std::net::UdpSocket>> {
+    let reuse = sockets > 1;
+    let first = match udp_socket(addr, buffer, reuse) {
         Err(e) if addr.is_ipv6() && addr.ip().is_unspecified() => {
             let v4 = std::net::SocketAddr::from(([0, 0, 0, 0], addr.port()));
             warn!(error = %e, %v4, "no IPv6 on this host; listening on IPv4 only");
-            udp_socket(v4, buffer)
+            udp_socket(v4, buffer, reuse)
         }
         other => other,
+    }?;
+    let mut bound = first.local_addr()?;
+    if addr.is_ipv6() && bound.is_ipv6() {
+        // Keep the dual-stack wildcard the first socket was bound to.
+        bound.set_ip(addr.ip());
     }
+    let mut all = vec![first];
+    for _ in 1..sockets {
+        all.push(udp_socket(bound, buffer, true)?);
+    }
+    Ok(all)
 }
 
 pub(crate) fn bind(
@@ -181,24 +212,30 @@ pub(crate) fn bind(
     endpoint_config.cid_generator(move || {
         Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
     });
-    let endpoint = bind_socket(config.listen, config.socket_buffer)
-        .and_then(|socket| match config.transport {
-            crate::config::Transport::Proto => {
-                transport::proto::Endpoint::bind(socket, endpoint_config, server_config)
+    let endpoint = match config.transport {
+        crate::config::Transport::Proto => {
+            bind_socket(config.listen, config.socket_buffer, config.workers).and_then(|sockets| {
+                transport::proto::Endpoint::bind(sockets, endpoint_config, server_config, cid_key)
                     .map(transport::Endpoint::Proto)
-            }
-            _ => quinn::Endpoint::new(
+            })
+        }
+        _ => bind_socket(config.listen, config.socket_buffer, 1).and_then(|mut sockets| {
+            let socket = sockets
+                .pop()
+                .ok_or_else(|| std::io::Error::other("no socket"))?;
+            quinn::Endpoint::new(
                 endpoint_config,
                 Some(server_config),
                 socket,
                 Arc::new(quinn::TokioRuntime),
             )
-            .map(transport::Endpoint::Quinn),
-        })
-        .map_err(|source| ServerError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+            .map(transport::Endpoint::Quinn)
+        }),
+    }
+    .map_err(|source| ServerError::Bind {
+        addr: config.listen,
+        source,
+    })?;
     let cert = material.chain[0].clone();
     let matches = MatchTable::new(config.matches.clone());
     let storage = match registry.storage.take() {

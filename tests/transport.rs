@@ -19,6 +19,7 @@ use quicmatch_protocol::{
 fn proto() -> quicmatch::Config {
     let mut config = test_config();
     config.transport = Transport::Proto;
+    config.workers = 1;
     config
 }
 
@@ -39,7 +40,7 @@ async fn the_proto_loop_relays_both_paths_in_order() {
     let server = TestServer::start_with(proto()).await;
     if cfg!(target_os = "linux") {
         assert!(
-            threads().iter().any(|t| t == "quicmatch-io"),
+            threads().iter().any(|t| t.starts_with("quicmatch-io")),
             "the proto transport runs its I/O thread"
         );
     }
@@ -181,4 +182,64 @@ async fn shutdown_closes_every_client_and_frees_the_port() {
         again.is_ok(),
         "the port is free once serve returned: {again:?}"
     );
+}
+
+#[tokio::test]
+async fn several_loops_relay_between_members_on_different_loops() {
+    let mut config = proto();
+    config.workers = 2;
+    let server = TestServer::start_with(config).await;
+    if cfg!(target_os = "linux") {
+        let names = threads();
+        for loop_name in ["quicmatch-io-0", "quicmatch-io-1"] {
+            assert!(
+                names.iter().any(|t| t == loop_name),
+                "{loop_name} runs: {names:?}"
+            );
+        }
+    }
+    // Eight players on their own ports: the kernel spreads them over both loops' sockets
+    // (all on one loop has a chance of 1 in 128).
+    let mut players = Vec::new();
+    for i in 0..8 {
+        players.push(server.client(&format!("p{i}")).await);
+    }
+    let m = players[0].create_match(None).await.expect("create");
+    for p in &players[1..] {
+        p.join_match(m.match_id).await.expect("join");
+    }
+    for (i, p) in players.iter().enumerate() {
+        for reliable in [true, false] {
+            p.send_match_data(m.match_id, 3, Bytes::from(vec![i as u8]), reliable, None)
+                .await
+                .expect("send");
+        }
+    }
+    for (me, p) in players.iter().enumerate() {
+        let mut reliable = std::collections::BTreeSet::new();
+        let mut unreliable = std::collections::BTreeSet::new();
+        while reliable.len() < 7 || unreliable.len() < 7 {
+            let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(5), p.next_event()).await
+            else {
+                break;
+            };
+            if let Event::MatchData(d) = ev {
+                if d.reliable {
+                    reliable.insert(d.data[0]);
+                } else {
+                    unreliable.insert(d.data[0]);
+                }
+            }
+        }
+        let others: std::collections::BTreeSet<u8> =
+            (0..8u8).filter(|i| usize::from(*i) != me).collect();
+        assert_eq!(
+            reliable, others,
+            "player {me}: reliable data from every other"
+        );
+        assert_eq!(
+            unreliable, others,
+            "player {me}: datagrams from every other"
+        );
+    }
 }

@@ -47,6 +47,15 @@ pub struct Config {
     /// transport"). Both speak the same protocol and pass the same tests. Default
     /// `"quinn"`.
     pub transport: Transport,
+    /// I/O loops of the `proto` transport, one thread and one `SO_REUSEPORT` socket
+    /// each; connections stay on the loop whose socket took their first packet, a
+    /// relay to a member on another loop hands its packet to that loop, and a packet
+    /// that arrives on the wrong socket (a migrated client) is passed to its owner by
+    /// its connection id. Default `1`: one loop carries a 2-core machine's relay (the
+    /// rest of the server runs beside it); give busier servers one loop per core left
+    /// after the sessions' and game code's threads. The `quinn` transport ignores it.
+    /// Range: 1 to 64.
+    pub workers: usize,
     /// Advertise the server on the LAN with mDNS/DNS-SD (`_quicmatch._udp`, TXT: name,
     /// version, certificate fingerprint), so `quicmatch-cli --discover` finds it.
     /// Only on the interfaces the server listens on, and never when it listens on a
@@ -106,6 +115,7 @@ impl Default for Config {
             metrics: None,
             socket_buffer: DEFAULT_SOCKET_BUFFER,
             transport: Transport::default(),
+            workers: 1,
             advertise: true,
             name: None,
             session: SessionConfig::default(),

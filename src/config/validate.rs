@@ -21,6 +21,7 @@ macro_rules! with_bounded_keys {
     ($m:ident!($($arg:tt)*)) => {
         $m! { $($arg)*
             range socket_buffer = 64 << 10, 1 << 30;
+            range workers = 1, 64;
             range_duration session.auth_timeout = 100 * MS, 60 * SEC;
             range_duration session.idle_timeout = 2 * SEC, 10 * MIN;
             range_duration session.token_expiry = 10 * SEC, 30 * DAY;

@@ -49,6 +49,12 @@ const CONTROL_READ_BUFFER: usize = 512;
 /// events goes out in few packets without starving the reader.
 const WRITE_BATCH: usize = 64;
 
+/// At shutdown, how long a session may spend writing what was already queued for it
+/// before its connection is closed, and how many write batches it takes from its queue
+/// (a reader that does not read is not waited for).
+const SHUTDOWN_FLUSH: Duration = Duration::from_millis(200);
+const SHUTDOWN_FLUSH_BATCHES: usize = 16;
+
 /// Datagrams a session handles per wake-up before looking at its other inputs.
 const DATAGRAM_DRAIN: usize = 32;
 
@@ -450,6 +456,19 @@ async fn serve(shared: Arc<Shared>, conn: Conn, shutdown: CancellationToken, aut
         tokio::select! {
             biased;
             () = &mut cancelled => {
+                // What is already queued (a match's last words, `MatchEnded`) goes out
+                // before the close, unless a join's reply is still due first.
+                if !waiting.as_ref().is_some_and(|w| w.holds) {
+                    for _ in 0..SHUTDOWN_FLUSH_BATCHES {
+                        let taken = outbound.take(WRITE_BATCH, speaks, Instant::now());
+                        if taken.control.is_empty() && taken.lanes.is_empty() {
+                            break;
+                        }
+                        pending.extend(taken.control);
+                        lanes.route(taken.lanes, &mut pending);
+                    }
+                }
+                let _ = tokio::time::timeout(SHUTDOWN_FLUSH, send.write_all_chunks(&mut pending)).await;
                 alive = if shared.restarting.load(std::sync::atomic::Ordering::Acquire) {
                     end(CloseCode::SERVER_RESTARTING, "server restarting; resume when it is back", Ending::Final, &mut ending)
                 } else {

@@ -54,9 +54,13 @@ pub fn test_config() -> Config {
     // on themselves, the others keep their store untouched unless they write.
     config.matches.snapshot_interval = Duration::ZERO;
     // The whole suite runs against either transport: CI runs it once with each
-    // (`QUICMATCH_TRANSPORT=proto`; server processes the tests start read it too).
+    // (`QUICMATCH_TRANSPORT=proto QUICMATCH_WORKERS=2`; server processes the tests
+    // start read them too).
     if let Ok(t) = std::env::var("QUICMATCH_TRANSPORT") {
         config.transport = t.parse().expect("QUICMATCH_TRANSPORT is quinn or proto");
+    }
+    if let Ok(w) = std::env::var("QUICMATCH_WORKERS") {
+        config.workers = w.parse().expect("QUICMATCH_WORKERS is a number");
     }
     config
 }

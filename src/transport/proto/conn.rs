@@ -19,7 +19,6 @@ use std::{
         Arc, Mutex, MutexGuard, PoisonError,
     },
     task::{Context, Poll, Waker},
-    time::Instant,
 };
 
 use bytes::Bytes;
@@ -55,6 +54,8 @@ pub(super) struct State {
     pub(super) dirty: bool,
     /// Already waiting for the socket to take a stalled send.
     pub(super) waiting_tx: bool,
+    /// A close asked for and not yet carried out by the loop.
+    pub(super) closing: Option<(VarInt, Bytes)>,
     pub(super) wakers: Wakers,
 }
 
@@ -134,6 +135,7 @@ impl ConnShared {
                 connected: false,
                 dirty: false,
                 waiting_tx: false,
+                closing: None,
                 wakers: Wakers::default(),
             }),
             sink: Mutex::new(None),
@@ -275,8 +277,11 @@ impl Conn {
     /// Closes the connection with an application code and reason.
     pub(crate) fn close(&self, code: VarInt, reason: &[u8]) {
         let mut st = self.0.lock();
-        st.conn
-            .close(Instant::now(), code, Bytes::copy_from_slice(reason));
+        // The loop closes it after writing what the streams already hold, so a last
+        // event written just before the close still goes out.
+        if st.error.is_none() && st.closing.is_none() {
+            st.closing = Some((code, Bytes::copy_from_slice(reason)));
+        }
         st.closed_locally();
         self.0.touch(&mut st);
     }

@@ -14,6 +14,7 @@ use std::{
     collections::{BinaryHeap, HashMap},
     future::Future,
     io::{self, IoSliceMut},
+    net::{IpAddr, SocketAddr},
     pin::Pin,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -37,6 +38,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, warn};
 
 use super::{
+    cids::{self, SteeringCids},
     conn::{Conn, ConnShared},
     Incoming,
 };
@@ -45,6 +47,8 @@ use super::{
 const RECV_ROUNDS: usize = 8;
 /// Packets one connection writes per round before the others get their turn.
 const TRANSMIT_BOUND: usize = 64;
+/// Packets one loop may have waiting from the others.
+const MAX_FORWARDED: usize = 4096;
 /// Timer-heap entries allowed per connection before the heap is rebuilt.
 const TIMER_SLACK: usize = 4;
 /// Most datagrams one GSO write carries.
@@ -75,6 +79,8 @@ pub(crate) struct LoopShared {
     woken: AtomicBool,
     /// The loop ended: commands are no longer taken.
     stopped: AtomicBool,
+    /// Packets other loops received for this loop's connections.
+    inbound: Mutex<Vec<Forwarded>>,
 }
 
 impl LoopShared {
@@ -112,6 +118,19 @@ impl LoopShared {
         }
     }
 
+    /// Hands a packet to this loop from another loop's thread; past `MAX_FORWARDED`
+    /// waiting it is dropped, as a full socket buffer would.
+    fn forward(&self, packet: Forwarded) {
+        {
+            let mut inbound = self.inbound.lock().unwrap_or_else(PoisonError::into_inner);
+            if inbound.len() >= MAX_FORWARDED {
+                return;
+            }
+            inbound.push(packet);
+        }
+        self.wake();
+    }
+
     fn take_dirty(&self, into: &mut Vec<ConnectionHandle>) {
         let mut dirty = self.dirty.lock().unwrap_or_else(PoisonError::into_inner);
         into.append(&mut dirty);
@@ -123,11 +142,15 @@ pub(super) fn run(
     socket: std::net::UdpSocket,
     endpoint_config: EndpointConfig,
     server_config: ServerConfig,
-    io: Arc<LoopShared>,
+    looped: Looped,
     incoming: mpsc::Sender<Incoming>,
     live: watch::Sender<usize>,
     ready: std::sync::mpsc::Sender<io::Result<()>>,
 ) {
+    let Some(io) = looped.peers.get(looped.index).cloned() else {
+        let _ = ready.send(Err(io::Error::other("no such I/O loop")));
+        return;
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -160,6 +183,8 @@ pub(super) fn run(
             poller: socket.clone().create_io_poller(),
             socket,
             io,
+            looped,
+            forwarded: Vec::new(),
             endpoint,
             conns: HashMap::new(),
             timers: BinaryHeap::new(),
@@ -191,10 +216,30 @@ struct Entry {
     armed: Option<Instant>,
 }
 
+/// Where a loop stands among the endpoint's loops.
+pub(super) struct Looped {
+    pub(super) index: usize,
+    /// Every loop of the endpoint, this one included, by index.
+    pub(super) peers: Arc<Vec<Arc<LoopShared>>>,
+    /// Validates destination ids to find their owner.
+    pub(super) cids: SteeringCids,
+}
+
+/// A packet another loop's socket received for a connection of this loop.
+pub(crate) struct Forwarded {
+    addr: SocketAddr,
+    dst_ip: Option<IpAddr>,
+    ecn: Option<quinn_proto::EcnCodepoint>,
+    data: BytesMut,
+}
+
 struct Driver {
     socket: Arc<dyn AsyncUdpSocket>,
     poller: Pin<Box<dyn UdpPoller>>,
     io: Arc<LoopShared>,
+    looped: Looped,
+    /// Scratch for packets handed over by other loops.
+    forwarded: Vec<Forwarded>,
     endpoint: quinn_proto::Endpoint,
     conns: HashMap<ConnectionHandle, Entry>,
     timers: BinaryHeap<Reverse<(Instant, ConnectionHandle)>>,
@@ -236,6 +281,7 @@ impl Future for Driver {
         if this.stalled.is_some() {
             this.unstall(cx);
         }
+        this.take_forwarded();
         let more = this.recv(cx);
         let now = Instant::now();
         this.expire(now);
@@ -428,15 +474,63 @@ impl Driver {
     }
 
     fn on_packet(&mut self, now: Instant, meta: &RecvMeta, packet: BytesMut) {
-        self.resp_buf.clear();
         let ecn = meta.ecn.map(|e| match e {
             quinn::udp::EcnCodepoint::Ect0 => quinn_proto::EcnCodepoint::Ect0,
             quinn::udp::EcnCodepoint::Ect1 => quinn_proto::EcnCodepoint::Ect1,
             quinn::udp::EcnCodepoint::Ce => quinn_proto::EcnCodepoint::Ce,
         });
+        if self.looped.peers.len() > 1 {
+            if let Some(owner) = cids::owner(&packet, &self.looped.cids) {
+                if owner != self.looped.index {
+                    if let Some(peer) = self.looped.peers.get(owner) {
+                        peer.forward(Forwarded {
+                            addr: meta.addr,
+                            dst_ip: meta.dst_ip,
+                            ecn,
+                            data: packet,
+                        });
+                        return;
+                    }
+                }
+            }
+        }
+        self.handle_packet(now, meta.addr, meta.dst_ip, ecn, packet);
+    }
+
+    /// Packets other loops handed over since the last turn.
+    fn take_forwarded(&mut self) {
+        let mut forwarded = std::mem::take(&mut self.forwarded);
+        std::mem::swap(
+            &mut forwarded,
+            &mut *self
+                .io
+                .inbound
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        if forwarded.is_empty() {
+            self.forwarded = forwarded;
+            return;
+        }
+        let now = Instant::now();
+        for p in forwarded.drain(..) {
+            self.handle_packet(now, p.addr, p.dst_ip, p.ecn, p.data);
+        }
+        self.forwarded = forwarded;
+    }
+
+    fn handle_packet(
+        &mut self,
+        now: Instant,
+        addr: SocketAddr,
+        dst_ip: Option<IpAddr>,
+        ecn: Option<quinn_proto::EcnCodepoint>,
+        packet: BytesMut,
+    ) {
+        self.resp_buf.clear();
         match self
             .endpoint
-            .handle(now, meta.addr, meta.dst_ip, ecn, packet, &mut self.resp_buf)
+            .handle(now, addr, dst_ip, ecn, packet, &mut self.resp_buf)
         {
             Some(DatagramEvent::ConnectionEvent(ch, event)) => {
                 if let Some(entry) = self.conns.get(&ch) {
@@ -632,6 +726,11 @@ impl Driver {
                 if let Some(reply) = self.endpoint.handle_event(ch, event) {
                     st.conn.handle_event(reply);
                 }
+            }
+            // A requested close, now that what was written has gone out.
+            if let Some((code, reason)) = st.closing.take() {
+                st.conn.close(now, code, reason);
+                shared.touch(&mut st);
             }
         }
         let drained = st.conn.is_drained();

@@ -7,6 +7,7 @@
 //! [`Conn`]. New connections go to the server's accept loop as [`Incoming`], which
 //! decides (accept, retry, refuse) exactly as with quinn.
 
+mod cids;
 mod conn;
 mod driver;
 
@@ -23,53 +24,78 @@ use self::driver::{Command, LoopShared};
 /// them itself (the accept loop is behind, which only a flood explains).
 const INCOMING_QUEUE: usize = 1024;
 
-/// A bound quinn-proto endpoint and its I/O thread.
+/// A bound quinn-proto endpoint: its I/O loops, one thread and socket each.
 pub(crate) struct Endpoint {
-    io: Arc<LoopShared>,
+    loops: Vec<Arc<LoopShared>>,
     incoming: tokio::sync::Mutex<mpsc::Receiver<Incoming>>,
     local: SocketAddr,
-    live: watch::Receiver<usize>,
-    /// Becomes `true` once the I/O thread ended and its socket is closed.
-    stopped: watch::Receiver<bool>,
+    live: Vec<watch::Receiver<usize>>,
+    /// Each becomes `true` once its I/O thread ended and its socket is closed.
+    stopped: Vec<watch::Receiver<bool>>,
 }
 
 impl Endpoint {
-    /// Starts the I/O thread on `socket`.
+    /// Starts one I/O loop per socket (all bound to the same address with
+    /// `SO_REUSEPORT` when there are several); `cid_key` keys the connection ids.
     pub(crate) fn bind(
-        socket: std::net::UdpSocket,
+        sockets: Vec<std::net::UdpSocket>,
         endpoint_config: EndpointConfig,
         server_config: ServerConfig,
+        cid_key: u64,
     ) -> std::io::Result<Self> {
-        let local = socket.local_addr()?;
-        let io = Arc::new(LoopShared::default());
+        let local = sockets
+            .first()
+            .ok_or_else(|| std::io::Error::other("no socket"))?
+            .local_addr()?;
+        let n = sockets.len();
+        let loops: Vec<Arc<LoopShared>> = (0..n).map(|_| Arc::new(LoopShared::default())).collect();
+        let peers = Arc::new(loops.clone());
         let (incoming_tx, incoming_rx) = mpsc::channel(INCOMING_QUEUE);
-        let (live_tx, live_rx) = watch::channel(0usize);
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (stopped_tx, stopped_rx) = watch::channel(false);
-        let loop_io = io.clone();
-        thread::Builder::new()
-            .name("quicmatch-io".into())
-            .spawn(move || {
+        let mut live = Vec::with_capacity(n);
+        let mut stopped = Vec::with_capacity(n);
+        for (index, socket) in sockets.into_iter().enumerate() {
+            let (live_tx, live_rx) = watch::channel(0usize);
+            let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+            let (stopped_tx, stopped_rx) = watch::channel(false);
+            let mut endpoint_config = endpoint_config.clone();
+            endpoint_config
+                .cid_generator(move || Box::new(cids::SteeringCids::new(cid_key, index, n)));
+            let looped = driver::Looped {
+                index,
+                peers: peers.clone(),
+                cids: cids::SteeringCids::new(cid_key, index, n),
+            };
+            let server_config = server_config.clone();
+            let incoming_tx = incoming_tx.clone();
+            let name = if n == 1 {
+                "quicmatch-io".to_owned()
+            } else {
+                format!("quicmatch-io-{index}")
+            };
+            thread::Builder::new().name(name).spawn(move || {
                 driver::run(
                     socket,
                     endpoint_config,
                     server_config,
-                    loop_io,
+                    looped,
                     incoming_tx,
                     live_tx,
                     ready_tx,
                 );
                 stopped_tx.send_replace(true);
             })?;
-        ready_rx
-            .recv()
-            .map_err(|_| std::io::Error::other("the I/O thread did not start"))??;
+            ready_rx
+                .recv()
+                .map_err(|_| std::io::Error::other("the I/O thread did not start"))??;
+            live.push(live_rx);
+            stopped.push(stopped_rx);
+        }
         Ok(Self {
-            io,
+            loops,
             incoming: tokio::sync::Mutex::new(incoming_rx),
             local,
-            live: live_rx,
-            stopped: stopped_rx,
+            live,
+            stopped,
         })
     }
 
@@ -85,30 +111,37 @@ impl Endpoint {
 
     /// Closes every connection with `code` and refuses new ones.
     pub(crate) fn close(&self, code: VarInt, reason: &[u8]) {
-        self.io
-            .command(Command::CloseAll(code, Bytes::copy_from_slice(reason)));
+        for io in &self.loops {
+            io.command(Command::CloseAll(code, Bytes::copy_from_slice(reason)));
+        }
     }
 
     /// Waits until every connection has drained.
     pub(crate) async fn wait_idle(&self) {
-        let mut live = self.live.clone();
-        let _ = live.wait_for(|n| *n == 0).await;
+        for live in &self.live {
+            let mut live = live.clone();
+            let _ = live.wait_for(|n| *n == 0).await;
+        }
     }
-}
 
-impl Endpoint {
-    /// Stops the I/O thread and waits until its socket is closed, so the address can be
-    /// bound again at once.
+    /// Stops the I/O threads and waits until their sockets are closed, so the address
+    /// can be bound again at once.
     pub(crate) async fn stop(self) {
-        self.io.command(Command::Stop);
-        let mut stopped = self.stopped.clone();
-        let _ = stopped.wait_for(|s| *s).await;
+        for io in &self.loops {
+            io.command(Command::Stop);
+        }
+        for stopped in &self.stopped {
+            let mut stopped = stopped.clone();
+            let _ = stopped.wait_for(|s| *s).await;
+        }
     }
 }
 
 impl Drop for Endpoint {
     fn drop(&mut self) {
-        self.io.command(Command::Stop);
+        for io in &self.loops {
+            io.command(Command::Stop);
+        }
     }
 }
 

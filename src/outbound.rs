@@ -226,6 +226,8 @@ struct State {
     /// Restored after a server restart: the numbers the client saw died with the old
     /// process, so the first resume continues from whatever number the client names.
     restored: bool,
+    /// The first number queued after the server began shutting down.
+    shutdown_mark: Option<u64>,
 }
 
 impl Outbound {
@@ -242,6 +244,7 @@ impl Outbound {
                 connected: true,
                 overflowed: false,
                 restored: false,
+                shutdown_mark: None,
             }),
             wake: Notify::new(),
             limits,
@@ -314,9 +317,28 @@ impl Outbound {
     /// (all, otherwise) for the control stream. Lane bytes count as unsent until their
     /// stream takes them ([`lane_written`](Self::lane_written)).
     pub(crate) fn take(&self, max: usize, speaks: Speaks, now: Instant) -> Taken {
+        self.take_up_to(max, u64::MAX, speaks, now)
+    }
+
+    /// Records where the queue stood when the server began shutting down.
+    pub(crate) fn mark_shutdown(&self) {
+        let mut st = self.lock();
+        st.shutdown_mark = Some(st.next_seq);
+    }
+
+    /// Like [`take`](Self::take), only frames queued before the shutdown mark (none
+    /// when there is no mark).
+    pub(crate) fn take_before_shutdown(&self, max: usize, speaks: Speaks, now: Instant) -> Taken {
+        let until = self.lock().shutdown_mark.unwrap_or(0);
+        self.take_up_to(max, until, speaks, now)
+    }
+
+    /// Up to `max` unsent frames numbered below `until`.
+    fn take_up_to(&self, max: usize, until: u64, speaks: Speaks, now: Instant) -> Taken {
         let mut st = self.lock();
         let start = st.frames.len() - st.unsent_frames;
-        let n = st.unsent_frames.min(max);
+        let below = usize::try_from(until.saturating_sub(st.first_unsent)).unwrap_or(usize::MAX);
+        let n = st.unsent_frames.min(max).min(below);
         let mut taken = Taken {
             control: Vec::with_capacity(2 * n),
             lanes: Vec::new(),
@@ -524,6 +546,24 @@ mod tests {
                 .body,
             ServerBody::Event(_)
         ));
+    }
+
+    #[test]
+    fn a_shutdown_flush_takes_only_what_was_queued_before_the_mark() {
+        let out = Outbound::new(limits());
+        let now = Instant::now();
+        out.push(body(10), None, now);
+        assert!(
+            out.take_before_shutdown(10, V2, now).control.is_empty(),
+            "no mark, nothing"
+        );
+        out.push(body(10), None, now);
+        assert_eq!(seqs(&out.take(1, V2, now).control), [1]);
+        out.mark_shutdown();
+        out.push(body(10), None, now);
+        assert_eq!(seqs(&out.take_before_shutdown(10, V2, now).control), [2]);
+        assert!(out.take_before_shutdown(10, V2, now).control.is_empty());
+        assert_eq!(seqs(&out.take(10, V2, now).control), [3]);
     }
 
     #[test]

@@ -383,6 +383,7 @@ pub(crate) async fn serve(
         }
     })
     .await;
+    shared.sessions.mark_shutdown();
     cancel.cancel();
     tracker.close();
     if tokio::time::timeout(shared.config.session.shutdown_grace, tracker.wait())

@@ -460,7 +460,7 @@ async fn serve(shared: Arc<Shared>, conn: Conn, shutdown: CancellationToken, aut
                 // before the close, unless a join's reply is still due first.
                 if !waiting.as_ref().is_some_and(|w| w.holds) {
                     for _ in 0..SHUTDOWN_FLUSH_BATCHES {
-                        let taken = outbound.take(WRITE_BATCH, speaks, Instant::now());
+                        let taken = outbound.take_before_shutdown(WRITE_BATCH, speaks, Instant::now());
                         if taken.control.is_empty() && taken.lanes.is_empty() {
                             break;
                         }

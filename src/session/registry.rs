@@ -254,6 +254,15 @@ impl SessionRegistry {
             .collect()
     }
 
+    /// Marks, in every connected session's queue, what was queued before the shutdown:
+    /// that much is written before the close (`Outbound::take_before_shutdown`), not
+    /// what other sessions' departures queue after it.
+    pub(crate) fn mark_shutdown(&self) {
+        for live in self.lock().live.values() {
+            live.handle.outbound.mark_shutdown();
+        }
+    }
+
     /// Takes every held session (at shutdown).
     pub(crate) fn take_all_held(&self) -> Vec<Held> {
         self.lock().held.drain().map(|(_, h)| h).collect()

@@ -150,6 +150,9 @@ pub(crate) struct Args {
     /// baselines).
     #[arg(long, value_enum, default_value_t = ServerTransport::Quinn)]
     pub(crate) server_transport: ServerTransport,
+    /// I/O loops of the quicmatch server's `proto` transport (its `workers`).
+    #[arg(long, default_value_t = 1)]
+    server_workers: usize,
     /// Use a running quicmatch server instead of starting one (needs --ca).
     #[arg(long, requires = "ca")]
     server: Option<SocketAddr>,
@@ -434,6 +437,8 @@ pub(crate) struct RunResult {
     /// The quicmatch server's transport (`quinn` or `proto`); `null` for the
     /// baselines.
     pub(crate) server_transport: Option<&'static str>,
+    /// `--server-workers` (quicmatch on `proto` only).
+    pub(crate) server_workers: Option<usize>,
 }
 
 /// A quicmatch server started by the bench: its metrics address (unless
@@ -452,6 +457,8 @@ async fn start_quicmatch(
         .iter()
         .flat_map(|m| ["--metrics".to_owned(), m.to_string()])
         .collect();
+    extra.push("--workers".into());
+    extra.push(args.server_workers.to_string());
     extra.push("--transport".into());
     extra.push(
         match transport {
@@ -778,6 +785,12 @@ pub(crate) async fn run_once(args: &Args, transport: Transport) -> anyhow::Resul
                 Some("proto")
             }
             (Transport::Quicmatch, _) => Some("quinn"),
+            _ => None,
+        },
+        server_workers: match (transport, args.server_transport) {
+            (Transport::Quicmatch, ServerTransport::Proto) | (Transport::QuicmatchProto, _) => {
+                Some(args.server_workers)
+            }
             _ => None,
         },
     })

@@ -56,7 +56,7 @@ enum Command {
     /// Time one matchmaker pass over a pool filled in process.
     Matchmaker(matchmaker::Args),
     /// Relay load: quicmatch against the raw-UDP baseline.
-    Relay(relay::Args),
+    Relay(Box<relay::Args>),
     /// Idle connection capacity of a quicmatch server.
     Connections(connections::Args),
     /// Churn against a server, then check every count returned to zero.

@@ -186,7 +186,7 @@ pub(super) fn run(
             looped,
             forwarded: Vec::new(),
             endpoint,
-            conns: HashMap::new(),
+            conns: Conns::default(),
             timers: BinaryHeap::new(),
             timer: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
             timer_at: None,
@@ -207,6 +207,58 @@ pub(super) fn run(
         let _ = ready.send(Ok(()));
         driver.await;
     });
+}
+
+/// The loop's connections by handle. quinn-proto hands out handles as small reused
+/// indices, so a vector indexed by them is the cheapest map (looked up per packet).
+#[derive(Default)]
+struct Conns {
+    slots: Vec<Option<Entry>>,
+    len: usize,
+}
+
+impl Conns {
+    fn get(&self, ch: &ConnectionHandle) -> Option<&Entry> {
+        self.slots.get(ch.0).and_then(Option::as_ref)
+    }
+
+    fn get_mut(&mut self, ch: &ConnectionHandle) -> Option<&mut Entry> {
+        self.slots.get_mut(ch.0).and_then(Option::as_mut)
+    }
+
+    fn insert(&mut self, ch: ConnectionHandle, entry: Entry) {
+        if self.slots.len() <= ch.0 {
+            self.slots.resize_with(ch.0 + 1, || None);
+        }
+        if let Some(slot) = self.slots.get_mut(ch.0) {
+            if slot.replace(entry).is_none() {
+                self.len += 1;
+            }
+        }
+    }
+
+    fn remove(&mut self, ch: &ConnectionHandle) {
+        if let Some(slot) = self.slots.get_mut(ch.0) {
+            if slot.take().is_some() {
+                self.len -= 1;
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Entry> {
+        self.slots.iter().flatten()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (ConnectionHandle, &Entry)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| e.as_ref().map(|e| (ConnectionHandle(i), e)))
+    }
 }
 
 /// A connection as the loop keeps it.
@@ -241,7 +293,7 @@ struct Driver {
     /// Scratch for packets handed over by other loops.
     forwarded: Vec<Forwarded>,
     endpoint: quinn_proto::Endpoint,
-    conns: HashMap<ConnectionHandle, Entry>,
+    conns: Conns,
     timers: BinaryHeap<Reverse<(Instant, ConnectionHandle)>>,
     timer: Pin<Box<tokio::time::Sleep>>,
     timer_at: Option<Instant>,
@@ -760,7 +812,7 @@ impl Driver {
             self.timers = self
                 .conns
                 .iter()
-                .filter_map(|(ch, e)| e.armed.map(|at| Reverse((at, *ch))))
+                .filter_map(|(ch, e)| e.armed.map(|at| Reverse((at, ch))))
                 .collect();
         }
     }

@@ -27,6 +27,9 @@
 //! | `quicmatch_datagrams_out_total` | counter | |
 //! | `quicmatch_datagrams_dropped_total` | counter | `reason` (`reader_behind`: an older datagram dropped for a reader that fell behind; `too_large`; `connection_lost`; or an error code) |
 //! | `quicmatch_datagram_bytes_in_total` / `quicmatch_datagram_bytes_out_total` | counter | |
+//! | `quicmatch_io_forwarded_total` | counter | (`proto` transport, `workers` > 1: packets one I/O loop handed to the loop owning their connection) |
+//! | `quicmatch_io_forward_drops_total` | counter | (handed-over packets dropped: the owning loop had too many waiting) |
+//! | `quicmatch_io_send_stalls_total` | counter | (`proto` transport: times a loop's socket refused a packet and the loop waited for it to drain) |
 //! | `quicmatch_reliable_messages_total` | counter | (relayed reliable match data, per recipient) |
 //! | `quicmatch_requests_rejected_total` | counter | `code` |
 //! | `quicmatch_rate_limited_total` | counter | (requests and match data refused by a session's rate limits) |
@@ -127,6 +130,24 @@ const METRICS: &[(&str, Kind, bool, &str)] = &[
     ),
     ("quicmatch_datagram_bytes_in_total", Kind::Counter, PLAIN, "Datagram bytes received."),
     ("quicmatch_datagram_bytes_out_total", Kind::Counter, PLAIN, "Datagram bytes sent."),
+    (
+        "quicmatch_io_forwarded_total",
+        Kind::Counter,
+        PLAIN,
+        "Packets an I/O loop of the proto transport handed to the loop owning their connection.",
+    ),
+    (
+        "quicmatch_io_forward_drops_total",
+        Kind::Counter,
+        PLAIN,
+        "Handed-over packets dropped because the owning I/O loop had too many waiting.",
+    ),
+    (
+        "quicmatch_io_send_stalls_total",
+        Kind::Counter,
+        PLAIN,
+        "Times an I/O loop's socket refused a packet and the loop waited for it to drain.",
+    ),
     (
         "quicmatch_reliable_messages_total",
         Kind::Counter,

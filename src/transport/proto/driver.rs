@@ -124,6 +124,7 @@ impl LoopShared {
         {
             let mut inbound = self.inbound.lock().unwrap_or_else(PoisonError::into_inner);
             if inbound.len() >= MAX_FORWARDED {
+                metrics::counter!("quicmatch_io_forward_drops_total").increment(1);
                 return;
             }
             inbound.push(packet);
@@ -535,6 +536,7 @@ impl Driver {
             if let Some(owner) = cids::owner(&packet, &self.looped.cids) {
                 if owner != self.looped.index {
                     if let Some(peer) = self.looped.peers.get(owner) {
+                        metrics::counter!("quicmatch_io_forwarded_total").increment(1);
                         peer.forward(Forwarded {
                             addr: meta.addr,
                             dst_ip: meta.dst_ip,
@@ -764,6 +766,7 @@ impl Driver {
                 {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        metrics::counter!("quicmatch_io_send_stalls_total").increment(1);
                         self.stalled = Some(t);
                         st.waiting_tx = true;
                         self.waiting_tx.push(ch);

@@ -243,3 +243,55 @@ async fn several_loops_relay_between_members_on_different_loops() {
         );
     }
 }
+
+#[tokio::test]
+async fn with_several_loops_migrated_clients_reach_their_own_loop() {
+    let mut config = proto();
+    config.workers = 2;
+    let server = TestServer::start_with(config).await;
+    let a = server.client("anchor").await;
+    let m = a.create_match(None).await.expect("create");
+    // Eight clients move to a new address each: about half of them now land on the
+    // other loop's socket, whose loop must hand their packets to the owner (an unknown
+    // connection there would be answered with a stateless reset, ending it).
+    let mut movers = Vec::new();
+    for i in 0..8 {
+        let p = server.client(&format!("mover{i}")).await;
+        p.join_match(m.match_id).await.expect("join");
+        movers.push(p);
+    }
+    for p in &movers {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("socket");
+        p.rebind(socket).expect("rebind");
+    }
+    for (i, p) in movers.iter().enumerate() {
+        for reliable in [true, false] {
+            p.send_match_data(m.match_id, 4, Bytes::from(vec![i as u8]), reliable, None)
+                .await
+                .expect("send");
+        }
+    }
+    let mut reliable = std::collections::BTreeSet::new();
+    let mut unreliable = std::collections::BTreeSet::new();
+    while reliable.len() < 8 || unreliable.len() < 8 {
+        let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(5), a.next_event()).await
+        else {
+            break;
+        };
+        if let Event::MatchData(d) = ev {
+            if d.reliable {
+                reliable.insert(d.data[0]);
+            } else {
+                unreliable.insert(d.data[0]);
+            }
+        }
+    }
+    let all: std::collections::BTreeSet<u8> = (0..8).collect();
+    assert_eq!(reliable, all, "reliable data from every moved client");
+    assert_eq!(unreliable, all, "datagrams from every moved client");
+    for p in &movers {
+        p.ping()
+            .await
+            .expect("every moved client keeps its session");
+    }
+}

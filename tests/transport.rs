@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::{collections::BTreeSet, time::Duration};
 
 use bytes::Bytes;
 use common::{next_event, test_config, three, RawSession, TestServer};
@@ -184,6 +184,29 @@ async fn shutdown_closes_every_client_and_frees_the_port() {
     );
 }
 
+/// The first payload byte (the sender's number) of the match data `socket` receives,
+/// reliable and unreliable apart, until `n` of each came or 5 s passed without any.
+async fn senders_heard(
+    socket: &quicmatch_client::Socket,
+    n: usize,
+) -> (BTreeSet<u8>, BTreeSet<u8>) {
+    let (mut reliable, mut unreliable) = (BTreeSet::new(), BTreeSet::new());
+    while reliable.len() < n || unreliable.len() < n {
+        let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(5), socket.next_event()).await
+        else {
+            break;
+        };
+        if let Event::MatchData(d) = ev {
+            if d.reliable {
+                reliable.insert(d.data[0]);
+            } else {
+                unreliable.insert(d.data[0]);
+            }
+        }
+    }
+    (reliable, unreliable)
+}
+
 #[tokio::test]
 async fn several_loops_relay_between_members_on_different_loops() {
     let mut config = proto();
@@ -216,23 +239,8 @@ async fn several_loops_relay_between_members_on_different_loops() {
         }
     }
     for (me, p) in players.iter().enumerate() {
-        let mut reliable = std::collections::BTreeSet::new();
-        let mut unreliable = std::collections::BTreeSet::new();
-        while reliable.len() < 7 || unreliable.len() < 7 {
-            let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(5), p.next_event()).await
-            else {
-                break;
-            };
-            if let Event::MatchData(d) = ev {
-                if d.reliable {
-                    reliable.insert(d.data[0]);
-                } else {
-                    unreliable.insert(d.data[0]);
-                }
-            }
-        }
-        let others: std::collections::BTreeSet<u8> =
-            (0..8u8).filter(|i| usize::from(*i) != me).collect();
+        let (reliable, unreliable) = senders_heard(p, 7).await;
+        let others: BTreeSet<u8> = (0..8u8).filter(|i| usize::from(*i) != me).collect();
         assert_eq!(
             reliable, others,
             "player {me}: reliable data from every other"
@@ -271,22 +279,8 @@ async fn with_several_loops_migrated_clients_reach_their_own_loop() {
                 .expect("send");
         }
     }
-    let mut reliable = std::collections::BTreeSet::new();
-    let mut unreliable = std::collections::BTreeSet::new();
-    while reliable.len() < 8 || unreliable.len() < 8 {
-        let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(5), a.next_event()).await
-        else {
-            break;
-        };
-        if let Event::MatchData(d) = ev {
-            if d.reliable {
-                reliable.insert(d.data[0]);
-            } else {
-                unreliable.insert(d.data[0]);
-            }
-        }
-    }
-    let all: std::collections::BTreeSet<u8> = (0..8).collect();
+    let (reliable, unreliable) = senders_heard(&a, 8).await;
+    let all: BTreeSet<u8> = (0..8).collect();
     assert_eq!(reliable, all, "reliable data from every moved client");
     assert_eq!(unreliable, all, "datagrams from every moved client");
     for p in &movers {

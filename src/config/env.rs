@@ -195,6 +195,26 @@ mod tests {
     }
 
     #[test]
+    fn the_transport_and_its_workers_come_from_the_environment() {
+        let config = apply(&[("QUICMATCH_TRANSPORT", "proto"), ("QUICMATCH_WORKERS", "4")])
+            .expect("applies");
+        assert_eq!(config.transport, super::super::Transport::Proto);
+        assert_eq!(config.workers, 4);
+        let e = error(&[("QUICMATCH_TRANSPORT", "tcp")]);
+        assert!(e.contains("QUICMATCH_TRANSPORT"), "{e}");
+        let mut too_many = Config::default();
+        too_many.workers = 65;
+        let e = too_many.validate().expect_err("out of range").to_string();
+        assert!(e.contains("workers"), "{e}");
+        assert_eq!(
+            "udp"
+                .parse::<super::super::Transport>()
+                .expect_err("unknown"),
+            "unknown transport `udp`: use quinn or proto"
+        );
+    }
+
+    #[test]
     fn nested_and_top_level_keys() {
         let config = apply(&[
             ("QUICMATCH_SESSION__IDLE_TIMEOUT", "3s"),

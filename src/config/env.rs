@@ -202,8 +202,10 @@ mod tests {
         assert_eq!(config.workers, 4);
         let e = error(&[("QUICMATCH_TRANSPORT", "tcp")]);
         assert!(e.contains("QUICMATCH_TRANSPORT"), "{e}");
-        let mut too_many = Config::default();
-        too_many.workers = 65;
+        let too_many = Config {
+            workers: 65,
+            ..Config::default()
+        };
         let e = too_many.validate().expect_err("out of range").to_string();
         assert!(e.contains("workers"), "{e}");
         assert_eq!(

@@ -25,7 +25,7 @@
 //! | `quicmatch_matchmaker_pool` | gauge | |
 //! | `quicmatch_datagrams_in_total` | counter | |
 //! | `quicmatch_datagrams_out_total` | counter | |
-//! | `quicmatch_datagrams_dropped_total` | counter | `reason` (`reader_behind`: an older datagram dropped for a reader that fell behind; `too_large`; `connection_lost`; or an error code) |
+//! | `quicmatch_datagrams_dropped_total` | counter | `reason` (`stale`: waited past `relay.max_datagram_age` before it could be relayed; `reader_behind`: an older datagram dropped for a reader that fell behind; `too_large`; `connection_lost`; or an error code) |
 //! | `quicmatch_datagram_bytes_in_total` / `quicmatch_datagram_bytes_out_total` | counter | |
 //! | `quicmatch_io_forwarded_total` | counter | (`proto` transport, `workers` > 1: packets one I/O loop handed to the loop owning their connection) |
 //! | `quicmatch_io_forward_drops_total` | counter | (handed-over packets dropped: the owning loop had too many waiting) |

@@ -74,6 +74,8 @@ pub struct Config {
     pub party: PartyConfig,
     /// Storage objects.
     pub storage: StorageConfig,
+    /// The relay's time bounds.
+    pub relay: RelayConfig,
 }
 
 /// The QUIC transport (`transport` in the configuration).
@@ -123,6 +125,7 @@ impl Default for Config {
             matchmaker: MatchmakerConfig::default(),
             party: PartyConfig::default(),
             storage: StorageConfig::default(),
+            relay: RelayConfig::default(),
         }
     }
 }
@@ -418,6 +421,33 @@ impl Default for PartyConfig {
             max_requests: 32,
             max_per_session: 4,
             single_party: false,
+        }
+    }
+}
+
+/// `[relay]`: how long relayed data may wait before it is no longer worth sending.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RelayConfig {
+    /// A datagram that waited longer than this between reaching the server's socket and
+    /// being relayed is dropped instead, and counted in
+    /// `quicmatch_datagrams_dropped_total{reason="stale"}`: past capacity a game would
+    /// rather lose an old position update than get it late, and each one shed frees
+    /// the time its fan-out would have taken, so the backlog drains instead of growing.
+    /// Measured from the kernel's receive time with the `proto` transport on Linux;
+    /// quinn does not report arrival times, so with `quinn` the age is unknown and
+    /// nothing is dropped for it. Default `50ms`: three ticks at 60 Hz, well past any
+    /// wait of a server with headroom. `0s` turns it off.
+    /// Range: `0s`, or `1ms` to `10s`.
+    #[serde(with = "humantime_serde")]
+    pub max_datagram_age: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            max_datagram_age: Duration::from_millis(50),
         }
     }
 }

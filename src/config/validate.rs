@@ -64,6 +64,7 @@ macro_rules! with_bounded_keys {
             range storage.write_burst = 1, 100_000;
             range storage.write_queue = 16, 1_000_000;
             range storage.cache_size = 1 << 20, 16 << 30;
+            range_duration_or_off relay.max_datagram_age = MS, 10 * SEC;
         }
     };
 }

@@ -605,8 +605,19 @@ fn datagram_sink(
     limiter: Arc<Mutex<rate::Limiter>>,
     tx: tokio::sync::mpsc::Sender<SinkStep>,
 ) -> crate::transport::proto::Sink {
-    Box::new(
-        move |datagram| match on_datagram(&shared, &handle, &limiter, datagram) {
+    let max_age = shared.config.relay.max_datagram_age;
+    Box::new(move |datagram, arrived| {
+        let step = match admit(&handle, &limiter, rate::Kind::Datagram, None) {
+            Err(step) => step,
+            Ok(()) if is_stale(arrived, Instant::now(), max_age) => {
+                metrics::counter!("quicmatch_datagrams_in_total").increment(1);
+                metrics::counter!("quicmatch_datagrams_dropped_total", "reason" => "stale")
+                    .increment(1);
+                return;
+            }
+            Ok(()) => relay_datagram(&shared, &handle, datagram),
+        };
+        match step {
             Step::Reply(Some(frame)) => {
                 let _ = tx.try_send(SinkStep::Reply(frame));
             }
@@ -614,8 +625,8 @@ fn datagram_sink(
                 let _ = tx.try_send(SinkStep::Close(code, reason));
             }
             Step::Reply(None) | Step::Wait(..) => {}
-        },
-    )
+        }
+    })
 }
 
 /// Removes a `proto` connection's sink when the session task ends however it ends (the
@@ -752,11 +763,23 @@ fn on_datagram(
     limiter: &Mutex<rate::Limiter>,
     datagram: Bytes,
 ) -> Step {
-    metrics::counter!("quicmatch_datagrams_in_total").increment(1);
-    metrics::counter!("quicmatch_datagram_bytes_in_total").increment(datagram.len() as u64);
     if let Err(step) = admit(handle, limiter, rate::Kind::Datagram, None) {
         return step;
     }
+    relay_datagram(shared, handle, datagram)
+}
+
+/// Whether a datagram that reached the server at `arrived` waited past `max_age` (zero:
+/// never). Counted in the rate limit all the same: a flood that makes its own
+/// datagrams stale is still a flood.
+fn is_stale(arrived: Instant, now: Instant, max_age: Duration) -> bool {
+    !max_age.is_zero() && now.saturating_duration_since(arrived) > max_age
+}
+
+/// Decodes an admitted datagram and relays it to its match or party.
+fn relay_datagram(shared: &Shared, handle: &SessionHandle, datagram: Bytes) -> Step {
+    metrics::counter!("quicmatch_datagrams_in_total").increment(1);
+    metrics::counter!("quicmatch_datagram_bytes_in_total").increment(datagram.len() as u64);
     let result = ClientDatagram::decode(datagram)
         .map_err(|e| ApiError::new(e.code(), e.to_string()))
         .and_then(|d| {
@@ -789,6 +812,32 @@ pub(crate) fn leave_everything(shared: &Shared, state: &SessionState) {
 mod tests {
     use super::*;
     use quinn::{ConnectionError as E, TransportErrorCode};
+
+    #[test]
+    fn a_datagram_is_stale_only_once_it_waited_past_the_bound() {
+        let arrived = Instant::now();
+        let bound = Duration::from_millis(50);
+        assert!(!is_stale(arrived, arrived, bound));
+        assert!(
+            !is_stale(arrived, arrived + bound, bound),
+            "at the bound: still sent"
+        );
+        assert!(is_stale(
+            arrived,
+            arrived + bound + Duration::from_micros(1),
+            bound
+        ));
+        assert!(
+            !is_stale(arrived, arrived + Duration::from_secs(60), Duration::ZERO),
+            "0s turns the bound off"
+        );
+        // An arrival after `now` (stamped on another core a moment later) is fresh.
+        assert!(!is_stale(
+            arrived + Duration::from_millis(1),
+            arrived,
+            bound
+        ));
+    }
 
     #[test]
     fn polite_closes_end_the_session_and_drops_hold_it() {

@@ -19,6 +19,7 @@ use std::{
         Arc, Mutex, MutexGuard, PoisonError,
     },
     task::{Context, Poll, Waker},
+    time::Instant,
 };
 
 use bytes::Bytes;
@@ -31,8 +32,9 @@ use tokio::io::{AsyncRead, ReadBuf};
 use super::driver::LoopShared;
 use crate::transport::WriteError;
 
-/// Takes each datagram the connection receives, on the I/O loop's thread.
-pub(crate) type Sink = Box<dyn FnMut(Bytes) + Send>;
+/// Takes each datagram the connection receives, on the I/O loop's thread, with when the
+/// packet that brought it reached the server (the kernel's receive time where known).
+pub(crate) type Sink = Box<dyn FnMut(Bytes, Instant) + Send>;
 
 /// What a connection's handles and the I/O loop share.
 pub(crate) struct ConnShared {
@@ -56,6 +58,8 @@ pub(super) struct State {
     pub(super) waiting_tx: bool,
     /// A close asked for and not yet carried out by the loop.
     pub(super) closing: Option<(VarInt, Bytes)>,
+    /// When the newest packet handled since datagrams were last taken arrived.
+    pub(super) arrived: Option<Instant>,
     pub(super) wakers: Wakers,
 }
 
@@ -136,6 +140,7 @@ impl ConnShared {
                 dirty: false,
                 waiting_tx: false,
                 closing: None,
+                arrived: None,
                 wakers: Wakers::default(),
             }),
             sink: Mutex::new(None),

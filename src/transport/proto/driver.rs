@@ -26,10 +26,7 @@ use std::{
 
 use bytes::{Bytes, BytesMut};
 use futures_util::task::AtomicWaker;
-use quinn::{
-    udp::{RecvMeta, Transmit as UdpTransmit},
-    AsyncUdpSocket, Runtime as _, UdpPoller,
-};
+use quinn::udp::Transmit as UdpTransmit;
 use quinn_proto::{
     ConnectionError, ConnectionHandle, DatagramEvent, Dir, EndpointConfig, Event, ServerConfig,
     StreamEvent, Transmit, VarInt,
@@ -40,6 +37,7 @@ use tracing::{debug, warn};
 use super::{
     cids::{self, SteeringCids},
     conn::{Conn, ConnShared},
+    socket::{LoopSocket, Received},
     Incoming,
 };
 
@@ -163,13 +161,17 @@ pub(super) fn run(
         }
     };
     runtime.block_on(async move {
-        let socket = match quinn::TokioRuntime.wrap_udp_socket(socket) {
+        let socket = match LoopSocket::new(socket) {
             Ok(s) => s,
             Err(e) => {
                 let _ = ready.send(Err(e));
                 return;
             }
         };
+        debug!(
+            arrival_times = socket.stamps_arrivals(),
+            "I/O loop {} started", looped.index
+        );
         ON_LOOP.with(|c| c.set(Arc::as_ptr(&io) as usize));
         let endpoint = quinn_proto::Endpoint::new(
             Arc::new(endpoint_config),
@@ -181,8 +183,8 @@ pub(super) fn run(
             * socket.max_receive_segments()
             * quinn::udp::BATCH_SIZE;
         let driver = Driver {
-            poller: socket.clone().create_io_poller(),
             socket,
+            received_meta: Vec::with_capacity(quinn::udp::BATCH_SIZE),
             io,
             looped,
             forwarded: Vec::new(),
@@ -283,12 +285,14 @@ pub(crate) struct Forwarded {
     addr: SocketAddr,
     dst_ip: Option<IpAddr>,
     ecn: Option<quinn_proto::EcnCodepoint>,
+    arrived: Instant,
     data: BytesMut,
 }
 
 struct Driver {
-    socket: Arc<dyn AsyncUdpSocket>,
-    poller: Pin<Box<dyn UdpPoller>>,
+    socket: LoopSocket,
+    /// What the last receive batch described.
+    received_meta: Vec<Received>,
     io: Arc<LoopShared>,
     looped: Looped,
     /// Scratch for packets handed over by other loops.
@@ -312,7 +316,7 @@ struct Driver {
     /// Connections being serviced this round.
     batch: Vec<ConnectionHandle>,
     /// Datagrams taken from connections this round, for their sinks.
-    received: Vec<(ConnectionHandle, Bytes)>,
+    received: Vec<(ConnectionHandle, Bytes, Instant)>,
     /// Set once every connection was told to close: new ones are refused.
     closing: Option<(VarInt, Bytes)>,
     live: watch::Sender<usize>,
@@ -489,19 +493,18 @@ impl Driver {
     /// Reads up to `RECV_ROUNDS` batches; `true` when there may be more.
     fn recv(&mut self, cx: &mut Context<'_>) -> bool {
         let mut buf = std::mem::take(&mut self.recv_buf);
+        let mut metas = std::mem::take(&mut self.received_meta);
         let mut more = true;
         {
-            let batch = quinn::udp::BATCH_SIZE;
-            let mut metas = [RecvMeta::default(); quinn::udp::BATCH_SIZE];
-            let chunk = buf.len() / batch;
+            let chunk = buf.len() / quinn::udp::BATCH_SIZE;
             for _ in 0..RECV_ROUNDS {
                 let mut iovs: Vec<IoSliceMut<'_>> =
                     buf.chunks_mut(chunk).map(IoSliceMut::new).collect();
                 match self.socket.poll_recv(cx, &mut iovs, &mut metas) {
-                    Poll::Ready(Ok(n)) => {
+                    Poll::Ready(Ok(_)) => {
                         let now = Instant::now();
-                        for (meta, iov) in metas.iter().zip(iovs.iter()).take(n) {
-                            let mut data = BytesMut::from(&iov[..meta.len]);
+                        for (meta, iov) in metas.iter().zip(iovs.iter()) {
+                            let mut data = BytesMut::from(&iov[..meta.len.min(iov.len())]);
                             while !data.is_empty() {
                                 let packet = data.split_to(meta.stride.min(data.len()));
                                 self.on_packet(now, meta, packet);
@@ -523,15 +526,11 @@ impl Driver {
             }
         }
         self.recv_buf = buf;
+        self.received_meta = metas;
         more
     }
 
-    fn on_packet(&mut self, now: Instant, meta: &RecvMeta, packet: BytesMut) {
-        let ecn = meta.ecn.map(|e| match e {
-            quinn::udp::EcnCodepoint::Ect0 => quinn_proto::EcnCodepoint::Ect0,
-            quinn::udp::EcnCodepoint::Ect1 => quinn_proto::EcnCodepoint::Ect1,
-            quinn::udp::EcnCodepoint::Ce => quinn_proto::EcnCodepoint::Ce,
-        });
+    fn on_packet(&mut self, now: Instant, meta: &Received, packet: BytesMut) {
         if self.looped.peers.len() > 1 {
             if let Some(owner) = cids::owner(&packet, &self.looped.cids) {
                 if owner != self.looped.index {
@@ -540,7 +539,8 @@ impl Driver {
                         peer.forward(Forwarded {
                             addr: meta.addr,
                             dst_ip: meta.dst_ip,
-                            ecn,
+                            ecn: meta.ecn,
+                            arrived: meta.arrived,
                             data: packet,
                         });
                         return;
@@ -548,7 +548,7 @@ impl Driver {
                 }
             }
         }
-        self.handle_packet(now, meta.addr, meta.dst_ip, ecn, packet);
+        self.handle_packet(now, meta.addr, meta.dst_ip, meta.ecn, meta.arrived, packet);
     }
 
     /// Packets other loops handed over since the last turn.
@@ -568,7 +568,7 @@ impl Driver {
         }
         let now = Instant::now();
         for p in forwarded.drain(..) {
-            self.handle_packet(now, p.addr, p.dst_ip, p.ecn, p.data);
+            self.handle_packet(now, p.addr, p.dst_ip, p.ecn, p.arrived, p.data);
         }
         self.forwarded = forwarded;
     }
@@ -579,6 +579,7 @@ impl Driver {
         addr: SocketAddr,
         dst_ip: Option<IpAddr>,
         ecn: Option<quinn_proto::EcnCodepoint>,
+        arrived: Instant,
         packet: BytesMut,
     ) {
         self.resp_buf.clear();
@@ -590,6 +591,15 @@ impl Driver {
                 if let Some(entry) = self.conns.get(&ch) {
                     let mut st = entry.shared.lock();
                     st.conn.handle_event(event);
+                    // The packet is processed: its datagrams are taken now, dated by
+                    // its arrival, so the sink knows how long each waited.
+                    if entry.shared.has_sink.load(Ordering::Acquire) {
+                        while let Some(d) = st.conn.datagrams().recv() {
+                            self.received.push((ch, d, arrived));
+                        }
+                    } else {
+                        st.arrived = st.arrived.max(Some(arrived));
+                    }
                     if !st.dirty {
                         st.dirty = true;
                         self.batch.push(ch);
@@ -674,7 +684,7 @@ impl Driver {
             // Sinks run with no connection locked: their relay locks the recipients.
             let received = std::mem::take(&mut self.received);
             let mut received = received;
-            for (ch, datagram) in received.drain(..) {
+            for (ch, datagram, arrived) in received.drain(..) {
                 let Some(entry) = self.conns.get(&ch) else {
                     continue;
                 };
@@ -682,8 +692,9 @@ impl Driver {
                 let mut sink = shared.sink.lock().unwrap_or_else(PoisonError::into_inner);
                 if let Some(f) = sink.as_mut() {
                     // A panic in relay code costs that session, never the loop.
-                    let run =
-                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(datagram)));
+                    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        f(datagram, arrived)
+                    }));
                     if run.is_err() {
                         warn!("a datagram sink panicked; closing its connection");
                         sink.take();
@@ -737,8 +748,11 @@ impl Driver {
             }
         }
         if shared.has_sink.load(Ordering::Acquire) {
+            // Datagrams that came before the sink: the newest packet then dates them,
+            // so their age is never overstated.
+            let arrived = st.arrived.take().unwrap_or(now);
             while let Some(d) = st.conn.datagrams().recv() {
-                self.received.push((ch, d));
+                self.received.push((ch, d, arrived));
             }
         }
         if self.stalled.is_some() {
@@ -827,7 +841,7 @@ impl Driver {
             return;
         };
         loop {
-            match self.poller.as_mut().poll_writable(cx) {
+            match self.socket.poll_writable(cx) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(e)) => {
                     debug!(error = %e, "UDP socket not writable");

@@ -10,6 +10,7 @@
 mod cids;
 mod conn;
 mod driver;
+mod socket;
 
 use std::{net::SocketAddr, sync::Arc, thread};
 

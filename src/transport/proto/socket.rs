@@ -1,0 +1,355 @@
+//! The UDP socket of one I/O loop. Writing goes through quinn's UDP layer (GSO, ECN,
+//! source addresses); so does configuring the socket. Reading, on Linux, is a
+//! `recvmmsg` of this module's own that also asks the kernel when each packet arrived
+//! (`SO_TIMESTAMPNS`): the wait a datagram spends in the socket's receive buffer is
+//! where an overloaded server's latency builds up, and quinn's layer does not report
+//! it. The relay drops datagrams that waited longer than `relay.max_datagram_age`.
+//! Elsewhere quinn's reader is used and a packet's arrival is the time it was read.
+
+use std::{
+    io::{self, IoSliceMut},
+    net::{IpAddr, SocketAddr},
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use quinn::udp::{RecvMeta, Transmit, UdpSocketState};
+use tokio::io::Interest;
+
+/// One received buffer: a datagram, or several of one size coalesced by GRO.
+#[derive(Clone, Copy)]
+pub(super) struct Received {
+    pub(super) addr: SocketAddr,
+    pub(super) len: usize,
+    /// The size of each datagram in the buffer (the last may be shorter).
+    pub(super) stride: usize,
+    pub(super) ecn: Option<quinn_proto::EcnCodepoint>,
+    pub(super) dst_ip: Option<IpAddr>,
+    /// When the kernel received it (or, where it cannot say, when it was read).
+    pub(super) arrived: Instant,
+}
+
+/// The loop's socket.
+pub(super) struct LoopSocket {
+    io: tokio::net::UdpSocket,
+    state: UdpSocketState,
+    #[cfg(target_os = "linux")]
+    stamped: Option<stamped::Reader>,
+    metas: Box<[RecvMeta]>,
+}
+
+impl LoopSocket {
+    /// Takes over a bound socket; must run inside the loop's runtime.
+    pub(super) fn new(socket: std::net::UdpSocket) -> io::Result<Self> {
+        let state = UdpSocketState::new((&socket).into())?;
+        #[cfg(target_os = "linux")]
+        let stamped = stamped::Reader::new(&socket);
+        Ok(Self {
+            io: tokio::net::UdpSocket::from_std(socket)?,
+            state,
+            #[cfg(target_os = "linux")]
+            stamped,
+            metas: vec![RecvMeta::default(); quinn::udp::BATCH_SIZE].into_boxed_slice(),
+        })
+    }
+
+    /// Whether the kernel reports arrival times (the age of a datagram is known).
+    pub(super) fn stamps_arrivals(&self) -> bool {
+        #[cfg(target_os = "linux")]
+        return self.stamped.is_some();
+        #[cfg(not(target_os = "linux"))]
+        return false;
+    }
+
+    pub(super) fn may_fragment(&self) -> bool {
+        self.state.may_fragment()
+    }
+
+    pub(super) fn max_transmit_segments(&self) -> usize {
+        self.state.max_gso_segments()
+    }
+
+    pub(super) fn max_receive_segments(&self) -> usize {
+        self.state.gro_segments()
+    }
+
+    /// Sends one transmit now, or `WouldBlock`.
+    pub(super) fn try_send(&self, transmit: &Transmit<'_>) -> io::Result<()> {
+        self.io.try_io(Interest::WRITABLE, || {
+            self.state.send((&self.io).into(), transmit)
+        })
+    }
+
+    /// Ready once the socket may take more.
+    pub(super) fn poll_writable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.io.poll_send_ready(cx)
+    }
+
+    /// Reads one batch into `bufs` (one buffer each), describing each in `out`.
+    pub(super) fn poll_recv(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &mut [IoSliceMut<'_>],
+        out: &mut Vec<Received>,
+    ) -> Poll<io::Result<usize>> {
+        out.clear();
+        loop {
+            std::task::ready!(self.io.poll_recv_ready(cx))?;
+            #[cfg(target_os = "linux")]
+            if let Some(reader) = self.stamped.as_mut() {
+                match self
+                    .io
+                    .try_io(Interest::READABLE, || reader.recv(&self.io, bufs, out))
+                {
+                    Ok(n) => return Poll::Ready(Ok(n)),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            }
+            let metas = &mut self.metas[..bufs.len().min(quinn::udp::BATCH_SIZE)];
+            let result = self.io.try_io(Interest::READABLE, || {
+                self.state.recv((&self.io).into(), bufs, metas)
+            });
+            match result {
+                Ok(n) => {
+                    let now = Instant::now();
+                    out.extend(metas.iter().take(n).map(|m| Received {
+                        addr: m.addr,
+                        len: m.len,
+                        stride: m.stride,
+                        ecn: m.ecn.map(ecn),
+                        dst_ip: m.dst_ip,
+                        arrived: now,
+                    }));
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+fn ecn(e: quinn::udp::EcnCodepoint) -> quinn_proto::EcnCodepoint {
+    match e {
+        quinn::udp::EcnCodepoint::Ect0 => quinn_proto::EcnCodepoint::Ect0,
+        quinn::udp::EcnCodepoint::Ect1 => quinn_proto::EcnCodepoint::Ect1,
+        quinn::udp::EcnCodepoint::Ce => quinn_proto::EcnCodepoint::Ce,
+    }
+}
+
+/// The ECN bits of a TOS or traffic-class byte.
+fn ecn_bits(tos: u8) -> Option<quinn_proto::EcnCodepoint> {
+    match tos & 0b11 {
+        0b10 => Some(quinn_proto::EcnCodepoint::Ect0),
+        0b01 => Some(quinn_proto::EcnCodepoint::Ect1),
+        0b11 => Some(quinn_proto::EcnCodepoint::Ce),
+        _ => None,
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod stamped {
+    //! `recvmmsg` with the kernel's receive timestamps, reading the same control
+    //! messages quinn's layer asks for (GRO segment size, ECN, destination address).
+
+    use std::{
+        io::{self, IoSliceMut},
+        net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+        os::fd::AsRawFd as _,
+        time::{Duration, Instant, SystemTime},
+    };
+
+    use nix::{
+        cmsg_space,
+        sys::{
+            socket::{
+                recvmmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, MultiHeaders,
+                SockaddrStorage,
+            },
+            time::TimeSpec,
+        },
+    };
+
+    use super::{ecn_bits, Received};
+    #[cfg(test)]
+    use quinn::udp::UdpSocketState;
+
+    pub(super) struct Reader {
+        headers: MultiHeaders<SockaddrStorage>,
+    }
+
+    impl Reader {
+        /// `None` when the kernel will not stamp packets (then quinn's reader is used).
+        pub(super) fn new(socket: &std::net::UdpSocket) -> Option<Self> {
+            setsockopt(socket, sockopt::ReceiveTimestampns, &true).ok()?;
+            let space = cmsg_space!(
+                TimeSpec,
+                i32,
+                i32,
+                nix::libc::in6_pktinfo,
+                nix::libc::in_pktinfo
+            );
+            Some(Self {
+                headers: MultiHeaders::preallocate(quinn::udp::BATCH_SIZE, Some(space)),
+            })
+        }
+
+        pub(super) fn recv(
+            &mut self,
+            socket: &tokio::net::UdpSocket,
+            bufs: &mut [IoSliceMut<'_>],
+            out: &mut Vec<Received>,
+        ) -> io::Result<usize> {
+            let now = Instant::now();
+            let wall = SystemTime::now();
+            let mut slices: Vec<[IoSliceMut<'_>; 1]> = bufs
+                .iter_mut()
+                .take(quinn::udp::BATCH_SIZE)
+                .map(|b| [IoSliceMut::new(&mut b[..])])
+                .collect();
+            let results = recvmmsg(
+                socket.as_raw_fd(),
+                &mut self.headers,
+                slices.iter_mut(),
+                MsgFlags::MSG_DONTWAIT,
+                None,
+            )
+            .map_err(io::Error::from)?;
+            for msg in results {
+                let Some(addr) = msg.address.as_ref().and_then(address) else {
+                    // Not an IP peer: nothing a connection could take. Keep the slot so
+                    // buffers and descriptions stay paired.
+                    out.push(Received {
+                        addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+                        len: 0,
+                        stride: 1,
+                        ecn: None,
+                        dst_ip: None,
+                        arrived: now,
+                    });
+                    continue;
+                };
+                let mut r = Received {
+                    addr,
+                    len: msg.bytes,
+                    stride: msg.bytes.max(1),
+                    ecn: None,
+                    dst_ip: None,
+                    arrived: now,
+                };
+                // A truncated control buffer loses only the extras: the packet stands.
+                if let Ok(cmsgs) = msg.cmsgs() {
+                    for c in cmsgs {
+                        match c {
+                            ControlMessageOwned::ScmTimestampns(ts) => {
+                                r.arrived = arrival(now, wall, ts);
+                            }
+                            ControlMessageOwned::UdpGroSegments(s) if s > 0 => {
+                                r.stride = s as usize;
+                            }
+                            ControlMessageOwned::Ipv4Tos(tos) => r.ecn = ecn_bits(tos),
+                            ControlMessageOwned::Ipv6TClass(tc) => r.ecn = ecn_bits(tc as u8),
+                            ControlMessageOwned::Ipv4PacketInfo(info) => {
+                                r.dst_ip = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                                    info.ipi_addr.s_addr,
+                                ))));
+                            }
+                            ControlMessageOwned::Ipv6PacketInfo(info) => {
+                                r.dst_ip = Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                out.push(r);
+            }
+            Ok(out.len())
+        }
+    }
+
+    fn address(s: &SockaddrStorage) -> Option<SocketAddr> {
+        if let Some(v4) = s.as_sockaddr_in() {
+            return Some(SocketAddr::from((v4.ip(), v4.port())));
+        }
+        let v6 = s.as_sockaddr_in6()?;
+        Some(SocketAddr::V6(std::net::SocketAddrV6::new(
+            v6.ip(),
+            v6.port(),
+            v6.flowinfo(),
+            v6.scope_id(),
+        )))
+    }
+
+    /// The kernel's wall-clock stamp as a point on the monotonic clock: `now` less how
+    /// long before `wall` it was taken. A stamp from the future (the clock was set
+    /// back) counts as now.
+    fn arrival(now: Instant, wall: SystemTime, ts: TimeSpec) -> Instant {
+        let stamp = SystemTime::UNIX_EPOCH + Duration::from(ts);
+        let waited = wall.duration_since(stamp).unwrap_or_default();
+        now.checked_sub(waited).unwrap_or(now)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn a_stamp_becomes_how_long_ago_it_was_taken() {
+            let now = Instant::now();
+            let wall = SystemTime::now();
+            let ago = wall - Duration::from_millis(30);
+            let since = ago
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .expect("after 1970");
+            let ts = TimeSpec::from_duration(since);
+            let at = arrival(now, wall, ts);
+            let waited = now - at;
+            assert!(waited >= Duration::from_millis(29) && waited <= Duration::from_millis(31));
+        }
+
+        #[test]
+        fn a_stamp_from_the_future_is_now() {
+            let now = Instant::now();
+            let wall = SystemTime::now();
+            let later = (wall + Duration::from_secs(5))
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .expect("after 1970");
+            assert_eq!(arrival(now, wall, TimeSpec::from_duration(later)), now);
+        }
+
+        #[tokio::test]
+        async fn packets_carry_their_arrival_time_and_sender() {
+            let std = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+            std.set_nonblocking(true).expect("nonblocking");
+            let to = std.local_addr().expect("addr");
+            // Configured by quinn's layer first, as the loop's socket is.
+            let _state = UdpSocketState::new((&std).into()).expect("udp state");
+            let mut reader = Reader::new(&std).expect("timestamps");
+            let socket = tokio::net::UdpSocket::from_std(std).expect("tokio socket");
+            let peer = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+            peer.send_to(b"first", to).expect("send");
+            peer.send_to(b"second!", to).expect("send");
+            // The packets wait in the receive buffer; their stamps say so.
+            std::thread::sleep(Duration::from_millis(40));
+            socket.readable().await.expect("readable");
+            let mut storage = vec![0u8; 2 * 2048];
+            let mut bufs: Vec<IoSliceMut<'_>> =
+                storage.chunks_mut(2048).map(IoSliceMut::new).collect();
+            let mut out = Vec::new();
+            let n = reader.recv(&socket, &mut bufs, &mut out).expect("recv");
+            assert_eq!(n, 2);
+            assert_eq!(&bufs[0][..out[0].len], b"first");
+            assert_eq!(&bufs[1][..out[1].len], b"second!");
+            for r in &out {
+                assert_eq!(r.addr, peer.local_addr().expect("addr"));
+                assert_eq!(r.dst_ip, Some(to.ip()), "the address it was sent to");
+                assert!(
+                    r.arrived.elapsed() >= Duration::from_millis(35),
+                    "{:?}",
+                    r.arrived.elapsed()
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! Stale datagrams are shed, end to end: a `proto` server process is frozen with
+//! SIGSTOP while a player keeps sending, so its datagrams wait in the server's socket
+//! buffer; when the server runs again, those older than `relay.max_datagram_age` are
+//! dropped (never relayed late) while what is sent afterwards arrives. With the bound
+//! off, the same frozen datagrams are all relayed late, which shows the freeze really
+//! queued them.
+//!
+//! The server runs as this test binary started again with [`CHILD`] set: only
+//! [`server_process`] then does anything, and it serves until it is killed.
+
+mod common;
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use quicmatch_client::{ClientConfig, Credentials, Event, MatchId, Socket, Trust};
+use tokio::time::{timeout, Instant};
+
+/// Set (to `DIR|MAX_AGE_MS`) in the server process's environment.
+const CHILD: &str = "QUICMATCH_STALE_TEST_SERVER";
+
+const WAIT: Duration = Duration::from_secs(30);
+/// How long the server is frozen: far past the 50 ms bound.
+const FREEZE: Duration = Duration::from_millis(400);
+/// Datagrams sent while it is frozen.
+const FROZEN: usize = 20;
+
+/// The server process (does nothing unless started by a test with [`CHILD`] set).
+#[test]
+fn server_process() {
+    let Ok(spec) = std::env::var(CHILD) else {
+        return;
+    };
+    let (dir, age) = spec.split_once('|').expect("spec");
+    let mut config = common::test_config();
+    config.transport = quicmatch::config::Transport::Proto;
+    config.listen = "127.0.0.1:0".parse().expect("addr");
+    config.data_dir = format!("{dir}/data").into();
+    config.certs_dir = format!("{dir}/certs").into();
+    config.relay.max_datagram_age = Duration::from_millis(age.parse().expect("age"));
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async move {
+        let server = quicmatch::Server::builder(config).bind().expect("bind");
+        println!("READY {} {}", server.local_addr(), server.fingerprint());
+        server.serve(std::future::pending::<()>()).await;
+    });
+}
+
+/// A server process, killed when dropped.
+struct Process {
+    child: Child,
+    addr: SocketAddr,
+    fingerprint: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Process {
+    fn start(max_age: Duration) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = format!("{}|{}", dir.path().display(), max_age.as_millis());
+        let mut child = Command::new(std::env::current_exe().expect("exe"))
+            .args([
+                "--exact",
+                "server_process",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD, spec)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn server");
+        let out = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let ready = loop {
+            match lines.recv_timeout(WAIT) {
+                // libtest may print its own "test ... " before ours on the same line.
+                Ok(line) if line.contains("READY ") => {
+                    break line[line.find("READY ").unwrap_or(0)..].to_owned()
+                }
+                Ok(_) => {}
+                Err(e) => panic!("server never became ready: {e}"),
+            }
+        };
+        let mut words = ready.split_whitespace().skip(1);
+        let addr = words.next().expect("addr").parse().expect("addr");
+        let fingerprint = words.next().expect("fingerprint").to_owned();
+        Self {
+            child,
+            addr,
+            fingerprint,
+            _dir: dir,
+        }
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {signal}");
+    }
+
+    async fn player(&self, name: &str) -> Socket {
+        let config = ClientConfig::new(
+            self.addr,
+            Trust::pin(&self.fingerprint).expect("pin"),
+            Credentials::Device {
+                id: format!("device-{name}-stale"),
+            },
+        )
+        .username(name)
+        // The freeze must not look like a dead server to the players.
+        .idle_timeout(Duration::from_secs(60));
+        timeout(WAIT, Socket::connect(config))
+            .await
+            .expect("connect in time")
+            .expect("connect")
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // A frozen process ignores nothing but SIGKILL; continue it first for tidiness.
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Collects the unreliable data bob receives into `got` until `until` arrives.
+async fn receive_until(bob: &Socket, until: &[u8], got: &mut Vec<Vec<u8>>) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let event = timeout(deadline - Instant::now(), bob.next_event())
+            .await
+            .unwrap_or_else(|_| panic!("waiting for {until:?}; got {got:?}"))
+            .expect("bob's socket closed");
+        if let Event::MatchData(d) = event {
+            let data = d.data.to_vec();
+            if data == until {
+                return;
+            }
+            got.push(data);
+        }
+    }
+}
+
+/// Freezes the server while alice sends [`FROZEN`] datagrams, then sends one more and
+/// returns which of the frozen ones bob received before it.
+async fn frozen_datagrams_relayed(max_age: Duration) -> usize {
+    common::init_tracing();
+    let server = Process::start(max_age);
+    let alice = server.player("alice").await;
+    let bob = server.player("bob").await;
+    let m = alice.create_match(None).await.expect("create");
+    bob.join_match(m.match_id).await.expect("join");
+    let id: MatchId = m.match_id;
+    // The path is warm: one datagram through before the freeze.
+    send_until_received(&alice, &bob, id, b"warm").await;
+
+    server.signal("-STOP");
+    for i in 0..FROZEN {
+        alice
+            .send_match_data(id, 1, format!("frozen-{i}").into_bytes(), false, None)
+            .await
+            .expect("send while frozen");
+    }
+    // The fault's duration, not a wait for an event (the client's endpoint runs on this
+    // runtime and must go on sending): the datagrams sit in the server's
+    // socket buffer meanwhile.
+    tokio::time::sleep(FREEZE).await;
+    server.signal("-CONT");
+
+    let got = send_until_received(&alice, &bob, id, b"fresh").await;
+    let frozen = got.iter().filter(|g| g.starts_with(b"frozen-")).count();
+    // Anything else is a repeat of the warm-up that was still on its way.
+    assert!(
+        got.iter()
+            .all(|g| g.starts_with(b"frozen-") || g == b"warm"),
+        "{got:?}"
+    );
+    frozen
+}
+
+/// Sends `what` until bob has it (a datagram may be lost); returns what bob received
+/// before it.
+async fn send_until_received(
+    alice: &Socket,
+    bob: &Socket,
+    id: MatchId,
+    what: &[u8],
+) -> Vec<Vec<u8>> {
+    let mut before = Vec::new();
+    for _ in 0..50 {
+        alice
+            .send_match_data(id, 1, what.to_vec(), false, None)
+            .await
+            .expect("send");
+        // What arrives while waiting is kept even when the wait times out.
+        if timeout(
+            Duration::from_millis(500),
+            receive_until(bob, what, &mut before),
+        )
+        .await
+        .is_ok()
+        {
+            return before;
+        }
+    }
+    panic!("{what:?} never reached bob");
+}
+
+#[tokio::test]
+async fn datagrams_that_waited_past_the_bound_are_dropped_not_relayed_late() {
+    let relayed = frozen_datagrams_relayed(Duration::from_millis(50)).await;
+    assert_eq!(relayed, 0, "frozen datagrams relayed late");
+}
+
+#[tokio::test]
+async fn with_the_bound_off_the_same_datagrams_arrive_late() {
+    let relayed = frozen_datagrams_relayed(Duration::ZERO).await;
+    assert!(
+        relayed >= FROZEN / 2,
+        "only {relayed} of {FROZEN} frozen datagrams were relayed: the freeze did not queue them"
+    );
+}

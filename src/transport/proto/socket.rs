@@ -176,7 +176,8 @@ mod stamped {
     use quinn::udp::UdpSocketState;
 
     pub(super) struct Reader {
-        headers: MultiHeaders<SockaddrStorage>,
+        /// The control-message space each packet gets.
+        space: usize,
     }
 
     impl Reader {
@@ -191,7 +192,7 @@ mod stamped {
                 nix::libc::in_pktinfo
             );
             Some(Self {
-                headers: MultiHeaders::preallocate(quinn::udp::BATCH_SIZE, Some(space)),
+                space: space.capacity(),
             })
         }
 
@@ -201,6 +202,7 @@ mod stamped {
             bufs: &mut [IoSliceMut<'_>],
             out: &mut Vec<Received>,
         ) -> io::Result<usize> {
+            out.clear();
             let now = Instant::now();
             let wall = SystemTime::now();
             let mut slices: Vec<[IoSliceMut<'_>; 1]> = bufs
@@ -208,9 +210,17 @@ mod stamped {
                 .take(quinn::udp::BATCH_SIZE)
                 .map(|b| [IoSliceMut::new(&mut b[..])])
                 .collect();
+            // Fresh headers each call: the kernel shrinks each header's control and
+            // address lengths to what it used, and nix does not restore them, so reused
+            // headers would truncate the next packet's control messages (a GRO segment
+            // size among them).
+            let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(
+                slices.len(),
+                Some(Vec::with_capacity(self.space)),
+            );
             let results = recvmmsg(
                 socket.as_raw_fd(),
-                &mut self.headers,
+                &mut headers,
                 slices.iter_mut(),
                 MsgFlags::MSG_DONTWAIT,
                 None,
@@ -350,6 +360,61 @@ mod stamped {
                     r.arrived.elapsed()
                 );
             }
+        }
+
+        #[tokio::test]
+        async fn coalesced_packets_keep_their_segment_size_after_a_plain_one() {
+            let std = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+            std.set_nonblocking(true).expect("nonblocking");
+            let to = std.local_addr().expect("addr");
+            let state = UdpSocketState::new((&std).into()).expect("udp state");
+            if state.gro_segments() < 2 {
+                return; // no GRO here: nothing is coalesced
+            }
+            let mut reader = Reader::new(&std).expect("timestamps");
+            let socket = tokio::net::UdpSocket::from_std(std).expect("tokio socket");
+            let peer = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+            let peer_state = UdpSocketState::new((&peer).into()).expect("udp state");
+            let mut storage = vec![0u8; 2 * 65536];
+            let mut out = Vec::new();
+            // A plain packet first: its header comes back with less control space used.
+            peer.send_to(b"plain", to).expect("send");
+            socket.readable().await.expect("readable");
+            {
+                let mut bufs: Vec<IoSliceMut<'_>> =
+                    storage.chunks_mut(65536).map(IoSliceMut::new).collect();
+                reader.recv(&socket, &mut bufs, &mut out).expect("recv");
+            }
+            assert_eq!(out[0].len, 5);
+            // Then three segments in one GSO send, which GRO hands over as one buffer.
+            let contents = vec![7u8; 3 * 1200];
+            let transmit = quinn::udp::Transmit {
+                destination: to,
+                ecn: None,
+                contents: &contents,
+                segment_size: Some(1200),
+                src_ip: None,
+            };
+            peer_state
+                .send((&peer).into(), &transmit)
+                .expect("gso send");
+            let mut total = 0;
+            while total < 3 * 1200 {
+                socket.readable().await.expect("readable");
+                let mut bufs: Vec<IoSliceMut<'_>> =
+                    storage.chunks_mut(65536).map(IoSliceMut::new).collect();
+                match reader.recv(&socket, &mut bufs, &mut out) {
+                    Ok(_) => {
+                        for r in &out {
+                            assert_eq!(r.stride, 1200, "segment size of a {} byte buffer", r.len);
+                            total += r.len;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            assert_eq!(total, 3 * 1200);
         }
     }
 }

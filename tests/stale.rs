@@ -5,8 +5,13 @@
 //! off, the same frozen datagrams are all relayed late, which shows the freeze really
 //! queued them.
 //!
-//! The server runs as this test binary started again with [`CHILD`] set: only
-//! [`server_process`] then does anything, and it serves until it is killed.
+//! The SDK's side of the same bound: a receiver whose application stops reading for a
+//! while gets the players' current data when it reads again, not the backlog, and
+//! counts what it dropped; with its bound off it gets the backlog.
+//!
+//! The server of the first two tests runs as this test binary started again with
+//! [`CHILD`] set: only [`server_process`] then does anything, and it serves until it is
+//! killed.
 
 mod common;
 
@@ -18,6 +23,7 @@ use std::{
     time::Duration,
 };
 
+use common::TestServer;
 use quicmatch_client::{ClientConfig, Credentials, Event, MatchId, Socket, Trust};
 use tokio::time::{timeout, Instant};
 
@@ -238,4 +244,61 @@ async fn with_the_bound_off_the_same_datagrams_arrive_late() {
         relayed >= FROZEN / 2,
         "only {relayed} of {FROZEN} frozen datagrams were relayed: the freeze did not queue them"
     );
+}
+
+/// Bob's application stops reading while alice sends [`FROZEN`] datagrams; returns how
+/// many of them bob's socket still delivered once read again, and how many it dropped.
+async fn stalled_reader(bob_config: impl FnOnce(ClientConfig) -> ClientConfig) -> (usize, u64) {
+    let server = TestServer::start().await;
+    let alice = server.client("alice").await;
+    let bob = timeout(
+        WAIT,
+        Socket::connect(bob_config(server.client_config("bob"))),
+    )
+    .await
+    .expect("connect in time")
+    .expect("connect");
+    let m = alice.create_match(None).await.expect("create");
+    bob.join_match(m.match_id).await.expect("join");
+    send_until_received(&alice, &bob, m.match_id, b"warm").await;
+    let dropped_before = bob.datagrams_dropped();
+    for i in 0..FROZEN {
+        alice
+            .send_match_data(
+                m.match_id,
+                1,
+                format!("frozen-{i}").into_bytes(),
+                false,
+                None,
+            )
+            .await
+            .expect("send");
+    }
+    // The application's stall: nobody calls next_event meanwhile.
+    tokio::time::sleep(FREEZE).await;
+    let got = send_until_received(&alice, &bob, m.match_id, b"fresh").await;
+    let frozen = got.iter().filter(|g| g.starts_with(b"frozen-")).count();
+    assert!(
+        got.iter()
+            .all(|g| g.starts_with(b"frozen-") || g == b"warm"),
+        "{got:?}"
+    );
+    (frozen, bob.datagrams_dropped() - dropped_before)
+}
+
+#[tokio::test]
+async fn a_receiver_that_stalls_gets_current_data_not_the_backlog() {
+    let (delivered, dropped) = stalled_reader(|c| c).await;
+    assert_eq!(delivered, 0, "stale datagrams delivered after the stall");
+    assert!(dropped >= FROZEN as u64, "dropped {dropped} of {FROZEN}");
+}
+
+#[tokio::test]
+async fn with_the_sdk_bound_off_a_stalled_receiver_gets_the_backlog() {
+    let (delivered, dropped) = stalled_reader(|c| c.max_datagram_age(None)).await;
+    assert_eq!(
+        delivered, FROZEN,
+        "the backlog, all of it, in order of arrival"
+    );
+    assert_eq!(dropped, 0);
 }

@@ -324,7 +324,9 @@ fn flush_early(state: &mut ClientState, events: &mpsc::Sender<Event>) {
 /// The connection the socket currently uses, swapped by a resume. `generation` tells
 /// a datagram reader which connection it saw close.
 pub(crate) struct Link {
-    current: Mutex<(u64, quinn::Connection)>,
+    /// The connection and its generation; a watch, so the datagram reader (when the
+    /// socket has one) follows resumes and ends with the driver.
+    current: tokio::sync::watch::Sender<(u64, quinn::Connection)>,
     /// The generation whose datagrams ended, plus one (0: none).
     dead: AtomicU64,
     /// The driver's `last_seq`, for the application to read.
@@ -334,7 +336,7 @@ pub(crate) struct Link {
 impl Link {
     pub(crate) fn new(conn: quinn::Connection) -> Self {
         Self {
-            current: Mutex::new((1, conn)),
+            current: tokio::sync::watch::Sender::new((1, conn)),
             dead: AtomicU64::new(0),
             last_seq: AtomicU64::new(0),
         }
@@ -342,13 +344,16 @@ impl Link {
 
     /// The current connection and its generation.
     pub(crate) fn get(&self) -> (u64, quinn::Connection) {
-        let cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        (cur.0, cur.1.clone())
+        self.current.borrow().clone()
+    }
+
+    /// Follows the connection from now on.
+    pub(crate) fn watch(&self) -> tokio::sync::watch::Receiver<(u64, quinn::Connection)> {
+        self.current.subscribe()
     }
 
     fn set(&self, conn: quinn::Connection) {
-        let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        *cur = (cur.0 + 1, conn);
+        self.current.send_modify(|cur| *cur = (cur.0 + 1, conn));
     }
 
     /// Whether datagrams of generation `generation` have ended.

@@ -30,6 +30,7 @@
 mod connect;
 mod discovery;
 mod driver;
+mod inbox;
 mod lanes;
 mod redundancy;
 mod requests;
@@ -69,6 +70,9 @@ pub use trust::Trust;
 
 use crate::driver::{ClientState, Command};
 
+/// The default [`ClientConfig::max_datagram_age`].
+pub const DEFAULT_MAX_DATAGRAM_AGE: Duration = Duration::from_millis(100);
+
 /// Everything needed to connect: build it with [`ClientConfig::new`], then the setters
 /// (or by assigning the fields). Marked `#[non_exhaustive]` so that new settings are not
 /// a breaking change: it cannot be built with a struct expression outside this crate.
@@ -104,6 +108,16 @@ pub struct ClientConfig {
     /// or [`Event::Disconnected`]. Match it to the server's `session.reconnect_grace`.
     /// `Duration::ZERO` turns automatic resume off. Default 5 s.
     pub reconnect_for: Duration,
+    /// Unreliable data that waited longer than this between reaching the socket and
+    /// being taken by [`Socket::next_event`] (or `try_next_event`) is dropped instead
+    /// of delivered, and counted in [`Socket::datagrams_dropped`]: after a stall the
+    /// game gets the players' current state, not a backlog of old positions. A task
+    /// reads and stamps each datagram as it arrives. Reliable data and events are never
+    /// dropped. `None` turns it off: datagrams are then read by `next_event` itself,
+    /// one task hop sooner, and a socket nobody reads keeps the newest 256 KiB.
+    /// Default 100 ms: six frames at 60 Hz, longer than any wait of an application
+    /// that polls every frame.
+    pub max_datagram_age: Option<Duration>,
 }
 
 impl ClientConfig {
@@ -145,6 +159,7 @@ impl ClientConfig {
             idle_timeout: Duration::from_secs(15),
             event_buffer: 4096,
             reconnect_for: Duration::from_secs(5),
+            max_datagram_age: Some(DEFAULT_MAX_DATAGRAM_AGE),
         }
     }
 
@@ -188,6 +203,12 @@ impl ClientConfig {
     /// Sets how many events are buffered for [`Socket::next_event`].
     pub fn event_buffer(mut self, events: usize) -> Self {
         self.event_buffer = events;
+        self
+    }
+
+    /// Sets [`max_datagram_age`](Self::max_datagram_age); `None` turns the bound off.
+    pub fn max_datagram_age(mut self, age: Option<Duration>) -> Self {
+        self.max_datagram_age = age;
         self
     }
 
@@ -516,6 +537,8 @@ struct Inner {
     state: Arc<Mutex<ClientState>>,
     next_cid: AtomicU32,
     request_timeout: Duration,
+    /// Received datagrams, stamped, when `max_datagram_age` is set.
+    inbox: Option<Arc<inbox::Inbox>>,
 }
 
 /// An authenticated connection to a quicmatch server.
@@ -582,6 +605,11 @@ impl Socket {
         let link = Arc::new(driver::Link::new(conn));
         link.last_seq.store(last_seq, Ordering::Relaxed);
         let request_timeout = config.request_timeout;
+        let inbox = config.max_datagram_age.map(|age| {
+            let inbox = Arc::new(inbox::Inbox::new(age));
+            tokio::spawn(inbox::read(inbox.clone(), link.watch()));
+            inbox
+        });
         let driver = driver::Driver {
             endpoint: endpoint.clone(),
             config,
@@ -601,6 +629,7 @@ impl Socket {
                 state,
                 next_cid: AtomicU32::new(1),
                 request_timeout,
+                inbox,
             }),
             session,
             events: tokio::sync::Mutex::new(events_rx),
@@ -705,6 +734,9 @@ impl Socket {
         if let Some(event) = lock(&self.inner.state).ready.pop_front() {
             return Some(event);
         }
+        if let Some(inbox) = &self.inner.inbox {
+            return self.next_from_inbox(inbox);
+        }
         loop {
             let (generation, conn) = self.inner.link.get();
             if self.inner.link.datagrams_ended(generation) {
@@ -724,15 +756,41 @@ impl Socket {
         }
     }
 
+    /// The next event the inbox's datagrams make, dropping stale ones.
+    fn next_from_inbox(&self, inbox: &inbox::Inbox) -> Option<Event> {
+        let now = std::time::Instant::now();
+        while let Some(datagram) = inbox.take(now) {
+            if let Some(event) = driver::on_datagram(&self.inner.state, datagram) {
+                return Some(event);
+            }
+        }
+        None
+    }
+
     /// The next pushed event, or `None` after [`Event::Disconnected`] has been returned.
-    /// Unreliable match data is read from the connection by this call itself, so call
-    /// it steadily: while nobody does, the newest datagrams are kept and the oldest
-    /// dropped.
+    /// Unreliable match data older than
+    /// [`max_datagram_age`](ClientConfig::max_datagram_age) is dropped rather than
+    /// returned; with that bound off, it is read from the connection by this call
+    /// itself, so call it steadily: while nobody does, the newest datagrams are kept
+    /// and the oldest dropped.
     pub async fn next_event(&self) -> Option<Event> {
         let mut events = self.events.lock().await;
         loop {
             if let Some(event) = lock(&self.inner.state).ready.pop_front() {
                 return Some(event);
+            }
+            if let Some(inbox) = &self.inner.inbox {
+                if let Ok(event) = events.try_recv() {
+                    return Some(event);
+                }
+                if let Some(event) = self.next_from_inbox(inbox) {
+                    return Some(event);
+                }
+                tokio::select! {
+                    biased;
+                    event = events.recv() => return event,
+                    () = inbox.readable() => continue,
+                }
             }
             let (generation, conn) = self.inner.link.get();
             let datagrams_open = !self.inner.link.datagrams_ended(generation);
@@ -750,6 +808,13 @@ impl Socket {
                 },
             }
         }
+    }
+
+    /// Unreliable messages this socket dropped itself rather than deliver late: they
+    /// waited past [`max_datagram_age`](ClientConfig::max_datagram_age), or arrived
+    /// while 4096 were already waiting. Always 0 with the bound off.
+    pub fn datagrams_dropped(&self) -> u64 {
+        self.inner.inbox.as_ref().map_or(0, |i| i.dropped())
     }
 
     /// Closes the connection politely (the server ends the session at once) and waits

@@ -231,6 +231,10 @@ pub(crate) struct Drops {
     /// Datagrams the server received and sent (`quicmatch_datagrams_in_total`, `_out`).
     pub(crate) server_datagrams_in: Option<u64>,
     pub(crate) server_datagrams_out: Option<u64>,
+    /// Messages the receivers' SDK dropped itself, stale (waited past its
+    /// `max_datagram_age` before the load generator read them), when the players use
+    /// the SDK.
+    pub(crate) client_stale: Option<u64>,
     /// Deliveries lost that the server did not count as its drops (the run's loss less
     /// `server_dropped_total`): lost in a kernel buffer on either side, in quinn's
     /// receive buffers (server or client), or still queued when the run ended.
@@ -268,6 +272,7 @@ impl Drops {
             server_datagrams_out: server.as_ref().map(|s| s.2),
             server_dropped: server.map(|s| s.0),
             server_dropped_total,
+            client_stale: None,
             remaining_lost,
             remaining_loss_pct: if expected == 0 {
                 0.0
@@ -275,6 +280,18 @@ impl Drops {
                 remaining_lost as f64 * 100.0 / expected as f64
             },
         }
+    }
+
+    /// With the receivers' own drops, which no longer count as lost elsewhere.
+    pub(crate) fn with_client(mut self, stale: Option<u64>, expected: u64) -> Self {
+        self.client_stale = stale;
+        self.remaining_lost = self.remaining_lost.saturating_sub(stale.unwrap_or(0));
+        self.remaining_loss_pct = if expected == 0 {
+            0.0
+        } else {
+            self.remaining_lost as f64 * 100.0 / expected as f64
+        };
+        self
     }
 
     /// One line for the printed summary.
@@ -292,13 +309,15 @@ impl Drops {
             None => "server drops not scraped".to_owned(),
         };
         format!(
-            "drops: kernel RcvbufErrors {} InErrors {}{} (server socket {}, client sockets {}) | {server} | lost elsewhere {} ({:.2}%)",
+            "drops: kernel RcvbufErrors {} InErrors {}{} (server socket {}, client sockets {}) | {server} |{} lost elsewhere {} ({:.2}%)",
             self.kernel_rcvbuf_errors,
             self.kernel_in_errors,
             self.kernel_udp6_rcvbuf_errors
                 .map_or(String::new(), |n| format!(" Udp6RcvbufErrors {n}")),
             self.kernel_server_socket_drops,
             self.kernel_client_socket_drops,
+            self.client_stale
+                .map_or(String::new(), |n| format!(" client SDK stale {n} |")),
             self.remaining_lost,
             self.remaining_loss_pct,
         )

@@ -242,6 +242,14 @@ pub(crate) struct Args {
     /// are not reported).
     #[arg(long)]
     no_server_metrics: bool,
+    /// The quicmatch server's `relay.max_datagram_age` for this run, in milliseconds
+    /// (`0`: off; default: the server's own, 50 ms; applies with `proto`).
+    #[arg(long)]
+    server_max_datagram_age: Option<u64>,
+    /// The SDK players' `max_datagram_age`, in milliseconds (`0`: off; default: the
+    /// SDK's, 100 ms).
+    #[arg(long)]
+    client_max_datagram_age: Option<u64>,
 }
 
 /// (uplink, downlink) impairment of one proxy.
@@ -432,6 +440,10 @@ pub(crate) struct RunResult {
     pub(crate) server_socket_buffer: Option<usize>,
     /// `--client-socket-buffer` (quicmatch only; `null`: 4 MiB).
     pub(crate) client_socket_buffer: Option<usize>,
+    /// `--server-max-datagram-age` / `--client-max-datagram-age` in ms (quicmatch only;
+    /// `null`: the defaults, 50 ms and 100 ms).
+    pub(crate) server_max_datagram_age_ms: Option<u64>,
+    pub(crate) client_max_datagram_age_ms: Option<u64>,
     /// Where datagrams were dropped during the window.
     pub(crate) drops: drops::Drops,
     /// The quicmatch server's transport (`quinn` or `proto`); `null` for the
@@ -467,9 +479,14 @@ async fn start_quicmatch(
         }
         .into(),
     );
-    let toml = args
+    let mut toml = args
         .server_socket_buffer
-        .map(|b| format!("socket_buffer = {b}\n"));
+        .map(|b| format!("socket_buffer = {b}\n"))
+        .unwrap_or_default();
+    if let Some(ms) = args.server_max_datagram_age {
+        toml.push_str(&format!("[relay]\nmax_datagram_age = \"{ms}ms\"\n"));
+    }
+    let toml = (!toml.is_empty()).then_some(toml);
     let server = ServerProc::quicmatch(args.server_bin.as_deref(), toml.as_deref(), &extra).await?;
     Ok((server, metrics))
 }
@@ -607,6 +624,17 @@ pub(crate) async fn run_once(args: &Args, transport: Transport) -> anyhow::Resul
         per_match: args.players,
     };
     let players = connect(&server, to, args, transport).await?;
+    // The SDK's own drops (data that waited past `max_datagram_age` in a receiver).
+    let sdk_sockets: Vec<Arc<quicmatch_client::Socket>> = players
+        .iter()
+        .filter_map(|p| match &p.rx {
+            players::Rx::Quic { socket } => Some(socket.clone()),
+            _ => None,
+        })
+        .collect();
+    let sdk_dropped = || -> Option<u64> {
+        (!sdk_sockets.is_empty()).then(|| sdk_sockets.iter().map(|s| s.datagrams_dropped()).sum())
+    };
 
     let start = now_ns() + 200_000_000;
     let window = traffic::Window {
@@ -646,6 +674,7 @@ pub(crate) async fn run_once(args: &Args, transport: Transport) -> anyhow::Resul
     let until = |t: u64| Duration::from_nanos(t.saturating_sub(now_ns()));
     tokio::time::sleep(until(window.start)).await;
     let drops0 = drops::Snapshot::take(server.addr.port(), metrics).await;
+    let sdk_dropped0 = sdk_dropped();
     let server_ticks0 = server.pid().and_then(measure::process_cpu_ticks);
     let client_ticks0 = measure::process_cpu_ticks(std::process::id());
     let busy0 = measure::machine_jiffies();
@@ -680,6 +709,7 @@ pub(crate) async fn run_once(args: &Args, transport: Transport) -> anyhow::Resul
     let link = impairment.map_or(Duration::ZERO, |i| i.delay + i.jitter);
     tokio::time::sleep(Duration::from_millis(500) + link * 10).await;
     let drops1 = drops::Snapshot::take(server.addr.port(), metrics).await;
+    let sdk_dropped1 = sdk_dropped();
     stop.cancel();
     let mut rec = Recorder::new();
     // Deliveries to the impaired receivers, and to the others.
@@ -779,7 +809,18 @@ pub(crate) async fn run_once(args: &Args, transport: Transport) -> anyhow::Resul
         client_socket_buffer: args
             .client_socket_buffer
             .filter(|_| transport.is_quicmatch()),
-        drops: drops::Drops::between(&drops0, &drops1, expected, rec.delivered),
+        server_max_datagram_age_ms: args
+            .server_max_datagram_age
+            .filter(|_| transport.is_quicmatch()),
+        client_max_datagram_age_ms: args
+            .client_max_datagram_age
+            .filter(|_| transport.is_quicmatch()),
+        drops: drops::Drops::between(&drops0, &drops1, expected, rec.delivered).with_client(
+            sdk_dropped0
+                .zip(sdk_dropped1)
+                .map(|(a, b)| b.saturating_sub(a)),
+            expected,
+        ),
         server_transport: match (transport, args.server_transport) {
             (Transport::Quicmatch, ServerTransport::Proto) | (Transport::QuicmatchProto, _) => {
                 Some("proto")

@@ -246,10 +246,12 @@ pub(crate) struct Args {
     /// (`0`: off; default: the server's own, 50 ms; applies with `proto`).
     #[arg(long)]
     server_max_datagram_age: Option<u64>,
-    /// The SDK players' `max_datagram_age`, in milliseconds (`0`: off; default: the
-    /// SDK's, 100 ms).
-    #[arg(long)]
-    client_max_datagram_age: Option<u64>,
+    /// The SDK players' `max_datagram_age`, in milliseconds. Default `0` (off): the
+    /// players then read datagrams directly, the SDK's cheapest path, so the load
+    /// generator spends its core on traffic (the bound's reader task costs a task hop
+    /// per datagram; BENCHMARKS.md). `100` is the SDK's own default.
+    #[arg(long, default_value_t = 0)]
+    client_max_datagram_age: u64,
 }
 
 /// (uplink, downlink) impairment of one proxy.
@@ -441,7 +443,7 @@ pub(crate) struct RunResult {
     /// `--client-socket-buffer` (quicmatch only; `null`: 4 MiB).
     pub(crate) client_socket_buffer: Option<usize>,
     /// `--server-max-datagram-age` / `--client-max-datagram-age` in ms (quicmatch only;
-    /// `null`: the defaults, 50 ms and 100 ms).
+    /// server `null`: its default, 50 ms; client `0`: off).
     pub(crate) server_max_datagram_age_ms: Option<u64>,
     pub(crate) client_max_datagram_age_ms: Option<u64>,
     /// Where datagrams were dropped during the window.
@@ -812,8 +814,7 @@ pub(crate) async fn run_once(args: &Args, transport: Transport) -> anyhow::Resul
         server_max_datagram_age_ms: args
             .server_max_datagram_age
             .filter(|_| transport.is_quicmatch()),
-        client_max_datagram_age_ms: args
-            .client_max_datagram_age
+        client_max_datagram_age_ms: Some(args.client_max_datagram_age)
             .filter(|_| transport.is_quicmatch()),
         drops: drops::Drops::between(&drops0, &drops1, expected, rec.delivered).with_client(
             sdk_dropped0

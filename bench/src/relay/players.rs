@@ -184,9 +184,8 @@ pub(super) async fn connect_quic(
                     },
                 );
                 config.event_buffer = 16_384;
-                if let Some(ms) = args.client_max_datagram_age {
-                    config.max_datagram_age = (ms > 0).then(|| Duration::from_millis(ms));
-                }
+                let ms = args.client_max_datagram_age;
+                config.max_datagram_age = (ms > 0).then(|| Duration::from_millis(ms));
                 let endpoint = endpoints[n % endpoints.len()].clone();
                 async move {
                     // The server may still be starting: retry for a few seconds.

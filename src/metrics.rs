@@ -29,6 +29,7 @@
 //! | `quicmatch_datagram_bytes_in_total` / `quicmatch_datagram_bytes_out_total` | counter | |
 //! | `quicmatch_io_forwarded_total` | counter | (`proto` transport, `workers` > 1: packets one I/O loop handed to the loop owning their connection) |
 //! | `quicmatch_io_forward_drops_total` | counter | (handed-over packets dropped: the owning loop had too many waiting) |
+//! | `quicmatch_io_stale_packets_total` | counter | (`proto` transport: packets of established connections that waited past `relay.max_datagram_age` in the socket and were dropped unread; their senders see loss) |
 //! | `quicmatch_io_send_stalls_total` | counter | (`proto` transport: times a loop's socket refused a packet and the loop waited for it to drain) |
 //! | `quicmatch_reliable_messages_total` | counter | (relayed reliable match data, per recipient) |
 //! | `quicmatch_requests_rejected_total` | counter | `code` |
@@ -141,6 +142,12 @@ const METRICS: &[(&str, Kind, bool, &str)] = &[
         Kind::Counter,
         PLAIN,
         "Handed-over packets dropped because the owning I/O loop had too many waiting.",
+    ),
+    (
+        "quicmatch_io_stale_packets_total",
+        Kind::Counter,
+        PLAIN,
+        "Packets that waited past relay.max_datagram_age in an I/O loop's socket, dropped unread.",
     ),
     (
         "quicmatch_io_send_stalls_total",

@@ -215,8 +215,14 @@ pub(crate) fn bind(
     let endpoint = match config.transport {
         crate::config::Transport::Proto => {
             bind_socket(config.listen, config.socket_buffer, config.workers).and_then(|sockets| {
-                transport::proto::Endpoint::bind(sockets, endpoint_config, server_config, cid_key)
-                    .map(transport::Endpoint::Proto)
+                transport::proto::Endpoint::bind(
+                    sockets,
+                    endpoint_config,
+                    server_config,
+                    cid_key,
+                    config.relay.max_datagram_age,
+                )
+                .map(transport::Endpoint::Proto)
             })
         }
         _ => bind_socket(config.listen, config.socket_buffer, 1).and_then(|mut sockets| {

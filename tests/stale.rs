@@ -1,9 +1,10 @@
 //! Stale datagrams are shed, end to end: a `proto` server process is frozen with
 //! SIGSTOP while a player keeps sending, so its datagrams wait in the server's socket
 //! buffer; when the server runs again, those older than `relay.max_datagram_age` are
-//! dropped (never relayed late) while what is sent afterwards arrives. With the bound
-//! off, the same frozen datagrams are all relayed late, which shows the freeze really
-//! queued them.
+//! dropped (never relayed late) while what is sent afterwards arrives, and reliable data
+//! sent during the freeze (shed with its packets) is sent again and arrives complete.
+//! With the bound off, the same frozen datagrams are all relayed late, which shows the
+//! freeze really queued them.
 //!
 //! The SDK's side of the same bound: a receiver whose application stops reading for a
 //! while gets the players' current data when it reads again, not the backlog, and
@@ -31,7 +32,7 @@ use tokio::time::{timeout, Instant};
 const CHILD: &str = "QUICMATCH_STALE_TEST_SERVER";
 
 const WAIT: Duration = Duration::from_secs(30);
-/// How long the server is frozen: far past the 50 ms bound.
+/// How long the server is frozen: far past the 40 ms bound.
 const FREEZE: Duration = Duration::from_millis(400);
 /// Datagrams sent while it is frozen.
 const FROZEN: usize = 20;
@@ -185,6 +186,10 @@ async fn frozen_datagrams_relayed(max_age: Duration) -> usize {
             .send_match_data(id, 1, format!("frozen-{i}").into_bytes(), false, None)
             .await
             .expect("send while frozen");
+        alice
+            .send_match_data(id, 2, format!("reliable-{i}").into_bytes(), true, None)
+            .await
+            .expect("send reliable while frozen");
     }
     // The fault's duration, not a wait for an event (the client's endpoint runs on this
     // runtime and must go on sending): the datagrams sit in the server's
@@ -192,12 +197,30 @@ async fn frozen_datagrams_relayed(max_age: Duration) -> usize {
     tokio::time::sleep(FREEZE).await;
     server.signal("-CONT");
 
-    let got = send_until_received(&alice, &bob, id, b"fresh").await;
+    let mut got = send_until_received(&alice, &bob, id, b"fresh").await;
+    // Reliable data is never lost to the bound: what the server shed unread, alice's
+    // connection sends again.
+    let last = format!("reliable-{}", FROZEN - 1).into_bytes();
+    if !got.contains(&last) {
+        receive_until(&bob, &last, &mut got).await;
+        got.push(last);
+    }
+    let reliable: Vec<Vec<u8>> = got
+        .iter()
+        .filter(|g| g.starts_with(b"reliable-"))
+        .cloned()
+        .collect();
+    let expected: Vec<Vec<u8>> = (0..FROZEN)
+        .map(|i| format!("reliable-{i}").into_bytes())
+        .collect();
+    assert_eq!(reliable, expected, "reliable data complete and in order");
     let frozen = got.iter().filter(|g| g.starts_with(b"frozen-")).count();
-    // Anything else is a repeat of the warm-up that was still on its way.
+    // Anything else is a repeat of the warm-up or the fresh datagram still on its way.
     assert!(
-        got.iter()
-            .all(|g| g.starts_with(b"frozen-") || g == b"warm"),
+        got.iter().all(|g| g.starts_with(b"frozen-")
+            || g.starts_with(b"reliable-")
+            || g == b"warm"
+            || g == b"fresh"),
         "{got:?}"
     );
     frozen

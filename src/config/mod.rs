@@ -430,15 +430,20 @@ impl Default for PartyConfig {
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct RelayConfig {
-    /// A datagram that waited longer than this between reaching the server's socket and
-    /// being relayed is dropped instead, and counted in
-    /// `quicmatch_datagrams_dropped_total{reason="stale"}`: past capacity a game would
-    /// rather lose an old position update than get it late, and each one shed frees
-    /// the time its fan-out would have taken, so the backlog drains instead of growing.
-    /// Measured from the kernel's receive time with the `proto` transport on Linux;
-    /// quinn does not report arrival times, so with `quinn` the age is unknown and
-    /// nothing is dropped for it. Default `50ms`: three ticks at 60 Hz, well past any
-    /// wait of a server with headroom. `0s` turns it off.
+    /// Data that waited longer than this in the server's socket before the relay could
+    /// read it is not relayed: past capacity a game would rather lose an old position
+    /// update than get it late, and each one shed frees the time its fan-out would have
+    /// taken, so the backlog drains instead of growing. With the `proto` transport on
+    /// Linux the loop knows each packet's kernel receive time: a packet of an
+    /// established connection that waited too long is dropped before it is even
+    /// decrypted (`quicmatch_io_stale_packets_total`; its sender takes it as network
+    /// loss, so reliable data in it is sent again), and a datagram that aged past the
+    /// bound after being read is dropped and counted in
+    /// `quicmatch_datagrams_dropped_total{reason="stale"}`. quinn does not report
+    /// arrival times, so with `quinn` nothing is dropped for age. Default `40ms`: with
+    /// the few milliseconds a datagram then spends on the way out and in the client,
+    /// an overloaded server's p99 stays within 50 ms (BENCHMARKS.md, "Shedding past
+    /// the knee"); far above any wait of a server with headroom. `0s` turns it off.
     /// Range: `0s`, or `1ms` to `10s`.
     #[serde(with = "humantime_serde")]
     pub max_datagram_age: Duration,
@@ -447,7 +452,7 @@ pub struct RelayConfig {
 impl Default for RelayConfig {
     fn default() -> Self {
         Self {
-            max_datagram_age: Duration::from_millis(50),
+            max_datagram_age: Duration::from_millis(40),
         }
     }
 }

@@ -243,7 +243,7 @@ pub(crate) struct Args {
     #[arg(long)]
     no_server_metrics: bool,
     /// The quicmatch server's `relay.max_datagram_age` for this run, in milliseconds
-    /// (`0`: off; default: the server's own, 50 ms; applies with `proto`).
+    /// (`0`: off; default: the server's own, 40 ms; applies with `proto`).
     #[arg(long)]
     server_max_datagram_age: Option<u64>,
     /// The SDK players' `max_datagram_age`, in milliseconds. Default `0` (off): the
@@ -443,7 +443,7 @@ pub(crate) struct RunResult {
     /// `--client-socket-buffer` (quicmatch only; `null`: 4 MiB).
     pub(crate) client_socket_buffer: Option<usize>,
     /// `--server-max-datagram-age` / `--client-max-datagram-age` in ms (quicmatch only;
-    /// server `null`: its default, 50 ms; client `0`: off).
+    /// server `null`: its default, 40 ms; client `0`: off).
     pub(crate) server_max_datagram_age_ms: Option<u64>,
     pub(crate) client_max_datagram_age_ms: Option<u64>,
     /// Where datagrams were dropped during the window.

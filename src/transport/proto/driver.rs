@@ -21,7 +21,7 @@ use std::{
         Arc, Mutex, PoisonError,
     },
     task::{Context, Poll},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use bytes::{Bytes, BytesMut};
@@ -37,7 +37,7 @@ use tracing::{debug, warn};
 use super::{
     cids::{self, SteeringCids},
     conn::{Conn, ConnShared},
-    socket::{LoopSocket, Received},
+    socket::{self, LoopSocket, Received},
     Incoming,
 };
 
@@ -278,6 +278,9 @@ pub(super) struct Looped {
     pub(super) peers: Arc<Vec<Arc<LoopShared>>>,
     /// Validates destination ids to find their owner.
     pub(super) cids: SteeringCids,
+    /// Packets of established connections that waited longer in the socket are
+    /// dropped unread (zero: never).
+    pub(super) max_age: Duration,
 }
 
 /// A packet another loop's socket received for a connection of this loop.
@@ -531,6 +534,10 @@ impl Driver {
     }
 
     fn on_packet(&mut self, now: Instant, meta: &Received, packet: BytesMut) {
+        if socket::is_stale(&packet, meta.arrived, now, self.looped.max_age) {
+            metrics::counter!("quicmatch_io_stale_packets_total").increment(1);
+            return;
+        }
         if self.looped.peers.len() > 1 {
             if let Some(owner) = cids::owner(&packet, &self.looped.cids) {
                 if owner != self.looped.index {

@@ -38,11 +38,14 @@ pub(crate) struct Endpoint {
 impl Endpoint {
     /// Starts one I/O loop per socket (all bound to the same address with
     /// `SO_REUSEPORT` when there are several); `cid_key` keys the connection ids.
+    /// A packet of an established connection that waited longer than `max_age` in a
+    /// socket's receive buffer is dropped unread (zero: never).
     pub(crate) fn bind(
         sockets: Vec<std::net::UdpSocket>,
         endpoint_config: EndpointConfig,
         server_config: ServerConfig,
         cid_key: u64,
+        max_age: std::time::Duration,
     ) -> std::io::Result<Self> {
         let local = sockets
             .first()
@@ -65,6 +68,7 @@ impl Endpoint {
                 index,
                 peers: peers.clone(),
                 cids: cids::SteeringCids::new(cid_key, index, n),
+                max_age,
             };
             let server_config = server_config.clone();
             let incoming_tx = incoming_tx.clone();

@@ -10,7 +10,7 @@ use std::{
     io::{self, IoSliceMut},
     net::{IpAddr, SocketAddr},
     task::{Context, Poll},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use quinn::udp::{RecvMeta, Transmit, UdpSocketState};
@@ -130,6 +130,18 @@ impl LoopSocket {
     }
 }
 
+/// Whether a packet waited in the socket past `max_age` and may be shed unread: only
+/// short-header packets (established connections) are, whose peers take the drop as
+/// network loss (reliable data is sent again, congestion control slows the sender);
+/// handshakes always go through. Shedding before decryption is what lets an overloaded
+/// loop catch up: a packet dropped after decryption has already cost a third of its
+/// relay.
+pub(super) fn is_stale(packet: &[u8], arrived: Instant, now: Instant, max_age: Duration) -> bool {
+    !max_age.is_zero()
+        && packet.first().is_some_and(|b| b & 0x80 == 0)
+        && now.saturating_duration_since(arrived) > max_age
+}
+
 fn ecn(e: quinn::udp::EcnCodepoint) -> quinn_proto::EcnCodepoint {
     match e {
         quinn::udp::EcnCodepoint::Ect0 => quinn_proto::EcnCodepoint::Ect0,
@@ -145,6 +157,31 @@ fn ecn_bits(tos: u8) -> Option<quinn_proto::EcnCodepoint> {
         0b01 => Some(quinn_proto::EcnCodepoint::Ect1),
         0b11 => Some(quinn_proto::EcnCodepoint::Ce),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_established_packets_that_waited_past_the_bound_are_shed() {
+        let arrived = Instant::now();
+        let bound = Duration::from_millis(40);
+        let late = arrived + bound + Duration::from_millis(1);
+        let short = [0x40u8, 1, 2, 3];
+        let long = [0xc0u8, 0, 0, 0, 1];
+        assert!(is_stale(&short, arrived, late, bound));
+        assert!(
+            !is_stale(&short, arrived, arrived + bound, bound),
+            "at the bound"
+        );
+        assert!(
+            !is_stale(&long, arrived, late, bound),
+            "handshakes always pass"
+        );
+        assert!(!is_stale(&short, arrived, late, Duration::ZERO), "off");
+        assert!(!is_stale(&[], arrived, late, bound));
     }
 }
 

@@ -35,6 +35,7 @@ mod pin;
 mod proc_stats;
 mod proto_relay;
 mod quinn_relay;
+mod quota;
 mod relay;
 mod server_proc;
 mod snapshots;

@@ -84,15 +84,19 @@ pub(crate) fn isolate(server: Option<usize>) -> io::Result<Option<&'static Layou
 /// Spawns a server process: on the server cores when a layout is in force. The calling
 /// thread moves to the server cores for the spawn (the child inherits its mask) and
 /// back to the client cores right after.
+/// A CPU quota in force (`--server-cpu-quota`) applies to the child as well.
 pub(crate) fn spawn(cmd: &mut Command) -> io::Result<Child> {
     let Some(layout) = LAYOUT.get() else {
-        return cmd.spawn();
+        let child = cmd.spawn()?;
+        crate::quota::apply(child.id())?;
+        return Ok(child);
     };
     sched_setaffinity(Pid::from_raw(0), &layout.server_set).map_err(io::Error::from)?;
     let child = cmd.spawn();
     let back = sched_setaffinity(Pid::from_raw(0), &layout.client_set).map_err(io::Error::from);
     let child = child?;
     back?;
+    crate::quota::apply(child.id())?;
     Ok(child)
 }
 

@@ -207,6 +207,12 @@ pub(crate) struct Args {
     /// Cores given to the server when pinning (default: half the usable ones).
     #[arg(long)]
     server_cores: Option<usize>,
+    /// Limit every server process this run starts (quicmatch and the baselines) to
+    /// this percent of one core, through a cgroup CPU quota (root): on a machine too
+    /// small to give the load generator more cores than the server, this makes the
+    /// server's knee the one a sweep finds (BENCHMARKS.md, "Shedding past the knee").
+    #[arg(long)]
+    server_cpu_quota: Option<f64>,
     /// Percent of packets the impairment proxy drops, in each direction.
     #[arg(long, default_value_t = 0.0)]
     loss: f64,
@@ -445,6 +451,8 @@ pub(crate) struct RunResult {
     /// `--server-max-datagram-age` / `--client-max-datagram-age` in ms (quicmatch only;
     /// server `null`: its default, 40 ms; client `0`: off).
     pub(crate) server_max_datagram_age_ms: Option<u64>,
+    /// `--server-cpu-quota`: the servers' CPU limit, percent of one core.
+    pub(crate) server_cpu_quota_pct: Option<f64>,
     pub(crate) client_max_datagram_age_ms: Option<u64>,
     /// Where datagrams were dropped during the window.
     pub(crate) drops: drops::Drops,
@@ -783,8 +791,13 @@ pub(crate) async fn run_once(args: &Args, transport: Transport) -> anyhow::Resul
         client_bound: layout.map(|l| {
             let client = pin::saturated(client_cpu_pct, l.client.len())
                 || client_cores_busy_pct >= pin::SATURATED_PCT;
-            let server = pin::saturated(server_cpu_pct, l.server.len())
-                || server_cores_busy_pct >= pin::SATURATED_PCT;
+            let server = match crate::quota::get() {
+                Some(q) => server_cpu_pct >= crate::quota::saturation_pct(q),
+                None => {
+                    pin::saturated(server_cpu_pct, l.server.len())
+                        || server_cores_busy_pct >= pin::SATURATED_PCT
+                }
+            };
             client && !server
         }),
         reliable: args.reliable,
@@ -811,6 +824,7 @@ pub(crate) async fn run_once(args: &Args, transport: Transport) -> anyhow::Resul
         client_socket_buffer: args
             .client_socket_buffer
             .filter(|_| transport.is_quicmatch()),
+        server_cpu_quota_pct: crate::quota::get().map(|q| q.pct),
         server_max_datagram_age_ms: args
             .server_max_datagram_age
             .filter(|_| transport.is_quicmatch()),
@@ -845,11 +859,14 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     if !args.no_pin && args.server.is_none() {
         pin::isolate(args.server_cores)?;
     }
+    if let Some(pct) = args.server_cpu_quota {
+        crate::quota::set(pct)?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         BASE.get_or_init(Instant::now);
         if args.sweep {
             summary::sweep(args).await
@@ -860,7 +877,10 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
             summary::print(&r, args.json);
             Ok(())
         }
-    })
+    });
+    drop(runtime);
+    crate::quota::remove();
+    result
 }
 
 #[cfg(test)]

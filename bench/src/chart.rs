@@ -122,6 +122,7 @@ pub(crate) fn draw(path: &Path, all: &[RunResult]) -> anyhow::Result<()> {
         * 1.05;
     let transports = [
         (Transport::Quicmatch, "quicmatch", RED),
+        (Transport::QuicmatchProto, "quicmatch-proto", BLACK),
         (Transport::UdpBaseline, "udp-baseline", BLUE),
         (Transport::QuinnBaseline, "quinn-baseline", GREEN),
         (Transport::ProtoBaseline, "proto-baseline", MAGENTA),

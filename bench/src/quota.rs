@@ -29,7 +29,9 @@ pub(crate) struct Quota {
 /// Creates the cgroup for `pct` % of one core and records it for [`apply`].
 pub(crate) fn set(pct: f64) -> io::Result<&'static Quota> {
     if !(1.0..=6400.0).contains(&pct) {
-        return Err(io::Error::other("--server-cpu-quota: 1 to 6400 (% of one core)"));
+        return Err(io::Error::other(
+            "--server-cpu-quota: 1 to 6400 (% of one core)",
+        ));
     }
     let quota_us = (pct / 100.0 * PERIOD_US as f64).round() as u64;
     let name = format!("quicmatch-bench-{}", std::process::id());

@@ -171,8 +171,9 @@ pub(crate) struct Snapshot {
     /// Drops of the server's socket(s), and of this process's.
     server_socket: u64,
     client_sockets: u64,
-    /// The server's datagram counters: drops by reason, in, out.
-    server: Option<(BTreeMap<String, u64>, u64, u64)>,
+    /// The server's datagram counters: drops by reason, in, out, and packets shed
+    /// unread.
+    server: Option<(BTreeMap<String, u64>, u64, u64, u64)>,
 }
 
 impl Snapshot {
@@ -195,6 +196,7 @@ impl Snapshot {
                     parse_counter(&text, "quicmatch_datagrams_dropped_total", "reason"),
                     total("quicmatch_datagrams_in_total"),
                     total("quicmatch_datagrams_out_total"),
+                    total("quicmatch_io_stale_packets_total"),
                 )
             });
             Self {
@@ -231,6 +233,9 @@ pub(crate) struct Drops {
     /// Datagrams the server received and sent (`quicmatch_datagrams_in_total`, `_out`).
     pub(crate) server_datagrams_in: Option<u64>,
     pub(crate) server_datagrams_out: Option<u64>,
+    /// Packets the server shed unread, stale (`quicmatch_io_stale_packets_total`,
+    /// `proto`): each usually one message for `players - 1` receivers.
+    pub(crate) server_stale_packets: Option<u64>,
     /// Messages the receivers' SDK dropped itself, stale (waited past its
     /// `max_datagram_age` before the load generator read them), when the players use
     /// the SDK.
@@ -244,8 +249,14 @@ pub(crate) struct Drops {
 
 impl Drops {
     /// From `a` to `b`, for a run that expected `expected` deliveries and saw
-    /// `delivered`.
-    pub(crate) fn between(a: &Snapshot, b: &Snapshot, expected: u64, delivered: u64) -> Self {
+    /// `delivered`, where one message is `fanout` deliveries.
+    pub(crate) fn between(
+        a: &Snapshot,
+        b: &Snapshot,
+        expected: u64,
+        delivered: u64,
+        fanout: u64,
+    ) -> Self {
         let (ua, ub) = (a.udp.unwrap_or_default(), b.udp.unwrap_or_default());
         let udp6 = ua
             .udp6_rcvbuf_errors
@@ -257,11 +268,19 @@ impl Drops {
                     .map(|(k, v)| (k.clone(), v.saturating_sub(*x.0.get(k).unwrap_or(&0))))
                     .filter(|(_, v)| *v > 0)
                     .collect();
-            (dropped, y.1.saturating_sub(x.1), y.2.saturating_sub(x.2))
+            (
+                dropped,
+                y.1.saturating_sub(x.1),
+                y.2.saturating_sub(x.2),
+                y.3.saturating_sub(x.3),
+            )
         });
         let server_dropped_total = server.as_ref().map(|s| s.0.values().sum::<u64>());
         let lost = expected.saturating_sub(delivered);
-        let remaining_lost = lost.saturating_sub(server_dropped_total.unwrap_or(0));
+        let stale_packets = server.as_ref().map(|s| s.3);
+        let remaining_lost = lost
+            .saturating_sub(server_dropped_total.unwrap_or(0))
+            .saturating_sub(stale_packets.unwrap_or(0) * fanout);
         Self {
             kernel_rcvbuf_errors: ub.rcvbuf_errors.saturating_sub(ua.rcvbuf_errors),
             kernel_in_errors: ub.in_errors.saturating_sub(ua.in_errors),
@@ -270,6 +289,7 @@ impl Drops {
             kernel_client_socket_drops: b.client_sockets.saturating_sub(a.client_sockets),
             server_datagrams_in: server.as_ref().map(|s| s.1),
             server_datagrams_out: server.as_ref().map(|s| s.2),
+            server_stale_packets: stale_packets,
             server_dropped: server.map(|s| s.0),
             server_dropped_total,
             client_stale: None,
@@ -307,6 +327,10 @@ impl Drops {
                     .join(", ")
             ),
             None => "server drops not scraped".to_owned(),
+        };
+        let server = match self.server_stale_packets {
+            Some(n) if n > 0 => format!("{server}, shed {n} stale packets unread"),
+            _ => server,
         };
         format!(
             "drops: kernel RcvbufErrors {} InErrors {}{} (server socket {}, client sockets {}) | {server} |{} lost elsewhere {} ({:.2}%)",
@@ -401,7 +425,7 @@ quicmatch_datagrams_in_total 1000\n";
 
     #[test]
     fn remaining_loss_is_what_the_server_did_not_count() {
-        let at = |rcvbuf, server: u64, client, dropped: &[(&str, u64)]| Snapshot {
+        let at = |rcvbuf, server: u64, client, dropped: &[(&str, u64)], shed| Snapshot {
             udp: Some(UdpCounters {
                 rcvbuf_errors: rcvbuf,
                 in_errors: rcvbuf,
@@ -414,11 +438,12 @@ quicmatch_datagrams_in_total 1000\n";
                 dropped.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
                 10,
                 20,
+                shed,
             )),
         };
-        let a = at(100, 5, 1, &[("reader_behind", 2)]);
-        let b = at(160, 45, 21, &[("reader_behind", 12), ("stale", 30)]);
-        let d = Drops::between(&a, &b, 1000, 900);
+        let a = at(100, 5, 1, &[("reader_behind", 2)], 0);
+        let b = at(160, 45, 21, &[("reader_behind", 12), ("stale", 30)], 0);
+        let d = Drops::between(&a, &b, 1000, 900, 3);
         assert_eq!(d.kernel_rcvbuf_errors, 60);
         assert_eq!(d.kernel_server_socket_drops, 40);
         assert_eq!(d.kernel_client_socket_drops, 20);
@@ -434,7 +459,11 @@ quicmatch_datagrams_in_total 1000\n";
             server: None,
             ..b.clone()
         };
-        let d = Drops::between(&a, &bare, 1000, 900);
+        let d = Drops::between(&a, &bare, 1000, 900, 3);
         assert_eq!((d.server_dropped_total, d.remaining_lost), (None, 100));
+        // Packets shed unread: each was a message for `fanout` receivers.
+        let shed = at(160, 45, 21, &[("reader_behind", 12), ("stale", 30)], 10);
+        let d = Drops::between(&a, &shed, 1000, 900, 3);
+        assert_eq!((d.server_stale_packets, d.remaining_lost), (Some(10), 30));
     }
 }

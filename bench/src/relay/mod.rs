@@ -830,7 +830,14 @@ pub(crate) async fn run_once(args: &Args, transport: Transport) -> anyhow::Resul
             .filter(|_| transport.is_quicmatch()),
         client_max_datagram_age_ms: Some(args.client_max_datagram_age)
             .filter(|_| transport.is_quicmatch()),
-        drops: drops::Drops::between(&drops0, &drops1, expected, rec.delivered).with_client(
+        drops: drops::Drops::between(
+            &drops0,
+            &drops1,
+            expected,
+            rec.delivered,
+            args.players.saturating_sub(1) as u64,
+        )
+        .with_client(
             sdk_dropped0
                 .zip(sdk_dropped1)
                 .map(|(a, b)| b.saturating_sub(a)),

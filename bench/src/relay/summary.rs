@@ -78,7 +78,9 @@ pub(super) fn print(result: &RunResult, json: bool) {
         "  {}{}{}{}",
         result
             .server_cpu_quota_pct
-            .map_or(String::new(), |q| format!("server CPU quota {q}% of a core | ")),
+            .map_or(String::new(), |q| format!(
+                "server CPU quota {q}% of a core | "
+            )),
         result
             .server_socket_buffer
             .map_or(String::new(), |b| format!("server socket buffer {b} B | ")),

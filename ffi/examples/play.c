@@ -175,6 +175,7 @@ int main(int argc, char **argv) {
   qm_presence me;
   send_ok(qm_self(client, &me), "qm_self");
   if (!same(me.username, ME)) fail("self is %s", me.username);
+  if (qm_datagrams_dropped(client) != 0) fail("datagrams dropped before any data");
   ok("connected");
 
   /* The match the other player is already in (join-or-create by name). */

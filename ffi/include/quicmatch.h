@@ -529,6 +529,16 @@ void qm_free(struct qm_client *c);
 // `c` is NULL or a live client; `out` is NULL or points to a writable `qm_presence`.
 int32_t qm_self(struct qm_client *c, struct qm_presence *out);
 
+// Unreliable match data this client dropped itself rather than hand to `qm_poll`
+// late: messages that waited more than 100 ms between arriving and being polled (after
+// a hitch the game gets the players' current state, not a backlog), or that arrived
+// while 4096 were already waiting. Reliable data and events are never dropped. 0 for
+// NULL.
+//
+// # Safety
+// `c` is NULL or a live client.
+uint64_t qm_datagrams_dropped(struct qm_client *c);
+
 // The name of an error code, for logs: `"QM_ERR_TIMEOUT"` for a negative code, the
 // server's name (`"MATCH_NOT_FOUND"`) otherwise, `"UNKNOWN"` for a code this version
 // does not know. The string is static: never free it.

@@ -277,6 +277,20 @@ pub unsafe extern "C" fn qm_self(c: *mut qm_client, out: *mut qm_presence) -> i3
     }
 }
 
+/// Unreliable match data this client dropped itself rather than hand to `qm_poll`
+/// late: messages that waited more than 100 ms between arriving and being polled (after
+/// a hitch the game gets the players' current state, not a backlog), or that arrived
+/// while 4096 were already waiting. Reliable data and events are never dropped. 0 for
+/// NULL.
+///
+/// # Safety
+/// `c` is NULL or a live client.
+#[no_mangle]
+pub unsafe extern "C" fn qm_datagrams_dropped(c: *mut qm_client) -> u64 {
+    // SAFETY: the caller promises NULL or a live client.
+    unsafe { client(c) }.map_or(0, Client::datagrams_dropped)
+}
+
 /// The name of an error code, for logs: `"QM_ERR_TIMEOUT"` for a negative code, the
 /// server's name (`"MATCH_NOT_FOUND"`) otherwise, `"UNKNOWN"` for a code this version
 /// does not know. The string is static: never free it.

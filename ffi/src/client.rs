@@ -189,6 +189,11 @@ impl Client {
         })
     }
 
+    /// Unreliable messages the SDK dropped rather than deliver late.
+    pub(crate) fn datagrams_dropped(&self) -> u64 {
+        self.socket.datagrams_dropped()
+    }
+
     /// This client's presence; its strings live as long as the client.
     pub(crate) fn presence(&self) -> qm_presence {
         qm_presence {

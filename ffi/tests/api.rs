@@ -201,6 +201,7 @@ fn null_pointers_and_bad_strings_are_refused_without_a_client() {
         );
         let mut me = std::mem::zeroed();
         assert_eq!(qm_self(none, &mut me), QM_ERR_NULL);
+        assert_eq!(qm_datagrams_dropped(none), 0);
         assert_eq!(qm_match_create(none, ptr::null()), 0);
         assert_eq!(qm_match_join(none, id.as_ptr()), 0);
         assert_eq!(
@@ -231,6 +232,7 @@ fn events_read_back_through_their_pointers() {
     let mut me = unsafe { std::mem::zeroed::<qm_presence>() };
     assert_eq!(unsafe { qm_self(client, &mut me) }, QM_OK);
     assert_eq!(text(me.username).as_deref(), Some("c-api"));
+    assert_eq!(unsafe { qm_datagrams_dropped(client) }, 0, "nothing dropped yet");
     let my_session = text(me.session_id).unwrap_or_default();
 
     let create = unsafe { qm_match_create(client, ptr::null()) };

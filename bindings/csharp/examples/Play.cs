@@ -108,6 +108,7 @@ static class Play
 
         client = Client.Connect(server, trust, "device-cs-player-0001", Me);
         Check(client.Self.Username == Me, "self is " + client.Self.Username);
+        Check(client.DatagramsDropped == 0, "dropped " + client.DatagramsDropped + " before any data");
         Ok("connected");
 
         var joined = Answer<MatchJoined>(client.CreateMatch(name));

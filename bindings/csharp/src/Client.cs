@@ -28,6 +28,10 @@ namespace Quicmatch
         /// <summary>True once the last event (Disconnected) has been returned.</summary>
         public bool IsFinished { get; private set; }
 
+        /// <summary>Unreliable match data the native client dropped rather than hand to TryPoll late
+        /// (it waited more than 100 ms), so after a hitch the game gets current state, not a backlog.</summary>
+        public ulong DatagramsDropped { get { return Native.qm_datagrams_dropped(handle); } }
+
         /// <summary>The native library's version.</summary>
         public static string LibraryVersion
         {

@@ -42,6 +42,9 @@ namespace Quicmatch
         internal static extern int qm_self(ClientHandle c, out NativePresence me);
 
         [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern ulong qm_datagrams_dropped(ClientHandle c);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
         internal static extern IntPtr qm_code_name(int code);
 
         [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]

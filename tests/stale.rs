@@ -112,12 +112,34 @@ impl Process {
         }
     }
 
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success(), "kill {signal}");
+    fn signal(&self, signal: nix::sys::signal::Signal) -> nix::Result<()> {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, signal)
+    }
+
+    /// Freezes the server and returns once every one of its threads is stopped (a
+    /// signal is delivered asynchronously: threads run on for a moment after `kill`).
+    async fn freeze(&self) {
+        self.signal(nix::sys::signal::Signal::SIGSTOP)
+            .expect("stop the server");
+        let tasks = format!("/proc/{}/task", self.child.id());
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let stopped = std::fs::read_dir(&tasks)
+                .expect("the server's threads")
+                .filter_map(Result::ok)
+                .all(|t| {
+                    let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+                    // The state is the first field after the command name's ")".
+                    stat.rsplit_once(") ")
+                        .is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
+                });
+            if stopped {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the server never stopped");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 
     async fn player(&self, name: &str) -> Socket {
@@ -130,7 +152,10 @@ impl Process {
         )
         .username(name)
         // The freeze must not look like a dead server to the players.
-        .idle_timeout(Duration::from_secs(60));
+        .idle_timeout(Duration::from_secs(60))
+        // What the server relays late must reach the test: the SDK's own bound (tested
+        // below) would drop it on the way.
+        .max_datagram_age(None);
         timeout(WAIT, Socket::connect(config))
             .await
             .expect("connect in time")
@@ -140,10 +165,8 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
-        // A frozen process ignores nothing but SIGKILL; continue it first for tidiness.
-        let _ = Command::new("kill")
-            .args(["-CONT", &self.child.id().to_string()])
-            .status();
+        // Continued first, so the kill finds a process that can die at once.
+        let _ = self.signal(nix::sys::signal::Signal::SIGCONT);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -180,7 +203,7 @@ async fn frozen_datagrams_relayed(max_age: Duration) -> usize {
     // The path is warm: one datagram through before the freeze.
     send_until_received(&alice, &bob, id, b"warm").await;
 
-    server.signal("-STOP");
+    server.freeze().await;
     for i in 0..FROZEN {
         alice
             .send_match_data(id, 1, format!("frozen-{i}").into_bytes(), false, None)
@@ -195,7 +218,9 @@ async fn frozen_datagrams_relayed(max_age: Duration) -> usize {
     // runtime and must go on sending): the datagrams sit in the server's
     // socket buffer meanwhile.
     tokio::time::sleep(FREEZE).await;
-    server.signal("-CONT");
+    server
+        .signal(nix::sys::signal::Signal::SIGCONT)
+        .expect("continue the server");
 
     let mut got = send_until_received(&alice, &bob, id, b"fresh").await;
     // Reliable data is never lost to the bound: what the server shed unread, alice's

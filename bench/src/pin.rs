@@ -87,16 +87,23 @@ pub(crate) fn isolate(server: Option<usize>) -> io::Result<Option<&'static Layou
 /// A CPU quota in force (`--server-cpu-quota`) applies to the child as well.
 pub(crate) fn spawn(cmd: &mut Command) -> io::Result<Child> {
     let Some(layout) = LAYOUT.get() else {
-        let child = cmd.spawn()?;
-        crate::quota::apply(child.id())?;
-        return Ok(child);
+        return limited(cmd.spawn()?);
     };
     sched_setaffinity(Pid::from_raw(0), &layout.server_set).map_err(io::Error::from)?;
     let child = cmd.spawn();
     let back = sched_setaffinity(Pid::from_raw(0), &layout.client_set).map_err(io::Error::from);
     let child = child?;
     back?;
-    crate::quota::apply(child.id())?;
+    limited(child)
+}
+
+/// The child under the quota in force; killed (never left running) if that fails.
+fn limited(mut child: Child) -> io::Result<Child> {
+    if let Err(e) = crate::quota::apply(child.id()) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(e);
+    }
     Ok(child)
 }
 

@@ -36,18 +36,28 @@ pub(crate) fn set(pct: f64) -> io::Result<&'static Quota> {
     let quota_us = (pct / 100.0 * PERIOD_US as f64).round() as u64;
     let name = format!("quicmatch-bench-{}", std::process::id());
     let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers");
-    let dir = if v2.exists() {
+    let (dir, files) = if v2.exists() {
         let dir = Path::new("/sys/fs/cgroup").join(&name);
-        fs::create_dir_all(&dir)?;
-        fs::write(dir.join("cpu.max"), format!("{quota_us} {PERIOD_US}"))?;
-        dir
+        let files = vec![("cpu.max", format!("{quota_us} {PERIOD_US}"))];
+        (dir, files)
     } else {
         let dir = Path::new("/sys/fs/cgroup/cpu").join(&name);
-        fs::create_dir_all(&dir)?;
-        fs::write(dir.join("cpu.cfs_period_us"), PERIOD_US.to_string())?;
-        fs::write(dir.join("cpu.cfs_quota_us"), quota_us.to_string())?;
-        dir
+        let files = vec![
+            ("cpu.cfs_period_us", PERIOD_US.to_string()),
+            ("cpu.cfs_quota_us", quota_us.to_string()),
+        ];
+        (dir, files)
     };
+    fs::create_dir_all(&dir)?;
+    for (file, value) in files {
+        if let Err(e) = fs::write(dir.join(file), value) {
+            let _ = fs::remove_dir(&dir);
+            return Err(io::Error::other(format!(
+                "{}: {e}",
+                dir.join(file).display()
+            )));
+        }
+    }
     Ok(QUOTA.get_or_init(|| Quota { dir, pct }))
 }
 
@@ -95,6 +105,7 @@ mod tests {
     #[test]
     fn out_of_range_quotas_are_refused_before_touching_cgroups() {
         assert!(set(0.5).is_err());
+        assert!(set(5.0).is_err(), "under 1 ms a period");
         assert!(set(10_000.0).is_err());
     }
 }

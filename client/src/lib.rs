@@ -108,13 +108,16 @@ pub struct ClientConfig {
     /// or [`Event::Disconnected`]. Match it to the server's `session.reconnect_grace`.
     /// `Duration::ZERO` turns automatic resume off. Default 5 s.
     pub reconnect_for: Duration,
-    /// Unreliable data that waited longer than this between reaching the socket and
-    /// being taken by [`Socket::next_event`] (or `try_next_event`) is dropped instead
-    /// of delivered, and counted in [`Socket::datagrams_dropped`]: after a stall the
-    /// game gets the players' current state, not a backlog of old positions. A task
-    /// reads and stamps each datagram as it arrives. Reliable data and events are never
-    /// dropped. `None` turns it off: datagrams are then read by `next_event` itself,
-    /// one task hop sooner, and a socket nobody reads keeps the newest 256 KiB.
+    /// Unreliable data that waited longer than this between being received and being
+    /// taken by [`Socket::next_event`] (or `try_next_event`) is dropped instead of
+    /// delivered, and counted in [`Socket::datagrams_dropped`]: after a stall the game
+    /// gets the players' current state, not a backlog of old positions. A task of the
+    /// socket's own reads and stamps each datagram as soon as the runtime runs it, so
+    /// the bound covers the time the application did not read; a runtime that is itself
+    /// blocked (a game loop doing a long load on the runtime's only thread) stamps what
+    /// arrived meanwhile only when it runs again. Reliable data and events are never
+    /// dropped. `None` (or zero) turns it off: datagrams are then read by `next_event`
+    /// itself, one task hop sooner, and a socket nobody reads keeps the newest 256 KiB.
     /// Default 100 ms: six frames at 60 Hz, longer than any wait of an application
     /// that polls every frame.
     pub max_datagram_age: Option<Duration>,
@@ -605,11 +608,14 @@ impl Socket {
         let link = Arc::new(driver::Link::new(conn));
         link.last_seq.store(last_seq, Ordering::Relaxed);
         let request_timeout = config.request_timeout;
-        let inbox = config.max_datagram_age.map(|age| {
-            let inbox = Arc::new(inbox::Inbox::new(age));
-            tokio::spawn(inbox::read(inbox.clone(), link.watch()));
-            inbox
-        });
+        let inbox = config
+            .max_datagram_age
+            .filter(|age| !age.is_zero())
+            .map(|age| {
+                let inbox = Arc::new(inbox::Inbox::new(age));
+                tokio::spawn(inbox::read(inbox.clone(), link.watch()));
+                inbox
+            });
         let driver = driver::Driver {
             endpoint: endpoint.clone(),
             config,
@@ -723,8 +729,9 @@ impl Socket {
 
     /// The next event if one is ready, without waiting: for a game loop that polls once
     /// a frame. `None` means nothing is ready now (or the socket is closed, or another
-    /// task is inside [`next_event`](Self::next_event)). Like `next_event`, it reads
-    /// unreliable data itself, so poll it every frame.
+    /// task is inside [`next_event`](Self::next_event)). Poll it every frame: unreliable
+    /// data older than [`max_datagram_age`](ClientConfig::max_datagram_age) is dropped
+    /// (with that bound off, this call reads it from the connection itself).
     pub fn try_next_event(&self) -> Option<Event> {
         use futures_util::FutureExt as _;
         let mut events = self.events.try_lock().ok()?;

@@ -232,7 +232,11 @@ fn events_read_back_through_their_pointers() {
     let mut me = unsafe { std::mem::zeroed::<qm_presence>() };
     assert_eq!(unsafe { qm_self(client, &mut me) }, QM_OK);
     assert_eq!(text(me.username).as_deref(), Some("c-api"));
-    assert_eq!(unsafe { qm_datagrams_dropped(client) }, 0, "nothing dropped yet");
+    assert_eq!(
+        unsafe { qm_datagrams_dropped(client) },
+        0,
+        "nothing dropped yet"
+    );
     let my_session = text(me.session_id).unwrap_or_default();
 
     let create = unsafe { qm_match_create(client, ptr::null()) };

@@ -607,10 +607,10 @@ fn datagram_sink(
 ) -> crate::transport::proto::Sink {
     let max_age = shared.config.relay.max_datagram_age;
     Box::new(move |datagram, arrived| {
+        count_in(&datagram);
         let step = match admit(&handle, &limiter, rate::Kind::Datagram, None) {
             Err(step) => step,
             Ok(()) if is_stale(arrived, Instant::now(), max_age) => {
-                metrics::counter!("quicmatch_datagrams_in_total").increment(1);
                 metrics::counter!("quicmatch_datagrams_dropped_total", "reason" => "stale")
                     .increment(1);
                 return;
@@ -763,10 +763,17 @@ fn on_datagram(
     limiter: &Mutex<rate::Limiter>,
     datagram: Bytes,
 ) -> Step {
+    count_in(&datagram);
     if let Err(step) = admit(handle, limiter, rate::Kind::Datagram, None) {
         return step;
     }
     relay_datagram(shared, handle, datagram)
+}
+
+/// Every datagram a session receives, admitted or not.
+fn count_in(datagram: &Bytes) {
+    metrics::counter!("quicmatch_datagrams_in_total").increment(1);
+    metrics::counter!("quicmatch_datagram_bytes_in_total").increment(datagram.len() as u64);
 }
 
 /// Whether a datagram that reached the server at `arrived` waited past `max_age` (zero:
@@ -778,8 +785,6 @@ fn is_stale(arrived: Instant, now: Instant, max_age: Duration) -> bool {
 
 /// Decodes an admitted datagram and relays it to its match or party.
 fn relay_datagram(shared: &Shared, handle: &SessionHandle, datagram: Bytes) -> Step {
-    metrics::counter!("quicmatch_datagrams_in_total").increment(1);
-    metrics::counter!("quicmatch_datagram_bytes_in_total").increment(datagram.len() as u64);
     let result = ClientDatagram::decode(datagram)
         .map_err(|e| ApiError::new(e.code(), e.to_string()))
         .and_then(|d| {

@@ -226,15 +226,17 @@ pub(crate) struct Drops {
     /// Drops of this process's sockets (the clients' endpoints and any proxy): packets
     /// from the server.
     pub(crate) kernel_client_socket_drops: u64,
-    /// The quicmatch server's own datagram drops by `reason` (one per recipient), when
-    /// its metrics were scraped.
+    /// The quicmatch server's own datagram drops by `reason` (one per recipient; `stale`
+    /// one per message received), when its metrics were scraped.
     pub(crate) server_dropped: Option<BTreeMap<String, u64>>,
+    /// Deliveries those drops cost (a `stale` message counts `players - 1`).
     pub(crate) server_dropped_total: Option<u64>,
     /// Datagrams the server received and sent (`quicmatch_datagrams_in_total`, `_out`).
     pub(crate) server_datagrams_in: Option<u64>,
     pub(crate) server_datagrams_out: Option<u64>,
     /// Packets the server shed unread, stale (`quicmatch_io_stale_packets_total`,
-    /// `proto`): each usually one message for `players - 1` receivers.
+    /// `proto`): data, acknowledgements and retransmissions alike, so not subtracted
+    /// from `remaining_lost`.
     pub(crate) server_stale_packets: Option<u64>,
     /// Messages the receivers' SDK dropped itself, stale (waited past its
     /// `max_datagram_age` before the load generator read them), when the players use
@@ -275,12 +277,18 @@ impl Drops {
                 y.3.saturating_sub(x.3),
             )
         });
-        let server_dropped_total = server.as_ref().map(|s| s.0.values().sum::<u64>());
+        // Drops for age are per message received (`fanout` deliveries each); the
+        // others are per recipient.
+        let server_dropped_total = server.as_ref().map(|s| {
+            s.0.iter()
+                .map(|(reason, n)| if reason == "stale" { n * fanout } else { *n })
+                .sum::<u64>()
+        });
         let lost = expected.saturating_sub(delivered);
+        // Packets shed unread are reported, not subtracted: among them are acknowledgements
+        // and retransmissions as well as data, so they are no count of deliveries.
         let stale_packets = server.as_ref().map(|s| s.3);
-        let remaining_lost = lost
-            .saturating_sub(server_dropped_total.unwrap_or(0))
-            .saturating_sub(stale_packets.unwrap_or(0) * fanout);
+        let remaining_lost = lost.saturating_sub(server_dropped_total.unwrap_or(0));
         Self {
             kernel_rcvbuf_errors: ub.rcvbuf_errors.saturating_sub(ua.rcvbuf_errors),
             kernel_in_errors: ub.in_errors.saturating_sub(ua.in_errors),
@@ -443,7 +451,7 @@ quicmatch_datagrams_in_total 1000\n";
         };
         let a = at(100, 5, 1, &[("reader_behind", 2)], 0);
         let b = at(160, 45, 21, &[("reader_behind", 12), ("stale", 30)], 0);
-        let d = Drops::between(&a, &b, 1000, 900, 3);
+        let d = Drops::between(&a, &b, 1000, 900, 1);
         assert_eq!(d.kernel_rcvbuf_errors, 60);
         assert_eq!(d.kernel_server_socket_drops, 40);
         assert_eq!(d.kernel_client_socket_drops, 20);
@@ -454,6 +462,10 @@ quicmatch_datagrams_in_total 1000\n";
         );
         assert_eq!(d.remaining_lost, 60);
         assert!((d.remaining_loss_pct - 6.0).abs() < 1e-9);
+        // A message dropped for age was one for each of `fanout` receivers.
+        let b3 = at(160, 45, 21, &[("reader_behind", 12), ("stale", 20)], 0);
+        let d = Drops::between(&a, &b3, 1000, 900, 3);
+        assert_eq!((d.server_dropped_total, d.remaining_lost), (Some(70), 30));
         // Not scraped: all of the loss remains.
         let bare = Snapshot {
             server: None,
@@ -461,9 +473,9 @@ quicmatch_datagrams_in_total 1000\n";
         };
         let d = Drops::between(&a, &bare, 1000, 900, 3);
         assert_eq!((d.server_dropped_total, d.remaining_lost), (None, 100));
-        // Packets shed unread: each was a message for `fanout` receivers.
+        // Packets shed unread are reported beside, not subtracted.
         let shed = at(160, 45, 21, &[("reader_behind", 12), ("stale", 30)], 10);
-        let d = Drops::between(&a, &shed, 1000, 900, 3);
-        assert_eq!((d.server_stale_packets, d.remaining_lost), (Some(10), 30));
+        let d = Drops::between(&a, &shed, 1000, 900, 1);
+        assert_eq!((d.server_stale_packets, d.remaining_lost), (Some(10), 60));
     }
 }

@@ -208,7 +208,7 @@ pub(crate) struct Args {
     #[arg(long)]
     server_cores: Option<usize>,
     /// Limit every server process this run starts (quicmatch and the baselines) to
-    /// this percent of one core, through a cgroup CPU quota (root): on a machine too
+    /// this percent of one core (10 to 6400), through a cgroup CPU quota (root): on a machine too
     /// small to give the load generator more cores than the server, this makes the
     /// server's knee the one a sweep finds (BENCHMARKS.md, "Shedding past the knee").
     #[arg(long)]

@@ -520,9 +520,11 @@ impl Driver {
                     }
                     // ICMP errors from gone peers surface here; QUIC ignores them.
                     Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::ConnectionReset => {}
+                    // Another error (out of memory for a moment, and the like): the
+                    // socket may still hold packets and its readiness was not cleared,
+                    // so read again next turn rather than wait for a timer.
                     Poll::Ready(Err(e)) => {
                         warn!(error = %e, "UDP receive failed");
-                        more = false;
                         break;
                     }
                 }
@@ -575,6 +577,10 @@ impl Driver {
         }
         let now = Instant::now();
         for p in forwarded.drain(..) {
+            if socket::is_stale(&p.data, p.arrived, now, self.looped.max_age) {
+                metrics::counter!("quicmatch_io_stale_packets_total").increment(1);
+                continue;
+            }
             self.handle_packet(now, p.addr, p.dst_ip, p.ecn, p.arrived, p.data);
         }
         self.forwarded = forwarded;

@@ -102,7 +102,14 @@ impl LoopSocket {
                     .try_io(Interest::READABLE, || reader.recv(&self.io, bufs, out))
                 {
                     Ok(n) => return Poll::Ready(Ok(n)),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                        ) =>
+                    {
+                        continue
+                    }
                     Err(e) => return Poll::Ready(Err(e)),
                 }
             }
@@ -255,6 +262,7 @@ mod stamped {
                 slices.len(),
                 Some(Vec::with_capacity(self.space)),
             );
+            // EINTR comes back as `Interrupted`, which the caller retries.
             let results = recvmmsg(
                 socket.as_raw_fd(),
                 &mut headers,
@@ -285,7 +293,10 @@ mod stamped {
                     dst_ip: None,
                     arrived: now,
                 };
-                // A truncated control buffer loses only the extras: the packet stands.
+                // A truncated control buffer (never seen: the space above holds every
+                // message asked for with room to spare) loses all of them, the segment
+                // size included: the buffer is then taken as one packet, which fails to
+                // decrypt and is dropped like any damaged packet.
                 if let Ok(cmsgs) = msg.cmsgs() {
                     for c in cmsgs {
                         match c {
@@ -329,10 +340,20 @@ mod stamped {
     }
 
     /// The kernel's wall-clock stamp as a point on the monotonic clock: `now` less how
-    /// long before `wall` it was taken. A stamp from the future (the clock was set
-    /// back) counts as now.
+    /// long before `wall` it was taken. A stamp from the future, or one that makes no
+    /// sense (before 1970), counts as now. The stamp and `wall` read the same clock
+    /// microseconds apart, so only a clock step between a packet's arrival and its
+    /// reading (an NTP correction) skews an age, by the size of the step.
     fn arrival(now: Instant, wall: SystemTime, ts: TimeSpec) -> Instant {
-        let stamp = SystemTime::UNIX_EPOCH + Duration::from(ts);
+        let (Ok(secs), Ok(nanos)) = (u64::try_from(ts.tv_sec()), u32::try_from(ts.tv_nsec()))
+        else {
+            return now;
+        };
+        let Some(stamp) =
+            SystemTime::UNIX_EPOCH.checked_add(Duration::new(secs, nanos.min(999_999_999)))
+        else {
+            return now;
+        };
         let waited = wall.duration_since(stamp).unwrap_or_default();
         now.checked_sub(waited).unwrap_or(now)
     }
@@ -353,6 +374,13 @@ mod stamped {
             let at = arrival(now, wall, ts);
             let waited = now - at;
             assert!(waited >= Duration::from_millis(29) && waited <= Duration::from_millis(31));
+        }
+
+        #[test]
+        fn a_stamp_before_1970_is_now() {
+            let now = Instant::now();
+            let ts = TimeSpec::new(-5, 0);
+            assert_eq!(arrival(now, SystemTime::now(), ts), now);
         }
 
         #[test]

@@ -9,15 +9,7 @@
 
 mod common;
 
-use std::{
-    collections::BTreeMap,
-    io::{BufRead, BufReader},
-    net::SocketAddr,
-    path::Path,
-    process::{Child, Command, Stdio},
-    sync::mpsc,
-    time::Duration,
-};
+use std::{collections::BTreeMap, net::SocketAddr, path::Path, process::Command, time::Duration};
 
 use common::init_tracing;
 use quicmatch::runtime::{Dispatcher, Inbound, MatchContext, MatchHandler, MatchInit};
@@ -132,10 +124,7 @@ fn server_process() {
 }
 
 /// A server process and the lines it prints.
-struct Process {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
+struct Process(common::child::Child);
 
 impl Process {
     /// Starts the server; returns it with its address and fingerprint once it is ready.
@@ -145,73 +134,38 @@ impl Process {
             dir.join("data").display(),
             dir.join("certs").display()
         );
-        let mut child = Command::new(std::env::current_exe().expect("exe"))
-            .args([
-                "--exact",
-                "server_process",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD, spec)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn server");
-        let out = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        let process = Self { child, lines };
-        let ready = process.wait_for("READY ");
-        let mut words = ready.split_whitespace().skip(1);
-        let addr = words.next().expect("addr").parse().expect("addr");
-        let fingerprint = words.next().expect("fingerprint").to_owned();
-        (process, addr, fingerprint)
+        let child = common::child::Child::spawn(CHILD, &spec);
+        let (addr, fingerprint) = child.ready(WAIT);
+        (Self(child), addr, fingerprint)
     }
 
     fn wait_for(&self, prefix: &str) -> String {
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.lines.recv_timeout(left) {
-                // libtest may print its own "test ... " before ours on the same line.
-                Ok(line) if line.contains(prefix) => {
-                    return line[line.find(prefix).unwrap_or(0)..].to_owned()
-                }
-                Ok(_) => {}
-                Err(e) => panic!("server never printed {prefix:?}: {e}"),
-            }
-        }
+        self.0.wait_for(prefix, WAIT)
     }
 
     /// SIGKILL: no goodbye, nothing flushed.
     fn kill(mut self) {
-        self.child.kill().expect("kill");
-        let _ = self.child.wait();
+        self.0.process.kill().expect("kill");
+        let _ = self.0.process.wait();
     }
 
     /// SIGTERM, then wait for it to finish.
     fn terminate(mut self) {
-        let pid = self.child.id().to_string();
+        let pid = self.0.process.id().to_string();
         let status = Command::new("kill")
             .args(["-TERM", &pid])
             .status()
             .expect("kill -TERM");
         assert!(status.success());
         self.wait_for("STOPPED");
-        let _ = self.child.wait();
+        let _ = self.0.process.wait();
     }
 }
 
 impl Drop for Process {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.0.process.kill();
+        let _ = self.0.process.wait();
     }
 }
 

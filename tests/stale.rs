@@ -16,13 +16,7 @@
 
 mod common;
 
-use std::{
-    io::{BufRead, BufReader},
-    net::SocketAddr,
-    process::{Child, Command, Stdio},
-    sync::mpsc,
-    time::Duration,
-};
+use std::{net::SocketAddr, time::Duration};
 
 use common::TestServer;
 use quicmatch_client::{ClientConfig, Credentials, Event, MatchId, Socket, Trust};
@@ -60,7 +54,7 @@ fn server_process() {
 
 /// A server process, killed when dropped.
 struct Process {
-    child: Child,
+    child: common::child::Child,
     addr: SocketAddr,
     fingerprint: String,
     _dir: tempfile::TempDir,
@@ -70,40 +64,8 @@ impl Process {
     fn start(max_age: Duration) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let spec = format!("{}|{}", dir.path().display(), max_age.as_millis());
-        let mut child = Command::new(std::env::current_exe().expect("exe"))
-            .args([
-                "--exact",
-                "server_process",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD, spec)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn server");
-        let out = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        let ready = loop {
-            match lines.recv_timeout(WAIT) {
-                // libtest may print its own "test ... " before ours on the same line.
-                Ok(line) if line.contains("READY ") => {
-                    break line[line.find("READY ").unwrap_or(0)..].to_owned()
-                }
-                Ok(_) => {}
-                Err(e) => panic!("server never became ready: {e}"),
-            }
-        };
-        let mut words = ready.split_whitespace().skip(1);
-        let addr = words.next().expect("addr").parse().expect("addr");
-        let fingerprint = words.next().expect("fingerprint").to_owned();
+        let child = common::child::Child::spawn(CHILD, &spec);
+        let (addr, fingerprint) = child.ready(WAIT);
         Self {
             child,
             addr,
@@ -113,7 +75,7 @@ impl Process {
     }
 
     fn signal(&self, signal: nix::sys::signal::Signal) -> nix::Result<()> {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let pid = nix::unistd::Pid::from_raw(self.child.process.id() as i32);
         nix::sys::signal::kill(pid, signal)
     }
 
@@ -122,7 +84,7 @@ impl Process {
     async fn freeze(&self) {
         self.signal(nix::sys::signal::Signal::SIGSTOP)
             .expect("stop the server");
-        let tasks = format!("/proc/{}/task", self.child.id());
+        let tasks = format!("/proc/{}/task", self.child.process.id());
         let deadline = Instant::now() + WAIT;
         loop {
             let stopped = std::fs::read_dir(&tasks)
@@ -167,8 +129,8 @@ impl Drop for Process {
     fn drop(&mut self) {
         // Continued first, so the kill finds a process that can die at once.
         let _ = self.signal(nix::sys::signal::Signal::SIGCONT);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.child.process.kill();
+        let _ = self.child.process.wait();
     }
 }
 

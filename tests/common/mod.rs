@@ -3,6 +3,7 @@
 //! and event helpers that always wait under a timeout.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod child;
 pub mod proxy;
 pub mod storage;
 

@@ -234,7 +234,7 @@ pub fn verify_token(secret: &Secret, token: &str, now: u64) -> Option<SessionCla
 /// Decodes lowercase or uppercase hex; `None` on any other character or an odd length.
 pub fn decode_hex(s: &str) -> Option<Vec<u8>> {
     let s = s.trim();
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())

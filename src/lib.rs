@@ -33,8 +33,11 @@
 //!   behind one interface sessions use.
 //! - `persist`: restart survival: sessions, parties and server-run matches recorded in
 //!   the store and put back at start.
+//! - `cluster`: membership of a cluster of nodes on NATS (`[cluster]`): the node's
+//!   registry entry and its view of the others ([`Stats::cluster_nodes`]).
 
 pub mod auth;
+mod cluster;
 pub mod config;
 pub mod discovery;
 pub mod handlers;
@@ -58,6 +61,7 @@ use std::{
     sync::{atomic::AtomicUsize, Arc},
 };
 
+pub use cluster::ClusterNode;
 pub use config::Config;
 pub use matches::MatchCounts;
 use quicmatch_protocol::{MatchId, Presence};
@@ -91,6 +95,8 @@ pub(crate) struct Shared {
     /// Set at a shutdown whose state was recorded: sessions are closed with
     /// `SERVER_RESTARTING` so clients resume once the server is back.
     pub(crate) restarting: std::sync::atomic::AtomicBool,
+    /// This node's cluster membership (inactive without `cluster.url`).
+    pub(crate) cluster: cluster::Cluster,
 }
 
 /// Configures a [`Server`] before it binds.
@@ -277,6 +283,12 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// The nodes of this node's cluster as it sees them, itself included once it has
+    /// registered; empty when it is not in a cluster (or NATS is out of reach).
+    pub fn cluster_nodes(&self) -> Vec<ClusterNode> {
+        self.shared.cluster.nodes()
+    }
+
     /// Open connections.
     pub fn connections(&self) -> usize {
         self.shared

@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Back up or restore storage objects as JSON lines (with the server stopped:
     /// the store's file is opened by one process at a time).
     #[command(subcommand)]
@@ -105,6 +105,13 @@ struct ServeArgs {
     /// I/O loops of the `proto` transport, one thread and socket each [default: 1].
     #[arg(long, env = "QUICMATCH_WORKERS")]
     workers: Option<usize>,
+    /// Join a cluster of nodes on this NATS server (`nats://HOST:4222`; several:
+    /// comma-separated) [default: none, the node runs alone].
+    #[arg(long, value_name = "URL")]
+    cluster: Option<String>,
+    /// This node's name in the cluster [default: the host's name].
+    #[arg(long, value_name = "NAME")]
+    node_name: Option<String>,
 }
 
 /// How log lines are written.
@@ -148,6 +155,12 @@ impl ServeArgs {
         }
         if let Some(v) = self.workers {
             config.workers = v;
+        }
+        if let Some(v) = &self.cluster {
+            config.cluster.url = Some(v.clone());
+        }
+        if let Some(v) = &self.node_name {
+            config.cluster.node_name = Some(v.clone());
         }
         if self.no_advertise {
             config.advertise = false;

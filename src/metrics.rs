@@ -29,6 +29,7 @@
 //! | `quicmatch_datagram_bytes_in_total` / `quicmatch_datagram_bytes_out_total` | counter | |
 //! | `quicmatch_io_forwarded_total` | counter | (`proto` transport, `workers` > 1: packets one I/O loop handed to the loop owning their connection) |
 //! | `quicmatch_io_forward_drops_total` | counter | (handed-over packets dropped: the owning loop had too many waiting) |
+//! | `quicmatch_cluster_nodes` | gauge | (nodes in this node's cluster, itself included) |
 //! | `quicmatch_io_stale_packets_total` | counter | (`proto` transport: packets of established connections that waited past `relay.max_datagram_age` in the socket and were dropped unread; their senders see loss) |
 //! | `quicmatch_io_send_stalls_total` | counter | (`proto` transport: times a loop's socket refused a packet and the loop waited for it to drain) |
 //! | `quicmatch_reliable_messages_total` | counter | (relayed reliable match data, per recipient) |
@@ -142,6 +143,12 @@ const METRICS: &[(&str, Kind, bool, &str)] = &[
         Kind::Counter,
         PLAIN,
         "Handed-over packets dropped because the owning I/O loop had too many waiting.",
+    ),
+    (
+        "quicmatch_cluster_nodes",
+        Kind::Gauge,
+        PLAIN,
+        "Nodes in this node's cluster as it sees them, itself included.",
     ),
     (
         "quicmatch_io_stale_packets_total",

@@ -272,6 +272,7 @@ pub(crate) fn bind(
         connections: Default::default(),
         storage_limits: crate::storage::WriteLimits::new(&config.storage),
         restarting: Default::default(),
+        cluster: crate::cluster::Cluster::new(&config.cluster),
         config,
     });
     Ok(Server {
@@ -321,6 +322,17 @@ pub(crate) async fn serve(
             },
             cancel.clone(),
         ));
+    }
+    {
+        let address = endpoint.local_addr().unwrap_or(config.listen);
+        let stats = shared.clone();
+        let max = shared.config.session.max_connections.max(1);
+        let load = move || {
+            let sessions = stats.connections.load(Ordering::Relaxed);
+            let per_mille = (sessions.saturating_mul(1000) / max).min(u32::MAX as usize);
+            (sessions.min(u32::MAX as usize) as u32, per_mille as u32)
+        };
+        tracker.spawn(shared.cluster.clone().run(address, load, cancel.clone()));
     }
     let persister = restore(&shared).await;
     tokio::pin!(shutdown);

@@ -159,15 +159,18 @@ fn documented_ranges_are_the_enforced_ones() {
     assert!(fields.len() >= 30, "{fields:#?}");
     let check = |f: &Bounded, v: f64| {
         // The widest idle_timeout, so suspect_after can reach its bounds; a small
-        // datagram_burst and the largest outbound_queue, so both can reach theirs.
+        // datagram_burst and the largest outbound_queue, so both can reach theirs; the
+        // shortest heartbeat and the longest node_ttl, likewise.
         let mut values = Values::new();
-        for (key, value) in [
-            ("idle_timeout", "\"10m\""),
-            ("suspect_after", "\"500ms\""),
-            ("datagram_burst", "32"),
-            ("outbound_queue", "1048576"),
+        for (section, key, value) in [
+            ("session", "idle_timeout", "\"10m\""),
+            ("session", "suspect_after", "\"500ms\""),
+            ("session", "datagram_burst", "32"),
+            ("session", "outbound_queue", "1048576"),
+            ("cluster", "heartbeat", "\"100ms\""),
+            ("cluster", "node_ttl", "\"5m\""),
         ] {
-            values.insert(("session".into(), key.into()), value.into());
+            values.insert((section.into(), key.into()), value.into());
         }
         set(&mut values, f, v);
         let text = to_toml(&values);
@@ -255,6 +258,10 @@ proptest! {
         let queue = picked["session.outbound_queue"].max(2.0 * picked["session.datagram_burst"]);
         let f = fields.iter().find(|f| f.key() == "session.outbound_queue").expect("queue");
         set(&mut values, f, queue);
+        // node_ttl: "at least 3 × `heartbeat`".
+        let ttl = picked["cluster.node_ttl"].max(3.0 * picked["cluster.heartbeat"]);
+        let f = fields.iter().find(|f| f.key() == "cluster.node_ttl").expect("ttl");
+        set(&mut values, f, ttl);
         let text = to_toml(&values);
         let mut config: Config = toml::from_str(&text).expect("parse");
         let certs = tempfile::tempdir().expect("tempdir");

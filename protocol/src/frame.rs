@@ -57,6 +57,34 @@ pub fn encode<T: Serialize>(msg: &T) -> Result<Bytes, EncodeError> {
     Ok(buf.freeze())
 }
 
+/// The version byte in front of every record and message the nodes of a cluster
+/// exchange through NATS ([`encode_peer`]); a node refuses other versions.
+pub const CLUSTER_WIRE_VERSION: u8 = 1;
+
+/// Encodes a record or message for the other nodes of a cluster: the version byte, then
+/// the body as a frame's, under the same [`MAX_FRAME_LEN`] limit.
+pub fn encode_peer<T: Serialize>(msg: &T) -> Result<Bytes, EncodeError> {
+    let mut writer = BytesMut::with_capacity(64).writer();
+    writer.get_mut().put_u8(CLUSTER_WIRE_VERSION);
+    bincode::serde::encode_into_std_write(msg, &mut writer, config())
+        .map_err(|e| EncodeError::Other(e.to_string()))?;
+    let buf = writer.into_inner();
+    if buf.len() - 1 > MAX_FRAME_LEN {
+        return Err(EncodeError::TooLarge);
+    }
+    Ok(buf.freeze())
+}
+
+/// Decodes what [`encode_peer`] wrote: another version is [`DecodeError::Version`], and
+/// the body is held to a frame's limits (bounded, no trailing bytes).
+pub fn decode_peer<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    match bytes.split_first() {
+        Some((&CLUSTER_WIRE_VERSION, body)) => decode_exact(body),
+        Some((&other, _)) => Err(DecodeError::Version(other)),
+        None => Err(DecodeError::Truncated),
+    }
+}
+
 /// Longest frame head [`EventBody::head`] writes: the length prefix, `cid = None`, the
 /// `ServerBody` variant and a `u64` varint.
 pub const MAX_EVENT_HEAD: usize = LEN_PREFIX + 2 + 9;
@@ -269,6 +297,33 @@ mod tests {
 
     fn body_of(frame: &Bytes) -> &[u8] {
         &frame[LEN_PREFIX..]
+    }
+
+    #[test]
+    fn peer_records_round_trip_and_carry_their_version() {
+        #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+        struct Rec {
+            name: String,
+            n: u64,
+        }
+        let rec = Rec {
+            name: "node-a".into(),
+            n: 7,
+        };
+        let bytes = encode_peer(&rec).expect("encode");
+        assert_eq!(bytes[0], CLUSTER_WIRE_VERSION);
+        assert_eq!(decode_peer::<Rec>(&bytes), Ok(rec));
+        let mut other = bytes.to_vec();
+        other[0] = 9;
+        assert_eq!(decode_peer::<Rec>(&other), Err(DecodeError::Version(9)));
+        assert_eq!(decode_peer::<Rec>(&[]), Err(DecodeError::Truncated));
+        let mut trailing = bytes.to_vec();
+        trailing.push(0);
+        assert_eq!(
+            decode_peer::<Rec>(&trailing),
+            Err(DecodeError::TrailingBytes(1))
+        );
+        assert!(decode_peer::<Rec>(&bytes[..bytes.len() - 1]).is_err());
     }
 
     #[test]

@@ -76,6 +76,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// The relay's time bounds.
     pub relay: RelayConfig,
+    /// Joining a cluster of nodes on NATS (off unless `cluster.url` is set).
+    pub cluster: ClusterConfig,
 }
 
 /// The QUIC transport (`transport` in the configuration).
@@ -126,6 +128,7 @@ impl Default for Config {
             party: PartyConfig::default(),
             storage: StorageConfig::default(),
             relay: RelayConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -453,6 +456,46 @@ impl Default for RelayConfig {
     fn default() -> Self {
         Self {
             max_datagram_age: Duration::from_millis(40),
+        }
+    }
+}
+
+/// `[cluster]`: this node's place in a cluster of quicmatch nodes on NATS
+/// (docs/cluster.md). Without `url` the section is ignored and no NATS is needed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ClusterConfig {
+    /// The NATS server(s), `nats://HOST:PORT` (several: comma-separated); `--cluster`.
+    /// Off when absent.
+    pub url: Option<String>,
+    /// This node's name in the cluster, unique: 1 to 32 of `A-Z a-z 0-9 _ -`;
+    /// `--node-name`. Default: the host's name (made to fit).
+    pub node_name: Option<String>,
+    /// The cluster's name, the prefix of its buckets (several clusters can share one
+    /// NATS): 1 to 32 of `A-Z a-z 0-9 _ -`. Default `quicmatch`.
+    pub name: String,
+    /// How often the node renews its entry in the registry (with its load). Default
+    /// `1s`: one small write a second per node is nothing to NATS.
+    /// Range: `100ms` to `10s`.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+    /// A node whose entry was not renewed for this long is lost to the others; it must
+    /// be at least 3 × `heartbeat` and the same on every node (it is the registry
+    /// bucket's expiry). Default `5s`: five missed renewals, like `session.idle_timeout`.
+    /// Range: `300ms` to `5m`.
+    #[serde(with = "humantime_serde")]
+    pub node_ttl: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            node_name: None,
+            name: "quicmatch".into(),
+            heartbeat: Duration::from_secs(1),
+            node_ttl: Duration::from_secs(5),
         }
     }
 }

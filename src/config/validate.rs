@@ -65,6 +65,8 @@ macro_rules! with_bounded_keys {
             range storage.write_queue = 16, 1_000_000;
             range storage.cache_size = 1 << 20, 16 << 30;
             range_duration_or_off relay.max_datagram_age = MS, 10 * SEC;
+            range_duration cluster.heartbeat = 100 * MS, 10 * SEC;
+            range_duration cluster.node_ttl = 300 * MS, 5 * MIN;
         }
     };
 }
@@ -108,6 +110,25 @@ impl Config {
             let below = format!("less than session.idle_timeout = {}", human(s.idle_timeout));
             let (key, v) = ("session.suspect_after", human(s.suspect_after));
             return out_of_range(key, v, "500ms", below);
+        }
+        let c = &self.cluster;
+        if c.node_ttl < 3 * c.heartbeat {
+            let lo = format!("3 × cluster.heartbeat = {}", human(3 * c.heartbeat));
+            return out_of_range("cluster.node_ttl", human(c.node_ttl), lo, "5m");
+        }
+        let cluster_name = |n: &str| {
+            (1..=32).contains(&n.len())
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
+        if !cluster_name(&c.name) {
+            return bad("cluster.name must be 1 to 32 of A-Z a-z 0-9 _ -");
+        }
+        if c.node_name.as_deref().is_some_and(|n| !cluster_name(n)) {
+            return bad("cluster.node_name must be 1 to 32 of A-Z a-z 0-9 _ -");
+        }
+        if c.url.as_deref().is_some_and(|u| u.trim().is_empty()) {
+            return bad("cluster.url must not be empty (leave it out to run alone)");
         }
         let min_queue = 2 * s.datagram_burst as usize; // both in range, so no overflow
         if s.outbound_queue < min_queue {

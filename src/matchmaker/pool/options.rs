@@ -86,11 +86,11 @@ impl TicketSpec {
     pub(super) fn valid_size(&self, size: usize) -> bool {
         self.min_count <= size
             && size <= self.max_count
-            && size % self.count_multiple == 0
+            && size.is_multiple_of(self.count_multiple)
             && match &self.shape {
                 None => true,
                 Some(shape) => {
-                    size % shape.teams == 0
+                    size.is_multiple_of(shape.teams)
                         && shape.composition.as_ref().is_none_or(|(_, values)| {
                             size == shape.teams * values.iter().map(|(_, n)| n).sum::<usize>()
                         })

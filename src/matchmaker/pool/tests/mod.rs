@@ -686,7 +686,7 @@ mod property {
     }
 
     fn accepts(&(_, lo, hi, m): &Shape, size: usize) -> bool {
-        lo <= size && size <= hi && size % m == 0
+        lo <= size && size <= hi && size.is_multiple_of(m)
     }
 
     /// The largest size of a valid group of at least two of `members` (indices into

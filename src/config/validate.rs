@@ -112,8 +112,10 @@ impl Config {
             return out_of_range(key, v, "500ms", below);
         }
         let c = &self.cluster;
-        if c.node_ttl < 3 * c.heartbeat {
-            let lo = format!("3 × cluster.heartbeat = {}", human(3 * c.heartbeat));
+        // Both are in range here, so the product cannot overflow; saturating all the same.
+        let floor = c.heartbeat.saturating_mul(3);
+        if c.node_ttl < floor {
+            let lo = format!("3 × cluster.heartbeat = {}", human(floor));
             return out_of_range("cluster.node_ttl", human(c.node_ttl), lo, "5m");
         }
         let cluster_name = |n: &str| {
@@ -285,13 +287,16 @@ mod tests {
     }
 
     /// The widest `idle_timeout`, so `suspect_after` can reach its bounds; a small
-    /// `datagram_burst` and the largest `outbound_queue`, so both can reach theirs.
+    /// `datagram_burst` and the largest `outbound_queue`, so both can reach theirs; the
+    /// shortest `heartbeat` and the longest `node_ttl`, likewise.
     fn base() -> Config {
         let mut c = Config::default();
         c.session.idle_timeout = 10 * MIN;
         c.session.suspect_after = 500 * MS;
         c.session.datagram_burst = 32;
         c.session.outbound_queue = 1 << 20;
+        c.cluster.heartbeat = 100 * MS;
+        c.cluster.node_ttl = 5 * MIN;
         c
     }
 
@@ -338,6 +343,23 @@ mod tests {
         );
         c.matches.snapshot_interval = Duration::ZERO;
         c.validate().expect("0s turns snapshots off");
+        c.cluster.heartbeat = 200 * MS;
+        c.cluster.node_ttl = 599 * MS;
+        rejects(
+            &c,
+            "cluster.node_ttl = 599ms is out of range (3 × cluster.heartbeat = 600ms to 5m)",
+        );
+        c.cluster.node_ttl = 600 * MS;
+        c.validate().expect("3 × heartbeat");
+        c.cluster.name = "a.b".into();
+        rejects(&c, "cluster.name must be 1 to 32 of A-Z a-z 0-9 _ -");
+        c.cluster.name = "prod".into();
+        c.cluster.node_name = Some(String::new());
+        rejects(&c, "cluster.node_name must be 1 to 32 of A-Z a-z 0-9 _ -");
+        c.cluster.node_name = Some("x".repeat(33));
+        rejects(&c, "cluster.node_name must be 1 to 32 of A-Z a-z 0-9 _ -");
+        c.cluster.node_name = Some("node-1".into());
+        c.validate().expect("a good name");
         for (line, range) in [
             ("outbound_queue = 9000000000000000000", "64 to 1048576"),
             ("idle_timeout = \"1000years\"", "2s to 10m"),
@@ -370,7 +392,8 @@ mod tests {
             }
             let s = &c.session;
             let rules = s.suspect_after < s.idle_timeout
-                && s.outbound_queue >= 2 * s.datagram_burst as usize;
+                && s.outbound_queue >= 2 * s.datagram_burst as usize
+                && c.cluster.heartbeat.checked_mul(3).is_some_and(|m| c.cluster.node_ttl >= m);
             let in_range = rules && fields.iter().all(|f| f.set(&mut c.clone(), None));
             prop_assert_eq!(c.validate().is_ok(), in_range, "{:?}", c);
         }

@@ -1,8 +1,9 @@
 //! Cluster membership end to end, on a real `nats-server -js`: nodes register in the
 //! registry and see each other; a polite stop is seen at once; a node killed with
 //! SIGKILL is lost once its entry goes unrenewed for `node_ttl`; a name a live node
-//! holds is refused to a second process; and a node whose NATS is down at start serves
-//! its players alone and joins once NATS is there.
+//! holds is refused to a second process; a node whose NATS is down at start serves
+//! its players alone and joins once NATS is there; and after NATS is killed and started
+//! again, the nodes find each other and a newcomer again.
 //!
 //! The killed node runs as this test binary started again with [`CHILD`] set: only
 //! [`server_process`] then does anything, and it serves until it is killed.
@@ -165,4 +166,27 @@ async fn without_nats_a_node_serves_alone_and_joins_when_nats_is_back() {
     assert!(a.stats.cluster_nodes().is_empty());
     nats.restart();
     sees(&a.stats, &["node-a"], "a joins once NATS is there").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_comes_back_after_a_nats_restart() {
+    let Some(mut nats) = Nats::start() else {
+        return;
+    };
+    let a = TestServer::start_with(node_config(&nats.url(), "node-a")).await;
+    let b = TestServer::start_with(node_config(&nats.url(), "node-b")).await;
+    sees(&a.stats, &["node-a", "node-b"], "a sees b").await;
+    // NATS killed and started again on the same port and store.
+    nats.restart();
+    // A node that joins afterwards is seen: the watch follows the new server.
+    let c = TestServer::start_with(node_config(&nats.url(), "node-c")).await;
+    let all = ["node-a", "node-b", "node-c"];
+    for (s, name) in [(&a, "a"), (&b, "b"), (&c, "c")] {
+        sees(
+            &s.stats,
+            &all,
+            &format!("{name} sees all three after the restart"),
+        )
+        .await;
+    }
 }

@@ -120,12 +120,45 @@ pub(crate) struct Lane {
     pub(crate) slot: u32,
 }
 
-/// Frames taken for writing: the control stream's chunks, and each lane's.
+/// Frames taken for writing: the control stream's chunks, and each lane's. A session
+/// keeps one and refills it ([`Outbound::take_into`]), so a wake-up allocates nothing
+/// once its buffers have grown.
 #[derive(Debug, Default)]
 pub(crate) struct Taken {
     pub(crate) control: Vec<Bytes>,
     pub(crate) lanes: Vec<(Lane, Vec<Bytes>)>,
+    /// Emptied lane buffers, for the next lanes taken.
+    spare: Vec<Vec<Bytes>>,
 }
+
+impl Taken {
+    /// Empties it, keeping its buffers.
+    pub(crate) fn clear(&mut self) {
+        self.control.clear();
+        for (_, mut chunks) in self.lanes.drain(..) {
+            if chunks.capacity() > 0 && self.spare.len() < SPARE_LANE_BUFFERS {
+                chunks.clear();
+                self.spare.push(chunks);
+            }
+        }
+    }
+
+    /// The chunks of `lane`, added after the lanes taken so far when it is new.
+    fn lane(&mut self, lane: Lane) -> &mut Vec<Bytes> {
+        let at = match self.lanes.iter().position(|(l, _)| *l == lane) {
+            Some(at) => at,
+            None => {
+                let chunks = self.spare.pop().unwrap_or_default();
+                self.lanes.push((lane, chunks));
+                self.lanes.len() - 1
+            }
+        };
+        &mut self.lanes[at].1
+    }
+}
+
+/// Most emptied lane buffers a [`Taken`] keeps for reuse.
+const SPARE_LANE_BUFFERS: usize = 16;
 
 /// How the connection being served speaks.
 #[derive(Debug, Clone, Copy)]
@@ -316,8 +349,16 @@ impl Outbound {
     /// sent: lane frames grouped by lane when the connection `speaks` lanes, the rest
     /// (all, otherwise) for the control stream. Lane bytes count as unsent until their
     /// stream takes them ([`lane_written`](Self::lane_written)).
+    #[cfg(test)]
     pub(crate) fn take(&self, max: usize, speaks: Speaks, now: Instant) -> Taken {
-        self.take_up_to(max, u64::MAX, speaks, now)
+        let mut taken = Taken::default();
+        self.take_into(&mut taken, max, speaks, now);
+        taken
+    }
+
+    /// Like [`take`](Self::take), into `taken` (emptied first), reusing its buffers.
+    pub(crate) fn take_into(&self, taken: &mut Taken, max: usize, speaks: Speaks, now: Instant) {
+        self.take_up_to(taken, max, u64::MAX, speaks, now);
     }
 
     /// Records where the queue stood when the server began shutting down.
@@ -330,33 +371,25 @@ impl Outbound {
     /// when there is no mark).
     pub(crate) fn take_before_shutdown(&self, max: usize, speaks: Speaks, now: Instant) -> Taken {
         let until = self.lock().shutdown_mark.unwrap_or(0);
-        self.take_up_to(max, until, speaks, now)
+        let mut taken = Taken::default();
+        self.take_up_to(&mut taken, max, until, speaks, now);
+        taken
     }
 
     /// Up to `max` unsent frames numbered below `until`.
-    fn take_up_to(&self, max: usize, until: u64, speaks: Speaks, now: Instant) -> Taken {
+    fn take_up_to(&self, taken: &mut Taken, max: usize, until: u64, speaks: Speaks, now: Instant) {
+        taken.clear();
         let mut st = self.lock();
         let start = st.frames.len() - st.unsent_frames;
         let below = usize::try_from(until.saturating_sub(st.first_unsent)).unwrap_or(usize::MAX);
         let n = st.unsent_frames.min(max).min(below);
-        let mut taken = Taken {
-            control: Vec::with_capacity(2 * n),
-            lanes: Vec::new(),
-        };
         let (mut moved, mut laned) = (0, 0);
         let seq_of = |q: &Queued| speaks.sequenced.then_some(q.seq);
         for q in st.frames.range(start..start + n) {
             let chunks = match q.lane.filter(|_| speaks.lanes) {
                 Some(lane) => {
                     laned += q.cost();
-                    match taken.lanes.iter_mut().find(|(l, _)| *l == lane) {
-                        Some((_, chunks)) => chunks,
-                        None => {
-                            taken.lanes.push((lane, Vec::new()));
-                            let last = taken.lanes.len() - 1;
-                            &mut taken.lanes[last].1
-                        }
-                    }
+                    taken.lane(lane)
                 }
                 None => &mut taken.control,
             };
@@ -380,7 +413,6 @@ impl Outbound {
         if more {
             self.wake.notify_one();
         }
-        taken
     }
 
     /// Prepares a resume: the client processed everything up to `last_seq`, so what

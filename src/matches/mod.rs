@@ -481,7 +481,7 @@ impl MatchTable {
     }
 
     /// Points a resumed session's memberships at its new connection.
-    pub fn rebind(&self, session: &SessionHandle, joined: &std::collections::HashSet<MatchId>) {
+    pub fn rebind(&self, session: &SessionHandle, joined: &rustc_hash::FxHashSet<MatchId>) {
         let mut state = self.lock();
         for id in joined {
             if let Some(m) = state.matches.get_mut(id) {
@@ -498,7 +498,7 @@ impl MatchTable {
     pub fn infos(
         &self,
         session: SessionId,
-        joined: &std::collections::HashSet<MatchId>,
+        joined: &rustc_hash::FxHashSet<MatchId>,
     ) -> Vec<MatchInfo> {
         let state = self.read();
         joined

@@ -16,12 +16,13 @@
 //! never switches streams and overtakes itself.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{hash_map::Entry, HashSet},
     sync::Arc,
 };
 
 use bytes::Bytes;
 use quicmatch_protocol::{MatchId, LANE_STREAM, MAX_LANES};
+use rustc_hash::{FxHashMap, FxHashSet};
 use tokio::sync::mpsc;
 use tracing::debug;
 
@@ -44,7 +45,9 @@ enum Writer {
 pub(super) struct Lanes {
     conn: Conn,
     outbound: Arc<Outbound>,
-    open: HashMap<Lane, Writer>,
+    /// Looked up for every lane of every batch, so with a cheap hasher: the keys are
+    /// server-made (match ids, slots) and at most [`MAX_LANES`] per connection.
+    open: FxHashMap<Lane, Writer>,
     /// Pairs that found no free lane: the control stream carries them from then on.
     on_control: HashSet<Lane>,
 }
@@ -58,30 +61,35 @@ impl Lanes {
         Self {
             conn,
             outbound,
-            open: HashMap::new(),
+            open: FxHashMap::default(),
             on_control: HashSet::new(),
         }
     }
 
     /// Hands each lane its chunks, opening lanes on first use; a pair without a lane
     /// goes to the end of `control`.
-    pub(super) fn route(&mut self, lanes: Vec<(Lane, Vec<Bytes>)>, control: &mut Vec<Bytes>) {
-        for (lane, mut chunks) in lanes {
-            let bytes = size(&chunks);
-            if self.on_control.contains(&lane) {
+    /// The chunks are written from `lanes` in place; what a lane's stream did not take
+    /// is moved out. The caller empties it afterwards ([`Taken::clear`](crate::outbound::Taken::clear)), keeping its
+    /// buffers.
+    pub(super) fn route(&mut self, lanes: &mut [(Lane, Vec<Bytes>)], control: &mut Vec<Bytes>) {
+        for (lane, chunks) in lanes.iter_mut() {
+            let lane = *lane;
+            let bytes = size(chunks);
+            if !self.on_control.is_empty() && self.on_control.contains(&lane) {
                 self.outbound.lane_written(bytes);
-                control.extend(chunks);
+                control.append(chunks);
                 continue;
             }
-            let writer = match self.open.remove(&lane) {
-                Some(writer) => writer,
-                None if self.open.len() >= MAX_LANES as usize => {
+            let full = self.open.len() >= MAX_LANES as usize;
+            let writer = match self.open.entry(lane) {
+                Entry::Occupied(entry) => entry.into_mut(),
+                Entry::Vacant(_) if full => {
                     self.on_control.insert(lane);
                     self.outbound.lane_written(bytes);
-                    control.extend(chunks);
+                    control.append(chunks);
                     continue;
                 }
-                None => match self.conn.try_open_uni() {
+                Entry::Vacant(entry) => entry.insert(match self.conn.try_open_uni() {
                     Some(Ok(stream)) => {
                         chunks.insert(0, Bytes::from_static(&[LANE_STREAM]));
                         Writer::Direct(stream)
@@ -100,60 +108,18 @@ impl Lanes {
                         ));
                         Writer::Task(tx)
                     }
-                },
+                }),
             };
-            let writer = self.write(writer, chunks, bytes);
-            self.open.insert(lane, writer);
-        }
-    }
-
-    /// Writes `chunks` (`bytes` of frames, as `take` counted them) through `writer`;
-    /// returns how the lane is written from now on.
-    fn write(&self, writer: Writer, mut chunks: Vec<Bytes>, bytes: usize) -> Writer {
-        match writer {
-            Writer::Direct(mut stream) => match stream.write_now(&mut chunks) {
-                Ok(true) => {
-                    self.outbound.lane_written(bytes);
-                    Writer::Direct(stream)
-                }
-                Ok(false) => {
-                    // The stream is full: a task writes the rest, then what follows.
-                    let rest: Vec<Bytes> = chunks.into_iter().filter(|c| !c.is_empty()).collect();
-                    let left = size(&rest).min(bytes);
-                    self.outbound.lane_written(bytes - left);
-                    let (tx, rx) = mpsc::unbounded_channel();
-                    tokio::spawn(run(Opening::Open(stream), self.outbound.clone(), rx));
-                    // The rest goes first; a send on a fresh channel cannot fail.
-                    let _ = tx.send(rest);
-                    Writer::Task(tx)
-                }
-                Err(e) => {
-                    debug!(error = %e, "lane stream failed");
-                    self.outbound.lane_written(bytes);
-                    Writer::Failed
-                }
-            },
-            Writer::Task(tx) => {
-                if tx.send(chunks).is_err() {
-                    // The lane's task ended (its stream failed): the frames are in the
-                    // replay buffer for a resume either way.
-                    self.outbound.lane_written(bytes);
-                    Writer::Failed
-                } else {
-                    Writer::Task(tx)
-                }
-            }
-            Writer::Failed => {
-                // A lane whose stream failed is not opened again: the connection is
-                // going, and a new stream could overtake what the old one lost.
-                self.outbound.lane_written(bytes);
-                Writer::Failed
-            }
+            let current = std::mem::replace(writer, Writer::Failed);
+            *writer = write(&self.outbound, current, chunks, bytes);
         }
     }
 
     /// Closes the lanes of matches the session is no longer in.
-    pub(super) fn retain(&mut self, joined: &HashSet<MatchId>) {
+    pub(super) fn retain(&mut self, joined: &FxHashSet<MatchId>) {
+        if self.open.is_empty() {
+            return;
+        }
         self.open.retain(|lane, writer| {
             let keep = joined.contains(&lane.match_id);
             if !keep {
@@ -163,6 +129,56 @@ impl Lanes {
             }
             keep
         });
+    }
+}
+
+/// Writes `chunks` (`bytes` of frames, as `take` counted them) through `writer`;
+/// returns how the lane is written from now on.
+fn write(
+    outbound: &Arc<Outbound>,
+    writer: Writer,
+    chunks: &mut Vec<Bytes>,
+    bytes: usize,
+) -> Writer {
+    match writer {
+        Writer::Direct(mut stream) => match stream.write_now(chunks) {
+            Ok(true) => {
+                outbound.lane_written(bytes);
+                Writer::Direct(stream)
+            }
+            Ok(false) => {
+                // The stream is full: a task writes the rest, then what follows.
+                let rest: Vec<Bytes> = chunks.drain(..).filter(|c| !c.is_empty()).collect();
+                let left = size(&rest).min(bytes);
+                outbound.lane_written(bytes - left);
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(run(Opening::Open(stream), outbound.clone(), rx));
+                // The rest goes first; a send on a fresh channel cannot fail.
+                let _ = tx.send(rest);
+                Writer::Task(tx)
+            }
+            Err(e) => {
+                debug!(error = %e, "lane stream failed");
+                outbound.lane_written(bytes);
+                Writer::Failed
+            }
+        },
+        Writer::Task(tx) => {
+            if tx.send(std::mem::take(chunks)).is_err() {
+                // The lane's task ended (its stream failed): the frames are in the
+                // replay buffer for a resume either way.
+                outbound.lane_written(bytes);
+                Writer::Failed
+            } else {
+                Writer::Task(tx)
+            }
+        }
+        Writer::Failed => {
+            // A lane whose stream failed is not opened again: the connection is
+            // going, and a new stream could overtake what the old one lost.
+            outbound.lane_written(bytes);
+            Writer::Failed
+        }
     }
 }
 

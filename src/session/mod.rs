@@ -9,7 +9,6 @@
 //! `Match` reply before any event of that match.
 
 use std::{
-    collections::HashSet,
     sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
@@ -22,6 +21,7 @@ use quicmatch_protocol::{
     frame::{self, FrameCodec, FrameError},
     CloseCode, Credentials, ErrorCode, Presence, Request, SessionId, ALPN_V2, ALPN_V3,
 };
+use rustc_hash::FxHashSet;
 use tokio_util::{codec::FramedRead, sync::CancellationToken};
 use tracing::{debug, info, info_span, Instrument as _};
 
@@ -36,7 +36,7 @@ pub use crate::outbound::SessionHandle;
 use crate::{
     auth::{self, AuthError},
     handlers::{self, ApiError},
-    outbound::{self, close, Outbound},
+    outbound::{self, close, Outbound, Taken},
     transport::{Conn, RecvStream, SendStream},
     Shared,
 };
@@ -74,7 +74,9 @@ pub(crate) struct SessionState {
     /// budget on the I/O thread.
     limiter: Arc<Mutex<rate::Limiter>>,
     /// Matches this session is in, so a disconnect leaves each of them.
-    pub(crate) joined: HashSet<quicmatch_protocol::MatchId>,
+    /// Checked on every outbound batch (lanes of left matches close), so with a cheap
+    /// hasher: server-made ids, at most `matches.max_per_session` of them.
+    pub(crate) joined: FxHashSet<quicmatch_protocol::MatchId>,
 }
 
 impl SessionState {
@@ -89,7 +91,7 @@ impl SessionState {
                     &shared.config.session,
                 ))),
             },
-            joined: HashSet::new(),
+            joined: FxHashSet::default(),
             limiter: Arc::new(Mutex::new(rate::Limiter::new(
                 &shared.config.session,
                 Instant::now(),
@@ -336,7 +338,7 @@ fn start(shared: &Shared, conn: &Conn, who: Who) -> (SessionState, bool) {
                         &shared.config.session,
                     ))),
                 },
-                joined: HashSet::new(),
+                joined: FxHashSet::default(),
                 limiter: Arc::new(Mutex::new(rate::Limiter::new(
                     &shared.config.session,
                     Instant::now(),
@@ -451,6 +453,7 @@ async fn serve(shared: Arc<Shared>, conn: Conn, shutdown: CancellationToken, aut
         false
     };
     let mut waiting: Option<Waiting> = None;
+    let mut taken = Taken::default();
     while alive {
         let mut replies: Vec<Bytes> = Vec::new();
         tokio::select! {
@@ -460,12 +463,12 @@ async fn serve(shared: Arc<Shared>, conn: Conn, shutdown: CancellationToken, aut
                 // before the close, unless a join's reply is still due first.
                 if !waiting.as_ref().is_some_and(|w| w.holds) {
                     for _ in 0..SHUTDOWN_FLUSH_BATCHES {
-                        let taken = outbound.take_before_shutdown(WRITE_BATCH, speaks, Instant::now());
+                        let mut taken = outbound.take_before_shutdown(WRITE_BATCH, speaks, Instant::now());
                         if taken.control.is_empty() && taken.lanes.is_empty() {
                             break;
                         }
                         pending.extend(taken.control);
-                        lanes.route(taken.lanes, &mut pending);
+                        lanes.route(&mut taken.lanes, &mut pending);
                     }
                 }
                 let _ = tokio::time::timeout(SHUTDOWN_FLUSH, send.write_all_chunks(&mut pending)).await;
@@ -502,10 +505,12 @@ async fn serve(shared: Arc<Shared>, conn: Conn, shutdown: CancellationToken, aut
                 replies.extend(handlers::reply_frame(&state.handle, cid, outcome));
             }
             () = outbound.wake.notified(), if pending.is_empty() && !waiting.as_ref().is_some_and(|w| w.holds) => {
-                let taken = outbound.take(WRITE_BATCH, speaks, Instant::now());
-                pending = taken.control;
+                outbound.take_into(&mut taken, WRITE_BATCH, speaks, Instant::now());
+                // `pending` is empty here: the two swap buffers, both keeping theirs.
+                std::mem::swap(&mut pending, &mut taken.control);
                 lanes.retain(&state.joined);
-                lanes.route(taken.lanes, &mut pending);
+                lanes.route(&mut taken.lanes, &mut pending);
+                taken.clear();
             }
             _ = tick.tick() => match liveness.check(&shared, &state.handle, &conn) {
                 Verdict::Alive => {}

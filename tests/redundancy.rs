@@ -1,5 +1,7 @@
 //! Redundant unreliable data end to end: every message arrives once and in order, and
-//! with loss on the sender's link, repeats recover what plain datagrams lose.
+//! with loss on the sender's link, repeats recover what plain datagrams lose; a
+//! repeated datagram (`repeat_after`) is sent twice, delivered once, and skipped when a
+//! newer message went out first.
 
 mod common;
 
@@ -10,24 +12,32 @@ use common::{
     proxy::{Impairment, Proxy},
     TestServer,
 };
-use quicmatch_client::{Event, MatchId, SendOptions, Socket};
+use quicmatch_client::{Event, MatchId, SendOptions, Socket, MAX_REPEAT_DELAY};
+use quicmatch_protocol::{datagram::RelayHeader, ErrorCode, Request, Response, ServerBody};
 use tokio::time::{interval, timeout, Instant};
 
 const POS: i64 = 3;
 
 /// Sends `n` numbered messages, 2 ms apart, with `redundancy` (0: plain datagrams).
 async fn send_numbered(s: &Socket, id: MatchId, n: u32, redundancy: usize) {
-    let mut tick = interval(Duration::from_millis(2));
+    send_every(
+        s,
+        id,
+        n,
+        Duration::from_millis(2),
+        SendOptions::unreliable().redundancy(redundancy),
+    )
+    .await;
+}
+
+/// Sends `n` numbered messages, `every` apart, as `options` say.
+async fn send_every(s: &Socket, id: MatchId, n: u32, every: Duration, options: SendOptions) {
+    let mut tick = interval(every);
     for i in 1..=n {
         tick.tick().await;
-        s.send_match_data_with(
-            id,
-            POS,
-            i.to_be_bytes().to_vec(),
-            SendOptions::unreliable().redundancy(redundancy),
-        )
-        .await
-        .expect("send");
+        s.send_match_data_with(id, POS, i.to_be_bytes().to_vec(), options.clone())
+            .await
+            .expect("send");
     }
 }
 
@@ -76,7 +86,7 @@ async fn redundant_messages_arrive_once_and_in_order() {
         )
         .await
         .expect_err("at most 3");
-    assert_eq!(err.code(), Some(quicmatch_client::ErrorCode::BAD_INPUT));
+    assert_eq!(err.code(), Some(ErrorCode::BAD_INPUT));
 }
 
 #[tokio::test]
@@ -119,4 +129,150 @@ async fn repeats_recover_what_a_lossy_link_drops() {
         "redundant delivered {} of 300",
         redundant.len()
     );
+}
+
+#[tokio::test]
+async fn a_repeat_recovers_the_newest_state_before_the_next_send() {
+    let server = TestServer::start().await;
+    let lossy = Impairment {
+        loss: 0.2,
+        ..Impairment::CLEAN
+    };
+    let proxy = Proxy::start(server.addr, lossy, 11).await;
+    let mut config = server.client_config("alice");
+    config.server = proxy.addr;
+    let alice = timeout(Duration::from_secs(30), Socket::connect(config))
+        .await
+        .expect("connect in time")
+        .expect("connect through the lossy link");
+    let bob = server.client("bob").await;
+    let game = alice.create_match(None).await.expect("create");
+    bob.join_match(game.match_id).await.expect("join");
+
+    // A message every 50 ms, no redundancy: only the repeat, 5 ms later, can bring a
+    // message whose datagram was lost, and it does so long before the next message.
+    let every = Duration::from_millis(50);
+    let repeated = SendOptions::unreliable().repeat_after(Duration::from_millis(5));
+    let receive = async {
+        let mut got = Vec::new();
+        let mut late = 0;
+        let start = Instant::now();
+        let deadline = start + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            match timeout(Duration::from_millis(1000), bob.next_event()).await {
+                Ok(Some(Event::MatchData(d))) if d.op_code == POS => {
+                    let n = u32::from_be_bytes(d.data.as_ref().try_into().expect("4 bytes"));
+                    // Message n is sent about n x 50 ms after the first: it arrived
+                    // before message n + 1 was even sent.
+                    if start.elapsed() > every * n + every / 2 {
+                        late += 1;
+                    }
+                    got.push(n);
+                    if n == 200 {
+                        break;
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("disconnected"),
+                Err(_) => break,
+            }
+        }
+        (got, late)
+    };
+    let (_, (got, late)) = tokio::join!(
+        send_every(&alice, game.match_id, 200, every, repeated),
+        receive
+    );
+    assert!(
+        got.windows(2).all(|w| w[0] < w[1]),
+        "in order, once: {got:?}"
+    );
+    // 20 % loss: plain datagrams would lose about 40 of 200; with a repeat a message is
+    // lost only with both of its datagrams (about 4 %).
+    assert!(got.len() >= 180, "delivered {} of 200", got.len());
+    assert!(late <= 10, "{late} messages came after the next send");
+}
+
+#[tokio::test]
+async fn a_repeat_is_sent_once_and_only_while_its_message_is_the_newest() {
+    let server = TestServer::start().await;
+    let alice = server.client("alice").await;
+    let game = alice.create_match(None).await.expect("create");
+    // Bob reads raw datagrams, so every copy the server relays is seen.
+    let mut bob = server.raw_session("bob").await;
+    let reply = bob
+        .request(
+            Some(1),
+            Request::MatchJoin {
+                match_id: game.match_id,
+            },
+        )
+        .await;
+    let ServerBody::Response(Response::Match(_)) = reply.body else {
+        panic!("expected a match, got {reply:?}");
+    };
+    next_event(&alice, "bob joins").await;
+    let copies = |bob: &common::RawSession, want: usize| {
+        let conn = bob.conn.clone();
+        async move {
+            let mut seen = Vec::new();
+            while seen.len() < want {
+                let d = timeout(Duration::from_secs(10), conn.read_datagram())
+                    .await
+                    .expect("a datagram in time")
+                    .expect("connection open");
+                let (header, payload) = RelayHeader::decode(d).expect("decode");
+                assert!(header.bundle, "a repeated message travels as a bundle");
+                let bundle = quicmatch_protocol::bundle::decode(payload).expect("bundle");
+                seen.push(bundle[0].msg_seq);
+            }
+            // Nothing more comes.
+            assert!(
+                timeout(Duration::from_millis(300), conn.read_datagram())
+                    .await
+                    .is_err(),
+                "more copies than {want}: {seen:?}"
+            );
+            seen
+        }
+    };
+
+    // Far apart: each message goes twice.
+    let (_, seen) = tokio::join!(
+        send_every(
+            &alice,
+            game.match_id,
+            3,
+            Duration::from_millis(100),
+            SendOptions::unreliable().repeat_after(Duration::from_millis(20)),
+        ),
+        copies(&bob, 6)
+    );
+    assert_eq!(seen, vec![1, 1, 2, 2, 3, 3]);
+
+    // Faster than the repeat delay: each message is overtaken by the next, so only the
+    // last one is repeated.
+    let (_, seen) = tokio::join!(
+        send_every(
+            &alice,
+            game.match_id,
+            5,
+            Duration::from_millis(5),
+            SendOptions::unreliable().repeat_after(Duration::from_millis(200)),
+        ),
+        copies(&bob, 6)
+    );
+    assert_eq!(seen, vec![4, 5, 6, 7, 8, 8]);
+
+    // A repeat later than the bound is refused locally.
+    let err = alice
+        .send_match_data_with(
+            game.match_id,
+            POS,
+            b"x".to_vec(),
+            SendOptions::unreliable().repeat_after(MAX_REPEAT_DELAY + Duration::from_millis(1)),
+        )
+        .await
+        .expect_err("too late");
+    assert_eq!(err.code(), Some(ErrorCode::BAD_INPUT));
 }

@@ -26,6 +26,11 @@ pub(crate) struct Sent {
 }
 
 impl Sent {
+    /// The `msg_seq` of the newest message numbered (0 before the first).
+    pub(crate) fn last(&self) -> u64 {
+        self.last
+    }
+
     /// Numbers a new message and returns the bundle that carries it and up to `k`
     /// previous ones; `None` when the message alone does not fit a datagram.
     pub(crate) fn bundle(&mut self, op_code: i64, data: Bytes, k: usize) -> Option<Bytes> {

@@ -84,13 +84,14 @@ impl Socket {
     ) -> Result<(), RequestError> {
         let options = options.into();
         let presences = presences.or(options.targets.as_deref());
-        if !options.reliable && options.redundancy > 0 {
+        if !options.reliable && (options.redundancy > 0 || options.repeat.is_some()) {
             return self.send_redundant(
                 match_id,
                 op_code,
                 data.into(),
                 presences,
                 options.redundancy,
+                options.repeat,
             );
         }
         self.send_plain(match_id, op_code, data.into(), options.reliable, presences)

@@ -1,6 +1,8 @@
 //! Sending match data with an options value rather than a bare `bool`: how it travels
 //! (a datagram or the reliable stream), to whom, and with how much redundancy.
 
+use std::{sync::Arc, time::Duration};
+
 use bytes::Bytes;
 use quicmatch_protocol::{bundle::MAX_REDUNDANCY, datagram, ErrorCode, MatchId, Presence};
 
@@ -19,7 +21,14 @@ pub struct SendOptions {
     /// Unreliable data only: how many of this socket's previous redundant messages to
     /// that match each datagram repeats (0 to 3; see [`redundancy`](Self::redundancy)).
     pub redundancy: usize,
+    /// Unreliable data only: send each datagram a second time this long after the first
+    /// (see [`repeat_after`](Self::repeat_after)).
+    pub repeat: Option<Duration>,
 }
+
+/// The longest [`SendOptions::repeat_after`] delay: a repeat later than this would be
+/// older than anything a game still renders.
+pub const MAX_REPEAT_DELAY: Duration = Duration::from_secs(1);
 
 impl SendOptions {
     /// A datagram to every other member.
@@ -33,6 +42,7 @@ impl SendOptions {
             reliable: true,
             targets: None,
             redundancy: 0,
+            repeat: None,
         }
     }
 
@@ -45,6 +55,24 @@ impl SendOptions {
     /// together (the repeats that do not fit are left out). Ignored for reliable data.
     pub fn redundancy(mut self, k: usize) -> Self {
         self.redundancy = k;
+        self
+    }
+
+    /// Loss-tolerant unreliable data that stays fresh: the datagram is sent again
+    /// `delay` after the first time (at most [`MAX_REPEAT_DELAY`]), unless this socket
+    /// sent a newer redundant message to the match meanwhile (whose datagram carries
+    /// the newer state, and with [`redundancy`](Self::redundancy) this one too).
+    /// Receivers using this SDK deliver the message once.
+    ///
+    /// Redundancy recovers a lost message only with the next one, a send interval
+    /// later, when the receiver holds the newer message anyway: it restores delivery,
+    /// not freshness. A repeat recovers the newest state `delay` after it was lost, so
+    /// what a receiver renders stays as fresh as on a clean link; the price is twice the
+    /// datagrams (upload, and relay work on the server). Pick a delay well below the
+    /// send interval: a few milliseconds still outlasts most short loss bursts. Ignored
+    /// for reliable data.
+    pub fn repeat_after(mut self, delay: Duration) -> Self {
+        self.repeat = Some(delay);
         self
     }
 
@@ -92,7 +120,8 @@ impl Socket {
 
 impl Socket {
     /// A bundle datagram: the new message and up to `k` previous ones (see
-    /// [`SendOptions::redundancy`]).
+    /// [`SendOptions::redundancy`]), sent again after `repeat` if given (see
+    /// [`SendOptions::repeat_after`]).
     pub(crate) fn send_redundant(
         &self,
         match_id: MatchId,
@@ -100,6 +129,7 @@ impl Socket {
         data: Bytes,
         presences: Option<&[Presence]>,
         k: usize,
+        repeat: Option<Duration>,
     ) -> Result<(), RequestError> {
         if k > MAX_REDUNDANCY {
             return Err(RequestError::local(
@@ -107,7 +137,16 @@ impl Socket {
                 format!("redundancy is at most {MAX_REDUNDANCY}"),
             ));
         }
-        let datagram = {
+        if repeat.is_some_and(|d| d > MAX_REPEAT_DELAY) {
+            return Err(RequestError::local(
+                ErrorCode::BAD_INPUT,
+                format!(
+                    "a repeat is at most {} ms after its datagram",
+                    MAX_REPEAT_DELAY.as_millis()
+                ),
+            ));
+        }
+        let (datagram, msg_seq) = {
             let mut state = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
             let Some((handle, targets)) = state.route(match_id, presences) else {
                 return Err(RequestError::local(
@@ -115,19 +154,44 @@ impl Socket {
                     "this socket is not in that match",
                 ));
             };
-            let bundle = state
-                .sent
-                .entry(match_id)
-                .or_default()
-                .bundle(op_code, data, k);
-            let Some(bundle) = bundle else {
+            let sent = state.sent.entry(match_id).or_default();
+            let Some(bundle) = sent.bundle(op_code, data, k) else {
                 return Err(RequestError::local(
                     ErrorCode::PAYLOAD_TOO_LARGE,
                     "unreliable payload too large for a redundant datagram; send it reliably",
                 ));
             };
-            datagram::encode_client_kind(handle, op_code, targets.as_deref(), &bundle, true)
+            let msg_seq = sent.last();
+            let datagram =
+                datagram::encode_client_kind(handle, op_code, targets.as_deref(), &bundle, true);
+            (datagram, msg_seq)
         };
-        self.hand_datagram(datagram)
+        self.hand_datagram(datagram.clone())?;
+        if let Some(delay) = repeat {
+            // The task holds the socket weakly: a socket dropped before the repeat is
+            // due sends nothing more.
+            let inner = Arc::downgrade(&self.inner);
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let Some(inner) = inner.upgrade() else {
+                    return;
+                };
+                let newest = lock_state(&inner)
+                    .sent
+                    .get(&match_id)
+                    .map(|sent| sent.last());
+                // A newer message went out (its datagram is fresher), or the socket
+                // left the match: no repeat.
+                if newest == Some(msg_seq) {
+                    // Best effort, like the first send: a failure here is loss.
+                    let _ = inner.link.get().1.send_datagram(datagram);
+                }
+            });
+        }
+        Ok(())
     }
+}
+
+fn lock_state(inner: &crate::Inner) -> std::sync::MutexGuard<'_, crate::driver::ClientState> {
+    inner.state.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -231,6 +231,10 @@ pub(crate) struct Args {
     /// plain datagrams, for a same-run comparison.
     #[arg(long, default_value_t = 0)]
     redundancy: usize,
+    /// quicmatch only: send each datagram again MS milliseconds after the first (the
+    /// SDK's `SendOptions::repeat_after`; at most 1000); the baselines send each once.
+    #[arg(long, value_name = "MS")]
+    repeat_after: Option<f64>,
     /// Apply --loss only to the server-to-client direction of the first N players of
     /// each match (fewer than --players); --delay and --jitter stay on both directions
     /// of everyone. Latency is also reported for those receivers and the others apart.
@@ -424,6 +428,9 @@ pub(crate) struct RunResult {
     /// Previous messages each datagram repeated (quicmatch's `--redundancy`; 0 for the
     /// baselines and for reliable data).
     pub(crate) redundancy: usize,
+    /// Milliseconds after which each datagram was sent again (quicmatch's
+    /// `--repeat-after`; `null` for the baselines, for reliable data, and without it).
+    pub(crate) repeat_after_ms: Option<f64>,
     /// The impairment asked for (each direction).
     pub(crate) link_loss_pct: f64,
     pub(crate) link_delay_ms: f64,
@@ -606,6 +613,11 @@ async fn connect(
 pub(crate) async fn run_once(args: &Args, transport: Transport) -> anyhow::Result<RunResult> {
     anyhow::ensure!(args.players >= 2, "--players must be at least 2");
     anyhow::ensure!(args.redundancy <= 3, "--redundancy is at most 3");
+    anyhow::ensure!(
+        args.repeat_after
+            .is_none_or(|ms| (0.0..=1000.0).contains(&ms)),
+        "--repeat-after is 0 to 1000 ms"
+    );
     anyhow::ensure!(
         !args.reliable || transport.has_reliable_path(),
         "--reliable: the {} relay has no reliable path",
@@ -806,6 +818,9 @@ pub(crate) async fn run_once(args: &Args, transport: Transport) -> anyhow::Resul
         } else {
             0
         },
+        repeat_after_ms: args
+            .repeat_after
+            .filter(|_| transport.is_quicmatch() && !args.reliable),
         link_loss_pct: args.loss,
         link_delay_ms: args.delay,
         link_jitter_ms: args.jitter,

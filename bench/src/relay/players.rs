@@ -210,7 +210,11 @@ pub(super) async fn connect_quic(
     let options = if args.reliable {
         SendOptions::reliable()
     } else {
-        SendOptions::unreliable().redundancy(args.redundancy)
+        let options = SendOptions::unreliable().redundancy(args.redundancy);
+        match args.repeat_after {
+            Some(ms) => options.repeat_after(Duration::from_secs_f64(ms / 1000.0)),
+            None => options,
+        }
     };
     let mut players = Vec::with_capacity(total);
     for group in sockets.chunks(args.players) {

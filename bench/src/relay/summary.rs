@@ -51,10 +51,15 @@ pub(super) fn print(result: &RunResult, json: bool) {
         result.rate,
         if result.reliable {
             " reliable".to_owned()
-        } else if result.redundancy > 0 {
-            format!(" redundancy {}", result.redundancy)
         } else {
-            String::new()
+            let mut s = String::new();
+            if result.redundancy > 0 {
+                s += &format!(" redundancy {}", result.redundancy);
+            }
+            if let Some(ms) = result.repeat_after_ms {
+                s += &format!(" repeat {ms}ms");
+            }
+            s
         },
         result.offered_per_s,
         result.delivered_per_s,

@@ -89,6 +89,11 @@ pub(crate) fn transport(config: &Config) -> TransportConfig {
         .max_ack_delay(Some(MAX_ACK_DELAY))
         .reordering_threshold(VarInt::from_u32(REORDERING_THRESHOLD));
     t.ack_frequency_config(Some(ack));
+    if config.relay.min_congestion_window > 0 {
+        t.congestion_controller_factory(Arc::new(transport::congestion::FlooredCubic::new(
+            config.relay.min_congestion_window,
+        )));
+    }
     t
 }
 

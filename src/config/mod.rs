@@ -450,12 +450,24 @@ pub struct RelayConfig {
     /// Range: `0s`, or `1ms` to `10s`.
     #[serde(with = "humantime_serde")]
     pub max_datagram_age: Duration,
+    /// The least a session's QUIC congestion window falls to, in bytes (both
+    /// transports). Loss-based congestion control reads every lost packet as congestion
+    /// and, on a lossy link, shrinks the window towards two packets; a game's datagrams
+    /// then wait for acknowledgements and arrive a send interval late. A game's traffic
+    /// is set by the game, so the floor keeps it flowing at its own rate; above the
+    /// floor CUBIC works as usual. Default `32768`; `0` leaves quinn's own minimum (two
+    /// packets). Range: `0` to `16777216`.
+    pub min_congestion_window: u64,
 }
+
+/// The default `relay.min_congestion_window`.
+pub const DEFAULT_MIN_CONGESTION_WINDOW: u64 = 32 << 10;
 
 impl Default for RelayConfig {
     fn default() -> Self {
         Self {
             max_datagram_age: Duration::from_millis(40),
+            min_congestion_window: DEFAULT_MIN_CONGESTION_WINDOW,
         }
     }
 }

@@ -65,6 +65,7 @@ macro_rules! with_bounded_keys {
             range storage.write_queue = 16, 1_000_000;
             range storage.cache_size = 1 << 20, 16 << 30;
             range_duration_or_off relay.max_datagram_age = MS, 10 * SEC;
+            range relay.min_congestion_window = 0, 16 << 20;
             range_duration cluster.heartbeat = 100 * MS, 10 * SEC;
             range_duration cluster.node_ttl = 300 * MS, 5 * MIN;
         }
@@ -232,6 +233,7 @@ mod tests {
     num! {
         usize: 1.0, |x| x as f64, |v| v as usize;
         u32: 1.0, |x| x as f64, |v| v as u32;
+        u64: 1.0, |x| x as f64, |v| v as u64;
         f64: 1e-6, |x| x, |v| v;
         Duration: 1.0, |x| x.as_nanos() as f64,
             |v| if v < 1e19 { Duration::from_nanos(v as u64) } else { Duration::MAX };

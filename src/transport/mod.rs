@@ -4,6 +4,7 @@
 //! accept loop use [`Conn`], [`SendStream`], [`RecvStream`], [`Incoming`] and
 //! [`Endpoint`] and never learn which one runs (`transport` in the configuration).
 
+pub(crate) mod congestion;
 pub(crate) mod proto;
 
 use std::{

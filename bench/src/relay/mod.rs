@@ -235,6 +235,10 @@ pub(crate) struct Args {
     /// SDK's `SendOptions::repeat_after`; at most 1000); the baselines send each once.
     #[arg(long, value_name = "MS")]
     repeat_after: Option<f64>,
+    /// With --repeat-after: how many times each datagram is sent again (1 to 3; the
+    /// SDK's `SendOptions::repeat_times`).
+    #[arg(long, default_value_t = 1)]
+    repeats: usize,
     /// Apply --loss only to the server-to-client direction of the first N players of
     /// each match (fewer than --players); --delay and --jitter stay on both directions
     /// of everyone. Latency is also reported for those receivers and the others apart.
@@ -256,6 +260,10 @@ pub(crate) struct Args {
     /// (`0`: off; default: the server's own, 40 ms; applies with `proto`).
     #[arg(long)]
     server_max_datagram_age: Option<u64>,
+    /// The quicmatch server's `relay.min_congestion_window` for this run, in bytes
+    /// (`0`: quinn's own minimum; default: the server's own, 32 KiB).
+    #[arg(long)]
+    server_min_congestion_window: Option<u64>,
     /// The SDK players' `max_datagram_age`, in milliseconds. Default `0` (off): the
     /// players then read datagrams directly, the SDK's cheapest path, so the load
     /// generator spends its core on traffic (the bound's reader task costs a task hop
@@ -431,6 +439,8 @@ pub(crate) struct RunResult {
     /// Milliseconds after which each datagram was sent again (quicmatch's
     /// `--repeat-after`; `null` for the baselines, for reliable data, and without it).
     pub(crate) repeat_after_ms: Option<f64>,
+    /// How many times each datagram was sent again with `repeat_after_ms`.
+    pub(crate) repeats: usize,
     /// The impairment asked for (each direction).
     pub(crate) link_loss_pct: f64,
     pub(crate) link_delay_ms: f64,
@@ -458,6 +468,8 @@ pub(crate) struct RunResult {
     /// `--server-max-datagram-age` / `--client-max-datagram-age` in ms (quicmatch only;
     /// server `null`: its default, 40 ms; client `0`: off).
     pub(crate) server_max_datagram_age_ms: Option<u64>,
+    /// `--server-min-congestion-window` in bytes (quicmatch only; `null`: its default).
+    pub(crate) server_min_congestion_window: Option<u64>,
     /// `--server-cpu-quota`: the servers' CPU limit, percent of one core.
     pub(crate) server_cpu_quota_pct: Option<f64>,
     pub(crate) client_max_datagram_age_ms: Option<u64>,
@@ -500,8 +512,14 @@ async fn start_quicmatch(
         .server_socket_buffer
         .map(|b| format!("socket_buffer = {b}\n"))
         .unwrap_or_default();
+    if args.server_max_datagram_age.is_some() || args.server_min_congestion_window.is_some() {
+        toml.push_str("[relay]\n");
+    }
     if let Some(ms) = args.server_max_datagram_age {
-        toml.push_str(&format!("[relay]\nmax_datagram_age = \"{ms}ms\"\n"));
+        toml.push_str(&format!("max_datagram_age = \"{ms}ms\"\n"));
+    }
+    if let Some(bytes) = args.server_min_congestion_window {
+        toml.push_str(&format!("min_congestion_window = {bytes}\n"));
     }
     let toml = (!toml.is_empty()).then_some(toml);
     let server = ServerProc::quicmatch(args.server_bin.as_deref(), toml.as_deref(), &extra).await?;
@@ -618,6 +636,7 @@ pub(crate) async fn run_once(args: &Args, transport: Transport) -> anyhow::Resul
             .is_none_or(|ms| (0.0..=1000.0).contains(&ms)),
         "--repeat-after is 0 to 1000 ms"
     );
+    anyhow::ensure!((1..=3).contains(&args.repeats), "--repeats is 1 to 3");
     anyhow::ensure!(
         !args.reliable || transport.has_reliable_path(),
         "--reliable: the {} relay has no reliable path",
@@ -821,6 +840,11 @@ pub(crate) async fn run_once(args: &Args, transport: Transport) -> anyhow::Resul
         repeat_after_ms: args
             .repeat_after
             .filter(|_| transport.is_quicmatch() && !args.reliable),
+        repeats: if args.repeat_after.is_some() && transport.is_quicmatch() && !args.reliable {
+            args.repeats
+        } else {
+            0
+        },
         link_loss_pct: args.loss,
         link_delay_ms: args.delay,
         link_jitter_ms: args.jitter,
@@ -842,6 +866,9 @@ pub(crate) async fn run_once(args: &Args, transport: Transport) -> anyhow::Resul
         server_cpu_quota_pct: crate::quota::get().map(|q| q.pct),
         server_max_datagram_age_ms: args
             .server_max_datagram_age
+            .filter(|_| transport.is_quicmatch()),
+        server_min_congestion_window: args
+            .server_min_congestion_window
             .filter(|_| transport.is_quicmatch()),
         client_max_datagram_age_ms: Some(args.client_max_datagram_age)
             .filter(|_| transport.is_quicmatch()),

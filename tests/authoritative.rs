@@ -1,8 +1,9 @@
 //! Server-authoritative matches end to end: every callback and dispatcher action (a
-//! broadcast on a member's behalf included), isolation of a panicking and a stuck
-//! handler among 100 ticking matches, `max_empty`, `terminate` on shutdown, RPCs, bad
-//! input to the runtime (unknown handler, oversized params or signal, a tick rate out of
-//! range, over-long join metadata), and the matchmaker placing a group into a new match.
+//! broadcast on a member's behalf included), a repeated datagram handled once,
+//! isolation of a panicking and a stuck handler among 100 ticking matches,
+//! `max_empty`, `terminate` on shutdown, RPCs, bad input to the runtime (unknown
+//! handler, oversized params or signal, a tick rate out of range, over-long join
+//! metadata), and the matchmaker placing a group into a new match.
 
 mod common;
 
@@ -23,7 +24,7 @@ use quicmatch::{
     },
     Config,
 };
-use quicmatch_client::{ErrorCode, Event, MatchId, Presence, Socket};
+use quicmatch_client::{ErrorCode, Event, MatchId, Presence, SendOptions, Socket};
 use tokio::time::timeout;
 
 /// What the probe handler saw, in order.
@@ -261,6 +262,32 @@ async fn callbacks_and_dispatcher_actions_end_to_end() {
     let d = data_event(&alice, "datagram echo").await;
     assert_eq!((d.op_code, d.reliable), (103, false));
     assert!(seen(&log, "message bob op 3 fast reliable=false"));
+    // A repeated datagram reaches the handler once.
+    bob.send_match_data_with(
+        id,
+        3,
+        b"repeated".to_vec(),
+        SendOptions::unreliable()
+            .repeat_after(Duration::from_millis(5))
+            .repeat_times(2),
+    )
+    .await
+    .expect("repeated datagram");
+    let d = data_event(&alice, "repeated echo").await;
+    assert_eq!((d.op_code, &d.data[..]), (103, &b"repeated"[..]));
+    // The repeats went out 5 and 10 ms after it, long before this marker.
+    bob.send_match_data(id, 4, b"marker".to_vec(), true, None)
+        .await
+        .expect("marker");
+    let d = data_event(&alice, "marker echo").await;
+    assert_eq!((d.op_code, &d.data[..]), (104, &b"marker"[..]));
+    let times = log
+        .lock()
+        .expect("log")
+        .iter()
+        .filter(|l| *l == "message bob op 3 repeated reliable=false")
+        .count();
+    assert_eq!(times, 1);
 
     // Signal: a label update is seen by the very next listing.
     let reply = alice

@@ -12,7 +12,7 @@ use common::{
     proxy::{Impairment, Proxy},
     TestServer,
 };
-use quicmatch_client::{Event, MatchId, SendOptions, Socket, MAX_REPEAT_DELAY};
+use quicmatch_client::{Event, MatchId, SendOptions, Socket, MAX_REPEATS, MAX_REPEAT_DELAY};
 use quicmatch_protocol::{datagram::RelayHeader, ErrorCode, Request, Response, ServerBody};
 use tokio::time::{interval, timeout, Instant};
 
@@ -263,6 +263,35 @@ async fn a_repeat_is_sent_once_and_only_while_its_message_is_the_newest() {
         copies(&bob, 6)
     );
     assert_eq!(seen, vec![4, 5, 6, 7, 8, 8]);
+
+    // Twice more each, 10 ms apart.
+    let (_, seen) = tokio::join!(
+        send_every(
+            &alice,
+            game.match_id,
+            2,
+            Duration::from_millis(150),
+            SendOptions::unreliable()
+                .repeat_after(Duration::from_millis(10))
+                .repeat_times(2),
+        ),
+        copies(&bob, 6)
+    );
+    assert_eq!(seen, vec![9, 9, 9, 10, 10, 10]);
+
+    // More repeats than the bound are refused locally.
+    let err = alice
+        .send_match_data_with(
+            game.match_id,
+            POS,
+            b"x".to_vec(),
+            SendOptions::unreliable()
+                .repeat_after(Duration::from_millis(1))
+                .repeat_times(MAX_REPEATS + 1),
+        )
+        .await
+        .expect_err("too many");
+    assert_eq!(err.code(), Some(ErrorCode::BAD_INPUT));
 
     // A repeat later than the bound is refused locally.
     let err = alice

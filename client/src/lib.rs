@@ -63,7 +63,7 @@ pub use quicmatch_protocol::{
 pub use quinn;
 pub use requests::AddMatchmaker;
 pub use runtime::{ListMatches, MatchOptions};
-pub use send::{SendOptions, MAX_REPEAT_DELAY};
+pub use send::{SendOptions, MAX_REPEATS, MAX_REPEAT_DELAY};
 pub use storage::{ListStorageObjects, WriteStorageObject};
 use tokio::sync::{mpsc, oneshot};
 pub use trust::Trust;

@@ -91,7 +91,7 @@ impl Socket {
                 data.into(),
                 presences,
                 options.redundancy,
-                options.repeat,
+                options.repeat.map(|d| (d, options.repeats)),
             );
         }
         self.send_plain(match_id, op_code, data.into(), options.reliable, presences)

@@ -24,7 +24,13 @@ pub struct SendOptions {
     /// Unreliable data only: send each datagram a second time this long after the first
     /// (see [`repeat_after`](Self::repeat_after)).
     pub repeat: Option<Duration>,
+    /// How many times a repeated datagram is sent again, `repeat` apart (1 to
+    /// [`MAX_REPEATS`]; 0 counts as 1; see [`repeat_times`](Self::repeat_times)).
+    pub repeats: usize,
 }
+
+/// Most times [`SendOptions::repeat_times`] sends a datagram again.
+pub const MAX_REPEATS: usize = 3;
 
 /// The longest [`SendOptions::repeat_after`] delay: a repeat later than this would be
 /// older than anything a game still renders.
@@ -43,6 +49,7 @@ impl SendOptions {
             targets: None,
             redundancy: 0,
             repeat: None,
+            repeats: 0,
         }
     }
 
@@ -73,6 +80,16 @@ impl SendOptions {
     /// for reliable data.
     pub fn repeat_after(mut self, delay: Duration) -> Self {
         self.repeat = Some(delay);
+        self
+    }
+
+    /// With [`repeat_after`](Self::repeat_after): send the datagram again `n` times (at
+    /// most [`MAX_REPEATS`]), `delay` apart, each only while its message is still the
+    /// newest. A message then misses a receiver only when all `n + 1` copies are lost
+    /// on the way: at 5 % loss on each of the two hops (about 10 % per copy), one repeat
+    /// leaves about 1 % late, two about 0.1 %.
+    pub fn repeat_times(mut self, n: usize) -> Self {
+        self.repeats = n;
         self
     }
 
@@ -129,7 +146,7 @@ impl Socket {
         data: Bytes,
         presences: Option<&[Presence]>,
         k: usize,
-        repeat: Option<Duration>,
+        repeat: Option<(Duration, usize)>,
     ) -> Result<(), RequestError> {
         if k > MAX_REDUNDANCY {
             return Err(RequestError::local(
@@ -137,7 +154,13 @@ impl Socket {
                 format!("redundancy is at most {MAX_REDUNDANCY}"),
             ));
         }
-        if repeat.is_some_and(|d| d > MAX_REPEAT_DELAY) {
+        if repeat.is_some_and(|(_, n)| n > MAX_REPEATS) {
+            return Err(RequestError::local(
+                ErrorCode::BAD_INPUT,
+                format!("a datagram is repeated at most {MAX_REPEATS} times"),
+            ));
+        }
+        if repeat.is_some_and(|(d, _)| d > MAX_REPEAT_DELAY) {
             return Err(RequestError::local(
                 ErrorCode::BAD_INPUT,
                 format!(
@@ -167,24 +190,27 @@ impl Socket {
             (datagram, msg_seq)
         };
         self.hand_datagram(datagram.clone())?;
-        if let Some(delay) = repeat {
-            // The task holds the socket weakly: a socket dropped before the repeat is
-            // due sends nothing more.
+        if let Some((delay, times)) = repeat {
+            // The task holds the socket weakly: a socket dropped before a repeat is due
+            // sends nothing more.
             let inner = Arc::downgrade(&self.inner);
             tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                let Some(inner) = inner.upgrade() else {
-                    return;
-                };
-                let newest = lock_state(&inner)
-                    .sent
-                    .get(&match_id)
-                    .map(|sent| sent.last());
-                // A newer message went out (its datagram is fresher), or the socket
-                // left the match: no repeat.
-                if newest == Some(msg_seq) {
+                for _ in 0..times.max(1) {
+                    tokio::time::sleep(delay).await;
+                    let Some(inner) = inner.upgrade() else {
+                        return;
+                    };
+                    let newest = lock_state(&inner)
+                        .sent
+                        .get(&match_id)
+                        .map(|sent| sent.last());
+                    // A newer message went out (its datagram is fresher), or the
+                    // socket left the match: no more repeats.
+                    if newest != Some(msg_seq) {
+                        return;
+                    }
                     // Best effort, like the first send: a failure here is loss.
-                    let _ = inner.link.get().1.send_datagram(datagram);
+                    let _ = inner.link.get().1.send_datagram(datagram.clone());
                 }
             });
         }

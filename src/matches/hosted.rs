@@ -150,7 +150,7 @@ impl MatchTable {
         m.members = members
             .into_iter()
             .take(m.max_size)
-            .map(|(member, session)| Entry { member, session })
+            .map(|(member, session)| Entry::new(member, session))
             .collect();
         let size = m.members.len() as u32;
         state.listing.set_size(id, size);

@@ -106,6 +106,19 @@ struct Match {
 struct Entry {
     member: Member,
     session: SessionHandle,
+    /// The highest bundle `msg_seq` from this member handed to the match's handler
+    /// (server-run matches): a repeated datagram reaches the handler once.
+    inputs_seen: AtomicU64,
+}
+
+impl Entry {
+    fn new(member: Member, session: SessionHandle) -> Self {
+        Self {
+            member,
+            session,
+            inputs_seen: AtomicU64::new(0),
+        }
+    }
 }
 
 impl Match {
@@ -427,11 +440,16 @@ impl MatchTable {
                 let Some(e) = m.find(sender) else {
                     return Ok(());
                 };
-                // A server-run match gets a bundle's newest message.
-                let (op_code, data) = match newest(&dgram) {
-                    Some(newest) => newest,
-                    None => return Ok(()),
+                // A server-run match gets a bundle's newest message, once: a repeat of
+                // a datagram it already had (or an older one, reordered) is dropped.
+                let Some((op_code, data, msg_seq)) = newest(&dgram) else {
+                    return Ok(());
                 };
+                if let Some(msg_seq) = msg_seq {
+                    if e.inputs_seen.fetch_max(msg_seq, Ordering::Relaxed) >= msg_seq {
+                        return Ok(());
+                    }
+                }
                 return inbox.message(Inbound {
                     sender: e.member.presence.clone(),
                     op_code,
@@ -442,7 +460,7 @@ impl MatchTable {
             let sender_slot = m.find(sender).map(|e| e.member.slot).unwrap_or_default();
             let seq = m.next_seq();
             if let (Some(latest), None) = (&m.latest, &dgram.targets) {
-                if let Some((op_code, data)) = newest(&dgram) {
+                if let Some((op_code, data, _)) = newest(&dgram) {
                     latest.keep(sender_slot, op_code, seq, &data);
                 }
             }
@@ -594,10 +612,7 @@ fn create_with_locked(
     let m = Match {
         id,
         handle,
-        members: vec![Entry {
-            member: member.clone(),
-            session: session.clone(),
-        }],
+        members: vec![Entry::new(member.clone(), session.clone())],
         next_slot: 2,
         seq: AtomicU64::new(0),
         max_size,
@@ -676,10 +691,7 @@ fn add_member(
     if let Some(frame) = presence_frame(id, vec![member.clone()], Vec::new()) {
         m.broadcast_frame(&frame, session.presence.session_id);
     }
-    m.members.push(Entry {
-        member: member.clone(),
-        session: session.clone(),
-    });
+    m.members.push(Entry::new(member.clone(), session.clone()));
     if let Some(latest) = &m.latest {
         // Queued now, written after the `Match` reply (see `session`).
         for frame in latest.frames(id) {
@@ -692,17 +704,17 @@ fn add_member(
     Ok(info)
 }
 
-/// A datagram's message, or a bundle's newest one (`None`: a bundle that does not
-/// decode, which only the receivers would have rejected).
-fn newest(dgram: &ClientDatagram) -> Option<(i64, Bytes)> {
+/// A datagram's message, or a bundle's newest one with its `msg_seq` (`None`: a bundle
+/// that does not decode, which only the receivers would have rejected).
+fn newest(dgram: &ClientDatagram) -> Option<(i64, Bytes, Option<u64>)> {
     if !dgram.bundle {
-        return Some((dgram.op_code, dgram.payload.clone()));
+        return Some((dgram.op_code, dgram.payload.clone(), None));
     }
     quicmatch_protocol::bundle::decode(dgram.payload.clone())
         .ok()?
         .into_iter()
         .next()
-        .map(|m| (m.op_code, m.data))
+        .map(|m| (m.op_code, m.data, Some(m.msg_seq)))
 }
 
 fn member_match(state: &State, id: MatchId, sender: SessionId) -> Result<&Match, ApiError> {

@@ -212,7 +212,9 @@ pub(super) async fn connect_quic(
     } else {
         let options = SendOptions::unreliable().redundancy(args.redundancy);
         match args.repeat_after {
-            Some(ms) => options.repeat_after(Duration::from_secs_f64(ms / 1000.0)),
+            Some(ms) => options
+                .repeat_after(Duration::from_secs_f64(ms / 1000.0))
+                .repeat_times(args.repeats),
             None => options,
         }
     };

@@ -57,7 +57,7 @@ pub(super) fn print(result: &RunResult, json: bool) {
                 s += &format!(" redundancy {}", result.redundancy);
             }
             if let Some(ms) = result.repeat_after_ms {
-                s += &format!(" repeat {ms}ms");
+                s += &format!(" repeat {ms}ms x{}", result.repeats);
             }
             s
         },

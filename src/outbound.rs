@@ -356,7 +356,8 @@ impl Outbound {
         taken
     }
 
-    /// Like [`take`](Self::take), into `taken` (emptied first), reusing its buffers.
+    /// Up to `max` unsent frames, as `take` describes, into `taken` (emptied first),
+    /// reusing its buffers.
     pub(crate) fn take_into(&self, taken: &mut Taken, max: usize, speaks: Speaks, now: Instant) {
         self.take_up_to(taken, max, u64::MAX, speaks, now);
     }

@@ -275,7 +275,8 @@ async fn callbacks_and_dispatcher_actions_end_to_end() {
     .expect("repeated datagram");
     let d = data_event(&alice, "repeated echo").await;
     assert_eq!((d.op_code, &d.data[..]), (103, &b"repeated"[..]));
-    // The repeats went out 5 and 10 ms after it, long before this marker.
+    // The repeats went out 5 and 10 ms after it: the handler had them by the tick
+    // after the echo's, and the marker is handled in that tick or a later one.
     bob.send_match_data(id, 4, b"marker".to_vec(), true, None)
         .await
         .expect("marker");

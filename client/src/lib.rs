@@ -542,6 +542,8 @@ struct Inner {
     request_timeout: Duration,
     /// Received datagrams, stamped, when `max_datagram_age` is set.
     inbox: Option<Arc<inbox::Inbox>>,
+    /// The runtime the socket connected on, for its own tasks (datagram repeats).
+    runtime: tokio::runtime::Handle,
 }
 
 /// An authenticated connection to a quicmatch server.
@@ -636,6 +638,7 @@ impl Socket {
                 next_cid: AtomicU32::new(1),
                 request_timeout,
                 inbox,
+                runtime: tokio::runtime::Handle::current(),
             }),
             session,
             events: tokio::sync::Mutex::new(events_rx),

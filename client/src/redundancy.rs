@@ -5,7 +5,8 @@
 //! is a bundle of the new message and up to `k` of the sender's previous bundled
 //! messages to that match (what fits in one datagram), numbered per match by `msg_seq`.
 //! A receiver keeps, per (match, sender slot), the highest `msg_seq` it delivered: from a
-//! bundle it delivers, oldest first, only the messages above it. So a lost datagram
+//! bundle it delivers, oldest first, only the messages above it (or far below it: the
+//! sender numbering from 1 again after a resume, see [`bundle::RESTART_GAP`]). So a lost datagram
 //! costs nothing when one of the next `k` arrives, nothing is delivered twice, and a
 //! message older than one already delivered is dropped as stale, exactly as the `seq`
 //! rule for plain datagrams would drop it.
@@ -23,12 +24,26 @@ use quicmatch_protocol::{
 pub(crate) struct Sent {
     last: u64,
     recent: VecDeque<BundledMessage>,
+    /// Which membership this numbering belongs to: a socket that leaves and joins the
+    /// match again numbers from 1 again, in a new generation.
+    generation: u64,
 }
 
+/// Generations of [`Sent`], unique in the process.
+static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 impl Sent {
-    /// The `msg_seq` of the newest message numbered (0 before the first).
-    pub(crate) fn last(&self) -> u64 {
-        self.last
+    /// An empty numbering, in a generation of its own.
+    pub(crate) fn new() -> Self {
+        Self {
+            generation: GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            ..Self::default()
+        }
+    }
+
+    /// The newest message numbered, with its generation.
+    pub(crate) fn newest(&self) -> (u64, u64) {
+        (self.generation, self.last)
     }
 
     /// Numbers a new message and returns the bundle that carries it and up to `k`
@@ -66,7 +81,7 @@ impl Seen {
         mut messages: Vec<BundledMessage>,
     ) -> Vec<BundledMessage> {
         let last = self.0.entry((match_id, slot)).or_insert(0);
-        messages.retain(|m| m.msg_seq > *last);
+        messages.retain(|m| bundle::is_fresh(m.msg_seq, *last));
         messages.sort_by_key(|m| m.msg_seq);
         messages.dedup_by_key(|m| m.msg_seq);
         if let Some(newest) = messages.last() {
@@ -138,6 +153,34 @@ mod tests {
             seen.fresh(id, 2, bundle::decode(d1).expect("decode")).len(),
             1
         );
+    }
+
+    #[test]
+    fn a_sender_that_numbers_from_1_again_is_heard() {
+        let mut seen = Seen::default();
+        let id = MatchId::new_random();
+        let mut before = Sent::default();
+        let mut last = Bytes::new();
+        for i in 0..100u8 {
+            last = before.bundle(1, Bytes::from(vec![i]), 0).expect("fits");
+        }
+        assert_eq!(
+            seen.fresh(id, 2, bundle::decode(last).expect("decode"))
+                .len(),
+            1
+        );
+        // A new socket resumed the session: its numbering starts again.
+        let mut after = Sent::default();
+        let d = after
+            .bundle(1, Bytes::from_static(b"again"), 0)
+            .expect("fits");
+        assert_eq!(
+            texts(&seen.fresh(id, 2, bundle::decode(d.clone()).expect("decode"))),
+            vec![&b"again"[..]]
+        );
+        assert!(seen
+            .fresh(id, 2, bundle::decode(d).expect("decode"))
+            .is_empty());
     }
 
     #[test]

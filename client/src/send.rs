@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 use bytes::Bytes;
 use quicmatch_protocol::{bundle::MAX_REDUNDANCY, datagram, ErrorCode, MatchId, Presence};
 
-use crate::{RequestError, Socket};
+use crate::{redundancy::Sent, RequestError, Socket};
 
 /// How match data is sent: [`SendOptions::unreliable`] (a datagram, the default) or
 /// [`SendOptions::reliable`], to every other member or only to [`to`](Self::to) these.
@@ -67,8 +67,9 @@ impl SendOptions {
 
     /// Loss-tolerant unreliable data that stays fresh: the datagram is sent again
     /// `delay` after the first time (at most [`MAX_REPEAT_DELAY`]), unless this socket
-    /// sent a newer redundant message to the match meanwhile (whose datagram carries
-    /// the newer state, and with [`redundancy`](Self::redundancy) this one too).
+    /// sent another redundant or repeated message to the match meanwhile (any op code
+    /// or recipients: the newer datagram is what matters now, and with
+    /// [`redundancy`](Self::redundancy) it carries this message too) or left it.
     /// Receivers using this SDK deliver the message once.
     ///
     /// Redundancy recovers a lost message only with the next one, a send interval
@@ -169,7 +170,7 @@ impl Socket {
                 ),
             ));
         }
-        let (datagram, msg_seq) = {
+        let (datagram, sent_as) = {
             let mut state = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
             let Some((handle, targets)) = state.route(match_id, presences) else {
                 return Err(RequestError::local(
@@ -177,36 +178,36 @@ impl Socket {
                     "this socket is not in that match",
                 ));
             };
-            let sent = state.sent.entry(match_id).or_default();
+            let sent = state.sent.entry(match_id).or_insert_with(Sent::new);
             let Some(bundle) = sent.bundle(op_code, data, k) else {
                 return Err(RequestError::local(
                     ErrorCode::PAYLOAD_TOO_LARGE,
                     "unreliable payload too large for a redundant datagram; send it reliably",
                 ));
             };
-            let msg_seq = sent.last();
+            let newest = sent.newest();
             let datagram =
                 datagram::encode_client_kind(handle, op_code, targets.as_deref(), &bundle, true);
-            (datagram, msg_seq)
+            (datagram, newest)
         };
         self.hand_datagram(datagram.clone())?;
         if let Some((delay, times)) = repeat {
             // The task holds the socket weakly: a socket dropped before a repeat is due
-            // sends nothing more.
+            // sends nothing more. It runs on the runtime the socket connected on, so a
+            // send polled elsewhere still repeats.
             let inner = Arc::downgrade(&self.inner);
-            tokio::spawn(async move {
+            self.inner.runtime.spawn(async move {
                 for _ in 0..times.max(1) {
                     tokio::time::sleep(delay).await;
                     let Some(inner) = inner.upgrade() else {
                         return;
                     };
-                    let newest = lock_state(&inner)
-                        .sent
-                        .get(&match_id)
-                        .map(|sent| sent.last());
-                    // A newer message went out (its datagram is fresher), or the
-                    // socket left the match: no more repeats.
-                    if newest != Some(msg_seq) {
+                    let state = lock_state(&inner);
+                    // Another redundant message to the match went out, or the socket
+                    // left it (and perhaps joined again, numbering anew): no more
+                    // repeats. The lock is held while sending, so no newer message can
+                    // overtake this repeat.
+                    if state.sent.get(&match_id).map(Sent::newest) != Some(sent_as) {
                         return;
                     }
                     // Best effort, like the first send: a failure here is loss.

@@ -19,6 +19,18 @@ use crate::{
 /// Most previous messages one bundle repeats.
 pub const MAX_REDUNDANCY: usize = 3;
 
+/// How far below the highest `msg_seq` a receiver has seen from a sender a message may
+/// be and still count as old (a repeat, or a datagram overtaken on the way); one
+/// further below means the sender numbers from 1 again (a new socket resuming its
+/// session), so it is fresh.
+pub const RESTART_GAP: u64 = 64;
+
+/// Whether a message numbered `msg_seq` is new to a receiver whose highest delivered
+/// from that sender is `last` (see [`RESTART_GAP`]).
+pub fn is_fresh(msg_seq: u64, last: u64) -> bool {
+    msg_seq > last || last - msg_seq >= RESTART_GAP
+}
+
 /// One message in a bundle.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BundledMessage {
@@ -102,6 +114,17 @@ pub fn decode(mut buf: Bytes) -> Result<Vec<BundledMessage>, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn old_numbers_are_stale_unless_the_sender_started_again() {
+        assert!(is_fresh(1, 0));
+        assert!(is_fresh(11, 10));
+        assert!(!is_fresh(10, 10));
+        assert!(!is_fresh(7, 10));
+        assert!(!is_fresh(1, RESTART_GAP));
+        assert!(is_fresh(1, RESTART_GAP + 1));
+        assert!(is_fresh(1, u64::MAX));
+    }
     use proptest::prelude::*;
 
     fn msg(msg_seq: u64, data: &[u8]) -> BundledMessage {

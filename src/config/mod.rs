@@ -454,9 +454,10 @@ pub struct RelayConfig {
     /// transports). Loss-based congestion control reads every lost packet as congestion
     /// and, on a lossy link, shrinks the window towards two packets; a game's datagrams
     /// then wait for acknowledgements and arrive a send interval late. A game's traffic
-    /// is set by the game, so the floor keeps it flowing at its own rate; above the
-    /// floor CUBIC works as usual. Default `32768`; `0` leaves quinn's own minimum (two
-    /// packets). Range: `0` to `16777216`.
+    /// is set by the game, so the floor keeps it flowing at its own rate; a session
+    /// also starts with at least the floor (CUBIC's own first window is about 12 KB),
+    /// and above it CUBIC works as usual. Default `32768`; `0` leaves quinn's own
+    /// minimum (two packets). Range: `0` to `16777216`.
     pub min_congestion_window: u64,
 }
 

@@ -119,6 +119,26 @@ impl Entry {
             inputs_seen: AtomicU64::new(0),
         }
     }
+
+    /// Whether a bundle's newest message, `msg_seq`, is new from this member (then
+    /// it becomes the highest seen); see `bundle::is_fresh`.
+    fn take_input(&self, msg_seq: u64) -> bool {
+        let mut last = self.inputs_seen.load(Ordering::Relaxed);
+        loop {
+            if !quicmatch_protocol::bundle::is_fresh(msg_seq, last) {
+                return false;
+            }
+            match self.inputs_seen.compare_exchange_weak(
+                last,
+                msg_seq,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(now) => last = now,
+            }
+        }
+    }
 }
 
 impl Match {
@@ -441,14 +461,12 @@ impl MatchTable {
                     return Ok(());
                 };
                 // A server-run match gets a bundle's newest message, once: a repeat of
-                // a datagram it already had (or an older one, reordered) is dropped.
+                // a datagram it already had (or an older one, overtaken) is dropped.
                 let Some((op_code, data, msg_seq)) = newest(&dgram) else {
                     return Ok(());
                 };
-                if let Some(msg_seq) = msg_seq {
-                    if e.inputs_seen.fetch_max(msg_seq, Ordering::Relaxed) >= msg_seq {
-                        return Ok(());
-                    }
+                if msg_seq.is_some_and(|msg_seq| !e.take_input(msg_seq)) {
+                    return Ok(());
                 }
                 return inbox.message(Inbound {
                     sender: e.member.presence.clone(),
@@ -506,6 +524,9 @@ impl MatchTable {
                 for e in &mut m.members {
                     if e.member.presence.session_id == session.presence.session_id {
                         e.session = session.clone();
+                        // The resumed connection may be a new socket, numbering its
+                        // bundles from 1 again.
+                        e.inputs_seen.store(0, Ordering::Relaxed);
                     }
                 }
             }

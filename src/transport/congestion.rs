@@ -8,9 +8,10 @@
 //! ones wait for acknowledgements (an RTT and the acknowledgement delay), and the
 //! freshest state arrives a send interval late: measured in BENCHMARKS.md ("Through a
 //! lossy link"), where the floor took the p99 latency of redundant datagrams at 5 % loss
-//! from 75 ms back to 48 ms. The floor only bounds how far the window falls: above it
-//! CUBIC grows and shrinks as usual, and a sender that has more to send than the floor
-//! allows (a large reliable message) is still paced by CUBIC's own window.
+//! from 75 ms back to 48 ms. A session also starts with at least the floor (CUBIC's own
+//! first window is about 12 KB); above it CUBIC grows and shrinks as usual, so a sender
+//! with more to send than the floor allows (a burst of large reliable messages) is
+//! still paced by CUBIC's window.
 
 use std::{any::Any, sync::Arc, time::Instant};
 
@@ -141,11 +142,29 @@ mod tests {
 
     #[test]
     fn losses_never_take_the_window_below_the_floor() {
-        let (mut floored, mut plain) = controller(32 << 10);
+        let (mut floored, mut plain) = controller(8 << 10);
+        // CUBIC starts above this floor, so at first the window is CUBIC's own.
+        assert!(plain.window() > 8 << 10, "{}", plain.window());
+        assert_eq!(floored.window(), plain.window());
         lose_repeatedly(floored.as_mut());
         lose_repeatedly(plain.as_mut());
-        // CUBIC alone collapses to a couple of packets; the floor holds.
+        // CUBIC alone collapses to its minimum, two packets; the floor holds.
+        assert_eq!(plain.window(), 2 * 1200);
+        assert_eq!(floored.window(), 8 << 10);
+        assert_eq!(floored.metrics().congestion_window, 8 << 10);
+        // Persistent congestion too.
+        let now = Instant::now();
+        floored.on_congestion_event(now, now, true, 12_000);
+        assert_eq!(floored.window(), 8 << 10);
+        assert_eq!(floored.clone_box().window(), 8 << 10);
+    }
+
+    #[test]
+    fn a_floor_above_cubics_first_window_holds_from_the_start() {
+        let (mut floored, plain) = controller(32 << 10);
         assert!(plain.window() < 32 << 10, "{}", plain.window());
+        assert_eq!(floored.window(), 32 << 10);
+        lose_repeatedly(floored.as_mut());
         assert_eq!(floored.window(), 32 << 10);
         assert_eq!(floored.metrics().congestion_window, 32 << 10);
         // Persistent congestion too.

@@ -19,8 +19,9 @@ use quicmatch_protocol::{
     MatchId,
 };
 
-/// A sender's recent bundled messages to one match.
-#[derive(Debug, Default)]
+/// A sender's recent bundled messages to one match; each new one (`default`) is a
+/// generation of its own.
+#[derive(Debug)]
 pub(crate) struct Sent {
     last: u64,
     recent: VecDeque<BundledMessage>,
@@ -32,15 +33,18 @@ pub(crate) struct Sent {
 /// Generations of [`Sent`], unique in the process.
 static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
-impl Sent {
+impl Default for Sent {
     /// An empty numbering, in a generation of its own.
-    pub(crate) fn new() -> Self {
+    fn default() -> Self {
         Self {
+            last: 0,
+            recent: VecDeque::new(),
             generation: GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            ..Self::default()
         }
     }
+}
 
+impl Sent {
     /// The newest message numbered, with its generation.
     pub(crate) fn newest(&self) -> (u64, u64) {
         (self.generation, self.last)

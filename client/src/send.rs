@@ -178,7 +178,7 @@ impl Socket {
                     "this socket is not in that match",
                 ));
             };
-            let sent = state.sent.entry(match_id).or_insert_with(Sent::new);
+            let sent = state.sent.entry(match_id).or_default();
             let Some(bundle) = sent.bundle(op_code, data, k) else {
                 return Err(RequestError::local(
                     ErrorCode::PAYLOAD_TOO_LARGE,

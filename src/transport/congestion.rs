@@ -105,7 +105,7 @@ impl Controller for Floored {
     }
 
     fn clone_box(&self) -> Box<dyn Controller> {
-        Box::new(Floored {
+        Box::new(Self {
             floor: self.floor,
             inner: self.inner.clone_box(),
         })

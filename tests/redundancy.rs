@@ -237,71 +237,52 @@ async fn a_repeat_is_sent_once_and_only_while_its_message_is_the_newest() {
         }
     };
 
-    // Far apart: each message goes twice.
-    let (_, seen) = tokio::join!(
-        send_every(
-            &alice,
-            game.match_id,
+    let ms = Duration::from_millis;
+    let cases = [
+        // Far apart: each message goes twice.
+        (
             3,
-            Duration::from_millis(100),
-            SendOptions::unreliable().repeat_after(Duration::from_millis(20)),
+            ms(100),
+            SendOptions::unreliable().repeat_after(ms(20)),
+            vec![1, 1, 2, 2, 3, 3],
         ),
-        copies(&bob, 6)
-    );
-    assert_eq!(seen, vec![1, 1, 2, 2, 3, 3]);
-
-    // Faster than the repeat delay: each message is overtaken by the next, so only the
-    // last one is repeated.
-    let (_, seen) = tokio::join!(
-        send_every(
-            &alice,
-            game.match_id,
+        // Faster than the repeat delay: each message is overtaken by the next, so
+        // only the last one is repeated.
+        (
             5,
-            Duration::from_millis(5),
-            SendOptions::unreliable().repeat_after(Duration::from_millis(200)),
+            ms(5),
+            SendOptions::unreliable().repeat_after(ms(200)),
+            vec![4, 5, 6, 7, 8, 8],
         ),
-        copies(&bob, 6)
-    );
-    assert_eq!(seen, vec![4, 5, 6, 7, 8, 8]);
-
-    // Twice more each, 10 ms apart.
-    let (_, seen) = tokio::join!(
-        send_every(
-            &alice,
-            game.match_id,
+        // Twice more each, 10 ms apart.
+        (
             2,
-            Duration::from_millis(150),
+            ms(150),
             SendOptions::unreliable()
-                .repeat_after(Duration::from_millis(10))
+                .repeat_after(ms(10))
                 .repeat_times(2),
+            vec![9, 9, 9, 10, 10, 10],
         ),
-        copies(&bob, 6)
-    );
-    assert_eq!(seen, vec![9, 9, 9, 10, 10, 10]);
+    ];
+    for (n, every, options, want) in cases {
+        let (_, seen) = tokio::join!(
+            send_every(&alice, game.match_id, n, every, options),
+            copies(&bob, want.len())
+        );
+        assert_eq!(seen, want);
+    }
 
-    // More repeats than the bound are refused locally.
-    let err = alice
-        .send_match_data_with(
-            game.match_id,
-            POS,
-            b"x".to_vec(),
-            SendOptions::unreliable()
-                .repeat_after(Duration::from_millis(1))
-                .repeat_times(MAX_REPEATS + 1),
-        )
-        .await
-        .expect_err("too many");
-    assert_eq!(err.code(), Some(ErrorCode::BAD_INPUT));
-
-    // A repeat later than the bound is refused locally.
-    let err = alice
-        .send_match_data_with(
-            game.match_id,
-            POS,
-            b"x".to_vec(),
-            SendOptions::unreliable().repeat_after(MAX_REPEAT_DELAY + Duration::from_millis(1)),
-        )
-        .await
-        .expect_err("too late");
-    assert_eq!(err.code(), Some(ErrorCode::BAD_INPUT));
+    // More repeats, or a later repeat, than the bounds allow are refused locally.
+    for options in [
+        SendOptions::unreliable()
+            .repeat_after(ms(1))
+            .repeat_times(MAX_REPEATS + 1),
+        SendOptions::unreliable().repeat_after(MAX_REPEAT_DELAY + ms(1)),
+    ] {
+        let err = alice
+            .send_match_data_with(game.match_id, POS, b"x".to_vec(), options)
+            .await
+            .expect_err("out of bounds");
+        assert_eq!(err.code(), Some(ErrorCode::BAD_INPUT));
+    }
 }

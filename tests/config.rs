@@ -104,7 +104,7 @@ fn documented() -> Vec<Bounded> {
         } else if let Some((name, ty)) = line.strip_prefix("pub ").and_then(|l| l.split_once(": "))
         {
             let kind = match ty.trim_end_matches(',') {
-                "usize" | "u32" => Kind::Int,
+                "usize" | "u32" | "u64" => Kind::Int,
                 "f64" => Kind::Float,
                 "Duration" => Kind::Time,
                 _ => {

@@ -22,6 +22,7 @@ use super::{
     registry::{Change, NodeRecord},
     Inner,
 };
+use crate::config::ClusterStorage;
 
 /// Gives `(sessions, load)`.
 type Load = Box<dyn Fn() -> (u32, u32) + Send + Sync>;
@@ -40,12 +41,20 @@ pub(super) async fn run(
     load: Load,
     cancel: CancellationToken,
 ) {
-    let client = match async_nats::ConnectOptions::new()
+    let mut options = async_nats::ConnectOptions::new()
         .name(format!("quicmatch {}", inner.node))
-        .retry_on_initial_connect()
-        .connect(inner.url.as_str())
-        .await
-    {
+        .retry_on_initial_connect();
+    match credentials(&inner.url) {
+        Some(Credentials::UserPassword(user, password)) => {
+            options = options.user_and_password(user, password);
+        }
+        Some(Credentials::Token(token)) => options = options.token(token),
+        None => {}
+    }
+    if let Some(ca) = &inner.config.tls_ca {
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    let client = match options.connect(inner.url.as_str()).await {
         Ok(c) => c,
         Err(e) => {
             error!(url = %inner.url, error = %e, "cluster: cannot use the NATS URL; this node runs alone");
@@ -126,6 +135,40 @@ pub(super) async fn run(
     }
 }
 
+/// What a NATS URL says to authenticate with.
+#[derive(Debug, PartialEq, Eq)]
+enum Credentials {
+    /// `user:password@`.
+    UserPassword(String, String),
+    /// `token@`.
+    Token(String),
+}
+
+/// The credentials of the first server in a `cluster.url` list that names any
+/// (percent-decoded); async-nats reads them from its options, not from the URL.
+fn credentials(urls: &str) -> Option<Credentials> {
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    urls.split(',').map(str::trim).find_map(|server| {
+        let with_scheme = if server.contains("://") {
+            server.to_owned()
+        } else {
+            format!("nats://{server}")
+        };
+        let url = url::Url::parse(&with_scheme).ok()?;
+        if url.username().is_empty() {
+            return None;
+        }
+        Some(match url.password() {
+            Some(password) => Credentials::UserPassword(decode(url.username()), decode(password)),
+            None => Credentials::Token(decode(url.username())),
+        })
+    })
+}
+
 /// The registry bucket, created on first use. Every node must give it the same
 /// `node_ttl` (its expiry): one created with another is refused by NATS, and said.
 async fn open_bucket(inner: &Inner, client: &async_nats::Client) -> Result<kv::Store, Refused> {
@@ -135,15 +178,18 @@ async fn open_bucket(inner: &Inner, client: &async_nats::Client) -> Result<kv::S
         description: "quicmatch nodes".into(),
         history: 1,
         max_age: inner.config.node_ttl,
-        storage: StorageType::File,
-        num_replicas: 1,
+        storage: match inner.config.storage {
+            ClusterStorage::Memory => StorageType::Memory,
+            _ => StorageType::File,
+        },
+        num_replicas: usize::from(inner.config.replicas),
         ..Default::default()
     };
     match js.create_key_value(config).await {
         Ok(kv) => Ok(kv),
         Err(e) => match js.get_key_value(inner.bucket()).await {
             Ok(kv) => {
-                warn!(error = %e, "cluster: the registry bucket exists with other settings (is node_ttl the same on every node?)");
+                warn!(error = %e, "cluster: the registry bucket exists with other settings (are node_ttl, replicas and storage the same on every node?)");
                 Ok(kv)
             }
             Err(_) => Err(Refused::Unavailable(e.to_string())),
@@ -239,4 +285,23 @@ fn incarnation() -> u64 {
     // a zero incarnation still works (it only has to differ from the last one).
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
     u64::from_le_bytes(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_come_from_the_first_server_that_names_them() {
+        assert_eq!(credentials("nats://127.0.0.1:4222"), None);
+        assert_eq!(
+            credentials("nats://127.0.0.1:4222, tls://qm:p%40ss%3Aword@nats.example:4222"),
+            Some(Credentials::UserPassword("qm".into(), "p@ss:word".into()))
+        );
+        assert_eq!(
+            credentials("s3cr3t@10.0.0.5:4222"),
+            Some(Credentials::Token("s3cr3t".into()))
+        );
+        assert_eq!(credentials("not a url@"), None);
+    }
 }

@@ -456,8 +456,8 @@ pub struct RelayConfig {
     /// then wait for acknowledgements and arrive a send interval late. A game's traffic
     /// is set by the game, so the floor keeps it flowing at its own rate; a session
     /// also starts with at least the floor (CUBIC's own first window is about 12 KB),
-    /// and above it CUBIC works as usual. Default `32768`; `0` leaves quinn's own
-    /// minimum (two packets). Range: `0` to `16777216`.
+    /// and above it CUBIC works as usual. Default `32768` (32 KiB); `0` leaves quinn's
+    /// own minimum (two packets). Range: 0 to 16 MiB.
     pub min_congestion_window: u64,
 }
 
@@ -499,6 +499,27 @@ pub struct ClusterConfig {
     /// Range: `300ms` to `5m`.
     #[serde(with = "humantime_serde")]
     pub node_ttl: Duration,
+    /// A CA certificate (PEM) that signs the NATS servers' TLS certificates; with it
+    /// the node connects over TLS only (`tls://` URLs). Without it a `tls://` URL is
+    /// checked against the system's roots. Default: none.
+    pub tls_ca: Option<PathBuf>,
+    /// JetStream replicas of the cluster's buckets: 1, 3 or 5, at most the NATS
+    /// servers in the NATS cluster. Default `1` (one `nats-server`); production: `3`.
+    pub replicas: u8,
+    /// Where JetStream keeps the cluster's buckets: `file` (they outlive a NATS
+    /// restart) or `memory`. Default `file`.
+    pub storage: ClusterStorage,
+}
+
+/// Where JetStream keeps the cluster's buckets (`cluster.storage`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum ClusterStorage {
+    /// On disk: the registry outlives a NATS restart.
+    File,
+    /// In memory: faster, gone with the NATS server.
+    Memory,
 }
 
 impl Default for ClusterConfig {
@@ -509,6 +530,9 @@ impl Default for ClusterConfig {
             name: "quicmatch".into(),
             heartbeat: Duration::from_secs(1),
             node_ttl: Duration::from_secs(5),
+            tls_ca: None,
+            replicas: 1,
+            storage: ClusterStorage::File,
         }
     }
 }

@@ -14,6 +14,8 @@ pub struct Nats {
     process: Option<Child>,
     pub addr: SocketAddr,
     dir: tempfile::TempDir,
+    /// More `nats-server` arguments (authentication, TLS).
+    extra: Vec<String>,
 }
 
 /// The first `nats-server` on the path (or in the sbin folders) that is 2.10 or later.
@@ -43,6 +45,11 @@ fn new_enough(binary: &Path) -> bool {
 impl Nats {
     /// Starts one; `None` (after saying why) when `nats-server` is not installed.
     pub fn start() -> Option<Self> {
+        Self::start_with(&[])
+    }
+
+    /// Like [`start`](Self::start), with more `nats-server` arguments.
+    pub fn start_with(extra: &[&str]) -> Option<Self> {
         let Some(_) = binary() else {
             assert!(
                 std::env::var_os("CI").is_none(),
@@ -59,6 +66,7 @@ impl Nats {
             process: None,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             dir: tempfile::tempdir().expect("tempdir"),
+            extra: extra.iter().map(|a| (*a).to_owned()).collect(),
         };
         nats.restart();
         Some(nats)
@@ -67,6 +75,11 @@ impl Nats {
     /// The URL nodes connect to.
     pub fn url(&self) -> String {
         format!("nats://{}", self.addr)
+    }
+
+    /// The URL with `user:password@`.
+    pub fn url_as(&self, user: &str, password: &str) -> String {
+        format!("nats://{user}:{password}@{}", self.addr)
     }
 
     /// Starts the server (again, on the same port and store) and waits until it listens.
@@ -82,6 +95,7 @@ impl Nats {
                 "-sd",
             ])
             .arg(self.dir.path())
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

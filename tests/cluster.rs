@@ -12,35 +12,17 @@ mod common;
 
 use std::time::Duration;
 
-use common::{child::Child, eventually, nats::Nats, TestServer};
-use quicmatch::{Config, Stats};
+use common::{
+    child::Child,
+    cluster::{node_config, sees, HEARTBEAT, NODE_TTL},
+    nats::Nats,
+    TestServer,
+};
 
 /// Set (to `URL|NAME|DIR`) in the killed node's environment.
 const CHILD: &str = "QUICMATCH_CLUSTER_TEST_NODE";
 
 const WAIT: Duration = Duration::from_secs(30);
-const HEARTBEAT: Duration = Duration::from_millis(100);
-const NODE_TTL: Duration = Duration::from_millis(500);
-
-fn node_config(url: &str, name: &str) -> Config {
-    let mut config = common::test_config();
-    config.cluster.url = Some(url.to_owned());
-    config.cluster.node_name = Some(name.to_owned());
-    config.cluster.heartbeat = HEARTBEAT;
-    config.cluster.node_ttl = NODE_TTL;
-    config
-}
-
-/// The names of the nodes `stats` sees, sorted.
-fn names(stats: &Stats) -> Vec<String> {
-    let mut names: Vec<String> = stats.cluster_nodes().into_iter().map(|n| n.name).collect();
-    names.sort();
-    names
-}
-
-async fn sees(stats: &Stats, want: &[&str], what: &str) {
-    eventually(what, || names(stats) == want).await;
-}
 
 /// The killed node (does nothing unless started by a test with [`CHILD`] set).
 #[test]

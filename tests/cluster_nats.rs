@@ -6,35 +6,14 @@
 
 mod common;
 
-use std::time::Duration;
-
 use async_nats::jetstream::{self, stream::StorageType};
-use common::{eventually, nats::Nats, TestServer};
-use quicmatch::{config::ClusterStorage, Config, Stats};
+use common::{
+    cluster::{names, node_config, sees, HEARTBEAT, NODE_TTL},
+    nats::Nats,
+    TestServer,
+};
+use quicmatch::{config::ClusterStorage, Stats};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-
-const HEARTBEAT: Duration = Duration::from_millis(100);
-const NODE_TTL: Duration = Duration::from_millis(500);
-
-fn node_config(url: &str, name: &str) -> Config {
-    let mut config = common::test_config();
-    config.cluster.url = Some(url.to_owned());
-    config.cluster.node_name = Some(name.to_owned());
-    config.cluster.heartbeat = HEARTBEAT;
-    config.cluster.node_ttl = NODE_TTL;
-    config
-}
-
-fn names(stats: &Stats) -> Vec<String> {
-    let mut names: Vec<String> = stats.cluster_nodes().into_iter().map(|n| n.name).collect();
-    names.sort();
-    names
-}
-
-/// Waits until `stats` sees exactly `want`.
-async fn sees(stats: &Stats, want: &[&str], what: &str) {
-    eventually(what, || names(stats) == want).await;
-}
 
 /// Whether `stats` comes to see `name` within ten heartbeats (it should not).
 async fn ever_sees(stats: &Stats, name: &str) -> bool {

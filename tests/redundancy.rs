@@ -12,7 +12,7 @@ use common::{
     proxy::{Impairment, Proxy},
     TestServer,
 };
-use quicmatch_client::{Event, MatchId, SendOptions, Socket, MAX_REPEATS, MAX_REPEAT_DELAY};
+use quicmatch_client::{Event, Match, MatchId, SendOptions, Socket, MAX_REPEATS, MAX_REPEAT_DELAY};
 use quicmatch_protocol::{datagram::RelayHeader, ErrorCode, Request, Response, ServerBody};
 use tokio::time::{interval, timeout, Instant};
 
@@ -89,14 +89,14 @@ async fn redundant_messages_arrive_once_and_in_order() {
     assert_eq!(err.code(), Some(ErrorCode::BAD_INPUT));
 }
 
-#[tokio::test]
-async fn repeats_recover_what_a_lossy_link_drops() {
-    let server = TestServer::start().await;
+/// Alice behind a link that loses 20 % of packets (`seed` picks which), bob direct, in
+/// one match alice created.
+async fn lossy_sender(server: &TestServer, seed: u64) -> (Proxy, Socket, Socket, Match) {
     let lossy = Impairment {
         loss: 0.2,
         ..Impairment::CLEAN
     };
-    let proxy = Proxy::start(server.addr, lossy, 7).await;
+    let proxy = Proxy::start(server.addr, lossy, seed).await;
     let mut config = server.client_config("alice");
     config.server = proxy.addr;
     let alice = timeout(Duration::from_secs(30), Socket::connect(config))
@@ -106,6 +106,13 @@ async fn repeats_recover_what_a_lossy_link_drops() {
     let bob = server.client("bob").await;
     let game = alice.create_match(None).await.expect("create");
     bob.join_match(game.match_id).await.expect("join");
+    (proxy, alice, bob, game)
+}
+
+#[tokio::test]
+async fn repeats_recover_what_a_lossy_link_drops() {
+    let server = TestServer::start().await;
+    let (_proxy, alice, bob, game) = lossy_sender(&server, 7).await;
 
     let (_, plain) = tokio::join!(
         send_numbered(&alice, game.match_id, 300, 0),
@@ -134,20 +141,7 @@ async fn repeats_recover_what_a_lossy_link_drops() {
 #[tokio::test]
 async fn a_repeat_recovers_the_newest_state_before_the_next_send() {
     let server = TestServer::start().await;
-    let lossy = Impairment {
-        loss: 0.2,
-        ..Impairment::CLEAN
-    };
-    let proxy = Proxy::start(server.addr, lossy, 11).await;
-    let mut config = server.client_config("alice");
-    config.server = proxy.addr;
-    let alice = timeout(Duration::from_secs(30), Socket::connect(config))
-        .await
-        .expect("connect in time")
-        .expect("connect through the lossy link");
-    let bob = server.client("bob").await;
-    let game = alice.create_match(None).await.expect("create");
-    bob.join_match(game.match_id).await.expect("join");
+    let (_proxy, alice, bob, game) = lossy_sender(&server, 11).await;
 
     // A message every 50 ms, no redundancy: only the repeat, 5 ms later, can bring a
     // message whose datagram was lost, and it does so long before the next message.

@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod child;
+pub mod cluster;
 pub mod nats;
 pub mod proxy;
 pub mod storage;

@@ -291,6 +291,11 @@ fn json_logs_carry_the_effective_config_without_secrets() {
             ("QUICMATCH_SESSION__IDLE_TIMEOUT", "3s"),
             ("QUICMATCH_SESSION__ENCRYPTION_KEY", &secret),
             ("QUICMATCH_MATCHES__MAX_SIZE", "8"),
+            // Nothing listens there: the node keeps trying in the background.
+            (
+                "QUICMATCH_CLUSTER__URL",
+                "nats://qm:natspass-456@127.0.0.1:1",
+            ),
         ],
         None,
     );
@@ -308,6 +313,10 @@ fn json_logs_carry_the_effective_config_without_secrets() {
             "the key is logged: {line}"
         );
         assert!(!line.contains(&secret), "the secret is logged: {line}");
+        assert!(
+            !line.contains("natspass-456"),
+            "the NATS password is logged: {line}"
+        );
     }
     let logged = events
         .iter()
@@ -322,6 +331,10 @@ fn json_logs_carry_the_effective_config_without_secrets() {
     assert_eq!(config["server_key"], "<redacted>", "{config}");
     assert_eq!(
         config["session"]["encryption_key"], "<redacted>",
+        "{config}"
+    );
+    assert_eq!(
+        config["cluster"]["url"], "nats://qm:***@127.0.0.1:1",
         "{config}"
     );
     // The variables were applied.

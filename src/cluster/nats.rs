@@ -7,10 +7,13 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Instant};
 
-use async_nats::jetstream::{
-    self,
-    kv::{self, CreateErrorKind, Operation, UpdateErrorKind},
-    stream::StorageType,
+use async_nats::{
+    jetstream::{
+        self,
+        kv::{self, CreateErrorKind, Operation, UpdateErrorKind},
+        stream::StorageType,
+    },
+    ServerAddr,
 };
 use bytes::Bytes;
 use futures_util::StreamExt as _;
@@ -22,7 +25,10 @@ use super::{
     registry::{Change, NodeRecord},
     Inner,
 };
-use crate::config::ClusterStorage;
+use crate::config::{
+    nats_url::{self, NatsCredentials},
+    ClusterStorage,
+};
 
 /// Gives `(sessions, load)`.
 type Load = Box<dyn Fn() -> (u32, u32) + Send + Sync>;
@@ -44,20 +50,33 @@ pub(super) async fn run(
     let mut options = async_nats::ConnectOptions::new()
         .name(format!("quicmatch {}", inner.node))
         .retry_on_initial_connect();
-    match credentials(&inner.url) {
-        Some(Credentials::UserPassword(user, password)) => {
+    // Validated at start; the credentials leave the addresses, which async-nats logs.
+    let servers = nats_url::parse(&inner.url).unwrap_or_default();
+    match servers.iter().find_map(|s| s.credentials.clone()) {
+        Some(NatsCredentials::UserPassword(user, password)) => {
             options = options.user_and_password(user, password);
         }
-        Some(Credentials::Token(token)) => options = options.token(token),
-        None => {}
+        Some(NatsCredentials::Token(token)) => options = options.token(token),
+        _ => {}
     }
     if let Some(ca) = &inner.config.tls_ca {
         options = options.add_root_certificates(ca.clone()).require_tls(true);
     }
-    let client = match options.connect(inner.url.as_str()).await {
+    let addresses: Result<Vec<ServerAddr>, _> = servers
+        .iter()
+        .map(|s| s.address.parse::<ServerAddr>())
+        .collect();
+    let connected = match addresses {
+        Ok(addresses) if !addresses.is_empty() => {
+            options.connect(addresses).await.map_err(|e| e.to_string())
+        }
+        Ok(_) => Err("no server".to_owned()),
+        Err(e) => Err(e.to_string()),
+    };
+    let client = match connected {
         Ok(c) => c,
         Err(e) => {
-            error!(url = %inner.url, error = %e, "cluster: cannot use the NATS URL; this node runs alone");
+            error!(url = %nats_url::redact(&inner.url), error = %e, "cluster: cannot use the NATS URL; this node runs alone");
             return;
         }
     };
@@ -133,40 +152,6 @@ pub(super) async fn run(
             }
         }
     }
-}
-
-/// What a NATS URL says to authenticate with.
-#[derive(Debug, PartialEq, Eq)]
-enum Credentials {
-    /// `user:password@`.
-    UserPassword(String, String),
-    /// `token@`.
-    Token(String),
-}
-
-/// The credentials of the first server in a `cluster.url` list that names any
-/// (percent-decoded); async-nats reads them from its options, not from the URL.
-fn credentials(urls: &str) -> Option<Credentials> {
-    let decode = |s: &str| {
-        percent_encoding::percent_decode_str(s)
-            .decode_utf8_lossy()
-            .into_owned()
-    };
-    urls.split(',').map(str::trim).find_map(|server| {
-        let with_scheme = if server.contains("://") {
-            server.to_owned()
-        } else {
-            format!("nats://{server}")
-        };
-        let url = url::Url::parse(&with_scheme).ok()?;
-        if url.username().is_empty() {
-            return None;
-        }
-        Some(match url.password() {
-            Some(password) => Credentials::UserPassword(decode(url.username()), decode(password)),
-            None => Credentials::Token(decode(url.username())),
-        })
-    })
 }
 
 /// The registry bucket, created on first use. Every node must give it the same
@@ -285,23 +270,4 @@ fn incarnation() -> u64 {
     // a zero incarnation still works (it only has to differ from the last one).
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
     u64::from_le_bytes(bytes)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn credentials_come_from_the_first_server_that_names_them() {
-        assert_eq!(credentials("nats://127.0.0.1:4222"), None);
-        assert_eq!(
-            credentials("nats://127.0.0.1:4222, tls://qm:p%40ss%3Aword@nats.example:4222"),
-            Some(Credentials::UserPassword("qm".into(), "p@ss:word".into()))
-        );
-        assert_eq!(
-            credentials("s3cr3t@10.0.0.5:4222"),
-            Some(Credentials::Token("s3cr3t".into()))
-        );
-        assert_eq!(credentials("not a url@"), None);
-    }
 }

@@ -479,8 +479,9 @@ impl Default for RelayConfig {
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct ClusterConfig {
-    /// The NATS server(s), `nats://HOST:PORT` (several: comma-separated); `--cluster`.
-    /// Off when absent.
+    /// The NATS server(s), `nats://[USER:PASSWORD@]HOST:PORT` (several: comma-separated,
+    /// all with the same credentials); `--cluster`. A server not on this machine must
+    /// name credentials. Logged with the password hidden. Off when absent.
     pub url: Option<String>,
     /// This node's name in the cluster, unique: 1 to 32 of `A-Z a-z 0-9 _ -`;
     /// `--node-name`. Default: the host's name (made to fit).
@@ -501,7 +502,8 @@ pub struct ClusterConfig {
     pub node_ttl: Duration,
     /// A CA certificate (PEM) that signs the NATS servers' TLS certificates; with it
     /// the node connects over TLS only (`tls://` URLs). Without it a `tls://` URL is
-    /// checked against the system's roots. Default: none.
+    /// checked against the system's roots. Relative to the config file when given
+    /// there. Default: none.
     pub tls_ca: Option<PathBuf>,
     /// JetStream replicas of the cluster's buckets: 1, 3 or 5, at most the NATS
     /// servers in the NATS cluster. Default `1` (one `nats-server`); production: `3`.
@@ -616,6 +618,10 @@ impl Config {
         if given.contains_key("data_dir") {
             config.data_dir = dir.join(&config.data_dir);
         }
+        let cluster = given.get("cluster").and_then(toml::Value::as_table);
+        if cluster.is_some_and(|c| c.contains_key("tls_ca")) {
+            config.cluster.tls_ca = config.cluster.tls_ca.map(|p| dir.join(p));
+        }
         Ok(config)
     }
 
@@ -640,9 +646,15 @@ impl Config {
         {
             *key = REDACTED.into();
         }
+        if let Some(url) = value.get_mut("cluster").and_then(|c| c.get_mut("url")) {
+            if let Some(text) = url.as_str() {
+                *url = nats_url::redact(text).into();
+            }
+        }
         value.to_string()
     }
 }
 
 pub mod env;
+pub mod nats_url;
 mod validate;

@@ -72,27 +72,6 @@ macro_rules! with_bounded_keys {
     };
 }
 
-/// The first server of a `cluster.url` list (`nats://[user[:password]@]host:port`,
-/// comma-separated) that is not on this machine and names no credentials: anyone who
-/// can reach that NATS could speak for a node, so such a URL is refused.
-fn remote_without_credentials(url: &str) -> Option<String> {
-    url.split(',').map(str::trim).find_map(|server| {
-        let rest = server.split_once("://").map_or(server, |(_, r)| r);
-        if rest.contains('@') {
-            return None;
-        }
-        let host = match rest.strip_prefix('[') {
-            Some(v6) => v6.split(']').next().unwrap_or_default(),
-            None => rest.split([':', '/']).next().unwrap_or_default(),
-        };
-        let local = host.eq_ignore_ascii_case("localhost")
-            || host
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback());
-        (!local).then(|| server.to_owned())
-    })
-}
-
 /// Checks each `$c.section.field`, naming it by its dotted path, so the message always
 /// spells the key as the config file does.
 macro_rules! check_bounds {
@@ -154,12 +133,26 @@ impl Config {
         if c.url.as_deref().is_some_and(|u| u.trim().is_empty()) {
             return bad("cluster.url must not be empty (leave it out to run alone)");
         }
-        if let Some(server) = c.url.as_deref().and_then(remote_without_credentials) {
-            return bad(&format!(
-                "cluster.url: {server} is not on this machine and the URL has no \
-                 credentials: put user:password@ (or token@) in it, since a node acts on \
-                 what arrives on its subjects"
-            ));
+        if let Some(url) = c.url.as_deref() {
+            let servers = super::nats_url::parse(url)
+                .map_err(|e| ConfigError::Invalid(format!("cluster.url: {e}")))?;
+            if let Some(s) = servers.iter().find(|s| !s.local && s.credentials.is_none()) {
+                return bad(&format!(
+                    "cluster.url: {} is not on this machine and names no credentials: put \
+                     user:password@ (or token@) in the URL, since a node acts on what \
+                     arrives on its subjects",
+                    s.address
+                ));
+            }
+            let named: Vec<_> = servers
+                .iter()
+                .filter_map(|s| s.credentials.as_ref())
+                .collect();
+            if named.windows(2).any(|w| w[0] != w[1]) {
+                return bad(
+                    "cluster.url: its servers name different credentials; give them all the same",
+                );
+            }
         }
         if ![1, 3, 5].contains(&c.replicas) {
             return bad("cluster.replicas must be 1, 3 or 5");
@@ -232,29 +225,12 @@ mod tests {
     }
 
     #[test]
-    fn only_servers_on_this_machine_go_without_credentials() {
-        for ok in [
-            "nats://127.0.0.1:4222",
-            "nats://localhost:4222",
-            "nats://[::1]:4222",
-            "127.0.0.2:4222",
-            "tls://LOCALHOST",
-            "nats://a:b@10.0.0.5:4222, nats://127.0.0.1:4223",
-            "nats://token@nats.example:4222",
-        ] {
-            assert_eq!(remote_without_credentials(ok), None, "{ok}");
-        }
-        for (url, server) in [
-            ("nats://10.0.0.5:4222", "nats://10.0.0.5:4222"),
-            (
-                "nats://127.0.0.1:4222,nats://nats.example",
-                "nats://nats.example",
-            ),
-            ("tls://[2001:db8::1]:4222", "tls://[2001:db8::1]:4222"),
-            ("nats.example:4222", "nats.example:4222"),
-        ] {
-            assert_eq!(remote_without_credentials(url).as_deref(), Some(server));
-        }
+    fn a_tls_ca_in_a_config_file_is_relative_to_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("quicmatch.toml");
+        std::fs::write(&path, "[cluster]\ntls_ca = \"nats-ca.pem\"\n").expect("write");
+        let config = Config::from_file(&path).expect("config");
+        assert_eq!(config.cluster.tls_ca, Some(dir.path().join("nats-ca.pem")));
     }
 
     #[test]
@@ -420,8 +396,19 @@ mod tests {
         assert!(c
             .validate()
             .is_err_and(|e| e.to_string().contains("10.0.0.5:4222")));
-        c.cluster.url = Some("nats://qm:secret@10.0.0.5:4222".into());
+        c.cluster.url = Some("nats://:@10.0.0.5:4222".into());
+        assert!(c.validate().is_err(), "an empty user names nothing");
+        c.cluster.url = Some("nats://qm:secret@10.0.0.5:4222, nats://127.0.0.1:4222".into());
         c.validate().expect("a remote NATS with credentials");
+        c.cluster.url = Some("nats://qm:a@10.0.0.5:4222, nats://qm:b@10.0.0.6:4222".into());
+        rejects(
+            &c,
+            "cluster.url: its servers name different credentials; give them all the same",
+        );
+        c.cluster.url = Some("nats://qm:secret@bad host".into());
+        let e = c.validate().expect_err("not a URL").to_string();
+        assert!(e.contains("cluster.url") && !e.contains("secret"), "{e}");
+        c.cluster.url = None;
         c.cluster.name = "prod".into();
         c.cluster.node_name = Some(String::new());
         rejects(&c, "cluster.node_name must be 1 to 32 of A-Z a-z 0-9 _ -");

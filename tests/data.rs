@@ -1,4 +1,5 @@
-//! Match data: datagrams and reliable frames, broadcast and targeted, errors, order.
+//! Match data: datagrams and reliable frames, broadcast and targeted, errors, order;
+//! reliable data sent just before `close` still arrives.
 
 mod common;
 
@@ -271,4 +272,25 @@ async fn send_options_choose_the_path_and_the_recipients() {
         assert_eq!(got.op_code, 6);
     }
     assert_no_event(&c, Duration::from_millis(100)).await;
+}
+
+#[tokio::test]
+async fn reliable_data_sent_just_before_close_arrives() {
+    let server = TestServer::start().await;
+    let (alice, bob, _carol, m) = three(&server).await;
+    for i in 0..20u8 {
+        bob.send_match_data(m.match_id, 2, vec![i], true, None)
+            .await
+            .expect("send");
+    }
+    bob.close().await;
+    let mut got = Vec::new();
+    while got.len() < 20 {
+        match next_event(&alice, "bob's last data").await {
+            Event::MatchData(d) => got.push(d.data[0]),
+            Event::MatchPresence(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(got, (0..20).collect::<Vec<_>>());
 }

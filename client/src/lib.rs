@@ -828,8 +828,12 @@ impl Socket {
     }
 
     /// Closes the connection politely (the server ends the session at once) and waits
-    /// briefly for the server to be told.
+    /// briefly for the server to be told. Reliable data and requests sent before it
+    /// reach the server first: closing a QUIC connection discards what the peer has not
+    /// acknowledged, so it waits (at most a second) for the answer to a ping, which the
+    /// server gives only after everything before it on the stream.
     pub async fn close(&self) {
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.ping()).await;
         self.connection()
             .close(quinn::VarInt::from_u32(CloseCode::NORMAL.0), b"bye");
         let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.endpoint.wait_idle()).await;

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{assert_no_event, next_event, three, TestServer};
-use quicmatch_client::{ErrorCode, Event, MatchData};
+use quicmatch_client::{ErrorCode, Event, MatchData, Socket};
+use tokio::time::timeout;
 
 fn data(event: Event) -> MatchData {
     match event {
@@ -293,4 +294,51 @@ async fn reliable_data_sent_just_before_close_arrives() {
         }
     }
     assert_eq!(got, (0..20).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn data_queued_before_a_shutdown_arrives_before_the_close() {
+    const N: u32 = 1400;
+    let server = TestServer::start().await;
+    let alice = server.client("alice").await;
+    // Bob holds few events and does not read until the stop: most of the data is still
+    // on its way (in flow control, in the server's queues) when the server stops.
+    let bob = timeout(
+        common::TEST_TIMEOUT,
+        Socket::connect(server.client_config("bob").event_buffer(8)),
+    )
+    .await
+    .expect("waiting for connect")
+    .expect("connect");
+    let m = alice.create_match(None).await.expect("create");
+    bob.join_match(m.match_id).await.expect("join");
+    next_event(&alice, "bob joins").await;
+    for i in 0..N {
+        let mut payload = vec![0u8; 8000];
+        payload[..4].copy_from_slice(&i.to_le_bytes());
+        alice
+            .send_match_data(m.match_id, 1, payload, true, None)
+            .await
+            .expect("send");
+    }
+    // The reply comes after the server has taken all of it: one stream, in order.
+    alice.list_matches().await.expect("list");
+    // Stopping waits for every session; bob's reads below are what let it finish.
+    let stopping = tokio::spawn(server.stop());
+    let mut got = 0u32;
+    loop {
+        match next_event(&bob, "the data, then the close").await {
+            Event::MatchData(d) => {
+                assert_eq!(&d.data[..4], &got.to_le_bytes(), "in order");
+                got += 1;
+            }
+            Event::Disconnected { code, .. } => {
+                assert_eq!(code, Some(quicmatch_client::CloseCode::SERVER_SHUTDOWN));
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(got, N, "everything queued before the stop arrived");
+    stopping.await.expect("stopped");
 }

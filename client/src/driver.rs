@@ -54,6 +54,9 @@ pub(crate) fn server_presence() -> Presence {
 
 /// Longest one resume attempt (handshake, then the reply) may take before the next.
 const RESUME_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(4);
+/// How long the control stream's end may precede the connection's close (a stopping
+/// server waits for our acknowledgement in between) before this side closes it.
+const CLOSE_AFTER_STREAM_END: Duration = Duration::from_secs(2);
 
 /// What the [`Socket`](crate::Socket) asks of the driver.
 pub(crate) enum Command {
@@ -544,7 +547,10 @@ impl Driver {
                     }
                 }
                 frame = frames.next() => {
-                    let Some(Ok(body)) = frame else { return self.lost(conn).await };
+                    let Some(Ok(body)) = frame else {
+                        self.drain_lanes(&mut lanes, &mut pending).await;
+                        return self.lost(conn).await;
+                    };
                     self.on_frame(&body, &mut pending).await;
                 }
                 Some(body) = lanes.recv() => self.on_frame(&body, &mut pending).await,
@@ -606,7 +612,29 @@ impl Driver {
     }
 
     /// The connection is going or gone: wait until it has closed so the reason is known.
+    /// The control stream ended: a stopping server finishes it and the lanes after its
+    /// last frames, and closes the connection once this side has acknowledged them all.
+    /// The lanes' frames are processed until they end (each lane's reader ends at its
+    /// stream's end, and the lanes at the connection's close), at most
+    /// [`CLOSE_AFTER_STREAM_END`], so nothing the server sent before its close is lost.
+    async fn drain_lanes(
+        &mut self,
+        lanes: &mut mpsc::Receiver<Bytes>,
+        pending: &mut HashMap<u32, oneshot::Sender<Response>>,
+    ) {
+        let _ = tokio::time::timeout(CLOSE_AFTER_STREAM_END, async {
+            while let Some(body) = lanes.recv().await {
+                self.on_frame(&body, pending).await;
+            }
+        })
+        .await;
+    }
+
     async fn lost(&self, conn: &quinn::Connection) -> Stop {
+        if conn.close_reason().is_none() {
+            // The close says why the stream ended (shutdown, restart).
+            let _ = tokio::time::timeout(CLOSE_AFTER_STREAM_END, conn.closed()).await;
+        }
         if conn.close_reason().is_none() {
             // The stream ended but the connection did not: end it, then classify.
             conn.close(

@@ -17,13 +17,14 @@
 
 use std::{
     collections::{hash_map::Entry, HashSet},
+    future::Future,
     sync::Arc,
 };
 
 use bytes::Bytes;
 use quicmatch_protocol::{MatchId, LANE_STREAM, MAX_LANES};
 use rustc_hash::{FxHashMap, FxHashSet};
-use tokio::sync::mpsc;
+use tokio::{sync::mpsc, task::JoinHandle};
 use tracing::debug;
 
 use crate::{
@@ -35,8 +36,11 @@ use crate::{
 enum Writer {
     /// By the session task, while the stream takes everything at once.
     Direct(SendStream),
-    /// By a task of its own, in order.
-    Task(mpsc::UnboundedSender<Vec<Bytes>>),
+    /// By a task of its own, in order; the task hands back the finished stream.
+    Task(
+        mpsc::UnboundedSender<Vec<Bytes>>,
+        JoinHandle<Option<SendStream>>,
+    ),
     /// Its stream failed (the connection is going): nothing more is written.
     Failed,
 }
@@ -101,17 +105,46 @@ impl Lanes {
                     // No stream credit yet: a task waits for it.
                     None => {
                         let (tx, rx) = mpsc::unbounded_channel();
-                        tokio::spawn(run(
+                        let task = tokio::spawn(run(
                             Opening::Wait(self.conn.clone()),
                             self.outbound.clone(),
                             rx,
                         ));
-                        Writer::Task(tx)
+                        Writer::Task(tx, task)
                     }
                 }),
             };
             let current = std::mem::replace(writer, Writer::Failed);
             *writer = write(&self.outbound, current, chunks, bytes);
+        }
+    }
+
+    /// Finishes every lane (one written by a task once it has written what it holds);
+    /// the future resolves when the client has acknowledged them all, which a close
+    /// must wait for: it discards what was not delivered.
+    pub(super) fn finish_all(&mut self) -> impl Future<Output = ()> + use<> {
+        let mut direct = Vec::new();
+        let mut tasks = Vec::new();
+        for (_, writer) in self.open.drain() {
+            match writer {
+                Writer::Direct(mut stream) => {
+                    let _ = stream.finish();
+                    direct.push(stream);
+                }
+                // Dropping the sender ends the task once it has written the rest.
+                Writer::Task(_, task) => tasks.push(task),
+                Writer::Failed => {}
+            }
+        }
+        async move {
+            for mut stream in direct {
+                stream.acknowledged().await;
+            }
+            for task in tasks {
+                if let Ok(Some(mut stream)) = task.await {
+                    stream.acknowledged().await;
+                }
+            }
         }
     }
 
@@ -152,10 +185,10 @@ fn write(
                 let left = size(&rest).min(bytes);
                 outbound.lane_written(bytes - left);
                 let (tx, rx) = mpsc::unbounded_channel();
-                tokio::spawn(run(Opening::Open(stream), outbound.clone(), rx));
+                let task = tokio::spawn(run(Opening::Open(stream), outbound.clone(), rx));
                 // The rest goes first; a send on a fresh channel cannot fail.
                 let _ = tx.send(rest);
-                Writer::Task(tx)
+                Writer::Task(tx, task)
             }
             Err(e) => {
                 debug!(error = %e, "lane stream failed");
@@ -163,14 +196,14 @@ fn write(
                 Writer::Failed
             }
         },
-        Writer::Task(tx) => {
+        Writer::Task(tx, task) => {
             if tx.send(std::mem::take(chunks)).is_err() {
                 // The lane's task ended (its stream failed): the frames are in the
                 // replay buffer for a resume either way.
                 outbound.lane_written(bytes);
                 Writer::Failed
             } else {
-                Writer::Task(tx)
+                Writer::Task(tx, task)
             }
         }
         Writer::Failed => {
@@ -189,12 +222,12 @@ enum Opening {
 }
 
 /// A lane written by a task: what it is handed, in order, until the session drops it
-/// (the stream is finished) or the connection fails.
+/// (the stream is finished and returned) or the connection fails (`None`).
 async fn run(
     opening: Opening,
     outbound: Arc<Outbound>,
     mut rx: mpsc::UnboundedReceiver<Vec<Bytes>>,
-) {
+) -> Option<SendStream> {
     let stream = match opening {
         Opening::Open(stream) => Some(stream),
         Opening::Wait(conn) => match conn.open_uni().await {
@@ -214,7 +247,7 @@ async fn run(
         while let Some(chunks) = rx.recv().await {
             outbound.lane_written(size(&chunks));
         }
-        return;
+        return None;
     };
     while let Some(mut chunks) = rx.recv().await {
         let bytes = size(&chunks);
@@ -226,8 +259,9 @@ async fn run(
             while let Some(chunks) = rx.recv().await {
                 outbound.lane_written(size(&chunks));
             }
-            return;
+            return None;
         }
     }
     let _ = stream.finish();
+    Some(stream)
 }

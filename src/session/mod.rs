@@ -54,6 +54,9 @@ const WRITE_BATCH: usize = 64;
 /// (a reader that does not read is not waited for).
 const SHUTDOWN_FLUSH: Duration = Duration::from_millis(200);
 const SHUTDOWN_FLUSH_BATCHES: usize = 16;
+/// How long a shutting-down session waits for the client to acknowledge its last
+/// frames before closing; a client that is gone costs its session no more.
+const SHUTDOWN_ACKNOWLEDGED: Duration = Duration::from_secs(1);
 
 /// Datagrams a session handles per wake-up before looking at its other inputs.
 const DATAGRAM_DRAIN: usize = 32;
@@ -472,6 +475,16 @@ async fn serve(shared: Arc<Shared>, conn: Conn, shutdown: CancellationToken, aut
                     }
                 }
                 let _ = tokio::time::timeout(SHUTDOWN_FLUSH, send.write_all_chunks(&mut pending)).await;
+                // A close discards what the client has not acknowledged yet: the
+                // streams end here, and the close waits (bounded, for a client that is
+                // gone) until the client has all of them.
+                let lanes_acknowledged = lanes.finish_all();
+                let _ = send.finish();
+                let _ = tokio::time::timeout(SHUTDOWN_ACKNOWLEDGED, async {
+                    send.acknowledged().await;
+                    lanes_acknowledged.await;
+                })
+                .await;
                 alive = if shared.restarting.load(std::sync::atomic::Ordering::Acquire) {
                     end(CloseCode::SERVER_RESTARTING, "server restarting; resume when it is back", Ending::Final, &mut ending)
                 } else {

@@ -206,6 +206,18 @@ impl SendStream {
         Ok(true)
     }
 
+    /// Resolves once the peer has acknowledged everything written to this finished
+    /// stream (or stopped it, or the connection ended). A close discards what the peer
+    /// has not acknowledged, so whatever must arrive before one waits for this.
+    pub(crate) async fn acknowledged(&mut self) {
+        match self {
+            Self::Quinn(s) => {
+                let _ = s.stopped().await;
+            }
+            Self::Proto(s) => s.acknowledged().await,
+        }
+    }
+
     /// Ends the stream after what was written.
     pub(crate) fn finish(&mut self) -> Result<(), WriteError> {
         match self {

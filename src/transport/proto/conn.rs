@@ -378,6 +378,24 @@ impl SendStream {
         Ok(())
     }
 
+    /// Resolves once the peer has acknowledged all of a finished stream, stopped it, or
+    /// the connection ended.
+    pub(crate) async fn acknowledged(&mut self) {
+        poll_fn(|cx| {
+            let mut st = self.conn.lock();
+            match st.conn.send_stream(self.id).stopped() {
+                // Gone: finished and acknowledged (or reset) and forgotten.
+                Err(_) | Ok(Some(_)) => Poll::Ready(()),
+                Ok(None) if st.error.is_some() => Poll::Ready(()),
+                Ok(None) => {
+                    st.wakers.writers.insert(self.id, cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        })
+        .await;
+    }
+
     /// Ends the stream after what was written.
     pub(crate) fn finish(&mut self) -> Result<(), WriteError> {
         let mut st = self.conn.lock();

@@ -289,6 +289,12 @@ impl Stats {
         self.shared.cluster.nodes()
     }
 
+    /// Memberships that cross nodes: this node's sessions in matches other nodes host,
+    /// and members homed on other nodes in matches this node hosts.
+    pub fn cluster_memberships(&self) -> (usize, usize) {
+        self.shared.cluster.remote_counts()
+    }
+
     /// Open connections.
     pub fn connections(&self) -> usize {
         self.shared

@@ -30,6 +30,14 @@
 //! | `quicmatch_io_forwarded_total` | counter | (`proto` transport, `workers` > 1: packets one I/O loop handed to the loop owning their connection) |
 //! | `quicmatch_io_forward_drops_total` | counter | (handed-over packets dropped: the owning loop had too many waiting) |
 //! | `quicmatch_cluster_nodes` | gauge | (nodes in this node's cluster, itself included) |
+//! | `quicmatch_cluster_remote_memberships` | gauge | (this node's sessions in matches other nodes host) |
+//! | `quicmatch_cluster_remote_members` | gauge | (members homed on other nodes in matches this node hosts) |
+//! | `quicmatch_cluster_messages_total` | counter | `dir` (`in`, `out`), `kind` (`request`, `link`, `datagram`) |
+//! | `quicmatch_cluster_messages_dropped_total` | counter | `reason` (`undecodable`, `unknown_sender`, `stale`: for an earlier incarnation, `repeated`, `out_of_scope`) |
+//! | `quicmatch_cluster_datagrams_dropped_total` | counter | `reason` (`queue_full`, `unpublished`, `too_large`, `refused`: the host refused it) |
+//! | `quicmatch_cluster_link_gaps_total` / `quicmatch_cluster_link_resets_total` | counter | (link batches found missing; links reset, ending what two nodes shared) |
+//! | `quicmatch_cluster_nodes_lost_total` | counter | (nodes declared lost) |
+//! | `quicmatch_cluster_request_failures_total` | counter | (requests to other nodes unanswered) |
 //! | `quicmatch_io_stale_packets_total` | counter | (`proto` transport: packets of established connections that waited past `relay.max_datagram_age` in the socket and were dropped unread; their senders see loss) |
 //! | `quicmatch_io_send_stalls_total` | counter | (`proto` transport: times a loop's socket refused a packet and the loop waited for it to drain) |
 //! | `quicmatch_reliable_messages_total` | counter | (relayed reliable match data, per recipient) |
@@ -149,6 +157,60 @@ const METRICS: &[(&str, Kind, bool, &str)] = &[
         Kind::Gauge,
         PLAIN,
         "Nodes in this node's cluster as it sees them, itself included.",
+    ),
+    (
+        "quicmatch_cluster_remote_memberships",
+        Kind::Gauge,
+        PLAIN,
+        "This node's sessions in matches other nodes of the cluster host.",
+    ),
+    (
+        "quicmatch_cluster_remote_members",
+        Kind::Gauge,
+        PLAIN,
+        "Members homed on other nodes in matches this node hosts.",
+    ),
+    (
+        "quicmatch_cluster_messages_total",
+        Kind::Counter,
+        LABELLED,
+        "Messages between cluster nodes, by direction (in, out) and kind (request, link, datagram).",
+    ),
+    (
+        "quicmatch_cluster_messages_dropped_total",
+        Kind::Counter,
+        LABELLED,
+        "Messages from other nodes dropped, by reason: undecodable, unknown_sender, stale, repeated, out_of_scope.",
+    ),
+    (
+        "quicmatch_cluster_datagrams_dropped_total",
+        Kind::Counter,
+        LABELLED,
+        "Datagrams between nodes dropped, by reason: queue_full, unpublished, too_large, refused.",
+    ),
+    (
+        "quicmatch_cluster_link_gaps_total",
+        Kind::Counter,
+        PLAIN,
+        "Link batches from other nodes found missing.",
+    ),
+    (
+        "quicmatch_cluster_link_resets_total",
+        Kind::Counter,
+        PLAIN,
+        "Links reset, ending the memberships two nodes shared.",
+    ),
+    (
+        "quicmatch_cluster_nodes_lost_total",
+        Kind::Counter,
+        PLAIN,
+        "Nodes of the cluster declared lost.",
+    ),
+    (
+        "quicmatch_cluster_request_failures_total",
+        Kind::Counter,
+        PLAIN,
+        "Requests to other nodes that went unanswered.",
     ),
     (
         "quicmatch_io_stale_packets_total",
@@ -664,6 +726,9 @@ pub(crate) async fn gauges(stats: Stats, shutdown: CancellationToken) {
                 metrics::gauge!("quicmatch_held_sessions").set(stats.held_sessions() as f64);
                 metrics::gauge!("quicmatch_authoritative_matches").set(stats.authoritative_matches() as f64);
                 metrics::gauge!("quicmatch_matchmaker_pool").set(stats.matchmaker().tickets as f64);
+                let (memberships, members) = stats.cluster_memberships();
+                metrics::gauge!("quicmatch_cluster_remote_memberships").set(memberships as f64);
+                metrics::gauge!("quicmatch_cluster_remote_members").set(members as f64);
             }
         }
     }

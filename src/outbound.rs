@@ -16,7 +16,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use quicmatch_protocol::{frame::EventBody, CloseCode, MatchId, Presence};
+use quicmatch_protocol::{frame::EventBody, CloseCode, MatchId, Presence, SessionId};
 use quinn_proto::{SendDatagramError, VarInt};
 use tokio::sync::Notify;
 use tracing::warn;
@@ -38,6 +38,18 @@ pub struct SessionHandle {
     /// The session's outbound queue; it outlives connections, so a resumed session
     /// keeps its numbering and what was queued while it was away.
     pub(crate) outbound: Arc<Outbound>,
+    /// For a member homed on another node of the cluster: where what the tables send
+    /// it goes instead (its home's queue and connection are there).
+    pub(crate) remote: Option<Arc<dyn RemotePeer>>,
+}
+
+/// Another node of the cluster, as the tables reach the members homed there: both
+/// calls queue and return at once, in the order they were made.
+pub(crate) trait RemotePeer: Send + Sync {
+    /// An event or reliable data for `session` (on `lane` where the sender has one).
+    fn push(&self, session: SessionId, body: &EventBody, lane: Option<Lane>);
+    /// A relayed datagram for `session`, as a local member would get it.
+    fn datagram(&self, session: SessionId, datagram: Bytes);
 }
 
 impl SessionHandle {
@@ -55,6 +67,10 @@ impl SessionHandle {
     }
 
     fn push_to(&self, body: &EventBody, lane: Option<Lane>) {
+        if let Some(remote) = &self.remote {
+            remote.push(self.presence.session_id, body, lane);
+            return;
+        }
         if self.outbound.push(body.clone(), lane, Instant::now()) == Pushed::Overflow {
             warn!(session = %self.presence.session_id, "outbound queue over its limit; closing slow consumer");
             metrics::counter!("quicmatch_slow_consumer_closes_total").increment(1);
@@ -73,6 +89,10 @@ impl SessionHandle {
     /// `reader_behind`, and is never closed for it). Returns `false` only when the
     /// datagram is too large for this peer's path.
     pub fn send_datagram(&self, datagram: Bytes) -> bool {
+        if let Some(remote) = &self.remote {
+            remote.datagram(self.presence.session_id, datagram);
+            return true;
+        }
         let len = datagram.len() as u64;
         let Some(conn) = &self.conn else {
             metrics::counter!("quicmatch_datagrams_dropped_total", "reason" => "connection_lost")

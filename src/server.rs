@@ -337,7 +337,13 @@ pub(crate) async fn serve(
             let per_mille = (sessions.saturating_mul(1000) / max).min(u32::MAX as usize);
             (sessions.min(u32::MAX as usize) as u32, per_mille as u32)
         };
-        tracker.spawn(shared.cluster.clone().run(address, load, cancel.clone()));
+        let local = Arc::new(crate::handlers::Peers(shared.clone()));
+        tracker.spawn(
+            shared
+                .cluster
+                .clone()
+                .run(address, load, local, cancel.clone()),
+        );
     }
     let persister = restore(&shared).await;
     tokio::pin!(shutdown);

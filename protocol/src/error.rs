@@ -107,6 +107,9 @@ error_codes! {
     /// The store cannot be used now (its file is held by another process, or the server
     /// is shutting down); retry later. Nothing was written.
     STORAGE_UNAVAILABLE = 305,
+    /// The request needs another node of the cluster, which cannot be reached now (NATS
+    /// is out, or the node did not answer in time); retry later. Local play goes on.
+    CLUSTER_UNAVAILABLE = 400,
 }
 
 impl fmt::Display for ErrorCode {

@@ -112,6 +112,22 @@ impl EventBody {
         Ok(Self(buf.freeze()))
     }
 
+    /// An event another node of the cluster encoded (its [`bytes`](Self::bytes)),
+    /// refused past the bound [`encode`](Self::encode) keeps, so any head still fits.
+    pub fn from_encoded(bytes: Bytes) -> Result<Self, DecodeError> {
+        let max = MAX_FRAME_LEN + LEN_PREFIX - MAX_EVENT_HEAD;
+        if bytes.is_empty() {
+            return Err(DecodeError::Truncated);
+        }
+        if bytes.len() > max {
+            return Err(DecodeError::FrameTooLarge {
+                len: bytes.len(),
+                max,
+            });
+        }
+        Ok(Self(bytes))
+    }
+
     /// The encoded event.
     pub fn bytes(&self) -> &Bytes {
         &self.0
@@ -297,6 +313,22 @@ mod tests {
 
     fn body_of(frame: &Bytes) -> &[u8] {
         &frame[LEN_PREFIX..]
+    }
+
+    #[test]
+    fn an_event_from_another_node_keeps_the_bound_of_a_local_one() {
+        let event = Event::Error {
+            code: ErrorCode::BAD_INPUT,
+            message: "x".into(),
+        };
+        let local = EventBody::encode(&event).expect("encode");
+        let carried = EventBody::from_encoded(local.bytes().clone()).expect("within");
+        assert_eq!(carried.head(Some(7)), local.head(Some(7)));
+        let max = MAX_FRAME_LEN + LEN_PREFIX - MAX_EVENT_HEAD;
+        let at_bound = EventBody::from_encoded(Bytes::from(vec![0u8; max])).expect("at bound");
+        assert!(at_bound.frame_len(Some(u64::MAX)) <= MAX_FRAME_LEN + LEN_PREFIX);
+        assert!(EventBody::from_encoded(Bytes::from(vec![0u8; max + 1])).is_err());
+        assert!(EventBody::from_encoded(Bytes::new()).is_err());
     }
 
     #[test]

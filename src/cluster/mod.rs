@@ -1,23 +1,82 @@
 //! A cluster of quicmatch nodes on NATS (`[cluster]`, design in docs/cluster.md). This
 //! module owns the node's membership: its entry in the cluster's registry (a JetStream
 //! key-value bucket whose entries expire after `node_ttl`), renewed every `heartbeat`
-//! with its load, and its view of the other nodes (who joined, stopped, or was lost).
+//! with its load, and its view of the other nodes (who joined, stopped, or was lost);
+//! and the memberships that cross nodes: a session of this node (its *home*) in a
+//! relayed match another node hosts, and members homed elsewhere in matches this node
+//! hosts, with the links and datagrams between the two (docs/cluster.md §5).
 //! Without `cluster.url` it does nothing and needs no NATS. A NATS server that cannot be
 //! reached never stops the node from serving its own players: it joins once it can.
 
+mod link;
 mod nats;
 mod registry;
+mod remote;
+mod serve;
+mod wire;
 
 use std::{
+    collections::HashMap,
     net::SocketAddr,
     sync::{Arc, Mutex, PoisonError},
+    time::Duration,
 };
 
+use bytes::Bytes;
+use quicmatch_protocol::{
+    datagram::ClientDatagram, ErrorCode, MatchId, MatchInfo, Presence, SessionId,
+    MAX_RELIABLE_PAYLOAD, MAX_TARGETS,
+};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use self::registry::ClusterNode;
-use self::registry::View;
-use crate::config::ClusterConfig;
+use self::{
+    link::{Inbound, Link},
+    nats::Bus,
+    registry::View,
+    remote::Memberships,
+    wire::{DatagramBody, Item, Reply, Request, RequestBody, Sender},
+};
+pub(crate) use self::{remote::ALIAS_BIT, wire::Refusal};
+use crate::{
+    config::ClusterConfig,
+    outbound::{RemotePeer, SessionHandle},
+};
+
+/// How long a request to another node may take before it counts as unanswered.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The local tables as the cluster reaches them (implemented above the tables): what
+/// peers ask of this node, and the sessions it delivers to.
+pub(crate) trait Local: Send + Sync {
+    /// Joins a member homed on another node (reached through `remote`) to a local
+    /// relayed match.
+    fn join(
+        &self,
+        match_id: MatchId,
+        presence: Presence,
+        remote: Arc<dyn RemotePeer>,
+    ) -> Result<MatchInfo, Refusal>;
+    /// Relays reliable data a member homed elsewhere sent to a local match.
+    fn data(
+        &self,
+        match_id: MatchId,
+        sender: SessionId,
+        op_code: i64,
+        data: Bytes,
+        targets: Option<&[SessionId]>,
+    ) -> Result<(), Refusal>;
+    /// Relays a datagram a member homed elsewhere sent (the client's format, this
+    /// node's handle).
+    fn datagram(&self, sender: SessionId, datagram: Bytes) -> Result<(), Refusal>;
+    /// A member leaves a local match; whether it was one.
+    fn leave(&self, match_id: MatchId, session: SessionId) -> bool;
+    /// A live local session.
+    fn session(&self, session: SessionId) -> Option<SessionHandle>;
+    /// The local matches (among `matches`) `session` is in, as it sees them.
+    fn infos(&self, session: SessionId, matches: &[MatchId]) -> Vec<MatchInfo>;
+}
 
 /// The node's handle on its cluster membership; cheap to clone.
 #[derive(Clone)]
@@ -30,6 +89,55 @@ struct Inner {
     url: String,
     node: String,
     view: Mutex<View>,
+    state: Mutex<State>,
+}
+
+/// What changes while the node is in the cluster.
+#[derive(Default)]
+struct State {
+    /// Set while joined: how to reach NATS, and who this node is.
+    bus: Option<Bus>,
+    me: Option<Sender>,
+    links: HashMap<String, Arc<Link>>,
+    memberships: Memberships,
+    inbound: Inbound,
+    /// Where links report that they were reset.
+    resets: Option<mpsc::UnboundedSender<Sender>>,
+}
+
+/// A member of a local match homed on another node: what the tables send it goes onto
+/// the link to its home.
+struct Guest {
+    link: Arc<Link>,
+    match_id: MatchId,
+}
+
+impl RemotePeer for Guest {
+    fn push(
+        &self,
+        session: SessionId,
+        body: &quicmatch_protocol::frame::EventBody,
+        lane: Option<crate::outbound::Lane>,
+    ) {
+        self.link.push(Item::Push {
+            match_id: self.match_id,
+            sessions: vec![session],
+            lane: lane.map(|l| l.slot),
+            body: body.bytes().clone(),
+        });
+    }
+
+    fn datagram(&self, session: SessionId, datagram: Bytes) {
+        self.link.datagram(DatagramBody::ToMembers {
+            match_id: self.match_id,
+            sessions: vec![session],
+            datagram,
+        });
+    }
+}
+
+fn unavailable(why: &str) -> Refusal {
+    Refusal::new(ErrorCode::CLUSTER_UNAVAILABLE, why)
 }
 
 impl Cluster {
@@ -46,8 +154,14 @@ impl Cluster {
                 url,
                 node,
                 view: Mutex::new(view),
+                state: Mutex::new(State::default()),
             })),
         }
+    }
+
+    /// Whether this node is configured to be in a cluster.
+    pub(crate) fn is_active(&self) -> bool {
+        self.inner.is_some()
     }
 
     /// The nodes this node knows of, itself included once registered; empty when not
@@ -59,17 +173,307 @@ impl Cluster {
         }
     }
 
+    /// Local sessions in remote matches, and members of local matches homed on other
+    /// nodes.
+    pub(crate) fn remote_counts(&self) -> (usize, usize) {
+        match &self.inner {
+            Some(inner) => inner.state().memberships.counts(),
+            None => (0, 0),
+        }
+    }
+
     /// Runs the membership until `cancel`, then leaves politely (the entry is
-    /// deleted, so the others know at once). `load` gives `(sessions, load)`.
+    /// deleted, so the others know at once). `load` gives `(sessions, load)`; `local`
+    /// is what peers' requests and links are applied to.
     pub(crate) async fn run(
         self,
         address: SocketAddr,
         load: impl Fn() -> (u32, u32) + Send + Sync + 'static,
+        local: Arc<dyn Local>,
         cancel: CancellationToken,
     ) {
         if let Some(inner) = self.inner {
-            nats::run(inner, address, Box::new(load), cancel).await;
+            nats::run(inner, address, Box::new(load), local, cancel).await;
         }
+    }
+
+    /// Whether `session` is in `match_id`, hosted by another node.
+    pub(crate) fn is_remote_member(&self, match_id: MatchId, session: SessionId) -> bool {
+        self.inner.as_ref().is_some_and(|inner| {
+            inner
+                .state()
+                .memberships
+                .host_of(match_id, session)
+                .is_some()
+        })
+    }
+
+    /// Joins `presence` (a local session) to a match no local table has: every live
+    /// node is asked at once, and only the host can say yes. The info comes back with
+    /// this node's alias for the match's handle.
+    pub(crate) async fn join(
+        &self,
+        match_id: MatchId,
+        presence: Presence,
+    ) -> Result<MatchInfo, Refusal> {
+        let not_found = || {
+            Refusal::new(
+                ErrorCode::MATCH_NOT_FOUND,
+                format!("no live match has id {match_id}"),
+            )
+        };
+        let Some(inner) = self.inner.clone() else {
+            return Err(not_found());
+        };
+        let session = presence.session_id;
+        let (bus, me) = {
+            let mut st = inner.state();
+            let (Some(bus), Some(me)) = (st.bus.clone(), st.me.clone()) else {
+                return Err(unavailable("this node is not connected to its cluster"));
+            };
+            st.memberships.joining(match_id, session);
+            (bus, me)
+        };
+        let peers = inner.view().peers();
+        let request = Request {
+            from: me,
+            body: RequestBody::Join { match_id, presence },
+        };
+        let payload = match quicmatch_protocol::frame::encode_peer(&request) {
+            Ok(p) => p,
+            Err(e) => {
+                inner.state().memberships.not_joined(match_id, session);
+                return Err(Refusal::new(ErrorCode::BAD_INPUT, e.to_string()));
+            }
+        };
+        let asks = peers.iter().map(|(node, _)| {
+            bus.request(
+                wire::request_subject(&inner.config.name, node),
+                payload.clone(),
+                REQUEST_TIMEOUT,
+            )
+        });
+        let answers = futures_util::future::join_all(asks).await;
+        let mut refusal: Option<Refusal> = None;
+        let mut silent = Vec::new();
+        let mut joined = None;
+        for ((node, incarnation), answer) in peers.into_iter().zip(answers) {
+            match answer.map(|bytes| quicmatch_protocol::frame::decode_peer::<Reply>(&bytes)) {
+                Ok(Ok(Reply::Joined(info))) => {
+                    joined = Some((Sender { node, incarnation }, info));
+                }
+                Ok(Ok(Reply::Refused(r))) => {
+                    if r.code != ErrorCode::MATCH_NOT_FOUND || refusal.is_none() {
+                        refusal = Some(r);
+                    }
+                }
+                Ok(Ok(Reply::Infos(_)) | Err(_)) | Err(_) => {
+                    silent.push(Sender { node, incarnation });
+                }
+            }
+        }
+        let mut st = inner.state();
+        if let Some((host, mut info)) = joined {
+            info.handle = st.memberships.joined(match_id, session, &host, info.handle);
+            return Ok(info);
+        }
+        st.memberships.not_joined(match_id, session);
+        if !silent.is_empty() {
+            // One of them may have joined it and not been heard: it is told to forget.
+            for peer in &silent {
+                if let Some(link) = inner.link_to(&mut st, peer) {
+                    link.push(Item::Leave { match_id, session });
+                }
+            }
+            metrics::counter!("quicmatch_cluster_request_failures_total")
+                .increment(silent.len() as u64);
+            return Err(unavailable(
+                "a node of the cluster did not answer; try again",
+            ));
+        }
+        Err(refusal.unwrap_or_else(not_found))
+    }
+
+    /// The remote matches (among `joined`) a resuming session is still in, asked of
+    /// their hosts, with this node's aliases. A host that does not answer in time has
+    /// its matches left, each with `MatchEnded { reason: "cluster unavailable" }` queued
+    /// for the session (after the reply that omits them), so the client's picture is
+    /// never wrong.
+    pub(crate) async fn infos(
+        &self,
+        session: &SessionHandle,
+        joined: &rustc_hash::FxHashSet<MatchId>,
+    ) -> Vec<MatchInfo> {
+        let Some(inner) = self.inner.clone() else {
+            return Vec::new();
+        };
+        let sid = session.presence.session_id;
+        let (bus, me, by_host) = {
+            let st = inner.state();
+            let mut by_host: HashMap<Sender, Vec<MatchId>> = HashMap::new();
+            for id in joined {
+                if let Some(h) = st.memberships.host_of(*id, sid) {
+                    by_host.entry(h.host).or_default().push(*id);
+                }
+            }
+            (st.bus.clone(), st.me.clone(), by_host)
+        };
+        if by_host.is_empty() {
+            return Vec::new();
+        }
+        let asks = by_host.iter().map(|(host, matches)| {
+            let request = Request {
+                from: me.clone().unwrap_or_else(|| Sender {
+                    node: inner.node.clone(),
+                    incarnation: 0,
+                }),
+                body: RequestBody::Infos {
+                    session: sid,
+                    matches: matches.clone(),
+                },
+            };
+            let bus = bus.clone();
+            let subject = wire::request_subject(&inner.config.name, &host.node);
+            async move {
+                let bus = bus.ok_or_else(|| "not connected".to_owned())?;
+                let payload =
+                    quicmatch_protocol::frame::encode_peer(&request).map_err(|e| e.to_string())?;
+                let answer = bus.request(subject, payload, REQUEST_TIMEOUT).await?;
+                match quicmatch_protocol::frame::decode_peer::<Reply>(&answer) {
+                    Ok(Reply::Infos(infos)) => Ok(infos),
+                    _ => Err("unexpected answer".to_owned()),
+                }
+            }
+        });
+        let answers = futures_util::future::join_all(asks).await;
+        let mut out = Vec::new();
+        for ((host, matches), answer) in by_host.into_iter().zip(answers) {
+            match answer {
+                Ok(infos) => {
+                    let st = inner.state();
+                    for mut info in infos {
+                        if !matches.contains(&info.match_id) {
+                            continue;
+                        }
+                        if let Some(alias) = st.memberships.alias(info.match_id, &host) {
+                            info.handle = alias;
+                            out.push(info);
+                        }
+                    }
+                    drop(st);
+                    // Listed but no longer there: the host ended it meanwhile.
+                    for id in matches
+                        .iter()
+                        .filter(|id| !out.iter().any(|i| i.match_id == **id))
+                    {
+                        inner.state().memberships.left(*id, sid);
+                    }
+                }
+                Err(_) => {
+                    metrics::counter!("quicmatch_cluster_request_failures_total").increment(1);
+                    for id in matches {
+                        self.leave(id, sid);
+                        let event = quicmatch_protocol::envelope::Event::MatchEnded {
+                            match_id: id,
+                            reason: "cluster unavailable".into(),
+                        };
+                        if let Ok(body) = quicmatch_protocol::frame::EventBody::encode(&event) {
+                            session.push_event(&body);
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Reliable data to a remote match `sender` is in: `None` when it is in no such
+    /// match (the local table answers then).
+    pub(crate) fn send_data(
+        &self,
+        match_id: MatchId,
+        sender: SessionId,
+        op_code: i64,
+        data: Bytes,
+        targets: Option<Vec<SessionId>>,
+    ) -> Option<Result<(), Refusal>> {
+        let inner = self.inner.as_ref()?;
+        let mut st = inner.state();
+        let hosted = st.memberships.host_of(match_id, sender)?;
+        if data.len() > MAX_RELIABLE_PAYLOAD {
+            return Some(Err(Refusal::new(
+                ErrorCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "reliable payload of {} bytes exceeds {MAX_RELIABLE_PAYLOAD}",
+                    data.len()
+                ),
+            )));
+        }
+        if targets.as_ref().is_some_and(|t| t.len() > MAX_TARGETS) {
+            return Some(Err(Refusal::new(
+                ErrorCode::BAD_INPUT,
+                format!("at most {MAX_TARGETS} targets"),
+            )));
+        }
+        let Some(link) = inner.link_to(&mut st, &hosted.host) else {
+            return Some(Err(unavailable(
+                "this node is not connected to its cluster",
+            )));
+        };
+        link.push(Item::Data {
+            match_id,
+            sender,
+            op_code,
+            data,
+            targets,
+        });
+        Some(Ok(()))
+    }
+
+    /// A datagram whose handle is an alias (top bit set): on to the match's host.
+    pub(crate) fn datagram(
+        &self,
+        sender: SessionId,
+        mut datagram: ClientDatagram,
+    ) -> Result<(), Refusal> {
+        let not_found = || {
+            Refusal::new(
+                ErrorCode::MATCH_NOT_FOUND,
+                format!("no live match has handle {}", datagram.handle),
+            )
+        };
+        let Some(inner) = self.inner.as_ref() else {
+            return Err(not_found());
+        };
+        let mut st = inner.state();
+        let Some((_, hosted)) = st.memberships.by_alias(datagram.handle, sender) else {
+            return Err(not_found());
+        };
+        let Some(link) = inner.link_to(&mut st, &hosted.host) else {
+            return Err(unavailable("this node is not connected to its cluster"));
+        };
+        drop(st);
+        datagram.handle = hosted.host_handle;
+        link.datagram(DatagramBody::ToHost {
+            sender,
+            datagram: datagram.encode(),
+        });
+        Ok(())
+    }
+
+    /// `session` leaves remote match `match_id`; whether it was in it.
+    pub(crate) fn leave(&self, match_id: MatchId, session: SessionId) -> bool {
+        let Some(inner) = self.inner.as_ref() else {
+            return false;
+        };
+        let mut st = inner.state();
+        let Some(host) = st.memberships.left(match_id, session) else {
+            return false;
+        };
+        if let Some(link) = inner.link_to(&mut st, &host) {
+            link.push(Item::Leave { match_id, session });
+        }
+        true
     }
 }
 
@@ -78,9 +482,26 @@ impl Inner {
         self.view.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// The registry bucket's name.
     fn bucket(&self) -> String {
         format!("qm_{}_nodes", self.config.name)
+    }
+
+    /// The link to `peer`, started on first use; `None` while not joined.
+    fn link_to(&self, st: &mut State, peer: &Sender) -> Option<Arc<Link>> {
+        if let Some(link) = st.links.get(&peer.node) {
+            if link.peer == *peer {
+                return Some(link.clone());
+            }
+        }
+        let (bus, me, resets) = (st.bus.clone()?, st.me.clone()?, st.resets.clone()?);
+        let link = Link::start(bus, &self.config.name, me, peer.clone(), resets);
+        st.links.insert(peer.node.clone(), link.clone());
+        Some(link)
     }
 }
 

@@ -23,7 +23,9 @@ use tracing::{error, info, warn};
 
 use super::{
     registry::{Change, NodeRecord},
-    Inner,
+    serve,
+    wire::{self, Sender},
+    Inner, Local,
 };
 use crate::config::{
     nats_url::{self, NatsCredentials},
@@ -32,6 +34,35 @@ use crate::config::{
 
 /// Gives `(sessions, load)`.
 type Load = Box<dyn Fn() -> (u32, u32) + Send + Sync>;
+
+/// How the rest of the cluster module publishes and asks: core NATS, no JetStream.
+#[derive(Clone)]
+pub(super) struct Bus(async_nats::Client);
+
+impl Bus {
+    /// Publishes; an error means the message is lost (the client is closed or its
+    /// buffer full), which links notice as a gap.
+    pub(super) async fn publish(&self, subject: String, payload: Bytes) -> Result<(), String> {
+        self.0
+            .publish(subject, payload)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Asks and waits at most `timeout` for the answer.
+    pub(super) async fn request(
+        &self,
+        subject: String,
+        payload: Bytes,
+        timeout: std::time::Duration,
+    ) -> Result<Bytes, String> {
+        match tokio::time::timeout(timeout, self.0.request(subject, payload)).await {
+            Ok(Ok(message)) => Ok(message.payload),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("timed out".into()),
+        }
+    }
+}
 
 /// Why registration did not succeed.
 enum Refused {
@@ -45,6 +76,7 @@ pub(super) async fn run(
     inner: Arc<Inner>,
     address: SocketAddr,
     load: Load,
+    local: Arc<dyn Local>,
     cancel: CancellationToken,
 ) {
     let mut options = async_nats::ConnectOptions::new()
@@ -107,8 +139,23 @@ pub(super) async fn run(
                 .await
                 .map_err(|e| Refused::Unavailable(e.to_string()))?;
             inner.view().rejoined(Instant::now());
+            let (resets_tx, mut resets) = tokio::sync::mpsc::unbounded_channel();
+            {
+                let mut st = inner.state();
+                st.bus = Some(Bus(client.clone()));
+                st.me = Some(Sender {
+                    node: inner.node.clone(),
+                    incarnation,
+                });
+                st.resets = Some(resets_tx);
+            }
+            // Dropped (so unsubscribed and stopped) when the round ends.
+            let _listeners = listen(&inner, &client, &local).await?;
             loop {
                 tokio::select! {
+                    Some(peer) = resets.recv() => {
+                        serve::reset(&inner, local.as_ref(), &peer, "cluster link lost", true);
+                    }
                     () = cancel.cancelled() => {
                         // A polite stop: the others see the delete at once.
                         let _ = tokio::time::timeout(heartbeat, kv.delete(&inner.node)).await;
@@ -125,17 +172,28 @@ pub(super) async fn run(
                             Err(e) => warn!(error = %e, "cluster: renewal failed"),
                         }
                         let lost = inner.view().expire(Instant::now());
-                        report(&inner, lost);
+                        report(&inner, local.as_ref(), lost);
                     }
                     entry = watch.next() => match entry {
-                        Some(Ok(entry)) => apply(&inner, entry),
+                        Some(Ok(entry)) => apply(&inner, local.as_ref(), entry),
                         Some(Err(e)) => return Err(Refused::Unavailable(e.to_string())),
                         None => return Err(Refused::Unavailable("watch ended".into())),
                     },
                 }
             }
         };
-        match round.await {
+        let ended = round.await;
+        // Whatever ended the round, this incarnation is over: what it shared with
+        // other nodes ends here, as they end it there.
+        {
+            let mut st = inner.state();
+            st.bus = None;
+            st.me = None;
+            st.resets = None;
+            st.links.clear();
+        }
+        serve::end_all(&inner, local.as_ref(), "cluster unavailable");
+        match ended {
             Ok(()) => return,
             Err(Refused::NameInUse) => {
                 error!(node = %inner.node, "cluster: node name is in use by a live node; this node runs alone");
@@ -227,9 +285,51 @@ fn encode(record: &NodeRecord) -> Result<Bytes, Refused> {
     frame::encode_peer(record).map_err(|e| Refused::Unavailable(e.to_string()))
 }
 
+/// Subscribes to this node's subjects; each is served by a task of its own until the
+/// returned set is dropped.
+async fn listen(
+    inner: &Arc<Inner>,
+    client: &async_nats::Client,
+    local: &Arc<dyn Local>,
+) -> Result<tokio::task::JoinSet<()>, Refused> {
+    let cluster = &inner.config.name;
+    let subscribe = |subject: String| async move {
+        client
+            .subscribe(subject)
+            .await
+            .map_err(|e| Refused::Unavailable(e.to_string()))
+    };
+    let mut requests = subscribe(wire::request_subject(cluster, &inner.node)).await?;
+    let mut links = subscribe(wire::link_subject(cluster, &inner.node)).await?;
+    let mut datagrams = subscribe(wire::datagram_subject(cluster, &inner.node)).await?;
+    let mut set = tokio::task::JoinSet::new();
+    let (i, l, c) = (inner.clone(), local.clone(), client.clone());
+    set.spawn(async move {
+        while let Some(message) = requests.next().await {
+            let reply = serve::on_request(&i, l.as_ref(), &message.payload);
+            if let (Some(to), Some(reply)) = (message.reply, reply) {
+                let _ = c.publish(to, reply).await;
+            }
+        }
+    });
+    let (i, l) = (inner.clone(), local.clone());
+    set.spawn(async move {
+        while let Some(message) = links.next().await {
+            serve::on_link(&i, l.as_ref(), &message.payload);
+        }
+    });
+    let (i, l) = (inner.clone(), local.clone());
+    set.spawn(async move {
+        while let Some(message) = datagrams.next().await {
+            serve::on_datagram(&i, l.as_ref(), &message.payload);
+        }
+    });
+    Ok(set)
+}
+
 /// One watched entry into the view; entries that do not decode are another build's
 /// or garbage, and ignored.
-fn apply(inner: &Inner, entry: kv::Entry) {
+fn apply(inner: &Inner, local: &dyn Local, entry: kv::Entry) {
     let now = Instant::now();
     let changes = match entry.operation {
         Operation::Put => match frame::decode_peer::<NodeRecord>(&entry.value) {
@@ -247,16 +347,23 @@ fn apply(inner: &Inner, entry: kv::Entry) {
             stopped.into_iter().collect()
         }
     };
-    report(inner, changes);
+    report(inner, local, changes);
 }
 
-fn report(inner: &Inner, changes: Vec<Change>) {
+fn report(inner: &Inner, local: &dyn Local, changes: Vec<Change>) {
     for c in changes {
         match c {
             Change::Joined(n) if n == inner.node => {}
             Change::Joined(n) => info!(node = %n, "cluster: node joined"),
-            Change::Stopped(n) => info!(node = %n, "cluster: node stopped"),
-            Change::Lost(n) => warn!(node = %n, "cluster: node lost"),
+            Change::Stopped(n) => {
+                info!(node = %n, "cluster: node stopped");
+                serve::peer_gone(inner, local, &n, "node stopped");
+            }
+            Change::Lost(n) => {
+                warn!(node = %n, "cluster: node lost");
+                metrics::counter!("quicmatch_cluster_nodes_lost_total").increment(1);
+                serve::peer_gone(inner, local, &n, "node lost");
+            }
         }
     }
     let nodes = inner.view().nodes().len();

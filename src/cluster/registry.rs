@@ -157,6 +157,25 @@ impl View {
         self.own_seen = None;
     }
 
+    /// Whether `name` at `incarnation` is a live node other than this one: the only
+    /// senders whose messages count.
+    pub(crate) fn is_peer(&self, name: &str, incarnation: u64) -> bool {
+        name != self.me
+            && self
+                .nodes
+                .get(name)
+                .is_some_and(|p| p.record.incarnation == incarnation)
+    }
+
+    /// The live nodes other than this one, with their incarnations.
+    pub(crate) fn peers(&self) -> Vec<(String, u64)> {
+        self.nodes
+            .iter()
+            .filter(|(name, _)| **name != self.me)
+            .map(|(name, p)| (name.clone(), p.record.incarnation))
+            .collect()
+    }
+
     pub(crate) fn nodes(&self) -> Vec<ClusterNode> {
         self.nodes
             .iter()

@@ -15,7 +15,9 @@ pub(super) fn check_room(
 ) -> Result<(), ApiError> {
     // Server-run matches can end or kick without the session's doing: forget those.
     let sid = session.handle.presence.session_id;
-    session.joined.retain(|m| shared.matches.is_member(*m, sid));
+    session
+        .joined
+        .retain(|m| shared.matches.is_member(*m, sid) || shared.cluster.is_remote_member(*m, sid));
     let already = id.is_some_and(|id| session.joined.contains(&id));
     // With single_match the session ends up in one match whatever it was in before.
     if !already
@@ -39,7 +41,7 @@ pub(super) fn entered(shared: &Shared, session: &mut SessionState, info: MatchIn
     if shared.config.matches.single_match {
         let sid = session.handle.presence.session_id;
         for other in session.joined.iter().filter(|m| **m != info.match_id) {
-            shared.matches.leave(*other, sid);
+            leave_any(shared, *other, sid);
         }
         session.joined.clear();
     }
@@ -86,7 +88,19 @@ pub(super) fn join_with(
     }
     if !shared.runtime.engine().has(match_id) {
         let joined = shared.matches.join(match_id, &session.handle);
-        return Dispatched::Now(joined.map(|info| Some(entered(shared, session, info))));
+        return match joined {
+            Err(e) if e.code == ErrorCode::MATCH_NOT_FOUND && shared.cluster.is_active() => {
+                // Not here: another node of the cluster may host it. The session's
+                // events wait for the answer, so the `Match` reply comes first.
+                let cluster = shared.cluster.clone();
+                let presence = (*session.handle.presence).clone();
+                Dispatched::Later(Box::pin(async move {
+                    let info = cluster.join(match_id, presence).await?;
+                    Ok(Some(Response::Match(info)))
+                }))
+            }
+            joined => Dispatched::Now(joined.map(|info| Some(entered(shared, session, info)))),
+        };
     }
     let sid = session.handle.presence.session_id;
     if shared.matches.is_member(match_id, sid) {
@@ -142,11 +156,16 @@ pub(super) fn leave(
 ) -> Result<Option<Response>, ApiError> {
     // Like Nakama, leaving a match one is not in (or that ended) is still acknowledged.
     if session.joined.remove(&match_id) {
-        shared
-            .matches
-            .leave(match_id, session.handle.presence.session_id);
+        leave_any(shared, match_id, session.handle.presence.session_id);
     }
     Ok(Some(Response::Ack))
+}
+
+/// Leaves a match, local or hosted by another node of the cluster.
+pub(crate) fn leave_any(shared: &Shared, match_id: MatchId, session: SessionId) {
+    if !shared.matches.leave(match_id, session) {
+        shared.cluster.leave(match_id, session);
+    }
 }
 
 pub(super) fn send_data(
@@ -157,11 +176,21 @@ pub(super) fn send_data(
     data: Bytes,
     targets: Option<Vec<SessionId>>,
 ) -> Result<(), ApiError> {
-    shared.matches.send_reliable(
-        match_id,
-        session.handle.presence.session_id,
-        op_code,
-        data,
-        targets.as_deref(),
-    )
+    let sender = session.handle.presence.session_id;
+    if shared.cluster.is_remote_member(match_id, sender) {
+        // A match another node hosts: on to it (checked there as here).
+        return match shared
+            .cluster
+            .send_data(match_id, sender, op_code, data, targets)
+        {
+            Some(sent) => Ok(sent?),
+            None => Err(ApiError::new(
+                ErrorCode::MATCH_NOT_FOUND,
+                format!("no live match has id {match_id}"),
+            )),
+        };
+    }
+    shared
+        .matches
+        .send_reliable(match_id, sender, op_code, data, targets.as_deref())
 }

@@ -4,6 +4,7 @@
 mod matches;
 mod matchmaker;
 mod party;
+mod peers;
 mod runtime;
 mod storage;
 
@@ -14,6 +15,7 @@ use quicmatch_protocol::{
     frame, ErrorCode, Request,
 };
 
+pub(crate) use self::{matches::leave_any, peers::Peers};
 use crate::{session::SessionState, Shared};
 
 /// A request failure the client is told about: a stable code and a short reason.

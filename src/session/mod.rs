@@ -93,6 +93,7 @@ impl SessionState {
                 outbound: Arc::new(Outbound::restored(outbound::Limits::new(
                     &shared.config.session,
                 ))),
+                remote: None,
             },
             joined: FxHashSet::default(),
             limiter: Arc::new(Mutex::new(rate::Limiter::new(
@@ -340,6 +341,7 @@ fn start(shared: &Shared, conn: &Conn, who: Who) -> (SessionState, bool) {
                     outbound: Arc::new(Outbound::new(outbound::Limits::new(
                         &shared.config.session,
                     ))),
+                    remote: None,
                 },
                 joined: FxHashSet::default(),
                 limiter: Arc::new(Mutex::new(rate::Limiter::new(
@@ -357,6 +359,7 @@ fn start(shared: &Shared, conn: &Conn, who: Who) -> (SessionState, bool) {
                 presence: state.handle.presence.clone(),
                 conn: Some(conn.clone()),
                 outbound: state.handle.outbound.clone(),
+                remote: None,
             };
             state.handle.outbound.set_connected(true);
             shared.matches.rebind(&state.handle, &state.joined);
@@ -404,7 +407,9 @@ async fn serve(shared: Arc<Shared>, conn: Conn, shutdown: CancellationToken, aut
         token_expires_at: claims.exp,
         resumed,
         matches: if resumed {
-            shared.matches.infos(presence.session_id, &state.joined)
+            let mut infos = shared.matches.infos(presence.session_id, &state.joined);
+            infos.extend(shared.cluster.infos(&state.handle, &state.joined).await);
+            infos
         } else {
             Vec::new()
         },
@@ -806,6 +811,10 @@ fn relay_datagram(shared: &Shared, handle: &SessionHandle, datagram: Bytes) -> S
     let result = ClientDatagram::decode(datagram)
         .map_err(|e| ApiError::new(e.code(), e.to_string()))
         .and_then(|d| {
+            if d.handle & crate::cluster::ALIAS_BIT != 0 && shared.cluster.is_active() {
+                // A match another node hosts: this node's alias names it.
+                return Ok(shared.cluster.datagram(handle.presence.session_id, d)?);
+            }
             shared
                 .matches
                 .send_unreliable(handle.presence.session_id, d)
@@ -827,7 +836,7 @@ pub(crate) fn leave_everything(shared: &Shared, state: &SessionState) {
     shared.matchmaker.remove_session(id);
     shared.parties.disconnect(id);
     for m in &state.joined {
-        shared.matches.leave(*m, id);
+        handlers::leave_any(shared, *m, id);
     }
 }
 

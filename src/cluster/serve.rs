@@ -1,0 +1,310 @@
+//! What peers send, applied to the local tables (docs/cluster.md §5): join requests to
+//! matches this node hosts, link items and datagrams both ways, and the end of every
+//! membership shared with a node that was lost, stopped, or whose link was reset.
+//!
+//! A message counts only from a live peer incarnation and for this node's own
+//! incarnation; one that does not decode is dropped and counted. Nothing here waits:
+//! the cluster lock is never held across a call into the tables.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use quicmatch_protocol::{
+    datagram::RelayHeader,
+    envelope::Event,
+    frame::{self, EventBody},
+    MatchId, SessionId,
+};
+use tracing::{debug, warn};
+
+use super::{
+    link::Accept,
+    wire::{DatagramBody, DatagramMsg, Item, LinkMsg, Reply, Request, RequestBody, Sender},
+    Guest, Inner, Local,
+};
+use crate::outbound::{Lane, RemotePeer};
+
+/// Most matches one `Infos` request may list: `matches.max_per_session` allows 1024.
+const MAX_LISTED: usize = 1024;
+
+fn dropped(reason: &'static str) {
+    metrics::counter!("quicmatch_cluster_messages_dropped_total", "reason" => reason).increment(1);
+}
+
+/// Whether `from` is a live peer and the message is for this incarnation.
+fn trusted(inner: &Inner, from: &Sender, to: Option<u64>) -> bool {
+    let me = inner.state().me.as_ref().map(|m| m.incarnation);
+    if to.is_some() && to != me {
+        dropped("stale");
+        return false;
+    }
+    if !inner.view().is_peer(&from.node, from.incarnation) {
+        dropped("unknown_sender");
+        return false;
+    }
+    true
+}
+
+/// A request; returns the reply to send.
+pub(super) fn on_request(inner: &Inner, local: &dyn Local, payload: &[u8]) -> Option<Bytes> {
+    metrics::counter!("quicmatch_cluster_messages_total", "dir" => "in", "kind" => "request")
+        .increment(1);
+    let Ok(request) = frame::decode_peer::<Request>(payload) else {
+        dropped("undecodable");
+        return None;
+    };
+    if !trusted(inner, &request.from, None) {
+        return None;
+    }
+    let reply = match request.body {
+        RequestBody::Join { match_id, presence } => {
+            let session = presence.session_id;
+            let link = {
+                let mut st = inner.state();
+                inner.link_to(&mut st, &request.from)
+            };
+            match link {
+                None => Reply::Refused(super::unavailable("this node is leaving its cluster")),
+                Some(link) => {
+                    let guest: Arc<dyn RemotePeer> = Arc::new(Guest { link, match_id });
+                    match local.join(match_id, presence, guest) {
+                        Ok(info) => {
+                            let mut st = inner.state();
+                            st.memberships
+                                .guest_joined(&request.from.node, match_id, session);
+                            Reply::Joined(info)
+                        }
+                        Err(refusal) => Reply::Refused(refusal),
+                    }
+                }
+            }
+        }
+        RequestBody::Infos { session, matches } => {
+            let matches: Vec<MatchId> = matches.into_iter().take(MAX_LISTED).collect();
+            Reply::Infos(local.infos(session, &matches))
+        }
+    };
+    frame::encode_peer(&reply).ok()
+}
+
+/// A numbered batch of a link.
+pub(super) fn on_link(inner: &Inner, local: &dyn Local, payload: &[u8]) {
+    metrics::counter!("quicmatch_cluster_messages_total", "dir" => "in", "kind" => "link")
+        .increment(1);
+    let Ok(msg) = frame::decode_peer::<LinkMsg>(payload) else {
+        dropped("undecodable");
+        return;
+    };
+    if !trusted(inner, &msg.from, Some(msg.to)) {
+        return;
+    }
+    let accept = inner.state().inbound.accept(&msg.from, msg.seq);
+    match accept {
+        Accept::Old => {
+            dropped("repeated");
+            return;
+        }
+        Accept::Gap => {
+            // Items are missing: whatever they carried, every membership between the
+            // two nodes ends, here and (told by a Reset) there.
+            metrics::counter!("quicmatch_cluster_link_gaps_total").increment(1);
+            warn!(peer = %msg.from.node, "cluster: items from a node went missing; ending what the two share");
+            reset(inner, local, &msg.from, "cluster link lost", true);
+        }
+        Accept::Next => {}
+    }
+    for item in msg.items {
+        apply(inner, local, &msg.from, item);
+    }
+}
+
+fn apply(inner: &Inner, local: &dyn Local, from: &Sender, item: Item) {
+    match item {
+        Item::Push {
+            match_id,
+            sessions,
+            lane,
+            body,
+        } => {
+            let Ok(body) = EventBody::from_encoded(body) else {
+                dropped("undecodable");
+                return;
+            };
+            let targets: Vec<SessionId> = {
+                let st = inner.state();
+                sessions
+                    .into_iter()
+                    .filter(|s| st.memberships.in_scope(from, match_id, *s))
+                    .collect()
+            };
+            for s in targets {
+                let Some(handle) = local.session(s) else {
+                    continue;
+                };
+                match lane {
+                    Some(slot) => handle.push_lane(&body, Lane { match_id, slot }),
+                    None => handle.push_event(&body),
+                }
+            }
+        }
+        Item::Data {
+            match_id,
+            sender,
+            op_code,
+            data,
+            targets,
+        } => {
+            if let Err(refusal) = local.data(match_id, sender, op_code, data, targets.as_deref()) {
+                // What only the host could find is told to the sender as on one node:
+                // an error event.
+                tell(inner, from, match_id, sender, refusal);
+            }
+        }
+        Item::Leave { match_id, session } => {
+            local.leave(match_id, session);
+            inner
+                .state()
+                .memberships
+                .guest_left(&from.node, match_id, session);
+        }
+        Item::Reset => {
+            warn!(peer = %from.node, "cluster: a node reset its link to this one; ending what the two share");
+            reset(inner, local, from, "cluster link lost", false);
+        }
+    }
+}
+
+/// An error event for a member homed on `to`.
+fn tell(
+    inner: &Inner,
+    to: &Sender,
+    match_id: MatchId,
+    session: SessionId,
+    refusal: super::Refusal,
+) {
+    let event = Event::Error {
+        code: refusal.code,
+        message: refusal.message,
+    };
+    let Ok(body) = EventBody::encode(&event) else {
+        return;
+    };
+    let link = {
+        let mut st = inner.state();
+        inner.link_to(&mut st, to)
+    };
+    if let Some(link) = link {
+        link.push(Item::Push {
+            match_id,
+            sessions: vec![session],
+            lane: None,
+            body: body.bytes().clone(),
+        });
+    }
+}
+
+/// A datagram from a peer.
+pub(super) fn on_datagram(inner: &Inner, local: &dyn Local, payload: &[u8]) {
+    metrics::counter!("quicmatch_cluster_messages_total", "dir" => "in", "kind" => "datagram")
+        .increment(1);
+    let Ok(msg) = frame::decode_peer::<DatagramMsg>(payload) else {
+        dropped("undecodable");
+        return;
+    };
+    if !trusted(inner, &msg.from, Some(msg.to)) {
+        return;
+    }
+    match msg.body {
+        DatagramBody::ToHost { sender, datagram } => {
+            if let Err(r) = local.datagram(sender, datagram) {
+                debug!(code = %r.code, "cluster: a member's datagram was refused");
+                metrics::counter!("quicmatch_cluster_datagrams_dropped_total", "reason" => "refused")
+                    .increment(1);
+            }
+        }
+        DatagramBody::ToMembers {
+            match_id,
+            sessions,
+            datagram,
+        } => {
+            let (alias, targets) = {
+                let st = inner.state();
+                let Some(alias) = st.memberships.alias(match_id, &msg.from) else {
+                    dropped("out_of_scope");
+                    return;
+                };
+                let targets: Vec<SessionId> = sessions
+                    .into_iter()
+                    .filter(|s| st.memberships.in_scope(&msg.from, match_id, *s))
+                    .collect();
+                (alias, targets)
+            };
+            let Ok((mut header, payload)) = RelayHeader::decode(datagram) else {
+                dropped("undecodable");
+                return;
+            };
+            header.handle = alias;
+            let out = header.encode(&payload);
+            for s in targets {
+                if let Some(handle) = local.session(s) {
+                    handle.send_datagram(out.clone());
+                }
+            }
+        }
+    }
+}
+
+/// Ends every membership shared with `peer`'s node; `tell` also asks it to do the same.
+pub(super) fn reset(inner: &Inner, local: &dyn Local, peer: &Sender, reason: &str, tell: bool) {
+    end_with(inner, local, &peer.node, reason);
+    if tell {
+        let link = {
+            let mut st = inner.state();
+            inner.link_to(&mut st, peer)
+        };
+        if let Some(link) = link {
+            link.repair();
+            link.push(Item::Reset);
+        }
+    }
+}
+
+/// Ends every membership shared with `node`: local sessions in its matches hear
+/// `MatchEnded` with `reason`, and its members leave local matches (the others see the
+/// leave).
+pub(super) fn end_with(inner: &Inner, local: &dyn Local, node: &str, reason: &str) {
+    let (ended, guests) = {
+        let mut st = inner.state();
+        let ended = st.memberships.drop_host(node);
+        let guests = st.memberships.drop_guests(node);
+        (ended, guests)
+    };
+    for (match_id, session) in ended {
+        let event = Event::MatchEnded {
+            match_id,
+            reason: reason.to_owned(),
+        };
+        if let (Some(handle), Ok(body)) = (local.session(session), EventBody::encode(&event)) {
+            handle.push_event(&body);
+        }
+    }
+    for (match_id, session) in guests {
+        local.leave(match_id, session);
+    }
+}
+
+/// Ends every cross-node membership (this node left the cluster).
+pub(super) fn end_all(inner: &Inner, local: &dyn Local, reason: &str) {
+    let nodes = inner.state().memberships.nodes();
+    for node in nodes {
+        end_with(inner, local, &node, reason);
+    }
+}
+
+/// A node is gone: what this node shared with it ends, and its link and numbering go.
+pub(super) fn peer_gone(inner: &Inner, local: &dyn Local, node: &str, reason: &str) {
+    end_with(inner, local, node, reason);
+    let mut st = inner.state();
+    st.links.remove(node);
+    st.inbound.forget(node);
+}

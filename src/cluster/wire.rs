@@ -1,0 +1,178 @@
+//! What nodes of a cluster say to each other (docs/cluster.md §3): the subjects a node
+//! listens on and the messages on them, encoded by the protocol crate's one codec
+//! (`frame::encode_peer`, a version byte then bincode under the 64 KiB frame limit).
+//! Every message names its sender's node and incarnation, and link and datagram
+//! messages the incarnation they are for, so a restarted node never takes what was
+//! meant for its predecessor.
+
+use bytes::Bytes;
+use quicmatch_protocol::{ErrorCode, MatchId, MatchInfo, Presence, SessionId};
+use serde::{Deserialize, Serialize};
+
+/// Requests to a node, answered by [`Reply`] within `request_timeout`.
+pub(super) fn request_subject(cluster: &str, node: &str) -> String {
+    format!("qm.{cluster}.n.{node}.req")
+}
+
+/// Link messages to a node: ordered and numbered.
+pub(super) fn link_subject(cluster: &str, node: &str) -> String {
+    format!("qm.{cluster}.n.{node}.l")
+}
+
+/// Datagrams to a node: at most once, never retried.
+pub(super) fn datagram_subject(cluster: &str, node: &str) -> String {
+    format!("qm.{cluster}.n.{node}.dg")
+}
+
+/// A node's name and incarnation: who sent a message.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub(crate) struct Sender {
+    pub(crate) node: String,
+    pub(crate) incarnation: u64,
+}
+
+/// A request to a node.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct Request {
+    pub(super) from: Sender,
+    pub(super) body: RequestBody,
+}
+
+/// What a node is asked.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) enum RequestBody {
+    /// Joins `presence`, homed on the sender, to a match this node hosts (asked of every
+    /// live node at once: only the host can say yes).
+    Join {
+        match_id: MatchId,
+        presence: Presence,
+    },
+    /// The matches (among those listed) a session homed on the sender is still in, as
+    /// it sees them: what its resume tells the client.
+    Infos {
+        session: SessionId,
+        matches: Vec<MatchId>,
+    },
+}
+
+/// A refusal: the code and message the client is told.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Refusal {
+    pub(crate) code: ErrorCode,
+    pub(crate) message: String,
+}
+
+impl Refusal {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// The answer to a [`Request`].
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) enum Reply {
+    /// The member joined; the info is as the host sees it (its handle).
+    Joined(MatchInfo),
+    Refused(Refusal),
+    Infos(Vec<MatchInfo>),
+}
+
+/// One numbered batch of a link: from one incarnation to one incarnation.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct LinkMsg {
+    pub(super) from: Sender,
+    /// The receiver's incarnation.
+    pub(super) to: u64,
+    /// 1, 2, ... for each (sender, receiver) incarnation pair; a gap means items lost.
+    pub(super) seq: u64,
+    pub(super) items: Vec<Item>,
+}
+
+/// What a link carries, in the order it happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) enum Item {
+    /// Host to home: an event or reliable data (an encoded `Event`) for members of a
+    /// match homed on the receiver, on the sender's lane (`slot`) where it has one.
+    Push {
+        match_id: MatchId,
+        sessions: Vec<SessionId>,
+        lane: Option<u32>,
+        body: Bytes,
+    },
+    /// Home to host: reliable data a member sent to its match.
+    Data {
+        match_id: MatchId,
+        sender: SessionId,
+        op_code: i64,
+        data: Bytes,
+        targets: Option<Vec<SessionId>>,
+    },
+    /// Home to host: a member left the match.
+    Leave {
+        match_id: MatchId,
+        session: SessionId,
+    },
+    /// The sender ended every membership between the two nodes (it found items
+    /// missing); the receiver ends them too.
+    Reset,
+}
+
+/// A datagram between two nodes.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct DatagramMsg {
+    pub(super) from: Sender,
+    pub(super) to: u64,
+    pub(super) body: DatagramBody,
+}
+
+/// The two directions of unreliable data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) enum DatagramBody {
+    /// Home to host: a member's datagram, in the client's format with the host's
+    /// handle of the match.
+    ToHost { sender: SessionId, datagram: Bytes },
+    /// Host to home: a relayed datagram (the host's handle) for members homed there.
+    ToMembers {
+        match_id: MatchId,
+        sessions: Vec<SessionId>,
+        datagram: Bytes,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quicmatch_protocol::frame;
+
+    #[test]
+    fn messages_round_trip_through_the_peer_codec() {
+        let from = Sender {
+            node: "node-a".into(),
+            incarnation: 7,
+        };
+        let msg = LinkMsg {
+            from: from.clone(),
+            to: 9,
+            seq: 3,
+            items: vec![
+                Item::Push {
+                    match_id: MatchId(uuid::Uuid::from_u128(1)),
+                    sessions: vec![SessionId(uuid::Uuid::from_u128(2))],
+                    lane: Some(4),
+                    body: Bytes::from_static(b"event"),
+                },
+                Item::Reset,
+            ],
+        };
+        let bytes = frame::encode_peer(&msg).expect("encode");
+        let back: LinkMsg = frame::decode_peer(&bytes).expect("decode");
+        assert_eq!((back.from, back.to, back.seq), (from, 9, 3));
+        assert_eq!(back.items, msg.items);
+        assert!(frame::decode_peer::<LinkMsg>(&bytes[..bytes.len() - 1]).is_err());
+        assert!(frame::decode_peer::<DatagramMsg>(b"\x01garbage").is_err());
+        assert_eq!(link_subject("prod", "b"), "qm.prod.n.b.l");
+    }
+}

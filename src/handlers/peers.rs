@@ -1,0 +1,91 @@
+//! What other nodes of the cluster ask of this one, applied to the local tables
+//! (`cluster::Local`): members homed elsewhere join, send to, and leave the relayed
+//! matches this node hosts; link items for this node's sessions reach them here.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use quicmatch_protocol::{
+    datagram::ClientDatagram, ErrorCode, MatchId, MatchInfo, Presence, SessionId,
+};
+
+use super::ApiError;
+use crate::{
+    cluster::{Local, Refusal},
+    outbound::{self, Outbound, RemotePeer, SessionHandle},
+    Shared,
+};
+
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> Self {
+        Self::new(r.code, r.message)
+    }
+}
+
+impl From<ApiError> for Refusal {
+    fn from(e: ApiError) -> Self {
+        Self::new(e.code, e.message)
+    }
+}
+
+/// The local tables, for the cluster.
+pub(crate) struct Peers(pub(crate) Arc<Shared>);
+
+impl Local for Peers {
+    fn join(
+        &self,
+        match_id: MatchId,
+        presence: Presence,
+        remote: Arc<dyn RemotePeer>,
+    ) -> Result<MatchInfo, Refusal> {
+        let shared = &self.0;
+        if shared.runtime.engine().has(match_id) {
+            return Err(Refusal::new(
+                ErrorCode::MATCH_JOIN_REJECTED,
+                "a server-run match is joined through the node that runs it",
+            ));
+        }
+        // The member's queue and connection are on its home; this handle forwards.
+        let handle = SessionHandle {
+            presence: Arc::new(presence),
+            conn: None,
+            outbound: Arc::new(Outbound::new(outbound::Limits::new(&shared.config.session))),
+            remote: Some(remote),
+        };
+        Ok(shared.matches.join(match_id, &handle)?)
+    }
+
+    fn data(
+        &self,
+        match_id: MatchId,
+        sender: SessionId,
+        op_code: i64,
+        data: Bytes,
+        targets: Option<&[SessionId]>,
+    ) -> Result<(), Refusal> {
+        Ok(self
+            .0
+            .matches
+            .send_reliable(match_id, sender, op_code, data, targets)?)
+    }
+
+    fn datagram(&self, sender: SessionId, datagram: Bytes) -> Result<(), Refusal> {
+        let datagram =
+            ClientDatagram::decode(datagram).map_err(|e| Refusal::new(e.code(), e.to_string()))?;
+        Ok(self.0.matches.send_unreliable(sender, datagram)?)
+    }
+
+    fn leave(&self, match_id: MatchId, session: SessionId) -> bool {
+        self.0.matches.leave(match_id, session)
+    }
+
+    fn session(&self, session: SessionId) -> Option<SessionHandle> {
+        self.0.sessions.get(session)
+    }
+
+    fn infos(&self, session: SessionId, matches: &[MatchId]) -> Vec<MatchInfo> {
+        self.0
+            .matches
+            .infos(session, &matches.iter().copied().collect())
+    }
+}

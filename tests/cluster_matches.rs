@@ -1,0 +1,376 @@
+//! Relayed matches across the nodes of a cluster, on a real `nats-server -js`: players
+//! connected to three different nodes join one match by id and hear each other's
+//! presence, datagrams and reliable data (complete and in order per sender, `seq`
+//! increasing); leaves reach everyone; a node that stops ends its matches for members
+//! elsewhere with `MatchEnded` and takes its players out of matches elsewhere; an id
+//! no node hosts is `MATCH_NOT_FOUND`; a player in a match another node hosts drops,
+//! resumes at its home and finds the match (with what was sent meanwhile) as it was;
+//! a node killed with SIGKILL ends its matches for members elsewhere (`MatchEnded`,
+//! "node lost") and its players leave matches elsewhere.
+//!
+//! The killed node runs as this test binary started again with [`CHILD`] set: only
+//! [`server_process`] then does anything, and it serves until it is killed.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{
+    assert_no_event,
+    child::Child,
+    cluster::{node_config, sees},
+    eventually,
+    nats::Nats,
+    next_event,
+    proxy::{Impairment, Proxy},
+    TestServer, TEST_TIMEOUT,
+};
+use quicmatch_client::{
+    ClientConfig, Credentials, ErrorCode, Event, MatchData, MatchId, MatchPresenceEvent, Socket,
+    Trust,
+};
+use tokio::time::timeout;
+
+/// Set (to `URL|NAME|DIR`) in the killed node's environment.
+const CHILD: &str = "QUICMATCH_CLUSTER_MATCHES_TEST_NODE";
+
+/// The killed node (does nothing unless started by a test with [`CHILD`] set).
+#[test]
+fn server_process() {
+    let Ok(spec) = std::env::var(CHILD) else {
+        return;
+    };
+    let mut parts = spec.split('|');
+    let (Some(url), Some(name), Some(dir)) = (parts.next(), parts.next(), parts.next()) else {
+        panic!("bad {CHILD}: {spec}");
+    };
+    let mut config = node_config(url, name);
+    config.data_dir = format!("{dir}/data").into();
+    config.certs_dir = format!("{dir}/certs").into();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async move {
+        let server = quicmatch::Server::builder(config).bind().expect("bind");
+        println!("READY {} {}", server.local_addr(), server.fingerprint());
+        server.serve(std::future::pending::<()>()).await;
+    });
+}
+
+async fn three_nodes(nats: &Nats) -> (TestServer, TestServer, TestServer) {
+    let a = TestServer::start_with(node_config(&nats.url(), "node-a")).await;
+    let b = TestServer::start_with(node_config(&nats.url(), "node-b")).await;
+    let c = TestServer::start_with(node_config(&nats.url(), "node-c")).await;
+    let all = ["node-a", "node-b", "node-c"];
+    for (s, name) in [(&a, "a"), (&b, "b"), (&c, "c")] {
+        sees(&s.stats, &all, &format!("{name} sees all three")).await;
+    }
+    (a, b, c)
+}
+
+fn presence(event: Event) -> MatchPresenceEvent {
+    match event {
+        Event::MatchPresence(p) => p,
+        other => panic!("expected a presence event, got {other:?}"),
+    }
+}
+
+/// The next match data, skipping nothing else.
+async fn data(who: &Socket, what: &str) -> MatchData {
+    match next_event(who, what).await {
+        Event::MatchData(d) => d,
+        other => panic!("{what}: expected match data, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn players_on_three_nodes_share_one_match() {
+    let Some(nats) = Nats::start() else { return };
+    let (a, b, c) = three_nodes(&nats).await;
+    let alice = a.client("alice").await;
+    let bob = b.client("bob").await;
+    let carol = c.client("carol").await;
+
+    let m = alice.create_match(None).await.expect("create");
+    let joined = bob
+        .join_match(m.match_id)
+        .await
+        .expect("bob joins across nodes");
+    assert_eq!(joined.match_id, m.match_id);
+    assert_eq!(joined.size, 2);
+    let p = presence(next_event(&alice, "bob joins").await);
+    assert_eq!(p.joins, vec![bob.presence()]);
+    carol.join_match(m.match_id).await.expect("carol joins");
+    for who in [&alice, &bob] {
+        let p = presence(next_event(who, "carol joins").await);
+        assert_eq!(p.joins, vec![carol.presence()]);
+    }
+    assert_eq!(a.stats.cluster_memberships(), (0, 2), "a hosts two guests");
+    assert_eq!(b.stats.cluster_memberships(), (1, 0));
+
+    // Datagrams all ways: from the host's player, and from a guest through the host to
+    // the other guest.
+    for (sender, name) in [(&alice, "alice"), (&bob, "bob"), (&carol, "carol")] {
+        let mut last = 0;
+        for i in 0..3u8 {
+            sender
+                .send_match_data(m.match_id, 1, vec![i], false, None)
+                .await
+                .expect("send");
+            for who in [&alice, &bob, &carol] {
+                if std::ptr::eq(who, sender) {
+                    continue;
+                }
+                let d = data(who, &format!("{name}'s datagram {i}")).await;
+                assert_eq!(d.sender.session_id, sender.presence().session_id);
+                assert_eq!(&d.data[..], &[i]);
+                assert!(!d.reliable);
+                if who.presence().session_id == alice.presence().session_id {
+                    assert!(d.seq > last, "seq increases");
+                    last = d.seq;
+                }
+            }
+        }
+    }
+
+    // Reliable data: complete and in order per sender, whichever node each is on.
+    const N: u32 = 100;
+    for i in 0..N {
+        bob.send_match_data(m.match_id, 2, i.to_le_bytes().to_vec(), true, None)
+            .await
+            .expect("bob sends");
+        carol
+            .send_match_data(m.match_id, 3, i.to_le_bytes().to_vec(), true, None)
+            .await
+            .expect("carol sends");
+    }
+    let mut from_bob = Vec::new();
+    let mut from_carol = Vec::new();
+    while from_bob.len() < N as usize || from_carol.len() < N as usize {
+        let d = data(&alice, "reliable data at the host").await;
+        assert!(d.reliable);
+        let n = u32::from_le_bytes(d.data[..4].try_into().expect("4 bytes"));
+        match d.op_code {
+            2 => from_bob.push(n),
+            3 => from_carol.push(n),
+            other => panic!("op {other}"),
+        }
+    }
+    assert_eq!(from_bob, (0..N).collect::<Vec<_>>());
+    assert_eq!(from_carol, (0..N).collect::<Vec<_>>());
+    let mut at_carol = Vec::new();
+    while at_carol.len() < N as usize {
+        let d = data(&carol, "bob's reliable data at carol").await;
+        assert_eq!(d.op_code, 2);
+        at_carol.push(u32::from_le_bytes(d.data[..4].try_into().expect("4 bytes")));
+    }
+    assert_eq!(
+        at_carol,
+        (0..N).collect::<Vec<_>>(),
+        "guest to guest, in order"
+    );
+    for _ in 0..N {
+        let d = data(&bob, "carol's reliable data at bob").await;
+        assert_eq!(d.op_code, 3);
+    }
+
+    // A leave reaches the host's player and the other guest.
+    bob.leave_match(m.match_id).await.expect("leave");
+    for who in [&alice, &carol] {
+        let p = presence(next_event(who, "bob leaves").await);
+        assert_eq!(p.leaves, vec![bob.presence()]);
+    }
+    let stats = a.stats.clone();
+    eventually("a has one guest left", || {
+        stats.cluster_memberships() == (0, 1)
+    })
+    .await;
+
+    // The host stops: carol's match ends, said so.
+    a.stop().await;
+    loop {
+        match next_event(&carol, "the match ends with its node").await {
+            Event::MatchEnded { match_id, reason } => {
+                assert_eq!(match_id, m.match_id);
+                assert_eq!(reason, "node stopped");
+                break;
+            }
+            Event::MatchPresence(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(c.stats.cluster_memberships(), (0, 0));
+    let err = carol
+        .join_match(m.match_id)
+        .await
+        .expect_err("the match is gone with its node");
+    assert_eq!(err.code(), Some(ErrorCode::MATCH_NOT_FOUND));
+    drop(b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_guest_node_takes_its_players_out() {
+    let Some(nats) = Nats::start() else { return };
+    let (a, b, _c) = three_nodes(&nats).await;
+    let alice = a.client("alice").await;
+    let bob = b.client("bob").await;
+    let m = alice.create_match(None).await.expect("create");
+    bob.join_match(m.match_id).await.expect("join");
+    presence(next_event(&alice, "bob joins").await);
+    b.stop().await;
+    let p = presence(next_event(&alice, "bob's node stopped").await);
+    assert_eq!(p.leaves, vec![bob.presence()]);
+    assert_eq!(a.stats.cluster_memberships(), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_no_node_hosts_is_not_found() {
+    let Some(nats) = Nats::start() else { return };
+    let (a, _b, _c) = three_nodes(&nats).await;
+    let alice = a.client("alice").await;
+    let err = alice
+        .join_match(MatchId::new_random())
+        .await
+        .expect_err("no such match");
+    assert_eq!(err.code(), Some(ErrorCode::MATCH_NOT_FOUND));
+    // The session is unharmed.
+    alice.create_match(None).await.expect("create");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_player_in_a_remote_match_resumes_at_its_home() {
+    let Some(nats) = Nats::start() else { return };
+    let fragile = |name| {
+        let mut config = node_config(&nats.url(), name);
+        config.session.idle_timeout = Duration::from_secs(2);
+        config.session.suspect_after = Duration::from_secs(1);
+        config.session.reconnect_grace = Duration::from_secs(5);
+        config
+    };
+    let a = TestServer::start_with(fragile("node-a")).await;
+    let b = TestServer::start_with(fragile("node-b")).await;
+    sees(&a.stats, &["node-a", "node-b"], "a sees b").await;
+    sees(&b.stats, &["node-a", "node-b"], "b sees a").await;
+    let alice = a.client("alice").await;
+    let proxy = Proxy::start(b.addr, Impairment::CLEAN, 1).await;
+    let mut config = b.client_config("bob");
+    config.server = proxy.addr;
+    config.keep_alive = Duration::from_millis(200);
+    let bob = timeout(TEST_TIMEOUT, Socket::connect(config))
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    let m = alice.create_match(None).await.expect("create");
+    bob.join_match(m.match_id).await.expect("join");
+    presence(next_event(&alice, "bob joins").await);
+    let bob_presence = bob.presence();
+    let token = bob.session().token.clone();
+
+    proxy.cut();
+    let stats = b.stats.clone();
+    eventually("bob held at home", || stats.held_sessions() == 1).await;
+    alice
+        .send_match_data(m.match_id, 3, b"while you were away".to_vec(), true, None)
+        .await
+        .expect("send");
+
+    let mut config = b.client_config("bob");
+    config.credentials = Credentials::SessionToken { token };
+    config.keep_alive = Duration::from_millis(200);
+    let back = timeout(TEST_TIMEOUT, Socket::connect(config))
+        .await
+        .expect("resume in time")
+        .expect("resume");
+    assert!(back.session().resumed);
+    assert_eq!(
+        back.session().matches.len(),
+        1,
+        "the remote match is listed"
+    );
+    let info = &back.session().matches[0];
+    assert_eq!(info.match_id, m.match_id);
+    assert_ne!(
+        info.handle & (1 << 31),
+        0,
+        "the home's alias of the host's handle"
+    );
+    assert_eq!(info.size, 2);
+    let d = data(&back, "what was sent while away").await;
+    assert_eq!(&d.data[..], b"while you were away");
+    back.send_match_data(m.match_id, 4, b"back".to_vec(), false, None)
+        .await
+        .expect("send");
+    let d = data(&alice, "bob's datagram after the resume").await;
+    assert_eq!(
+        (&d.data[..], d.sender.clone()),
+        (&b"back"[..], bob_presence)
+    );
+    assert_no_event(&alice, Duration::from_millis(300)).await;
+    drop(bob);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_ends_its_matches_and_its_players_leave() {
+    let Some(nats) = Nats::start() else { return };
+    let a = TestServer::start_with(node_config(&nats.url(), "node-a")).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut d = Child::spawn(
+        CHILD,
+        &format!("{}|node-d|{}", nats.url(), dir.path().display()),
+    );
+    let (addr, fingerprint) = d.ready(Duration::from_secs(30));
+    sees(&a.stats, &["node-a", "node-d"], "a sees d join").await;
+    let on_d = |name: &str| {
+        let config = ClientConfig::new(
+            addr,
+            Trust::pin(&fingerprint).expect("pin"),
+            Credentials::Device {
+                id: format!("device-{name}-cluster"),
+            },
+        )
+        .username(name);
+        async move {
+            timeout(TEST_TIMEOUT, Socket::connect(config))
+                .await
+                .expect("connect in time")
+                .expect("connect")
+        }
+    };
+    let dave = on_d("dave").await;
+    let erin = on_d("erin").await;
+    let alice = a.client("alice").await;
+    let hosted_by_d = dave.create_match(None).await.expect("create on d");
+    alice
+        .join_match(hosted_by_d.match_id)
+        .await
+        .expect("alice joins d's match");
+    let hosted_by_a = alice.create_match(None).await.expect("create on a");
+    erin.join_match(hosted_by_a.match_id)
+        .await
+        .expect("erin joins a's match");
+    let p = presence(next_event(&alice, "erin joins").await);
+    assert_eq!(p.joins, vec![erin.presence()]);
+
+    // No goodbye: d is gone once its entry goes unrenewed.
+    d.process.kill().expect("kill");
+    let _ = d.process.wait();
+    let (mut ended, mut left) = (false, false);
+    while !(ended && left) {
+        match next_event(&alice, "d's loss").await {
+            Event::MatchEnded { match_id, reason } => {
+                assert_eq!(match_id, hosted_by_d.match_id);
+                assert_eq!(reason, "node lost");
+                ended = true;
+            }
+            Event::MatchPresence(p) => {
+                assert_eq!(p.match_id, hosted_by_a.match_id);
+                assert_eq!(p.leaves, vec![erin.presence()]);
+                left = true;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(a.stats.cluster_memberships(), (0, 0));
+    // Alice plays on in her own match.
+    let bob = a.client("bob").await;
+    bob.join_match(hosted_by_a.match_id).await.expect("join");
+    presence(next_event(&alice, "bob joins").await);
+}

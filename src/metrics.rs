@@ -35,7 +35,8 @@
 //! | `quicmatch_cluster_messages_total` | counter | `dir` (`in`, `out`), `kind` (`request`, `link`, `datagram`) |
 //! | `quicmatch_cluster_messages_dropped_total` | counter | `reason` (`undecodable`, `unknown_sender`, `stale`: for an earlier incarnation, `repeated`, `out_of_scope`) |
 //! | `quicmatch_cluster_datagrams_dropped_total` | counter | `reason` (`queue_full`, `unpublished`, `too_large`, `refused`: the host refused it) |
-//! | `quicmatch_cluster_link_gaps_total` / `quicmatch_cluster_link_resets_total` | counter | (link batches found missing; links reset, ending what two nodes shared) |
+//! | `quicmatch_cluster_link_gaps_total` / `quicmatch_cluster_link_replays_total` / `quicmatch_cluster_link_resets_total` | counter | (gaps found in links; replays published for a peer; links reset, ending what two nodes shared) |
+//! | `quicmatch_cluster_fenced_total` | counter | (times this node left its cluster because its renewals failed for `node_ttl` less a heartbeat) |
 //! | `quicmatch_cluster_nodes_lost_total` | counter | (nodes declared lost) |
 //! | `quicmatch_cluster_request_failures_total` | counter | (requests to other nodes unanswered) |
 //! | `quicmatch_io_stale_packets_total` | counter | (`proto` transport: packets of established connections that waited past `relay.max_datagram_age` in the socket and were dropped unread; their senders see loss) |
@@ -192,7 +193,19 @@ const METRICS: &[(&str, Kind, bool, &str)] = &[
         "quicmatch_cluster_link_gaps_total",
         Kind::Counter,
         PLAIN,
-        "Link batches from other nodes found missing.",
+        "Gaps found in links from other nodes (each asks for a replay).",
+    ),
+    (
+        "quicmatch_cluster_link_replays_total",
+        Kind::Counter,
+        PLAIN,
+        "Link batches published again for a peer that found a gap.",
+    ),
+    (
+        "quicmatch_cluster_fenced_total",
+        Kind::Counter,
+        PLAIN,
+        "Times this node left its cluster because its renewals failed for node_ttl less a heartbeat.",
     ),
     (
         "quicmatch_cluster_link_resets_total",

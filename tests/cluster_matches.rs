@@ -374,3 +374,78 @@ async fn a_killed_node_ends_its_matches_and_its_players_leave() {
     bob.join_match(hosted_by_a.match_id).await.expect("join");
     presence(next_event(&alice, "bob joins").await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_restart_keeps_local_play_and_cross_node_play_comes_back() {
+    let Some(mut nats) = Nats::start() else {
+        return;
+    };
+    // The default timings: a restart that takes a second or two is shorter than
+    // `node_ttl` less a heartbeat, so nobody fences or is judged lost.
+    let node = |name| {
+        let mut config = node_config(&nats.url(), name);
+        config.cluster.heartbeat = Duration::from_secs(1);
+        config.cluster.node_ttl = Duration::from_secs(5);
+        config
+    };
+    let a = TestServer::start_with(node("node-a")).await;
+    let b = TestServer::start_with(node("node-b")).await;
+    sees(&a.stats, &["node-a", "node-b"], "a sees b").await;
+    sees(&b.stats, &["node-a", "node-b"], "b sees a").await;
+    let alice = a.client("alice").await;
+    let carol = a.client("carol").await;
+    let bob = b.client("bob").await;
+    let m = alice.create_match(None).await.expect("create");
+    carol.join_match(m.match_id).await.expect("carol joins");
+    presence(next_event(&alice, "carol joins").await);
+    bob.join_match(m.match_id).await.expect("bob joins");
+    for who in [&alice, &carol] {
+        presence(next_event(who, "bob joins").await);
+    }
+    nats.restart();
+    // Local play never stopped.
+    carol
+        .send_match_data(m.match_id, 1, b"local".to_vec(), true, None)
+        .await
+        .expect("send");
+    let d = data(&alice, "carol's data during the restart").await;
+    assert_eq!(&d.data[..], b"local");
+    // Cross-node play goes on once NATS is back: reliable data both ways, complete
+    // and in order, and a new member from the other node.
+    for i in 0..20u32 {
+        alice
+            .send_match_data(m.match_id, 2, i.to_le_bytes().to_vec(), true, None)
+            .await
+            .expect("send");
+    }
+    // Each sender's data in order (two senders' data may interleave: lanes).
+    let (mut from_alice, mut from_carol) = (Vec::new(), Vec::new());
+    while from_alice.len() < 20 || from_carol.is_empty() {
+        let d = data(&bob, "the data sent around the restart").await;
+        match d.op_code {
+            2 => from_alice.push(u32::from_le_bytes(d.data[..4].try_into().expect("4 bytes"))),
+            _ => from_carol.push(d.data),
+        }
+    }
+    assert_eq!(from_alice, (0..20).collect::<Vec<_>>());
+    assert_eq!(from_carol, vec![bytes::Bytes::from_static(b"local")]);
+    bob.send_match_data(m.match_id, 3, b"back".to_vec(), true, None)
+        .await
+        .expect("send");
+    for i in 0..20u32 {
+        let d = data(&carol, "alice's data at carol").await;
+        assert_eq!(&d.data[..], &i.to_le_bytes());
+    }
+    for who in [&alice, &carol] {
+        let d = data(who, "bob's data after the restart").await;
+        assert_eq!(&d.data[..], b"back");
+    }
+    let dave = b.client("dave").await;
+    dave.join_match(m.match_id)
+        .await
+        .expect("a new cross-node join");
+    for who in [&alice, &carol, &bob] {
+        let p = presence(next_event(who, "dave joins").await);
+        assert_eq!(p.joins, vec![dave.presence()]);
+    }
+}

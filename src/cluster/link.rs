@@ -1,22 +1,28 @@
 //! Links (docs/cluster.md §5.5): what one node sends another, in order. A [`Link`] to a
 //! peer incarnation queues items without waiting (tables push to it under their locks)
-//! and a writer task publishes them in numbered batches; [`Inbound`] checks the numbers
-//! on the receiving side, so a batch lost in NATS (a reconnection, a full subscription)
-//! shows as a gap. Nothing is replayed: a gap, or a link whose queue passes
-//! [`LINK_BUFFER`], resets the link, which ends every membership between the two nodes
-//! with an event to each player, so nobody's picture of a match is ever silently wrong.
+//! and a writer task publishes them in numbered batches, keeping what it sent (up to
+//! [`LINK_BUFFER`] bytes) to publish again when asked, and a probe with its latest
+//! number every `heartbeat`, so even a lost last batch shows. [`Inbound`] checks the
+//! numbers on the receiving side: a batch lost in NATS (a reconnection, a full
+//! subscription) is a gap; the batches after it wait while the sender is asked to
+//! publish the missing ones again. A gap that cannot be filled (the sender no longer
+//! holds it, or does not answer), or a link whose queue passes [`LINK_BUFFER`], resets
+//! the link, which ends every membership between the two nodes with an event to each
+//! player, so nobody's picture of a match is ever silently wrong.
 //!
 //! Datagrams have a bounded queue of their own beside the items; a full one drops them
-//! (counted), as stale unreliable data should be.
+//! (counted), as stale unreliable data should be; they are never published again.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap, VecDeque},
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
-        Arc,
+        Arc, Mutex, PoisonError,
     },
+    time::{Duration, Instant},
 };
 
+use bytes::Bytes;
 use quicmatch_protocol::frame;
 use tokio::sync::mpsc;
 use tracing::warn;
@@ -26,10 +32,14 @@ use super::{
     wire::{self, DatagramBody, DatagramMsg, Item, LinkMsg, Sender},
 };
 
-/// Reliable bytes a link may hold unsent before it is reset.
+/// Reliable bytes a link may hold unsent before it is reset, and sent bytes it keeps for
+/// a replay.
 pub(super) const LINK_BUFFER: usize = 16 << 20;
 /// Datagrams a link may hold unsent; past this, new ones are dropped.
 pub(super) const DATAGRAM_QUEUE: usize = 4096;
+/// Batches a receiver holds behind a gap while it waits for the replay; past this the
+/// link is reset.
+const HELD_BATCHES: usize = 1024;
 /// Items per batch at most.
 const BATCH_ITEMS: usize = 64;
 /// Bytes (estimated) per batch at most, well inside the 64 KiB message limit.
@@ -46,32 +56,49 @@ pub(super) fn size(item: &Item) -> usize {
     }
 }
 
+/// What the writer is asked to do.
+enum Cmd {
+    Item(Item),
+    /// Publish again what was sent from this number on.
+    Replay(u64),
+}
+
+/// Batches already published, kept for a replay.
+#[derive(Default)]
+struct Sent {
+    batches: VecDeque<(u64, Bytes)>,
+    bytes: usize,
+}
+
 /// The sending side of a link to one peer incarnation; cheap to share.
 pub(super) struct Link {
     pub(super) peer: Sender,
-    items: mpsc::UnboundedSender<Item>,
+    cmds: mpsc::UnboundedSender<Cmd>,
     datagrams: mpsc::Sender<DatagramBody>,
     /// Bytes queued and not yet published.
     queued: Arc<AtomicUsize>,
-    /// Set once the link was reset: it takes nothing more.
-    broken: Arc<AtomicBool>,
+    sent: Arc<Mutex<Sent>>,
+    /// Set once the link was reset: it takes nothing until the reset was acted on.
+    broken: AtomicBool,
     /// Where a reset is reported, to be acted on outside every lock.
     resets: mpsc::UnboundedSender<Sender>,
 }
 
 impl Link {
-    /// A link from `me` to `peer`, its writer started on the current runtime.
+    /// A link from `me` to `peer`, its writer started on the current runtime; it
+    /// probes every `heartbeat`.
     pub(super) fn start(
         bus: Bus,
         cluster: &str,
         me: Sender,
         peer: Sender,
+        heartbeat: Duration,
         resets: mpsc::UnboundedSender<Sender>,
     ) -> Arc<Self> {
-        let (items, items_rx) = mpsc::unbounded_channel();
+        let (cmds, cmds_rx) = mpsc::unbounded_channel();
         let (datagrams, datagrams_rx) = mpsc::channel(DATAGRAM_QUEUE);
         let queued = Arc::new(AtomicUsize::new(0));
-        let broken = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(Mutex::new(Sent::default()));
         let writer = Writer {
             bus,
             link_subject: wire::link_subject(cluster, &peer.node),
@@ -80,14 +107,16 @@ impl Link {
             to: peer.incarnation,
             seq: 0,
             queued: queued.clone(),
+            sent: sent.clone(),
         };
-        tokio::spawn(writer.run(items_rx, datagrams_rx));
+        tokio::spawn(writer.run(cmds_rx, datagrams_rx, heartbeat));
         Arc::new(Self {
             peer,
-            items,
+            cmds,
             datagrams,
             queued,
-            broken,
+            sent,
+            broken: AtomicBool::new(false),
             resets,
         })
     }
@@ -104,7 +133,7 @@ impl Link {
             self.reset();
             return;
         }
-        if self.items.send(item).is_err() {
+        if self.cmds.send(Cmd::Item(item)).is_err() {
             self.queued.fetch_sub(bytes, Ordering::Relaxed);
         }
     }
@@ -117,8 +146,20 @@ impl Link {
         }
     }
 
-    /// Ends the link: it takes nothing more, and the cluster ends the memberships it
-    /// carried.
+    /// Publishes again what was sent from `from` on; `false` when that is no longer
+    /// kept (the receiver then resets the link).
+    pub(super) fn replay(&self, from: u64) -> bool {
+        let kept = {
+            let sent = self.sent.lock().unwrap_or_else(PoisonError::into_inner);
+            sent.batches
+                .front()
+                .is_some_and(|(first, _)| *first <= from)
+        };
+        kept && self.cmds.send(Cmd::Replay(from)).is_ok()
+    }
+
+    /// Ends the link: it takes nothing more until [`repair`](Self::repair), and the
+    /// cluster ends the memberships it carried.
     pub(super) fn reset(&self) {
         if !self.broken.swap(true, Ordering::Relaxed) {
             metrics::counter!("quicmatch_cluster_link_resets_total").increment(1);
@@ -140,72 +181,136 @@ struct Writer {
     to: u64,
     seq: u64,
     queued: Arc<AtomicUsize>,
+    sent: Arc<Mutex<Sent>>,
 }
 
 impl Writer {
     async fn run(
         mut self,
-        mut items: mpsc::UnboundedReceiver<Item>,
+        mut cmds: mpsc::UnboundedReceiver<Cmd>,
         mut datagrams: mpsc::Receiver<DatagramBody>,
+        heartbeat: Duration,
     ) {
+        let mut probes = tokio::time::interval(heartbeat);
+        probes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut batch = Vec::new();
         loop {
             tokio::select! {
                 biased;
-                item = items.recv() => match item {
-                    Some(item) => {
+                cmd = cmds.recv() => match cmd {
+                    Some(Cmd::Item(item)) => {
                         batch.push(item);
-                        self.send_items(&mut items, &mut batch).await;
+                        self.send_items(&mut cmds, &mut batch).await;
                     }
+                    Some(Cmd::Replay(from)) => self.replay(from).await,
                     None => return,
                 },
                 Some(body) = datagrams.recv() => self.send_datagram(body).await,
+                _ = probes.tick() => {
+                    if self.seq > 0 {
+                        self.publish(LinkMsg {
+                            from: self.me.clone(),
+                            to: self.to,
+                            seq: self.seq,
+                            probe: true,
+                            items: Vec::new(),
+                        }, false).await;
+                    }
+                }
             }
         }
     }
 
-    /// Publishes `batch` and whatever else is queued, as numbered messages.
-    async fn send_items(
-        &mut self,
-        items: &mut mpsc::UnboundedReceiver<Item>,
-        batch: &mut Vec<Item>,
-    ) {
+    /// Publishes `batch` and whatever other items are queued, as numbered messages; a
+    /// replay asked meanwhile waits for the next turn.
+    async fn send_items(&mut self, cmds: &mut mpsc::UnboundedReceiver<Cmd>, batch: &mut Vec<Item>) {
+        let mut replay = None;
         loop {
             let mut bytes: usize = batch.iter().map(size).sum();
             while batch.len() < BATCH_ITEMS && bytes < BATCH_BYTES {
-                match items.try_recv() {
-                    Ok(item) => {
+                match cmds.try_recv() {
+                    Ok(Cmd::Item(item)) => {
                         bytes += size(&item);
                         batch.push(item);
+                    }
+                    Ok(Cmd::Replay(from)) => {
+                        replay = Some(replay.map_or(from, |r: u64| r.min(from)));
                     }
                     Err(_) => break,
                 }
             }
             let counted: usize = batch.iter().map(size).sum();
-            let items_now = coalesce(std::mem::take(batch));
             self.seq += 1;
             let msg = LinkMsg {
                 from: self.me.clone(),
                 to: self.to,
                 seq: self.seq,
-                items: items_now,
+                probe: false,
+                items: coalesce(std::mem::take(batch)),
             };
-            // A batch that cannot be sent shows as a gap to the receiver, which resets
-            // the link: never a silent loss.
-            match frame::encode_peer(&msg) {
-                Ok(payload) => {
-                    metrics::counter!("quicmatch_cluster_messages_total", "dir" => "out", "kind" => "link")
-                        .increment(1);
-                    if let Err(e) = self.bus.publish(self.link_subject.clone(), payload).await {
-                        warn!(error = %e, "cluster: link batch not published");
-                    }
-                }
-                Err(e) => warn!(error = %e, "cluster: link batch did not encode"),
-            }
+            self.publish(msg, true).await;
             self.queued.fetch_sub(counted, Ordering::Relaxed);
-            match items.try_recv() {
-                Ok(item) => batch.push(item),
-                Err(_) => return,
+            match cmds.try_recv() {
+                Ok(Cmd::Item(item)) => batch.push(item),
+                Ok(Cmd::Replay(from)) => replay = Some(replay.map_or(from, |r: u64| r.min(from))),
+                Err(_) => break,
+            }
+            if batch.is_empty() {
+                break;
+            }
+        }
+        if let Some(from) = replay {
+            self.replay(from).await;
+        }
+    }
+
+    /// Encodes and publishes; a numbered batch is kept for a replay. A batch that
+    /// cannot be sent shows as a gap to the receiver: never a silent loss.
+    async fn publish(&mut self, msg: LinkMsg, keep: bool) {
+        let payload = match frame::encode_peer(&msg) {
+            Ok(payload) => payload,
+            Err(e) => {
+                warn!(error = %e, "cluster: link batch did not encode");
+                return;
+            }
+        };
+        if keep {
+            let mut sent = self.sent.lock().unwrap_or_else(PoisonError::into_inner);
+            sent.bytes += payload.len();
+            sent.batches.push_back((msg.seq, payload.clone()));
+            while sent.bytes > LINK_BUFFER {
+                match sent.batches.pop_front() {
+                    Some((_, old)) => sent.bytes -= old.len(),
+                    None => break,
+                }
+            }
+        }
+        metrics::counter!("quicmatch_cluster_messages_total", "dir" => "out", "kind" => "link")
+            .increment(1);
+        if let Err(e) = self.bus.publish(self.link_subject.clone(), payload).await {
+            warn!(error = %e, "cluster: link batch not published");
+        }
+    }
+
+    /// Publishes again every kept batch from `from` on.
+    async fn replay(&mut self, from: u64) {
+        let again: Vec<Bytes> = {
+            let sent = self.sent.lock().unwrap_or_else(PoisonError::into_inner);
+            sent.batches
+                .iter()
+                .filter(|(seq, _)| *seq >= from)
+                .map(|(_, b)| b.clone())
+                .collect()
+        };
+        metrics::counter!("quicmatch_cluster_link_replays_total").increment(1);
+        for payload in again {
+            if self
+                .bus
+                .publish(self.link_subject.clone(), payload)
+                .await
+                .is_err()
+            {
+                return;
             }
         }
     }
@@ -272,41 +377,105 @@ fn coalesce(items: Vec<Item>) -> Vec<Item> {
     out
 }
 
-/// What the receiving side does with a numbered batch.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) enum Accept {
-    /// The next one: apply it.
-    Next,
-    /// Batches before it were lost: reset the link, then apply it (nothing it carries
-    /// for the memberships just ended is delivered).
-    Gap,
-    /// Seen before (NATS redelivered it): drop it.
-    Old,
+/// What the receiving side is to do after a batch arrived.
+#[derive(Debug, Default)]
+pub(super) struct Accepted {
+    /// Batches to apply now, in order.
+    pub(super) apply: Vec<LinkMsg>,
+    /// Ask the sender to publish again from this number on.
+    pub(super) ask: Option<u64>,
+    /// The gap cannot be filled: reset the link (what is in `apply` comes after it).
+    pub(super) reset: bool,
+}
+
+/// One incoming link.
+#[derive(Default)]
+struct Incoming {
+    /// Every batch up to this one was applied.
+    last: u64,
+    /// Batches after a gap, waiting for it to fill.
+    held: BTreeMap<u64, LinkMsg>,
+    /// When the replay of the current gap was asked.
+    asked: Option<Instant>,
 }
 
 /// The numbers seen on each incoming link.
 #[derive(Default)]
 pub(super) struct Inbound {
-    last: HashMap<Sender, u64>,
+    links: HashMap<Sender, Incoming>,
 }
 
 impl Inbound {
-    pub(super) fn accept(&mut self, from: &Sender, seq: u64) -> Accept {
-        let last = self.last.get(from).copied().unwrap_or(0);
-        if seq <= last {
-            return Accept::Old;
-        }
-        self.last.insert(from.clone(), seq);
-        if seq == last + 1 {
-            Accept::Next
+    /// A batch (or a probe: no items, the sender's latest number) from `msg.from`.
+    pub(super) fn accept(&mut self, msg: LinkMsg, now: Instant) -> Accepted {
+        let link = self.links.entry(msg.from.clone()).or_default();
+        let mut out = Accepted::default();
+        let newest = if msg.probe {
+            msg.seq
         } else {
-            Accept::Gap
+            if msg.seq <= link.last || link.held.contains_key(&msg.seq) {
+                metrics::counter!("quicmatch_cluster_messages_dropped_total", "reason" => "repeated")
+                    .increment(1);
+                return out;
+            }
+            let seq = msg.seq;
+            link.held.insert(seq, msg);
+            seq
+        };
+        while let Some(next) = link.held.remove(&(link.last + 1)) {
+            link.last += 1;
+            out.apply.push(next);
         }
+        if link.held.is_empty() && newest <= link.last {
+            link.asked = None;
+            return out;
+        }
+        // Something between `last` and `newest` is missing.
+        if link.held.len() > HELD_BATCHES {
+            out.reset = true;
+        } else if link.asked.is_none() {
+            metrics::counter!("quicmatch_cluster_link_gaps_total").increment(1);
+            link.asked = Some(now);
+            out.ask = Some(link.last + 1);
+        }
+        if out.reset {
+            Self::skip(link, &mut out, newest);
+        }
+        out
+    }
+
+    /// The replay asked for did not come (or the sender no longer had it): everything
+    /// held is applied after the reset, and numbering goes on from there.
+    pub(super) fn give_up(&mut self, from: &Sender) -> Accepted {
+        let mut out = Accepted {
+            reset: true,
+            ..Accepted::default()
+        };
+        if let Some(link) = self.links.get_mut(from) {
+            let newest = link.held.keys().next_back().copied().unwrap_or(link.last);
+            Self::skip(link, &mut out, newest);
+        }
+        out
+    }
+
+    /// Whether the replay asked of `from` is still awaited, asked before `before`.
+    pub(super) fn waiting(&self, from: &Sender, before: Instant) -> bool {
+        self.links
+            .get(from)
+            .and_then(|l| l.asked)
+            .is_some_and(|asked| asked <= before)
+    }
+
+    fn skip(link: &mut Incoming, out: &mut Accepted, newest: u64) {
+        out.apply
+            .extend(std::mem::take(&mut link.held).into_values());
+        link.last = link.last.max(newest);
+        link.asked = None;
     }
 
     /// Forgets a peer's incarnations (it was lost or stopped).
     pub(super) fn forget(&mut self, node: &str) {
-        self.last.retain(|s, _| s.node != node);
+        self.links.retain(|s, _| s.node != node);
     }
 }
 
@@ -323,21 +492,81 @@ mod tests {
         }
     }
 
+    fn batch(from: &Sender, seq: u64) -> LinkMsg {
+        LinkMsg {
+            from: from.clone(),
+            to: 1,
+            seq,
+            probe: false,
+            items: vec![Item::Reset],
+        }
+    }
+
+    fn probe(from: &Sender, seq: u64) -> LinkMsg {
+        LinkMsg {
+            probe: true,
+            items: Vec::new(),
+            ..batch(from, seq)
+        }
+    }
+
+    fn seqs(a: &Accepted) -> Vec<u64> {
+        a.apply.iter().map(|m| m.seq).collect()
+    }
+
     #[test]
-    fn numbers_in_order_pass_a_gap_is_reported_once_and_repeats_are_dropped() {
+    fn batches_apply_in_order_and_a_gap_waits_for_its_replay() {
         let mut inbound = Inbound::default();
         let a = sender("a", 1);
-        assert_eq!(inbound.accept(&a, 1), Accept::Next);
-        assert_eq!(inbound.accept(&a, 2), Accept::Next);
-        assert_eq!(inbound.accept(&a, 2), Accept::Old);
-        assert_eq!(inbound.accept(&a, 5), Accept::Gap);
-        assert_eq!(inbound.accept(&a, 6), Accept::Next);
-        assert_eq!(inbound.accept(&a, 4), Accept::Old);
-        // A new incarnation numbers from 1; one whose start was missed is a gap.
-        assert_eq!(inbound.accept(&sender("a", 2), 1), Accept::Next);
-        assert_eq!(inbound.accept(&sender("b", 1), 3), Accept::Gap);
+        let now = Instant::now();
+        assert_eq!(seqs(&inbound.accept(batch(&a, 1), now)), [1]);
+        assert!(
+            inbound.accept(batch(&a, 1), now).apply.is_empty(),
+            "a repeat"
+        );
+        // 2 and 3 lost: 4 waits, the replay is asked once.
+        let gap = inbound.accept(batch(&a, 4), now);
+        assert!(gap.apply.is_empty() && !gap.reset);
+        assert_eq!(gap.ask, Some(2));
+        assert_eq!(inbound.accept(batch(&a, 5), now).ask, None, "asked already");
+        assert!(inbound.waiting(&a, now));
+        // The replay: 2, 3 (and 4 again, dropped) fill it; everything applies in order.
+        assert_eq!(seqs(&inbound.accept(batch(&a, 2), now)), [2]);
+        assert_eq!(seqs(&inbound.accept(batch(&a, 3), now)), [3, 4, 5]);
+        assert!(inbound.accept(batch(&a, 4), now).apply.is_empty());
+        assert!(!inbound.waiting(&a, now));
+        // A probe says nothing new, or that the last batches never came.
+        let quiet = inbound.accept(probe(&a, 5), now);
+        assert!(quiet.apply.is_empty() && quiet.ask.is_none());
+        assert_eq!(inbound.accept(probe(&a, 7), now).ask, Some(6));
+        // No replay: everything held applies after the reset, and numbers go on.
+        inbound.accept(batch(&a, 8), now);
+        let given_up = inbound.give_up(&a);
+        assert!(given_up.reset);
+        assert_eq!(seqs(&given_up), [8]);
+        assert_eq!(seqs(&inbound.accept(batch(&a, 9), now)), [9]);
+        // Another incarnation numbers from 1; one whose start was missed asks for it.
+        assert_eq!(seqs(&inbound.accept(batch(&sender("a", 2), 1), now)), [1]);
+        assert_eq!(inbound.accept(batch(&sender("b", 1), 3), now).ask, Some(1));
         inbound.forget("a");
-        assert_eq!(inbound.accept(&a, 7), Accept::Gap);
+        assert_eq!(inbound.accept(batch(&a, 10), now).ask, Some(1));
+    }
+
+    #[test]
+    fn too_much_held_behind_a_gap_resets_the_link() {
+        let mut inbound = Inbound::default();
+        let a = sender("a", 1);
+        let now = Instant::now();
+        let mut last = Accepted::default();
+        for seq in 2..=(HELD_BATCHES as u64 + 2) {
+            last = inbound.accept(batch(&a, seq), now);
+        }
+        assert!(last.reset);
+        assert_eq!(last.apply.len(), HELD_BATCHES + 1);
+        assert_eq!(
+            seqs(&inbound.accept(batch(&a, HELD_BATCHES as u64 + 3), now)).len(),
+            1
+        );
     }
 
     #[test]

@@ -267,7 +267,7 @@ impl Cluster {
                         refusal = Some(r);
                     }
                 }
-                Ok(Ok(Reply::Infos(_)) | Err(_)) | Err(_) => {
+                Ok(Ok(Reply::Infos(_) | Reply::Replaying(_)) | Err(_)) | Err(_) => {
                     silent.push(Sender { node, incarnation });
                 }
             }
@@ -499,7 +499,14 @@ impl Inner {
             }
         }
         let (bus, me, resets) = (st.bus.clone()?, st.me.clone()?, st.resets.clone()?);
-        let link = Link::start(bus, &self.config.name, me, peer.clone(), resets);
+        let link = Link::start(
+            bus,
+            &self.config.name,
+            me,
+            peer.clone(),
+            self.config.heartbeat,
+            resets,
+        );
         st.links.insert(peer.node.clone(), link.clone());
         Some(link)
     }

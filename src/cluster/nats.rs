@@ -134,10 +134,11 @@ pub(super) async fn run(
             };
             let mut revision = register(&inner, &kv, &record(&load), &cancel).await?;
             info!(node = %inner.node, incarnation, "cluster: joined");
-            let mut watch = kv
-                .watch_with_history(">")
-                .await
-                .map_err(|e| Refused::Unavailable(e.to_string()))?;
+            let mut watch = Some(
+                kv.watch_with_history(">")
+                    .await
+                    .map_err(|e| Refused::Unavailable(e.to_string()))?,
+            );
             inner.view().rejoined(Instant::now());
             let (resets_tx, mut resets) = tokio::sync::mpsc::unbounded_channel();
             {
@@ -151,6 +152,11 @@ pub(super) async fn run(
             }
             // Dropped (so unsubscribed and stopped) when the round ends.
             let _listeners = listen(&inner, &client, &local).await?;
+            // When the last renewal that succeeded was sent. Peers judge this node lost
+            // `node_ttl` after its last renewal they saw; it fences itself a heartbeat
+            // before that, so nobody believes in a membership the others have ended.
+            let mut renewed = Instant::now();
+            let fence_after = inner.config.node_ttl.saturating_sub(heartbeat);
             loop {
                 tokio::select! {
                     Some(peer) = resets.recv() => {
@@ -162,22 +168,46 @@ pub(super) async fn run(
                         return Ok(());
                     }
                     _ = ticks.tick() => {
+                        let sent = Instant::now();
                         let value = encode(&record(&load))?;
-                        match kv.update(&inner.node, value, revision).await {
-                            Ok(r) => revision = r,
-                            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {
+                        match tokio::time::timeout(heartbeat, kv.update(&inner.node, value, revision)).await {
+                            Ok(Ok(r)) => {
+                                revision = r;
+                                renewed = sent;
+                            }
+                            Ok(Err(e)) if e.kind() == UpdateErrorKind::WrongLastRevision => {
                                 warn!(node = %inner.node, "cluster: this node's entry was taken over; joining again");
                                 return Err(Refused::Unavailable("entry taken over".into()));
                             }
-                            Err(e) => warn!(error = %e, "cluster: renewal failed"),
+                            Ok(Err(e)) => warn!(error = %e, "cluster: renewal failed"),
+                            Err(_) => warn!("cluster: renewal unanswered"),
+                        }
+                        if sent.saturating_duration_since(renewed) >= fence_after {
+                            metrics::counter!("quicmatch_cluster_fenced_total").increment(1);
+                            warn!(node = %inner.node, "cluster: renewals failing for node_ttl less a heartbeat; leaving the cluster before the others judge this node lost");
+                            return Err(Refused::Unavailable("fenced".into()));
+                        }
+                        if watch.is_none() {
+                            // The watch broke (NATS restarted, a reconnection): it is
+                            // opened again, and silence until now proves nothing.
+                            if let Ok(Ok(w)) = tokio::time::timeout(heartbeat, kv.watch_with_history(">")).await {
+                                watch = Some(w);
+                                inner.view().rejoined(Instant::now());
+                            }
                         }
                         let lost = inner.view().expire(Instant::now());
                         report(&inner, local.as_ref(), lost);
                     }
-                    entry = watch.next() => match entry {
+                    entry = next_entry(&mut watch) => match entry {
                         Some(Ok(entry)) => apply(&inner, local.as_ref(), entry),
-                        Some(Err(e)) => return Err(Refused::Unavailable(e.to_string())),
-                        None => return Err(Refused::Unavailable("watch ended".into())),
+                        Some(Err(e)) => {
+                            warn!(error = %e, "cluster: the registry watch failed; opening it again");
+                            watch = None;
+                        }
+                        None => {
+                            warn!("cluster: the registry watch ended; opening it again");
+                            watch = None;
+                        }
                     },
                 }
             }
@@ -285,6 +315,14 @@ fn encode(record: &NodeRecord) -> Result<Bytes, Refused> {
     frame::encode_peer(record).map_err(|e| Refused::Unavailable(e.to_string()))
 }
 
+/// The next entry of the registry watch; never, while there is none.
+async fn next_entry(watch: &mut Option<kv::Watch>) -> Option<Result<kv::Entry, kv::WatcherError>> {
+    match watch {
+        Some(w) => w.next().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Subscribes to this node's subjects; each is served by a task of its own until the
 /// returned set is dropped.
 async fn listen(
@@ -315,7 +353,7 @@ async fn listen(
     let (i, l) = (inner.clone(), local.clone());
     set.spawn(async move {
         while let Some(message) = links.next().await {
-            serve::on_link(&i, l.as_ref(), &message.payload);
+            serve::on_link(&i, &l, &message.payload);
         }
     });
     let (i, l) = (inner.clone(), local.clone());

@@ -6,7 +6,7 @@
 //! incarnation; one that does not decode is dropped and counted. Nothing here waits:
 //! the cluster lock is never held across a call into the tables.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Instant};
 
 use bytes::Bytes;
 use quicmatch_protocol::{
@@ -18,7 +18,7 @@ use quicmatch_protocol::{
 use tracing::{debug, warn};
 
 use super::{
-    link::Accept,
+    link::Accepted,
     wire::{DatagramBody, DatagramMsg, Item, LinkMsg, Reply, Request, RequestBody, Sender},
     Guest, Inner, Local,
 };
@@ -79,6 +79,10 @@ pub(super) fn on_request(inner: &Inner, local: &dyn Local, payload: &[u8]) -> Op
                 }
             }
         }
+        RequestBody::Replay { seq } => {
+            let link = inner.state().links.get(&request.from.node).cloned();
+            Reply::Replaying(link.is_some_and(|l| l.peer == request.from && l.replay(seq)))
+        }
         RequestBody::Infos { session, matches } => {
             let matches: Vec<MatchId> = matches.into_iter().take(MAX_LISTED).collect();
             Reply::Infos(local.infos(session, &matches))
@@ -87,8 +91,8 @@ pub(super) fn on_request(inner: &Inner, local: &dyn Local, payload: &[u8]) -> Op
     frame::encode_peer(&reply).ok()
 }
 
-/// A numbered batch of a link.
-pub(super) fn on_link(inner: &Inner, local: &dyn Local, payload: &[u8]) {
+/// A numbered batch (or a probe) of a link.
+pub(super) fn on_link(inner: &Arc<Inner>, local: &Arc<dyn Local>, payload: &[u8]) {
     metrics::counter!("quicmatch_cluster_messages_total", "dir" => "in", "kind" => "link")
         .increment(1);
     let Ok(msg) = frame::decode_peer::<LinkMsg>(payload) else {
@@ -98,24 +102,64 @@ pub(super) fn on_link(inner: &Inner, local: &dyn Local, payload: &[u8]) {
     if !trusted(inner, &msg.from, Some(msg.to)) {
         return;
     }
-    let accept = inner.state().inbound.accept(&msg.from, msg.seq);
-    match accept {
-        Accept::Old => {
-            dropped("repeated");
+    let from = msg.from.clone();
+    let accepted = inner.state().inbound.accept(msg, Instant::now());
+    act(inner, local, &from, accepted);
+}
+
+/// Applies what arrived in order; asks for what is missing; resets a link whose gap
+/// cannot be filled (before what comes after the gap is applied).
+fn act(inner: &Arc<Inner>, local: &Arc<dyn Local>, from: &Sender, accepted: Accepted) {
+    if accepted.reset {
+        warn!(peer = %from.node, "cluster: items from a node went missing; ending what the two share");
+        reset(inner, local.as_ref(), from, "cluster link lost", true);
+    }
+    for msg in accepted.apply {
+        for item in msg.items {
+            apply(inner, local.as_ref(), from, item);
+        }
+    }
+    if let Some(seq) = accepted.ask {
+        tokio::spawn(ask_replay(inner.clone(), local.clone(), from.clone(), seq));
+    }
+}
+
+/// Asks `from` to publish its batches from `seq` on again; if it cannot, or the gap is
+/// still open after `REQUEST_TIMEOUT`, the link is reset.
+async fn ask_replay(inner: Arc<Inner>, local: Arc<dyn Local>, from: Sender, seq: u64) {
+    let asked = Instant::now();
+    let request = {
+        let st = inner.state();
+        st.me.clone().zip(st.bus.clone())
+    };
+    let Some((me, bus)) = request else { return };
+    let answer = match frame::encode_peer(&Request {
+        from: me,
+        body: RequestBody::Replay { seq },
+    }) {
+        Ok(payload) => {
+            let subject = super::wire::request_subject(&inner.config.name, &from.node);
+            bus.request(subject, payload, super::REQUEST_TIMEOUT).await
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    let replaying = matches!(
+        answer.as_deref().map(frame::decode_peer::<Reply>),
+        Ok(Ok(Reply::Replaying(true)))
+    );
+    if replaying {
+        tokio::time::sleep(super::REQUEST_TIMEOUT).await;
+    } else {
+        metrics::counter!("quicmatch_cluster_request_failures_total").increment(1);
+    }
+    let accepted = {
+        let mut st = inner.state();
+        if !st.inbound.waiting(&from, asked) {
             return;
         }
-        Accept::Gap => {
-            // Items are missing: whatever they carried, every membership between the
-            // two nodes ends, here and (told by a Reset) there.
-            metrics::counter!("quicmatch_cluster_link_gaps_total").increment(1);
-            warn!(peer = %msg.from.node, "cluster: items from a node went missing; ending what the two share");
-            reset(inner, local, &msg.from, "cluster link lost", true);
-        }
-        Accept::Next => {}
-    }
-    for item in msg.items {
-        apply(inner, local, &msg.from, item);
-    }
+        st.inbound.give_up(&from)
+    };
+    act(&inner, &local, &from, accepted);
 }
 
 fn apply(inner: &Inner, local: &dyn Local, from: &Sender, item: Item) {

@@ -53,6 +53,9 @@ pub(super) enum RequestBody {
         session: SessionId,
         matches: Vec<MatchId>,
     },
+    /// Publish again the batches of the link to the sender from `seq` on: the sender
+    /// found a gap.
+    Replay { seq: u64 },
 }
 
 /// A refusal: the code and message the client is told.
@@ -78,6 +81,8 @@ pub(super) enum Reply {
     Joined(MatchInfo),
     Refused(Refusal),
     Infos(Vec<MatchInfo>),
+    /// Whether what a `Replay` asked for is still kept (and is being published).
+    Replaying(bool),
 }
 
 /// One numbered batch of a link: from one incarnation to one incarnation.
@@ -88,6 +93,9 @@ pub(super) struct LinkMsg {
     pub(super) to: u64,
     /// 1, 2, ... for each (sender, receiver) incarnation pair; a gap means items lost.
     pub(super) seq: u64,
+    /// A probe carries no items, only the sender's latest number, so a lost last batch
+    /// shows too.
+    pub(super) probe: bool,
     pub(super) items: Vec<Item>,
 }
 
@@ -157,6 +165,7 @@ mod tests {
             from: from.clone(),
             to: 9,
             seq: 3,
+            probe: false,
             items: vec![
                 Item::Push {
                     match_id: MatchId(uuid::Uuid::from_u128(1)),

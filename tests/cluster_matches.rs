@@ -449,3 +449,58 @@ async fn a_nats_restart_keeps_local_play_and_cross_node_play_comes_back() {
         assert_eq!(p.joins, vec![dave.presence()]);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejoins_in_a_hurry_and_the_largest_messages_cross_intact() {
+    let Some(nats) = Nats::start() else { return };
+    let a = TestServer::start_with(node_config(&nats.url(), "node-a")).await;
+    let b = TestServer::start_with(node_config(&nats.url(), "node-b")).await;
+    sees(&a.stats, &["node-a", "node-b"], "a sees b").await;
+    sees(&b.stats, &["node-a", "node-b"], "b sees a").await;
+    let alice = a.client("alice").await;
+    let bob = b.client("bob").await;
+    let m = alice.create_match(None).await.expect("create");
+    // A leave travels on the link and a join as a request: whatever order they reach
+    // the host in, both nodes end up agreeing.
+    for _ in 0..10 {
+        bob.join_match(m.match_id).await.expect("join");
+        bob.leave_match(m.match_id).await.expect("leave");
+    }
+    bob.join_match(m.match_id).await.expect("join for good");
+    let (sa, sb) = (a.stats.clone(), b.stats.clone());
+    eventually("both nodes agree bob is in", || {
+        sa.cluster_memberships() == (0, 1) && sb.cluster_memberships() == (1, 0)
+    })
+    .await;
+    // Alice saw bob come and go alternately (a rejoin that overtook its leave shows
+    // as neither), ending with him in.
+    let mut inside = false;
+    while let Ok(Some(event)) = timeout(Duration::from_millis(500), alice.next_event()).await {
+        let p = presence(event);
+        for _ in &p.joins {
+            assert!(!inside, "joined twice in a row");
+            inside = true;
+        }
+        for _ in &p.leaves {
+            assert!(inside, "left without being in");
+            inside = false;
+        }
+    }
+    assert!(inside, "bob is in, as both nodes say");
+    // Payloads at the limit, back to back, both ways: the link cuts its batches to fit.
+    let big = |i: u8| vec![i; quicmatch_protocol::MAX_RELIABLE_PAYLOAD];
+    for i in 0..4u8 {
+        bob.send_match_data(m.match_id, 1, big(i), true, None)
+            .await
+            .expect("send");
+        alice
+            .send_match_data(m.match_id, 2, big(i), true, None)
+            .await
+            .expect("send");
+    }
+    for i in 0..4u8 {
+        assert_eq!(data(&alice, "bob's large data").await.data, big(i));
+        assert_eq!(data(&bob, "alice's large data").await.data, big(i));
+    }
+    assert_eq!(a.stats.cluster_memberships(), (0, 1), "no link was reset");
+}

@@ -543,13 +543,18 @@ impl Driver {
                         Some(Command::Send { frame }) => frame,
                     };
                     if send.write_all(&frame).await.is_err() {
-                        return self.lost(conn).await;
+                        let deadline = tokio::time::Instant::now() + CLOSE_AFTER_STREAM_END;
+                        return self.lost(conn, deadline).await;
                     }
                 }
                 frame = frames.next() => {
                     let Some(Ok(body)) = frame else {
-                        self.drain_lanes(&mut lanes, &mut pending).await;
-                        return self.lost(conn).await;
+                        let deadline = tokio::time::Instant::now() + CLOSE_AFTER_STREAM_END;
+                        if frame.is_none() {
+                            // Ended cleanly: a stopping server finishes its lanes too.
+                            self.drain_lanes(&mut lanes, &mut pending, deadline).await;
+                        }
+                        return self.lost(conn, deadline).await;
                     };
                     self.on_frame(&body, &mut pending).await;
                 }
@@ -615,14 +620,15 @@ impl Driver {
     /// The control stream ended: a stopping server finishes it and the lanes after its
     /// last frames, and closes the connection once this side has acknowledged them all.
     /// The lanes' frames are processed until they end (each lane's reader ends at its
-    /// stream's end, and the lanes at the connection's close), at most
-    /// [`CLOSE_AFTER_STREAM_END`], so nothing the server sent before its close is lost.
+    /// stream's end, and the lanes at the connection's close), until `deadline`, so
+    /// nothing the server sent before its close is lost.
     async fn drain_lanes(
         &mut self,
         lanes: &mut mpsc::Receiver<Bytes>,
         pending: &mut HashMap<u32, oneshot::Sender<Response>>,
+        deadline: tokio::time::Instant,
     ) {
-        let _ = tokio::time::timeout(CLOSE_AFTER_STREAM_END, async {
+        let _ = tokio::time::timeout_at(deadline, async {
             while let Some(body) = lanes.recv().await {
                 self.on_frame(&body, pending).await;
             }
@@ -630,10 +636,11 @@ impl Driver {
         .await;
     }
 
-    async fn lost(&self, conn: &quinn::Connection) -> Stop {
+    /// The connection is over or going; waits until `deadline` for its close, which
+    /// says why (shutdown, restart).
+    async fn lost(&self, conn: &quinn::Connection, deadline: tokio::time::Instant) -> Stop {
         if conn.close_reason().is_none() {
-            // The close says why the stream ended (shutdown, restart).
-            let _ = tokio::time::timeout(CLOSE_AFTER_STREAM_END, conn.closed()).await;
+            let _ = tokio::time::timeout_at(deadline, conn.closed()).await;
         }
         if conn.close_reason().is_none() {
             // The stream ended but the connection did not: end it, then classify.

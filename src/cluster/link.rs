@@ -52,7 +52,8 @@ pub(super) fn size(item: &Item) -> usize {
         Item::Data { data, targets, .. } => {
             data.len() + targets.as_ref().map_or(0, |t| 17 * t.len())
         }
-        Item::Leave { .. } | Item::Reset => 40,
+        Item::Leave { .. } => 40,
+        Item::Ended { reason, .. } => 40 + reason.len(),
     }
 }
 
@@ -196,7 +197,6 @@ impl Writer {
         let mut batch = Vec::new();
         loop {
             tokio::select! {
-                biased;
                 cmd = cmds.recv() => match cmd {
                     Some(Cmd::Item(item)) => {
                         batch.push(item);
@@ -221,25 +221,36 @@ impl Writer {
         }
     }
 
-    /// Publishes `batch` and whatever other items are queued, as numbered messages; a
-    /// replay asked meanwhile waits for the next turn.
+    /// Publishes `batch` and whatever other items are queued, as numbered messages of
+    /// at most [`BATCH_ITEMS`] items and [`BATCH_BYTES`] (an item that would pass it
+    /// starts the next one); a replay asked meanwhile waits for the end.
     async fn send_items(&mut self, cmds: &mut mpsc::UnboundedReceiver<Cmd>, batch: &mut Vec<Item>) {
-        let mut replay = None;
+        let mut replay: Option<u64> = None;
+        let mut carry: Option<Item> = None;
         loop {
             let mut bytes: usize = batch.iter().map(size).sum();
-            while batch.len() < BATCH_ITEMS && bytes < BATCH_BYTES {
-                match cmds.try_recv() {
-                    Ok(Cmd::Item(item)) => {
-                        bytes += size(&item);
-                        batch.push(item);
-                    }
-                    Ok(Cmd::Replay(from)) => {
-                        replay = Some(replay.map_or(from, |r: u64| r.min(from)));
-                    }
-                    Err(_) => break,
+            while batch.len() < BATCH_ITEMS {
+                let item = match carry.take() {
+                    Some(item) => item,
+                    None => match cmds.try_recv() {
+                        Ok(Cmd::Item(item)) => item,
+                        Ok(Cmd::Replay(from)) => {
+                            replay = Some(replay.map_or(from, |r| r.min(from)));
+                            continue;
+                        }
+                        Err(_) => break,
+                    },
+                };
+                if !batch.is_empty() && bytes + size(&item) > BATCH_BYTES {
+                    carry = Some(item);
+                    break;
                 }
+                bytes += size(&item);
+                batch.push(item);
             }
-            let counted: usize = batch.iter().map(size).sum();
+            if batch.is_empty() {
+                break;
+            }
             self.seq += 1;
             let msg = LinkMsg {
                 from: self.me.clone(),
@@ -249,15 +260,7 @@ impl Writer {
                 items: coalesce(std::mem::take(batch)),
             };
             self.publish(msg, true).await;
-            self.queued.fetch_sub(counted, Ordering::Relaxed);
-            match cmds.try_recv() {
-                Ok(Cmd::Item(item)) => batch.push(item),
-                Ok(Cmd::Replay(from)) => replay = Some(replay.map_or(from, |r: u64| r.min(from))),
-                Err(_) => break,
-            }
-            if batch.is_empty() {
-                break;
-            }
+            self.queued.fetch_sub(bytes, Ordering::Relaxed);
         }
         if let Some(from) = replay {
             self.replay(from).await;
@@ -498,7 +501,7 @@ mod tests {
             to: 1,
             seq,
             probe: false,
-            items: vec![Item::Reset],
+            items: Vec::new(),
         }
     }
 
@@ -595,6 +598,7 @@ mod tests {
             Item::Leave {
                 match_id: m,
                 session: s1,
+                attempt: 1,
             },
             push(s1, &body, Some(1)),
         ]);

@@ -136,6 +136,41 @@ impl RemotePeer for Guest {
     }
 }
 
+/// A join attempt being asked of the nodes: when it ends without a member (failed,
+/// or dropped with its session), the attempt is withdrawn, and every node in `peers`
+/// is sent a `Leave` for it (one that said yes, or may have, lets it go).
+struct Withdraw {
+    inner: Arc<Inner>,
+    match_id: MatchId,
+    session: SessionId,
+    attempt: u64,
+    peers: Vec<Sender>,
+}
+
+impl Drop for Withdraw {
+    fn drop(&mut self) {
+        let mut st = self.inner.state();
+        if st
+            .memberships
+            .host_of(self.match_id, self.session)
+            .is_some_and(|h| h.attempt == self.attempt)
+        {
+            return;
+        }
+        st.memberships
+            .not_joined(self.match_id, self.session, self.attempt);
+        for peer in std::mem::take(&mut self.peers) {
+            if let Some(link) = self.inner.link_to(&mut st, &peer) {
+                link.push(Item::Leave {
+                    match_id: self.match_id,
+                    session: self.session,
+                    attempt: self.attempt,
+                });
+            }
+        }
+    }
+}
+
 fn unavailable(why: &str) -> Refusal {
     Refusal::new(ErrorCode::CLUSTER_UNAVAILABLE, why)
 }
@@ -226,29 +261,44 @@ impl Cluster {
             return Err(not_found());
         };
         let session = presence.session_id;
-        let (bus, me) = {
+        let (bus, me, attempt) = {
             let mut st = inner.state();
             let (Some(bus), Some(me)) = (st.bus.clone(), st.me.clone()) else {
                 return Err(unavailable("this node is not connected to its cluster"));
             };
-            st.memberships.joining(match_id, session);
-            (bus, me)
+            let attempt = st.memberships.joining(match_id, session);
+            (bus, me, attempt)
         };
-        let peers = inner.view().peers();
+        let peers: Vec<Sender> = inner
+            .view()
+            .peers()
+            .into_iter()
+            .map(|(node, incarnation)| Sender { node, incarnation })
+            .collect();
+        // If the session goes while the nodes are asked (the future is dropped), the
+        // attempt is withdrawn everywhere: a host that said yes meanwhile lets it go.
+        let mut guard = Withdraw {
+            inner: inner.clone(),
+            match_id,
+            session,
+            attempt,
+            peers: peers.clone(),
+        };
         let request = Request {
             from: me,
-            body: RequestBody::Join { match_id, presence },
+            body: RequestBody::Join {
+                match_id,
+                presence,
+                attempt,
+            },
         };
         let payload = match quicmatch_protocol::frame::encode_peer(&request) {
             Ok(p) => p,
-            Err(e) => {
-                inner.state().memberships.not_joined(match_id, session);
-                return Err(Refusal::new(ErrorCode::BAD_INPUT, e.to_string()));
-            }
+            Err(e) => return Err(Refusal::new(ErrorCode::BAD_INPUT, e.to_string())),
         };
-        let asks = peers.iter().map(|(node, _)| {
+        let asks = peers.iter().map(|peer| {
             bus.request(
-                wire::request_subject(&inner.config.name, node),
+                wire::request_subject(&inner.config.name, &peer.node),
                 payload.clone(),
                 REQUEST_TIMEOUT,
             )
@@ -257,36 +307,32 @@ impl Cluster {
         let mut refusal: Option<Refusal> = None;
         let mut silent = Vec::new();
         let mut joined = None;
-        for ((node, incarnation), answer) in peers.into_iter().zip(answers) {
+        for (peer, answer) in peers.into_iter().zip(answers) {
             match answer.map(|bytes| quicmatch_protocol::frame::decode_peer::<Reply>(&bytes)) {
-                Ok(Ok(Reply::Joined(info))) => {
-                    joined = Some((Sender { node, incarnation }, info));
-                }
+                Ok(Ok(Reply::Joined(info))) => joined = Some((peer, info)),
                 Ok(Ok(Reply::Refused(r))) => {
                     if r.code != ErrorCode::MATCH_NOT_FOUND || refusal.is_none() {
                         refusal = Some(r);
                     }
                 }
                 Ok(Ok(Reply::Infos(_) | Reply::Replaying(_)) | Err(_)) | Err(_) => {
-                    silent.push(Sender { node, incarnation });
+                    silent.push(peer);
                 }
             }
         }
-        let mut st = inner.state();
         if let Some((host, mut info)) = joined {
-            info.handle = st.memberships.joined(match_id, session, &host, info.handle);
+            guard.peers.clear();
+            let mut st = inner.state();
+            info.handle = st
+                .memberships
+                .joined(match_id, session, &host, info.handle, attempt);
             return Ok(info);
         }
-        st.memberships.not_joined(match_id, session);
-        if !silent.is_empty() {
-            // One of them may have joined it and not been heard: it is told to forget.
-            for peer in &silent {
-                if let Some(link) = inner.link_to(&mut st, peer) {
-                    link.push(Item::Leave { match_id, session });
-                }
-            }
+        // Those that did not answer may have joined it: the guard withdraws it there.
+        guard.peers = silent;
+        if !guard.peers.is_empty() {
             metrics::counter!("quicmatch_cluster_request_failures_total")
-                .increment(silent.len() as u64);
+                .increment(guard.peers.len() as u64);
             return Err(unavailable(
                 "a node of the cluster did not answer; try again",
             ));
@@ -310,10 +356,12 @@ impl Cluster {
         let sid = session.presence.session_id;
         let (bus, me, by_host) = {
             let st = inner.state();
-            let mut by_host: HashMap<Sender, Vec<MatchId>> = HashMap::new();
+            // One request per match: an answer always fits a message, as one match's
+            // info fits a client's frame.
+            let mut by_host: Vec<(Sender, Vec<MatchId>)> = Vec::new();
             for id in joined {
                 if let Some(h) = st.memberships.host_of(*id, sid) {
-                    by_host.entry(h.host).or_default().push(*id);
+                    by_host.push((h.host, vec![*id]));
                 }
             }
             (st.bus.clone(), st.me.clone(), by_host)
@@ -467,11 +515,15 @@ impl Cluster {
             return false;
         };
         let mut st = inner.state();
-        let Some(host) = st.memberships.left(match_id, session) else {
+        let Some((host, attempt)) = st.memberships.left(match_id, session) else {
             return false;
         };
         if let Some(link) = inner.link_to(&mut st, &host) {
-            link.push(Item::Leave { match_id, session });
+            link.push(Item::Leave {
+                match_id,
+                session,
+                attempt,
+            });
         }
         true
     }

@@ -160,7 +160,7 @@ pub(super) async fn run(
             loop {
                 tokio::select! {
                     Some(peer) = resets.recv() => {
-                        serve::reset(&inner, local.as_ref(), &peer, "cluster link lost", true);
+                        serve::reset(&inner, local.as_ref(), &peer, "cluster link lost");
                     }
                     () = cancel.cancelled() => {
                         // A polite stop: the others see the delete at once.
@@ -221,6 +221,8 @@ pub(super) async fn run(
             st.me = None;
             st.resets = None;
             st.links.clear();
+            // Links into the next incarnation number from 1 again.
+            st.inbound = super::link::Inbound::default();
         }
         serve::end_all(&inner, local.as_ref(), "cluster unavailable");
         match ended {

@@ -7,7 +7,7 @@
 //! - as a *host*: the members of local matches homed on each other node, so the loss
 //!   of that node removes them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use quicmatch_protocol::{MatchId, SessionId};
 
@@ -22,7 +22,8 @@ struct RemoteMatch {
     host: Sender,
     host_handle: u32,
     alias: u32,
-    members: HashSet<SessionId>,
+    /// Each member with the attempt that made it one.
+    members: HashMap<SessionId, u64>,
 }
 
 /// Where a remote match lives, as the home sees it.
@@ -31,49 +32,79 @@ pub(super) struct Hosted {
     pub(super) host: Sender,
     pub(super) host_handle: u32,
     pub(super) alias: u32,
+    /// The join attempt that made the session a member.
+    pub(super) attempt: u64,
 }
 
-/// The cross-node memberships of one node.
+/// Tombstones kept per node (leaves that came before their join); past this they are
+/// forgotten, oldest first.
+const TOMBSTONES: usize = 4096;
+
+/// What a host knows of the members homed on one other node.
+#[derive(Debug, Default)]
+struct Guests {
+    /// Members of local matches, with the attempt their home numbered the join.
+    members: HashMap<(MatchId, SessionId), u64>,
+    /// Leaves that arrived before (or without) their join: a join of that attempt or
+    /// an older one is refused.
+    left: HashMap<(MatchId, SessionId), u64>,
+    left_order: VecDeque<(MatchId, SessionId)>,
+}
+
+/// The cross-node memberships of one node. A home numbers every join attempt; a
+/// `Leave` names the attempt it undoes, so a host that gets a join and a leave in the
+/// other order (they travel by different subjects) still ends up where the home is.
 #[derive(Debug, Default)]
 pub(super) struct Memberships {
     remote: HashMap<MatchId, RemoteMatch>,
     aliases: HashMap<u32, MatchId>,
     next_alias: u32,
+    next_attempt: u64,
     /// Sessions joining a match not found locally, host not known yet.
-    joining: HashMap<MatchId, HashSet<SessionId>>,
+    joining: HashMap<MatchId, HashMap<SessionId, u64>>,
     /// Members of local matches homed on each other node.
-    guests: HashMap<String, HashSet<(MatchId, SessionId)>>,
+    guests: HashMap<String, Guests>,
 }
 
 impl Memberships {
-    /// `session` starts joining `match_id` somewhere else.
-    pub(super) fn joining(&mut self, match_id: MatchId, session: SessionId) {
-        self.joining.entry(match_id).or_default().insert(session);
+    /// `session` starts joining `match_id` somewhere else; returns the attempt's number.
+    pub(super) fn joining(&mut self, match_id: MatchId, session: SessionId) -> u64 {
+        self.next_attempt += 1;
+        let attempt = self.next_attempt;
+        self.joining
+            .entry(match_id)
+            .or_default()
+            .insert(session, attempt);
+        attempt
     }
 
-    /// The join ended without success.
-    pub(super) fn not_joined(&mut self, match_id: MatchId, session: SessionId) {
+    /// The join attempt ended without success.
+    pub(super) fn not_joined(&mut self, match_id: MatchId, session: SessionId, attempt: u64) {
         if let Some(set) = self.joining.get_mut(&match_id) {
-            set.remove(&session);
+            if set.get(&session) == Some(&attempt) {
+                set.remove(&session);
+            }
             if set.is_empty() {
                 self.joining.remove(&match_id);
             }
         }
     }
 
-    /// `session` joined `match_id` on `host`; returns the alias its client is given.
+    /// `session` joined `match_id` on `host` by `attempt`; returns the alias its client
+    /// is given.
     pub(super) fn joined(
         &mut self,
         match_id: MatchId,
         session: SessionId,
         host: &Sender,
         host_handle: u32,
+        attempt: u64,
     ) -> u32 {
-        self.not_joined(match_id, session);
+        self.not_joined(match_id, session, attempt);
         if let Some(m) = self.remote.get_mut(&match_id) {
             if m.host == *host {
                 m.host_handle = host_handle;
-                m.members.insert(session);
+                m.members.insert(session, attempt);
                 return m.alias;
             }
             // The match's host changed incarnation (the old one is gone): start anew.
@@ -89,7 +120,7 @@ impl Memberships {
                 host: host.clone(),
                 host_handle,
                 alias,
-                members: HashSet::from([session]),
+                members: HashMap::from([(session, attempt)]),
             },
         );
         alias
@@ -107,14 +138,14 @@ impl Memberships {
 
     /// Where `session`'s remote match `match_id` lives, if it is a member.
     pub(super) fn host_of(&self, match_id: MatchId, session: SessionId) -> Option<Hosted> {
-        self.remote
-            .get(&match_id)
-            .filter(|m| m.members.contains(&session))
-            .map(|m| Hosted {
-                host: m.host.clone(),
-                host_handle: m.host_handle,
-                alias: m.alias,
-            })
+        let m = self.remote.get(&match_id)?;
+        let attempt = *m.members.get(&session)?;
+        Some(Hosted {
+            host: m.host.clone(),
+            host_handle: m.host_handle,
+            alias: m.alias,
+            attempt,
+        })
     }
 
     /// The remote match an alias names, and where it lives, if `session` is a member.
@@ -136,30 +167,44 @@ impl Memberships {
     pub(super) fn in_scope(&self, host: &Sender, match_id: MatchId, session: SessionId) -> bool {
         self.remote
             .get(&match_id)
-            .is_some_and(|m| m.host == *host && m.members.contains(&session))
+            .is_some_and(|m| m.host == *host && m.members.contains_key(&session))
             || self
                 .joining
                 .get(&match_id)
-                .is_some_and(|s| s.contains(&session))
+                .is_some_and(|s| s.contains_key(&session))
     }
 
-    /// `session` left remote match `match_id`; returns its host if it was a member.
-    pub(super) fn left(&mut self, match_id: MatchId, session: SessionId) -> Option<Sender> {
+    /// `session` left remote match `match_id`; returns its host and the attempt that
+    /// made it a member, if it was one.
+    pub(super) fn left(&mut self, match_id: MatchId, session: SessionId) -> Option<(Sender, u64)> {
         let m = self.remote.get_mut(&match_id)?;
-        if !m.members.remove(&session) {
-            return None;
-        }
+        let attempt = m.members.remove(&session)?;
         let host = m.host.clone();
         if m.members.is_empty() {
             let alias = m.alias;
             self.remote.remove(&match_id);
             self.aliases.remove(&alias);
         }
-        Some(host)
+        Some((host, attempt))
     }
 
-    /// Every membership of local sessions in matches hosted by `node`, now ended.
-    pub(super) fn drop_host(&mut self, node: &str) -> Vec<(MatchId, SessionId)> {
+    /// The host ended `session`'s membership in `match_id`; whether it was one.
+    pub(super) fn ended_by(
+        &mut self,
+        host: &Sender,
+        match_id: MatchId,
+        session: SessionId,
+    ) -> bool {
+        let hosted_there = self
+            .remote
+            .get(&match_id)
+            .is_some_and(|m| m.host == *host && m.members.contains_key(&session));
+        hosted_there && self.left(match_id, session).is_some()
+    }
+
+    /// Every membership of local sessions in matches hosted by `node`, now ended, with
+    /// the attempts that made them.
+    pub(super) fn drop_host(&mut self, node: &str) -> Vec<(MatchId, SessionId, u64)> {
         let gone: Vec<MatchId> = self
             .remote
             .iter()
@@ -170,24 +215,77 @@ impl Memberships {
         for id in gone {
             if let Some(m) = self.remote.remove(&id) {
                 self.aliases.remove(&m.alias);
-                ended.extend(m.members.into_iter().map(|s| (id, s)));
+                ended.extend(m.members.into_iter().map(|(s, a)| (id, s, a)));
             }
         }
         ended
     }
 
-    /// A member homed on `node` joined local match `match_id`.
-    pub(super) fn guest_joined(&mut self, node: &str, match_id: MatchId, session: SessionId) {
-        self.guests
-            .entry(node.to_owned())
-            .or_default()
-            .insert((match_id, session));
+    /// A member homed on `node` asks to join local match `match_id` by `attempt`:
+    /// `false` when a leave of that attempt (or a later one) came first.
+    pub(super) fn guest_joining(
+        &mut self,
+        node: &str,
+        match_id: MatchId,
+        session: SessionId,
+        attempt: u64,
+    ) -> bool {
+        let g = self.guests.entry(node.to_owned()).or_default();
+        let key = (match_id, session);
+        if g.left.get(&key).is_some_and(|left| *left >= attempt) {
+            return false;
+        }
+        let current = g.members.entry(key).or_insert(attempt);
+        *current = (*current).max(attempt);
+        true
     }
 
-    /// A member homed on `node` left local match `match_id`.
-    pub(super) fn guest_left(&mut self, node: &str, match_id: MatchId, session: SessionId) {
-        if let Some(set) = self.guests.get_mut(node) {
-            set.remove(&(match_id, session));
+    /// Whether `session` of `node` is a member of `match_id` by `attempt` (its join
+    /// was not undone while the table took it).
+    pub(super) fn is_guest(
+        &self,
+        node: &str,
+        match_id: MatchId,
+        session: SessionId,
+        attempt: u64,
+    ) -> bool {
+        self.guests
+            .get(node)
+            .and_then(|g| g.members.get(&(match_id, session)))
+            .is_some_and(|a| *a == attempt)
+    }
+
+    /// A member homed on `node` left local match `match_id` (undoing `attempt`, or,
+    /// with `None`, whatever made it one): whether the table should let it go. A leave
+    /// older than the membership is stale; one that comes before its join is kept, so
+    /// that join is refused.
+    pub(super) fn guest_left(
+        &mut self,
+        node: &str,
+        match_id: MatchId,
+        session: SessionId,
+        attempt: Option<u64>,
+    ) -> bool {
+        let g = self.guests.entry(node.to_owned()).or_default();
+        let key = (match_id, session);
+        match (g.members.get(&key).copied(), attempt) {
+            (Some(current), Some(a)) if current > a => false,
+            (Some(_), _) => {
+                g.members.remove(&key);
+                true
+            }
+            (None, Some(a)) => {
+                if g.left.insert(key, a).is_none() {
+                    g.left_order.push_back(key);
+                }
+                while g.left_order.len() > TOMBSTONES {
+                    if let Some(old) = g.left_order.pop_front() {
+                        g.left.remove(&old);
+                    }
+                }
+                false
+            }
+            (None, None) => false,
         }
     }
 
@@ -195,13 +293,18 @@ impl Memberships {
     pub(super) fn drop_guests(&mut self, node: &str) -> Vec<(MatchId, SessionId)> {
         self.guests
             .remove(node)
-            .map(|s| s.into_iter().collect())
+            .map(|g| g.members.into_keys().collect())
             .unwrap_or_default()
     }
 
     /// The nodes with members of local matches or hosting matches of local sessions.
     pub(super) fn nodes(&self) -> HashSet<String> {
-        let mut nodes: HashSet<String> = self.guests.keys().cloned().collect();
+        let mut nodes: HashSet<String> = self
+            .guests
+            .iter()
+            .filter(|(_, g)| !g.members.is_empty())
+            .map(|(n, _)| n.clone())
+            .collect();
         nodes.extend(self.remote.values().map(|m| m.host.node.clone()));
         nodes
     }
@@ -210,7 +313,7 @@ impl Memberships {
     pub(super) fn counts(&self) -> (usize, usize) {
         (
             self.remote.values().map(|m| m.members.len()).sum(),
-            self.guests.values().map(HashSet::len).sum(),
+            self.guests.values().map(|g| g.members.len()).sum(),
         )
     }
 }
@@ -232,45 +335,76 @@ mod tests {
         let (id, other) = (MatchId::new_random(), MatchId::new_random());
         let (s1, s2) = (SessionId::new_random(), SessionId::new_random());
         let a = node("a", 1);
-        m.joining(id, s1);
+        let t1 = m.joining(id, s1);
         assert!(m.in_scope(&node("z", 9), id, s1), "joining: any host");
-        let alias = m.joined(id, s1, &a, 5);
+        let alias = m.joined(id, s1, &a, 5, t1);
         assert_ne!(alias & ALIAS_BIT, 0);
         assert!(!m.in_scope(&node("z", 9), id, s1), "joined: its host only");
-        assert_eq!(m.joined(id, s2, &a, 5), alias, "one alias per match");
-        let other_alias = m.joined(other, s1, &node("b", 1), 5);
+        let t2 = m.joining(id, s2);
+        assert!(t2 > t1, "attempts are numbered");
+        assert_eq!(m.joined(id, s2, &a, 5, t2), alias, "one alias per match");
+        let t3 = m.joining(other, s1);
+        let other_alias = m.joined(other, s1, &node("b", 1), 5, t3);
         assert_ne!(other_alias, alias);
         assert_eq!(
-            m.by_alias(alias, s2).map(|(i, h)| (i, h.host_handle)),
-            Some((id, 5))
+            m.by_alias(alias, s2)
+                .map(|(i, h)| (i, h.host_handle, h.attempt)),
+            Some((id, 5, t2))
         );
         assert_eq!(
             m.by_alias(alias, SessionId::new_random()),
             None,
             "not a member"
         );
-        assert_eq!(m.left(id, s2), Some(a.clone()));
+        assert_eq!(m.left(id, s2), Some((a.clone(), t2)));
         assert_eq!(m.left(id, s2), None);
-        let mut ended = m.drop_host("a");
-        ended.sort();
-        assert_eq!(ended, vec![(id, s1)]);
+        assert!(!m.ended_by(&node("b", 1), id, s1), "only its host ends it");
+        assert_eq!(m.drop_host("a"), vec![(id, s1, t1)]);
         assert_eq!(m.by_alias(alias, s1), None);
         assert_eq!(m.counts(), (1, 0));
+        assert!(m.ended_by(&node("b", 1), other, s1));
+        assert_eq!(m.counts(), (0, 0));
     }
 
     #[test]
-    fn a_host_knows_its_guests_by_node() {
+    fn a_join_attempt_dropped_midway_leaves_nothing() {
         let mut m = Memberships::default();
-        let (id, s1, s2) = (
-            MatchId::new_random(),
-            SessionId::new_random(),
-            SessionId::new_random(),
+        let (id, s) = (MatchId::new_random(), SessionId::new_random());
+        let old = m.joining(id, s);
+        let new = m.joining(id, s);
+        m.not_joined(id, s, old);
+        assert!(
+            m.in_scope(&node("a", 1), id, s),
+            "the newer attempt still runs"
         );
-        m.guest_joined("b", id, s1);
-        m.guest_joined("b", id, s2);
-        m.guest_left("b", id, s1);
+        m.not_joined(id, s, new);
+        assert!(!m.in_scope(&node("a", 1), id, s));
+    }
+
+    #[test]
+    fn a_host_applies_joins_and_leaves_in_whatever_order_they_come() {
+        let mut m = Memberships::default();
+        let (id, s) = (MatchId::new_random(), SessionId::new_random());
+        // Leave then rejoin, the rejoin first: the old leave is stale.
+        assert!(m.guest_joining("b", id, s, 1));
+        assert!(m.guest_joining("b", id, s, 2));
+        assert!(!m.guest_left("b", id, s, Some(1)), "stale");
+        assert!(m.is_guest("b", id, s, 2));
         assert_eq!(m.counts(), (0, 1));
-        assert_eq!(m.drop_guests("b"), vec![(id, s2)]);
+        // A join given up by its home: its leave first, then the join is refused.
+        let other = MatchId::new_random();
+        assert!(!m.guest_left("b", other, s, Some(3)));
+        assert!(!m.guest_joining("b", other, s, 3));
+        assert!(
+            m.guest_joining("b", other, s, 4),
+            "a later attempt is welcome"
+        );
+        // A leave undoing the current attempt (or any, without one) lets it go.
+        assert!(m.guest_left("b", id, s, Some(2)));
+        assert!(m.guest_left("b", other, s, None));
+        assert_eq!(m.counts(), (0, 0));
+        assert!(m.guest_joining("b", id, s, 5));
+        assert_eq!(m.drop_guests("b"), vec![(id, s)]);
         assert!(m.drop_guests("b").is_empty());
     }
 }

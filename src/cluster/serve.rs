@@ -57,28 +57,11 @@ pub(super) fn on_request(inner: &Inner, local: &dyn Local, payload: &[u8]) -> Op
         return None;
     }
     let reply = match request.body {
-        RequestBody::Join { match_id, presence } => {
-            let session = presence.session_id;
-            let link = {
-                let mut st = inner.state();
-                inner.link_to(&mut st, &request.from)
-            };
-            match link {
-                None => Reply::Refused(super::unavailable("this node is leaving its cluster")),
-                Some(link) => {
-                    let guest: Arc<dyn RemotePeer> = Arc::new(Guest { link, match_id });
-                    match local.join(match_id, presence, guest) {
-                        Ok(info) => {
-                            let mut st = inner.state();
-                            st.memberships
-                                .guest_joined(&request.from.node, match_id, session);
-                            Reply::Joined(info)
-                        }
-                        Err(refusal) => Reply::Refused(refusal),
-                    }
-                }
-            }
-        }
+        RequestBody::Join {
+            match_id,
+            presence,
+            attempt,
+        } => join(inner, local, &request.from, match_id, presence, attempt),
         RequestBody::Replay { seq } => {
             let link = inner.state().links.get(&request.from.node).cloned();
             Reply::Replaying(link.is_some_and(|l| l.peer == request.from && l.replay(seq)))
@@ -89,6 +72,70 @@ pub(super) fn on_request(inner: &Inner, local: &dyn Local, payload: &[u8]) -> Op
         }
     };
     frame::encode_peer(&reply).ok()
+}
+
+/// A member homed on `from` joins a local match. The guest is recorded first, so a
+/// leave that overtakes the join (it travels on the link) is seen, and checked again
+/// after the table took it: a leave or the node's loss meanwhile undoes it here.
+fn join(
+    inner: &Inner,
+    local: &dyn Local,
+    from: &Sender,
+    match_id: MatchId,
+    presence: quicmatch_protocol::Presence,
+    attempt: u64,
+) -> Reply {
+    let session = presence.session_id;
+    let link = {
+        let mut st = inner.state();
+        if !st
+            .memberships
+            .guest_joining(&from.node, match_id, session, attempt)
+        {
+            return Reply::Refused(super::Refusal::new(
+                quicmatch_protocol::ErrorCode::MATCH_JOIN_REJECTED,
+                "the join was withdrawn",
+            ));
+        }
+        inner.link_to(&mut st, from)
+    };
+    let Some(link) = link else {
+        inner
+            .state()
+            .memberships
+            .guest_left(&from.node, match_id, session, None);
+        return Reply::Refused(super::unavailable("this node is leaving its cluster"));
+    };
+    let guest: Arc<dyn RemotePeer> = Arc::new(Guest { link, match_id });
+    match local.join(match_id, presence, guest) {
+        Ok(info) => {
+            let kept = inner
+                .state()
+                .memberships
+                .is_guest(&from.node, match_id, session, attempt)
+                && inner.view().is_peer(&from.node, from.incarnation);
+            if kept {
+                Reply::Joined(info)
+            } else {
+                local.leave(match_id, session);
+                Reply::Refused(super::Refusal::new(
+                    quicmatch_protocol::ErrorCode::MATCH_JOIN_REJECTED,
+                    "the join was withdrawn",
+                ))
+            }
+        }
+        Err(refusal) => {
+            let mut st = inner.state();
+            if st
+                .memberships
+                .is_guest(&from.node, match_id, session, attempt)
+            {
+                st.memberships
+                    .guest_left(&from.node, match_id, session, Some(attempt));
+            }
+            Reply::Refused(refusal)
+        }
+    }
 }
 
 /// A numbered batch (or a probe) of a link.
@@ -112,7 +159,7 @@ pub(super) fn on_link(inner: &Arc<Inner>, local: &Arc<dyn Local>, payload: &[u8]
 fn act(inner: &Arc<Inner>, local: &Arc<dyn Local>, from: &Sender, accepted: Accepted) {
     if accepted.reset {
         warn!(peer = %from.node, "cluster: items from a node went missing; ending what the two share");
-        reset(inner, local.as_ref(), from, "cluster link lost", true);
+        reset(inner, local.as_ref(), from, "cluster link lost");
     }
     for msg in accepted.apply {
         for item in msg.items {
@@ -204,17 +251,41 @@ fn apply(inner: &Inner, local: &dyn Local, from: &Sender, item: Item) {
                 tell(inner, from, match_id, sender, refusal);
             }
         }
-        Item::Leave { match_id, session } => {
-            local.leave(match_id, session);
-            inner
-                .state()
-                .memberships
-                .guest_left(&from.node, match_id, session);
+        Item::Leave {
+            match_id,
+            session,
+            attempt,
+        } => {
+            let leaves =
+                inner
+                    .state()
+                    .memberships
+                    .guest_left(&from.node, match_id, session, Some(attempt));
+            if leaves {
+                local.leave(match_id, session);
+            }
         }
-        Item::Reset => {
-            warn!(peer = %from.node, "cluster: a node reset its link to this one; ending what the two share");
-            reset(inner, local, from, "cluster link lost", false);
+        Item::Ended {
+            match_id,
+            session,
+            reason,
+        } => {
+            let ended = inner.state().memberships.ended_by(from, match_id, session);
+            if ended {
+                match_ended(local, match_id, session, &reason);
+            }
         }
+    }
+}
+
+/// Tells a local session it is no longer in a remote match.
+fn match_ended(local: &dyn Local, match_id: MatchId, session: SessionId, reason: &str) {
+    let event = Event::MatchEnded {
+        match_id,
+        reason: reason.to_owned(),
+    };
+    if let (Some(handle), Ok(body)) = (local.session(session), EventBody::encode(&event)) {
+        handle.push_event(&body);
     }
 }
 
@@ -298,43 +369,57 @@ pub(super) fn on_datagram(inner: &Inner, local: &dyn Local, payload: &[u8]) {
     }
 }
 
-/// Ends every membership shared with `peer`'s node; `tell` also asks it to do the same.
-pub(super) fn reset(inner: &Inner, local: &dyn Local, peer: &Sender, reason: &str, tell: bool) {
-    end_with(inner, local, &peer.node, reason);
-    if tell {
-        let link = {
-            let mut st = inner.state();
-            inner.link_to(&mut st, peer)
-        };
-        if let Some(link) = link {
-            link.repair();
-            link.push(Item::Reset);
-        }
+/// Ends every membership shared with `peer`'s node, which is still there (a link it
+/// could not repair): each ended membership is also said to it, one by one (`Leave` for
+/// this node's sessions in its matches, `Ended` for its members here), so both sides
+/// end exactly the same ones, whatever the other joined meanwhile.
+pub(super) fn reset(inner: &Inner, local: &dyn Local, peer: &Sender, reason: &str) {
+    let (homes, guests) = end_with(inner, local, &peer.node, reason);
+    let link = {
+        let mut st = inner.state();
+        inner.link_to(&mut st, peer)
+    };
+    let Some(link) = link else { return };
+    link.repair();
+    for (match_id, session, attempt) in homes {
+        link.push(Item::Leave {
+            match_id,
+            session,
+            attempt,
+        });
+    }
+    for (match_id, session) in guests {
+        link.push(Item::Ended {
+            match_id,
+            session,
+            reason: reason.to_owned(),
+        });
     }
 }
 
+/// What [`end_with`] ended: memberships of local sessions in a node's matches (with
+/// their join attempts), and members homed on it.
+pub(super) type Ended = (Vec<(MatchId, SessionId, u64)>, Vec<(MatchId, SessionId)>);
+
 /// Ends every membership shared with `node`: local sessions in its matches hear
 /// `MatchEnded` with `reason`, and its members leave local matches (the others see the
-/// leave).
-pub(super) fn end_with(inner: &Inner, local: &dyn Local, node: &str, reason: &str) {
-    let (ended, guests) = {
+/// leave). Returns what it ended: memberships of local sessions (with their attempts),
+/// and members homed there.
+pub(super) fn end_with(inner: &Inner, local: &dyn Local, node: &str, reason: &str) -> Ended {
+    let (homes, guests) = {
         let mut st = inner.state();
-        let ended = st.memberships.drop_host(node);
-        let guests = st.memberships.drop_guests(node);
-        (ended, guests)
+        (
+            st.memberships.drop_host(node),
+            st.memberships.drop_guests(node),
+        )
     };
-    for (match_id, session) in ended {
-        let event = Event::MatchEnded {
-            match_id,
-            reason: reason.to_owned(),
-        };
-        if let (Some(handle), Ok(body)) = (local.session(session), EventBody::encode(&event)) {
-            handle.push_event(&body);
-        }
+    for (match_id, session, _) in &homes {
+        match_ended(local, *match_id, *session, reason);
     }
-    for (match_id, session) in guests {
-        local.leave(match_id, session);
+    for (match_id, session) in &guests {
+        local.leave(*match_id, *session);
     }
+    (homes, guests)
 }
 
 /// Ends every cross-node membership (this node left the cluster).

@@ -46,6 +46,8 @@ pub(super) enum RequestBody {
     Join {
         match_id: MatchId,
         presence: Presence,
+        /// The home's number for this attempt, which a `Leave` undoing it names.
+        attempt: u64,
     },
     /// The matches (among those listed) a session homed on the sender is still in, as
     /// it sees them: what its resume tells the client.
@@ -118,14 +120,20 @@ pub(super) enum Item {
         data: Bytes,
         targets: Option<Vec<SessionId>>,
     },
-    /// Home to host: a member left the match.
+    /// Home to host: a member left the match, undoing join `attempt` (a join and its
+    /// leave travel by different subjects and may arrive in either order).
     Leave {
         match_id: MatchId,
         session: SessionId,
+        attempt: u64,
     },
-    /// The sender ended every membership between the two nodes (it found items
-    /// missing); the receiver ends them too.
-    Reset,
+    /// Host to home: the host ended the session's membership (a link it could not
+    /// repair); the home tells the session with `MatchEnded`.
+    Ended {
+        match_id: MatchId,
+        session: SessionId,
+        reason: String,
+    },
 }
 
 /// A datagram between two nodes.
@@ -173,7 +181,11 @@ mod tests {
                     lane: Some(4),
                     body: Bytes::from_static(b"event"),
                 },
-                Item::Reset,
+                Item::Ended {
+                    match_id: MatchId(uuid::Uuid::from_u128(1)),
+                    session: SessionId(uuid::Uuid::from_u128(2)),
+                    reason: "cluster link lost".into(),
+                },
             ],
         };
         let bytes = frame::encode_peer(&msg).expect("encode");

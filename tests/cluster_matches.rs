@@ -504,3 +504,73 @@ async fn rejoins_in_a_hurry_and_the_largest_messages_cross_intact() {
     }
     assert_eq!(a.stats.cluster_memberships(), (0, 1), "no link was reset");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_name_is_one_match_across_the_cluster() {
+    let Some(nats) = Nats::start() else { return };
+    let (a, b, c) = three_nodes(&nats).await;
+    let alice = a.client("alice").await;
+    let bob = b.client("bob").await;
+    let carol = c.client("carol").await;
+    let dave = b.client("dave").await;
+    let duel = alice
+        .create_match(Some("duel"))
+        .await
+        .expect("alice creates duel");
+    let same = bob
+        .create_match(Some("duel"))
+        .await
+        .expect("bob creates duel");
+    assert_eq!(same.match_id, duel.match_id);
+    assert_eq!(same.size, 2, "bob joined alice's");
+    presence(next_event(&alice, "bob joins the duel").await);
+    // Two nodes creating a new name at once still make one match.
+    let (x, y) = tokio::join!(
+        carol.create_match(Some("arena")),
+        dave.create_match(Some("arena"))
+    );
+    let (x, y) = (x.expect("carol"), y.expect("dave"));
+    assert_eq!(x.match_id, y.match_id);
+    assert_eq!(x.size.max(y.size), 2, "one of them joined the other's");
+    // Once the duel is over everywhere, the name makes a new match, and it is still one
+    // match for everyone who asks for it.
+    bob.leave_match(duel.match_id).await.expect("leave");
+    alice.leave_match(duel.match_id).await.expect("leave");
+    let again = carol.create_match(Some("duel")).await.expect("carol");
+    assert_eq!(again.match_id, duel.match_id, "the same name, the same id");
+    assert_eq!(again.size, 1, "a new match");
+    let joined = alice.create_match(Some("duel")).await.expect("alice again");
+    assert_eq!(joined.size, 2);
+    loop {
+        let p = presence(next_event(&carol, "alice joins the new duel").await);
+        if p.match_id == duel.match_id {
+            assert_eq!(p.joins, vec![alice.presence()]);
+            break;
+        }
+    }
+    alice.leave_match(duel.match_id).await.expect("leave");
+    carol.leave_match(duel.match_id).await.expect("leave");
+    let sa = a.stats.clone();
+    eventually("the duel's host has no match left", || {
+        sa.matches().matches == 0
+    })
+    .await;
+    // Its host gives up the name once the match ended: the next duel lives where it is
+    // created (asked until the claim is released, a grace after the end).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let hosted_on_c = c.stats.matches().matches;
+    loop {
+        let m = carol.create_match(Some("duel")).await.expect("carol");
+        if c.stats.matches().matches == hosted_on_c + 1 {
+            assert_eq!(m.size, 1);
+            break;
+        }
+        carol.leave_match(m.match_id).await.expect("leave");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the name was never given up"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(b);
+}

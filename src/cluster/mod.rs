@@ -19,7 +19,7 @@ use std::{
     collections::HashMap,
     net::SocketAddr,
     sync::{Arc, Mutex, PoisonError},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
@@ -51,13 +51,17 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// peers ask of this node, and the sessions it delivers to.
 pub(crate) trait Local: Send + Sync {
     /// Joins a member homed on another node (reached through `remote`) to a local
-    /// relayed match.
+    /// relayed match; `create`: the match of a name this node claimed, created if it
+    /// is not there yet.
     fn join(
         &self,
         match_id: MatchId,
         presence: Presence,
         remote: Arc<dyn RemotePeer>,
+        create: bool,
     ) -> Result<MatchInfo, Refusal>;
+    /// Whether a local match (or reservation) has this id.
+    fn is_live(&self, match_id: MatchId) -> bool;
     /// Relays reliable data a member homed elsewhere sent to a local match.
     fn data(
         &self,
@@ -103,6 +107,20 @@ struct State {
     inbound: Inbound,
     /// Where links report that they were reset.
     resets: Option<mpsc::UnboundedSender<Sender>>,
+    /// The claims on named matches, while joined.
+    owners: Option<nats::Owners>,
+    /// Named matches this node claimed: the claim's revision and when it was made.
+    /// Kept across incarnations, so a node that joins again claims its live ones anew.
+    claims: HashMap<MatchId, (u64, Instant)>,
+}
+
+/// Where the match of a name lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Place {
+    /// This node holds the claim: it creates (or has) the match.
+    Here,
+    /// Another live node holds the claim, seen at this revision.
+    There(u64),
 }
 
 /// A member of a local match homed on another node: what the tables send it goes onto
@@ -435,6 +453,67 @@ impl Cluster {
         out
     }
 
+    /// Where the match named by `id` (a named match's id) lives: this node claims the
+    /// name unless a live node holds it (one that is gone loses it to this node).
+    pub(crate) async fn place(&self, id: MatchId) -> Result<Place, Refusal> {
+        let Some(inner) = self.inner.clone() else {
+            return Ok(Place::Here);
+        };
+        let (owners, me) = {
+            let st = inner.state();
+            match (st.owners.clone(), st.me.clone()) {
+                (Some(o), Some(me)) => (o, me),
+                _ => {
+                    return Err(unavailable(
+                        "a named match needs the cluster, which cannot be reached now",
+                    ))
+                }
+            }
+        };
+        let live = |s: &Sender| inner.view().is_peer(&s.node, s.incarnation);
+        match tokio::time::timeout(REQUEST_TIMEOUT, owners.claim(id, &me, live)).await {
+            Ok(Ok(nats::Claimed::Mine(revision))) => {
+                inner.state().claims.insert(id, (revision, Instant::now()));
+                Ok(Place::Here)
+            }
+            Ok(Ok(nats::Claimed::Theirs(_, revision))) => Ok(Place::There(revision)),
+            Ok(Err(e)) => Err(unavailable(&format!("the cluster's claims: {e}"))),
+            Err(_) => Err(unavailable("the cluster's claims did not answer")),
+        }
+    }
+
+    /// Takes over the claim on `id` seen at `revision`: its holder no longer hosts the
+    /// match. Another node may have taken it meanwhile: then it is placed again.
+    pub(crate) async fn take_over(&self, id: MatchId, revision: u64) -> Result<Place, Refusal> {
+        let Some(inner) = self.inner.clone() else {
+            return Ok(Place::Here);
+        };
+        let (owners, me) = {
+            let st = inner.state();
+            match (st.owners.clone(), st.me.clone()) {
+                (Some(o), Some(me)) => (o, me),
+                _ => return Err(unavailable("the cluster cannot be reached now")),
+            }
+        };
+        match tokio::time::timeout(REQUEST_TIMEOUT, owners.take_over(id, &me, revision)).await {
+            Ok(Ok(Some(revision))) => {
+                inner.state().claims.insert(id, (revision, Instant::now()));
+                Ok(Place::Here)
+            }
+            Ok(Ok(None)) => self.place_again(id).await,
+            Ok(Err(e)) => Err(unavailable(&format!("the cluster's claims: {e}"))),
+            Err(_) => Err(unavailable("the cluster's claims did not answer")),
+        }
+    }
+
+    fn place_again(
+        &self,
+        id: MatchId,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Place, Refusal>> + Send + '_>>
+    {
+        Box::pin(self.place(id))
+    }
+
     /// Reliable data to a remote match `sender` is in: `None` when it is in no such
     /// match (the local table answers then).
     pub(crate) fn send_data(
@@ -541,6 +620,11 @@ impl Inner {
     /// The registry bucket's name.
     fn bucket(&self) -> String {
         format!("qm_{}_nodes", self.config.name)
+    }
+
+    /// The named matches' claims bucket's name.
+    fn owners_bucket(&self) -> String {
+        format!("qm_{}_owners", self.config.name)
     }
 
     /// The link to `peer`, started on first use; `None` while not joined.

@@ -140,16 +140,29 @@ pub(super) async fn run(
                     .map_err(|e| Refused::Unavailable(e.to_string()))?,
             );
             inner.view().rejoined(Instant::now());
+            let owners = Owners(
+                open(
+                    &inner,
+                    &client,
+                    inner.owners_bucket(),
+                    "quicmatch named matches",
+                    std::time::Duration::ZERO,
+                )
+                .await?,
+            );
             let (resets_tx, mut resets) = tokio::sync::mpsc::unbounded_channel();
+            let me = Sender {
+                node: inner.node.clone(),
+                incarnation,
+            };
             {
                 let mut st = inner.state();
                 st.bus = Some(Bus(client.clone()));
-                st.me = Some(Sender {
-                    node: inner.node.clone(),
-                    incarnation,
-                });
+                st.me = Some(me.clone());
                 st.resets = Some(resets_tx);
+                st.owners = Some(owners.clone());
             }
+            reclaim(&inner, &owners, &me, local.as_ref()).await;
             // Dropped (so unsubscribed and stopped) when the round ends.
             let _listeners = listen(&inner, &client, &local).await?;
             // When the last renewal that succeeded was sent. Peers judge this node lost
@@ -197,6 +210,7 @@ pub(super) async fn run(
                         }
                         let lost = inner.view().expire(Instant::now());
                         report(&inner, local.as_ref(), lost);
+                        release_ended(&inner, &owners, local.as_ref()).await;
                     }
                     entry = next_entry(&mut watch) => match entry {
                         Some(Ok(entry)) => apply(&inner, local.as_ref(), entry),
@@ -220,6 +234,7 @@ pub(super) async fn run(
             st.bus = None;
             st.me = None;
             st.resets = None;
+            st.owners = None;
             st.links.clear();
             // Links into the next incarnation number from 1 again.
             st.inbound = super::link::Inbound::default();
@@ -247,12 +262,31 @@ pub(super) async fn run(
 /// The registry bucket, created on first use. Every node must give it the same
 /// `node_ttl` (its expiry): one created with another is refused by NATS, and said.
 async fn open_bucket(inner: &Inner, client: &async_nats::Client) -> Result<kv::Store, Refused> {
+    open(
+        inner,
+        client,
+        inner.bucket(),
+        "quicmatch nodes",
+        inner.config.node_ttl,
+    )
+    .await
+}
+
+/// A bucket of the cluster, created on first use with `max_age` (zero: none) and the
+/// configured storage and replicas.
+async fn open(
+    inner: &Inner,
+    client: &async_nats::Client,
+    bucket: String,
+    description: &str,
+    max_age: std::time::Duration,
+) -> Result<kv::Store, Refused> {
     let js = jetstream::new(client.clone());
     let config = kv::Config {
-        bucket: inner.bucket(),
-        description: "quicmatch nodes".into(),
+        bucket: bucket.clone(),
+        description: description.into(),
         history: 1,
-        max_age: inner.config.node_ttl,
+        max_age,
         storage: match inner.config.storage {
             ClusterStorage::Memory => StorageType::Memory,
             _ => StorageType::File,
@@ -262,13 +296,139 @@ async fn open_bucket(inner: &Inner, client: &async_nats::Client) -> Result<kv::S
     };
     match js.create_key_value(config).await {
         Ok(kv) => Ok(kv),
-        Err(e) => match js.get_key_value(inner.bucket()).await {
+        Err(e) => match js.get_key_value(bucket).await {
             Ok(kv) => {
-                warn!(error = %e, "cluster: the registry bucket exists with other settings (are node_ttl, replicas and storage the same on every node?)");
+                warn!(error = %e, "cluster: a bucket exists with other settings (are node_ttl, replicas and storage the same on every node?)");
                 Ok(kv)
             }
             Err(_) => Err(Refused::Unavailable(e.to_string())),
         },
+    }
+}
+
+/// Claims again, for this incarnation, the names of the local matches the last one
+/// claimed; one another node took meanwhile is said (its match and this one now share
+/// a name, until one ends).
+async fn reclaim(inner: &Inner, owners: &Owners, me: &Sender, local: &dyn Local) {
+    let ids: Vec<quicmatch_protocol::MatchId> = inner.state().claims.keys().copied().collect();
+    for id in ids {
+        if !local.is_live(id) {
+            inner.state().claims.remove(&id);
+            continue;
+        }
+        let live = |s: &Sender| inner.view().is_peer(&s.node, s.incarnation);
+        match owners.claim(id, me, live).await {
+            Ok(Claimed::Mine(revision)) => {
+                inner.state().claims.insert(id, (revision, Instant::now()));
+            }
+            Ok(Claimed::Theirs(owner, _)) => {
+                warn!(match_id = %id, node = %owner.node, "cluster: another node took this node's named match meanwhile");
+                inner.state().claims.remove(&id);
+            }
+            Err(e) => {
+                warn!(match_id = %id, error = %e, "cluster: could not claim a named match again")
+            }
+        }
+    }
+}
+
+/// Gives up the claims on named matches that ended here (past a grace, so a claim made
+/// just before its match is created is never taken for an ended one).
+async fn release_ended(inner: &Inner, owners: &Owners, local: &dyn Local) {
+    let now = Instant::now();
+    let ended: Vec<(quicmatch_protocol::MatchId, u64)> = inner
+        .state()
+        .claims
+        .iter()
+        .filter(|(id, (_, at))| {
+            now.saturating_duration_since(*at) > super::REQUEST_TIMEOUT && !local.is_live(**id)
+        })
+        .map(|(id, (revision, _))| (*id, *revision))
+        .collect();
+    for (id, revision) in ended {
+        inner.state().claims.remove(&id);
+        let _ = tokio::time::timeout(inner.config.heartbeat, owners.release(id, revision)).await;
+    }
+}
+
+/// The claims on named matches (`qm_<c>_owners`, key `match.<id>`, value the claiming
+/// node and incarnation): who hosts the match of a name.
+#[derive(Clone)]
+pub(super) struct Owners(kv::Store);
+
+/// What a claim found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Claimed {
+    /// This node holds the claim, at this revision.
+    Mine(u64),
+    /// A live node holds it, at this revision.
+    Theirs(Sender, u64),
+}
+
+fn owner_key(id: quicmatch_protocol::MatchId) -> String {
+    format!("match.{id}")
+}
+
+impl Owners {
+    /// Claims `id` for `me`, unless a live node (`live`) holds it already; a claim of a
+    /// node that is gone is taken over at its revision.
+    pub(super) async fn claim(
+        &self,
+        id: quicmatch_protocol::MatchId,
+        me: &Sender,
+        live: impl Fn(&Sender) -> bool,
+    ) -> Result<Claimed, String> {
+        let key = owner_key(id);
+        let value = frame::encode_peer(me).map_err(|e| e.to_string())?;
+        for _ in 0..4 {
+            match self.0.create(&key, value.clone()).await {
+                Ok(revision) => return Ok(Claimed::Mine(revision)),
+                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e.to_string()),
+            }
+            let Some(entry) = self.0.entry(key.clone()).await.map_err(|e| e.to_string())? else {
+                continue;
+            };
+            if entry.operation != Operation::Put {
+                continue;
+            }
+            let owner = frame::decode_peer::<Sender>(&entry.value).ok();
+            match owner {
+                Some(owner) if owner == *me => return Ok(Claimed::Mine(entry.revision)),
+                Some(owner) if live(&owner) => return Ok(Claimed::Theirs(owner, entry.revision)),
+                // A node that is gone (or an entry that does not decode): taken over.
+                _ => {
+                    if let Ok(revision) = self.0.update(&key, value.clone(), entry.revision).await {
+                        return Ok(Claimed::Mine(revision));
+                    }
+                }
+            }
+        }
+        Err("the claim kept changing".into())
+    }
+
+    /// Takes over the claim on `id` seen at `revision` (its holder does not host the
+    /// match); `None` when it changed meanwhile.
+    pub(super) async fn take_over(
+        &self,
+        id: quicmatch_protocol::MatchId,
+        me: &Sender,
+        revision: u64,
+    ) -> Result<Option<u64>, String> {
+        let value = frame::encode_peer(me).map_err(|e| e.to_string())?;
+        match self.0.update(owner_key(id), value, revision).await {
+            Ok(revision) => Ok(Some(revision)),
+            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Gives up the claim on `id` made at `revision` (its match ended).
+    pub(super) async fn release(&self, id: quicmatch_protocol::MatchId, revision: u64) {
+        let _ = self
+            .0
+            .delete_expect_revision(owner_key(id), Some(revision))
+            .await;
     }
 }
 

@@ -86,7 +86,7 @@ fn join(
     attempt: u64,
 ) -> Reply {
     let session = presence.session_id;
-    let link = {
+    let (link, claimed) = {
         let mut st = inner.state();
         if !st
             .memberships
@@ -97,7 +97,8 @@ fn join(
                 "the join was withdrawn",
             ));
         }
-        inner.link_to(&mut st, from)
+        let claimed = st.claims.contains_key(&match_id);
+        (inner.link_to(&mut st, from), claimed)
     };
     let Some(link) = link else {
         inner
@@ -107,7 +108,7 @@ fn join(
         return Reply::Refused(super::unavailable("this node is leaving its cluster"));
     };
     let guest: Arc<dyn RemotePeer> = Arc::new(Guest { link, match_id });
-    match local.join(match_id, presence, guest) {
+    match local.join(match_id, presence, guest, claimed) {
         Ok(info) => {
             let kept = inner
                 .state()

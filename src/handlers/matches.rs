@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use quicmatch_protocol::{ErrorCode, MatchId, MatchInfo, Response, SessionId};
+use quicmatch_protocol::{ErrorCode, MatchId, MatchInfo, Response, SessionId, MAX_MATCH_NAME_LEN};
 
-use super::{ApiError, Dispatched};
+use super::{ApiError, Dispatched, Outcome};
 use crate::{session::SessionState, Shared};
 
 pub(super) fn check_room(
@@ -53,24 +53,84 @@ pub(super) fn create(
     shared: &Shared,
     session: &mut SessionState,
     name: Option<&str>,
-) -> Result<Option<Response>, ApiError> {
-    check_room(shared, session, name.map(crate::matches::named_match_id))?;
-    let info = shared.matches.create(name, &session.handle)?;
-    Ok(Some(entered(shared, session, info)))
+) -> Dispatched {
+    create_with(
+        shared,
+        session,
+        name,
+        crate::matches::RelayedOptions::default(),
+    )
 }
 
-/// Creates a relayed match with a label, a size limit or privacy.
+/// Creates a relayed match with a label, a size limit or privacy. With a name, joins
+/// the live match of that name instead; in a cluster, wherever it lives (the name is
+/// claimed first, so two nodes never make two matches of one name).
 pub(super) fn create_with(
     shared: &Shared,
     session: &mut SessionState,
     name: Option<&str>,
     options: crate::matches::RelayedOptions,
-) -> Result<Option<Response>, ApiError> {
-    check_room(shared, session, name.map(crate::matches::named_match_id))?;
-    let info = shared
-        .matches
-        .create_with(name, &session.handle, &options)?;
-    Ok(Some(entered(shared, session, info)))
+) -> Dispatched {
+    let id = name.map(crate::matches::named_match_id);
+    if let Err(e) = check_room(shared, session, id) {
+        return Dispatched::Now(Err(e));
+    }
+    match (name, id) {
+        (Some(name), Some(id))
+            if shared.cluster.is_active()
+                && !shared.matches.is_live(id)
+                && !name.is_empty()
+                && name.len() <= MAX_MATCH_NAME_LEN =>
+        {
+            let cluster = shared.cluster.clone();
+            let matches = shared.matches.clone();
+            let handle = session.handle.clone();
+            let name = name.to_owned();
+            Dispatched::Later(Box::pin(async move {
+                named(&cluster, &matches, &handle, &name, &options).await
+            }))
+        }
+        _ => Dispatched::Now(
+            shared
+                .matches
+                .create_with(name, &session.handle, &options)
+                .map(|info| Some(entered(shared, session, info))),
+        ),
+    }
+}
+
+/// A named match in a cluster: created here when this node claims the name, else
+/// joined where the claim says; a claim whose holder no longer hosts the match is taken
+/// over. The session's events wait for the reply, as for any join.
+async fn named(
+    cluster: &crate::cluster::Cluster,
+    matches: &crate::matches::MatchTable,
+    handle: &crate::outbound::SessionHandle,
+    name: &str,
+    options: &crate::matches::RelayedOptions,
+) -> Outcome {
+    use crate::cluster::Place;
+    let id = crate::matches::named_match_id(name);
+    let mut place = cluster.place(id).await?;
+    for _ in 0..3 {
+        match place {
+            Place::Here => {
+                let info = matches.create_with(Some(name), handle, options)?;
+                return Ok(Some(Response::Match(info)));
+            }
+            Place::There(revision) => match cluster.join(id, (*handle.presence).clone()).await {
+                Ok(info) => return Ok(Some(Response::Match(info))),
+                Err(r) if r.code == ErrorCode::MATCH_NOT_FOUND => {
+                    place = cluster.take_over(id, revision).await?;
+                }
+                Err(r) => return Err(r.into()),
+            },
+        }
+    }
+    Err(ApiError::new(
+        ErrorCode::CLUSTER_UNAVAILABLE,
+        "the match of this name kept moving; try again",
+    ))
 }
 
 /// Joins a match by id: a relayed one at once, a server-run one once its handler's

@@ -87,7 +87,7 @@ pub(crate) fn dispatch(
             "this connection is already authenticated",
         )),
         Request::Ping => Ok(Some(Response::Pong)),
-        Request::MatchCreate { name } => matches::create(shared, session, name.as_deref()),
+        Request::MatchCreate { name } => return matches::create(shared, session, name.as_deref()),
         Request::MatchJoin { match_id } => {
             return matches::join_with(shared, session, match_id, Default::default())
         }
@@ -99,34 +99,38 @@ pub(crate) fn dispatch(
             label,
             max_size,
             private,
-        } => matches::create_with(
-            shared,
-            session,
-            name.as_deref(),
-            crate::matches::RelayedOptions {
-                label,
-                max_size,
-                private,
-                latest_op_codes: Vec::new(),
-            },
-        ),
+        } => {
+            return matches::create_with(
+                shared,
+                session,
+                name.as_deref(),
+                crate::matches::RelayedOptions {
+                    label,
+                    max_size,
+                    private,
+                    latest_op_codes: Vec::new(),
+                },
+            )
+        }
         Request::MatchCreateWithLatest {
             name,
             label,
             max_size,
             private,
             latest_op_codes,
-        } => matches::create_with(
-            shared,
-            session,
-            name.as_deref(),
-            crate::matches::RelayedOptions {
-                label,
-                max_size,
-                private,
-                latest_op_codes,
-            },
-        ),
+        } => {
+            return matches::create_with(
+                shared,
+                session,
+                name.as_deref(),
+                crate::matches::RelayedOptions {
+                    label,
+                    max_size,
+                    private,
+                    latest_op_codes,
+                },
+            )
+        }
         Request::MatchList(request) => shared
             .matches
             .list(&request)

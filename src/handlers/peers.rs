@@ -37,6 +37,7 @@ impl Local for Peers {
         match_id: MatchId,
         presence: Presence,
         remote: Arc<dyn RemotePeer>,
+        create: bool,
     ) -> Result<MatchInfo, Refusal> {
         let shared = &self.0;
         if shared.runtime.engine().has(match_id) {
@@ -52,7 +53,14 @@ impl Local for Peers {
             outbound: Arc::new(Outbound::new(outbound::Limits::new(&shared.config.session))),
             remote: Some(remote),
         };
+        if create {
+            return Ok(shared.matches.join_or_create(match_id, &handle)?);
+        }
         Ok(shared.matches.join(match_id, &handle)?)
+    }
+
+    fn is_live(&self, match_id: MatchId) -> bool {
+        self.0.matches.is_live(match_id)
     }
 
     fn data(

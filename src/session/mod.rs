@@ -755,9 +755,15 @@ fn on_frame(shared: &Shared, state: &mut SessionState, body: &[u8]) -> Step {
             if let Err(step) = admit(&state.handle, &state.limiter, kind, env.cid) {
                 return step;
             }
+            // A create with a name joins the match of that name, in a cluster perhaps on
+            // another node: its reply, too, goes before the match's events.
             let joins = matches!(
                 env.body,
-                Request::MatchJoin { .. } | Request::MatchJoinWith { .. }
+                Request::MatchJoin { .. }
+                    | Request::MatchJoinWith { .. }
+                    | Request::MatchCreate { .. }
+                    | Request::MatchCreateWith { .. }
+                    | Request::MatchCreateWithLatest { .. }
             );
             match handlers::dispatch(shared, state, env.cid, env.body) {
                 handlers::Dispatched::Now(outcome) => {

@@ -80,15 +80,27 @@ impl ServerProc {
         config_toml: Option<&str>,
         extra: &[String],
     ) -> anyhow::Result<Self> {
+        Self::quicmatch_in(bin, config_toml, extra, None).await
+    }
+
+    /// Like [`quicmatch`](Self::quicmatch), with the certificate (and key) of
+    /// `certs_dir` when given: another server of the same deployment.
+    pub(crate) async fn quicmatch_in(
+        bin: Option<&Path>,
+        config_toml: Option<&str>,
+        extra: &[String],
+        certs_dir: Option<&Path>,
+    ) -> anyhow::Result<Self> {
         let addr: SocketAddr = ([127, 0, 0, 1], free_udp_port()?).into();
         let bin = match bin {
             Some(b) => b.to_path_buf(),
             None => sibling_binary("quicmatch")?,
         };
         let dir = tempfile::tempdir()?;
+        let certs = certs_dir.unwrap_or(dir.path()).to_path_buf();
         let mut cmd = Command::new(&bin);
         cmd.args(["serve", "--listen", &addr.to_string(), "--certs-dir"])
-            .arg(dir.path())
+            .arg(&certs)
             .args(extra)
             // Its store (restart records included) in the run's own directory.
             .env("QUICMATCH_DATA_DIR", dir.path().join("data"))
@@ -107,7 +119,7 @@ impl ServerProc {
             ca: None,
             _dir: None,
         };
-        let ca = dir.path().join("server.crt");
+        let ca = certs.join("server.crt");
         let deadline = Instant::now() + Duration::from_secs(20);
         while !ca.exists() {
             anyhow::ensure!(

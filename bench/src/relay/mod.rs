@@ -34,6 +34,7 @@
 //! each relay's players), `traffic.rs` (senders, receivers, staleness), `summary.rs`
 //! (printing, `--compare`, `--sweep`), `drops.rs` (where datagrams were dropped).
 
+mod cluster;
 mod drops;
 mod players;
 mod summary;
@@ -270,13 +271,22 @@ pub(crate) struct Args {
     /// per datagram; BENCHMARKS.md). `100` is the SDK's own default.
     #[arg(long, default_value_t = 0)]
     client_max_datagram_age: u64,
+    /// Runs quicmatch as a cluster of two nodes on a nats-server the bench starts
+    /// (`nats-server` 2.10 or later on PATH); `--cluster-layout` places the players.
+    #[arg(long)]
+    cluster: bool,
+    /// With `--cluster`: `local` keeps each match and its players on one node (matches
+    /// alternate between them), `spread` puts half of each match's players on the other
+    /// node.
+    #[arg(long, value_enum, default_value_t = cluster::Layout::Local, requires = "cluster")]
+    cluster_layout: cluster::Layout,
 }
 
 /// (uplink, downlink) impairment of one proxy.
 type Link = (Impairment, Impairment);
 
 /// The impairment proxies of a run.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 struct Links {
     /// Every player's proxy, or with impaired receivers the other players'; `None`:
     /// they talk to the server directly.
@@ -293,6 +303,8 @@ pub(super) struct Route {
     impaired: SocketAddr,
     receivers: usize,
     per_match: usize,
+    /// With `--cluster`: the second node, and which players go there.
+    second: Option<(SocketAddr, cluster::Layout)>,
 }
 
 impl Route {
@@ -304,6 +316,11 @@ impl Route {
 
     /// Where player `player` sends.
     pub(super) fn addr(&self, player: usize) -> SocketAddr {
+        if let Some((second, layout)) = self.second {
+            if layout.node(player, self.per_match) == 1 {
+                return second;
+            }
+        }
         if self.is_impaired(player) {
             self.impaired
         } else {
@@ -480,6 +497,9 @@ pub(crate) struct RunResult {
     pub(crate) server_transport: Option<&'static str>,
     /// `--server-workers` (quicmatch on `proto` only).
     pub(crate) server_workers: Option<usize>,
+    /// `--cluster-layout` with `--cluster` (two nodes; server CPU is both nodes' and
+    /// the nats-server's); `null` without.
+    pub(crate) cluster_layout: Option<cluster::Layout>,
 }
 
 /// A quicmatch server started by the bench: its metrics address (unless
@@ -487,6 +507,16 @@ pub(crate) struct RunResult {
 async fn start_quicmatch(
     args: &Args,
     transport: ServerTransport,
+) -> anyhow::Result<(ServerProc, Option<SocketAddr>)> {
+    start_node(args, transport, &[], None).await
+}
+
+/// A quicmatch server with `more` arguments, sharing `certs` when given.
+async fn start_node(
+    args: &Args,
+    transport: ServerTransport,
+    more: &[String],
+    certs: Option<&std::path::Path>,
 ) -> anyhow::Result<(ServerProc, Option<SocketAddr>)> {
     let metrics = if args.no_server_metrics {
         None
@@ -522,7 +552,10 @@ async fn start_quicmatch(
         toml.push_str(&format!("min_congestion_window = {bytes}\n"));
     }
     let toml = (!toml.is_empty()).then_some(toml);
-    let server = ServerProc::quicmatch(args.server_bin.as_deref(), toml.as_deref(), &extra).await?;
+    extra.extend_from_slice(more);
+    let server =
+        ServerProc::quicmatch_in(args.server_bin.as_deref(), toml.as_deref(), &extra, certs)
+            .await?;
     Ok((server, metrics))
 }
 
@@ -654,7 +687,32 @@ pub(crate) async fn run_once(args: &Args, transport: Transport) -> anyhow::Resul
         (Some(a), Some(b)) => measure::busy_pct(a, b),
         _ => 0.0,
     };
-    let (server, metrics) = start_server(args, transport).await?;
+    anyhow::ensure!(
+        !args.cluster || (transport.is_quicmatch() && links == Links::default()),
+        "--cluster runs quicmatch on a clean loopback (no --loss, --delay or baselines)"
+    );
+    let (server, metrics, cluster) = if args.cluster {
+        let (nats, store, url) = cluster::start_nats().await?;
+        let transport = match transport {
+            Transport::QuicmatchProto => ServerTransport::Proto,
+            _ => args.server_transport,
+        };
+        let (first, metrics) =
+            start_node(args, transport, &cluster::node_args(&url, "bench-a"), None).await?;
+        let certs = cluster::certs_dir(&first)?;
+        let (second, _) = start_node(
+            args,
+            transport,
+            &cluster::node_args(&url, "bench-b"),
+            Some(&certs),
+        )
+        .await?;
+        let cluster = cluster::assemble(nats, store, second, args.cluster_layout);
+        (first, metrics, Some(cluster))
+    } else {
+        let (server, metrics) = start_server(args, transport).await?;
+        (server, metrics, None)
+    };
     let proxy = start_proxy(server.addr, links.players, 1).await?;
     let impaired_proxy = start_proxy(server.addr, links.impaired, 2).await?;
     let plain = proxy.as_ref().map_or(server.addr, |p| p.addr);
@@ -663,6 +721,7 @@ pub(crate) async fn run_once(args: &Args, transport: Transport) -> anyhow::Resul
         impaired: impaired_proxy.as_ref().map_or(plain, |p| p.addr),
         receivers: args.loss_downlink_receivers,
         per_match: args.players,
+        second: cluster.as_ref().map(|c| (c.second.addr, c.layout)),
     };
     let players = connect(&server, to, args, transport).await?;
     // The SDK's own drops (data that waited past `max_datagram_age` in a receiver).
@@ -716,7 +775,20 @@ pub(crate) async fn run_once(args: &Args, transport: Transport) -> anyhow::Resul
     tokio::time::sleep(until(window.start)).await;
     let drops0 = drops::Snapshot::take(server.addr.port(), metrics).await;
     let sdk_dropped0 = sdk_dropped();
-    let server_ticks0 = server.pid().and_then(measure::process_cpu_ticks);
+    // The server's processes: with --cluster, both nodes and the nats-server.
+    let server_pids: Vec<u32> = server
+        .pid()
+        .into_iter()
+        .chain(cluster.iter().flat_map(cluster::Cluster::pids))
+        .collect();
+    let server_ticks_now = || -> Option<u64> {
+        server_pids
+            .iter()
+            .map(|pid| measure::process_cpu_ticks(*pid))
+            .sum::<Option<u64>>()
+            .filter(|_| !server_pids.is_empty())
+    };
+    let server_ticks0 = server_ticks_now();
     let client_ticks0 = measure::process_cpu_ticks(std::process::id());
     let busy0 = measure::machine_jiffies();
     let layout = pin::layout();
@@ -726,9 +798,7 @@ pub(crate) async fn run_once(args: &Args, transport: Transport) -> anyhow::Resul
     let t0 = Instant::now();
     tokio::time::sleep(until(window.end)).await;
     let wall = t0.elapsed();
-    let server_ticks = server
-        .pid()
-        .and_then(measure::process_cpu_ticks)
+    let server_ticks = server_ticks_now()
         .zip(server_ticks0)
         .map(|(b, a)| b.saturating_sub(a));
     let client_ticks = measure::process_cpu_ticks(std::process::id())
@@ -783,6 +853,7 @@ pub(crate) async fn run_once(args: &Args, transport: Transport) -> anyhow::Resul
     drop(proxy);
     drop(impaired_proxy);
     drop(server);
+    drop(cluster);
 
     let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
     let expected = sent * (args.players as u64 - 1);
@@ -898,6 +969,7 @@ pub(crate) async fn run_once(args: &Args, transport: Transport) -> anyhow::Resul
             }
             _ => None,
         },
+        cluster_layout: args.cluster.then_some(args.cluster_layout),
     })
 }
 
@@ -1006,6 +1078,7 @@ mod tests {
             impaired: lossy,
             receivers: 1,
             per_match: 4,
+            second: None,
         };
         let impaired: Vec<usize> = (0..12).filter(|&i| route.is_impaired(i)).collect();
         assert_eq!(impaired, [0, 4, 8]);
@@ -1016,5 +1089,13 @@ mod tests {
             ..route
         };
         assert!((0..12).all(|i| none.addr(i) == plain));
+        // With a second node of a cluster, the layout picks it for its players.
+        let node_b: SocketAddr = ([127, 0, 0, 1], 3).into();
+        let spread = Route {
+            second: Some((node_b, cluster::Layout::Spread)),
+            ..none
+        };
+        let to_b: Vec<usize> = (0..8).filter(|&i| spread.addr(i) == node_b).collect();
+        assert_eq!(to_b, [2, 3, 4, 5]);
     }
 }

@@ -222,7 +222,7 @@ pub(super) async fn connect_quic(
     for group in sockets.chunks(args.players) {
         let m = group[0].create_match(None).await?;
         for s in &group[1..] {
-            s.join_match(m.match_id).await?;
+            join(s, m.match_id).await?;
         }
         for s in group {
             players.push(Player {
@@ -369,4 +369,19 @@ pub(super) async fn connect_udp(to: Route, args: &Args) -> anyhow::Result<Vec<Pl
         }
     }
     Ok(players)
+}
+
+/// Joins `id`, retrying for a few seconds: in a cluster (`--cluster`) a node finds a
+/// match on another only once the two see each other.
+async fn join(socket: &Socket, id: MatchId) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        match socket.join_match(id).await {
+            Ok(_) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(anyhow::anyhow!("join: {e}"))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
 }

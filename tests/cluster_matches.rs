@@ -487,6 +487,13 @@ async fn rejoins_in_a_hurry_and_the_largest_messages_cross_intact() {
         }
     }
     assert!(inside, "bob is in, as both nodes say");
+    // Joining again a match one is in changes nothing, on either node.
+    let again = bob.join_match(m.match_id).await.expect("join again");
+    assert_eq!(again.size, 2);
+    assert_eq!(
+        (a.stats.cluster_memberships(), b.stats.cluster_memberships()),
+        ((0, 1), (1, 0))
+    );
     // Payloads at the limit, back to back, both ways: the link cuts its batches to fit.
     let big = |i: u8| vec![i; quicmatch_protocol::MAX_RELIABLE_PAYLOAD];
     for i in 0..4u8 {

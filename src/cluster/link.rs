@@ -139,6 +139,15 @@ impl Link {
         }
     }
 
+    /// Queues an item whatever the bound: what a reset says to the peer.
+    pub(super) fn push_always(&self, item: Item) {
+        let bytes = size(&item);
+        self.queued.fetch_add(bytes, Ordering::Relaxed);
+        if self.cmds.send(Cmd::Item(item)).is_err() {
+            self.queued.fetch_sub(bytes, Ordering::Relaxed);
+        }
+    }
+
     /// Queues a datagram; a full queue drops it.
     pub(super) fn datagram(&self, body: DatagramBody) {
         if self.datagrams.try_send(body).is_err() {
@@ -396,6 +405,8 @@ pub(super) struct Accepted {
 struct Incoming {
     /// Every batch up to this one was applied.
     last: u64,
+    /// The highest number seen, in a batch or a probe.
+    newest: u64,
     /// Batches after a gap, waiting for it to fill.
     held: BTreeMap<u64, LinkMsg>,
     /// When the replay of the current gap was asked.
@@ -412,6 +423,7 @@ impl Inbound {
     /// A batch (or a probe: no items, the sender's latest number) from `msg.from`.
     pub(super) fn accept(&mut self, msg: LinkMsg, now: Instant) -> Accepted {
         let link = self.links.entry(msg.from.clone()).or_default();
+        link.newest = link.newest.max(msg.seq);
         let mut out = Accepted::default();
         let newest = if msg.probe {
             msg.seq
@@ -448,14 +460,15 @@ impl Inbound {
     }
 
     /// The replay asked for did not come (or the sender no longer had it): everything
-    /// held is applied after the reset, and numbering goes on from there.
+    /// held is applied after the reset, and numbering goes on after the newest number
+    /// seen (a batch never kept is never asked for again).
     pub(super) fn give_up(&mut self, from: &Sender) -> Accepted {
         let mut out = Accepted {
             reset: true,
             ..Accepted::default()
         };
         if let Some(link) = self.links.get_mut(from) {
-            let newest = link.held.keys().next_back().copied().unwrap_or(link.last);
+            let newest = link.newest;
             Self::skip(link, &mut out, newest);
         }
         out
@@ -548,6 +561,14 @@ mod tests {
         assert!(given_up.reset);
         assert_eq!(seqs(&given_up), [8]);
         assert_eq!(seqs(&inbound.accept(batch(&a, 9), now)), [9]);
+        // A lost tail only a probe shows, never replayed: given up once, past it.
+        assert_eq!(inbound.accept(probe(&a, 11), now).ask, Some(10));
+        assert!(inbound.give_up(&a).apply.is_empty());
+        assert!(
+            inbound.accept(probe(&a, 11), now).ask.is_none(),
+            "not asked again"
+        );
+        assert_eq!(seqs(&inbound.accept(batch(&a, 12), now)), [12]);
         // Another incarnation numbers from 1; one whose start was missed asks for it.
         assert_eq!(seqs(&inbound.accept(batch(&sender("a", 2), 1), now)), [1]);
         assert_eq!(inbound.accept(batch(&sender("b", 1), 3), now).ask, Some(1));

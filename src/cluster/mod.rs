@@ -94,6 +94,9 @@ struct Inner {
     node: String,
     view: Mutex<View>,
     state: Mutex<State>,
+    /// Held while incoming link batches are applied, so batches a replay released and
+    /// batches that came after them are applied in order.
+    applying: Mutex<()>,
 }
 
 /// What changes while the node is in the cluster.
@@ -109,9 +112,10 @@ struct State {
     resets: Option<mpsc::UnboundedSender<Sender>>,
     /// The claims on named matches, while joined.
     owners: Option<nats::Owners>,
-    /// Named matches this node claimed: the claim's revision and when it was made.
-    /// Kept across incarnations, so a node that joins again claims its live ones anew.
-    claims: HashMap<MatchId, (u64, Instant)>,
+    /// Named matches this node claimed: the claim's revision, and since when its match
+    /// has been seen ended. Kept across incarnations, so a node that joins again claims
+    /// its live ones anew.
+    claims: HashMap<MatchId, (u64, Option<Instant>)>,
 }
 
 /// Where the match of a name lives.
@@ -173,6 +177,7 @@ impl Drop for Withdraw {
             .host_of(self.match_id, self.session)
             .is_some_and(|h| h.attempt == self.attempt)
         {
+            // It is (still) a member by this attempt.
             return;
         }
         st.memberships
@@ -208,6 +213,7 @@ impl Cluster {
                 node,
                 view: Mutex::new(view),
                 state: Mutex::new(State::default()),
+                applying: Mutex::new(()),
             })),
         }
     }
@@ -279,13 +285,18 @@ impl Cluster {
             return Err(not_found());
         };
         let session = presence.session_id;
-        let (bus, me, attempt) = {
+        let (bus, me, attempt, already) = {
             let mut st = inner.state();
             let (Some(bus), Some(me)) = (st.bus.clone(), st.me.clone()) else {
                 return Err(unavailable("this node is not connected to its cluster"));
             };
-            let attempt = st.memberships.joining(match_id, session);
-            (bus, me, attempt)
+            // Joining again a match it is in: the same attempt, so nothing the
+            // answer (or its absence) does can undo the membership it has.
+            let (attempt, already) = match st.memberships.host_of(match_id, session) {
+                Some(h) => (h.attempt, true),
+                None => (st.memberships.joining(match_id, session), false),
+            };
+            (bus, me, attempt, already)
         };
         let peers: Vec<Sender> = inner
             .view()
@@ -300,7 +311,7 @@ impl Cluster {
             match_id,
             session,
             attempt,
-            peers: peers.clone(),
+            peers: if already { Vec::new() } else { peers.clone() },
         };
         let request = Request {
             from: me,
@@ -339,18 +350,30 @@ impl Cluster {
             }
         }
         if let Some((host, mut info)) = joined {
-            guard.peers.clear();
             let mut st = inner.state();
+            if st
+                .memberships
+                .take_ended_joining(match_id, session, attempt)
+            {
+                // The host ended it (a link it reset) before this answer was taken.
+                drop(st);
+                return Err(unavailable(
+                    "the match's node lost touch with this one; try again",
+                ));
+            }
+            guard.peers.clear();
             info.handle = st
                 .memberships
                 .joined(match_id, session, &host, info.handle, attempt);
             return Ok(info);
         }
         // Those that did not answer may have joined it: the guard withdraws it there.
-        guard.peers = silent;
-        if !guard.peers.is_empty() {
+        if !already {
+            guard.peers = silent.clone();
+        }
+        if !silent.is_empty() {
             metrics::counter!("quicmatch_cluster_request_failures_total")
-                .increment(guard.peers.len() as u64);
+                .increment(silent.len() as u64);
             return Err(unavailable(
                 "a node of the cluster did not answer; try again",
             ));
@@ -470,10 +493,12 @@ impl Cluster {
                 }
             }
         };
-        let live = |s: &Sender| inner.view().is_peer(&s.node, s.incarnation);
+        // A holder is alive while a node of its name is: a node that took a new
+        // incarnation claims its own names again on its own.
+        let live = |s: &Sender| inner.view().is_peer_name(&s.node);
         match tokio::time::timeout(REQUEST_TIMEOUT, owners.claim(id, &me, live)).await {
             Ok(Ok(nats::Claimed::Mine(revision))) => {
-                inner.state().claims.insert(id, (revision, Instant::now()));
+                inner.state().claims.insert(id, (revision, None));
                 Ok(Place::Here)
             }
             Ok(Ok(nats::Claimed::Theirs(_, revision))) => Ok(Place::There(revision)),
@@ -497,7 +522,7 @@ impl Cluster {
         };
         match tokio::time::timeout(REQUEST_TIMEOUT, owners.take_over(id, &me, revision)).await {
             Ok(Ok(Some(revision))) => {
-                inner.state().claims.insert(id, (revision, Instant::now()));
+                inner.state().claims.insert(id, (revision, None));
                 Ok(Place::Here)
             }
             Ok(Ok(None)) => self.place_again(id).await,

@@ -180,37 +180,49 @@ pub(super) async fn run(
                         let _ = tokio::time::timeout(heartbeat, kv.delete(&inner.node)).await;
                         return Ok(());
                     }
+                    () = tokio::time::sleep_until((renewed + fence_after).into()) => {
+                        metrics::counter!("quicmatch_cluster_fenced_total").increment(1);
+                        warn!(node = %inner.node, "cluster: renewals failing for node_ttl less a heartbeat; leaving the cluster before the others judge this node lost");
+                        return Err(Refused::Unavailable("fenced".into()));
+                    }
                     _ = ticks.tick() => {
+                        // Each wait here is bounded by half a heartbeat, so the fence
+                        // above is never held up by more than a heartbeat.
                         let sent = Instant::now();
                         let value = encode(&record(&load))?;
-                        match tokio::time::timeout(heartbeat, kv.update(&inner.node, value, revision)).await {
+                        match tokio::time::timeout(heartbeat / 2, kv.update(&inner.node, value, revision)).await {
                             Ok(Ok(r)) => {
                                 revision = r;
                                 renewed = sent;
                             }
                             Ok(Err(e)) if e.kind() == UpdateErrorKind::WrongLastRevision => {
-                                warn!(node = %inner.node, "cluster: this node's entry was taken over; joining again");
-                                return Err(Refused::Unavailable("entry taken over".into()));
+                                // A renewal that timed out here may have been applied
+                                // there: the entry is still this incarnation's.
+                                match ours(&kv, &inner.node, incarnation, heartbeat / 2).await {
+                                    Some(r) => {
+                                        revision = r;
+                                        renewed = sent;
+                                    }
+                                    None => {
+                                        warn!(node = %inner.node, "cluster: this node's entry was taken over; joining again");
+                                        return Err(Refused::Unavailable("entry taken over".into()));
+                                    }
+                                }
                             }
                             Ok(Err(e)) => warn!(error = %e, "cluster: renewal failed"),
                             Err(_) => warn!("cluster: renewal unanswered"),
                         }
-                        if sent.saturating_duration_since(renewed) >= fence_after {
-                            metrics::counter!("quicmatch_cluster_fenced_total").increment(1);
-                            warn!(node = %inner.node, "cluster: renewals failing for node_ttl less a heartbeat; leaving the cluster before the others judge this node lost");
-                            return Err(Refused::Unavailable("fenced".into()));
-                        }
                         if watch.is_none() {
                             // The watch broke (NATS restarted, a reconnection): it is
                             // opened again, and silence until now proves nothing.
-                            if let Ok(Ok(w)) = tokio::time::timeout(heartbeat, kv.watch_with_history(">")).await {
+                            if let Ok(Ok(w)) = tokio::time::timeout(heartbeat / 2, kv.watch_with_history(">")).await {
                                 watch = Some(w);
                                 inner.view().rejoined(Instant::now());
                             }
                         }
                         let lost = inner.view().expire(Instant::now());
                         report(&inner, local.as_ref(), lost);
-                        release_ended(&inner, &owners, local.as_ref()).await;
+                        release_ended(&inner, &owners, local.as_ref());
                     }
                     entry = next_entry(&mut watch) => match entry {
                         Some(Ok(entry)) => apply(&inner, local.as_ref(), entry),
@@ -316,10 +328,10 @@ async fn reclaim(inner: &Inner, owners: &Owners, me: &Sender, local: &dyn Local)
             inner.state().claims.remove(&id);
             continue;
         }
-        let live = |s: &Sender| inner.view().is_peer(&s.node, s.incarnation);
+        let live = |s: &Sender| inner.view().is_peer_name(&s.node);
         match owners.claim(id, me, live).await {
             Ok(Claimed::Mine(revision)) => {
-                inner.state().claims.insert(id, (revision, Instant::now()));
+                inner.state().claims.insert(id, (revision, None));
             }
             Ok(Claimed::Theirs(owner, _)) => {
                 warn!(match_id = %id, node = %owner.node, "cluster: another node took this node's named match meanwhile");
@@ -332,22 +344,42 @@ async fn reclaim(inner: &Inner, owners: &Owners, me: &Sender, local: &dyn Local)
     }
 }
 
-/// Gives up the claims on named matches that ended here (past a grace, so a claim made
-/// just before its match is created is never taken for an ended one).
-async fn release_ended(inner: &Inner, owners: &Owners, local: &dyn Local) {
+/// Gives up the claims on named matches that ended here: those seen ended for longer
+/// than `request_timeout` (so a claim made just before its match is created, or a
+/// match a late join brought back, keeps its name). The deletes run on their own.
+fn release_ended(inner: &Inner, owners: &Owners, local: &dyn Local) {
+    let ids: Vec<quicmatch_protocol::MatchId> = inner.state().claims.keys().copied().collect();
+    // Asked of the tables without the cluster's lock.
+    let live: Vec<(quicmatch_protocol::MatchId, bool)> =
+        ids.into_iter().map(|id| (id, local.is_live(id))).collect();
     let now = Instant::now();
-    let ended: Vec<(quicmatch_protocol::MatchId, u64)> = inner
-        .state()
-        .claims
-        .iter()
-        .filter(|(id, (_, at))| {
-            now.saturating_duration_since(*at) > super::REQUEST_TIMEOUT && !local.is_live(**id)
-        })
-        .map(|(id, (revision, _))| (*id, *revision))
-        .collect();
-    for (id, revision) in ended {
-        inner.state().claims.remove(&id);
-        let _ = tokio::time::timeout(inner.config.heartbeat, owners.release(id, revision)).await;
+    let mut released = Vec::new();
+    {
+        let mut st = inner.state();
+        for (id, live) in live {
+            let Some((revision, ended)) = st.claims.get_mut(&id) else {
+                continue;
+            };
+            if live {
+                *ended = None;
+            } else if now.saturating_duration_since(*ended.get_or_insert(now))
+                > super::REQUEST_TIMEOUT
+            {
+                released.push((id, *revision));
+            }
+        }
+        for (id, _) in &released {
+            st.claims.remove(id);
+        }
+    }
+    if !released.is_empty() {
+        let owners = owners.clone();
+        tokio::spawn(async move {
+            for (id, revision) in released {
+                let _ = tokio::time::timeout(super::REQUEST_TIMEOUT, owners.release(id, revision))
+                    .await;
+            }
+        });
     }
 }
 
@@ -475,6 +507,22 @@ async fn register(
 
 fn encode(record: &NodeRecord) -> Result<Bytes, Refused> {
     frame::encode_peer(record).map_err(|e| Refused::Unavailable(e.to_string()))
+}
+
+/// The revision of this node's entry when it is still `incarnation`'s.
+async fn ours(
+    kv: &kv::Store,
+    node: &str,
+    incarnation: u64,
+    wait: std::time::Duration,
+) -> Option<u64> {
+    let entry = tokio::time::timeout(wait, kv.entry(node))
+        .await
+        .ok()?
+        .ok()??;
+    let record = frame::decode_peer::<NodeRecord>(&entry.value).ok()?;
+    (entry.operation == Operation::Put && record.incarnation == incarnation)
+        .then_some(entry.revision)
 }
 
 /// The next entry of the registry watch; never, while there is none.

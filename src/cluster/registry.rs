@@ -167,6 +167,11 @@ impl View {
                 .is_some_and(|p| p.record.incarnation == incarnation)
     }
 
+    /// Whether a live node other than this one has the name `name`.
+    pub(crate) fn is_peer_name(&self, name: &str) -> bool {
+        name != self.me && self.nodes.contains_key(name)
+    }
+
     /// The live nodes other than this one, with their incarnations.
     pub(crate) fn peers(&self) -> Vec<(String, u64)> {
         self.nodes

@@ -62,6 +62,9 @@ pub(super) struct Memberships {
     next_attempt: u64,
     /// Sessions joining a match not found locally, host not known yet.
     joining: HashMap<MatchId, HashMap<SessionId, u64>>,
+    /// Join attempts a host ended before its `Joined` answer was taken: that answer
+    /// counts as a refusal.
+    ended_joining: HashSet<(MatchId, SessionId, u64)>,
     /// Members of local matches homed on each other node.
     guests: HashMap<String, Guests>,
 }
@@ -78,8 +81,20 @@ impl Memberships {
         attempt
     }
 
+    /// Whether the host ended join `attempt` before its answer came (then the answer
+    /// is void); forgets it either way.
+    pub(super) fn take_ended_joining(
+        &mut self,
+        match_id: MatchId,
+        session: SessionId,
+        attempt: u64,
+    ) -> bool {
+        self.ended_joining.remove(&(match_id, session, attempt))
+    }
+
     /// The join attempt ended without success.
     pub(super) fn not_joined(&mut self, match_id: MatchId, session: SessionId, attempt: u64) {
+        self.ended_joining.remove(&(match_id, session, attempt));
         if let Some(set) = self.joining.get_mut(&match_id) {
             if set.get(&session) == Some(&attempt) {
                 set.remove(&session);
@@ -188,18 +203,31 @@ impl Memberships {
         Some((host, attempt))
     }
 
-    /// The host ended `session`'s membership in `match_id`; whether it was one.
+    /// The host ended `session`'s membership in `match_id` made by `attempt`; whether
+    /// it was one. An attempt still waiting for its answer is marked: the answer will
+    /// not count.
     pub(super) fn ended_by(
         &mut self,
         host: &Sender,
         match_id: MatchId,
         session: SessionId,
+        attempt: u64,
     ) -> bool {
         let hosted_there = self
             .remote
             .get(&match_id)
-            .is_some_and(|m| m.host == *host && m.members.contains_key(&session));
-        hosted_there && self.left(match_id, session).is_some()
+            .is_some_and(|m| m.host == *host && m.members.get(&session) == Some(&attempt));
+        if hosted_there {
+            return self.left(match_id, session).is_some();
+        }
+        if self
+            .joining
+            .get(&match_id)
+            .is_some_and(|j| j.get(&session) == Some(&attempt))
+        {
+            self.ended_joining.insert((match_id, session, attempt));
+        }
+        false
     }
 
     /// Every membership of local sessions in matches hosted by `node`, now ended, with
@@ -257,8 +285,8 @@ impl Memberships {
 
     /// A member homed on `node` left local match `match_id` (undoing `attempt`, or,
     /// with `None`, whatever made it one): whether the table should let it go. A leave
-    /// older than the membership is stale; one that comes before its join is kept, so
-    /// that join is refused.
+    /// older than the membership is stale; one of an attempt whose join has not come
+    /// (yet) leaves a tombstone, so that join is refused.
     pub(super) fn guest_left(
         &mut self,
         node: &str,
@@ -268,32 +296,33 @@ impl Memberships {
     ) -> bool {
         let g = self.guests.entry(node.to_owned()).or_default();
         let key = (match_id, session);
-        match (g.members.get(&key).copied(), attempt) {
-            (Some(current), Some(a)) if current > a => false,
-            (Some(_), _) => {
-                g.members.remove(&key);
-                true
+        let current = g.members.get(&key).copied();
+        if let (Some(current), Some(a)) = (current, attempt) {
+            if current > a {
+                return false;
             }
-            (None, Some(a)) => {
-                if g.left.insert(key, a).is_none() {
-                    g.left_order.push_back(key);
-                }
+        }
+        if let Some(a) = attempt {
+            if current.is_none_or(|c| c < a) {
+                let left = g.left.entry(key).or_insert(a);
+                *left = (*left).max(a);
+                g.left_order.push_back(key);
                 while g.left_order.len() > TOMBSTONES {
                     if let Some(old) = g.left_order.pop_front() {
                         g.left.remove(&old);
                     }
                 }
-                false
             }
-            (None, None) => false,
         }
+        current.is_some() && g.members.remove(&key).is_some()
     }
 
-    /// Every member homed on `node`, now to leave local matches.
-    pub(super) fn drop_guests(&mut self, node: &str) -> Vec<(MatchId, SessionId)> {
+    /// Every member homed on `node` (with the attempt that made it one), now to leave
+    /// local matches.
+    pub(super) fn drop_guests(&mut self, node: &str) -> Vec<(MatchId, SessionId, u64)> {
         self.guests
             .remove(node)
-            .map(|g| g.members.into_keys().collect())
+            .map(|g| g.members.into_iter().map(|((m, s), a)| (m, s, a)).collect())
             .unwrap_or_default()
     }
 
@@ -358,11 +387,18 @@ mod tests {
         );
         assert_eq!(m.left(id, s2), Some((a.clone(), t2)));
         assert_eq!(m.left(id, s2), None);
-        assert!(!m.ended_by(&node("b", 1), id, s1), "only its host ends it");
+        assert!(
+            !m.ended_by(&node("b", 1), id, s1, t1),
+            "only its host ends it"
+        );
         assert_eq!(m.drop_host("a"), vec![(id, s1, t1)]);
         assert_eq!(m.by_alias(alias, s1), None);
         assert_eq!(m.counts(), (1, 0));
-        assert!(m.ended_by(&node("b", 1), other, s1));
+        assert!(
+            !m.ended_by(&node("b", 1), other, s1, t1),
+            "another attempt's"
+        );
+        assert!(m.ended_by(&node("b", 1), other, s1, t3));
         assert_eq!(m.counts(), (0, 0));
     }
 
@@ -403,8 +439,23 @@ mod tests {
         assert!(m.guest_left("b", id, s, Some(2)));
         assert!(m.guest_left("b", other, s, None));
         assert_eq!(m.counts(), (0, 0));
+        // A leave of a later attempt than the host saw: the member goes, and the join
+        // of that attempt, still on its way, is refused.
         assert!(m.guest_joining("b", id, s, 5));
-        assert_eq!(m.drop_guests("b"), vec![(id, s)]);
+        assert!(m.guest_left("b", id, s, Some(6)));
+        assert!(!m.guest_joining("b", id, s, 6));
+        assert!(m.guest_joining("b", id, s, 7));
+        assert_eq!(m.drop_guests("b"), vec![(id, s, 7)]);
         assert!(m.drop_guests("b").is_empty());
+    }
+
+    #[test]
+    fn a_host_ending_a_join_before_its_answer_voids_the_answer() {
+        let mut m = Memberships::default();
+        let (id, s, a) = (MatchId::new_random(), SessionId::new_random(), node("a", 1));
+        let t = m.joining(id, s);
+        assert!(!m.ended_by(&a, id, s, t));
+        assert!(m.take_ended_joining(id, s, t));
+        assert!(!m.take_ended_joining(id, s, t), "once");
     }
 }

@@ -6,7 +6,10 @@
 //! incarnation; one that does not decode is dropped and counted. Nothing here waits:
 //! the cluster lock is never held across a call into the tables.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::{Arc, PoisonError},
+    time::Instant,
+};
 
 use bytes::Bytes;
 use quicmatch_protocol::{
@@ -110,11 +113,13 @@ fn join(
     let guest: Arc<dyn RemotePeer> = Arc::new(Guest { link, match_id });
     match local.join(match_id, presence, guest, claimed) {
         Ok(info) => {
-            let kept = inner
-                .state()
-                .memberships
-                .is_guest(&from.node, match_id, session, attempt)
-                && inner.view().is_peer(&from.node, from.incarnation);
+            let kept = {
+                let st = inner.state();
+                st.memberships
+                    .is_guest(&from.node, match_id, session, attempt)
+                    // A match this join created must still have its name's claim.
+                    && (!claimed || st.claims.contains_key(&match_id))
+            } && inner.view().is_peer(&from.node, from.incarnation);
             if kept {
                 Reply::Joined(info)
             } else {
@@ -151,6 +156,10 @@ pub(super) fn on_link(inner: &Arc<Inner>, local: &Arc<dyn Local>, payload: &[u8]
         return;
     }
     let from = msg.from.clone();
+    let _in_order = inner
+        .applying
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
     let accepted = inner.state().inbound.accept(msg, Instant::now());
     act(inner, local, &from, accepted);
 }
@@ -200,6 +209,10 @@ async fn ask_replay(inner: Arc<Inner>, local: Arc<dyn Local>, from: Sender, seq:
     } else {
         metrics::counter!("quicmatch_cluster_request_failures_total").increment(1);
     }
+    let _in_order = inner
+        .applying
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
     let accepted = {
         let mut st = inner.state();
         if !st.inbound.waiting(&from, asked) {
@@ -269,9 +282,13 @@ fn apply(inner: &Inner, local: &dyn Local, from: &Sender, item: Item) {
         Item::Ended {
             match_id,
             session,
+            attempt,
             reason,
         } => {
-            let ended = inner.state().memberships.ended_by(from, match_id, session);
+            let ended = inner
+                .state()
+                .memberships
+                .ended_by(from, match_id, session, attempt);
             if ended {
                 match_ended(local, match_id, session, &reason);
             }
@@ -382,17 +399,20 @@ pub(super) fn reset(inner: &Inner, local: &dyn Local, peer: &Sender, reason: &st
     };
     let Some(link) = link else { return };
     link.repair();
+    // Past the link's bound if need be: these few items are what makes both sides
+    // agree, and the reset just ended what filled it.
     for (match_id, session, attempt) in homes {
-        link.push(Item::Leave {
+        link.push_always(Item::Leave {
             match_id,
             session,
             attempt,
         });
     }
-    for (match_id, session) in guests {
-        link.push(Item::Ended {
+    for (match_id, session, attempt) in guests {
+        link.push_always(Item::Ended {
             match_id,
             session,
+            attempt,
             reason: reason.to_owned(),
         });
     }
@@ -400,7 +420,10 @@ pub(super) fn reset(inner: &Inner, local: &dyn Local, peer: &Sender, reason: &st
 
 /// What [`end_with`] ended: memberships of local sessions in a node's matches (with
 /// their join attempts), and members homed on it.
-pub(super) type Ended = (Vec<(MatchId, SessionId, u64)>, Vec<(MatchId, SessionId)>);
+pub(super) type Ended = (
+    Vec<(MatchId, SessionId, u64)>,
+    Vec<(MatchId, SessionId, u64)>,
+);
 
 /// Ends every membership shared with `node`: local sessions in its matches hear
 /// `MatchEnded` with `reason`, and its members leave local matches (the others see the
@@ -417,7 +440,7 @@ pub(super) fn end_with(inner: &Inner, local: &dyn Local, node: &str, reason: &st
     for (match_id, session, _) in &homes {
         match_ended(local, *match_id, *session, reason);
     }
-    for (match_id, session) in &guests {
+    for (match_id, session, _) in &guests {
         local.leave(*match_id, *session);
     }
     (homes, guests)

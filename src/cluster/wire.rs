@@ -132,6 +132,8 @@ pub(super) enum Item {
     Ended {
         match_id: MatchId,
         session: SessionId,
+        /// The join attempt that made it a member.
+        attempt: u64,
         reason: String,
     },
 }
@@ -184,6 +186,7 @@ mod tests {
                 Item::Ended {
                     match_id: MatchId(uuid::Uuid::from_u128(1)),
                     session: SessionId(uuid::Uuid::from_u128(2)),
+                    attempt: 3,
                     reason: "cluster link lost".into(),
                 },
             ],

@@ -99,6 +99,10 @@ pub(super) fn create_with(
     }
 }
 
+/// How long a node that found a name claimed but its match missing waits before
+/// asking again (a claim is made just before its match is created).
+const CLAIM_SETTLE: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// A named match in a cluster: created here when this node claims the name, else
 /// joined where the claim says; a claim whose holder no longer hosts the match is taken
 /// over. The session's events wait for the reply, as for any join.
@@ -118,13 +122,25 @@ async fn named(
                 let info = matches.create_with(Some(name), handle, options)?;
                 return Ok(Some(Response::Match(info)));
             }
-            Place::There(revision) => match cluster.join(id, (*handle.presence).clone()).await {
-                Ok(info) => return Ok(Some(Response::Match(info))),
-                Err(r) if r.code == ErrorCode::MATCH_NOT_FOUND => {
-                    place = cluster.take_over(id, revision).await?;
+            Place::There(revision) => {
+                // A holder that has just claimed the name may not have created its match
+                // yet: asked twice, a moment apart, before its claim is taken over.
+                let mut answer = cluster.join(id, (*handle.presence).clone()).await;
+                if answer
+                    .as_ref()
+                    .is_err_and(|r| r.code == ErrorCode::MATCH_NOT_FOUND)
+                {
+                    tokio::time::sleep(CLAIM_SETTLE).await;
+                    answer = cluster.join(id, (*handle.presence).clone()).await;
                 }
-                Err(r) => return Err(r.into()),
-            },
+                match answer {
+                    Ok(info) => return Ok(Some(Response::Match(info))),
+                    Err(r) if r.code == ErrorCode::MATCH_NOT_FOUND => {
+                        place = cluster.take_over(id, revision).await?;
+                    }
+                    Err(r) => return Err(r.into()),
+                }
+            }
         }
     }
     Err(ApiError::new(

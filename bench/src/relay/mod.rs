@@ -687,11 +687,13 @@ pub(crate) async fn run_once(args: &Args, transport: Transport) -> anyhow::Resul
         (Some(a), Some(b)) => measure::busy_pct(a, b),
         _ => 0.0,
     };
+    // The baselines of a --compare or --sweep run stay single servers.
+    let clustered = args.cluster && transport.is_quicmatch();
     anyhow::ensure!(
-        !args.cluster || (transport.is_quicmatch() && links == Links::default()),
-        "--cluster runs quicmatch on a clean loopback (no --loss, --delay or baselines)"
+        !clustered || links == Links::default(),
+        "--cluster runs on a clean loopback (no --loss, --delay or --jitter)"
     );
-    let (server, metrics, cluster) = if args.cluster {
+    let (server, metrics, cluster) = if clustered {
         let (nats, store, url) = cluster::start_nats().await?;
         let transport = match transport {
             Transport::QuicmatchProto => ServerTransport::Proto,
@@ -969,7 +971,7 @@ pub(crate) async fn run_once(args: &Args, transport: Transport) -> anyhow::Resul
             }
             _ => None,
         },
-        cluster_layout: args.cluster.then_some(args.cluster_layout),
+        cluster_layout: (args.cluster && transport.is_quicmatch()).then_some(args.cluster_layout),
     })
 }
 

@@ -39,6 +39,7 @@
 //! | `quicmatch_cluster_fenced_total` | counter | (times this node left its cluster because its renewals failed for `node_ttl` less a heartbeat) |
 //! | `quicmatch_cluster_nodes_lost_total` | counter | (nodes declared lost) |
 //! | `quicmatch_cluster_request_failures_total` | counter | (requests to other nodes unanswered) |
+//! | `quicmatch_cluster_list_partial_total` | counter | (listings that left out a node that did not answer) |
 //! | `quicmatch_io_stale_packets_total` | counter | (`proto` transport: packets of established connections that waited past `relay.max_datagram_age` in the socket and were dropped unread; their senders see loss) |
 //! | `quicmatch_io_send_stalls_total` | counter | (`proto` transport: times a loop's socket refused a packet and the loop waited for it to drain) |
 //! | `quicmatch_reliable_messages_total` | counter | (relayed reliable match data, per recipient) |
@@ -218,6 +219,12 @@ const METRICS: &[(&str, Kind, bool, &str)] = &[
         Kind::Counter,
         PLAIN,
         "Nodes of the cluster declared lost.",
+    ),
+    (
+        "quicmatch_cluster_list_partial_total",
+        Kind::Counter,
+        PLAIN,
+        "Listings that left out a node of the cluster that did not answer in time.",
     ),
     (
         "quicmatch_cluster_request_failures_total",

@@ -26,8 +26,8 @@ use common::{
     TestServer, TEST_TIMEOUT,
 };
 use quicmatch_client::{
-    ClientConfig, Credentials, ErrorCode, Event, MatchData, MatchId, MatchPresenceEvent, Socket,
-    Trust,
+    ClientConfig, Credentials, ErrorCode, Event, MatchData, MatchId, MatchOptions,
+    MatchPresenceEvent, Socket, Trust,
 };
 use tokio::time::timeout;
 
@@ -580,4 +580,58 @@ async fn one_name_is_one_match_across_the_cluster() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     drop(b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_shows_every_nodes_matches_in_one_order() {
+    let Some(nats) = Nats::start() else { return };
+    let (a, b, c) = three_nodes(&nats).await;
+    let alice = a.client("alice").await;
+    let bob = b.client("bob").await;
+    let erin = b.client("erin").await;
+    let carol = c.client("carol").await;
+    let on_a = alice
+        .create_match_with(None, MatchOptions::default().label(r#"{"mode":"duel"}"#))
+        .await
+        .expect("create on a");
+    let on_b = bob
+        .create_match_with(None, MatchOptions::default().label(r#"{"mode":"duel"}"#))
+        .await
+        .expect("create on b");
+    erin.join_match(on_b.match_id).await.expect("join on b");
+    bob.create_match_with(None, MatchOptions::default().label(r#"{"mode":"ffa"}"#))
+        .await
+        .expect("another on b");
+    carol
+        .create_match_with(None, MatchOptions::default().private(true))
+        .await
+        .expect("a private one on c");
+    // From c: both duels, fuller first; the ffa only without the filter; no private.
+    let duels = carol
+        .list_matches()
+        .query("+label.mode:duel")
+        .await
+        .expect("list");
+    let ids: Vec<MatchId> = duels.iter().map(|m| m.match_id).collect();
+    assert_eq!(ids, vec![on_b.match_id, on_a.match_id]);
+    let all = carol.list_matches().await.expect("list all");
+    assert_eq!(all.len(), 3);
+    let first = carol.list_matches().limit(1).await.expect("one");
+    assert_eq!(first.len(), 1);
+    assert_eq!(
+        first[0].match_id, on_b.match_id,
+        "the fullest, from another node"
+    );
+    // A listed match of another node is joined by its id.
+    carol
+        .join_match(on_a.match_id)
+        .await
+        .expect("join from the listing");
+    // A bad query is this node's answer, at once.
+    let err = carol
+        .list_matches()
+        .query("+label.mode:")
+        .await
+        .expect_err("bad query");
+    assert_eq!(err.code(), Some(ErrorCode::BAD_INPUT));
 }

@@ -24,7 +24,7 @@ use std::{
 
 use bytes::Bytes;
 use quicmatch_protocol::{
-    datagram::ClientDatagram, ErrorCode, MatchId, MatchInfo, Presence, SessionId,
+    datagram::ClientDatagram, ErrorCode, MatchId, MatchInfo, MatchListRequest, Presence, SessionId,
     MAX_RELIABLE_PAYLOAD, MAX_TARGETS,
 };
 use tokio::sync::mpsc;
@@ -38,7 +38,10 @@ use self::{
     remote::Memberships,
     wire::{DatagramBody, Item, Reply, Request, RequestBody, Sender},
 };
-pub(crate) use self::{remote::ALIAS_BIT, wire::Refusal};
+pub(crate) use self::{
+    remote::ALIAS_BIT,
+    wire::{Listed, Refusal},
+};
 use crate::{
     config::ClusterConfig,
     outbound::{RemotePeer, SessionHandle},
@@ -80,6 +83,8 @@ pub(crate) trait Local: Send + Sync {
     fn session(&self, session: SessionId) -> Option<SessionHandle>;
     /// The local matches (among `matches`) `session` is in, as it sees them.
     fn infos(&self, session: SessionId, matches: &[MatchId]) -> Vec<MatchInfo>;
+    /// This node's listing for `request`, ranked.
+    fn list(&self, request: &MatchListRequest) -> Result<Vec<Listed>, Refusal>;
 }
 
 /// The node's handle on its cluster membership; cheap to clone.
@@ -344,7 +349,8 @@ impl Cluster {
                         refusal = Some(r);
                     }
                 }
-                Ok(Ok(Reply::Infos(_) | Reply::Replaying(_)) | Err(_)) | Err(_) => {
+                Ok(Ok(Reply::Infos(_) | Reply::Replaying(_) | Reply::Listed(_)) | Err(_))
+                | Err(_) => {
                     silent.push(peer);
                 }
             }
@@ -537,6 +543,44 @@ impl Cluster {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Place, Refusal>> + Send + '_>>
     {
         Box::pin(self.place(id))
+    }
+
+    /// Every other live node's listing for `request`, each in its order; a node that
+    /// does not answer within `request_timeout` is left out (counted).
+    pub(crate) async fn list(&self, request: &MatchListRequest) -> Vec<Vec<Listed>> {
+        let Some(inner) = self.inner.clone() else {
+            return Vec::new();
+        };
+        let (bus, me) = {
+            let st = inner.state();
+            match (st.bus.clone(), st.me.clone()) {
+                (Some(bus), Some(me)) => (bus, me),
+                _ => return Vec::new(),
+            }
+        };
+        let payload = match quicmatch_protocol::frame::encode_peer(&Request {
+            from: me,
+            body: RequestBody::List(request.clone()),
+        }) {
+            Ok(p) => p,
+            Err(_) => return Vec::new(),
+        };
+        let peers = inner.view().peers();
+        let asks = peers.iter().map(|(node, _)| {
+            bus.request(
+                wire::request_subject(&inner.config.name, node),
+                payload.clone(),
+                REQUEST_TIMEOUT,
+            )
+        });
+        let mut lists = Vec::new();
+        for answer in futures_util::future::join_all(asks).await {
+            match answer.map(|b| quicmatch_protocol::frame::decode_peer::<Reply>(&b)) {
+                Ok(Ok(Reply::Listed(list))) => lists.push(list),
+                _ => metrics::counter!("quicmatch_cluster_list_partial_total").increment(1),
+            }
+        }
+        lists
     }
 
     /// Reliable data to a remote match `sender` is in: `None` when it is in no such

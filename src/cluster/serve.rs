@@ -69,6 +69,20 @@ pub(super) fn on_request(inner: &Inner, local: &dyn Local, payload: &[u8]) -> Op
             let link = inner.state().links.get(&request.from.node).cloned();
             Reply::Replaying(link.is_some_and(|l| l.peer == request.from && l.replay(seq)))
         }
+        RequestBody::List(list) => match local.list(&list) {
+            Ok(mut listed) => {
+                // A listing with long labels may not fit one message: its last (lowest
+                // ranked) matches go first.
+                while !listed.is_empty()
+                    && frame::encode_peer(&Reply::Listed(listed.clone())).is_err()
+                {
+                    let keep = listed.len() * 3 / 4;
+                    listed.truncate(keep);
+                }
+                Reply::Listed(listed)
+            }
+            Err(refusal) => Reply::Refused(refusal),
+        },
         RequestBody::Infos { session, matches } => {
             let matches: Vec<MatchId> = matches.into_iter().take(MAX_LISTED).collect();
             Reply::Infos(local.infos(session, &matches))

@@ -6,7 +6,9 @@
 //! meant for its predecessor.
 
 use bytes::Bytes;
-use quicmatch_protocol::{ErrorCode, MatchId, MatchInfo, Presence, SessionId};
+use quicmatch_protocol::{
+    ErrorCode, MatchId, MatchInfo, MatchListRequest, MatchListing, Presence, SessionId,
+};
 use serde::{Deserialize, Serialize};
 
 /// Requests to a node, answered by [`Reply`] within `request_timeout`.
@@ -58,6 +60,17 @@ pub(super) enum RequestBody {
     /// Publish again the batches of the link to the sender from `seq` on: the sender
     /// found a gap.
     Replay { seq: u64 },
+    /// The node's own listing for a client of the sender, ranked for merging.
+    List(MatchListRequest),
+}
+
+/// One match of a node's listing, with what ranks it among other nodes' (its query
+/// score, and its age in microseconds: newer first).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Listed {
+    pub(crate) listing: MatchListing,
+    pub(crate) score: f64,
+    pub(crate) age_us: u64,
 }
 
 /// A refusal: the code and message the client is told.
@@ -85,6 +98,8 @@ pub(super) enum Reply {
     Infos(Vec<MatchInfo>),
     /// Whether what a `Replay` asked for is still kept (and is being published).
     Replaying(bool),
+    /// A node's listing, in its order (trimmed from the end to fit a message).
+    Listed(Vec<Listed>),
 }
 
 /// One numbered batch of a link: from one incarnation to one incarnation.

@@ -149,6 +149,43 @@ async fn named(
     ))
 }
 
+/// Lists matches; in a cluster, every live node's, merged in the one listing order (a
+/// node that does not answer in time is left out).
+pub(super) fn list(shared: &Shared, request: quicmatch_protocol::MatchListRequest) -> Dispatched {
+    if !shared.cluster.is_active() {
+        return Dispatched::Now(
+            shared
+                .matches
+                .list(&request)
+                .map(|matches| Some(Response::MatchList { matches })),
+        );
+    }
+    // Checked here first: a bad request is this node's answer, at once.
+    let local = match shared.matches.list_ranked(&request) {
+        Ok(local) => local,
+        Err(e) => return Dispatched::Now(Err(e)),
+    };
+    let cluster = shared.cluster.clone();
+    Dispatched::Later(Box::pin(async move {
+        let mut lists = vec![local];
+        for other in cluster.list(&request).await {
+            lists.push(
+                other
+                    .into_iter()
+                    .map(|l| crate::matches::listing::Ranked {
+                        listing: l.listing,
+                        score: l.score,
+                        age_us: l.age_us,
+                    })
+                    .collect(),
+            );
+        }
+        let limit = usize::try_from(request.limit).unwrap_or(usize::MAX);
+        let matches = crate::matches::listing::merge(lists, limit);
+        Ok(Some(Response::MatchList { matches }))
+    }))
+}
+
 /// Joins a match by id: a relayed one at once, a server-run one once its handler's
 /// `join_attempt` accepts (with the metadata).
 pub(super) fn join_with(

@@ -131,10 +131,7 @@ pub(crate) fn dispatch(
                 },
             )
         }
-        Request::MatchList(request) => shared
-            .matches
-            .list(&request)
-            .map(|matches| Some(Response::MatchList { matches })),
+        Request::MatchList(request) => return matches::list(shared, request),
         Request::Rpc { id, payload } => return runtime::rpc(shared, session, id, payload),
         Request::StorageWrite { objects } => return storage::write(shared, session, objects),
         Request::StorageRead { ids } => return storage::read(shared, session, ids),

@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use quicmatch_protocol::{
-    datagram::ClientDatagram, ErrorCode, MatchId, MatchInfo, Presence, SessionId,
+    datagram::ClientDatagram, ErrorCode, MatchId, MatchInfo, MatchListRequest, Presence, SessionId,
 };
 
 use super::ApiError;
 use crate::{
-    cluster::{Local, Refusal},
+    cluster::{Listed, Local, Refusal},
     outbound::{self, Outbound, RemotePeer, SessionHandle},
     Shared,
 };
@@ -89,6 +89,20 @@ impl Local for Peers {
 
     fn session(&self, session: SessionId) -> Option<SessionHandle> {
         self.0.sessions.get(session)
+    }
+
+    fn list(&self, request: &MatchListRequest) -> Result<Vec<Listed>, Refusal> {
+        Ok(self
+            .0
+            .matches
+            .list_ranked(request)?
+            .into_iter()
+            .map(|r| Listed {
+                listing: r.listing,
+                score: r.score,
+                age_us: r.age_us,
+            })
+            .collect())
     }
 
     fn infos(&self, session: SessionId, matches: &[MatchId]) -> Vec<MatchInfo> {

@@ -336,4 +336,14 @@ impl MatchTable {
     ) -> Result<Vec<quicmatch_protocol::MatchListing>, ApiError> {
         self.read().listing.list(request)
     }
+
+    /// Lists matches with what ranks them, to merge with other nodes' listings.
+    pub(crate) fn list_ranked(
+        &self,
+        request: &quicmatch_protocol::MatchListRequest,
+    ) -> Result<Vec<listing::Ranked>, ApiError> {
+        self.read()
+            .listing
+            .list_ranked(request, std::time::Instant::now())
+    }
 }

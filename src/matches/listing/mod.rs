@@ -63,7 +63,7 @@
 //! changes, never per listing. A listing evaluates only the stored fields, collects the
 //! matches that pass, selects the first `limit` of them and sorts only those.
 
-use std::{cmp::Ordering, collections::HashMap, fmt::Write as _, sync::Arc};
+use std::{cmp::Ordering, collections::HashMap, fmt::Write as _, sync::Arc, time::Instant};
 
 use quicmatch_protocol::{
     envelope::{MatchListRequest, MatchListing},
@@ -122,6 +122,8 @@ struct Indexed {
     fields: Properties,
     /// Creation order: larger is newer; unique.
     created: u64,
+    /// When it was created: what orders it among other nodes' matches.
+    born: Instant,
 }
 
 /// Every live match, ready to list (see the module documentation for the rules).
@@ -153,6 +155,7 @@ impl ListingIndex {
             fields: label_fields(entry.label.as_deref()),
             entry,
             created,
+            born: Instant::now(),
         });
     }
 
@@ -198,6 +201,20 @@ impl ListingIndex {
     /// The listing `req` asks for, in the documented order; `BAD_INPUT` when the
     /// request is invalid.
     pub(crate) fn list(&self, req: &MatchListRequest) -> Result<Vec<MatchListing>, ApiError> {
+        Ok(self
+            .list_ranked(req, Instant::now())?
+            .into_iter()
+            .map(|r| r.listing)
+            .collect())
+    }
+
+    /// [`list`](Self::list) with what ranks each listing, so listings of several nodes
+    /// merge in the same order ([`merge`]).
+    pub(crate) fn list_ranked(
+        &self,
+        req: &MatchListRequest,
+        now: Instant,
+    ) -> Result<Vec<Ranked>, ApiError> {
         if req.limit == 0 || req.limit > MAX_LIST_LIMIT {
             return Err(bad(format!(
                 "limit must be 1 to {MAX_LIST_LIMIT}, got {}",
@@ -245,13 +262,52 @@ impl ListingIndex {
             hits.truncate(limit);
         }
         hits.sort_unstable_by(Hit::order);
-        Ok(hits.iter().map(|h| h.slot.entry.listing()).collect())
+        Ok(hits
+            .iter()
+            .map(|h| Ranked {
+                listing: h.slot.entry.listing(),
+                score: h.score,
+                age_us: u64::try_from(now.saturating_duration_since(h.slot.born).as_micros())
+                    .unwrap_or(u64::MAX),
+            })
+            .collect())
     }
 
     fn slot_mut(&mut self, id: MatchId) -> Option<&mut Indexed> {
         let pos = *self.positions.get(&id)?;
         self.entries.get_mut(pos)
     }
+}
+
+/// A listing with what orders it: its query score and its age.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Ranked {
+    pub(crate) listing: MatchListing,
+    pub(crate) score: f64,
+    /// Microseconds since the match was created (newer first).
+    pub(crate) age_us: u64,
+}
+
+impl Ranked {
+    /// The documented listing order (as [`Hit::order`]): `Less` comes first.
+    fn order(a: &Self, b: &Self) -> Ordering {
+        let full = |r: &Self| r.listing.size >= r.listing.max_size;
+        b.score
+            .total_cmp(&a.score)
+            .then_with(|| full(a).cmp(&full(b)))
+            .then_with(|| b.listing.size.cmp(&a.listing.size))
+            .then_with(|| a.age_us.cmp(&b.age_us))
+            .then_with(|| a.listing.match_id.cmp(&b.listing.match_id))
+    }
+}
+
+/// Several nodes' listings (each in the listing order) as one: the first `limit` in
+/// the same order.
+pub(crate) fn merge(lists: Vec<Vec<Ranked>>, limit: usize) -> Vec<MatchListing> {
+    let mut all: Vec<Ranked> = lists.into_iter().flatten().collect();
+    all.sort_by(Ranked::order);
+    all.truncate(limit);
+    all.into_iter().map(|r| r.listing).collect()
 }
 
 /// A match that passed a listing's filters.

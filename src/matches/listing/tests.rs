@@ -958,3 +958,43 @@ fn ten_thousand_labelled_matches() {
     // The requests are not all trivially empty.
     assert!(listed > 100, "{listed}");
 }
+
+#[test]
+fn listings_of_several_nodes_merge_in_the_listing_order() {
+    let ranked = |id: u128, score: f64, size: u32, max_size: u32, age_us: u64| Ranked {
+        listing: MatchListing {
+            match_id: MatchId(Uuid::from_u128(id)),
+            authoritative: false,
+            label: None,
+            size,
+            max_size,
+            tick_rate: 0,
+            handler: String::new(),
+        },
+        score,
+        age_us,
+    };
+    let node_a = vec![
+        ranked(1, 2.0, 1, 4, 50),
+        ranked(2, 0.0, 3, 4, 10),
+        ranked(3, 0.0, 4, 4, 1),
+    ];
+    let node_b = vec![
+        ranked(4, 1.0, 2, 4, 5),
+        ranked(5, 0.0, 3, 4, 5),
+        ranked(6, 0.0, 3, 4, 5),
+    ];
+    let ids =
+        |l: Vec<MatchListing>| -> Vec<u128> { l.iter().map(|m| m.match_id.0.as_u128()).collect() };
+    // Score first; then not full before full, fuller first, newer first, id.
+    assert_eq!(
+        ids(merge(vec![node_a.clone(), node_b.clone()], 10)),
+        [1, 4, 5, 6, 2, 3]
+    );
+    assert_eq!(
+        ids(merge(vec![node_b, node_a], 3)),
+        [1, 4, 5],
+        "the first `limit`"
+    );
+    assert!(merge(Vec::new(), 5).is_empty());
+}

@@ -128,6 +128,11 @@ impl EventBody {
         Ok(Self(bytes))
     }
 
+    /// The event back.
+    pub fn decode(&self) -> Result<Event, DecodeError> {
+        decode_exact(&self.0)
+    }
+
     /// The encoded event.
     pub fn bytes(&self) -> &Bytes {
         &self.0
@@ -324,6 +329,7 @@ mod tests {
         let local = EventBody::encode(&event).expect("encode");
         let carried = EventBody::from_encoded(local.bytes().clone()).expect("within");
         assert_eq!(carried.head(Some(7)), local.head(Some(7)));
+        assert_eq!(carried.decode().expect("decodes"), event);
         let max = MAX_FRAME_LEN + LEN_PREFIX - MAX_EVENT_HEAD;
         let at_bound = EventBody::from_encoded(Bytes::from(vec![0u8; max])).expect("at bound");
         assert!(at_bound.frame_len(Some(u64::MAX)) <= MAX_FRAME_LEN + LEN_PREFIX);

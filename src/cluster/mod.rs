@@ -54,15 +54,16 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// peers ask of this node, and the sessions it delivers to.
 pub(crate) trait Local: Send + Sync {
     /// Joins a member homed on another node (reached through `remote`) to a local
-    /// relayed match; `create`: the match of a name this node claimed, created if it
-    /// is not there yet.
+    /// match: a relayed one at once (`create`: the match of a name this node claimed,
+    /// created if it is not there yet), a server-run one when its handler decides.
     fn join(
         &self,
         match_id: MatchId,
         presence: Presence,
         remote: Arc<dyn RemotePeer>,
         create: bool,
-    ) -> Result<MatchInfo, Refusal>;
+        metadata: std::collections::BTreeMap<String, String>,
+    ) -> Joining;
     /// Whether a local match (or reservation) has this id.
     fn is_live(&self, match_id: MatchId) -> bool;
     /// Relays reliable data a member homed elsewhere sent to a local match.
@@ -85,6 +86,12 @@ pub(crate) trait Local: Send + Sync {
     fn infos(&self, session: SessionId, matches: &[MatchId]) -> Vec<MatchInfo>;
     /// This node's listing for `request`, ranked.
     fn list(&self, request: &MatchListRequest) -> Result<Vec<Listed>, Refusal>;
+}
+
+/// A join the tables decide now, or later (a server-run match's handler).
+pub(crate) enum Joining {
+    Done(Result<MatchInfo, Refusal>),
+    Later(std::pin::Pin<Box<dyn std::future::Future<Output = Result<MatchInfo, Refusal>> + Send>>),
 }
 
 /// The node's handle on its cluster membership; cheap to clone.
@@ -279,6 +286,7 @@ impl Cluster {
         &self,
         match_id: MatchId,
         presence: Presence,
+        metadata: std::collections::BTreeMap<String, String>,
     ) -> Result<MatchInfo, Refusal> {
         let not_found = || {
             Refusal::new(
@@ -324,6 +332,7 @@ impl Cluster {
                 match_id,
                 presence,
                 attempt,
+                metadata,
             },
         };
         let payload = match quicmatch_protocol::frame::encode_peer(&request) {

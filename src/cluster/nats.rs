@@ -554,9 +554,22 @@ async fn listen(
     let (i, l, c) = (inner.clone(), local.clone(), client.clone());
     set.spawn(async move {
         while let Some(message) = requests.next().await {
-            let reply = serve::on_request(&i, l.as_ref(), &message.payload);
-            if let (Some(to), Some(reply)) = (message.reply, reply) {
-                let _ = c.publish(to, reply).await;
+            let Some(to) = message.reply else { continue };
+            match serve::on_request(&i, &l, &message.payload) {
+                serve::Answer::Now(Some(reply)) => {
+                    let _ = c.publish(to, reply).await;
+                }
+                serve::Answer::Now(None) => {}
+                // A server-run match's handler decides: answered when it has, while the
+                // next requests are served.
+                serve::Answer::Later(decided) => {
+                    let c = c.clone();
+                    tokio::spawn(async move {
+                        if let Some(reply) = decided.await {
+                            let _ = c.publish(to, reply).await;
+                        }
+                    });
+                }
             }
         }
     });

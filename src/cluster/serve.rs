@@ -7,6 +7,9 @@
 //! the cluster lock is never held across a call into the tables.
 
 use std::{
+    collections::BTreeMap,
+    future::Future,
+    pin::Pin,
     sync::{Arc, PoisonError},
     time::Instant,
 };
@@ -23,7 +26,7 @@ use tracing::{debug, warn};
 use super::{
     link::Accepted,
     wire::{DatagramBody, DatagramMsg, Item, LinkMsg, Reply, Request, RequestBody, Sender},
-    Guest, Inner, Local,
+    Guest, Inner, Joining, Local,
 };
 use crate::outbound::{Lane, RemotePeer};
 
@@ -48,28 +51,47 @@ fn trusted(inner: &Inner, from: &Sender, to: Option<u64>) -> bool {
     true
 }
 
+/// What a request gets: its reply now, or a reply to wait for (a server-run match's
+/// handler deciding a join).
+pub(super) enum Answer {
+    Now(Option<Bytes>),
+    Later(Pin<Box<dyn Future<Output = Option<Bytes>> + Send>>),
+}
+
 /// A request; returns the reply to send.
-pub(super) fn on_request(inner: &Inner, local: &dyn Local, payload: &[u8]) -> Option<Bytes> {
+pub(super) fn on_request(inner: &Arc<Inner>, local: &Arc<dyn Local>, payload: &[u8]) -> Answer {
     metrics::counter!("quicmatch_cluster_messages_total", "dir" => "in", "kind" => "request")
         .increment(1);
     let Ok(request) = frame::decode_peer::<Request>(payload) else {
         dropped("undecodable");
-        return None;
+        return Answer::Now(None);
     };
     if !trusted(inner, &request.from, None) {
-        return None;
+        return Answer::Now(None);
     }
+    let local_ref = local.as_ref();
     let reply = match request.body {
         RequestBody::Join {
             match_id,
             presence,
             attempt,
-        } => join(inner, local, &request.from, match_id, presence, attempt),
+            metadata,
+        } => {
+            return join(
+                inner,
+                local,
+                &request.from,
+                match_id,
+                presence,
+                attempt,
+                metadata,
+            )
+        }
         RequestBody::Replay { seq } => {
             let link = inner.state().links.get(&request.from.node).cloned();
             Reply::Replaying(link.is_some_and(|l| l.peer == request.from && l.replay(seq)))
         }
-        RequestBody::List(list) => match local.list(&list) {
+        RequestBody::List(list) => match local_ref.list(&list) {
             Ok(mut listed) => {
                 // A listing with long labels may not fit one message: its last (lowest
                 // ranked) matches go first.
@@ -85,23 +107,22 @@ pub(super) fn on_request(inner: &Inner, local: &dyn Local, payload: &[u8]) -> Op
         },
         RequestBody::Infos { session, matches } => {
             let matches: Vec<MatchId> = matches.into_iter().take(MAX_LISTED).collect();
-            Reply::Infos(local.infos(session, &matches))
+            Reply::Infos(local_ref.infos(session, &matches))
         }
     };
-    frame::encode_peer(&reply).ok()
+    Answer::Now(frame::encode_peer(&reply).ok())
 }
 
-/// A member homed on `from` joins a local match. The guest is recorded first, so a
-/// leave that overtakes the join (it travels on the link) is seen, and checked again
-/// after the table took it: a leave or the node's loss meanwhile undoes it here.
 fn join(
-    inner: &Inner,
-    local: &dyn Local,
+    inner: &Arc<Inner>,
+    local: &Arc<dyn Local>,
     from: &Sender,
     match_id: MatchId,
     presence: quicmatch_protocol::Presence,
     attempt: u64,
-) -> Reply {
+    metadata: BTreeMap<String, String>,
+) -> Answer {
+    let refused = |r: super::Refusal| Answer::Now(frame::encode_peer(&Reply::Refused(r)).ok());
     let session = presence.session_id;
     let (link, claimed) = {
         let mut st = inner.state();
@@ -109,10 +130,7 @@ fn join(
             .memberships
             .guest_joining(&from.node, match_id, session, attempt)
         {
-            return Reply::Refused(super::Refusal::new(
-                quicmatch_protocol::ErrorCode::MATCH_JOIN_REJECTED,
-                "the join was withdrawn",
-            ));
+            return refused(withdrawn());
         }
         let claimed = st.claims.contains_key(&match_id);
         (inner.link_to(&mut st, from), claimed)
@@ -122,10 +140,64 @@ fn join(
             .state()
             .memberships
             .guest_left(&from.node, match_id, session, None);
-        return Reply::Refused(super::unavailable("this node is leaving its cluster"));
+        return refused(super::unavailable("this node is leaving its cluster"));
     };
     let guest: Arc<dyn RemotePeer> = Arc::new(Guest { link, match_id });
-    match local.join(match_id, presence, guest, claimed) {
+    match local.join(match_id, presence, guest, claimed, metadata) {
+        Joining::Done(outcome) => {
+            let reply = joined(
+                inner,
+                local.as_ref(),
+                from,
+                match_id,
+                session,
+                attempt,
+                claimed,
+                outcome,
+            );
+            Answer::Now(frame::encode_peer(&reply).ok())
+        }
+        Joining::Later(decided) => {
+            let (inner, local, from) = (inner.clone(), local.clone(), from.clone());
+            Answer::Later(Box::pin(async move {
+                let outcome = decided.await;
+                let reply = joined(
+                    &inner,
+                    local.as_ref(),
+                    &from,
+                    match_id,
+                    session,
+                    attempt,
+                    claimed,
+                    outcome,
+                );
+                frame::encode_peer(&reply).ok()
+            }))
+        }
+    }
+}
+
+fn withdrawn() -> super::Refusal {
+    super::Refusal::new(
+        quicmatch_protocol::ErrorCode::MATCH_JOIN_REJECTED,
+        "the join was withdrawn",
+    )
+}
+
+/// The reply to a join the tables decided: a member whose join was undone meanwhile (a
+/// leave that overtook it, its node lost, the name's claim gone) leaves again.
+#[allow(clippy::too_many_arguments)]
+fn joined(
+    inner: &Inner,
+    local: &dyn Local,
+    from: &Sender,
+    match_id: MatchId,
+    session: SessionId,
+    attempt: u64,
+    claimed: bool,
+    outcome: Result<quicmatch_protocol::MatchInfo, super::Refusal>,
+) -> Reply {
+    match outcome {
         Ok(info) => {
             let kept = {
                 let st = inner.state();
@@ -138,10 +210,7 @@ fn join(
                 Reply::Joined(info)
             } else {
                 local.leave(match_id, session);
-                Reply::Refused(super::Refusal::new(
-                    quicmatch_protocol::ErrorCode::MATCH_JOIN_REJECTED,
-                    "the join was withdrawn",
-                ))
+                Reply::Refused(withdrawn())
             }
         }
         Err(refusal) => {
@@ -256,13 +325,34 @@ fn apply(inner: &Inner, local: &dyn Local, from: &Sender, item: Item) {
                     .filter(|s| st.memberships.in_scope(from, match_id, *s))
                     .collect()
             };
-            for s in targets {
-                let Some(handle) = local.session(s) else {
+            let ends = lane.is_none() && ends_match(&body, match_id);
+            for s in &targets {
+                let Some(handle) = local.session(*s) else {
                     continue;
                 };
                 match lane {
                     Some(slot) => handle.push_lane(&body, Lane { match_id, slot }),
                     None => handle.push_event(&body),
+                }
+            }
+            if ends {
+                // A server-run match ended, or kicked them: they are no longer in it,
+                // and the host forgets them too.
+                for s in targets {
+                    let left = inner.state().memberships.left(match_id, s);
+                    if let Some((host, attempt)) = left {
+                        let link = {
+                            let mut st = inner.state();
+                            inner.link_to(&mut st, &host)
+                        };
+                        if let Some(link) = link {
+                            link.push(Item::Leave {
+                                match_id,
+                                session: s,
+                                attempt,
+                            });
+                        }
+                    }
                 }
             }
         }
@@ -308,6 +398,27 @@ fn apply(inner: &Inner, local: &dyn Local, from: &Sender, item: Item) {
             }
         }
     }
+}
+
+/// Whether an event is `MatchEnded` for `match_id` (checked by its variant first, so
+/// other events cost a byte's look).
+fn ends_match(body: &EventBody, match_id: MatchId) -> bool {
+    static MATCH_ENDED: std::sync::OnceLock<Option<u8>> = std::sync::OnceLock::new();
+    let variant = *MATCH_ENDED.get_or_init(|| {
+        EventBody::encode(&Event::MatchEnded {
+            match_id,
+            reason: String::new(),
+        })
+        .ok()
+        .and_then(|b| b.bytes().first().copied())
+    });
+    if variant.is_none() || body.bytes().first().copied() != variant {
+        return false;
+    }
+    matches!(
+        body.decode(),
+        Ok(Event::MatchEnded { match_id: ended, .. }) if ended == match_id
+    )
 }
 
 /// Tells a local session it is no longer in a remote match.

@@ -5,6 +5,8 @@
 //! messages the incarnation they are for, so a restarted node never takes what was
 //! meant for its predecessor.
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
 use quicmatch_protocol::{
     ErrorCode, MatchId, MatchInfo, MatchListRequest, MatchListing, Presence, SessionId,
@@ -50,6 +52,8 @@ pub(super) enum RequestBody {
         presence: Presence,
         /// The home's number for this attempt, which a `Leave` undoing it names.
         attempt: u64,
+        /// For a server-run match's handler (`join_attempt`).
+        metadata: BTreeMap<String, String>,
     },
     /// The matches (among those listed) a session homed on the sender is still in, as
     /// it sees them: what its resume tells the client.

@@ -125,13 +125,17 @@ async fn named(
             Place::There(revision) => {
                 // A holder that has just claimed the name may not have created its match
                 // yet: asked twice, a moment apart, before its claim is taken over.
-                let mut answer = cluster.join(id, (*handle.presence).clone()).await;
+                let mut answer = cluster
+                    .join(id, (*handle.presence).clone(), BTreeMap::new())
+                    .await;
                 if answer
                     .as_ref()
                     .is_err_and(|r| r.code == ErrorCode::MATCH_NOT_FOUND)
                 {
                     tokio::time::sleep(CLAIM_SETTLE).await;
-                    answer = cluster.join(id, (*handle.presence).clone()).await;
+                    answer = cluster
+                        .join(id, (*handle.presence).clone(), BTreeMap::new())
+                        .await;
                 }
                 match answer {
                     Ok(info) => return Ok(Some(Response::Match(info))),
@@ -208,7 +212,7 @@ pub(super) fn join_with(
                 let cluster = shared.cluster.clone();
                 let presence = (*session.handle.presence).clone();
                 Dispatched::Later(Box::pin(async move {
-                    let info = cluster.join(match_id, presence).await?;
+                    let info = cluster.join(match_id, presence, metadata).await?;
                     Ok(Some(Response::Match(info)))
                 }))
             }
@@ -246,7 +250,7 @@ pub(super) fn join_with(
 }
 
 /// Join metadata is bounded like matchmaker properties.
-fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), ApiError> {
+pub(super) fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), ApiError> {
     use quicmatch_protocol::{MAX_METADATA_ENTRIES, MAX_PROPERTY_KEY_LEN, MAX_PROPERTY_VALUE_LEN};
     let bad = |m: String| Err(ApiError::new(ErrorCode::BAD_INPUT, m));
     if metadata.len() > MAX_METADATA_ENTRIES {

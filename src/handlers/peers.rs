@@ -2,7 +2,7 @@
 //! (`cluster::Local`): members homed elsewhere join, send to, and leave the relayed
 //! matches this node hosts; link items for this node's sessions reach them here.
 
-use std::sync::Arc;
+use std::{collections::BTreeMap, sync::Arc};
 
 use bytes::Bytes;
 use quicmatch_protocol::{
@@ -11,7 +11,7 @@ use quicmatch_protocol::{
 
 use super::ApiError;
 use crate::{
-    cluster::{Listed, Local, Refusal},
+    cluster::{Joining, Listed, Local, Refusal},
     outbound::{self, Outbound, RemotePeer, SessionHandle},
     Shared,
 };
@@ -38,14 +38,9 @@ impl Local for Peers {
         presence: Presence,
         remote: Arc<dyn RemotePeer>,
         create: bool,
-    ) -> Result<MatchInfo, Refusal> {
+        metadata: BTreeMap<String, String>,
+    ) -> Joining {
         let shared = &self.0;
-        if shared.runtime.engine().has(match_id) {
-            return Err(Refusal::new(
-                ErrorCode::MATCH_JOIN_REJECTED,
-                "a server-run match is joined through the node that runs it",
-            ));
-        }
         // The member's queue and connection are on its home; this handle forwards.
         let handle = SessionHandle {
             presence: Arc::new(presence),
@@ -53,10 +48,50 @@ impl Local for Peers {
             outbound: Arc::new(Outbound::new(outbound::Limits::new(&shared.config.session))),
             remote: Some(remote),
         };
-        if create {
-            return Ok(shared.matches.join_or_create(match_id, &handle)?);
+        if !shared.runtime.engine().has(match_id) {
+            let joined = if create {
+                shared.matches.join_or_create(match_id, &handle)
+            } else {
+                shared.matches.join(match_id, &handle)
+            };
+            return Joining::Done(joined.map_err(Refusal::from));
         }
-        Ok(shared.matches.join(match_id, &handle)?)
+        // A server-run match: its handler decides, as for a local member (join
+        // metadata included), within `matches.answer_timeout`.
+        if super::matches::check_metadata(&metadata).is_err() {
+            return Joining::Done(Err(Refusal::new(
+                ErrorCode::BAD_INPUT,
+                "join metadata out of bounds",
+            )));
+        }
+        let sid = handle.presence.session_id;
+        if shared.matches.is_member(match_id, sid) {
+            let infos = shared
+                .matches
+                .infos(sid, &std::iter::once(match_id).collect());
+            if let Some(info) = infos.into_iter().next() {
+                return Joining::Done(Ok(info));
+            }
+        }
+        let rx = match shared
+            .runtime
+            .engine()
+            .join_attempt(match_id, handle, metadata)
+        {
+            Ok(rx) => rx,
+            Err(e) => return Joining::Done(Err(e.into())),
+        };
+        let wait = shared.config.matches.answer_timeout;
+        Joining::Later(Box::pin(async move {
+            match tokio::time::timeout(wait, rx).await {
+                Ok(Ok(answer)) => answer.map_err(Refusal::from),
+                Ok(Err(_)) => Err(Refusal::new(ErrorCode::MATCH_NOT_FOUND, "the match ended")),
+                Err(_) => Err(Refusal::new(
+                    ErrorCode::MATCH_JOIN_REJECTED,
+                    "the match did not answer the join attempt in time",
+                )),
+            }
+        }))
     }
 
     fn is_live(&self, match_id: MatchId) -> bool {

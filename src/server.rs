@@ -329,7 +329,11 @@ pub(crate) async fn serve(
         ));
     }
     {
-        let address = endpoint.local_addr().unwrap_or(config.listen);
+        let address = config
+            .cluster
+            .public_address
+            .clone()
+            .unwrap_or_else(|| endpoint.local_addr().unwrap_or(config.listen).to_string());
         let stats = shared.clone();
         let max = shared.config.session.max_connections.max(1);
         let load = move || {

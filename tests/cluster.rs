@@ -172,3 +172,34 @@ async fn membership_comes_back_after_a_nats_restart() {
         .await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_shows_its_public_address_in_the_registry() {
+    let Some(nats) = Nats::start() else { return };
+    let mut config = node_config(&nats.url(), "node-a");
+    config.cluster.public_address = Some("game-1.example.com:7350".into());
+    let a = TestServer::start_with(config).await;
+    let b = TestServer::start_with(node_config(&nats.url(), "node-b")).await;
+    sees(&b.stats, &["node-a", "node-b"], "b sees a").await;
+    let address = |s: &TestServer, name: &str| {
+        s.stats
+            .cluster_nodes()
+            .into_iter()
+            .find(|n| n.name == name)
+            .map(|n| n.address)
+    };
+    assert_eq!(
+        address(&b, "node-a").as_deref(),
+        Some("game-1.example.com:7350")
+    );
+    assert_eq!(
+        address(&b, "node-b"),
+        Some(b.addr.to_string()),
+        "the default"
+    );
+    sees(&a.stats, &["node-a", "node-b"], "a sees b").await;
+    assert_eq!(
+        address(&a, "node-a").as_deref(),
+        Some("game-1.example.com:7350")
+    );
+}

@@ -17,7 +17,6 @@ mod wire;
 
 use std::{
     collections::HashMap,
-    net::SocketAddr,
     sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
@@ -258,7 +257,7 @@ impl Cluster {
     /// is what peers' requests and links are applied to.
     pub(crate) async fn run(
         self,
-        address: SocketAddr,
+        address: String,
         load: impl Fn() -> (u32, u32) + Send + Sync + 'static,
         local: Arc<dyn Local>,
         cancel: CancellationToken,

@@ -5,7 +5,7 @@
 //! entry into the [`View`](super::registry::View), and deletes the entry on a polite
 //! stop.
 
-use std::{net::SocketAddr, sync::Arc, time::Instant};
+use std::{sync::Arc, time::Instant};
 
 use async_nats::{
     jetstream::{
@@ -74,7 +74,7 @@ enum Refused {
 
 pub(super) async fn run(
     inner: Arc<Inner>,
-    address: SocketAddr,
+    address: String,
     load: Load,
     local: Arc<dyn Local>,
     cancel: CancellationToken,
@@ -126,7 +126,7 @@ pub(super) async fn run(
                 let (sessions, load) = load();
                 NodeRecord {
                     incarnation,
-                    address: address.to_string(),
+                    address: address.clone(),
                     load,
                     sessions,
                     build: env!("CARGO_PKG_VERSION").into(),

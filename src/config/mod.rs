@@ -511,6 +511,11 @@ pub struct ClusterConfig {
     /// Where JetStream keeps the cluster's buckets: `file` (they outlive a NATS
     /// restart) or `memory`. Default `file`.
     pub storage: ClusterStorage,
+    /// Where this node's clients connect, as its registry entry shows it to the other
+    /// nodes, lobbies and operators: `HOST:PORT`, a name or an address (at most 255
+    /// bytes). Default: the address the node listens on (behind NAT or a balancer, set
+    /// it).
+    pub public_address: Option<String>,
 }
 
 /// Where JetStream keeps the cluster's buckets (`cluster.storage`).
@@ -535,6 +540,7 @@ impl Default for ClusterConfig {
             tls_ca: None,
             replicas: 1,
             storage: ClusterStorage::File,
+            public_address: None,
         }
     }
 }

@@ -127,6 +127,12 @@ impl Config {
         if !cluster_name(&c.name) {
             return bad("cluster.name must be 1 to 32 of A-Z a-z 0-9 _ -");
         }
+        if c.public_address
+            .as_deref()
+            .is_some_and(|a| !public_address(a))
+        {
+            return bad("cluster.public_address must be HOST:PORT (a name or an address, port 1 to 65535, at most 255 bytes)");
+        }
         if c.node_name.as_deref().is_some_and(|n| !cluster_name(n)) {
             return bad("cluster.node_name must be 1 to 32 of A-Z a-z 0-9 _ -");
         }
@@ -205,6 +211,24 @@ fn range_duration_or_off(key: &str, v: Duration, lo: Duration, hi: Duration) -> 
     }
 }
 
+/// `HOST:PORT`: a name or an address (IPv6 in brackets), a port 1 to 65535, at most
+/// 255 bytes, nothing blank or odd in it.
+fn public_address(a: &str) -> bool {
+    let Some((host, port)) = a.rsplit_once(':') else {
+        return false;
+    };
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    a.len() <= 255
+        && !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_'))
+        && port.parse::<u16>().is_ok_and(|p| p > 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,6 +246,29 @@ mod tests {
         assert_eq!(c.session.auth_timeout, Duration::from_secs(5));
         assert_eq!(c.matches.max_size, 8);
         c.validate().expect("valid");
+    }
+
+    #[test]
+    fn a_public_address_is_host_and_port() {
+        for good in [
+            "game.example.com:7350",
+            "203.0.113.7:7350",
+            "[2001:db8::1]:7350",
+        ] {
+            assert!(public_address(good), "{good}");
+        }
+        for bad in [
+            "",
+            "game.example.com",
+            ":7350",
+            "host:0",
+            "host:70000",
+            "a b:1",
+            "h:x",
+        ] {
+            assert!(!public_address(bad), "{bad}");
+        }
+        assert!(!public_address(&format!("{}:1", "a".repeat(255))));
     }
 
     #[test]

@@ -37,22 +37,7 @@ const CHILD: &str = "QUICMATCH_CLUSTER_MATCHES_TEST_NODE";
 /// The killed node (does nothing unless started by a test with [`CHILD`] set).
 #[test]
 fn server_process() {
-    let Ok(spec) = std::env::var(CHILD) else {
-        return;
-    };
-    let mut parts = spec.split('|');
-    let (Some(url), Some(name), Some(dir)) = (parts.next(), parts.next(), parts.next()) else {
-        panic!("bad {CHILD}: {spec}");
-    };
-    let mut config = node_config(url, name);
-    config.data_dir = format!("{dir}/data").into();
-    config.certs_dir = format!("{dir}/certs").into();
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    runtime.block_on(async move {
-        let server = quicmatch::Server::builder(config).bind().expect("bind");
-        println!("READY {} {}", server.local_addr(), server.fingerprint());
-        server.serve(std::future::pending::<()>()).await;
-    });
+    common::cluster::serve_child(CHILD);
 }
 
 async fn three_nodes(nats: &Nats) -> (TestServer, TestServer, TestServer) {

@@ -496,17 +496,7 @@ impl Cluster {
         let Some(inner) = self.inner.clone() else {
             return Ok(Place::Here);
         };
-        let (owners, me) = {
-            let st = inner.state();
-            match (st.owners.clone(), st.me.clone()) {
-                (Some(o), Some(me)) => (o, me),
-                _ => {
-                    return Err(unavailable(
-                        "a named match needs the cluster, which cannot be reached now",
-                    ))
-                }
-            }
-        };
+        let (owners, me) = inner.owners_and_me()?;
         // A holder is alive while a node of its name is: a node that took a new
         // incarnation claims its own names again on its own.
         let live = |s: &Sender| inner.view().is_peer_name(&s.node);
@@ -527,13 +517,7 @@ impl Cluster {
         let Some(inner) = self.inner.clone() else {
             return Ok(Place::Here);
         };
-        let (owners, me) = {
-            let st = inner.state();
-            match (st.owners.clone(), st.me.clone()) {
-                (Some(o), Some(me)) => (o, me),
-                _ => return Err(unavailable("the cluster cannot be reached now")),
-            }
-        };
+        let (owners, me) = inner.owners_and_me()?;
         match tokio::time::timeout(REQUEST_TIMEOUT, owners.take_over(id, &me, revision)).await {
             Ok(Ok(Some(revision))) => {
                 inner.state().claims.insert(id, (revision, None));
@@ -702,6 +686,17 @@ impl Inner {
     /// The named matches' claims bucket's name.
     fn owners_bucket(&self) -> String {
         format!("qm_{}_owners", self.config.name)
+    }
+
+    /// The named matches' claims and who this node is, while joined.
+    fn owners_and_me(&self) -> Result<(nats::Owners, Sender), Refusal> {
+        let st = self.state();
+        match (st.owners.clone(), st.me.clone()) {
+            (Some(owners), Some(me)) => Ok((owners, me)),
+            _ => Err(unavailable(
+                "a named match needs the cluster, which cannot be reached now",
+            )),
+        }
     }
 
     /// The link to `peer`, started on first use; `None` while not joined.

@@ -100,17 +100,8 @@ pub(crate) fn dispatch(
             max_size,
             private,
         } => {
-            return matches::create_with(
-                shared,
-                session,
-                name.as_deref(),
-                crate::matches::RelayedOptions {
-                    label,
-                    max_size,
-                    private,
-                    latest_op_codes: Vec::new(),
-                },
-            )
+            let options = relayed(label, max_size, private, Vec::new());
+            return matches::create_with(shared, session, name.as_deref(), options);
         }
         Request::MatchCreateWithLatest {
             name,
@@ -119,17 +110,8 @@ pub(crate) fn dispatch(
             private,
             latest_op_codes,
         } => {
-            return matches::create_with(
-                shared,
-                session,
-                name.as_deref(),
-                crate::matches::RelayedOptions {
-                    label,
-                    max_size,
-                    private,
-                    latest_op_codes,
-                },
-            )
+            let options = relayed(label, max_size, private, latest_op_codes);
+            return matches::create_with(shared, session, name.as_deref(), options);
         }
         Request::MatchList(request) => return matches::list(shared, request),
         Request::Rpc { id, payload } => return runtime::rpc(shared, session, id, payload),
@@ -171,6 +153,21 @@ pub(crate) fn dispatch(
         | Request::PartyMatchmakerRemove { .. }) => party::dispatch(shared, session, party_request),
     };
     Dispatched::Now(outcome)
+}
+
+/// How a relayed match is to be created.
+fn relayed(
+    label: Option<String>,
+    max_size: Option<u32>,
+    private: bool,
+    latest_op_codes: Vec<i64>,
+) -> crate::matches::RelayedOptions {
+    crate::matches::RelayedOptions {
+        label,
+        max_size,
+        private,
+        latest_op_codes,
+    }
 }
 
 /// Encodes the outcome of a request as the frame to send back, if any: a response with

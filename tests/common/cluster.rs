@@ -33,3 +33,25 @@ pub fn names(stats: &Stats) -> Vec<String> {
 pub async fn sees(stats: &Stats, want: &[&str], what: &str) {
     eventually(what, || names(stats) == want).await;
 }
+
+/// The body of a cluster test binary's `server_process` test: when `env` holds
+/// `URL|NAME|DIR`, serves a node of that cluster (store and certificates under `DIR`)
+/// until killed, after printing `READY <addr> <fingerprint>`; otherwise does nothing.
+pub fn serve_child(env: &str) {
+    let Ok(spec) = std::env::var(env) else {
+        return;
+    };
+    let mut parts = spec.split('|');
+    let (Some(url), Some(name), Some(dir)) = (parts.next(), parts.next(), parts.next()) else {
+        panic!("bad {env}: {spec}");
+    };
+    let mut config = node_config(url, name);
+    config.data_dir = format!("{dir}/data").into();
+    config.certs_dir = format!("{dir}/certs").into();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async move {
+        let server = quicmatch::Server::builder(config).bind().expect("bind");
+        println!("READY {} {}", server.local_addr(), server.fingerprint());
+        server.serve(std::future::pending::<()>()).await;
+    });
+}

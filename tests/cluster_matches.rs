@@ -620,3 +620,40 @@ async fn a_listing_shows_every_nodes_matches_in_one_order() {
         .expect_err("bad query");
     assert_eq!(err.code(), Some(ErrorCode::BAD_INPUT));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_nats_cross_node_requests_say_so_and_local_play_goes_on() {
+    let Some(mut nats) = Nats::start() else {
+        return;
+    };
+    let a = TestServer::start_with(node_config(&nats.url(), "node-a")).await;
+    let b = TestServer::start_with(node_config(&nats.url(), "node-b")).await;
+    sees(&b.stats, &["node-a", "node-b"], "b sees a").await;
+    let alice = a.client("alice").await;
+    let bob = b.client("bob").await;
+    let carol = b.client("carol").await;
+    let on_a = alice.create_match(None).await.expect("create on a");
+    let on_b = bob.create_match(None).await.expect("create on b");
+    nats.stop();
+    // A match of another node, a name: the cluster is needed, and says it is not there.
+    for err in [
+        carol
+            .join_match(on_a.match_id)
+            .await
+            .expect_err("remote join"),
+        carol
+            .create_match(Some("duel"))
+            .await
+            .expect_err("named create"),
+    ] {
+        assert_eq!(err.code(), Some(ErrorCode::CLUSTER_UNAVAILABLE), "{err}");
+    }
+    // What is local works as ever.
+    carol.join_match(on_b.match_id).await.expect("local join");
+    presence(next_event(&bob, "carol joins").await);
+    carol
+        .send_match_data(on_b.match_id, 1, b"still here".to_vec(), true, None)
+        .await
+        .expect("send");
+    assert_eq!(&data(&bob, "local data").await.data[..], b"still here");
+}

@@ -162,7 +162,7 @@ pub(super) async fn run(
                 st.resets = Some(resets_tx);
                 st.owners = Some(owners.clone());
             }
-            reclaim(&inner, &owners, &me, local.as_ref()).await;
+            super::owners::reclaim(&inner, &owners, &me, local.as_ref()).await;
             // Dropped (so unsubscribed and stopped) when the round ends.
             let _listeners = listen(&inner, &client, &local).await?;
             // When the last renewal that succeeded was sent. Peers judge this node lost
@@ -222,7 +222,7 @@ pub(super) async fn run(
                         }
                         let lost = inner.view().expire(Instant::now());
                         report(&inner, local.as_ref(), lost);
-                        release_ended(&inner, &owners, local.as_ref());
+                        super::owners::release_ended(&inner, &owners, local.as_ref());
                     }
                     entry = next_entry(&mut watch) => match entry {
                         Some(Ok(entry)) => apply(&inner, local.as_ref(), entry),
@@ -315,71 +315,6 @@ async fn open(
             }
             Err(_) => Err(Refused::Unavailable(e.to_string())),
         },
-    }
-}
-
-/// Claims again, for this incarnation, the names of the local matches the last one
-/// claimed; one another node took meanwhile is said (its match and this one now share
-/// a name, until one ends).
-async fn reclaim(inner: &Inner, owners: &Owners, me: &Sender, local: &dyn Local) {
-    let ids: Vec<quicmatch_protocol::MatchId> = inner.state().claims.keys().copied().collect();
-    for id in ids {
-        if !local.is_live(id) {
-            inner.state().claims.remove(&id);
-            continue;
-        }
-        let live = |s: &Sender| inner.view().is_peer_name(&s.node);
-        match owners.claim(id, me, live).await {
-            Ok(Claimed::Mine(revision)) => {
-                inner.state().claims.insert(id, (revision, None));
-            }
-            Ok(Claimed::Theirs(owner, _)) => {
-                warn!(match_id = %id, node = %owner.node, "cluster: another node took this node's named match meanwhile");
-                inner.state().claims.remove(&id);
-            }
-            Err(e) => {
-                warn!(match_id = %id, error = %e, "cluster: could not claim a named match again")
-            }
-        }
-    }
-}
-
-/// Gives up the claims on named matches that ended here: those seen ended for longer
-/// than `request_timeout` (so a claim made just before its match is created, or a
-/// match a late join brought back, keeps its name). The deletes run on their own.
-fn release_ended(inner: &Inner, owners: &Owners, local: &dyn Local) {
-    let ids: Vec<quicmatch_protocol::MatchId> = inner.state().claims.keys().copied().collect();
-    // Asked of the tables without the cluster's lock.
-    let live: Vec<(quicmatch_protocol::MatchId, bool)> =
-        ids.into_iter().map(|id| (id, local.is_live(id))).collect();
-    let now = Instant::now();
-    let mut released = Vec::new();
-    {
-        let mut st = inner.state();
-        for (id, live) in live {
-            let Some((revision, ended)) = st.claims.get_mut(&id) else {
-                continue;
-            };
-            if live {
-                *ended = None;
-            } else if now.saturating_duration_since(*ended.get_or_insert(now))
-                > super::REQUEST_TIMEOUT
-            {
-                released.push((id, *revision));
-            }
-        }
-        for (id, _) in &released {
-            st.claims.remove(id);
-        }
-    }
-    if !released.is_empty() {
-        let owners = owners.clone();
-        tokio::spawn(async move {
-            for (id, revision) in released {
-                let _ = tokio::time::timeout(super::REQUEST_TIMEOUT, owners.release(id, revision))
-                    .await;
-            }
-        });
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use quicmatch::{Config, Stats};
 
-use super::eventually;
+use super::{eventually, nats::Nats, TestServer};
 
 /// Renewals in the tests: fast, so losses show within a second.
 pub const HEARTBEAT: Duration = Duration::from_millis(100);
@@ -54,4 +54,17 @@ pub fn serve_child(env: &str) {
         println!("READY {} {}", server.local_addr(), server.fingerprint());
         server.serve(std::future::pending::<()>()).await;
     });
+}
+
+/// Three nodes of the cluster on `nats` (`node-a`, `node-b`, `node-c`), once each sees
+/// all three.
+pub async fn three_nodes(nats: &Nats) -> (TestServer, TestServer, TestServer) {
+    let a = TestServer::start_with(node_config(&nats.url(), "node-a")).await;
+    let b = TestServer::start_with(node_config(&nats.url(), "node-b")).await;
+    let c = TestServer::start_with(node_config(&nats.url(), "node-c")).await;
+    let all = ["node-a", "node-b", "node-c"];
+    for (s, name) in [(&a, "a"), (&b, "b"), (&c, "c")] {
+        sees(&s.stats, &all, &format!("{name} sees all three")).await;
+    }
+    (a, b, c)
 }

@@ -282,6 +282,31 @@ pub struct Stats {
     shared: Arc<Shared>,
 }
 
+/// Where clients can reach a server listening on `addr`: `addr` itself, or, for an
+/// unspecified address, each interface's (IPv4, and IPv6 but link-local when listening
+/// on `[::]`), then loopback. The startup banner prints them; a cluster node's
+/// registry entry gives the first unless `cluster.public_address` says otherwise.
+pub fn reachable_addresses(addr: SocketAddr) -> Vec<SocketAddr> {
+    if !addr.ip().is_unspecified() {
+        return vec![addr];
+    }
+    let port = addr.port();
+    let v6 = addr.is_ipv6();
+    let mut reach = Vec::new();
+    if let Ok(ifaces) = if_addrs::get_if_addrs() {
+        for iface in ifaces.iter().filter(|i| !i.is_loopback()) {
+            let ip = iface.ip();
+            let link_local =
+                matches!(ip, std::net::IpAddr::V6(a) if (a.segments()[0] & 0xffc0) == 0xfe80);
+            if ip.is_ipv4() || (v6 && !link_local) {
+                reach.push(SocketAddr::new(ip, port));
+            }
+        }
+    }
+    reach.push(SocketAddr::from(([127, 0, 0, 1], port)));
+    reach
+}
+
 impl Stats {
     /// The nodes of this node's cluster as it sees them, itself included once it has
     /// registered; empty when it is not in a cluster (or NATS is out of reach).

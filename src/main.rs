@@ -289,26 +289,11 @@ impl Reach {
 /// the server advertises itself; and by address, pinning the fingerprint).
 fn banner(server: &Server, how: &Reach) -> String {
     let addr = server.local_addr();
-    let port = addr.port();
     let fingerprint = server.fingerprint();
-    let mut reach: Vec<String> = Vec::new();
-    if addr.ip().is_unspecified() {
-        let v6 = addr.is_ipv6();
-        if let Ok(ifaces) = if_addrs::get_if_addrs() {
-            for iface in ifaces.iter().filter(|i| !i.is_loopback()) {
-                let ip = iface.ip();
-                if ip.is_ipv4()
-                    || (v6
-                        && !matches!(ip, std::net::IpAddr::V6(a) if (a.segments()[0] & 0xffc0) == 0xfe80))
-                {
-                    reach.push(SocketAddr::new(ip, port).to_string());
-                }
-            }
-        }
-        reach.push(SocketAddr::from(([127, 0, 0, 1], port)).to_string());
-    } else {
-        reach.push(addr.to_string());
-    }
+    let reach: Vec<String> = quicmatch::reachable_addresses(addr)
+        .iter()
+        .map(SocketAddr::to_string)
+        .collect();
     let first = reach.first().cloned().unwrap_or_else(|| addr.to_string());
     let who = "--device-id my-device-0001 --username me";
     let by_address = format!("quicmatch-cli --server {first} {who} --pin {fingerprint}");

@@ -329,11 +329,13 @@ pub(crate) async fn serve(
         ));
     }
     {
-        let address = config
-            .cluster
-            .public_address
-            .clone()
-            .unwrap_or_else(|| endpoint.local_addr().unwrap_or(config.listen).to_string());
+        let address = config.cluster.public_address.clone().unwrap_or_else(|| {
+            let listening = endpoint.local_addr().unwrap_or(config.listen);
+            crate::reachable_addresses(listening)
+                .first()
+                .unwrap_or(&listening)
+                .to_string()
+        });
         let stats = shared.clone();
         let max = shared.config.session.max_connections.max(1);
         let load = move || {

@@ -21,7 +21,8 @@ use quicmatch::runtime::{
 use quicmatch_client::{ErrorCode, Event, MatchData, MatchId, Presence, Socket};
 
 /// Echoes every message to everyone, op code + 100, from the server; welcomes each
-/// joiner; refuses spies; kicks or ends on a signal (`kick:NAME`, `end:REASON`).
+/// joiner (kicks those named `unwelcome…` at once); refuses spies, takes 3 s over a
+/// join with `slow` metadata; kicks or ends on a signal (`kick:NAME`, `end:REASON`).
 struct Echo;
 
 impl MatchHandler for Echo {
@@ -36,6 +37,10 @@ impl MatchHandler for Echo {
         _presence: &Presence,
         metadata: &BTreeMap<String, String>,
     ) -> JoinDecision {
+        if metadata.contains_key("slow") {
+            // A handler that takes its time (within `matches.answer_timeout`).
+            std::thread::sleep(std::time::Duration::from_secs(3));
+        }
         match metadata.get("role").map(String::as_str) {
             Some("spy") => JoinDecision::Reject("no spies".into()),
             _ => JoinDecision::Accept,
@@ -43,7 +48,13 @@ impl MatchHandler for Echo {
     }
 
     fn join(&mut self, _ctx: &MatchContext, d: &mut Dispatcher<'_>, presences: &[Presence]) {
-        for p in presences {
+        let (unwelcome, welcome): (Vec<Presence>, Vec<Presence>) = presences
+            .iter()
+            .cloned()
+            .partition(|p| p.username.starts_with("unwelcome"));
+        // Kicked as soon as it is in.
+        d.kick(&unwelcome);
+        for p in &welcome {
             d.broadcast(
                 7,
                 format!("welcome {}", p.username),
@@ -192,4 +203,51 @@ async fn a_server_run_match_has_members_on_other_nodes() {
         sa.cluster_memberships() == (0, 0) && sb.cluster_memberships() == (0, 0)
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_handler_and_a_kick_on_arrival_leave_both_nodes_agreeing() {
+    let Some(nats) = Nats::start() else { return };
+    let a = node(&nats, "node-a").await;
+    let b = node(&nats, "node-b").await;
+    sees(&a.stats, &["node-a", "node-b"], "a sees b").await;
+    sees(&b.stats, &["node-a", "node-b"], "b sees a").await;
+    let alice = a.client("alice").await;
+    let id: MatchId = alice
+        .rpc("create_echo", "{}")
+        .await
+        .expect("rpc")
+        .parse()
+        .expect("id");
+    // Kicked in the handler's join, before the home has the answer: the client sees
+    // the Match reply, then MatchEnded, and neither node keeps a membership.
+    let unwelcome = b.client("unwelcome").await;
+    let m = unwelcome
+        .join_match(id)
+        .await
+        .expect("the join itself succeeds");
+    assert_eq!(m.match_id, id);
+    assert_eq!(ended(&unwelcome, "kicked on arrival").await.0, id);
+    let (sa, sb) = (a.stats.clone(), b.stats.clone());
+    eventually("nothing kept of the kicked member", || {
+        sa.cluster_memberships() == (0, 0) && sb.cluster_memberships() == (0, 0)
+    })
+    .await;
+    // A handler that takes 3 s to decide (more than a request's 2 s): the home waits
+    // for it, and the member is a member on both nodes.
+    let bob = b.client("bob").await;
+    let slow = BTreeMap::from([("slow".to_owned(), "yes".to_owned())]);
+    bob.join_match_with(id, slow).await.expect("a slow yes");
+    assert_eq!(
+        &data(&bob, 7, "bob's welcome").await.data[..],
+        b"welcome bob"
+    );
+    bob.send_match_data(id, 1, b"made it".to_vec(), true, None)
+        .await
+        .expect("send");
+    assert_eq!(&data(&bob, 101, "the echo").await.data[..], b"made it");
+    assert_eq!(
+        (a.stats.cluster_memberships(), b.stats.cluster_memberships()),
+        ((0, 1), (1, 0))
+    );
 }

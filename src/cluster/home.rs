@@ -25,6 +25,7 @@ impl Cluster {
         match_id: MatchId,
         presence: Presence,
         metadata: std::collections::BTreeMap<String, String>,
+        answer_timeout: std::time::Duration,
     ) -> Result<MatchInfo, Refusal> {
         let not_found = || {
             Refusal::new(
@@ -77,11 +78,14 @@ impl Cluster {
             Ok(p) => p,
             Err(e) => return Err(Refusal::new(ErrorCode::BAD_INPUT, e.to_string())),
         };
+        // A server-run match's handler has `matches.answer_timeout` to decide (the same
+        // on every node): the host is given that and a request's time.
+        let wait = REQUEST_TIMEOUT + answer_timeout;
         let asks = peers.iter().map(|peer| {
             bus.request(
                 wire::request_subject(&inner.config.name, &peer.node),
                 payload.clone(),
-                REQUEST_TIMEOUT,
+                wait,
             )
         });
         let answers = futures_util::future::join_all(asks).await;
@@ -104,15 +108,26 @@ impl Cluster {
         }
         if let Some((host, mut info)) = joined {
             let mut st = inner.state();
-            if st
+            match st
                 .memberships
                 .take_ended_joining(match_id, session, attempt)
             {
-                // The host ended it (a link it reset) before this answer was taken.
-                drop(st);
-                return Err(unavailable(
-                    "the match's node lost touch with this one; try again",
-                ));
+                // The host ended it before this answer was taken. Told (a kick, or the
+                // match's end, already queued after this reply): the join stands as on
+                // one node, and makes no member.
+                Some(true) => {
+                    st.memberships.not_joined(match_id, session, attempt);
+                    guard.peers.clear();
+                    return Ok(info);
+                }
+                // Not told (a link it reset): a refusal.
+                Some(false) => {
+                    drop(st);
+                    return Err(unavailable(
+                        "the match's node lost touch with this one; try again",
+                    ));
+                }
+                None => {}
             }
             guard.peers.clear();
             info.handle = st

@@ -62,9 +62,10 @@ pub(super) struct Memberships {
     next_attempt: u64,
     /// Sessions joining a match not found locally, host not known yet.
     joining: HashMap<MatchId, HashMap<SessionId, u64>>,
-    /// Join attempts a host ended before its `Joined` answer was taken: that answer
-    /// counts as a refusal.
-    ended_joining: HashSet<(MatchId, SessionId, u64)>,
+    /// Join attempts a host ended before its `Joined` answer was taken, and whether the
+    /// session was told (`MatchEnded` delivered): then the answer stands but makes no
+    /// member; otherwise it counts as a refusal.
+    ended_joining: HashMap<(MatchId, SessionId, u64), bool>,
     /// Members of local matches homed on each other node.
     guests: HashMap<String, Guests>,
 }
@@ -81,15 +82,29 @@ impl Memberships {
         attempt
     }
 
-    /// Whether the host ended join `attempt` before its answer came (then the answer
-    /// is void); forgets it either way.
+    /// Whether the host ended join `attempt` before its answer came, and whether the
+    /// session was told so; forgets it.
     pub(super) fn take_ended_joining(
         &mut self,
         match_id: MatchId,
         session: SessionId,
         attempt: u64,
-    ) -> bool {
+    ) -> Option<bool> {
         self.ended_joining.remove(&(match_id, session, attempt))
+    }
+
+    /// The session, still joining `match_id`, was told the match ended (its host
+    /// kicked it, or the match ended, before the join's answer came): returns the
+    /// attempt, whose answer will make no member.
+    pub(super) fn told_ended_while_joining(
+        &mut self,
+        match_id: MatchId,
+        session: SessionId,
+    ) -> Option<u64> {
+        let attempt = *self.joining.get(&match_id)?.get(&session)?;
+        self.ended_joining
+            .insert((match_id, session, attempt), true);
+        Some(attempt)
     }
 
     /// The join attempt ended without success.
@@ -225,7 +240,8 @@ impl Memberships {
             .get(&match_id)
             .is_some_and(|j| j.get(&session) == Some(&attempt))
         {
-            self.ended_joining.insert((match_id, session, attempt));
+            self.ended_joining
+                .insert((match_id, session, attempt), false);
         }
         false
     }
@@ -266,6 +282,19 @@ impl Memberships {
         let current = g.members.entry(key).or_insert(attempt);
         *current = (*current).max(attempt);
         true
+    }
+
+    /// The attempt by which `session` of `node` is a member of `match_id`, if it is.
+    pub(super) fn guest_attempt(
+        &self,
+        node: &str,
+        match_id: MatchId,
+        session: SessionId,
+    ) -> Option<u64> {
+        self.guests
+            .get(node)
+            .and_then(|g| g.members.get(&(match_id, session)))
+            .copied()
     }
 
     /// Whether `session` of `node` is a member of `match_id` by `attempt` (its join
@@ -455,7 +484,13 @@ mod tests {
         let (id, s, a) = (MatchId::new_random(), SessionId::new_random(), node("a", 1));
         let t = m.joining(id, s);
         assert!(!m.ended_by(&a, id, s, t));
-        assert!(m.take_ended_joining(id, s, t));
-        assert!(!m.take_ended_joining(id, s, t), "once");
+        assert_eq!(m.take_ended_joining(id, s, t), Some(false));
+        assert_eq!(m.take_ended_joining(id, s, t), None, "once");
+        assert_eq!(m.told_ended_while_joining(id, s), Some(t));
+        assert_eq!(
+            m.take_ended_joining(id, s, t),
+            Some(true),
+            "told: the answer stands"
+        );
     }
 }

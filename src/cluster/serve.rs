@@ -209,7 +209,16 @@ fn joined(
             if kept {
                 Reply::Joined(info)
             } else {
-                local.leave(match_id, session);
+                // Undone meanwhile; unless a newer attempt made it a member (the table
+                // has one membership per session, which that attempt now owns).
+                let newer = inner
+                    .state()
+                    .memberships
+                    .guest_attempt(&from.node, match_id, session)
+                    .is_some_and(|a| a > attempt);
+                if !newer {
+                    local.leave(match_id, session);
+                }
                 Reply::Refused(withdrawn())
             }
         }
@@ -339,7 +348,15 @@ fn apply(inner: &Inner, local: &dyn Local, from: &Sender, item: Item) {
                 // A server-run match ended, or kicked them: they are no longer in it,
                 // and the host forgets them too.
                 for s in targets {
-                    let left = inner.state().memberships.left(match_id, s);
+                    let left = {
+                        let mut st = inner.state();
+                        st.memberships.left(match_id, s).or_else(|| {
+                            // Still joining: the answer to come makes no member.
+                            st.memberships
+                                .told_ended_while_joining(match_id, s)
+                                .map(|attempt| (from.clone(), attempt))
+                        })
+                    };
                     if let Some((host, attempt)) = left {
                         let link = {
                             let mut st = inner.state();

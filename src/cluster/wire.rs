@@ -69,12 +69,13 @@ pub(super) enum RequestBody {
 }
 
 /// One match of a node's listing, with what ranks it among other nodes' (its query
-/// score, and its age in microseconds: newer first).
+/// score, its age in nanoseconds: newer first, and its node's creation order).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Listed {
     pub(crate) listing: MatchListing,
     pub(crate) score: f64,
-    pub(crate) age_us: u64,
+    pub(crate) age_ns: u64,
+    pub(crate) created: u64,
 }
 
 /// A refusal: the code and message the client is told.

@@ -211,22 +211,24 @@ fn range_duration_or_off(key: &str, v: Duration, lo: Duration, hi: Duration) -> 
     }
 }
 
-/// `HOST:PORT`: a name or an address (IPv6 in brackets), a port 1 to 65535, at most
-/// 255 bytes, nothing blank or odd in it.
 fn public_address(a: &str) -> bool {
     let Some((host, port)) = a.rsplit_once(':') else {
         return false;
     };
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    a.len() <= 255
-        && !host.is_empty()
-        && host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_'))
-        && port.parse::<u16>().is_ok_and(|p| p > 0)
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        // IPv6 only in brackets.
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        // A name or an IPv4 address: dot-separated labels of letters, digits, `-`.
+        None => {
+            !host.is_empty()
+                && host.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                })
+        }
+    };
+    a.len() <= 255 && host_ok && port.parse::<u16>().is_ok_and(|p| p > 0)
 }
 
 #[cfg(test)]

@@ -99,6 +99,9 @@ pub(super) fn create_with(
     }
 }
 
+/// A named match is relayed: its join needs no handler's answer.
+const REQUEST_ONLY: std::time::Duration = std::time::Duration::ZERO;
+
 /// How long a node that found a name claimed but its match missing waits before
 /// asking again (a claim is made just before its match is created).
 const CLAIM_SETTLE: std::time::Duration = std::time::Duration::from_millis(200);
@@ -126,7 +129,12 @@ async fn named(
                 // A holder that has just claimed the name may not have created its match
                 // yet: asked twice, a moment apart, before its claim is taken over.
                 let mut answer = cluster
-                    .join(id, (*handle.presence).clone(), BTreeMap::new())
+                    .join(
+                        id,
+                        (*handle.presence).clone(),
+                        BTreeMap::new(),
+                        REQUEST_ONLY,
+                    )
                     .await;
                 if answer
                     .as_ref()
@@ -134,7 +142,12 @@ async fn named(
                 {
                     tokio::time::sleep(CLAIM_SETTLE).await;
                     answer = cluster
-                        .join(id, (*handle.presence).clone(), BTreeMap::new())
+                        .join(
+                            id,
+                            (*handle.presence).clone(),
+                            BTreeMap::new(),
+                            REQUEST_ONLY,
+                        )
                         .await;
                 }
                 match answer {
@@ -179,7 +192,8 @@ pub(super) fn list(shared: &Shared, request: quicmatch_protocol::MatchListReques
                     .map(|l| crate::matches::listing::Ranked {
                         listing: l.listing,
                         score: l.score,
-                        age_us: l.age_us,
+                        age_ns: l.age_ns,
+                        created: l.created,
                     })
                     .collect(),
             );
@@ -211,8 +225,9 @@ pub(super) fn join_with(
                 // events wait for the answer, so the `Match` reply comes first.
                 let cluster = shared.cluster.clone();
                 let presence = (*session.handle.presence).clone();
+                let wait = shared.config.matches.answer_timeout;
                 Dispatched::Later(Box::pin(async move {
-                    let info = cluster.join(match_id, presence, metadata).await?;
+                    let info = cluster.join(match_id, presence, metadata, wait).await?;
                     Ok(Some(Response::Match(info)))
                 }))
             }

@@ -135,7 +135,8 @@ impl Local for Peers {
             .map(|r| Listed {
                 listing: r.listing,
                 score: r.score,
-                age_us: r.age_us,
+                age_ns: r.age_ns,
+                created: r.created,
             })
             .collect())
     }

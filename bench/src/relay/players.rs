@@ -12,7 +12,9 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt as _;
-use quicmatch_client::{ClientConfig, Credentials, Event, MatchId, SendOptions, Socket, Trust};
+use quicmatch_client::{
+    ClientConfig, Credentials, ErrorCode, Event, MatchId, SendOptions, Socket, Trust,
+};
 use tokio::net::UdpSocket;
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
@@ -378,10 +380,16 @@ async fn join(socket: &Socket, id: MatchId) -> anyhow::Result<()> {
     loop {
         match socket.join_match(id).await {
             Ok(_) => return Ok(()),
-            Err(e) if tokio::time::Instant::now() >= deadline => {
-                return Err(anyhow::anyhow!("join: {e}"))
+            Err(e)
+                if tokio::time::Instant::now() < deadline
+                    && matches!(
+                        e.code(),
+                        Some(ErrorCode::MATCH_NOT_FOUND | ErrorCode::CLUSTER_UNAVAILABLE)
+                    ) =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => return Err(anyhow::anyhow!("join: {e}")),
         }
     }
 }

@@ -267,8 +267,9 @@ impl ListingIndex {
             .map(|h| Ranked {
                 listing: h.slot.entry.listing(),
                 score: h.score,
-                age_us: u64::try_from(now.saturating_duration_since(h.slot.born).as_micros())
+                age_ns: u64::try_from(now.saturating_duration_since(h.slot.born).as_nanos())
                     .unwrap_or(u64::MAX),
+                created: h.slot.created,
             })
             .collect())
     }
@@ -284,8 +285,11 @@ impl ListingIndex {
 pub(crate) struct Ranked {
     pub(crate) listing: MatchListing,
     pub(crate) score: f64,
-    /// Microseconds since the match was created (newer first).
-    pub(crate) age_us: u64,
+    /// Nanoseconds since the match was created (newer first).
+    pub(crate) age_ns: u64,
+    /// Its node's creation order (larger is newer): what orders two matches of one
+    /// node created within the clock's resolution.
+    pub(crate) created: u64,
 }
 
 impl Ranked {
@@ -296,7 +300,8 @@ impl Ranked {
             .total_cmp(&a.score)
             .then_with(|| full(a).cmp(&full(b)))
             .then_with(|| b.listing.size.cmp(&a.listing.size))
-            .then_with(|| a.age_us.cmp(&b.age_us))
+            .then_with(|| a.age_ns.cmp(&b.age_ns))
+            .then_with(|| b.created.cmp(&a.created))
             .then_with(|| a.listing.match_id.cmp(&b.listing.match_id))
     }
 }

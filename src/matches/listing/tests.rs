@@ -961,7 +961,7 @@ fn ten_thousand_labelled_matches() {
 
 #[test]
 fn listings_of_several_nodes_merge_in_the_listing_order() {
-    let ranked = |id: u128, score: f64, size: u32, max_size: u32, age_us: u64| Ranked {
+    let ranked = |id: u128, score: f64, size: u32, max_size: u32, age_ns: u64| Ranked {
         listing: MatchListing {
             match_id: MatchId(Uuid::from_u128(id)),
             authoritative: false,
@@ -972,7 +972,8 @@ fn listings_of_several_nodes_merge_in_the_listing_order() {
             handler: String::new(),
         },
         score,
-        age_us,
+        age_ns,
+        created: 0,
     };
     let node_a = vec![
         ranked(1, 2.0, 1, 4, 50),

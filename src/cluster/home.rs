@@ -12,7 +12,7 @@ use quicmatch_protocol::{
 
 use super::{
     nats, unavailable, wire, Cluster, DatagramBody, Item, Listed, Place, Refusal, Reply, Request,
-    RequestBody, Sender, Withdraw, REQUEST_TIMEOUT,
+    RequestBody, Sender, Withdraw,
 };
 use crate::outbound::SessionHandle;
 
@@ -80,7 +80,7 @@ impl Cluster {
         };
         // A server-run match's handler has `matches.answer_timeout` to decide (the same
         // on every node): the host is given that and a request's time.
-        let wait = REQUEST_TIMEOUT + answer_timeout;
+        let wait = inner.config.request_timeout + answer_timeout;
         let asks = peers.iter().map(|peer| {
             bus.request(
                 wire::request_subject(&inner.config.name, &peer.node),
@@ -191,11 +191,12 @@ impl Cluster {
             };
             let bus = bus.clone();
             let subject = wire::request_subject(&inner.config.name, &host.node);
+            let wait = inner.config.request_timeout;
             async move {
                 let bus = bus.ok_or_else(|| "not connected".to_owned())?;
                 let payload =
                     quicmatch_protocol::frame::encode_peer(&request).map_err(|e| e.to_string())?;
-                let answer = bus.request(subject, payload, REQUEST_TIMEOUT).await?;
+                let answer = bus.request(subject, payload, wait).await?;
                 match quicmatch_protocol::frame::decode_peer::<Reply>(&answer) {
                     Ok(Reply::Infos(infos)) => Ok(infos),
                     _ => Err("unexpected answer".to_owned()),
@@ -254,7 +255,8 @@ impl Cluster {
         // A holder is alive while a node of its name is: a node that took a new
         // incarnation claims its own names again on its own.
         let live = |s: &Sender| inner.view().is_peer_name(&s.node);
-        match tokio::time::timeout(REQUEST_TIMEOUT, owners.claim(id, &me, live)).await {
+        match tokio::time::timeout(inner.config.request_timeout, owners.claim(id, &me, live)).await
+        {
             Ok(Ok(nats::Claimed::Mine(revision))) => {
                 inner.state().claims.insert(id, (revision, None));
                 Ok(Place::Here)
@@ -272,7 +274,12 @@ impl Cluster {
             return Ok(Place::Here);
         };
         let (owners, me) = inner.owners_and_me()?;
-        match tokio::time::timeout(REQUEST_TIMEOUT, owners.take_over(id, &me, revision)).await {
+        match tokio::time::timeout(
+            inner.config.request_timeout,
+            owners.take_over(id, &me, revision),
+        )
+        .await
+        {
             Ok(Ok(Some(revision))) => {
                 inner.state().claims.insert(id, (revision, None));
                 Ok(Place::Here)
@@ -316,7 +323,7 @@ impl Cluster {
             bus.request(
                 wire::request_subject(&inner.config.name, node),
                 payload.clone(),
-                REQUEST_TIMEOUT,
+                inner.config.request_timeout,
             )
         });
         let mut lists = Vec::new();

@@ -1,12 +1,12 @@
 //! Links (docs/cluster.md §5.5): what one node sends another, in order. A [`Link`] to a
 //! peer incarnation queues items without waiting (tables push to it under their locks)
 //! and a writer task publishes them in numbered batches, keeping what it sent (up to
-//! [`LINK_BUFFER`] bytes) to publish again when asked, and a probe with its latest
+//! `cluster.link_buffer` bytes) to publish again when asked, and a probe with its latest
 //! number every `heartbeat`, so even a lost last batch shows. [`Inbound`] checks the
 //! numbers on the receiving side: a batch lost in NATS (a reconnection, a full
 //! subscription) is a gap; the batches after it wait while the sender is asked to
 //! publish the missing ones again. A gap that cannot be filled (the sender no longer
-//! holds it, or does not answer), or a link whose queue passes [`LINK_BUFFER`], resets
+//! holds it, or does not answer), or a link whose queue passes `cluster.link_buffer`, resets
 //! the link, which ends every membership between the two nodes with an event to each
 //! player, so nobody's picture of a match is ever silently wrong.
 //!
@@ -27,16 +27,13 @@ use quicmatch_protocol::frame;
 use tokio::sync::mpsc;
 use tracing::warn;
 
+use crate::config::ClusterConfig;
+
 use super::{
     nats::Bus,
     wire::{self, DatagramBody, DatagramMsg, Item, LinkMsg, Sender},
 };
 
-/// Reliable bytes a link may hold unsent before it is reset, and sent bytes it keeps for
-/// a replay.
-pub(super) const LINK_BUFFER: usize = 16 << 20;
-/// Datagrams a link may hold unsent; past this, new ones are dropped.
-pub(super) const DATAGRAM_QUEUE: usize = 4096;
 /// Batches a receiver holds behind a gap while it waits for the replay; past this the
 /// link is reset.
 const HELD_BATCHES: usize = 1024;
@@ -83,6 +80,8 @@ pub(super) struct Link {
     broken: AtomicBool,
     /// Where a reset is reported, to be acted on outside every lock.
     resets: mpsc::UnboundedSender<Sender>,
+    /// `cluster.link_buffer`.
+    buffer: usize,
 }
 
 impl Link {
@@ -90,14 +89,15 @@ impl Link {
     /// probes every `heartbeat`.
     pub(super) fn start(
         bus: Bus,
-        cluster: &str,
+        config: &ClusterConfig,
         me: Sender,
         peer: Sender,
-        heartbeat: Duration,
         resets: mpsc::UnboundedSender<Sender>,
     ) -> Arc<Self> {
         let (cmds, cmds_rx) = mpsc::unbounded_channel();
-        let (datagrams, datagrams_rx) = mpsc::channel(DATAGRAM_QUEUE);
+        let (datagrams, datagrams_rx) = mpsc::channel(config.datagram_queue.max(1));
+        let (cluster, heartbeat, buffer) =
+            (config.name.as_str(), config.heartbeat, config.link_buffer);
         let queued = Arc::new(AtomicUsize::new(0));
         let sent = Arc::new(Mutex::new(Sent::default()));
         let writer = Writer {
@@ -109,6 +109,7 @@ impl Link {
             seq: 0,
             queued: queued.clone(),
             sent: sent.clone(),
+            buffer,
         };
         tokio::spawn(writer.run(cmds_rx, datagrams_rx, heartbeat));
         Arc::new(Self {
@@ -119,16 +120,17 @@ impl Link {
             sent,
             broken: AtomicBool::new(false),
             resets,
+            buffer,
         })
     }
 
-    /// Queues an item; past [`LINK_BUFFER`] unsent bytes the link is reset instead.
+    /// Queues an item; past `cluster.link_buffer` unsent bytes the link is reset instead.
     pub(super) fn push(&self, item: Item) {
         if self.broken.load(Ordering::Relaxed) {
             return;
         }
         let bytes = size(&item);
-        if self.queued.fetch_add(bytes, Ordering::Relaxed) + bytes > LINK_BUFFER {
+        if self.queued.fetch_add(bytes, Ordering::Relaxed) + bytes > self.buffer {
             self.queued.fetch_sub(bytes, Ordering::Relaxed);
             warn!(peer = %self.peer.node, "cluster: link over its buffer; resetting it");
             self.reset();
@@ -192,6 +194,8 @@ struct Writer {
     seq: u64,
     queued: Arc<AtomicUsize>,
     sent: Arc<Mutex<Sent>>,
+    /// `cluster.link_buffer`: what is kept for a replay.
+    buffer: usize,
 }
 
 impl Writer {
@@ -290,7 +294,7 @@ impl Writer {
             let mut sent = self.sent.lock().unwrap_or_else(PoisonError::into_inner);
             sent.bytes += payload.len();
             sent.batches.push_back((msg.seq, payload.clone()));
-            while sent.bytes > LINK_BUFFER {
+            while sent.bytes > self.buffer {
                 match sent.batches.pop_front() {
                     Some((_, old)) => sent.bytes -= old.len(),
                     None => break,

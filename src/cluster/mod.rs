@@ -20,7 +20,7 @@ mod wire;
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, PoisonError},
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use bytes::Bytes;
@@ -44,9 +44,6 @@ use crate::{
     config::ClusterConfig,
     outbound::{RemotePeer, SessionHandle},
 };
-
-/// How long a request to another node may take before it counts as unanswered.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The local tables as the cluster reaches them (implemented above the tables): what
 /// peers ask of this node, and the sessions it delivers to.
@@ -316,14 +313,7 @@ impl Inner {
             }
         }
         let (bus, me, resets) = (st.bus.clone()?, st.me.clone()?, st.resets.clone()?);
-        let link = Link::start(
-            bus,
-            &self.config.name,
-            me,
-            peer.clone(),
-            self.config.heartbeat,
-            resets,
-        );
+        let link = Link::start(bus, &self.config, me, peer.clone(), resets);
         st.links.insert(peer.node.clone(), link.clone());
         Some(link)
     }

@@ -58,7 +58,7 @@ pub(super) fn release_ended(inner: &Inner, owners: &Owners, local: &dyn Local) {
             if live {
                 *ended = None;
             } else if now.saturating_duration_since(*ended.get_or_insert(now))
-                > super::REQUEST_TIMEOUT
+                > inner.config.request_timeout
             {
                 released.push((id, *revision));
             }
@@ -69,10 +69,10 @@ pub(super) fn release_ended(inner: &Inner, owners: &Owners, local: &dyn Local) {
     }
     if !released.is_empty() {
         let owners = owners.clone();
+        let wait = inner.config.request_timeout;
         tokio::spawn(async move {
             for (id, revision) in released {
-                let _ = tokio::time::timeout(super::REQUEST_TIMEOUT, owners.release(id, revision))
-                    .await;
+                let _ = tokio::time::timeout(wait, owners.release(id, revision)).await;
             }
         });
     }

@@ -274,7 +274,7 @@ fn act(inner: &Arc<Inner>, local: &Arc<dyn Local>, from: &Sender, accepted: Acce
 }
 
 /// Asks `from` to publish its batches from `seq` on again; if it cannot, or the gap is
-/// still open after `REQUEST_TIMEOUT`, the link is reset.
+/// still open after `cluster.request_timeout`, the link is reset.
 async fn ask_replay(inner: Arc<Inner>, local: Arc<dyn Local>, from: Sender, seq: u64) {
     let asked = Instant::now();
     let request = {
@@ -288,7 +288,8 @@ async fn ask_replay(inner: Arc<Inner>, local: Arc<dyn Local>, from: Sender, seq:
     }) {
         Ok(payload) => {
             let subject = super::wire::request_subject(&inner.config.name, &from.node);
-            bus.request(subject, payload, super::REQUEST_TIMEOUT).await
+            bus.request(subject, payload, inner.config.request_timeout)
+                .await
         }
         Err(e) => Err(e.to_string()),
     };
@@ -297,7 +298,7 @@ async fn ask_replay(inner: Arc<Inner>, local: Arc<dyn Local>, from: Sender, seq:
         Ok(Ok(Reply::Replaying(true)))
     );
     if replaying {
-        tokio::time::sleep(super::REQUEST_TIMEOUT).await;
+        tokio::time::sleep(inner.config.request_timeout).await;
     } else {
         metrics::counter!("quicmatch_cluster_request_failures_total").increment(1);
     }

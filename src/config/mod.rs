@@ -511,6 +511,22 @@ pub struct ClusterConfig {
     /// Where JetStream keeps the cluster's buckets: `file` (they outlive a NATS
     /// restart) or `memory`. Default `file`.
     pub storage: ClusterStorage,
+    /// How long a request to another node (a join, a listing, a replay, a claim) may
+    /// take before it counts as unanswered (`CLUSTER_UNAVAILABLE`, or a node left out of
+    /// a listing). Default `2s`: a request takes about a millisecond; this rides out a
+    /// NATS server's failover in a NATS cluster of three.
+    /// Range: `100ms` to `60s`.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Reliable bytes a link to one other node may hold unsent before it is reset, and
+    /// sent bytes it keeps for a replay. Default `16777216` (16 MiB): seconds of heavy
+    /// reliable traffic between two nodes, so a NATS restart loses nothing.
+    /// Range: 1 MiB to 1 GiB.
+    pub link_buffer: usize,
+    /// Datagrams a link to one other node may hold unsent; past this, new ones are
+    /// dropped (counted). Default `4096`: about a second of a busy pair of nodes; older
+    /// unreliable data would be stale. Range: 64 to 1048576.
+    pub datagram_queue: usize,
     /// Where this node's clients connect, as its registry entry shows it to the other
     /// nodes, lobbies and operators: `HOST:PORT`, a name or an address (at most 255
     /// bytes). Default: the address the node listens on (behind NAT or a balancer, set
@@ -541,6 +557,9 @@ impl Default for ClusterConfig {
             replicas: 1,
             storage: ClusterStorage::File,
             public_address: None,
+            request_timeout: Duration::from_secs(2),
+            link_buffer: 16 << 20,
+            datagram_queue: 4096,
         }
     }
 }

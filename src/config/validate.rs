@@ -68,6 +68,9 @@ macro_rules! with_bounded_keys {
             range relay.min_congestion_window = 0, 16 << 20;
             range_duration cluster.heartbeat = 100 * MS, 10 * SEC;
             range_duration cluster.node_ttl = 300 * MS, 5 * MIN;
+            range_duration cluster.request_timeout = 100 * MS, 60 * SEC;
+            range cluster.link_buffer = 1 << 20, 1 << 30;
+            range cluster.datagram_queue = 64, 1 << 20;
         }
     };
 }

@@ -106,6 +106,23 @@ async fn node(nats: &Nats, name: &str) -> TestServer {
     .await
 }
 
+/// Nodes `node-a` and `node-b`, once they see each other, and an echo match Alice
+/// (on a) created.
+async fn two_nodes_and_a_match(nats: &Nats) -> (TestServer, TestServer, Socket, MatchId) {
+    let a = node(nats, "node-a").await;
+    let b = node(nats, "node-b").await;
+    sees(&a.stats, &["node-a", "node-b"], "a sees b").await;
+    sees(&b.stats, &["node-a", "node-b"], "b sees a").await;
+    let alice = a.client("alice").await;
+    let id: MatchId = alice
+        .rpc("create_echo", "{}")
+        .await
+        .expect("rpc")
+        .parse()
+        .expect("id");
+    (a, b, alice, id)
+}
+
 /// The next match data with op code `op`, skipping presence and other data.
 async fn data(who: &Socket, op: i64, what: &str) -> MatchData {
     loop {
@@ -131,18 +148,8 @@ async fn ended(who: &Socket, what: &str) -> (MatchId, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_run_match_has_members_on_other_nodes() {
     let Some(nats) = Nats::start() else { return };
-    let a = node(&nats, "node-a").await;
-    let b = node(&nats, "node-b").await;
-    sees(&a.stats, &["node-a", "node-b"], "a sees b").await;
-    sees(&b.stats, &["node-a", "node-b"], "b sees a").await;
-    let alice = a.client("alice").await;
+    let (a, b, alice, id) = two_nodes_and_a_match(&nats).await;
     let bob = b.client("bob").await;
-    let id: MatchId = alice
-        .rpc("create_echo", "{}")
-        .await
-        .expect("rpc")
-        .parse()
-        .expect("id");
     alice.join_match(id).await.expect("alice joins");
     assert_eq!(
         &data(&alice, 7, "alice's welcome").await.data[..],
@@ -208,17 +215,7 @@ async fn a_server_run_match_has_members_on_other_nodes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_handler_and_a_kick_on_arrival_leave_both_nodes_agreeing() {
     let Some(nats) = Nats::start() else { return };
-    let a = node(&nats, "node-a").await;
-    let b = node(&nats, "node-b").await;
-    sees(&a.stats, &["node-a", "node-b"], "a sees b").await;
-    sees(&b.stats, &["node-a", "node-b"], "b sees a").await;
-    let alice = a.client("alice").await;
-    let id: MatchId = alice
-        .rpc("create_echo", "{}")
-        .await
-        .expect("rpc")
-        .parse()
-        .expect("id");
+    let (a, b, _alice, id) = two_nodes_and_a_match(&nats).await;
     // Kicked in the handler's join, before the home has the answer: the client sees
     // the Match reply, then MatchEnded, and neither node keeps a membership.
     let unwelcome = b.client("unwelcome").await;

@@ -128,27 +128,21 @@ async fn named(
             Place::There(revision) => {
                 // A holder that has just claimed the name may not have created its match
                 // yet: asked twice, a moment apart, before its claim is taken over.
-                let mut answer = cluster
-                    .join(
+                let join = || {
+                    cluster.join(
                         id,
                         (*handle.presence).clone(),
                         BTreeMap::new(),
                         REQUEST_ONLY,
                     )
-                    .await;
+                };
+                let mut answer = join().await;
                 if answer
                     .as_ref()
                     .is_err_and(|r| r.code == ErrorCode::MATCH_NOT_FOUND)
                 {
                     tokio::time::sleep(CLAIM_SETTLE).await;
-                    answer = cluster
-                        .join(
-                            id,
-                            (*handle.presence).clone(),
-                            BTreeMap::new(),
-                            REQUEST_ONLY,
-                        )
-                        .await;
+                    answer = join().await;
                 }
                 match answer {
                     Ok(info) => return Ok(Some(Response::Match(info))),

@@ -227,13 +227,7 @@ async fn a_player_in_a_remote_match_resumes_at_its_home() {
     sees(&b.stats, &["node-a", "node-b"], "b sees a").await;
     let alice = a.client("alice").await;
     let proxy = Proxy::start(b.addr, Impairment::CLEAN, 1).await;
-    let mut config = b.client_config("bob");
-    config.server = proxy.addr;
-    config.keep_alive = Duration::from_millis(200);
-    let bob = timeout(TEST_TIMEOUT, Socket::connect(config))
-        .await
-        .expect("connect in time")
-        .expect("connect");
+    let bob = common::client_via(&b, Some(&proxy), "bob").await;
     let m = alice.create_match(None).await.expect("create");
     bob.join_match(m.match_id).await.expect("join");
     presence(next_event(&alice, "bob joins").await);
@@ -248,13 +242,7 @@ async fn a_player_in_a_remote_match_resumes_at_its_home() {
         .await
         .expect("send");
 
-    let mut config = b.client_config("bob");
-    config.credentials = Credentials::SessionToken { token };
-    config.keep_alive = Duration::from_millis(200);
-    let back = timeout(TEST_TIMEOUT, Socket::connect(config))
-        .await
-        .expect("resume in time")
-        .expect("resume");
+    let back = common::resume(&b, "bob", token).await;
     assert!(back.session().resumed);
     assert_eq!(
         back.session().matches.len(),

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    assert_no_event, next_event,
+    assert_no_event, client_via, next_event,
     proxy::{Impairment, Proxy},
     TestServer, TEST_TIMEOUT,
 };
@@ -20,20 +20,6 @@ async fn start(grace: Duration) -> TestServer {
     config.session.suspect_after = Duration::from_secs(1);
     config.session.reconnect_grace = grace;
     TestServer::start_with(config).await
-}
-
-/// A client with frequent keep-alives (the test server times out after 2 s), going
-/// through `proxy` (which the test can cut) when given.
-async fn client_via(server: &TestServer, proxy: Option<&Proxy>, name: &str) -> Socket {
-    let mut config = server.client_config(name);
-    if let Some(proxy) = proxy {
-        config.server = proxy.addr;
-    }
-    config.keep_alive = Duration::from_millis(200);
-    timeout(TEST_TIMEOUT, Socket::connect(config))
-        .await
-        .expect("connect in time")
-        .expect("connect")
 }
 
 /// Alice (steady) and Bob (behind `proxy`) in one match, Bob with a ticket.
@@ -64,13 +50,7 @@ async fn a_dropped_client_resumes_within_the_grace() {
         .await
         .expect("send");
 
-    let mut config = server.client_config("bob");
-    config.credentials = Credentials::SessionToken { token };
-    config.keep_alive = Duration::from_millis(200);
-    let back = timeout(TEST_TIMEOUT, Socket::connect(config))
-        .await
-        .expect("resume in time")
-        .expect("resume");
+    let back = common::resume(&server, "bob", token).await;
     assert!(back.session().resumed);
     assert_eq!(back.presence(), bob_presence, "same user, same session id");
     assert_eq!(back.session().matches.len(), 1);

@@ -293,6 +293,31 @@ pub async fn three(server: &TestServer) -> (Socket, Socket, Socket, quicmatch_cl
     (a, b, c, m)
 }
 
+/// A client with frequent keep-alives (so a test server with a short `idle_timeout`
+/// hears it), going through `proxy` (which the test can cut) when given.
+pub async fn client_via(server: &TestServer, proxy: Option<&proxy::Proxy>, name: &str) -> Socket {
+    let mut config = server.client_config(name);
+    if let Some(proxy) = proxy {
+        config.server = proxy.addr;
+    }
+    config.keep_alive = Duration::from_millis(200);
+    timeout(TEST_TIMEOUT, Socket::connect(config))
+        .await
+        .expect("connect in time")
+        .expect("connect")
+}
+
+/// `name`'s session resumed on `server` with its token, keep-alives as [`client_via`].
+pub async fn resume(server: &TestServer, name: &str, token: String) -> Socket {
+    let mut config = server.client_config(name);
+    config.credentials = Credentials::SessionToken { token };
+    config.keep_alive = Duration::from_millis(200);
+    timeout(TEST_TIMEOUT, Socket::connect(config))
+        .await
+        .expect("resume in time")
+        .expect("resume")
+}
+
 /// The next event, failing the test if none comes in time.
 pub async fn next_event(socket: &Socket, what: &str) -> Event {
     timeout(TEST_TIMEOUT, socket.next_event())

@@ -730,6 +730,14 @@ impl Socket {
         lock(&self.inner.state).presences(match_id)
     }
 
+    /// The short number that names a match this socket is in on the datagrams of this
+    /// connection (PROTOCOL.md §7), for code that writes and reads match
+    /// datagrams on [`connection`](Self::connection) itself; `None` for a match it is
+    /// not in. It changes when the socket resumes on a new connection.
+    pub fn match_handle(&self, match_id: MatchId) -> Option<u32> {
+        lock(&self.inner.state).route(match_id, None).map(|(handle, _)| handle)
+    }
+
     /// The next event if one is ready, without waiting: for a game loop that polls once
     /// a frame. `None` means nothing is ready now (or the socket is closed, or another
     /// task is inside [`next_event`](Self::next_event)). Poll it every frame: unreliable

@@ -271,6 +271,12 @@ pub(crate) struct Args {
     /// per datagram; BENCHMARKS.md). `100` is the SDK's own default.
     #[arg(long, default_value_t = 0)]
     client_max_datagram_age: u64,
+    /// quicmatch players (SDK sockets) write and read their datagrams on the QUIC
+    /// connection directly, as the plain-quinn relay's bare clients do: the SDK only
+    /// connects, authenticates and joins. Both QUIC relays are then measured through
+    /// the same client path, and a difference between them is the server's.
+    #[arg(long, conflicts_with_all = ["reliable", "redundancy", "repeat_after", "client_max_datagram_age"])]
+    bare_clients: bool,
     /// Runs quicmatch as a cluster of two nodes on a nats-server the bench starts
     /// (`nats-server` 2.10 or later on PATH); `--cluster-layout` places the players.
     #[arg(long)]
@@ -490,6 +496,9 @@ pub(crate) struct RunResult {
     /// `--server-cpu-quota`: the servers' CPU limit, percent of one core.
     pub(crate) server_cpu_quota_pct: Option<f64>,
     pub(crate) client_max_datagram_age_ms: Option<u64>,
+    /// `--bare-clients`: the quicmatch players read and wrote datagrams on their QUIC
+    /// connections directly (quicmatch only).
+    pub(crate) bare_clients: bool,
     /// Where datagrams were dropped during the window.
     pub(crate) drops: drops::Drops,
     /// The quicmatch server's transport (`quinn` or `proto`); `null` for the
@@ -945,6 +954,7 @@ pub(crate) async fn run_once(args: &Args, transport: Transport) -> anyhow::Resul
             .filter(|_| transport.is_quicmatch()),
         client_max_datagram_age_ms: Some(args.client_max_datagram_age)
             .filter(|_| transport.is_quicmatch()),
+        bare_clients: args.bare_clients && transport.is_quicmatch(),
         drops: drops::Drops::between(
             &drops0,
             &drops1,

@@ -18,6 +18,8 @@ use quicmatch_client::{
 use tokio::net::UdpSocket;
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
+use quicmatch_protocol::datagram;
+
 use super::{Args, Route, Transport};
 use crate::{quinn_relay, udp_relay};
 
@@ -33,6 +35,12 @@ pub(super) enum Tx {
         socket: Arc<Socket>,
         match_id: MatchId,
         options: SendOptions,
+    },
+    /// `--bare-clients`: datagrams written on the SDK socket's QUIC connection
+    /// directly, as a plain-quinn player writes them.
+    QuicBare {
+        conn: quinn::Connection,
+        handle: u32,
     },
     Udp {
         socket: Arc<UdpSocket>,
@@ -50,6 +58,12 @@ pub(super) enum Tx {
 pub(super) enum Rx {
     Quic {
         socket: Arc<Socket>,
+    },
+    /// `--bare-clients`: datagrams read from the SDK socket's QUIC connection directly.
+    QuicBare {
+        conn: quinn::Connection,
+        /// Kept so the session (and its match membership) lives as long as the reader.
+        _socket: Arc<Socket>,
     },
     Udp {
         socket: Arc<UdpSocket>,
@@ -75,6 +89,9 @@ impl Tx {
             } => socket
                 .send_match_data_with(*match_id, 1, payload, options.clone())
                 .await
+                .is_ok(),
+            Self::QuicBare { conn, handle } => conn
+                .send_datagram(datagram::encode_client(*handle, 1, None, &payload))
                 .is_ok(),
             Self::Udp { socket, header } => {
                 let mut pkt = Vec::with_capacity(header.len() + payload.len());
@@ -102,6 +119,14 @@ impl Rx {
                 Some(Event::MatchData(d)) => on(&d.data),
                 Some(Event::Disconnected { .. }) | None => return false,
                 Some(_) => {}
+            },
+            Self::QuicBare { conn, .. } => match conn.read_datagram().await {
+                Ok(d) => {
+                    if let Ok((_, payload)) = datagram::RelayHeader::decode(d) {
+                        on(&payload);
+                    }
+                }
+                Err(_) => return false,
             },
             Self::Quinn { conn } => match conn.read_datagram().await {
                 Ok(d) => on(&d),
@@ -227,13 +252,30 @@ pub(super) async fn connect_quic(
             join(s, m.match_id).await?;
         }
         for s in group {
-            players.push(Player {
-                tx: Tx::Quic {
-                    socket: s.clone(),
-                    match_id: m.match_id,
-                    options: options.clone(),
-                },
-                rx: Rx::Quic { socket: s.clone() },
+            players.push(if args.bare_clients {
+                let handle = s
+                    .match_handle(m.match_id)
+                    .ok_or_else(|| anyhow::anyhow!("no handle for a match just joined"))?;
+                let conn = s.connection();
+                Player {
+                    tx: Tx::QuicBare {
+                        conn: conn.clone(),
+                        handle,
+                    },
+                    rx: Rx::QuicBare {
+                        conn,
+                        _socket: s.clone(),
+                    },
+                }
+            } else {
+                Player {
+                    tx: Tx::Quic {
+                        socket: s.clone(),
+                        match_id: m.match_id,
+                        options: options.clone(),
+                    },
+                    rx: Rx::Quic { socket: s.clone() },
+                }
             });
         }
     }

@@ -314,6 +314,12 @@ impl Stats {
         self.shared.cluster.nodes()
     }
 
+    /// Whether this node runs the cluster's matchmaker passes now (holds the leader's
+    /// lease); `false` outside a cluster.
+    pub fn cluster_leads_matchmaker(&self) -> bool {
+        self.shared.cluster.leads_matchmaker()
+    }
+
     /// Memberships that cross nodes: this node's sessions in matches other nodes host,
     /// and members homed on other nodes in matches this node hosts.
     pub fn cluster_memberships(&self) -> (usize, usize) {

@@ -264,6 +264,8 @@ pub(crate) fn bind(
         hooks,
     );
     runtime.set_backfills(matchmaker.backfills());
+    let cluster = crate::cluster::Cluster::new(&config.cluster);
+    cluster.share_pool(&matchmaker);
     let parties = PartyTable::new(config.party.clone(), sessions.clone(), matchmaker.clone());
     let shared = Arc::new(Shared {
         handshakes: Default::default(),
@@ -277,7 +279,7 @@ pub(crate) fn bind(
         connections: Default::default(),
         storage_limits: crate::storage::WriteLimits::new(&config.storage),
         restarting: Default::default(),
-        cluster: crate::cluster::Cluster::new(&config.cluster),
+        cluster,
         config,
     });
     Ok(Server {

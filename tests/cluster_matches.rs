@@ -350,6 +350,7 @@ async fn a_nats_restart_keeps_local_play_and_cross_node_play_comes_back() {
         let mut config = node_config(&nats.url(), name);
         config.cluster.heartbeat = Duration::from_secs(1);
         config.cluster.node_ttl = Duration::from_secs(5);
+        config.cluster.leader_lease = Duration::from_secs(5);
         config
     };
     let a = TestServer::start_with(node("node-a")).await;

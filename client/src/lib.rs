@@ -735,7 +735,9 @@ impl Socket {
     /// datagrams on [`connection`](Self::connection) itself; `None` for a match it is
     /// not in. It changes when the socket resumes on a new connection.
     pub fn match_handle(&self, match_id: MatchId) -> Option<u32> {
-        lock(&self.inner.state).route(match_id, None).map(|(handle, _)| handle)
+        lock(&self.inner.state)
+            .route(match_id, None)
+            .map(|(handle, _)| handle)
     }
 
     /// The next event if one is ready, without waiting: for a game loop that polls once

@@ -100,7 +100,10 @@ impl Cluster {
                         refusal = Some(r);
                     }
                 }
-                Ok(Ok(Reply::Infos(_) | Reply::Replaying(_) | Reply::Listed(_)) | Err(_))
+                Ok(
+                    Ok(Reply::Infos(_) | Reply::Replaying(_) | Reply::Listed(_) | Reply::Done)
+                    | Err(_),
+                )
                 | Err(_) => {
                     silent.push(peer);
                 }

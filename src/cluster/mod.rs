@@ -9,12 +9,14 @@
 //! reached never stops the node from serving its own players: it joins once it can.
 
 mod home;
+mod leader;
 mod link;
 mod nats;
 mod owners;
 mod registry;
 mod remote;
 mod serve;
+mod tickets;
 mod wire;
 
 use std::{
@@ -81,6 +83,8 @@ pub(crate) trait Local: Send + Sync {
     fn infos(&self, session: SessionId, matches: &[MatchId]) -> Vec<MatchInfo>;
     /// This node's listing for `request`, ranked.
     fn list(&self, request: &MatchListRequest) -> Result<Vec<Listed>, Refusal>;
+    /// The node's matchmaker: its own tickets, and the leader's passes.
+    fn matchmaker(&self) -> crate::matchmaker::Matchmaker;
 }
 
 /// A join the tables decide now, or later (a server-run match's handler).
@@ -104,6 +108,10 @@ struct Inner {
     /// Held while incoming link batches are applied, so batches a replay released and
     /// batches that came after them are applied in order.
     applying: Mutex<()>,
+    /// This node's tickets on their way to the cluster's pool.
+    home: tickets::Home,
+    /// This node holds the matchmaker's lease.
+    leading: std::sync::atomic::AtomicBool,
 }
 
 /// What changes while the node is in the cluster.
@@ -221,8 +229,25 @@ impl Cluster {
                 view: Mutex::new(view),
                 state: Mutex::new(State::default()),
                 applying: Mutex::new(()),
+                home: tickets::Home::default(),
+                leading: std::sync::atomic::AtomicBool::new(false),
             })),
         }
+    }
+
+    /// Shares `matchmaker`'s tickets through the cluster's one pool (docs/cluster.md
+    /// §6); nothing without a cluster.
+    pub(crate) fn share_pool(&self, matchmaker: &crate::matchmaker::Matchmaker) {
+        if let Some(inner) = &self.inner {
+            matchmaker.share(Arc::new(tickets::Shared(inner.clone())));
+        }
+    }
+
+    /// Whether this node runs the matchmaker's passes now.
+    pub(crate) fn leads_matchmaker(&self) -> bool {
+        self.inner
+            .as_ref()
+            .is_some_and(|i| i.leading.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Whether this node is configured to be in a cluster.
@@ -292,6 +317,21 @@ impl Inner {
     /// The named matches' claims bucket's name.
     fn owners_bucket(&self) -> String {
         format!("qm_{}_owners", self.config.name)
+    }
+
+    /// The matchmaker lease's bucket.
+    fn leader_bucket(&self) -> String {
+        format!("qm_{}_leader", self.config.name)
+    }
+
+    /// The matchmaker tickets' bucket.
+    fn tickets_bucket(&self) -> String {
+        format!("qm_{}_tickets", self.config.name)
+    }
+
+    /// The matched groups' bucket.
+    fn groups_bucket(&self) -> String {
+        format!("qm_{}_groups", self.config.name)
     }
 
     /// The named matches' claims and who this node is, while joined.

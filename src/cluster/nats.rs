@@ -64,6 +64,18 @@ impl Bus {
     }
 }
 
+/// How long a matched group's record is kept: far longer than any delivery takes.
+const GROUPS_KEPT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Why registration did not succeed.
 enum Refused {
     /// A live node holds the name: this one stays out of the cluster.
@@ -115,6 +127,12 @@ pub(super) async fn run(
     let heartbeat = inner.config.heartbeat;
     let mut ticks = tokio::time::interval(heartbeat);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let writer = tokio::spawn(super::tickets::writer(
+        inner.clone(),
+        local.clone(),
+        cancel.clone(),
+    ));
+    let _writer = AbortOnDrop(writer);
     // (Re)joins until stopped: each round opens the bucket, registers, then renews and
     // watches until something fails.
     loop {
@@ -163,6 +181,50 @@ pub(super) async fn run(
                 st.owners = Some(owners.clone());
             }
             super::owners::reclaim(&inner, &owners, &me, local.as_ref()).await;
+            let pool_buckets = super::leader::Buckets {
+                leader: open(
+                    &inner,
+                    &client,
+                    inner.leader_bucket(),
+                    "quicmatch matchmaker lease",
+                    inner.config.leader_lease,
+                )
+                .await?,
+                tickets: open(
+                    &inner,
+                    &client,
+                    inner.tickets_bucket(),
+                    "quicmatch matchmaker tickets",
+                    std::time::Duration::ZERO,
+                )
+                .await?,
+                groups: open(
+                    &inner,
+                    &client,
+                    inner.groups_bucket(),
+                    "quicmatch matched groups",
+                    GROUPS_KEPT,
+                )
+                .await?,
+                owners: owners.clone(),
+            };
+            super::tickets::rejoined(&inner, &pool_buckets.tickets, local.as_ref())
+                .await
+                .map_err(Refused::Unavailable)?;
+            inner
+                .home
+                .store
+                .send_replace(Some(pool_buckets.tickets.clone()));
+            // Competes for the matchmaker's lease for as long as this round lasts.
+            let leading = CancellationToken::new();
+            let _leading = leading.clone().drop_guard();
+            tokio::spawn(super::leader::run(
+                inner.clone(),
+                me.clone(),
+                pool_buckets,
+                local.clone(),
+                leading,
+            ));
             // Dropped (so unsubscribed and stopped) when the round ends.
             let _listeners = listen(&inner, &client, &local).await?;
             // When the last renewal that succeeded was sent. Peers judge this node lost
@@ -248,6 +310,7 @@ pub(super) async fn run(
             st.resets = None;
             st.owners = None;
             st.links.clear();
+            inner.home.store.send_replace(None);
             // Links into the next incarnation number from 1 again.
             st.inbound = super::link::Inbound::default();
         }
@@ -386,6 +449,28 @@ impl Owners {
         match self.0.update(owner_key(id), value, revision).await {
             Ok(revision) => Ok(Some(revision)),
             Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Claims `id` for `owner` (the matchmaker's leader placing a group's match on
+    /// that node): its revision, or `None` when another node holds it.
+    pub(super) async fn claim_for(
+        &self,
+        id: quicmatch_protocol::MatchId,
+        owner: &Sender,
+    ) -> Result<Option<u64>, String> {
+        let key = owner_key(id);
+        let value = frame::encode_peer(owner).map_err(|e| e.to_string())?;
+        match self.0.create(&key, value).await {
+            Ok(revision) => Ok(Some(revision)),
+            Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
+                let entry = self.0.entry(key).await.map_err(|e| e.to_string())?;
+                Ok(entry.and_then(|e| {
+                    let held = frame::decode_peer::<Sender>(&e.value).ok()?;
+                    (e.operation == Operation::Put && held == *owner).then_some(e.revision)
+                }))
+            }
             Err(e) => Err(e.to_string()),
         }
     }

@@ -109,6 +109,17 @@ pub(super) fn on_request(inner: &Arc<Inner>, local: &Arc<dyn Local>, payload: &[
             let matches: Vec<MatchId> = matches.into_iter().take(MAX_LISTED).collect();
             Reply::Infos(local_ref.infos(session, &matches))
         }
+        RequestBody::Matched { result, placement } => {
+            super::tickets::deliver(inner, local_ref, &result, placement);
+            Reply::Done
+        }
+        RequestBody::TicketsCancelled { tickets, reason } => {
+            let tickets: Vec<_> = tickets.into_iter().take(MAX_LISTED).collect();
+            local_ref
+                .matchmaker()
+                .cancelled_elsewhere(&tickets, &reason);
+            Reply::Done
+        }
     };
     Answer::Now(frame::encode_peer(&reply).ok())
 }

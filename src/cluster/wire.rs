@@ -9,9 +9,11 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use quicmatch_protocol::{
-    ErrorCode, MatchId, MatchInfo, MatchListRequest, MatchListing, Presence, SessionId,
+    ErrorCode, MatchId, MatchInfo, MatchListRequest, MatchListing, Presence, SessionId, TicketId,
 };
 use serde::{Deserialize, Serialize};
+
+use crate::matchmaker::shared::GroupResult;
 
 /// Requests to a node, answered by [`Reply`] within `request_timeout`.
 pub(super) fn request_subject(cluster: &str, node: &str) -> String {
@@ -66,6 +68,18 @@ pub(super) enum RequestBody {
     Replay { seq: u64 },
     /// The node's own listing for a client of the sender, ranked for merging.
     List(MatchListRequest),
+    /// The matchmaker's leader formed a group with tickets of the receiver: it tells
+    /// their sessions (once; a repeat delivers nothing). `placement` is the claim the
+    /// leader made for the receiver on the group's token match (its revision).
+    Matched {
+        result: GroupResult,
+        placement: Option<u64>,
+    },
+    /// The leader dropped tickets of the receiver (expired): their members are told.
+    TicketsCancelled {
+        tickets: Vec<TicketId>,
+        reason: String,
+    },
 }
 
 /// One match of a node's listing, with what ranks it among other nodes' (its query
@@ -105,6 +119,8 @@ pub(super) enum Reply {
     Replaying(bool),
     /// A node's listing, in its order (trimmed from the end to fit a message).
     Listed(Vec<Listed>),
+    /// A `Matched` or `TicketsCancelled` was applied.
+    Done,
 }
 
 /// One numbered batch of a link: from one incarnation to one incarnation.

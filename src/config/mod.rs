@@ -532,6 +532,14 @@ pub struct ClusterConfig {
     /// bytes). Default: the address the node listens on (behind NAT or a balancer, set
     /// it).
     pub public_address: Option<String>,
+    /// How long the node that runs the cluster's matchmaker passes (its leader) holds
+    /// the lease without renewing it: a leader that dies is replaced within this, and
+    /// a live one renews every `heartbeat` and stops acting a heartbeat before its
+    /// lease could lapse. At least 3 × `heartbeat`, and the same on every node (it is
+    /// the lease bucket's expiry). Default `5s`.
+    /// Range: `300ms` to `5m`.
+    #[serde(with = "humantime_serde")]
+    pub leader_lease: Duration,
 }
 
 /// Where JetStream keeps the cluster's buckets (`cluster.storage`).
@@ -557,6 +565,7 @@ impl Default for ClusterConfig {
             replicas: 1,
             storage: ClusterStorage::File,
             public_address: None,
+            leader_lease: Duration::from_secs(5),
             request_timeout: Duration::from_secs(2),
             link_buffer: 16 << 20,
             datagram_queue: 4096,

@@ -68,6 +68,7 @@ macro_rules! with_bounded_keys {
             range relay.min_congestion_window = 0, 16 << 20;
             range_duration cluster.heartbeat = 100 * MS, 10 * SEC;
             range_duration cluster.node_ttl = 300 * MS, 5 * MIN;
+            range_duration cluster.leader_lease = 300 * MS, 5 * MIN;
             range_duration cluster.request_timeout = 100 * MS, 60 * SEC;
             range cluster.link_buffer = 1 << 20, 1 << 30;
             range cluster.datagram_queue = 64, 1 << 20;
@@ -121,6 +122,10 @@ impl Config {
         if c.node_ttl < floor {
             let lo = format!("3 × cluster.heartbeat = {}", human(floor));
             return out_of_range("cluster.node_ttl", human(c.node_ttl), lo, "5m");
+        }
+        if c.leader_lease < floor {
+            let lo = format!("3 × cluster.heartbeat = {}", human(floor));
+            return out_of_range("cluster.leader_lease", human(c.leader_lease), lo, "5m");
         }
         let cluster_name = |n: &str| {
             (1..=32).contains(&n.len())

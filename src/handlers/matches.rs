@@ -116,17 +116,33 @@ async fn named(
     name: &str,
     options: &crate::matches::RelayedOptions,
 ) -> Outcome {
-    use crate::cluster::Place;
     let id = crate::matches::named_match_id(name);
+    placed(cluster, id, handle, || {
+        matches.create_with(Some(name), handle, options)
+    })
+    .await
+}
+
+/// Joins the match `id` wherever the cluster's claim on it says, or, when this node
+/// holds the claim (or takes it over from a holder without the match), makes it here
+/// with `create`: one id, one match across the cluster (a named match, a matchmaker
+/// token's).
+pub(super) async fn placed(
+    cluster: &crate::cluster::Cluster,
+    id: MatchId,
+    handle: &crate::outbound::SessionHandle,
+    create: impl Fn() -> Result<MatchInfo, ApiError>,
+) -> Outcome {
+    use crate::cluster::Place;
     let mut place = cluster.place(id).await?;
     for _ in 0..3 {
         match place {
             Place::Here => {
-                let info = matches.create_with(Some(name), handle, options)?;
+                let info = create()?;
                 return Ok(Some(Response::Match(info)));
             }
             Place::There(revision) => {
-                // A holder that has just claimed the name may not have created its match
+                // A holder that has just claimed the id may not have created its match
                 // yet: asked twice, a moment apart, before its claim is taken over.
                 let join = || {
                     cluster.join(
@@ -156,7 +172,7 @@ async fn named(
     }
     Err(ApiError::new(
         ErrorCode::CLUSTER_UNAVAILABLE,
-        "the match of this name kept moving; try again",
+        "the match kept moving between nodes; try again",
     ))
 }
 

@@ -132,7 +132,9 @@ pub(crate) fn dispatch(
             matchmaker::add(shared, session, request, options)
         }
         Request::MatchmakerRemove { ticket } => matchmaker::remove(shared, session, ticket),
-        Request::MatchJoinToken { token } => matchmaker::join_token(shared, session, &token),
+        Request::MatchJoinToken { token } => {
+            return matchmaker::join_token(shared, session, &token)
+        }
         Request::PartyDataSend {
             party_id,
             op_code,

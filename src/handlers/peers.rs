@@ -126,6 +126,10 @@ impl Local for Peers {
         self.0.sessions.get(session)
     }
 
+    fn matchmaker(&self) -> crate::matchmaker::Matchmaker {
+        self.0.matchmaker.clone()
+    }
+
     fn list(&self, request: &MatchListRequest) -> Result<Vec<Listed>, Refusal> {
         Ok(self
             .0

@@ -4,7 +4,7 @@
 
 use std::{
     panic::{catch_unwind, AssertUnwindSafe},
-    sync::{atomic::Ordering, Arc, Weak},
+    sync::{atomic::Ordering, Arc, Mutex, Weak},
     time::Instant,
 };
 
@@ -13,7 +13,7 @@ use tracing::{error, warn};
 
 use super::{
     check_limits,
-    pool::{Matched, PoolStats, TicketSpec},
+    pool::{Matched, Pool, PoolStats, TicketSpec},
     query::{Properties, Query},
     Inner, Matchmaker,
 };
@@ -56,13 +56,28 @@ impl Matchmaker {
         processor: Arc<MatchmakerProcessor>,
         now: Instant,
     ) -> (Vec<Matched>, PoolStats) {
+        self.custom_pass_over(&self.inner.pool, processor, now)
+    }
+
+    /// [`custom_pass`](Self::custom_pass) over another pool (a cluster leader's
+    /// mirror).
+    pub(super) fn custom_pass_over(
+        &self,
+        pool: &Mutex<Pool>,
+        processor: Arc<MatchmakerProcessor>,
+        now: Instant,
+    ) -> (Vec<Matched>, PoolStats) {
+        let lock = || {
+            pool.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
         let (snapshot, started) = {
-            let mut pool = self.pool();
+            let mut pool = lock();
             let started = pool.begin_custom_pass();
             (pool.snapshot(now), started)
         };
         let groups = self.run_processor(processor, snapshot).unwrap_or_default();
-        let mut pool = self.pool();
+        let mut pool = lock();
         let (matched, rejected) = pool.finish_custom_pass(groups, started, now);
         for r in &rejected {
             warn!(group = ?r.group, reason = %r.reason, "matchmaker processor group refused");
@@ -134,6 +149,11 @@ impl Backfills for BackfillHandle {
             .upgrade()
             .ok_or_else(|| RuntimeError::Failed("the matchmaker has stopped".into()))?;
         let mm = Matchmaker { inner };
+        if mm.shared().is_some() {
+            return Err(RuntimeError::BadRequest(
+                "backfill tickets are not shared across a cluster's nodes; a cluster's matchmaker takes players' and parties' tickets only".into(),
+            ));
+        }
         let seats = usize::try_from(seats).unwrap_or(usize::MAX);
         if seats == 0 || seats > mm.inner.config.max_count {
             return Err(RuntimeError::BadRequest(format!(

@@ -13,6 +13,7 @@ pub mod query;
 pub mod token;
 
 mod custom;
+pub(crate) mod shared;
 
 use std::{
     sync::{atomic::AtomicBool, Arc, Mutex, MutexGuard},
@@ -64,6 +65,8 @@ struct Inner {
     hooks: Hooks,
     /// A custom processor's call has not returned yet (it may have timed out).
     processor_busy: AtomicBool,
+    /// The cluster's pool, when this node's tickets are shared through one.
+    shared: std::sync::OnceLock<Arc<dyn shared::SharedPool>>,
 }
 
 impl From<PoolError> for ApiError {
@@ -120,6 +123,15 @@ fn check_limits(req: &MatchmakerAddRequest) -> Result<(), ApiError> {
     Ok(())
 }
 
+fn pool_config(config: &MatchmakerConfig) -> PoolConfig {
+    PoolConfig {
+        max_tickets: config.max_tickets,
+        max_intervals: config.max_intervals,
+        mutual: config.mutual,
+        max_scan: config.max_scan,
+    }
+}
+
 impl Matchmaker {
     pub(crate) fn new(
         config: MatchmakerConfig,
@@ -129,12 +141,7 @@ impl Matchmaker {
         secret: Secret,
         hooks: Hooks,
     ) -> Self {
-        let pool = Pool::new(PoolConfig {
-            max_tickets: config.max_tickets,
-            max_intervals: config.max_intervals,
-            mutual: config.mutual,
-            max_scan: config.max_scan,
-        });
+        let pool = Pool::new(pool_config(&config));
         Self {
             inner: Arc::new(Inner {
                 pool: Mutex::new(pool),
@@ -145,8 +152,18 @@ impl Matchmaker {
                 secret,
                 hooks,
                 processor_busy: AtomicBool::new(false),
+                shared: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// How often passes run (`matchmaker.interval`).
+    pub(crate) fn interval(&self) -> std::time::Duration {
+        self.inner.config.interval
+    }
+
+    fn pool_config(&self) -> PoolConfig {
+        pool_config(&self.inner.config)
     }
 
     fn pool(&self) -> MutexGuard<'_, Pool> {
@@ -163,7 +180,6 @@ impl Matchmaker {
         party_id: Option<PartyId>,
         members: Vec<Presence>,
     ) -> Result<TicketSpec, ApiError> {
-        let options = self.options(options)?;
         let mut req = MatchmakerAddRequest {
             query: request.query,
             min_count: request.min_count,
@@ -178,9 +194,45 @@ impl Matchmaker {
                 .map_err(|m| ApiError::new(ErrorCode::RUNTIME_FUNCTION_EXCEPTION, m))?;
             check_limits(&req)?;
         }
+        let request = MatchmakerAdd {
+            query: req.query,
+            min_count: req.min_count,
+            max_count: req.max_count,
+            count_multiple: Some(req.count_multiple),
+            string_properties: req.string_properties,
+            numeric_properties: req.numeric_properties,
+        };
+        self.build_spec(request, options, party_id, members)
+    }
+
+    /// The spec of a request the before-add hook has seen, with its record for a
+    /// shared pool.
+    fn build_spec(
+        &self,
+        request: MatchmakerAdd,
+        options: MatchmakerOptions,
+        party_id: Option<PartyId>,
+        members: Vec<Presence>,
+    ) -> Result<TicketSpec, ApiError> {
+        let record = self.shared().is_some().then(|| shared::TicketRecord {
+            request: request.clone(),
+            options: options.clone(),
+            party_id,
+            members: members.clone(),
+        });
+        let req = MatchmakerAddRequest {
+            query: request.query,
+            min_count: request.min_count,
+            max_count: request.max_count,
+            count_multiple: request.count_multiple.unwrap_or(1),
+            string_properties: request.string_properties,
+            numeric_properties: request.numeric_properties,
+        };
+        check_limits(&req)?;
+        let options = self.options(options)?;
         let query = Query::parse(&req.query).map_err(|e| bad(e.to_string()))?;
         let to_usize = |v: u32| usize::try_from(v).unwrap_or(usize::MAX);
-        Ok(TicketSpec::new(
+        let spec = TicketSpec::new(
             query,
             Counts {
                 min_count: to_usize(req.min_count),
@@ -195,7 +247,11 @@ impl Matchmaker {
             members,
             self.inner.config.max_count,
         )?
-        .with_options(options)?)
+        .with_options(options)?;
+        Ok(match record {
+            Some(record) => spec.with_record(record),
+            None => spec,
+        })
     }
 
     /// Checks the sizes of a request's options and parses its fallback query.
@@ -258,17 +314,27 @@ impl Matchmaker {
         options: MatchmakerOptions,
     ) -> Result<TicketId, ApiError> {
         let spec = self.spec(caller, request, options, None, vec![caller.clone()])?;
-        Ok(self.pool().add(spec, Instant::now())?)
+        self.add_spec(spec)
     }
 
     /// Adds a party ticket holding every member.
     pub(crate) fn add_party(&self, spec: TicketSpec) -> Result<TicketId, ApiError> {
-        Ok(self.pool().add(spec, Instant::now())?)
+        self.add_spec(spec)
+    }
+
+    fn add_spec(&self, spec: TicketSpec) -> Result<TicketId, ApiError> {
+        self.check_shared()?;
+        let record = spec.record().cloned();
+        let ticket = self.pool().add(spec, Instant::now())?;
+        self.share_added(ticket, record);
+        Ok(ticket)
     }
 
     /// Cancels one of `session`'s own solo tickets.
     pub(crate) fn remove(&self, session: SessionId, ticket: TicketId) -> Result<(), ApiError> {
-        Ok(self.pool().remove(ticket, session)?)
+        self.pool().remove(ticket, session)?;
+        self.share_removed(vec![ticket]);
+        Ok(())
     }
 
     /// Cancels one of a party's tickets.
@@ -277,13 +343,16 @@ impl Matchmaker {
         party: PartyId,
         ticket: TicketId,
     ) -> Result<(), ApiError> {
-        Ok(self.pool().remove_party_ticket(party, ticket)?)
+        self.pool().remove_party_ticket(party, ticket)?;
+        self.share_removed(vec![ticket]);
+        Ok(())
     }
 
     /// Cancels every ticket of a session that disconnected, telling the other members
     /// of its party tickets.
     pub(crate) fn remove_session(&self, session: SessionId) {
         let cancelled = self.pool().remove_session(session);
+        self.share_removed(cancelled.iter().map(|c| c.ticket).collect());
         self.announce(cancelled, "a party member disconnected");
     }
 
@@ -301,6 +370,7 @@ impl Matchmaker {
     /// Cancels every ticket of a party whose membership changed, telling every member.
     pub(crate) fn remove_party(&self, party: PartyId, reason: &str) {
         let cancelled = self.pool().remove_party(party);
+        self.share_removed(cancelled.iter().map(|c| c.ticket).collect());
         self.announce(cancelled, reason);
     }
 
@@ -340,6 +410,16 @@ impl Matchmaker {
             metrics::counter!("quicmatch_matchmaker_expired_total").increment(expired.len() as u64);
             self.announce(expired, "expired");
         }
+        self.record_pass(&matched, &stats);
+        let groups = matched.len();
+        for m in matched {
+            self.deliver(m);
+        }
+        groups
+    }
+
+    /// A pass's metrics and log line.
+    fn record_pass(&self, matched: &[Matched], stats: &PoolStats) {
         let groups = matched.len();
         metrics::histogram!("quicmatch_matchmaker_pass_seconds")
             .record(stats.last_pass.as_secs_f64());
@@ -355,18 +435,17 @@ impl Matchmaker {
         } else {
             debug!(pool = stats.tickets, pass_ms = stats.last_pass.as_secs_f64() * 1000.0, oldest = ?stats.oldest_ticket_age, "matchmaker pass");
         }
-        for m in matched {
-            self.deliver(m);
-        }
-        groups
     }
 
     fn deliver(&self, m: Matched) {
-        let (token, match_id) = match m.backfill {
-            // The match is live already: no hook, no token.
-            Some(match_id) => (None, Some(match_id)),
-            None => self.match_for(&m),
-        };
+        let (token, match_id) = self.match_for(&m);
+        let (users, teams) = Self::users_of(&m);
+        let tickets: Vec<TicketId> = m.entries.iter().map(|e| e.ticket).collect();
+        self.push_matched(&users, &tickets, &teams, &token, match_id, |_| true);
+    }
+
+    /// A group's users, in its order, and its teams when it has them.
+    fn users_of(m: &Matched) -> (Vec<MatchmakerUser>, Option<Vec<u32>>) {
         let users: Vec<MatchmakerUser> = m
             .entries
             .iter()
@@ -378,18 +457,35 @@ impl Matchmaker {
             })
             .collect();
         let teams: Option<Vec<u32>> = m.entries.iter().map(|e| e.team).collect();
-        for (entry, self_user) in m.entries.iter().zip(&users) {
-            let Some(session) = self.inner.sessions.get(entry.presence.session_id) else {
+        (users, teams)
+    }
+
+    /// Tells each user of a group whose ticket `deliver` selects, where its session
+    /// is on this node.
+    fn push_matched(
+        &self,
+        users: &[MatchmakerUser],
+        tickets: &[TicketId],
+        teams: &Option<Vec<u32>>,
+        token: &Option<String>,
+        match_id: Option<MatchId>,
+        deliver: impl Fn(TicketId) -> bool,
+    ) {
+        for (self_user, ticket) in users.iter().zip(tickets) {
+            if !deliver(*ticket) {
+                continue;
+            }
+            let Some(session) = self.inner.sessions.get(self_user.presence.session_id) else {
                 continue;
             };
             let matched = MatchmakerMatched {
-                ticket: entry.ticket,
+                ticket: *ticket,
                 token: token.clone(),
                 match_id,
-                users: users.clone(),
+                users: users.to_vec(),
                 self_user: self_user.clone(),
             };
-            let event = match &teams {
+            let event = match teams {
                 Some(teams) => Event::MatchmakerMatchedTeams(MatchmakerMatchedTeams {
                     matched,
                     teams: teams.clone(),
@@ -402,8 +498,12 @@ impl Matchmaker {
         }
     }
 
-    /// What a new group is told: the match the matched hook chose, or a token.
+    /// What a new group is told: the match the matched hook chose, or a token (a
+    /// backfill's match is live already: no hook, no token).
     fn match_for(&self, m: &Matched) -> (Option<String>, Option<MatchId>) {
+        if let Some(match_id) = m.backfill {
+            return (None, Some(match_id));
+        }
         let ctx = MatchedContext {
             matches: &self.inner.matches,
             runtime: &self.inner.runtime,
@@ -453,6 +553,10 @@ impl Matchmaker {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 _ = tick.tick() => {
+                    if self.shared().is_some() {
+                        // The cluster's leader passes over every node's tickets.
+                        continue;
+                    }
                     let mm = self.clone();
                     // A pass over a large pool takes a while; keep it off the async workers.
                     if tokio::task::spawn_blocking(move || mm.process(Instant::now())).await.is_err() {

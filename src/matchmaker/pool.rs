@@ -167,6 +167,8 @@ pub struct TicketSpec {
     expires_after: Option<u32>,
     /// A backfill ticket's match; it has no members and its counts are seats.
     backfill: Option<MatchId>,
+    /// What the ticket was made from, for a pool shared by a cluster's nodes.
+    record: Option<std::sync::Arc<super::shared::TicketRecord>>,
 }
 
 /// Why a ticket could not be added or removed.
@@ -248,6 +250,7 @@ impl TicketSpec {
             fallback: None,
             expires_after: None,
             backfill: None,
+            record: None,
         })
     }
 
@@ -285,7 +288,21 @@ impl TicketSpec {
             fallback: None,
             expires_after: None,
             backfill: Some(match_id),
+            record: None,
         })
+    }
+}
+
+impl TicketSpec {
+    /// The spec with what it was made from, for sharing.
+    pub(crate) fn with_record(mut self, record: super::shared::TicketRecord) -> Self {
+        self.record = Some(std::sync::Arc::new(record));
+        self
+    }
+
+    /// What the spec was made from, when it was made for sharing.
+    pub(crate) fn record(&self) -> Option<&std::sync::Arc<super::shared::TicketRecord>> {
+        self.record.as_ref()
     }
 }
 
@@ -443,6 +460,37 @@ impl Pool {
         self.by_session.get(&session).map_or(0, BTreeSet::len)
     }
 
+    /// The tickets made for sharing, with what each was made from.
+    pub(crate) fn records(&self) -> Vec<(TicketId, std::sync::Arc<super::shared::TicketRecord>)> {
+        self.tickets
+            .values()
+            .filter_map(|t| t.spec.record().map(|r| (t.id, r.clone())))
+            .collect()
+    }
+
+    /// Whether the pool holds this ticket.
+    pub fn contains(&self, ticket: TicketId) -> bool {
+        self.tickets.contains_key(&ticket)
+    }
+
+    /// Takes a ticket out whoever owns it, naming every member to tell.
+    pub fn forget(&mut self, ticket: TicketId) -> Option<Cancelled> {
+        self.take(ticket).map(|t| Cancelled {
+            ticket: t.id,
+            notify: t.sessions().collect(),
+        })
+    }
+
+    /// Puts in a ticket another node made, under its id, created at `created`: a
+    /// mirror of a shared pool. No per-session limit applies (the ticket's node
+    /// checked it); an id already here is left as it is.
+    pub fn insert(&mut self, id: TicketId, spec: TicketSpec, created: Instant) {
+        if self.tickets.contains_key(&id) {
+            return;
+        }
+        self.place(id, spec, created);
+    }
+
     /// Adds a ticket created at `now`.
     pub fn add(&mut self, spec: TicketSpec, now: Instant) -> Result<TicketId, PoolError> {
         let max = self.config.max_tickets;
@@ -466,6 +514,11 @@ impl Pool {
             }
         }
         let id = TicketId::new_random();
+        self.place(id, spec, now);
+        Ok(id)
+    }
+
+    fn place(&mut self, id: TicketId, spec: TicketSpec, now: Instant) {
         self.next_seq += 1;
         let key = (now, self.next_seq);
         self.buckets.insert(&spec.properties, key, id);
@@ -488,7 +541,6 @@ impl Pool {
         };
         self.kinds.insert(&ticket);
         self.tickets.insert(id, ticket);
-        Ok(id)
     }
 
     fn take(&mut self, id: TicketId) -> Option<Ticket> {

@@ -19,6 +19,10 @@ pub fn node_config(url: &str, name: &str) -> Config {
     config.cluster.node_name = Some(name.to_owned());
     config.cluster.heartbeat = HEARTBEAT;
     config.cluster.node_ttl = NODE_TTL;
+    config.cluster.leader_lease = NODE_TTL;
+    // Every node of a cluster signs and checks tokens with the same secret (the one
+    // `TestServer` gives the nodes it starts in this process).
+    config.session.encryption_key = Some("07".repeat(32));
     config
 }
 

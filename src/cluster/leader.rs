@@ -1,0 +1,649 @@
+//! The cluster's matchmaker leader (docs/cluster.md §6.2-6.6): one node at a time holds
+//! the lease (`qm_<c>_leader`, key `matchmaker`, expiring after `leader_lease`
+//! unrenewed), mirrors every node's tickets from the tickets bucket, and runs the
+//! matchmaker's pass over the mirror every `matchmaker.interval`. A group commits in
+//! three revision-checked steps: every ticket is claimed (`Open` to `Claimed`), then
+//! the group's record is created (`qm_<c>_groups`, `Committed`, the one point where the
+//! group exists), then each home is told and its tickets deleted. A claim that fails
+//! undoes the others; a leader that dies half-way leaves claims the next one sweeps: a
+//! committed group is delivered again (homes deliver a ticket once), any other is
+//! aborted (its record created `Aborted`, so a late commit fails) and its tickets are
+//! open again. So a ticket is matched at most once, and none is lost to a leader's
+//! death.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use quicmatch_protocol::{frame, TicketId};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::{
+    nats::Owners,
+    tickets::{self, parse_key, TicketValue},
+    wire::{self, Reply, Request, RequestBody, Sender},
+    Inner, Local,
+};
+use crate::matchmaker::{
+    pool::{Matched, Pool},
+    shared::{GroupResult, TicketRecord},
+    Matchmaker,
+};
+
+/// The lease's key in the leader bucket.
+const LEASE_KEY: &str = "matchmaker";
+
+/// A group's record: the one point where it exists, or the proof it never will.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum GroupValue {
+    Committed {
+        result: GroupResult,
+        /// The node the group's token match was claimed for, at that revision.
+        placement: Option<(String, u64)>,
+    },
+    Aborted,
+}
+
+/// The buckets the leader works with.
+pub(super) struct Buckets {
+    pub(super) leader: kv::Store,
+    pub(super) tickets: kv::Store,
+    pub(super) groups: kv::Store,
+    pub(super) owners: Owners,
+}
+
+/// An open ticket of the mirror: where it is and what it was made from.
+#[derive(Clone)]
+struct Held {
+    key: String,
+    revision: u64,
+    home: String,
+    record: TicketRecord,
+    added_ms: u64,
+}
+
+/// A claimed ticket the mirror saw: its group decides what becomes of it.
+#[derive(Clone)]
+struct Claim {
+    held: Held,
+    group: u64,
+}
+
+/// Every node's tickets as the bucket says, and the pool over the open ones.
+struct Mirror {
+    pool: Arc<Mutex<Pool>>,
+    open: HashMap<TicketId, Held>,
+    claimed: HashMap<TicketId, Claim>,
+}
+
+impl Mirror {
+    fn pool(&self) -> std::sync::MutexGuard<'_, Pool> {
+        self.pool
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// One entry of the tickets bucket.
+    fn apply(&mut self, mm: &Matchmaker, entry: &kv::Entry) {
+        let Some((home, ticket)) = parse_key(&entry.key) else {
+            return;
+        };
+        match entry.operation {
+            Operation::Put => match frame::decode_peer::<TicketValue>(&entry.value) {
+                Ok(TicketValue::Open { record, added_ms }) => {
+                    self.claimed.remove(&ticket);
+                    if let Some(held) = self.open.get_mut(&ticket) {
+                        held.revision = entry.revision;
+                        return;
+                    }
+                    let spec = match mm.spec_from(&record) {
+                        Ok(spec) => spec,
+                        Err(e) => {
+                            warn!(key = %entry.key, error = %e.message, "cluster: a ticket this node cannot read; left out");
+                            return;
+                        }
+                    };
+                    let age = Duration::from_millis(tickets::unix_ms().saturating_sub(added_ms));
+                    let now = Instant::now();
+                    let created = now.checked_sub(age).unwrap_or(now);
+                    self.pool().insert(ticket, spec, created);
+                    self.open.insert(
+                        ticket,
+                        Held {
+                            key: entry.key.clone(),
+                            revision: entry.revision,
+                            home,
+                            record,
+                            added_ms,
+                        },
+                    );
+                }
+                Ok(TicketValue::Claimed {
+                    group,
+                    record,
+                    added_ms,
+                }) => {
+                    self.pool().forget(ticket);
+                    self.open.remove(&ticket);
+                    let held = Held {
+                        key: entry.key.clone(),
+                        revision: entry.revision,
+                        home,
+                        record,
+                        added_ms,
+                    };
+                    self.claimed.insert(ticket, Claim { held, group });
+                }
+                Err(e) => {
+                    warn!(key = %entry.key, error = %e, "cluster: a ticket that does not decode; ignored");
+                }
+            },
+            Operation::Delete | Operation::Purge => {
+                self.pool().forget(ticket);
+                self.open.remove(&ticket);
+                self.claimed.remove(&ticket);
+            }
+        }
+    }
+}
+
+/// What one leadership works with.
+struct Leading<'a> {
+    inner: &'a Inner,
+    local: &'a dyn Local,
+    me: &'a Sender,
+    buckets: &'a Buckets,
+    mm: Matchmaker,
+    /// When this node became leader: a node it does not see may just not be seen yet.
+    since: Instant,
+}
+
+/// Competes for the lease every heartbeat and leads while it holds it, until `cancel`
+/// (a stopping leader deletes the lease, so another takes over at once).
+pub(super) async fn run(
+    inner: Arc<Inner>,
+    me: Sender,
+    buckets: Buckets,
+    local: Arc<dyn Local>,
+    cancel: CancellationToken,
+) {
+    let heartbeat = inner.config.heartbeat;
+    let mut ticks = tokio::time::interval(heartbeat);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let Ok(value) = frame::encode_peer(&me) else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let sent = Instant::now();
+        let created = tokio::time::timeout(
+            heartbeat / 2,
+            buckets.leader.create(LEASE_KEY, value.clone()),
+        )
+        .await;
+        if let Ok(Ok(revision)) = created {
+            let leading = Leading {
+                inner: &inner,
+                local: local.as_ref(),
+                me: &me,
+                buckets: &buckets,
+                mm: local.matchmaker(),
+                since: Instant::now(),
+            };
+            info!(node = %me.node, "cluster: leading the matchmaker");
+            metrics::gauge!("quicmatch_cluster_matchmaker_leader").set(1.0);
+            inner
+                .leading
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            leading.lead(revision, sent, &value, &cancel).await;
+            inner
+                .leading
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+            metrics::gauge!("quicmatch_cluster_matchmaker_leader").set(0.0);
+            // Handed over (or lost): let another node take it.
+            let _ = tokio::time::timeout(heartbeat / 2, buckets.leader.delete(LEASE_KEY)).await;
+            if cancel.is_cancelled() {
+                return;
+            }
+            info!(node = %me.node, "cluster: no longer leading the matchmaker");
+        }
+    }
+}
+
+impl Leading<'_> {
+    /// Leads until the lease is lost or would lapse, or `cancel`.
+    async fn lead(
+        &self,
+        mut revision: u64,
+        sent: Instant,
+        value: &Bytes,
+        cancel: &CancellationToken,
+    ) {
+        let heartbeat = self.inner.config.heartbeat;
+        let act_for = self.inner.config.leader_lease.saturating_sub(heartbeat);
+        let mut renewed = sent;
+        let Ok(Ok(mut watch)) = tokio::time::timeout(
+            self.inner.config.request_timeout,
+            self.buckets.tickets.watch_with_history("t.>"),
+        )
+        .await
+        else {
+            return;
+        };
+        let mut mirror = Mirror {
+            pool: Arc::new(Mutex::new(self.mm.new_mirror())),
+            open: HashMap::new(),
+            claimed: HashMap::new(),
+        };
+        let mut renew = tokio::time::interval(heartbeat);
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut passes = tokio::time::interval(self.mm.interval());
+        passes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep_until((renewed + act_for).into()) => {
+                    warn!("cluster: matchmaker lease renewals failing; stepping down before it lapses");
+                    return;
+                }
+                _ = renew.tick() => {
+                    let sent = Instant::now();
+                    match tokio::time::timeout(heartbeat / 2, self.buckets.leader.update(LEASE_KEY, value.clone(), revision)).await {
+                        Ok(Ok(r)) => {
+                            revision = r;
+                            renewed = sent;
+                        }
+                        Ok(Err(e)) if e.kind() == UpdateErrorKind::WrongLastRevision => {
+                            warn!("cluster: the matchmaker lease was taken over; stepping down");
+                            return;
+                        }
+                        Ok(Err(e)) => warn!(error = %e, "cluster: matchmaker lease renewal failed"),
+                        Err(_) => warn!("cluster: matchmaker lease renewal unanswered"),
+                    }
+                }
+                entry = watch.next() => match entry {
+                    Some(Ok(entry)) => mirror.apply(&self.mm, &entry),
+                    _ => {
+                        warn!("cluster: the tickets watch ended; stepping down");
+                        return;
+                    }
+                },
+                _ = passes.tick() => {
+                    let deadline = renewed + act_for;
+                    if Instant::now() < deadline {
+                        self.pass(&mut mirror, deadline).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One pass: tickets of nodes that are gone leave, claims left by an earlier
+    /// leader (or a failed delivery) are settled, then the pool is passed over and
+    /// each group committed, while the lease holds.
+    async fn pass(&self, mirror: &mut Mirror, deadline: Instant) {
+        self.drop_gone(mirror).await;
+        self.sweep(mirror, deadline).await;
+        let pool = mirror.pool.clone();
+        let mm = self.mm.clone();
+        let Ok((matched, _)) =
+            tokio::task::spawn_blocking(move || mm.pass_over(&pool, Instant::now())).await
+        else {
+            warn!("cluster: matchmaker pass failed");
+            return;
+        };
+        let expired = mirror.pool().take_expired();
+        if !expired.is_empty() {
+            metrics::counter!("quicmatch_matchmaker_expired_total").increment(expired.len() as u64);
+            let mut by_home: BTreeMap<String, Vec<TicketId>> = BTreeMap::new();
+            for c in expired {
+                let Some(held) = mirror.open.remove(&c.ticket) else {
+                    continue;
+                };
+                let deleted = self
+                    .within(
+                        self.buckets
+                            .tickets
+                            .delete_expect_revision(&held.key, Some(held.revision)),
+                    )
+                    .await;
+                if matches!(deleted, Some(Ok(()))) {
+                    by_home.entry(held.home).or_default().push(c.ticket);
+                }
+            }
+            for (home, tickets) in by_home {
+                self.cancel_at(&home, tickets, "expired").await;
+            }
+        }
+        for m in matched {
+            if Instant::now() >= deadline {
+                // Not committed: the groups' tickets stay open in the bucket, for the
+                // next leader's mirror.
+                break;
+            }
+            self.commit(mirror, m).await;
+        }
+    }
+
+    /// Waits for a bucket operation at most `request_timeout`.
+    async fn within<T>(&self, op: impl std::future::Future<Output = T>) -> Option<T> {
+        tokio::time::timeout(self.inner.config.request_timeout, op)
+            .await
+            .ok()
+    }
+
+    /// Tickets of a node that has been gone a whole `node_ttl` (judged only after this
+    /// leader has led that long itself) are deleted: its sessions are gone with it.
+    async fn drop_gone(&self, mirror: &mut Mirror) {
+        if self.since.elapsed() < self.inner.config.node_ttl {
+            return;
+        }
+        let gone = |home: &str| home != self.me.node && !self.inner.view().is_peer_name(home);
+        let mut drop: Vec<(TicketId, Held)> = mirror
+            .open
+            .iter()
+            .filter(|(_, h)| gone(&h.home))
+            .map(|(t, h)| (*t, h.clone()))
+            .collect();
+        drop.extend(
+            mirror
+                .claimed
+                .iter()
+                .filter(|(_, c)| gone(&c.held.home))
+                .map(|(t, c)| (*t, c.held.clone())),
+        );
+        for (ticket, held) in drop {
+            mirror.pool().forget(ticket);
+            mirror.open.remove(&ticket);
+            mirror.claimed.remove(&ticket);
+            let _ = self
+                .within(
+                    self.buckets
+                        .tickets
+                        .delete_expect_revision(&held.key, Some(held.revision)),
+                )
+                .await;
+        }
+    }
+
+    /// Settles the claims the mirror holds: a committed group is delivered (again), any
+    /// other aborted and its tickets opened again.
+    async fn sweep(&self, mirror: &mut Mirror, deadline: Instant) {
+        let mut groups: BTreeMap<u64, Vec<Claim>> = BTreeMap::new();
+        for claim in mirror.claimed.values() {
+            groups.entry(claim.group).or_default().push(claim.clone());
+        }
+        for (group, claims) in groups {
+            if Instant::now() >= deadline {
+                return;
+            }
+            let key = group_key(group);
+            let Some(Ok(entry)) = self.within(self.buckets.groups.entry(key.clone())).await else {
+                continue;
+            };
+            let value = entry
+                .filter(|e| e.operation == Operation::Put)
+                .and_then(|e| frame::decode_peer::<GroupValue>(&e.value).ok());
+            match value {
+                Some(GroupValue::Committed { result, placement }) => {
+                    let held: Vec<Held> = claims.into_iter().map(|c| c.held).collect();
+                    self.deliver(&result, placement, &held).await;
+                }
+                Some(GroupValue::Aborted) => self.reopen(&claims).await,
+                None => {
+                    let Ok(aborted) = frame::encode_peer(&GroupValue::Aborted) else {
+                        continue;
+                    };
+                    // Whoever creates the record first decides: a late commit fails.
+                    if let Some(Ok(_)) =
+                        self.within(self.buckets.groups.create(&key, aborted)).await
+                    {
+                        metrics::counter!("quicmatch_cluster_matchmaker_groups_total", "outcome" => "aborted").increment(1);
+                        self.reopen(&claims).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Opens claimed tickets again (their group will never commit).
+    async fn reopen(&self, claims: &[Claim]) {
+        for claim in claims {
+            let value = TicketValue::Open {
+                record: claim.held.record.clone(),
+                added_ms: claim.held.added_ms,
+            };
+            if let Ok(value) = frame::encode_peer(&value) {
+                let _ = self
+                    .within(self.buckets.tickets.update(
+                        &claim.held.key,
+                        value,
+                        claim.held.revision,
+                    ))
+                    .await;
+            }
+        }
+    }
+
+    /// Commits one group the pass formed: claims, record, delivery.
+    async fn commit(&self, mirror: &mut Mirror, m: Matched) {
+        let group = random_u64();
+        let held: Vec<Held> = m
+            .entries
+            .iter()
+            .filter_map(|e| mirror.open.remove(&e.ticket))
+            .collect();
+        let claimed = |h: &Held| TicketValue::Claimed {
+            group,
+            record: h.record.clone(),
+            added_ms: h.added_ms,
+        };
+        let writes = held.iter().map(|h| async {
+            let value = frame::encode_peer(&claimed(h)).map_err(|e| e.to_string())?;
+            match self
+                .within(self.buckets.tickets.update(&h.key, value, h.revision))
+                .await
+            {
+                Some(Ok(revision)) => Ok(revision),
+                Some(Err(e)) => Err(e.to_string()),
+                None => Err("timed out".into()),
+            }
+        });
+        let revisions: Vec<Result<u64, String>> = futures_util::future::join_all(writes).await;
+        let mut claims: Vec<Claim> = Vec::new();
+        for (h, r) in held.iter().zip(&revisions) {
+            if let Ok(revision) = r {
+                let mut held = h.clone();
+                held.revision = *revision;
+                claims.push(Claim { held, group });
+            }
+        }
+        if claims.len() != m.entries.len() {
+            // A ticket was cancelled (or changed) meanwhile: the others are opened
+            // again and come back through the watch.
+            metrics::counter!("quicmatch_cluster_matchmaker_groups_total", "outcome" => "aborted")
+                .increment(1);
+            self.reopen(&claims).await;
+            return;
+        }
+        let result = self.mm.result_of(&m);
+        let placement = self.place(&result, &claims).await;
+        let value = GroupValue::Committed {
+            result: result.clone(),
+            placement: placement.clone(),
+        };
+        let Ok(value) = frame::encode_peer(&value) else {
+            warn!("cluster: a matched group too large to share; its tickets are cancelled");
+            self.cancel_claims(&claims, "matched group too large to share")
+                .await;
+            return;
+        };
+        match self
+            .within(self.buckets.groups.create(group_key(group), value))
+            .await
+        {
+            Some(Ok(_)) => {}
+            Some(Err(e)) if e.kind() == CreateErrorKind::AlreadyExists => {
+                // Aborted by a leader that took over meanwhile.
+                self.reopen(&claims).await;
+                return;
+            }
+            // Unknown: the claims stay, and the next sweep settles them.
+            _ => return,
+        }
+        metrics::counter!("quicmatch_cluster_matchmaker_groups_total", "outcome" => "committed")
+            .increment(1);
+        let held: Vec<Held> = claims.into_iter().map(|c| c.held).collect();
+        self.deliver(&result, placement, &held).await;
+    }
+
+    /// Where the group's token match lives: the node homing most of its players (ties:
+    /// the lower name), which the match id is claimed for, so a member from another
+    /// node joins it there.
+    async fn place(&self, result: &GroupResult, claims: &[Claim]) -> Option<(String, u64)> {
+        let id = result.token_match(&self.mm)?;
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for c in claims {
+            *counts.entry(c.held.home.as_str()).or_default() += c.held.record.members.len();
+        }
+        let best = counts.values().copied().max()?;
+        let node = counts
+            .iter()
+            .find(|(_, n)| **n == best)
+            .map(|(node, _)| (*node).to_owned())?;
+        let owner = if node == self.me.node {
+            self.me.clone()
+        } else {
+            let (node, incarnation) = self
+                .inner
+                .view()
+                .peers()
+                .into_iter()
+                .find(|(n, _)| *n == node)?;
+            Sender { node, incarnation }
+        };
+        let revision = self
+            .within(self.buckets.owners.claim_for(id, &owner))
+            .await?
+            .ok()??;
+        Some((owner.node, revision))
+    }
+
+    /// Tells each home of its tickets in a committed group and deletes them once it
+    /// has been told; a home that does not answer keeps its claims, delivered again at
+    /// the next pass.
+    async fn deliver(&self, result: &GroupResult, placement: Option<(String, u64)>, held: &[Held]) {
+        let mut by_home: BTreeMap<&str, Vec<&Held>> = BTreeMap::new();
+        for h in held {
+            by_home.entry(h.home.as_str()).or_default().push(h);
+        }
+        for (home, tickets) in by_home {
+            let placed = placement
+                .as_ref()
+                .filter(|(node, _)| node == home)
+                .map(|(_, revision)| *revision);
+            let told = if home == self.me.node {
+                tickets::deliver(self.inner, self.local, result, placed);
+                true
+            } else {
+                let body = RequestBody::Matched {
+                    result: result.clone(),
+                    placement: placed,
+                };
+                self.ask(home, body).await
+            };
+            if told {
+                for h in tickets {
+                    let _ = self
+                        .within(
+                            self.buckets
+                                .tickets
+                                .delete_expect_revision(&h.key, Some(h.revision)),
+                        )
+                        .await;
+                }
+            }
+        }
+    }
+
+    /// Deletes claimed tickets and tells their homes why.
+    async fn cancel_claims(&self, claims: &[Claim], reason: &str) {
+        let mut by_home: BTreeMap<String, Vec<TicketId>> = BTreeMap::new();
+        for c in claims {
+            let deleted = self
+                .within(
+                    self.buckets
+                        .tickets
+                        .delete_expect_revision(&c.held.key, Some(c.held.revision)),
+                )
+                .await;
+            if matches!(deleted, Some(Ok(()))) {
+                if let Some((_, ticket)) = parse_key(&c.held.key) {
+                    by_home.entry(c.held.home.clone()).or_default().push(ticket);
+                }
+            }
+        }
+        for (home, tickets) in by_home {
+            self.cancel_at(&home, tickets, reason).await;
+        }
+    }
+
+    /// Tells a home that some of its tickets were cancelled.
+    async fn cancel_at(&self, home: &str, tickets: Vec<TicketId>, reason: &str) {
+        if home == self.me.node {
+            self.mm.cancelled_elsewhere(&tickets, reason);
+            return;
+        }
+        let body = RequestBody::TicketsCancelled {
+            tickets,
+            reason: reason.to_owned(),
+        };
+        self.ask(home, body).await;
+    }
+
+    /// Asks a home; whether it answered that it applied the request.
+    async fn ask(&self, home: &str, body: RequestBody) -> bool {
+        let Some(bus) = self.inner.state().bus.clone() else {
+            return false;
+        };
+        let request = Request {
+            from: self.me.clone(),
+            body,
+        };
+        let Ok(payload) = frame::encode_peer(&request) else {
+            return false;
+        };
+        let subject = wire::request_subject(&self.inner.config.name, home);
+        match bus
+            .request(subject, payload, self.inner.config.request_timeout)
+            .await
+        {
+            Ok(reply) => matches!(frame::decode_peer::<Reply>(&reply), Ok(Reply::Done)),
+            Err(_) => {
+                metrics::counter!("quicmatch_cluster_request_failures_total").increment(1);
+                false
+            }
+        }
+    }
+}
+
+fn group_key(group: u64) -> String {
+    format!("g.{group:016x}")
+}
+
+/// A group's number, from ring.
+fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
+    u64::from_le_bytes(bytes)
+}

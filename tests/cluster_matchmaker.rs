@@ -1,0 +1,273 @@
+//! One matchmaker pool across the nodes of a cluster, on a real `nats-server -js`:
+//! 200 tickets added through three nodes all match, each exactly once, players from
+//! different nodes meet in one match by their token, on the node homing most of the
+//! group; a cancelled ticket never matches; and when the leader (a node in a child
+//! process) is killed with SIGKILL, another node takes the lease within it and every
+//! ticket of the surviving nodes still matches exactly once.
+//!
+//! The killed node runs as this test binary started again with [`CHILD`] set: only
+//! [`server_process`] then does anything, and it serves until it is killed.
+
+mod common;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::Duration,
+};
+
+use common::{
+    assert_no_event,
+    child::Child,
+    cluster::{node_config, sees},
+    eventually,
+    nats::Nats,
+    TestServer, TEST_TIMEOUT,
+};
+use quicmatch_client::{Event, MatchmakerMatched, Socket, TicketId};
+use tokio::time::timeout;
+
+/// Set (to `URL|NAME|DIR`) in the killed node's environment.
+const CHILD: &str = "QUICMATCH_CLUSTER_MATCHMAKER_TEST_NODE";
+
+/// The killed node (does nothing unless started by a test with [`CHILD`] set).
+#[test]
+fn server_process() {
+    common::cluster::serve_child(CHILD);
+}
+
+/// A node whose matchmaker passes every 100 ms (when it leads).
+async fn node(url: &str, name: &str) -> TestServer {
+    let mut config = node_config(url, name);
+    config.matchmaker.interval = Duration::from_millis(100);
+    TestServer::start_with(config).await
+}
+
+/// Waits for `count` matchmaker results on `who`, skipping other events.
+async fn results(who: &Socket, count: usize, what: &str) -> Vec<MatchmakerMatched> {
+    let mut got = Vec::new();
+    while got.len() < count {
+        match timeout(TEST_TIMEOUT, who.next_event()).await {
+            Ok(Some(Event::MatchmakerMatched(m))) => got.push(m),
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("{what}: socket closed"),
+            Err(_) => panic!("{what}: {} of {count} results in time", got.len()),
+        }
+    }
+    got
+}
+
+/// Every ticket in `results` appears once, and each group's users all heard it with
+/// the same token.
+fn once_each(results: &[MatchmakerMatched]) -> HashMap<TicketId, String> {
+    let mut tokens = HashMap::new();
+    for m in results {
+        let token = m.token.clone().expect("a token");
+        assert!(
+            tokens.insert(m.ticket, token).is_none(),
+            "ticket {} matched twice",
+            m.ticket
+        );
+    }
+    tokens
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_tickets_through_three_nodes_match_once_each() {
+    let Some(nats) = Nats::start() else { return };
+    let url = nats.url();
+    let (a, b, c) = (
+        node(&url, "node-a").await,
+        node(&url, "node-b").await,
+        node(&url, "node-c").await,
+    );
+    let all = ["node-a", "node-b", "node-c"];
+    for s in [&a, &b, &c] {
+        sees(&s.stats, &all, "every node sees all three").await;
+    }
+    let (sa, sb, sc) = (a.stats.clone(), b.stats.clone(), c.stats.clone());
+    eventually("one node leads the matchmaker", || {
+        [&sa, &sb, &sc]
+            .iter()
+            .filter(|s| s.cluster_leads_matchmaker())
+            .count()
+            == 1
+    })
+    .await;
+    // 100 players spread over the nodes, two tickets each: one pool of 200.
+    let servers = [&a, &b, &c];
+    let mut players = Vec::new();
+    for i in 0..100 {
+        players.push(servers[i % 3].client(&format!("p{i}")).await);
+    }
+    let mut tickets: BTreeMap<TicketId, usize> = BTreeMap::new();
+    for (i, p) in players.iter().enumerate() {
+        for _ in 0..2 {
+            let t = p.add_matchmaker("*", 2, 2).await.expect("ticket");
+            tickets.insert(t, i);
+        }
+    }
+    assert_eq!(tickets.len(), 200);
+    let mut all_results = Vec::new();
+    let mut seen_by: HashMap<TicketId, usize> = HashMap::new();
+    for (i, p) in players.iter().enumerate() {
+        for m in results(p, 2, &format!("player {i}")).await {
+            assert_eq!(
+                tickets.get(&m.ticket),
+                Some(&i),
+                "a result for its own ticket"
+            );
+            assert_eq!(m.users.len(), 2);
+            seen_by.insert(m.ticket, i);
+            all_results.push(m);
+        }
+    }
+    let tokens = once_each(&all_results);
+    assert_eq!(tokens.len(), 200, "every ticket matched");
+    // Each group's two users got one token: 100 groups.
+    let mut groups: HashMap<&str, usize> = HashMap::new();
+    for t in tokens.values() {
+        *groups.entry(t.as_str()).or_default() += 1;
+    }
+    assert_eq!(groups.len(), 100);
+    assert!(groups.values().all(|n| *n == 2));
+    for p in &players {
+        assert_no_event(p, Duration::from_millis(50)).await;
+    }
+    for s in [&a, &b, &c] {
+        assert_eq!(
+            s.stats.matchmaker().tickets,
+            0,
+            "no ticket left at its home"
+        );
+    }
+
+    // A group whose two players are on different nodes meets in one match.
+    let cross = all_results
+        .iter()
+        .find(|m| {
+            let home = |s: &quicmatch_client::Presence| {
+                players
+                    .iter()
+                    .position(|p| p.presence().session_id == s.session_id)
+            };
+            let (x, y) = (home(&m.users[0].presence), home(&m.users[1].presence));
+            matches!((x, y), (Some(x), Some(y)) if x % 3 != y % 3)
+        })
+        .expect("some group spans two nodes");
+    let token = cross.token.clone().expect("token");
+    let who: Vec<&Socket> = cross
+        .users
+        .iter()
+        .filter_map(|u| {
+            players
+                .iter()
+                .find(|p| p.presence().session_id == u.presence.session_id)
+        })
+        .collect();
+    let first = who[0].join_match_token(&token).await.expect("first joins");
+    let second = who[1].join_match_token(&token).await.expect("second joins");
+    assert_eq!(first.match_id, second.match_id, "one match");
+    assert_eq!(first.size.max(second.size), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_ticket_never_matches() {
+    let Some(nats) = Nats::start() else { return };
+    let url = nats.url();
+    let a = node(&url, "node-a").await;
+    let b = node(&url, "node-b").await;
+    for s in [&a, &b] {
+        sees(&s.stats, &["node-a", "node-b"], "both see both").await;
+    }
+    let alice = a.client("alice").await;
+    let bob = b.client("bob").await;
+    let carol = b.client("carol").await;
+    // Only alice and bob ask for duels; bob cancels his before anyone else asks.
+    let t = bob
+        .add_matchmaker("+properties.mode:duel", 2, 2)
+        .string_property("mode", "duel")
+        .await
+        .expect("bob's ticket");
+    bob.remove_matchmaker(t).await.expect("cancel");
+    let ta = alice
+        .add_matchmaker("+properties.mode:duel", 2, 2)
+        .string_property("mode", "duel")
+        .await
+        .expect("alice's ticket");
+    // No duel without bob.
+    assert_no_event(&alice, Duration::from_millis(800)).await;
+    assert_no_event(&bob, Duration::from_millis(50)).await;
+    let tc = carol
+        .add_matchmaker("+properties.mode:duel", 2, 2)
+        .string_property("mode", "duel")
+        .await
+        .expect("carol's ticket");
+    let m = results(&alice, 1, "alice meets carol").await.remove(0);
+    assert_eq!(m.ticket, ta);
+    let other = m
+        .users
+        .iter()
+        .find(|u| u.presence.session_id != alice.presence().session_id);
+    assert_eq!(
+        other.map(|u| u.presence.session_id),
+        Some(carol.presence().session_id)
+    );
+    assert_eq!(results(&carol, 1, "carol meets alice").await[0].ticket, tc);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_leader_is_replaced_and_no_ticket_matches_twice() {
+    let Some(nats) = Nats::start() else { return };
+    let url = nats.url();
+    // The child node joins first, so it takes the lease.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut d = Child::spawn(CHILD, &format!("{url}|node-d|{}", dir.path().display()));
+    d.ready(Duration::from_secs(30));
+    let a = node(&url, "node-a").await;
+    let b = node(&url, "node-b").await;
+    for s in [&a, &b] {
+        sees(&s.stats, &["node-a", "node-b", "node-d"], "a and b see d").await;
+    }
+    assert!(!a.stats.cluster_leads_matchmaker() && !b.stats.cluster_leads_matchmaker());
+    let mut players = Vec::new();
+    for i in 0..40 {
+        let server = if i % 2 == 0 { &a } else { &b };
+        players.push(server.client(&format!("p{i}")).await);
+    }
+    let mut tickets = HashMap::new();
+    for (i, p) in players.iter().enumerate() {
+        let t = p.add_matchmaker("*", 2, 2).await.expect("ticket");
+        tickets.insert(t, i);
+    }
+    // Killed while its passes may be half-way through the pool.
+    d.process.kill().expect("kill");
+    let (sa, sb) = (a.stats.clone(), b.stats.clone());
+    eventually("a or b takes the lease", || {
+        sa.cluster_leads_matchmaker() || sb.cluster_leads_matchmaker()
+    })
+    .await;
+    let mut all = Vec::new();
+    for (i, p) in players.iter().enumerate() {
+        let got = results(p, 1, &format!("player {i}")).await;
+        assert_eq!(tickets.get(&got[0].ticket), Some(&i));
+        all.extend(got);
+    }
+    let tokens = once_each(&all);
+    assert_eq!(tokens.len(), 40, "every ticket of a and b matched");
+    // Each player matched once.
+    for p in &players {
+        assert_no_event(p, Duration::from_millis(50)).await;
+    }
+    // The groups' tokens work wherever their players are.
+    let m = &all[0];
+    let token = m.token.clone().expect("token");
+    let mut sizes = Vec::new();
+    for u in &m.users {
+        let p = players
+            .iter()
+            .find(|p| p.presence().session_id == u.presence.session_id)
+            .expect("a player of a or b");
+        sizes.push(p.join_match_token(&token).await.expect("join").size);
+    }
+    assert_eq!(sizes.iter().max(), Some(&2));
+}

@@ -1,4 +1,5 @@
-//! The only user of `async-nats`: connects (retrying in the background, so a NATS that
+//! The node's connection to NATS (with `tickets.rs` and `leader.rs`, which use its
+//! key-value buckets directly, the only user of `async-nats`): connects (retrying in the background, so a NATS that
 //! is down at start never stops the node), keeps the node's entry in the registry
 //! bucket (created with `max_age = node_ttl`, so a crashed node's entry goes by
 //! itself), renews it every `heartbeat` against its last revision, watches every

@@ -389,6 +389,7 @@ mod tests {
         c.session.outbound_queue = 1 << 20;
         c.cluster.heartbeat = 100 * MS;
         c.cluster.node_ttl = 5 * MIN;
+        c.cluster.leader_lease = 5 * MIN;
         c
     }
 
@@ -506,7 +507,9 @@ mod tests {
             let s = &c.session;
             let rules = s.suspect_after < s.idle_timeout
                 && s.outbound_queue >= 2 * s.datagram_burst as usize
-                && c.cluster.heartbeat.checked_mul(3).is_some_and(|m| c.cluster.node_ttl >= m);
+                && c.cluster.heartbeat.checked_mul(3).is_some_and(|m| {
+                    c.cluster.node_ttl >= m && c.cluster.leader_lease >= m
+                });
             let in_range = rules && fields.iter().all(|f| f.set(&mut c.clone(), None));
             prop_assert_eq!(c.validate().is_ok(), in_range, "{:?}", c);
         }

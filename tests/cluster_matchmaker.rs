@@ -71,6 +71,26 @@ fn once_each(results: &[MatchmakerMatched]) -> HashMap<TicketId, String> {
     tokens
 }
 
+/// Waits until some node (the only one running) holds the matchmaker's lease, read
+/// straight from its bucket.
+async fn holds_the_lease(url: &str) {
+    let client = async_nats::connect(url).await.expect("connect to NATS");
+    let js = async_nats::jetstream::new(client);
+    let deadline = tokio::time::Instant::now() + TEST_TIMEOUT;
+    loop {
+        if let Ok(kv) = js.get_key_value("qm_quicmatch_leader").await {
+            if let Ok(Some(_)) = kv.entry("matchmaker").await {
+                return;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first node takes the matchmaker's lease in time"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_tickets_through_three_nodes_match_once_each() {
     let Some(nats) = Nats::start() else { return };
@@ -99,9 +119,12 @@ async fn two_hundred_tickets_through_three_nodes_match_once_each() {
     for i in 0..100 {
         players.push(servers[i % 3].client(&format!("p{i}")).await);
     }
+    // Everyone's first ticket, then everyone's second: the pool pairs the oldest
+    // first, so the last two tickets are never one player's (who cannot be matched
+    // with itself).
     let mut tickets: BTreeMap<TicketId, usize> = BTreeMap::new();
-    for (i, p) in players.iter().enumerate() {
-        for _ in 0..2 {
+    for _ in 0..2 {
+        for (i, p) in players.iter().enumerate() {
             let t = p.add_matchmaker("*", 2, 2).await.expect("ticket");
             tickets.insert(t, i);
         }
@@ -223,6 +246,7 @@ async fn a_killed_leader_is_replaced_and_no_ticket_matches_twice() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut d = Child::spawn(CHILD, &format!("{url}|node-d|{}", dir.path().display()));
     d.ready(Duration::from_secs(30));
+    holds_the_lease(&url).await;
     let a = node(&url, "node-a").await;
     let b = node(&url, "node-b").await;
     for s in [&a, &b] {
@@ -270,4 +294,45 @@ async fn a_killed_leader_is_replaced_and_no_ticket_matches_twice() {
         sizes.push(p.join_match_token(&token).await.expect("join").size);
     }
     assert_eq!(sizes.iter().max(), Some(&2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_party_on_one_node_matches_a_solo_on_another() {
+    let Some(nats) = Nats::start() else { return };
+    let url = nats.url();
+    let a = node(&url, "node-a").await;
+    let b = node(&url, "node-b").await;
+    for s in [&a, &b] {
+        sees(&s.stats, &["node-a", "node-b"], "both see both").await;
+    }
+    let leader = a.client("leader").await;
+    let member = a.client("member").await;
+    let solo = b.client("solo").await;
+    let party = leader.create_party(true, 4).await.expect("create");
+    member.join_party(party.party_id).await.expect("join");
+    let party_ticket = leader
+        .add_matchmaker_party(party.party_id, "*", 3, 3)
+        .await
+        .expect("party ticket");
+    let solo_ticket = solo.add_matchmaker("*", 3, 3).await.expect("solo ticket");
+    let got = results(&solo, 1, "the solo's result").await.remove(0);
+    assert_eq!(got.ticket, solo_ticket);
+    assert_eq!(got.users.len(), 3);
+    let token = got.token.clone().expect("token");
+    for (who, name) in [(&leader, "leader"), (&member, "member")] {
+        let m = results(who, 1, name).await.remove(0);
+        assert_eq!(m.ticket, party_ticket, "{name} hears the party's ticket");
+        assert_eq!(m.token.as_deref(), Some(token.as_str()));
+        assert_eq!(m.users.len(), 3);
+    }
+    // The match lives where two of the three are: the solo joins it on node-a.
+    let joined = [
+        leader.join_match_token(&token).await.expect("leader joins"),
+        member.join_match_token(&token).await.expect("member joins"),
+        solo.join_match_token(&token).await.expect("solo joins"),
+    ];
+    assert!(joined.iter().all(|m| m.match_id == joined[0].match_id));
+    assert_eq!(joined[2].size, 3);
+    assert_eq!(a.stats.matches().matches, 1, "hosted on the party's node");
+    assert_eq!(b.stats.matches().matches, 0);
 }

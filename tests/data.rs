@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{assert_no_event, next_event, three, TestServer};
-use quicmatch_client::{ErrorCode, Event, MatchData, Socket};
+use quicmatch_client::{ErrorCode, Event, MatchData, MatchId, Socket};
 use tokio::time::timeout;
 
 fn data(event: Event) -> MatchData {
@@ -341,4 +341,35 @@ async fn data_queued_before_a_shutdown_arrives_before_the_close() {
     }
     assert_eq!(got, N, "everything queued before the stop arrived");
     stopping.await.expect("stopped");
+}
+
+/// A client that writes its own datagrams (an engine's network layer, a load tester)
+/// uses the socket's connection and the match's handle: the others get them as any
+/// match data, and the handle is gone once the socket left the match.
+#[tokio::test]
+async fn datagrams_written_on_the_connection_with_the_match_handle_arrive() {
+    let server = TestServer::start().await;
+    let alice = server.client("alice").await;
+    let bob = server.client("bob").await;
+    let m = alice.create_match(None).await.expect("create");
+    bob.join_match(m.match_id).await.expect("join");
+    next_event(&alice, "bob joins").await;
+    let handle = alice.match_handle(m.match_id).expect("alice's handle");
+    let datagram =
+        quicmatch_protocol::datagram::encode_client(handle, 42, None, b"written by hand");
+    alice
+        .connection()
+        .send_datagram(datagram)
+        .expect("send the datagram");
+    match next_event(&bob, "the datagram").await {
+        Event::MatchData(d) => {
+            assert_eq!((d.op_code, d.data.as_ref()), (42, &b"written by hand"[..]));
+            assert_eq!(d.sender.session_id, alice.presence().session_id);
+            assert!(!d.reliable);
+        }
+        other => panic!("expected match data, got {other:?}"),
+    }
+    alice.leave_match(m.match_id).await.expect("leave");
+    assert_eq!(alice.match_handle(m.match_id), None);
+    assert_eq!(bob.match_handle(MatchId::new_random()), None);
 }

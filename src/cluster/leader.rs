@@ -13,7 +13,10 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, Instant},
 };
 
@@ -90,6 +93,20 @@ impl Mirror {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Puts an open ticket back (taken out by a pass, but not claimed).
+    fn restore(&mut self, mm: &Matchmaker, held: Held) {
+        let Some((_, ticket)) = parse_key(&held.key) else {
+            return;
+        };
+        if let Ok(spec) = mm.spec_from(&held.record) {
+            let age = Duration::from_millis(tickets::unix_ms().saturating_sub(held.added_ms));
+            let now = Instant::now();
+            self.pool()
+                .insert(ticket, spec, now.checked_sub(age).unwrap_or(now));
+            self.open.insert(ticket, held);
+        }
+    }
+
     /// One entry of the tickets bucket.
     fn apply(&mut self, mm: &Matchmaker, entry: &kv::Entry) {
         let Some((home, ticket)) = parse_key(&entry.key) else {
@@ -163,6 +180,7 @@ struct Leading<'a> {
     mm: Matchmaker,
     /// When this node became leader: a node it does not see may just not be seen yet.
     since: Instant,
+    lease: Arc<Lease>,
 }
 
 /// Competes for the lease every heartbeat and leads while it holds it, until `cancel`
@@ -192,6 +210,20 @@ pub(super) async fn run(
         )
         .await;
         if let Ok(Ok(revision)) = created {
+            let act_for = inner.config.leader_lease.saturating_sub(heartbeat);
+            let lease = Arc::new(Lease {
+                deadline: Mutex::new(sent + act_for),
+                revision: AtomicU64::new(revision),
+                lost: CancellationToken::new(),
+                taken_over: AtomicBool::new(false),
+            });
+            let renewer = tokio::spawn(renew(
+                buckets.leader.clone(),
+                value.clone(),
+                lease.clone(),
+                heartbeat,
+                act_for,
+            ));
             let leading = Leading {
                 inner: &inner,
                 local: local.as_ref(),
@@ -199,19 +231,27 @@ pub(super) async fn run(
                 buckets: &buckets,
                 mm: local.matchmaker(),
                 since: Instant::now(),
+                lease: lease.clone(),
             };
             info!(node = %me.node, "cluster: leading the matchmaker");
             metrics::gauge!("quicmatch_cluster_matchmaker_leader").set(1.0);
-            inner
-                .leading
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-            leading.lead(revision, sent, &value, &cancel).await;
-            inner
-                .leading
-                .store(false, std::sync::atomic::Ordering::Relaxed);
+            inner.leading.store(true, Ordering::Relaxed);
+            leading.lead(&cancel).await;
+            inner.leading.store(false, Ordering::Relaxed);
             metrics::gauge!("quicmatch_cluster_matchmaker_leader").set(0.0);
-            // Handed over (or lost): let another node take it.
-            let _ = tokio::time::timeout(heartbeat / 2, buckets.leader.delete(LEASE_KEY)).await;
+            renewer.abort();
+            // Handed over (or lapsed): another node may take it at once. A lease taken
+            // over is the new holder's, and stays.
+            if !lease.taken_over.load(Ordering::Relaxed) {
+                let revision = lease.revision.load(Ordering::Relaxed);
+                let _ = tokio::time::timeout(
+                    heartbeat / 2,
+                    buckets
+                        .leader
+                        .delete_expect_revision(LEASE_KEY, Some(revision)),
+                )
+                .await;
+            }
             if cancel.is_cancelled() {
                 return;
             }
@@ -220,18 +260,74 @@ pub(super) async fn run(
     }
 }
 
+/// The lease as the leader holds it: renewed beside the passes, so a long pass never
+/// holds up a renewal.
+struct Lease {
+    /// Until when the leader may act: a heartbeat before the lease could lapse, counted
+    /// from the send time of the last renewal that succeeded.
+    deadline: Mutex<Instant>,
+    revision: AtomicU64,
+    /// Cancelled when the lease is lost or about to lapse.
+    lost: CancellationToken,
+    taken_over: AtomicBool,
+}
+
+impl Lease {
+    fn deadline(&self) -> Instant {
+        *self
+            .deadline
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Renews the lease every heartbeat until it is lost or lapses.
+async fn renew(
+    kv: kv::Store,
+    value: Bytes,
+    lease: Arc<Lease>,
+    heartbeat: Duration,
+    act_for: Duration,
+) {
+    let mut ticks = tokio::time::interval(heartbeat);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = tokio::time::sleep_until(lease.deadline().into()) => {
+                warn!("cluster: matchmaker lease renewals failing; stepping down before it lapses");
+                lease.lost.cancel();
+                return;
+            }
+        }
+        let sent = Instant::now();
+        let revision = lease.revision.load(Ordering::Relaxed);
+        let renewal =
+            tokio::time::timeout(heartbeat / 2, kv.update(LEASE_KEY, value.clone(), revision))
+                .await;
+        match renewal {
+            Ok(Ok(r)) => {
+                lease.revision.store(r, Ordering::Relaxed);
+                *lease
+                    .deadline
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = sent + act_for;
+            }
+            Ok(Err(e)) if e.kind() == UpdateErrorKind::WrongLastRevision => {
+                warn!("cluster: the matchmaker lease was taken over; stepping down");
+                lease.taken_over.store(true, Ordering::Relaxed);
+                lease.lost.cancel();
+                return;
+            }
+            Ok(Err(e)) => warn!(error = %e, "cluster: matchmaker lease renewal failed"),
+            Err(_) => warn!("cluster: matchmaker lease renewal unanswered"),
+        }
+    }
+}
+
 impl Leading<'_> {
     /// Leads until the lease is lost or would lapse, or `cancel`.
-    async fn lead(
-        &self,
-        mut revision: u64,
-        sent: Instant,
-        value: &Bytes,
-        cancel: &CancellationToken,
-    ) {
-        let heartbeat = self.inner.config.heartbeat;
-        let act_for = self.inner.config.leader_lease.saturating_sub(heartbeat);
-        let mut renewed = sent;
+    async fn lead(&self, cancel: &CancellationToken) {
         let Ok(Ok(mut watch)) = tokio::time::timeout(
             self.inner.config.request_timeout,
             self.buckets.tickets.watch_with_history("t.>"),
@@ -245,55 +341,46 @@ impl Leading<'_> {
             open: HashMap::new(),
             claimed: HashMap::new(),
         };
-        let mut renew = tokio::time::interval(heartbeat);
-        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut passes = tokio::time::interval(self.mm.interval());
         passes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first pass waits for the bucket's history (or a request's time, for an
+        // empty bucket, which replays nothing).
+        let mut caught_up = false;
         loop {
             tokio::select! {
                 () = cancel.cancelled() => return,
-                () = tokio::time::sleep_until((renewed + act_for).into()) => {
-                    warn!("cluster: matchmaker lease renewals failing; stepping down before it lapses");
-                    return;
-                }
-                _ = renew.tick() => {
-                    let sent = Instant::now();
-                    match tokio::time::timeout(heartbeat / 2, self.buckets.leader.update(LEASE_KEY, value.clone(), revision)).await {
-                        Ok(Ok(r)) => {
-                            revision = r;
-                            renewed = sent;
-                        }
-                        Ok(Err(e)) if e.kind() == UpdateErrorKind::WrongLastRevision => {
-                            warn!("cluster: the matchmaker lease was taken over; stepping down");
-                            return;
-                        }
-                        Ok(Err(e)) => warn!(error = %e, "cluster: matchmaker lease renewal failed"),
-                        Err(_) => warn!("cluster: matchmaker lease renewal unanswered"),
-                    }
-                }
+                () = self.lease.lost.cancelled() => return,
                 entry = watch.next() => match entry {
-                    Some(Ok(entry)) => mirror.apply(&self.mm, &entry),
+                    Some(Ok(entry)) => {
+                        caught_up |= entry.delta == 0;
+                        mirror.apply(&self.mm, &entry);
+                    }
                     _ => {
                         warn!("cluster: the tickets watch ended; stepping down");
                         return;
                     }
                 },
                 _ = passes.tick() => {
-                    let deadline = renewed + act_for;
-                    if Instant::now() < deadline {
-                        self.pass(&mut mirror, deadline).await;
+                    caught_up |= self.since.elapsed() >= self.inner.config.request_timeout;
+                    if caught_up && !self.expired() {
+                        self.pass(&mut mirror).await;
                     }
                 }
             }
         }
     }
 
+    /// The lease is lost, or this leader may no longer act on it.
+    fn expired(&self) -> bool {
+        self.lease.lost.is_cancelled() || Instant::now() >= self.lease.deadline()
+    }
+
     /// One pass: tickets of nodes that are gone leave, claims left by an earlier
     /// leader (or a failed delivery) are settled, then the pool is passed over and
     /// each group committed, while the lease holds.
-    async fn pass(&self, mirror: &mut Mirror, deadline: Instant) {
+    async fn pass(&self, mirror: &mut Mirror) {
         self.drop_gone(mirror).await;
-        self.sweep(mirror, deadline).await;
+        self.sweep(mirror).await;
         let pool = mirror.pool.clone();
         let mm = self.mm.clone();
         let Ok((matched, _)) =
@@ -305,30 +392,40 @@ impl Leading<'_> {
         let expired = mirror.pool().take_expired();
         if !expired.is_empty() {
             metrics::counter!("quicmatch_matchmaker_expired_total").increment(expired.len() as u64);
-            let mut by_home: BTreeMap<String, Vec<TicketId>> = BTreeMap::new();
+            let mut by_home: BTreeMap<String, Vec<Held>> = BTreeMap::new();
             for c in expired {
-                let Some(held) = mirror.open.remove(&c.ticket) else {
-                    continue;
-                };
-                let deleted = self
-                    .within(
-                        self.buckets
-                            .tickets
-                            .delete_expect_revision(&held.key, Some(held.revision)),
-                    )
-                    .await;
-                if matches!(deleted, Some(Ok(()))) {
-                    by_home.entry(held.home).or_default().push(c.ticket);
+                if let Some(held) = mirror.open.remove(&c.ticket) {
+                    by_home.entry(held.home.clone()).or_default().push(held);
                 }
             }
-            for (home, tickets) in by_home {
-                self.cancel_at(&home, tickets, "expired").await;
+            // The home is told first: a ticket it was not told of stays in the pool
+            // (it expires again at the next pass, and the home is asked again).
+            for (home, held) in by_home {
+                let ids: Vec<TicketId> = held
+                    .iter()
+                    .filter_map(|h| parse_key(&h.key).map(|(_, t)| t))
+                    .collect();
+                if self.cancel_at(&home, ids, "expired").await {
+                    for h in held {
+                        let _ = self
+                            .within(
+                                self.buckets
+                                    .tickets
+                                    .delete_expect_revision(&h.key, Some(h.revision)),
+                            )
+                            .await;
+                    }
+                } else {
+                    for h in held {
+                        mirror.restore(&self.mm, h);
+                    }
+                }
             }
         }
         for m in matched {
-            if Instant::now() >= deadline {
+            if self.expired() {
                 // Not committed: the groups' tickets stay open in the bucket, for the
-                // next leader's mirror.
+                // next leader's mirror (this one steps down with its mirror).
                 break;
             }
             self.commit(mirror, m).await;
@@ -349,19 +446,13 @@ impl Leading<'_> {
             return;
         }
         let gone = |home: &str| home != self.me.node && !self.inner.view().is_peer_name(home);
-        let mut drop: Vec<(TicketId, Held)> = mirror
+        let drop: Vec<(TicketId, Held)> = mirror
             .open
             .iter()
             .filter(|(_, h)| gone(&h.home))
             .map(|(t, h)| (*t, h.clone()))
             .collect();
-        drop.extend(
-            mirror
-                .claimed
-                .iter()
-                .filter(|(_, c)| gone(&c.held.home))
-                .map(|(t, c)| (*t, c.held.clone())),
-        );
+        // Claims stay: their group may have committed, and the sweep settles them.
         for (ticket, held) in drop {
             mirror.pool().forget(ticket);
             mirror.open.remove(&ticket);
@@ -378,13 +469,13 @@ impl Leading<'_> {
 
     /// Settles the claims the mirror holds: a committed group is delivered (again), any
     /// other aborted and its tickets opened again.
-    async fn sweep(&self, mirror: &mut Mirror, deadline: Instant) {
+    async fn sweep(&self, mirror: &mut Mirror) {
         let mut groups: BTreeMap<u64, Vec<Claim>> = BTreeMap::new();
         for claim in mirror.claimed.values() {
             groups.entry(claim.group).or_default().push(claim.clone());
         }
         for (group, claims) in groups {
-            if Instant::now() >= deadline {
+            if self.expired() {
                 return;
             }
             let key = group_key(group);
@@ -438,11 +529,10 @@ impl Leading<'_> {
     /// Commits one group the pass formed: claims, record, delivery.
     async fn commit(&self, mirror: &mut Mirror, m: Matched) {
         let group = random_u64();
-        let held: Vec<Held> = m
-            .entries
-            .iter()
-            .filter_map(|e| mirror.open.remove(&e.ticket))
-            .collect();
+        // One entry per member: a party's ticket has several.
+        let mut ids: Vec<TicketId> = m.entries.iter().map(|e| e.ticket).collect();
+        ids.dedup();
+        let held: Vec<Held> = ids.iter().filter_map(|t| mirror.open.remove(t)).collect();
         let claimed = |h: &Held| TicketValue::Claimed {
             group,
             record: h.record.clone(),
@@ -462,13 +552,18 @@ impl Leading<'_> {
         let revisions: Vec<Result<u64, String>> = futures_util::future::join_all(writes).await;
         let mut claims: Vec<Claim> = Vec::new();
         for (h, r) in held.iter().zip(&revisions) {
-            if let Ok(revision) = r {
-                let mut held = h.clone();
-                held.revision = *revision;
-                claims.push(Claim { held, group });
+            match r {
+                Ok(revision) => {
+                    let mut held = h.clone();
+                    held.revision = *revision;
+                    claims.push(Claim { held, group });
+                }
+                // Back into the mirror as last seen: a delete or a change (or a claim
+                // that did apply after all) comes through the watch after it.
+                Err(_) => mirror.restore(&self.mm, h.clone()),
             }
         }
-        if claims.len() != m.entries.len() {
+        if claims.len() != ids.len() {
             // A ticket was cancelled (or changed) meanwhile: the others are opened
             // again and come back through the watch.
             metrics::counter!("quicmatch_cluster_matchmaker_groups_total", "outcome" => "aborted")
@@ -598,17 +693,17 @@ impl Leading<'_> {
         }
     }
 
-    /// Tells a home that some of its tickets were cancelled.
-    async fn cancel_at(&self, home: &str, tickets: Vec<TicketId>, reason: &str) {
+    /// Tells a home that some of its tickets were cancelled; whether it was told.
+    async fn cancel_at(&self, home: &str, tickets: Vec<TicketId>, reason: &str) -> bool {
         if home == self.me.node {
             self.mm.cancelled_elsewhere(&tickets, reason);
-            return;
+            return true;
         }
         let body = RequestBody::TicketsCancelled {
             tickets,
             reason: reason.to_owned(),
         };
-        self.ask(home, body).await;
+        self.ask(home, body).await
     }
 
     /// Asks a home; whether it answered that it applied the request.

@@ -138,6 +138,10 @@ pub(super) async fn writer(inner: Arc<Inner>, local: Arc<dyn Local>, cancel: Can
                     local
                         .matchmaker()
                         .cancelled_elsewhere(&[ticket], "cluster unavailable");
+                    // A put that timed out may have been stored after all.
+                    if let Some(kv) = store(&inner, wait).await {
+                        let _ = tokio::time::timeout(wait, kv.delete(&key)).await;
+                    }
                 }
             }
             Write::Delete(tickets) => {

@@ -189,6 +189,8 @@ impl Matchmaker {
             numeric_properties: request.numeric_properties,
         };
         check_limits(&req)?;
+        // Bad options are refused before the hook runs, as they always were.
+        self.options(options.clone())?;
         if let Some(hook) = &self.inner.hooks.before_matchmaker_add {
             req = hook(caller, req)
                 .map_err(|m| ApiError::new(ErrorCode::RUNTIME_FUNCTION_EXCEPTION, m))?;
@@ -325,7 +327,9 @@ impl Matchmaker {
     fn add_spec(&self, spec: TicketSpec) -> Result<TicketId, ApiError> {
         self.check_shared()?;
         let record = spec.record().cloned();
-        let ticket = self.pool().add(spec, Instant::now())?;
+        let mut pool = self.pool();
+        let ticket = pool.add(spec, Instant::now())?;
+        // Queued under the lock, so a removal that follows is queued after it.
         self.share_added(ticket, record);
         Ok(ticket)
     }

@@ -176,21 +176,15 @@ impl Matchmaker {
     /// Delivers a group's result to the members of this node's tickets among it, once:
     /// each such ticket leaves this node's pool. Returns the tickets delivered.
     pub(crate) fn deliver_result(&self, result: &GroupResult) -> Vec<TicketId> {
-        let mine: Vec<bool> = {
+        // A party's ticket appears once per member.
+        let delivered: Vec<TicketId> = {
             let mut pool = self.pool();
-            result
-                .tickets
-                .iter()
-                .map(|t| pool.forget(*t).is_some())
+            let mut ids = result.tickets.clone();
+            ids.dedup();
+            ids.into_iter()
+                .filter(|t| pool.forget(*t).is_some())
                 .collect()
         };
-        let delivered: Vec<TicketId> = result
-            .tickets
-            .iter()
-            .zip(&mine)
-            .filter(|(_, m)| **m)
-            .map(|(t, _)| *t)
-            .collect();
         if delivered.is_empty() {
             return delivered;
         }

@@ -42,6 +42,16 @@ async fn node(url: &str, name: &str) -> TestServer {
     TestServer::start_with(config).await
 }
 
+/// `node-a` and `node-b`, once each sees both.
+async fn two_nodes(url: &str) -> (TestServer, TestServer) {
+    let a = node(url, "node-a").await;
+    let b = node(url, "node-b").await;
+    for s in [&a, &b] {
+        sees(&s.stats, &["node-a", "node-b"], "both see both").await;
+    }
+    (a, b)
+}
+
 /// Waits for `count` matchmaker results on `who`, skipping other events.
 async fn results(who: &Socket, count: usize, what: &str) -> Vec<MatchmakerMatched> {
     let mut got = Vec::new();
@@ -196,12 +206,7 @@ async fn two_hundred_tickets_through_three_nodes_match_once_each() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_ticket_never_matches() {
     let Some(nats) = Nats::start() else { return };
-    let url = nats.url();
-    let a = node(&url, "node-a").await;
-    let b = node(&url, "node-b").await;
-    for s in [&a, &b] {
-        sees(&s.stats, &["node-a", "node-b"], "both see both").await;
-    }
+    let (a, b) = two_nodes(&nats.url()).await;
     let alice = a.client("alice").await;
     let bob = b.client("bob").await;
     let carol = b.client("carol").await;
@@ -299,12 +304,7 @@ async fn a_killed_leader_is_replaced_and_no_ticket_matches_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_party_on_one_node_matches_a_solo_on_another() {
     let Some(nats) = Nats::start() else { return };
-    let url = nats.url();
-    let a = node(&url, "node-a").await;
-    let b = node(&url, "node-b").await;
-    for s in [&a, &b] {
-        sees(&s.stats, &["node-a", "node-b"], "both see both").await;
-    }
+    let (a, b) = two_nodes(&nats.url()).await;
     let leader = a.client("leader").await;
     let member = a.client("member").await;
     let solo = b.client("solo").await;

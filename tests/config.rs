@@ -160,7 +160,7 @@ fn documented_ranges_are_the_enforced_ones() {
     let check = |f: &Bounded, v: f64| {
         // The widest idle_timeout, so suspect_after can reach its bounds; a small
         // datagram_burst and the largest outbound_queue, so both can reach theirs; the
-        // shortest heartbeat and the longest node_ttl, likewise.
+        // shortest heartbeat and the longest node_ttl and leader_lease, likewise.
         let mut values = Values::new();
         for (section, key, value) in [
             ("session", "idle_timeout", "\"10m\""),
@@ -169,6 +169,7 @@ fn documented_ranges_are_the_enforced_ones() {
             ("session", "outbound_queue", "1048576"),
             ("cluster", "heartbeat", "\"100ms\""),
             ("cluster", "node_ttl", "\"5m\""),
+            ("cluster", "leader_lease", "\"5m\""),
         ] {
             values.insert((section.into(), key.into()), value.into());
         }
@@ -262,6 +263,10 @@ proptest! {
         let ttl = picked["cluster.node_ttl"].max(3.0 * picked["cluster.heartbeat"]);
         let f = fields.iter().find(|f| f.key() == "cluster.node_ttl").expect("ttl");
         set(&mut values, f, ttl);
+        // leader_lease: "at least 3 × `heartbeat`".
+        let lease = picked["cluster.leader_lease"].max(3.0 * picked["cluster.heartbeat"]);
+        let f = fields.iter().find(|f| f.key() == "cluster.leader_lease").expect("lease");
+        set(&mut values, f, lease);
         let text = to_toml(&values);
         let mut config: Config = toml::from_str(&text).expect("parse");
         let certs = tempfile::tempdir().expect("tempdir");

@@ -407,13 +407,7 @@ impl Leading<'_> {
                     .collect();
                 if self.cancel_at(&home, ids, "expired").await {
                     for h in held {
-                        let _ = self
-                            .within(
-                                self.buckets
-                                    .tickets
-                                    .delete_expect_revision(&h.key, Some(h.revision)),
-                            )
-                            .await;
+                        self.delete(&h).await;
                     }
                 } else {
                     for h in held {
@@ -430,6 +424,16 @@ impl Leading<'_> {
             }
             self.commit(mirror, m).await;
         }
+    }
+
+    /// Deletes a ticket at the revision the mirror holds; whether it was deleted.
+    async fn delete(&self, held: &Held) -> bool {
+        let deleted = self.within(
+            self.buckets
+                .tickets
+                .delete_expect_revision(&held.key, Some(held.revision)),
+        );
+        matches!(deleted.await, Some(Ok(())))
     }
 
     /// Waits for a bucket operation at most `request_timeout`.
@@ -457,13 +461,7 @@ impl Leading<'_> {
             mirror.pool().forget(ticket);
             mirror.open.remove(&ticket);
             mirror.claimed.remove(&ticket);
-            let _ = self
-                .within(
-                    self.buckets
-                        .tickets
-                        .delete_expect_revision(&held.key, Some(held.revision)),
-                )
-                .await;
+            self.delete(&held).await;
         }
     }
 
@@ -659,13 +657,7 @@ impl Leading<'_> {
             };
             if told {
                 for h in tickets {
-                    let _ = self
-                        .within(
-                            self.buckets
-                                .tickets
-                                .delete_expect_revision(&h.key, Some(h.revision)),
-                        )
-                        .await;
+                    self.delete(h).await;
                 }
             }
         }
@@ -675,14 +667,7 @@ impl Leading<'_> {
     async fn cancel_claims(&self, claims: &[Claim], reason: &str) {
         let mut by_home: BTreeMap<String, Vec<TicketId>> = BTreeMap::new();
         for c in claims {
-            let deleted = self
-                .within(
-                    self.buckets
-                        .tickets
-                        .delete_expect_revision(&c.held.key, Some(c.held.revision)),
-                )
-                .await;
-            if matches!(deleted, Some(Ok(()))) {
+            if self.delete(&c.held).await {
                 if let Some((_, ticket)) = parse_key(&c.held.key) {
                     by_home.entry(c.held.home.clone()).or_default().push(ticket);
                 }

@@ -123,6 +123,18 @@ fn check_limits(req: &MatchmakerAddRequest) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A client's request as the before-add hook sees it.
+fn hook_request(request: MatchmakerAdd) -> MatchmakerAddRequest {
+    MatchmakerAddRequest {
+        query: request.query,
+        min_count: request.min_count,
+        max_count: request.max_count,
+        count_multiple: request.count_multiple.unwrap_or(1),
+        string_properties: request.string_properties,
+        numeric_properties: request.numeric_properties,
+    }
+}
+
 fn pool_config(config: &MatchmakerConfig) -> PoolConfig {
     PoolConfig {
         max_tickets: config.max_tickets,
@@ -180,14 +192,7 @@ impl Matchmaker {
         party_id: Option<PartyId>,
         members: Vec<Presence>,
     ) -> Result<TicketSpec, ApiError> {
-        let mut req = MatchmakerAddRequest {
-            query: request.query,
-            min_count: request.min_count,
-            max_count: request.max_count,
-            count_multiple: request.count_multiple.unwrap_or(1),
-            string_properties: request.string_properties,
-            numeric_properties: request.numeric_properties,
-        };
+        let mut req = hook_request(request);
         check_limits(&req)?;
         // Bad options are refused before the hook runs, as they always were.
         self.options(options.clone())?;
@@ -222,14 +227,7 @@ impl Matchmaker {
             party_id,
             members: members.clone(),
         });
-        let req = MatchmakerAddRequest {
-            query: request.query,
-            min_count: request.min_count,
-            max_count: request.max_count,
-            count_multiple: request.count_multiple.unwrap_or(1),
-            string_properties: request.string_properties,
-            numeric_properties: request.numeric_properties,
-        };
+        let req = hook_request(request);
         check_limits(&req)?;
         let options = self.options(options)?;
         let query = Query::parse(&req.query).map_err(|e| bad(e.to_string()))?;

@@ -326,6 +326,16 @@ impl Stats {
         self.shared.cluster.remote_counts()
     }
 
+    /// Party memberships that cross nodes: this node's sessions in (or asking to join)
+    /// parties other nodes host, and sessions homed on other nodes in (or asking to
+    /// join) parties this node hosts.
+    pub fn cluster_party_memberships(&self) -> (usize, usize) {
+        (
+            self.shared.cluster.remote_party_memberships(),
+            self.shared.sessions.guests(None).len(),
+        )
+    }
+
     /// Open connections.
     pub fn connections(&self) -> usize {
         self.shared

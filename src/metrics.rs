@@ -32,6 +32,8 @@
 //! | `quicmatch_cluster_nodes` | gauge | (nodes in this node's cluster, itself included) |
 //! | `quicmatch_cluster_remote_memberships` | gauge | (this node's sessions in matches other nodes host) |
 //! | `quicmatch_cluster_remote_members` | gauge | (members homed on other nodes in matches this node hosts) |
+//! | `quicmatch_cluster_remote_party_memberships` | gauge | (this node's sessions in, or asking to join, parties other nodes host) |
+//! | `quicmatch_cluster_party_guests` | gauge | (sessions homed on other nodes in, or asking to join, parties this node hosts) |
 //! | `quicmatch_cluster_messages_total` | counter | `dir` (`in`, `out`), `kind` (`request`, `link`, `datagram`) |
 //! | `quicmatch_cluster_messages_dropped_total` | counter | `reason` (`undecodable`, `unknown_sender`, `stale`: for an earlier incarnation, `repeated`, `out_of_scope`) |
 //! | `quicmatch_cluster_datagrams_dropped_total` | counter | `reason` (`queue_full`, `unpublished`, `too_large`, `refused`: the host refused it) |
@@ -173,6 +175,18 @@ const METRICS: &[(&str, Kind, bool, &str)] = &[
         Kind::Gauge,
         PLAIN,
         "Members homed on other nodes in matches this node hosts.",
+    ),
+    (
+        "quicmatch_cluster_remote_party_memberships",
+        Kind::Gauge,
+        PLAIN,
+        "This node's sessions in, or asking to join, parties other nodes host.",
+    ),
+    (
+        "quicmatch_cluster_party_guests",
+        Kind::Gauge,
+        PLAIN,
+        "Sessions homed on other nodes in, or asking to join, parties this node hosts.",
     ),
     (
         "quicmatch_cluster_messages_total",
@@ -763,6 +777,9 @@ pub(crate) async fn gauges(stats: Stats, shutdown: CancellationToken) {
                 let (memberships, members) = stats.cluster_memberships();
                 metrics::gauge!("quicmatch_cluster_remote_memberships").set(memberships as f64);
                 metrics::gauge!("quicmatch_cluster_remote_members").set(members as f64);
+                let (memberships, guests) = stats.cluster_party_memberships();
+                metrics::gauge!("quicmatch_cluster_remote_party_memberships").set(memberships as f64);
+                metrics::gauge!("quicmatch_cluster_party_guests").set(guests as f64);
             }
         }
     }

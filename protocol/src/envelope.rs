@@ -400,6 +400,26 @@ impl Request {
             Self::StorageDelete { .. } => "storage_delete",
         }
     }
+
+    /// The party a party request acts on (`None` for a create and for every request
+    /// that is not a party's).
+    pub fn party_id(&self) -> Option<PartyId> {
+        match self {
+            Self::PartyJoin { party_id }
+            | Self::PartyLeave { party_id }
+            | Self::PartyClose { party_id }
+            | Self::PartyAccept { party_id, .. }
+            | Self::PartyRemove { party_id, .. }
+            | Self::PartyPromote { party_id, .. }
+            | Self::PartyJoinRequestList { party_id }
+            | Self::PartyUpdate { party_id, .. }
+            | Self::PartyDataSend { party_id, .. }
+            | Self::PartyMatchmakerAdd { party_id, .. }
+            | Self::PartyMatchmakerAddWith { party_id, .. }
+            | Self::PartyMatchmakerRemove { party_id, .. } => Some(*party_id),
+            _ => None,
+        }
+    }
 }
 
 /// The server's answer to one request.

@@ -101,7 +101,13 @@ impl Cluster {
                     }
                 }
                 Ok(
-                    Ok(Reply::Infos(_) | Reply::Replaying(_) | Reply::Listed(_) | Reply::Done)
+                    Ok(
+                        Reply::Infos(_)
+                        | Reply::Replaying(_)
+                        | Reply::Listed(_)
+                        | Reply::Done
+                        | Reply::Party(_),
+                    )
                     | Err(_),
                 )
                 | Err(_) => {

@@ -51,6 +51,9 @@ pub(super) fn size(item: &Item) -> usize {
         }
         Item::Leave { .. } => 40,
         Item::Ended { reason, .. } => 40 + reason.len(),
+        Item::PartyPush { sessions, body } => body.len() + 17 * sessions.len(),
+        Item::PartyData { data, .. } => 40 + data.len(),
+        Item::PartyGone { .. } | Item::PartyLeave { .. } => 40,
     }
 }
 

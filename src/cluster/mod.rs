@@ -13,6 +13,7 @@ mod leader;
 mod link;
 mod nats;
 mod owners;
+mod parties;
 mod registry;
 mod remote;
 mod serve;
@@ -26,7 +27,9 @@ use std::{
 };
 
 use bytes::Bytes;
-use quicmatch_protocol::{ErrorCode, MatchId, MatchInfo, MatchListRequest, Presence, SessionId};
+use quicmatch_protocol::{
+    ErrorCode, MatchId, MatchInfo, MatchListRequest, PartyId, Presence, SessionId,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -85,6 +88,37 @@ pub(crate) trait Local: Send + Sync {
     fn list(&self, request: &MatchListRequest) -> Result<Vec<Listed>, Refusal>;
     /// The node's matchmaker: its own tickets, and the leader's passes.
     fn matchmaker(&self) -> crate::matchmaker::Matchmaker;
+    /// Whether a live local party has this id.
+    fn party_hosted(&self, party: PartyId) -> bool;
+    /// A party request (any but a create or data) of a session homed on another node
+    /// (reached through `remote`), for a local party.
+    fn party(
+        &self,
+        home: &str,
+        presence: Presence,
+        remote: Arc<dyn RemotePeer>,
+        request: quicmatch_protocol::Request,
+    ) -> Result<Option<quicmatch_protocol::envelope::Response>, Refusal>;
+    /// Party data a member homed on node `home` sent.
+    fn party_data(
+        &self,
+        home: &str,
+        party: PartyId,
+        sender: SessionId,
+        op_code: i64,
+        data: Bytes,
+    ) -> Result<(), Refusal>;
+    /// The local parties a session of another node is in or asking to join.
+    fn parties_of(&self, session: SessionId) -> Vec<PartyId>;
+    /// A session of node `home` leaves one local party.
+    fn party_left(&self, home: &str, party: PartyId, session: SessionId);
+    /// A session of node `home` leaves every local party and is no longer reached.
+    fn party_gone(&self, home: &str, session: SessionId);
+    /// A session of another node leaves every local party, wherever it is homed (this
+    /// node left its cluster).
+    fn party_gone_anywhere(&self, session: SessionId);
+    /// The sessions of other nodes local parties reach: those homed on `node`, or all.
+    fn party_guests(&self, node: Option<&str>) -> Vec<SessionId>;
 }
 
 /// A join the tables decide now, or later (a server-run match's handler).
@@ -123,6 +157,8 @@ struct State {
     links: HashMap<String, Arc<Link>>,
     memberships: Memberships,
     inbound: Inbound,
+    /// Party memberships that cross nodes, both sides.
+    parties: parties::Book,
     /// Where links report that they were reset.
     resets: Option<mpsc::UnboundedSender<Sender>>,
     /// The claims on named matches, while joined.
@@ -270,6 +306,14 @@ impl Cluster {
         match &self.inner {
             Some(inner) => inner.state().memberships.counts(),
             None => (0, 0),
+        }
+    }
+
+    /// Local sessions' memberships in (or requests to join) parties of other nodes.
+    pub(crate) fn remote_party_memberships(&self) -> usize {
+        match &self.inner {
+            Some(inner) => inner.state().parties.count_all(),
+            None => 0,
         }
     }
 

@@ -33,7 +33,7 @@ use crate::outbound::{Lane, RemotePeer};
 /// Most matches one `Infos` request may list: `matches.max_per_session` allows 1024.
 const MAX_LISTED: usize = 1024;
 
-fn dropped(reason: &'static str) {
+pub(super) fn dropped(reason: &'static str) {
     metrics::counter!("quicmatch_cluster_messages_dropped_total", "reason" => reason).increment(1);
 }
 
@@ -70,6 +70,7 @@ pub(super) fn on_request(inner: &Arc<Inner>, local: &Arc<dyn Local>, payload: &[
         return Answer::Now(None);
     }
     let local_ref = local.as_ref();
+    let request_from = request.from.clone();
     let reply = match request.body {
         RequestBody::Join {
             match_id,
@@ -112,6 +113,9 @@ pub(super) fn on_request(inner: &Arc<Inner>, local: &Arc<dyn Local>, payload: &[
         RequestBody::Matched { result, placement } => {
             super::tickets::deliver(inner, local_ref, &result, placement);
             Reply::Done
+        }
+        RequestBody::Party { presence, request } => {
+            super::parties::serve(inner, local_ref, &request_from, presence, request)
         }
         RequestBody::TicketsCancelled { tickets, reason } => {
             let tickets: Vec<_> = tickets.into_iter().take(MAX_LISTED).collect();
@@ -426,6 +430,10 @@ fn apply(inner: &Inner, local: &dyn Local, from: &Sender, item: Item) {
                 match_ended(local, match_id, session, &reason);
             }
         }
+        party @ (Item::PartyPush { .. }
+        | Item::PartyData { .. }
+        | Item::PartyGone { .. }
+        | Item::PartyLeave { .. }) => super::parties::apply(inner, local, from, party),
     }
 }
 
@@ -547,6 +555,7 @@ pub(super) fn on_datagram(inner: &Inner, local: &dyn Local, payload: &[u8]) {
 /// end exactly the same ones, whatever the other joined meanwhile.
 pub(super) fn reset(inner: &Inner, local: &dyn Local, peer: &Sender, reason: &str) {
     let (homes, guests) = end_with(inner, local, &peer.node, reason);
+    let parties = super::parties::end_with(inner, local, &peer.node, reason);
     let link = {
         let mut st = inner.state();
         inner.link_to(&mut st, peer)
@@ -570,6 +579,7 @@ pub(super) fn reset(inner: &Inner, local: &dyn Local, peer: &Sender, reason: &st
             reason: reason.to_owned(),
         });
     }
+    super::parties::tell_reset(&link, parties, reason);
 }
 
 /// What [`end_with`] ended: memberships of local sessions in a node's matches (with
@@ -606,11 +616,13 @@ pub(super) fn end_all(inner: &Inner, local: &dyn Local, reason: &str) {
     for node in nodes {
         end_with(inner, local, &node, reason);
     }
+    super::parties::end_all(inner, local, reason);
 }
 
 /// A node is gone: what this node shared with it ends, and its link and numbering go.
 pub(super) fn peer_gone(inner: &Inner, local: &dyn Local, node: &str, reason: &str) {
     end_with(inner, local, node, reason);
+    super::parties::end_with(inner, local, node, reason);
     let mut st = inner.state();
     st.links.remove(node);
     st.inbound.forget(node);

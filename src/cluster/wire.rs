@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use quicmatch_protocol::{
-    ErrorCode, MatchId, MatchInfo, MatchListRequest, MatchListing, Presence, SessionId, TicketId,
+    ErrorCode, MatchId, MatchInfo, MatchListRequest, MatchListing, PartyId, Presence, SessionId,
+    TicketId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -80,6 +81,14 @@ pub(super) enum RequestBody {
         tickets: Vec<TicketId>,
         reason: String,
     },
+    /// A party request (any but a create or data) of a session homed on the sender, for
+    /// a party this node hosts; a join of a party the home does not know is asked of
+    /// every live node at once (only the host answers other than `PARTY_NOT_FOUND`).
+    /// Answered with [`Reply::Party`].
+    Party {
+        presence: Presence,
+        request: quicmatch_protocol::Request,
+    },
 }
 
 /// One match of a node's listing, with what ranks it among other nodes' (its query
@@ -121,6 +130,8 @@ pub(super) enum Reply {
     Listed(Vec<Listed>),
     /// A `Matched` or `TicketsCancelled` was applied.
     Done,
+    /// What a `Party` request gave: the client's reply, or its refusal.
+    Party(Result<Option<quicmatch_protocol::envelope::Response>, Refusal>),
 }
 
 /// One numbered batch of a link: from one incarnation to one incarnation.
@@ -171,6 +182,28 @@ pub(super) enum Item {
         /// The join attempt that made it a member.
         attempt: u64,
         reason: String,
+    },
+    /// Host to home: an event for sessions homed on the receiver that are in (or asking
+    /// to join) parties of the sender, or in its parties' matchmaker tickets.
+    PartyPush {
+        sessions: Vec<SessionId>,
+        body: Bytes,
+    },
+    /// Home to host: party data a member sent.
+    PartyData {
+        party_id: PartyId,
+        sender: SessionId,
+        op_code: i64,
+        data: Bytes,
+    },
+    /// Home to host: the session ended for good: it leaves every party of the host, and
+    /// a party request of it still on its way is refused.
+    PartyGone { session: SessionId },
+    /// Home to host, after a link reset only: the session is no longer in the party
+    /// (its home told it the party closed for it).
+    PartyLeave {
+        party_id: PartyId,
+        session: SessionId,
     },
 }
 

@@ -15,7 +15,7 @@ use quicmatch_protocol::{
     frame, ErrorCode, Request,
 };
 
-pub(crate) use self::{matches::leave_any, peers::Peers};
+pub(crate) use self::{matches::leave_any, party::run as run_party, peers::Peers};
 use crate::{session::SessionState, Shared};
 
 /// A request failure the client is told about: a stable code and a short reason.
@@ -152,7 +152,9 @@ pub(crate) fn dispatch(
         | Request::PartyUpdate { .. }
         | Request::PartyMatchmakerAdd { .. }
         | Request::PartyMatchmakerAddWith { .. }
-        | Request::PartyMatchmakerRemove { .. }) => party::dispatch(shared, session, party_request),
+        | Request::PartyMatchmakerRemove { .. }) => {
+            return party::dispatch(shared, session, party_request)
+        }
     };
     Dispatched::Now(outcome)
 }

@@ -1,9 +1,9 @@
 //! Handlers for parties: lifecycle, leadership, data and party matchmaking.
 
 use bytes::Bytes;
-use quicmatch_protocol::{ErrorCode, PartyId, Request, Response};
+use quicmatch_protocol::{ErrorCode, PartyId, Presence, Request, Response};
 
-use super::ApiError;
+use super::{ApiError, Dispatched, Outcome};
 use crate::{session::SessionState, Shared};
 
 pub(super) fn send_data(
@@ -13,18 +13,41 @@ pub(super) fn send_data(
     op_code: i64,
     data: Bytes,
 ) -> Result<(), ApiError> {
+    let sid = session.handle.presence.session_id;
+    if !shared.parties.contains(party_id) {
+        // A party of another node of the cluster, if the sender is in one.
+        if let Some(sent) = shared
+            .cluster
+            .party_data(party_id, sid, op_code, data.clone())
+        {
+            return Ok(sent?);
+        }
+    }
     shared
         .parties
         .send_data(&session.handle.presence, party_id, op_code, data)
 }
 
-/// Every party request except data, which has its own fire-and-forget form.
-pub(super) fn dispatch(
-    shared: &Shared,
-    session: &SessionState,
-    request: Request,
-) -> Result<Option<Response>, ApiError> {
-    let me = &session.handle.presence;
+/// Every party request except data, which has its own fire-and-forget form; in a
+/// cluster, one for a party this node does not have goes to the node that does.
+pub(super) fn dispatch(shared: &Shared, session: &SessionState, request: Request) -> Dispatched {
+    let remote = shared.cluster.is_active()
+        && request
+            .party_id()
+            .is_some_and(|p| !shared.parties.contains(p));
+    if !remote {
+        return Dispatched::Now(run(shared, &session.handle.presence, request));
+    }
+    let cluster = shared.cluster.clone();
+    let presence = (*session.handle.presence).clone();
+    Dispatched::Later(Box::pin(async move {
+        Ok(cluster.party(presence, request).await?)
+    }))
+}
+
+/// A party request (not data) of `me`, a session of this node or, for a party here,
+/// of another node of the cluster, applied to the local party table.
+pub(crate) fn run(shared: &Shared, me: &Presence, request: Request) -> Outcome {
     let sid = me.session_id;
     let parties = &shared.parties;
     let ack = |r: Result<(), ApiError>| r.map(|()| Some(Response::Ack));

@@ -6,7 +6,8 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use bytes::Bytes;
 use quicmatch_protocol::{
-    datagram::ClientDatagram, ErrorCode, MatchId, MatchInfo, MatchListRequest, Presence, SessionId,
+    datagram::ClientDatagram, envelope::Response, ErrorCode, MatchId, MatchInfo, MatchListRequest,
+    PartyId, Presence, Request, SessionId,
 };
 
 use super::ApiError;
@@ -149,5 +150,99 @@ impl Local for Peers {
         self.0
             .matches
             .infos(session, &matches.iter().copied().collect())
+    }
+
+    fn party_hosted(&self, party: PartyId) -> bool {
+        self.0.parties.contains(party)
+    }
+
+    fn party(
+        &self,
+        home: &str,
+        presence: Presence,
+        remote: Arc<dyn RemotePeer>,
+        request: Request,
+    ) -> Result<Option<Response>, Refusal> {
+        let shared = &self.0;
+        let sid = presence.session_id;
+        if matches!(
+            request,
+            Request::PartyCreate { .. } | Request::PartyDataSend { .. }
+        ) {
+            return Err(Refusal::new(
+                ErrorCode::BAD_INPUT,
+                "parties are created, and their data sent, through the home node",
+            ));
+        }
+        // The parties and the matchmaker reach the member through its home.
+        let handle = SessionHandle {
+            presence: Arc::new(presence),
+            conn: None,
+            outbound: Arc::new(Outbound::new(outbound::Limits::new(&shared.config.session))),
+            remote: Some(remote),
+        };
+        let presence = handle.presence.clone();
+        if !shared.sessions.add_guest(handle, home) {
+            return Err(Refusal::new(
+                ErrorCode::BAD_INPUT,
+                "a session of this node cannot act through another",
+            ));
+        }
+        let outcome = super::run_party(shared, &presence, request);
+        if !shared.parties.involves(sid) {
+            shared.sessions.remove_guest(sid);
+        }
+        Ok(outcome?)
+    }
+
+    fn party_data(
+        &self,
+        home: &str,
+        party: PartyId,
+        sender: SessionId,
+        op_code: i64,
+        data: Bytes,
+    ) -> Result<(), Refusal> {
+        let shared = &self.0;
+        let Some(handle) = shared
+            .sessions
+            .reach(sender)
+            .filter(|_| shared.sessions.is_guest_of(sender, home))
+        else {
+            return Err(Refusal::new(
+                ErrorCode::PARTY_NOT_MEMBER,
+                "not a party member",
+            ));
+        };
+        Ok(shared
+            .parties
+            .send_data(&handle.presence, party, op_code, data)?)
+    }
+
+    fn parties_of(&self, session: SessionId) -> Vec<PartyId> {
+        self.0.parties.of(session)
+    }
+
+    fn party_left(&self, home: &str, party: PartyId, session: SessionId) {
+        if self.0.sessions.is_guest_of(session, home) {
+            self.0.parties.leave(session, party);
+        }
+    }
+
+    fn party_gone(&self, home: &str, session: SessionId) {
+        if self.0.sessions.is_guest_of(session, home) {
+            self.party_gone_anywhere(session);
+        }
+    }
+
+    fn party_gone_anywhere(&self, session: SessionId) {
+        if self.0.sessions.is_guest(session) {
+            self.0.parties.disconnect(session);
+            self.0.sessions.remove_guest(session);
+        }
+    }
+
+    fn party_guests(&self, node: Option<&str>) -> Vec<SessionId> {
+        self.0.sessions.guests(node)
     }
 }

@@ -384,7 +384,7 @@ impl Matchmaker {
             });
             let Ok(frame) = frame else { continue };
             for s in c.notify {
-                if let Some(handle) = self.inner.sessions.get(s) {
+                if let Some(handle) = self.inner.sessions.reach(s) {
                     handle.push_event(&frame);
                 }
             }
@@ -477,7 +477,7 @@ impl Matchmaker {
             if !deliver(*ticket) {
                 continue;
             }
-            let Some(session) = self.inner.sessions.get(self_user.presence.session_id) else {
+            let Some(session) = self.inner.sessions.reach(self_user.presence.session_id) else {
                 continue;
             };
             let matched = MatchmakerMatched {

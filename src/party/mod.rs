@@ -79,6 +79,16 @@ impl State {
     }
 }
 
+/// `session` is no longer in (or asking to join) party `id`.
+fn untrack(state: &mut State, session: SessionId, id: PartyId) {
+    if let Some(set) = state.by_session.get_mut(&session) {
+        set.remove(&id);
+        if set.is_empty() {
+            state.by_session.remove(&session);
+        }
+    }
+}
+
 fn encode(event: Event) -> Option<EventBody> {
     EventBody::encode(&event).ok()
 }
@@ -128,8 +138,18 @@ impl PartyTable {
 
     fn push(&self, to: &[SessionId], frame: &EventBody) {
         for s in to {
-            if let Some(handle) = self.sessions.get(*s) {
+            if let Some(handle) = self.sessions.reach(*s) {
                 handle.push_event(frame);
+            }
+        }
+    }
+
+    /// Forgets the remote handles of sessions of other nodes that are no longer in,
+    /// or asking to join, any party here.
+    fn settle(&self, state: &State, sessions: impl IntoIterator<Item = SessionId>) {
+        for s in sessions {
+            if !state.by_session.contains_key(&s) && self.sessions.is_guest(s) {
+                self.sessions.remove_guest(s);
             }
         }
     }
@@ -165,6 +185,8 @@ impl PartyTable {
                                 }
                             }
                         }
+                        let all = party.members.iter().chain(&party.requests);
+                        self.settle(state, all.map(|p| p.session_id));
                     }
                 }
             }
@@ -229,9 +251,7 @@ impl PartyTable {
         for id in others {
             let Ok(party) = state.party(id) else { continue };
             let notices = party.leave(session);
-            if let Some(set) = state.by_session.get_mut(&session) {
-                set.remove(&id);
-            }
+            untrack(state, session, id);
             self.apply(state, id, notices);
         }
     }
@@ -264,10 +284,9 @@ impl PartyTable {
         let mut state = self.lock();
         let Ok(party) = state.party(id) else { return };
         let notices = party.leave(session);
-        if let Some(set) = state.by_session.get_mut(&session) {
-            set.remove(&id);
-        }
+        untrack(&mut state, session, id);
         self.apply(&mut state, id, notices);
+        self.settle(&state, [session]);
     }
 
     /// Runs a leader-only change.
@@ -308,9 +327,9 @@ impl PartyTable {
     ) -> Result<(), ApiError> {
         let result = self.leader_op(id, |p| p.remove(caller, target));
         if result.is_ok() {
-            if let Some(set) = self.lock().by_session.get_mut(&target) {
-                set.remove(&id);
-            }
+            let mut state = self.lock();
+            untrack(&mut state, target, id);
+            self.settle(&state, [target]);
         }
         result
     }
@@ -448,6 +467,26 @@ impl PartyTable {
                 self.apply(&mut state, id, notices);
             }
         }
+        self.settle(&state, [session]);
+    }
+
+    /// Whether a live party of this node has this id.
+    pub(crate) fn contains(&self, id: PartyId) -> bool {
+        self.lock().parties.contains_key(&id)
+    }
+
+    /// The parties of this node `session` is in or asking to join.
+    pub(crate) fn of(&self, session: SessionId) -> Vec<PartyId> {
+        self.lock()
+            .by_session
+            .get(&session)
+            .map(|set| set.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether `session` is in, or asking to join, a party of this node.
+    pub(crate) fn involves(&self, session: SessionId) -> bool {
+        self.lock().by_session.contains_key(&session)
     }
 
     /// Every live party as it stands (for restart records).

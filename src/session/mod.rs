@@ -757,6 +757,8 @@ fn on_frame(shared: &Shared, state: &mut SessionState, body: &[u8]) -> Step {
             }
             // A create with a name joins the match of that name, in a cluster perhaps on
             // another node: its reply, too, goes before the match's events.
+            // A party request for a party of another node likewise: its reply goes
+            // before the events the party's host sends meanwhile.
             let joins = matches!(
                 env.body,
                 Request::MatchJoin { .. }
@@ -764,7 +766,7 @@ fn on_frame(shared: &Shared, state: &mut SessionState, body: &[u8]) -> Step {
                     | Request::MatchCreate { .. }
                     | Request::MatchCreateWith { .. }
                     | Request::MatchCreateWithLatest { .. }
-            );
+            ) || env.body.party_id().is_some();
             match handlers::dispatch(shared, state, env.cid, env.body) {
                 handlers::Dispatched::Now(outcome) => {
                     Step::Reply(handlers::reply_frame(&state.handle, env.cid, outcome))
@@ -841,6 +843,7 @@ pub(crate) fn leave_everything(shared: &Shared, state: &SessionState) {
     shared.sessions.remove(id);
     shared.matchmaker.remove_session(id);
     shared.parties.disconnect(id);
+    shared.cluster.party_session_ended(id);
     for m in &state.joined {
         handlers::leave_any(shared, *m, id);
     }

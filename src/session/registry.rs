@@ -70,6 +70,10 @@ struct Registry {
     held: HashMap<SessionId, Held>,
     /// Resumes waiting for a connected session to step aside.
     waiters: HashMap<SessionId, oneshot::Sender<Held>>,
+    /// Members of this node's parties homed on other nodes of the cluster: remote
+    /// handles, reached by the party table and the matchmaker, never counted or listed
+    /// as this node's sessions.
+    guests: HashMap<SessionId, (SessionHandle, String)>,
     next_generation: u64,
 }
 
@@ -271,6 +275,60 @@ impl SessionRegistry {
     /// The session, if it is connected or held.
     pub fn get(&self, id: SessionId) -> Option<SessionHandle> {
         self.lock().live.get(&id).map(|l| l.handle.clone())
+    }
+
+    /// The session, if it is connected or held here, or a member of a party here homed
+    /// on another node (a remote handle).
+    pub(crate) fn reach(&self, id: SessionId) -> Option<SessionHandle> {
+        let reg = self.lock();
+        reg.live
+            .get(&id)
+            .map(|l| l.handle.clone())
+            .or_else(|| reg.guests.get(&id).map(|(h, _)| h.clone()))
+    }
+
+    /// Registers a session homed on node `home` that parties here reach through
+    /// `handle` (a remote one); a session of this node, or of another home, is never
+    /// replaced. Whether it is (now) registered.
+    pub(crate) fn add_guest(&self, handle: SessionHandle, home: &str) -> bool {
+        let mut reg = self.lock();
+        let id = handle.presence.session_id;
+        if reg.live.contains_key(&id) {
+            return false;
+        }
+        let (_, at) = reg
+            .guests
+            .entry(id)
+            .or_insert_with(|| (handle, home.to_owned()));
+        at == home
+    }
+
+    /// The sessions of other nodes registered here: those homed on `home`, or all.
+    pub(crate) fn guests(&self, home: Option<&str>) -> Vec<SessionId> {
+        self.lock()
+            .guests
+            .iter()
+            .filter(|(_, (_, at))| home.is_none_or(|h| h == at))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Forgets a session of another node.
+    pub(crate) fn remove_guest(&self, id: SessionId) {
+        self.lock().guests.remove(&id);
+    }
+
+    /// Whether `id` is a session of another node registered here.
+    pub(crate) fn is_guest(&self, id: SessionId) -> bool {
+        self.lock().guests.contains_key(&id)
+    }
+
+    /// Whether `id` is a session of node `home` registered here.
+    pub(crate) fn is_guest_of(&self, id: SessionId, home: &str) -> bool {
+        self.lock()
+            .guests
+            .get(&id)
+            .is_some_and(|(_, at)| at == home)
     }
 
     /// Sessions connected or held.

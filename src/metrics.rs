@@ -43,6 +43,7 @@
 //! | `quicmatch_cluster_request_failures_total` | counter | (requests to other nodes unanswered) |
 //! | `quicmatch_cluster_list_partial_total` | counter | (listings that left out a node that did not answer) |
 //! | `quicmatch_cluster_matchmaker_leader` | gauge | (1 while this node holds the matchmaker's lease and runs the cluster's passes) |
+//! | `quicmatch_cluster_ticket_markers_purged_total` | counter | (delete markers of matched, cancelled or expired tickets the leader purged from the tickets bucket) |
 //! | `quicmatch_cluster_matchmaker_groups_total` | counter | `outcome` (`committed`; `aborted`: a ticket was cancelled or changed before its group committed, or a leader's half-done group was swept) |
 //! | `quicmatch_io_stale_packets_total` | counter | (`proto` transport: packets of established connections that waited past `relay.max_datagram_age` in the socket and were dropped unread; their senders see loss) |
 //! | `quicmatch_io_send_stalls_total` | counter | (`proto` transport: times a loop's socket refused a packet and the loop waited for it to drain) |
@@ -223,6 +224,12 @@ const METRICS: &[(&str, Kind, bool, &str)] = &[
         Kind::Gauge,
         PLAIN,
         "1 while this node holds the matchmaker's lease and runs the cluster's passes.",
+    ),
+    (
+        "quicmatch_cluster_ticket_markers_purged_total",
+        Kind::Counter,
+        PLAIN,
+        "Delete markers of finished tickets the matchmaker's leader purged from the tickets bucket.",
     ),
     (
         "quicmatch_cluster_matchmaker_groups_total",

@@ -101,6 +101,29 @@ async fn holds_the_lease(url: &str) {
     }
 }
 
+/// Waits until the key-value bucket `name` holds no message at all (no value, no
+/// delete marker), read straight from its stream.
+async fn bucket_empties(url: &str, name: &str) {
+    let client = async_nats::connect(url).await.expect("connect to NATS");
+    let js = async_nats::jetstream::new(client);
+    let deadline = tokio::time::Instant::now() + TEST_TIMEOUT;
+    let mut left = u64::MAX;
+    while left > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} still holds {left} messages"
+        );
+        if let Ok(mut stream) = js.get_stream(format!("KV_{name}")).await {
+            if let Ok(info) = stream.info().await {
+                left = info.state.messages;
+            }
+        }
+        if left > 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_tickets_through_three_nodes_match_once_each() {
     let Some(nats) = Nats::start() else { return };
@@ -173,6 +196,9 @@ async fn two_hundred_tickets_through_three_nodes_match_once_each() {
             "no ticket left at its home"
         );
     }
+    // Every ticket's key was deleted, and the leader purges the delete markers: the
+    // bucket does not keep one per ticket ever made.
+    bucket_empties(&url, "qm_quicmatch_tickets").await;
 
     // A group whose two players are on different nodes meets in one match.
     let cross = all_results

@@ -12,7 +12,7 @@
 //! death.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, VecDeque},
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex,
@@ -42,6 +42,12 @@ use crate::matchmaker::{
 
 /// The lease's key in the leader bucket.
 const LEASE_KEY: &str = "matchmaker";
+/// Delete markers purged per pass at most, [`PURGES_AT_ONCE`] at a time.
+const PURGES_PER_PASS: usize = 4096;
+const PURGES_AT_ONCE: usize = 64;
+/// Applied delete markers a leader keeps to purge; past this the oldest are left to
+/// the next leader.
+const MARKERS_KEPT: usize = 1 << 16;
 
 /// A group's record: the one point where it exists, or the proof it never will.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -84,6 +90,9 @@ struct Mirror {
     pool: Arc<Mutex<Pool>>,
     open: HashMap<TicketId, Held>,
     claimed: HashMap<TicketId, Claim>,
+    /// Keys whose delete marker this mirror has applied: purged from the bucket after
+    /// the pass, so markers do not pile up one per ticket ever made.
+    deleted: VecDeque<String>,
 }
 
 impl Mirror {
@@ -166,6 +175,12 @@ impl Mirror {
                 self.pool().forget(ticket);
                 self.open.remove(&ticket);
                 self.claimed.remove(&ticket);
+                self.deleted.push_back(entry.key.clone());
+                // A leader that cannot purge for a long while leaves the oldest
+                // markers for the next one (it reads them with the history).
+                while self.deleted.len() > MARKERS_KEPT {
+                    self.deleted.pop_front();
+                }
             }
         }
     }
@@ -340,6 +355,7 @@ impl Leading<'_> {
             pool: Arc::new(Mutex::new(self.mm.new_mirror())),
             open: HashMap::new(),
             claimed: HashMap::new(),
+            deleted: VecDeque::new(),
         };
         let mut passes = tokio::time::interval(self.mm.interval());
         passes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -423,6 +439,45 @@ impl Leading<'_> {
                 break;
             }
             self.commit(mirror, m).await;
+        }
+        self.purge_markers(mirror).await;
+    }
+
+    /// Removes from the bucket the delete markers the mirror has applied (at most
+    /// [`PURGES_PER_PASS`] a pass). Only the leader purges, and only markers its own
+    /// watch delivered: a purged marker is one no mirror still needs (a later leader
+    /// reading the history simply never sees that key), and ticket keys are never
+    /// written again once deleted.
+    async fn purge_markers(&self, mirror: &mut Mirror) {
+        let store = &self.buckets.tickets;
+        let mut purged = 0u64;
+        while purged < PURGES_PER_PASS as u64 && !mirror.deleted.is_empty() && !self.expired() {
+            let n = mirror.deleted.len().min(PURGES_AT_ONCE);
+            let keys: Vec<String> = mirror.deleted.drain(..n).collect();
+            let purges = keys.iter().map(|key| {
+                let purge = store
+                    .stream
+                    .purge()
+                    .filter(format!("{}{}", store.prefix, key));
+                self.within(std::future::IntoFuture::into_future(purge))
+            });
+            let outcomes = futures_util::future::join_all(purges).await;
+            let mut failed = false;
+            for (key, outcome) in keys.into_iter().zip(outcomes) {
+                if matches!(outcome, Some(Ok(_))) {
+                    purged += 1;
+                } else {
+                    // NATS is slow or out: again after the next pass.
+                    mirror.deleted.push_back(key);
+                    failed = true;
+                }
+            }
+            if failed {
+                break;
+            }
+        }
+        if purged > 0 {
+            metrics::counter!("quicmatch_cluster_ticket_markers_purged_total").increment(purged);
         }
     }
 

@@ -552,12 +552,7 @@ pub(super) type Ended = (Vec<(SessionId, PartyId)>, Vec<(SessionId, PartyId)>);
 /// `PartyClose` with `reason`, and its sessions leave the parties here. Returns what
 /// ended on each side, for a node still there to be told: local sessions' memberships
 /// of its parties, and its sessions' memberships of parties here.
-pub(super) fn end_with(
-    inner: &Inner,
-    local: &dyn Local,
-    node: &str,
-    reason: &str,
-) -> Ended {
+pub(super) fn end_with(inner: &Inner, local: &dyn Local, node: &str, reason: &str) -> Ended {
     let homes = {
         let mut st = inner.state();
         st.parties.forget_node(node);
@@ -594,11 +589,7 @@ pub(super) fn end_all(inner: &Inner, local: &dyn Local, reason: &str) {
 /// Tells `peer` (still there, its link reset) what [`end_with`] ended: each of this
 /// node's sessions left its parties, and each of its sessions was closed out of the
 /// parties here.
-pub(super) fn tell_reset(
-    link: &super::link::Link,
-    ended: Ended,
-    reason: &str,
-) {
+pub(super) fn tell_reset(link: &super::link::Link, ended: Ended, reason: &str) {
     let (homes, guests) = ended;
     for (session, party_id) in homes {
         link.push_always(Item::PartyLeave { party_id, session });

@@ -8,6 +8,8 @@
 //! Without `cluster.url` it does nothing and needs no NATS. A NATS server that cannot be
 //! reached never stops the node from serving its own players: it joins once it can.
 
+#[cfg(test)]
+mod forged;
 mod home;
 mod leader;
 mod link;

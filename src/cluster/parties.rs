@@ -59,6 +59,12 @@ pub(super) struct Book {
     /// Home: nodes asked by a request whose answer was never taken (its session's
     /// connection dropped meanwhile): they may have made it a member.
     unsure: HashMap<SessionId, HashSet<Sender>>,
+    /// Home: sessions that ended for good with a request on its way (every node was
+    /// told): its answer, when given up, leaves nothing behind.
+    ended_asking: HashSet<SessionId>,
+    /// Home: parties whose host closed them for a session while a request of it was on
+    /// its way: the request's answer does not make it one of the session's parties.
+    closed_asking: HashSet<(SessionId, PartyId)>,
     /// Host: sessions of each other node that ended for good (the sessions its parties
     /// reach are in the session registry).
     gone: HashMap<String, (HashSet<SessionId>, VecDeque<SessionId>)>,
@@ -87,10 +93,34 @@ impl Book {
             *n = n.saturating_sub(1);
             if *n == 0 {
                 self.asking.remove(&session);
+                self.closed_asking.retain(|(s, _)| *s != session);
             }
+        }
+        if self.ended_asking.contains(&session) {
+            if !self.asking.contains_key(&session) {
+                self.ended_asking.remove(&session);
+            }
+            return;
         }
         if !unsure.is_empty() {
             self.unsure.entry(session).or_default().extend(unsure);
+        }
+    }
+
+    /// A request's answer from `host`: `session` is now in (or asking to join)
+    /// `party` there, unless the host closed it for the session meanwhile.
+    pub(super) fn answered_in(&mut self, session: SessionId, party: PartyId, host: Sender) {
+        if !self.closed_asking.remove(&(session, party)) {
+            self.entered(session, party, host);
+        }
+    }
+
+    /// The host closed `party` for `session` (`PartyClose`).
+    pub(super) fn closed(&mut self, host: &Sender, session: SessionId, party: PartyId) {
+        if self.host_of(session, party).is_some_and(|h| h == *host) {
+            self.forget(session, party);
+        } else if self.asking.contains_key(&session) {
+            self.closed_asking.insert((session, party));
         }
     }
 
@@ -128,7 +158,11 @@ impl Book {
             .map(|ps| ps.into_values().collect())
             .unwrap_or_default();
         nodes.extend(self.unsure.remove(&session).unwrap_or_default());
-        (nodes, self.asking.contains_key(&session))
+        let in_flight = self.asking.contains_key(&session);
+        if in_flight {
+            self.ended_asking.insert(session);
+        }
+        (nodes, in_flight)
     }
 
     /// Every membership of local sessions in parties of `node`, now ended.
@@ -225,12 +259,16 @@ struct Asking {
     inner: Arc<Inner>,
     session: SessionId,
     peers: Vec<Sender>,
+    /// Settled by the request itself.
+    done: bool,
 }
 
 impl Drop for Asking {
     fn drop(&mut self) {
-        let peers = std::mem::take(&mut self.peers);
-        self.inner.state().parties.asked(self.session, peers);
+        if !self.done {
+            let peers = std::mem::take(&mut self.peers);
+            self.inner.state().parties.asked(self.session, peers);
+        }
     }
 }
 
@@ -299,6 +337,7 @@ impl Cluster {
             inner: inner.clone(),
             session,
             peers: peers.clone(),
+            done: false,
         };
         let asks = peers.iter().map(|peer| {
             bus.request(
@@ -322,10 +361,14 @@ impl Cluster {
                 _ => silent.push(peer),
             }
         }
-        // Those that did not answer may have acted on it.
-        guard.peers = silent.clone();
-        drop(guard);
+        // Those that did not answer may have acted on it. What the answer means for the
+        // session's parties is taken with the request's end, in one step, so nothing
+        // the host sends falls between the two out of scope.
+        guard.done = true;
+        let mut st = inner.state();
         let Some((host, result)) = host else {
+            st.parties.asked(session, silent.clone());
+            drop(st);
             if leaves && acks > 0 {
                 return Ok(Some(Response::Ack));
             }
@@ -341,17 +384,25 @@ impl Cluster {
             }
             return Err(not_found(party));
         };
-        {
-            let mut st = inner.state();
-            match &result {
-                Ok(_) if joins => st.parties.entered(session, party, host),
-                Ok(_) if leaves => st.parties.forget(session, party),
-                Err(r) if r.code == ErrorCode::PARTY_NOT_FOUND => {
-                    st.parties.forget(session, party);
-                }
-                _ => {}
+        match &result {
+            Ok(_) if joins => st.parties.answered_in(session, party, host),
+            // Already in it there (a join whose answer an earlier attempt never took).
+            Err(r)
+                if joins
+                    && matches!(
+                        r.code,
+                        ErrorCode::PARTY_ALREADY_MEMBER | ErrorCode::PARTY_JOIN_REQUEST_DUPLICATE
+                    ) =>
+            {
+                st.parties.answered_in(session, party, host);
             }
+            Ok(_) if leaves => st.parties.forget(session, party),
+            Err(r) if r.code == ErrorCode::PARTY_NOT_FOUND => st.parties.forget(session, party),
+            _ => {}
         }
+        // After the answer is taken: a close that overtook it is still known above.
+        st.parties.asked(session, silent);
+        drop(st);
         result
     }
 
@@ -447,7 +498,15 @@ pub(super) fn serve(
         return Reply::Party(Err(unavailable("this node is leaving its cluster")));
     };
     let remote: Arc<dyn RemotePeer> = Arc::new(PartyGuest { link });
-    Reply::Party(local.party(&from.node, presence, remote, request))
+    let reply = local.party(&from.node, presence, remote, request);
+    // The session's end (a link item) or its node's loss may have been applied while
+    // the request was: then what it made is undone here, as the end would have.
+    let ended = inner.state().parties.ended_there(&from.node, session);
+    if ended || !inner.view().is_peer(&from.node, from.incarnation) {
+        local.party_gone(&from.node, session);
+        return Reply::Party(Err(not_found(party)));
+    }
+    Reply::Party(reply)
 }
 
 /// A link item of parties.
@@ -477,9 +536,7 @@ pub(super) fn apply(inner: &Inner, local: &dyn Local, from: &Sender, item: Item)
             if let Some(party) = closes_party(&body) {
                 let mut st = inner.state();
                 for s in targets {
-                    if st.parties.host_of(s, party).is_some_and(|h| h == *from) {
-                        st.parties.forget(s, party);
-                    }
+                    st.parties.closed(from, s, party);
                 }
             }
         }
@@ -553,11 +610,7 @@ pub(super) type Ended = (Vec<(SessionId, PartyId)>, Vec<(SessionId, PartyId)>);
 /// ended on each side, for a node still there to be told: local sessions' memberships
 /// of its parties, and its sessions' memberships of parties here.
 pub(super) fn end_with(inner: &Inner, local: &dyn Local, node: &str, reason: &str) -> Ended {
-    let homes = {
-        let mut st = inner.state();
-        st.parties.forget_node(node);
-        st.parties.drop_host(node)
-    };
+    let homes = inner.state().parties.drop_host(node);
     for (session, party_id) in &homes {
         let event = Event::PartyClose {
             party_id: *party_id,
@@ -689,6 +742,39 @@ mod tests {
         }
         assert!(!b.ended_there("b", t), "the oldest was forgotten");
         assert_eq!(b.gone.get("b").map(|(set, _)| set.len()), Some(GONE_KEPT));
+    }
+
+    #[test]
+    fn a_session_that_ended_with_a_request_on_its_way_leaves_nothing_behind() {
+        let mut b = Book::default();
+        let s = SessionId::new_random();
+        b.asking(s);
+        let (_, in_flight) = b.ended(s);
+        assert!(in_flight);
+        // The request's future is dropped after the end was told to every node.
+        b.asked(s, vec![node("a", 1)]);
+        assert!(b.unsure.is_empty() && b.asking.is_empty() && b.ended_asking.is_empty());
+    }
+
+    #[test]
+    fn a_close_that_overtakes_the_answer_leaves_no_party() {
+        let mut b = Book::default();
+        let s = SessionId::new_random();
+        let (p, q) = (PartyId::new_random(), PartyId::new_random());
+        let a = node("a", 1);
+        b.asking(s);
+        // Declined before the join's answer came: the answer makes no party of it.
+        b.closed(&a, s, p);
+        b.answered_in(s, p, a.clone());
+        b.asked(s, Vec::new());
+        assert_eq!(b.count(s), 0);
+        // A close for a party it is in forgets it; one from another host does not.
+        b.answered_in(s, q, a.clone());
+        b.closed(&node("c", 1), s, q);
+        assert_eq!(b.count(s), 1);
+        b.closed(&a, s, q);
+        assert_eq!(b.count(s), 0);
+        assert!(b.closed_asking.is_empty());
     }
 
     #[test]

@@ -623,6 +623,9 @@ pub(super) fn end_all(inner: &Inner, local: &dyn Local, reason: &str) {
 pub(super) fn peer_gone(inner: &Inner, local: &dyn Local, node: &str, reason: &str) {
     end_with(inner, local, node, reason);
     super::parties::end_with(inner, local, node, reason);
+    // Only a node that is gone sends nothing more: a reset one's ended sessions stay
+    // remembered.
+    inner.state().parties.forget_node(node);
     let mut st = inner.state();
     st.links.remove(node);
     st.inbound.forget(node);

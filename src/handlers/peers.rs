@@ -164,7 +164,6 @@ impl Local for Peers {
         request: Request,
     ) -> Result<Option<Response>, Refusal> {
         let shared = &self.0;
-        let sid = presence.session_id;
         if matches!(
             request,
             Request::PartyCreate { .. } | Request::PartyDataSend { .. }
@@ -182,16 +181,14 @@ impl Local for Peers {
             remote: Some(remote),
         };
         let presence = handle.presence.clone();
-        if !shared.sessions.add_guest(handle, home) {
+        if !shared.sessions.add_guest(handle.clone(), home) {
             return Err(Refusal::new(
                 ErrorCode::BAD_INPUT,
                 "a session of this node cannot act through another",
             ));
         }
         let outcome = super::run_party(shared, &presence, request);
-        if !shared.parties.involves(sid) {
-            shared.sessions.remove_guest(sid);
-        }
+        shared.parties.keep_guest(&handle, home);
         Ok(outcome?)
     }
 

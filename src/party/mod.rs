@@ -475,6 +475,20 @@ impl PartyTable {
         self.lock().parties.contains_key(&id)
     }
 
+    /// After a request of a session of another node (`handle`, homed on `home`): it
+    /// stays reachable exactly while it is in (or asking to join) a party here. Taken
+    /// under the parties' lock, as [`Self::settle`] is, so a change that ended its last
+    /// party meanwhile and one that made it a member cannot both miss.
+    pub(crate) fn keep_guest(&self, handle: &crate::outbound::SessionHandle, home: &str) {
+        let state = self.lock();
+        let id = handle.presence.session_id;
+        if state.by_session.contains_key(&id) {
+            self.sessions.add_guest(handle.clone(), home);
+        } else if self.sessions.is_guest(id) {
+            self.sessions.remove_guest(id);
+        }
+    }
+
     /// The parties of this node `session` is in or asking to join.
     pub(crate) fn of(&self, session: SessionId) -> Vec<PartyId> {
         self.lock()
@@ -482,11 +496,6 @@ impl PartyTable {
             .get(&session)
             .map(|set| set.iter().copied().collect())
             .unwrap_or_default()
-    }
-
-    /// Whether `session` is in, or asking to join, a party of this node.
-    pub(crate) fn involves(&self, session: SessionId) -> bool {
-        self.lock().by_session.contains_key(&session)
     }
 
     /// Every live party as it stands (for restart records).

@@ -19,18 +19,14 @@ use std::time::Duration;
 
 use common::{
     assert_no_event,
-    child::Child,
-    cluster::{node_config, sees, three_nodes},
+    cluster::{node_config, sees, three_nodes, ChildNode},
     eventually,
     nats::Nats,
     next_event,
     proxy::{Impairment, Proxy},
-    TestServer, TEST_TIMEOUT,
+    TestServer,
 };
-use quicmatch_client::{
-    ClientConfig, Credentials, ErrorCode, Event, MatchData, MatchId, MatchPresenceEvent, Socket,
-    Trust,
-};
+use quicmatch_client::{ErrorCode, Event, MatchData, MatchId, MatchPresenceEvent, Socket};
 use tokio::time::timeout;
 
 /// Set (to `URL|NAME|DIR`) in the killed node's environment.
@@ -275,31 +271,10 @@ async fn a_player_in_a_remote_match_resumes_at_its_home() {
 async fn a_killed_node_ends_its_matches_and_its_players_leave() {
     let Some(nats) = Nats::start() else { return };
     let a = TestServer::start_with(node_config(&nats.url(), "node-a")).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut d = Child::spawn(
-        CHILD,
-        &format!("{}|node-d|{}", nats.url(), dir.path().display()),
-    );
-    let (addr, fingerprint) = d.ready(Duration::from_secs(30));
+    let mut d = ChildNode::spawn(CHILD, &nats.url(), "node-d");
     sees(&a.stats, &["node-a", "node-d"], "a sees d join").await;
-    let on_d = |name: &str| {
-        let config = ClientConfig::new(
-            addr,
-            Trust::pin(&fingerprint).expect("pin"),
-            Credentials::Device {
-                id: format!("device-{name}-cluster"),
-            },
-        )
-        .username(name);
-        async move {
-            timeout(TEST_TIMEOUT, Socket::connect(config))
-                .await
-                .expect("connect in time")
-                .expect("connect")
-        }
-    };
-    let dave = on_d("dave").await;
-    let erin = on_d("erin").await;
+    let dave = d.client("dave").await;
+    let erin = d.client("erin").await;
     let alice = a.client("alice").await;
     let hosted_by_d = dave.create_match(None).await.expect("create on d");
     alice
@@ -314,8 +289,7 @@ async fn a_killed_node_ends_its_matches_and_its_players_leave() {
     assert_eq!(p.joins, vec![erin.presence()]);
 
     // No goodbye: d is gone once its entry goes unrenewed.
-    d.process.kill().expect("kill");
-    let _ = d.process.wait();
+    d.kill();
     let (mut ended, mut left) = (false, false);
     while !(ended && left) {
         match next_event(&alice, "d's loss").await {

@@ -17,8 +17,7 @@ use std::{
 
 use common::{
     assert_no_event,
-    child::Child,
-    cluster::{node_config, sees},
+    cluster::{quick_node, sees, ChildNode},
     eventually,
     nats::Nats,
     TestServer, TEST_TIMEOUT,
@@ -35,17 +34,10 @@ fn server_process() {
     common::cluster::serve_child(CHILD);
 }
 
-/// A node whose matchmaker passes every 100 ms (when it leads).
-async fn node(url: &str, name: &str) -> TestServer {
-    let mut config = node_config(url, name);
-    config.matchmaker.interval = Duration::from_millis(100);
-    TestServer::start_with(config).await
-}
-
 /// `node-a` and `node-b`, once each sees both.
 async fn two_nodes(url: &str) -> (TestServer, TestServer) {
-    let a = node(url, "node-a").await;
-    let b = node(url, "node-b").await;
+    let a = quick_node(url, "node-a").await;
+    let b = quick_node(url, "node-b").await;
     for s in [&a, &b] {
         sees(&s.stats, &["node-a", "node-b"], "both see both").await;
     }
@@ -129,9 +121,9 @@ async fn two_hundred_tickets_through_three_nodes_match_once_each() {
     let Some(nats) = Nats::start() else { return };
     let url = nats.url();
     let (a, b, c) = (
-        node(&url, "node-a").await,
-        node(&url, "node-b").await,
-        node(&url, "node-c").await,
+        quick_node(&url, "node-a").await,
+        quick_node(&url, "node-b").await,
+        quick_node(&url, "node-c").await,
     );
     let all = ["node-a", "node-b", "node-c"];
     for s in [&a, &b, &c] {
@@ -274,12 +266,10 @@ async fn a_killed_leader_is_replaced_and_no_ticket_matches_twice() {
     let Some(nats) = Nats::start() else { return };
     let url = nats.url();
     // The child node joins first, so it takes the lease.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut d = Child::spawn(CHILD, &format!("{url}|node-d|{}", dir.path().display()));
-    d.ready(Duration::from_secs(30));
+    let mut d = ChildNode::spawn(CHILD, &url, "node-d");
     holds_the_lease(&url).await;
-    let a = node(&url, "node-a").await;
-    let b = node(&url, "node-b").await;
+    let a = quick_node(&url, "node-a").await;
+    let b = quick_node(&url, "node-b").await;
     for s in [&a, &b] {
         sees(&s.stats, &["node-a", "node-b", "node-d"], "a and b see d").await;
     }
@@ -295,7 +285,7 @@ async fn a_killed_leader_is_replaced_and_no_ticket_matches_twice() {
         tickets.insert(t, i);
     }
     // Killed while its passes may be half-way through the pool.
-    d.process.kill().expect("kill");
+    d.kill();
     let (sa, sb) = (a.stats.clone(), b.stats.clone());
     eventually("a or b takes the lease", || {
         sa.cluster_leads_matchmaker() || sb.cluster_leads_matchmaker()

@@ -15,16 +15,14 @@ use std::time::Duration;
 
 use common::{
     assert_no_event,
-    child::Child,
-    cluster::{node_config, sees},
+    cluster::{quick_node, sees, ChildNode},
     eventually,
     nats::Nats,
-    next_event, TestServer, TEST_TIMEOUT,
+    next_event,
+    party::{presence_change, snapshot},
+    TestServer, TEST_TIMEOUT,
 };
-use quicmatch_client::{
-    ClientConfig, Credentials, ErrorCode, Event, MatchmakerMatched, PartyId, PartyInfo, Presence,
-    Socket, Trust,
-};
+use quicmatch_client::{ErrorCode, Event, MatchmakerMatched, PartyId, Presence, Socket};
 use tokio::time::timeout;
 
 /// Set (to `URL|NAME|DIR`) in the killed node's environment.
@@ -36,37 +34,16 @@ fn server_process() {
     common::cluster::serve_child(CHILD);
 }
 
-/// A node whose matchmaker passes every 100 ms (when it leads).
-async fn node(url: &str, name: &str) -> TestServer {
-    let mut config = node_config(url, name);
-    config.matchmaker.interval = Duration::from_millis(100);
-    TestServer::start_with(config).await
-}
-
 /// `node-a`, `node-b` and `node-c`, once each sees all three.
 async fn three_nodes(url: &str) -> (TestServer, TestServer, TestServer) {
-    let a = node(url, "node-a").await;
-    let b = node(url, "node-b").await;
-    let c = node(url, "node-c").await;
+    let a = quick_node(url, "node-a").await;
+    let b = quick_node(url, "node-b").await;
+    let c = quick_node(url, "node-c").await;
     let all = ["node-a", "node-b", "node-c"];
     for s in [&a, &b, &c] {
         sees(&s.stats, &all, "each sees all three").await;
     }
     (a, b, c)
-}
-
-fn snapshot(event: Event) -> PartyInfo {
-    match event {
-        Event::Party(p) => p,
-        other => panic!("expected a party snapshot, got {other:?}"),
-    }
-}
-
-fn presence_change(event: Event) -> (Vec<Presence>, Vec<Presence>) {
-    match event {
-        Event::PartyPresence { joins, leaves, .. } => (joins, leaves),
-        other => panic!("expected a party presence event, got {other:?}"),
-    }
 }
 
 fn leader_of(event: Event) -> Presence {
@@ -287,8 +264,8 @@ async fn a_party_spans_three_nodes_and_matchmakes_with_a_solo() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_party_takes_requests_from_other_nodes() {
     let Some(nats) = Nats::start() else { return };
-    let a = node(&nats.url(), "node-a").await;
-    let b = node(&nats.url(), "node-b").await;
+    let a = quick_node(&nats.url(), "node-a").await;
+    let b = quick_node(&nats.url(), "node-b").await;
     for s in [&a, &b] {
         sees(&s.stats, &["node-a", "node-b"], "both see both").await;
     }
@@ -345,32 +322,11 @@ async fn a_closed_party_takes_requests_from_other_nodes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_closes_its_parties_and_its_players_leave() {
     let Some(nats) = Nats::start() else { return };
-    let a = node(&nats.url(), "node-a").await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut d = Child::spawn(
-        CHILD,
-        &format!("{}|node-d|{}", nats.url(), dir.path().display()),
-    );
-    let (addr, fingerprint) = d.ready(Duration::from_secs(30));
+    let a = quick_node(&nats.url(), "node-a").await;
+    let mut d = ChildNode::spawn(CHILD, &nats.url(), "node-d");
     sees(&a.stats, &["node-a", "node-d"], "a sees d join").await;
-    let on_d = |name: &str| {
-        let config = ClientConfig::new(
-            addr,
-            Trust::pin(&fingerprint).expect("pin"),
-            Credentials::Device {
-                id: format!("device-{name}-cluster-party"),
-            },
-        )
-        .username(name);
-        async move {
-            timeout(TEST_TIMEOUT, Socket::connect(config))
-                .await
-                .expect("connect in time")
-                .expect("connect")
-        }
-    };
-    let dave = on_d("dave").await;
-    let erin = on_d("erin").await;
+    let dave = d.client("dave").await;
+    let erin = d.client("erin").await;
     let alice = a.client("alice").await;
     let hosted_by_d = dave.create_party(true, 4).await.expect("create on d");
     alice
@@ -387,8 +343,7 @@ async fn a_killed_node_closes_its_parties_and_its_players_leave() {
     assert_eq!(a.stats.cluster_party_memberships(), (1, 1));
 
     // No goodbye: d is gone once its entry goes unrenewed.
-    d.process.kill().expect("kill");
-    let _ = d.process.wait();
+    d.kill();
     let (mut ended, mut left) = (false, false);
     while !(ended && left) {
         match next_event(&alice, "d's loss").await {

@@ -5,22 +5,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{assert_no_event, next_event, TestServer};
-use quicmatch_client::{ErrorCode, Event, PartyInfo, Presence, Socket};
-
-fn snapshot(event: Event) -> PartyInfo {
-    match event {
-        Event::Party(p) => p,
-        other => panic!("expected a party snapshot, got {other:?}"),
-    }
-}
-
-fn presence_change(event: Event) -> (Vec<Presence>, Vec<Presence>) {
-    match event {
-        Event::PartyPresence { joins, leaves, .. } => (joins, leaves),
-        other => panic!("expected a party presence event, got {other:?}"),
-    }
-}
+use common::{
+    assert_no_event, next_event,
+    party::{presence_change, snapshot},
+    TestServer,
+};
+use quicmatch_client::{ErrorCode, Event, PartyInfo, Socket};
 
 #[tokio::test]
 async fn open_join_snapshot_and_presence() {

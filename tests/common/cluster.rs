@@ -1,11 +1,12 @@
 //! Nodes for the cluster tests: a test config that joins a cluster on a NATS URL with
 //! short timings, and what a node sees of the others.
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
 use quicmatch::{Config, Stats};
+use quicmatch_client::{ClientConfig, Credentials, Socket, Trust};
 
-use super::{eventually, nats::Nats, TestServer};
+use super::{child::Child, eventually, nats::Nats, TestServer, TEST_TIMEOUT};
 
 /// Renewals in the tests: fast, so losses show within a second.
 pub const HEARTBEAT: Duration = Duration::from_millis(100);
@@ -71,4 +72,57 @@ pub async fn three_nodes(nats: &Nats) -> (TestServer, TestServer, TestServer) {
         sees(&s.stats, &all, &format!("{name} sees all three")).await;
     }
     (a, b, c)
+}
+
+/// A node whose matchmaker passes every 100 ms (when it leads).
+pub async fn quick_node(url: &str, name: &str) -> TestServer {
+    let mut config = node_config(url, name);
+    config.matchmaker.interval = Duration::from_millis(100);
+    TestServer::start_with(config).await
+}
+
+/// A node of the cluster on `url` in a child process (this test binary again, with
+/// `env` set, running its `server_process`), to be killed with SIGKILL.
+pub struct ChildNode {
+    pub child: Child,
+    pub addr: SocketAddr,
+    fingerprint: String,
+    _dir: tempfile::TempDir,
+}
+
+impl ChildNode {
+    /// Starts node `name` and waits until it serves.
+    pub fn spawn(env: &str, url: &str, name: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let child = Child::spawn(env, &format!("{url}|{name}|{}", dir.path().display()));
+        let (addr, fingerprint) = child.ready(Duration::from_secs(30));
+        Self {
+            child,
+            addr,
+            fingerprint,
+            _dir: dir,
+        }
+    }
+
+    /// A player called `name` connected to this node.
+    pub async fn client(&self, name: &str) -> Socket {
+        let config = ClientConfig::new(
+            self.addr,
+            Trust::pin(&self.fingerprint).expect("pin"),
+            Credentials::Device {
+                id: format!("device-{name}-child-node"),
+            },
+        )
+        .username(name);
+        tokio::time::timeout(TEST_TIMEOUT, Socket::connect(config))
+            .await
+            .expect("connect in time")
+            .expect("connect")
+    }
+
+    /// Kills the node with SIGKILL: no goodbye.
+    pub fn kill(&mut self) {
+        self.child.process.kill().expect("kill");
+        let _ = self.child.process.wait();
+    }
 }

@@ -6,6 +6,7 @@
 pub mod child;
 pub mod cluster;
 pub mod nats;
+pub mod party;
 pub mod proxy;
 pub mod storage;
 

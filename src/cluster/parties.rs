@@ -528,15 +528,17 @@ pub(super) fn apply(inner: &Inner, local: &dyn Local, from: &Sender, item: Item)
                 super::serve::dropped("out_of_scope");
                 return;
             }
+            // Forgotten before the session hears it: what it sends after the close is
+            // answered here, as for a party it is not in.
+            if let Some(party) = closes_party(&body) {
+                let mut st = inner.state();
+                for s in &targets {
+                    st.parties.closed(from, *s, party);
+                }
+            }
             for s in &targets {
                 if let Some(handle) = local.session(*s) {
                     handle.push_event(&body);
-                }
-            }
-            if let Some(party) = closes_party(&body) {
-                let mut st = inner.state();
-                for s in targets {
-                    st.parties.closed(from, s, party);
                 }
             }
         }

@@ -320,6 +320,13 @@ impl Stats {
         self.shared.cluster.leads_matchmaker()
     }
 
+    /// Sessions, homed on any node of the cluster, whose tickets the matchmaker's
+    /// passes skip because their home suspects them (README "Reconnects"); 0 unless
+    /// this node leads the matchmaker.
+    pub fn cluster_matchmaker_suspects(&self) -> usize {
+        self.shared.cluster.matchmaker_suspects()
+    }
+
     /// Memberships that cross nodes: this node's sessions in matches other nodes host,
     /// and members homed on other nodes in matches this node hosts.
     pub fn cluster_memberships(&self) -> (usize, usize) {

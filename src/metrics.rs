@@ -44,6 +44,10 @@
 //! | `quicmatch_cluster_list_partial_total` | counter | (listings that left out a node that did not answer) |
 //! | `quicmatch_cluster_matchmaker_leader` | gauge | (1 while this node holds the matchmaker's lease and runs the cluster's passes) |
 //! | `quicmatch_cluster_ticket_markers_purged_total` | counter | (delete markers of matched, cancelled or expired tickets the leader purged from the tickets bucket) |
+//! | `quicmatch_cluster_matchmaker_suspects` | gauge | (suspect sessions, homed on any node, whose tickets the leader's passes skip; 0 unless leading) |
+//! | `quicmatch_cluster_matchmaker_catchup_seconds` | histogram | (a new leader's read of the tickets bucket's history) |
+//! | `quicmatch_cluster_matchmaker_commit_seconds` | histogram | (committing each leader pass's groups) |
+//! | `quicmatch_cluster_ticket_writes_pending` | gauge | (this node's ticket adds and removals not yet acknowledged by the tickets bucket) |
 //! | `quicmatch_cluster_matchmaker_groups_total` | counter | `outcome` (`committed`; `aborted`: a ticket was cancelled or changed before its group committed, or a leader's half-done group was swept) |
 //! | `quicmatch_io_stale_packets_total` | counter | (`proto` transport: packets of established connections that waited past `relay.max_datagram_age` in the socket and were dropped unread; their senders see loss) |
 //! | `quicmatch_io_send_stalls_total` | counter | (`proto` transport: times a loop's socket refused a packet and the loop waited for it to drain) |
@@ -236,6 +240,30 @@ const METRICS: &[(&str, Kind, bool, &str)] = &[
         Kind::Counter,
         LABELLED,
         "Groups the cluster's matchmaker leader formed, by outcome: committed, aborted.",
+    ),
+    (
+        "quicmatch_cluster_matchmaker_suspects",
+        Kind::Gauge,
+        PLAIN,
+        "Suspect sessions, homed on any node, whose tickets the leader's passes skip (0 unless leading).",
+    ),
+    (
+        "quicmatch_cluster_matchmaker_catchup_seconds",
+        Kind::Histogram,
+        PLAIN,
+        "From taking the matchmaker's lease to having read the tickets bucket's history.",
+    ),
+    (
+        "quicmatch_cluster_matchmaker_commit_seconds",
+        Kind::Histogram,
+        PLAIN,
+        "Committing a leader pass's groups: claims, group records, deliveries, deletes.",
+    ),
+    (
+        "quicmatch_cluster_ticket_writes_pending",
+        Kind::Gauge,
+        PLAIN,
+        "This node's ticket writes (adds, removals) not yet acknowledged by the tickets bucket.",
     ),
     (
         "quicmatch_cluster_fenced_total",
@@ -787,6 +815,8 @@ pub(crate) async fn gauges(stats: Stats, shutdown: CancellationToken) {
                 let (memberships, guests) = stats.cluster_party_memberships();
                 metrics::gauge!("quicmatch_cluster_remote_party_memberships").set(memberships as f64);
                 metrics::gauge!("quicmatch_cluster_party_guests").set(guests as f64);
+                metrics::gauge!("quicmatch_cluster_matchmaker_suspects")
+                    .set(stats.cluster_matchmaker_suspects() as f64);
             }
         }
     }

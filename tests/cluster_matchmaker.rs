@@ -17,9 +17,10 @@ use std::{
 
 use common::{
     assert_no_event,
-    cluster::{quick_node, sees, ChildNode},
+    cluster::{node_config, quick_node, sees, ChildNode},
     eventually,
     nats::Nats,
+    proxy::{Impairment, Proxy},
     TestServer, TEST_TIMEOUT,
 };
 use quicmatch_client::{Event, MatchmakerMatched, Socket, TicketId};
@@ -351,4 +352,60 @@ async fn a_party_on_one_node_matches_a_solo_on_another() {
     assert_eq!(joined[2].size, 3);
     assert_eq!(a.stats.matches().matches, 1, "hosted on the party's node");
     assert_eq!(b.stats.matches().matches, 0);
+}
+
+/// A player whose connection goes silent is suspect on its home, and the leader, on
+/// another node, skips its ticket until it is heard again; then it matches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspect_players_ticket_waits_on_the_leader_until_heard_again() {
+    let Some(nats) = Nats::start() else { return };
+    let url = nats.url();
+    let a = quick_node(&url, "node-a").await;
+    eventually("node-a leads", || a.stats.cluster_leads_matchmaker()).await;
+    let mut config = node_config(&url, "node-b");
+    config.matchmaker.interval = Duration::from_millis(100);
+    config.session.suspect_after = Duration::from_millis(500);
+    config.session.idle_timeout = Duration::from_secs(30);
+    let b = TestServer::start_with(config).await;
+    for s in [&a, &b] {
+        sees(&s.stats, &["node-a", "node-b"], "both see both").await;
+    }
+    let proxy = Proxy::start(b.addr, Impairment::CLEAN, 31).await;
+    let mut bob_config = b.client_config("bob");
+    bob_config.server = proxy.addr;
+    let bob = timeout(TEST_TIMEOUT, Socket::connect(bob_config))
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    bob.add_matchmaker("*", 2, 2).await.expect("bob's ticket");
+
+    proxy.cut();
+    eventually("bob suspect at home", || b.stats.suspect_sessions() == 1).await;
+    eventually("the leader skips bob", || {
+        a.stats.cluster_matchmaker_suspects() == 1
+    })
+    .await;
+    let carol = a.client("carol").await;
+    carol
+        .add_matchmaker("*", 2, 2)
+        .await
+        .expect("carol's ticket");
+    // Ten passes: no match with a silent player.
+    assert_no_event(&carol, Duration::from_secs(1)).await;
+
+    proxy.restore();
+    eventually("bob heard again", || b.stats.suspect_sessions() == 0).await;
+    let m = results(&carol, 1, "carol meets bob").await.remove(0);
+    assert!(
+        m.users
+            .iter()
+            .any(|u| u.presence.session_id == bob.presence().session_id),
+        "carol's partner is bob: {:?}",
+        m.users
+    );
+    results(&bob, 1, "bob meets carol").await;
+    eventually("the leader holds no suspect", || {
+        a.stats.cluster_matchmaker_suspects() == 0
+    })
+    .await;
 }

@@ -30,6 +30,7 @@ mod impair;
 mod impair_tests;
 mod listing;
 mod matchmaker;
+mod matchmaker_cluster;
 mod measure;
 mod pin;
 mod proc_stats;

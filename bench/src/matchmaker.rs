@@ -37,23 +37,28 @@ pub(crate) enum Workload {
 #[derive(clap::Args)]
 pub(crate) struct Args {
     /// Tickets in the pool.
-    #[arg(long, default_value_t = 100_000)]
-    pool: usize,
+    #[arg(long, visible_alias = "tickets", default_value_t = 100_000)]
+    pub(crate) pool: usize,
     /// Which workload.
     #[arg(long, value_enum, default_value_t = Workload::Region)]
-    workload: Workload,
+    pub(crate) workload: Workload,
     /// Passes a ticket waits for its max count (1: the timed pass accepts any valid size).
     #[arg(long, default_value_t = 1)]
-    max_intervals: u32,
+    pub(crate) max_intervals: u32,
     /// Candidates examined per ticket per pass.
     #[arg(long, default_value_t = PoolConfig::default().max_scan)]
-    max_scan: usize,
+    pub(crate) max_scan: usize,
     /// Seed for the properties.
     #[arg(long, default_value_t = 1)]
-    seed: u64,
+    pub(crate) seed: u64,
+    /// Fill the pool through a cluster of two quicmatch nodes on a `nats-server` the
+    /// bench starts (2.10 or later on PATH) and time a new leader's catch-up, pass and
+    /// commit over it (`star` and `region` workloads).
+    #[arg(long)]
+    pub(crate) cluster: bool,
     /// Print one JSON object.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 fn presence(n: usize) -> Presence {
@@ -182,6 +187,9 @@ fn roles_spec(
 }
 
 pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
+    if args.cluster {
+        return crate::matchmaker_cluster::run(args);
+    }
     let mut rng = fastrand::Rng::with_seed(args.seed);
     let mut pool = Pool::new(PoolConfig {
         max_tickets: 3,

@@ -133,6 +133,14 @@ impl ServerProc {
         Ok(proc)
     }
 
+    /// Kills the server with SIGKILL now (a crash, not a shutdown).
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// The server's process id, when the benchmark started it.
     pub(crate) fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)

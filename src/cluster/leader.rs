@@ -23,14 +23,14 @@ use std::{
 use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
-use quicmatch_protocol::{frame, TicketId};
+use quicmatch_protocol::{frame, SessionId, TicketId};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{
     nats::Owners,
-    tickets::{self, parse_key, TicketValue},
+    tickets::{self, parse_key, parse_suspect_key, TicketValue},
     wire::{self, Reply, Request, RequestBody, Sender},
     Inner, Local,
 };
@@ -48,6 +48,9 @@ const PURGES_AT_ONCE: usize = 64;
 /// Applied delete markers a leader keeps to purge; past this the oldest are left to
 /// the next leader.
 const MARKERS_KEPT: usize = 1 << 16;
+/// Groups a pass commits at once: each is a few round trips to JetStream (and to its
+/// homes), so a large pass commits in parallel rather than one group at a time.
+const COMMITS_AT_ONCE: usize = 64;
 
 /// A group's record: the one point where it exists, or the proof it never will.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -93,6 +96,9 @@ struct Mirror {
     /// Keys whose delete marker this mirror has applied: purged from the bucket after
     /// the pass, so markers do not pile up one per ticket ever made.
     deleted: VecDeque<String>,
+    /// Suspect sessions, wherever homed (their keys' homes): the pool skips every
+    /// ticket they are in.
+    suspects: HashMap<SessionId, String>,
 }
 
 impl Mirror {
@@ -113,6 +119,31 @@ impl Mirror {
             self.pool()
                 .insert(ticket, spec, now.checked_sub(age).unwrap_or(now));
             self.open.insert(ticket, held);
+        }
+    }
+
+    /// One entry of the suspect sessions (`s.<home>.<session>` in the tickets bucket).
+    fn suspect(&mut self, entry: &kv::Entry) {
+        let Some((home, session)) = parse_suspect_key(&entry.key) else {
+            return;
+        };
+        let suspect = entry.operation == Operation::Put;
+        self.pool().set_suspect(session, suspect);
+        if suspect {
+            self.suspects.insert(session, home);
+        } else {
+            self.suspects.remove(&session);
+            self.marked_deleted(&entry.key);
+        }
+    }
+
+    /// A delete marker the mirror applied, to purge after the pass.
+    fn marked_deleted(&mut self, key: &str) {
+        self.deleted.push_back(key.to_owned());
+        // A leader that cannot purge for a long while leaves the oldest markers for the
+        // next one (it reads them with the history).
+        while self.deleted.len() > MARKERS_KEPT {
+            self.deleted.pop_front();
         }
     }
 
@@ -175,12 +206,7 @@ impl Mirror {
                 self.pool().forget(ticket);
                 self.open.remove(&ticket);
                 self.claimed.remove(&ticket);
-                self.deleted.push_back(entry.key.clone());
-                // A leader that cannot purge for a long while leaves the oldest
-                // markers for the next one (it reads them with the history).
-                while self.deleted.len() > MARKERS_KEPT {
-                    self.deleted.pop_front();
-                }
+                self.marked_deleted(&entry.key);
             }
         }
     }
@@ -253,6 +279,7 @@ pub(super) async fn run(
             inner.leading.store(true, Ordering::Relaxed);
             leading.lead(&cancel).await;
             inner.leading.store(false, Ordering::Relaxed);
+            inner.mirror_suspects.store(0, Ordering::Relaxed);
             metrics::gauge!("quicmatch_cluster_matchmaker_leader").set(0.0);
             renewer.abort();
             // Handed over (or lapsed): another node may take it at once. A lease taken
@@ -343,12 +370,17 @@ async fn renew(
 impl Leading<'_> {
     /// Leads until the lease is lost or would lapse, or `cancel`.
     async fn lead(&self, cancel: &CancellationToken) {
-        let Ok(Ok(mut watch)) = tokio::time::timeout(
-            self.inner.config.request_timeout,
-            self.buckets.tickets.watch_with_history("t.>"),
-        )
-        .await
-        else {
+        let watch = |keys: &'static str| {
+            tokio::time::timeout(
+                self.inner.config.request_timeout,
+                self.buckets.tickets.watch_with_history(keys),
+            )
+        };
+        // Suspects first: their (short) history is read while the tickets' is.
+        let Ok(Ok(mut suspects)) = watch("s.>").await else {
+            return;
+        };
+        let Ok(Ok(mut watch)) = watch("t.>").await else {
             return;
         };
         let mut mirror = Mirror {
@@ -356,20 +388,41 @@ impl Leading<'_> {
             open: HashMap::new(),
             claimed: HashMap::new(),
             deleted: VecDeque::new(),
+            suspects: HashMap::new(),
         };
         let mut passes = tokio::time::interval(self.mm.interval());
         passes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The first pass waits for the bucket's history (or a request's time, for an
-        // empty bucket, which replays nothing).
+        // empty bucket, which replays nothing), and comes as soon as the history is
+        // read: a large pool's new leader does not wait another interval.
         let mut caught_up = false;
+        let mut due = false;
         loop {
             tokio::select! {
                 () = cancel.cancelled() => return,
                 () = self.lease.lost.cancelled() => return,
+                entry = suspects.next() => match entry {
+                    Some(Ok(entry)) => {
+                        mirror.suspect(&entry);
+                        self.inner.mirror_suspects.store(mirror.suspects.len(), Ordering::Relaxed);
+                    }
+                    _ => {
+                        warn!("cluster: the suspects watch ended; stepping down");
+                        return;
+                    }
+                },
                 entry = watch.next() => match entry {
                     Some(Ok(entry)) => {
-                        caught_up |= entry.delta == 0;
                         mirror.apply(&self.mm, &entry);
+                        if entry.delta == 0 && !caught_up {
+                            caught_up = true;
+                            self.caught_up(&mirror);
+                            if due && !self.expired() {
+                                due = false;
+                                passes.reset();
+                                self.pass(&mut mirror).await;
+                            }
+                        }
                     }
                     _ => {
                         warn!("cluster: the tickets watch ended; stepping down");
@@ -377,13 +430,37 @@ impl Leading<'_> {
                     }
                 },
                 _ = passes.tick() => {
-                    caught_up |= self.since.elapsed() >= self.inner.config.request_timeout;
+                    // An empty bucket replays nothing; a history still arriving after a
+                    // whole lease (tickets pouring in) is passed over as it stands.
+                    let waited = self.since.elapsed();
+                    let empty = mirror.open.is_empty() && mirror.claimed.is_empty();
+                    if !caught_up
+                        && ((empty && waited >= self.inner.config.request_timeout)
+                            || waited >= self.inner.config.leader_lease)
+                    {
+                        caught_up = true;
+                        self.caught_up(&mirror);
+                    }
+                    due = !caught_up;
                     if caught_up && !self.expired() {
                         self.pass(&mut mirror).await;
                     }
                 }
             }
         }
+    }
+
+    /// The mirror holds the bucket's history: how long reading it took, from taking
+    /// the lease.
+    fn caught_up(&self, mirror: &Mirror) {
+        let took = self.since.elapsed();
+        metrics::histogram!("quicmatch_cluster_matchmaker_catchup_seconds")
+            .record(took.as_secs_f64());
+        info!(
+            tickets = mirror.open.len() + mirror.claimed.len(),
+            took_ms = took.as_millis() as u64,
+            "cluster: matchmaker mirror caught up"
+        );
     }
 
     /// The lease is lost, or this leader may no longer act on it.
@@ -432,13 +509,37 @@ impl Leading<'_> {
                 }
             }
         }
-        for m in matched {
-            if self.expired() {
-                // Not committed: the groups' tickets stay open in the bucket, for the
-                // next leader's mirror (this one steps down with its mirror).
-                break;
-            }
-            self.commit(mirror, m).await;
+        let committing = Instant::now();
+        let groups = matched.len();
+        // Each group's tickets leave the mirror now; what a commit could not claim
+        // comes back after.
+        let taken: Vec<(Matched, Vec<Held>)> = matched
+            .into_iter()
+            .map(|m| {
+                let mut ids: Vec<TicketId> = m.entries.iter().map(|e| e.ticket).collect();
+                // One entry per member: a party's ticket has several.
+                ids.dedup();
+                let held = ids.iter().filter_map(|t| mirror.open.remove(t)).collect();
+                (m, held)
+            })
+            .collect();
+        let commits = futures_util::stream::iter(taken)
+            .map(|(m, held)| async move {
+                if self.expired() {
+                    // Not committed: the groups' tickets stay open in the bucket, for
+                    // the next leader's mirror (this one steps down with its mirror).
+                    return held;
+                }
+                self.commit(m, held).await
+            })
+            .buffer_unordered(COMMITS_AT_ONCE);
+        let back: Vec<Vec<Held>> = commits.collect().await;
+        for held in back.into_iter().flatten() {
+            mirror.restore(&self.mm, held);
+        }
+        if groups > 0 {
+            metrics::histogram!("quicmatch_cluster_matchmaker_commit_seconds")
+                .record(committing.elapsed().as_secs_f64());
         }
         self.purge_markers(mirror).await;
     }
@@ -518,6 +619,22 @@ impl Leading<'_> {
             mirror.claimed.remove(&ticket);
             self.delete(&held).await;
         }
+        let suspects: Vec<(SessionId, String)> = mirror
+            .suspects
+            .iter()
+            .filter(|(_, home)| gone(home))
+            .map(|(s, h)| (*s, h.clone()))
+            .collect();
+        for (session, home) in suspects {
+            let key = tickets::suspect_key(&home, session);
+            if let Some(Ok(())) = self.within(self.buckets.tickets.delete(&key)).await {
+                mirror.pool().set_suspect(session, false);
+                mirror.suspects.remove(&session);
+            }
+        }
+        self.inner
+            .mirror_suspects
+            .store(mirror.suspects.len(), Ordering::Relaxed);
     }
 
     /// Settles the claims the mirror holds: a committed group is delivered (again), any
@@ -579,13 +696,14 @@ impl Leading<'_> {
         }
     }
 
-    /// Commits one group the pass formed: claims, record, delivery.
-    async fn commit(&self, mirror: &mut Mirror, m: Matched) {
+    /// Commits one group the pass formed (its tickets taken out of the mirror): claims,
+    /// record, delivery. Returns the tickets to put back into the mirror: those it
+    /// could not claim, as last seen (a delete or a change, or a claim that did apply
+    /// after all, comes through the watch after them).
+    async fn commit(&self, m: Matched, held: Vec<Held>) -> Vec<Held> {
         let group = random_u64();
-        // One entry per member: a party's ticket has several.
         let mut ids: Vec<TicketId> = m.entries.iter().map(|e| e.ticket).collect();
         ids.dedup();
-        let held: Vec<Held> = ids.iter().filter_map(|t| mirror.open.remove(t)).collect();
         let claimed = |h: &Held| TicketValue::Claimed {
             group,
             record: h.record.clone(),
@@ -604,16 +722,15 @@ impl Leading<'_> {
         });
         let revisions: Vec<Result<u64, String>> = futures_util::future::join_all(writes).await;
         let mut claims: Vec<Claim> = Vec::new();
-        for (h, r) in held.iter().zip(&revisions) {
+        let mut back = Vec::new();
+        for (h, r) in held.into_iter().zip(&revisions) {
             match r {
                 Ok(revision) => {
-                    let mut held = h.clone();
+                    let mut held = h;
                     held.revision = *revision;
                     claims.push(Claim { held, group });
                 }
-                // Back into the mirror as last seen: a delete or a change (or a claim
-                // that did apply after all) comes through the watch after it.
-                Err(_) => mirror.restore(&self.mm, h.clone()),
+                Err(_) => back.push(h),
             }
         }
         if claims.len() != ids.len() {
@@ -622,7 +739,7 @@ impl Leading<'_> {
             metrics::counter!("quicmatch_cluster_matchmaker_groups_total", "outcome" => "aborted")
                 .increment(1);
             self.reopen(&claims).await;
-            return;
+            return back;
         }
         let result = self.mm.result_of(&m);
         let placement = self.place(&result, &claims).await;
@@ -634,7 +751,7 @@ impl Leading<'_> {
             warn!("cluster: a matched group too large to share; its tickets are cancelled");
             self.cancel_claims(&claims, "matched group too large to share")
                 .await;
-            return;
+            return back;
         };
         match self
             .within(self.buckets.groups.create(group_key(group), value))
@@ -644,15 +761,16 @@ impl Leading<'_> {
             Some(Err(e)) if e.kind() == CreateErrorKind::AlreadyExists => {
                 // Aborted by a leader that took over meanwhile.
                 self.reopen(&claims).await;
-                return;
+                return back;
             }
             // Unknown: the claims stay, and the next sweep settles them.
-            _ => return,
+            _ => return back,
         }
         metrics::counter!("quicmatch_cluster_matchmaker_groups_total", "outcome" => "committed")
             .increment(1);
         let held: Vec<Held> = claims.into_iter().map(|c| c.held).collect();
         self.deliver(&result, placement, &held).await;
+        back
     }
 
     /// Where the group's token match lives: the node homing most of its players (ties:
@@ -711,9 +829,7 @@ impl Leading<'_> {
                 self.ask(home, body).await
             };
             if told {
-                for h in tickets {
-                    self.delete(h).await;
-                }
+                futures_util::future::join_all(tickets.into_iter().map(|h| self.delete(h))).await;
             }
         }
     }

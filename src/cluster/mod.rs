@@ -148,6 +148,8 @@ struct Inner {
     home: tickets::Home,
     /// This node holds the matchmaker's lease.
     leading: std::sync::atomic::AtomicBool,
+    /// Suspect sessions (homed anywhere) the leader's mirror holds; 0 unless leading.
+    mirror_suspects: std::sync::atomic::AtomicUsize,
 }
 
 /// What changes while the node is in the cluster.
@@ -269,6 +271,7 @@ impl Cluster {
                 applying: Mutex::new(()),
                 home: tickets::Home::default(),
                 leading: std::sync::atomic::AtomicBool::new(false),
+                mirror_suspects: std::sync::atomic::AtomicUsize::new(0),
             })),
         }
     }
@@ -286,6 +289,14 @@ impl Cluster {
         self.inner
             .as_ref()
             .is_some_and(|i| i.leading.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Sessions, homed on any node, whose tickets this leader's passes skip as suspect;
+    /// 0 unless this node leads.
+    pub(crate) fn matchmaker_suspects(&self) -> usize {
+        self.inner.as_ref().map_or(0, |i| {
+            i.mirror_suspects.load(std::sync::atomic::Ordering::Relaxed)
+        })
     }
 
     /// Whether this node is configured to be in a cluster.

@@ -10,13 +10,17 @@
 
 use std::{
     collections::HashSet,
-    sync::Arc,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use async_nats::jetstream::kv;
+use bytes::Bytes;
 use futures_util::StreamExt as _;
-use quicmatch_protocol::{frame, TicketId};
+use quicmatch_protocol::{frame, SessionId, TicketId};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -58,15 +62,32 @@ pub(super) fn unix_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// One write of this node's tickets, in the order they happened.
+/// The key marking `session`, homed on `node`, suspect.
+pub(super) fn suspect_key(node: &str, session: SessionId) -> String {
+    format!("s.{node}.{}", session.0.simple())
+}
+
+/// The home and session a suspect key names.
+pub(super) fn parse_suspect_key(key: &str) -> Option<(String, SessionId)> {
+    let rest = key.strip_prefix("s.")?;
+    let (node, id) = rest.rsplit_once('.')?;
+    let id = uuid::Uuid::try_parse(id).ok()?;
+    Some((node.to_owned(), SessionId(id)))
+}
+
+/// One write of this node's tickets (and suspect sessions), in the order they
+/// happened.
 pub(super) enum Write {
     Put(TicketId, Arc<TicketRecord>),
     Delete(Vec<TicketId>),
+    Suspect(SessionId, bool),
 }
 
 /// The writer's queue and the bucket it writes to (set while joined).
 pub(super) struct Home {
     writes: mpsc::UnboundedSender<Write>,
+    /// Ticket writes queued or in flight.
+    pending: AtomicUsize,
     queue: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Write>>>,
     pub(super) store: watch::Sender<Option<kv::Store>>,
 }
@@ -76,6 +97,7 @@ impl Default for Home {
         let (writes, queue) = mpsc::unbounded_channel();
         Self {
             writes,
+            pending: AtomicUsize::new(0),
             queue: std::sync::Mutex::new(Some(queue)),
             store: watch::Sender::new(None),
         }
@@ -91,16 +113,54 @@ impl SharedPool for Shared {
     }
 
     fn added(&self, ticket: TicketId, record: Arc<TicketRecord>) {
+        self.queued(1);
         let _ = self.0.home.writes.send(Write::Put(ticket, record));
     }
 
     fn removed(&self, tickets: Vec<TicketId>) {
+        let n = tickets.len();
+        self.queued(n);
         let _ = self.0.home.writes.send(Write::Delete(tickets));
+    }
+
+    fn suspected(&self, session: SessionId, suspect: bool) {
+        self.queued(1);
+        let _ = self.0.home.writes.send(Write::Suspect(session, suspect));
     }
 }
 
-/// Writes this node's tickets until `cancel`, one at a time so a ticket's delete never
-/// overtakes its put.
+impl Shared {
+    /// Counts `n` more writes queued.
+    fn queued(&self, n: usize) {
+        let now = self.0.home.pending.fetch_add(n, Ordering::Relaxed) + n;
+        metrics::gauge!("quicmatch_cluster_ticket_writes_pending").set(now as f64);
+    }
+}
+
+/// Writes waited on together at most: one wave's puts and deletes go out at once and
+/// their acknowledgements are awaited together.
+const WRITES_AT_ONCE: usize = 1024;
+
+/// One key's write.
+enum Op {
+    Put(TicketId, Arc<TicketRecord>),
+    Delete(TicketId),
+    Suspect(SessionId, bool),
+}
+
+impl Op {
+    /// What the write is to: two writes to one key never share a wave.
+    fn target(&self) -> uuid::Uuid {
+        match self {
+            Self::Put(t, _) | Self::Delete(t) => t.0,
+            Self::Suspect(s, _) => s.0,
+        }
+    }
+}
+
+/// Writes this node's tickets until `cancel`, in waves of distinct tickets: writes of
+/// different tickets go out together, and a ticket's delete waits for the wave holding
+/// its put, so it never overtakes it.
 pub(super) async fn writer(inner: Arc<Inner>, local: Arc<dyn Local>, cancel: CancellationToken) {
     let Some(mut queue) = inner
         .home
@@ -111,56 +171,113 @@ pub(super) async fn writer(inner: Arc<Inner>, local: Arc<dyn Local>, cancel: Can
     else {
         return;
     };
-    let wait = inner.config.request_timeout;
+    let mut ops: Vec<Op> = Vec::new();
     loop {
         let write = tokio::select! {
             () = cancel.cancelled() => return,
             w = queue.recv() => match w { Some(w) => w, None => return },
         };
-        match write {
-            Write::Put(ticket, record) => {
-                let key = ticket_key(&inner.node, ticket);
-                let value = TicketValue::Open {
-                    record: (*record).clone(),
-                    added_ms: unix_ms(),
-                };
-                let written = match (store(&inner, wait).await, frame::encode_peer(&value)) {
-                    (Some(kv), Ok(value)) => {
-                        matches!(
-                            tokio::time::timeout(wait, kv.put(&key, value)).await,
-                            Ok(Ok(_))
-                        )
-                    }
-                    _ => false,
-                };
-                if !written {
-                    warn!(%ticket, "cluster: a matchmaker ticket could not be shared; cancelled");
-                    local
-                        .matchmaker()
-                        .cancelled_elsewhere(&[ticket], "cluster unavailable");
-                    // A put that timed out may have been stored after all.
-                    if let Some(kv) = store(&inner, wait).await {
-                        let _ = tokio::time::timeout(wait, kv.delete(&key)).await;
-                    }
-                }
+        let mut next = Some(write);
+        while let Some(write) = next.take() {
+            match write {
+                Write::Put(t, r) => ops.push(Op::Put(t, r)),
+                Write::Delete(ts) => ops.extend(ts.into_iter().map(Op::Delete)),
+                Write::Suspect(session, suspect) => ops.push(Op::Suspect(session, suspect)),
             }
-            Write::Delete(tickets) => {
-                for ticket in tickets {
-                    let key = ticket_key(&inner.node, ticket);
-                    // A delete that fails here is done when the node next joins its
-                    // cluster (every key of its own not in its pool goes then).
-                    for _ in 0..3 {
-                        let Some(kv) = store(&inner, wait).await else {
-                            break;
-                        };
-                        if let Ok(Ok(())) = tokio::time::timeout(wait, kv.delete(&key)).await {
-                            break;
-                        }
-                        tokio::time::sleep(inner.config.heartbeat).await;
-                    }
-                }
+            if ops.len() < WRITES_AT_ONCE {
+                next = queue.try_recv().ok();
             }
         }
+        let mut wave: Vec<Op> = Vec::new();
+        let mut in_wave: HashSet<uuid::Uuid> = HashSet::new();
+        for op in ops.drain(..) {
+            if !in_wave.insert(op.target()) {
+                write_wave(&inner, local.as_ref(), std::mem::take(&mut wave)).await;
+                in_wave.clear();
+                in_wave.insert(op.target());
+            }
+            wave.push(op);
+        }
+        write_wave(&inner, local.as_ref(), wave).await;
+    }
+}
+
+/// Writes one wave (no ticket twice) and waits for all of it.
+async fn write_wave(inner: &Inner, local: &dyn Local, wave: Vec<Op>) {
+    if wave.is_empty() {
+        return;
+    }
+    let n = wave.len();
+    let writes = wave.into_iter().map(|op| async move {
+        match op {
+            Op::Put(ticket, record) => put(inner, local, ticket, &record).await,
+            Op::Delete(ticket) => delete(inner, ticket_key(&inner.node, ticket)).await,
+            Op::Suspect(session, true) => suspect(inner, session).await,
+            Op::Suspect(session, false) => delete(inner, suspect_key(&inner.node, session)).await,
+        }
+    });
+    futures_util::future::join_all(writes).await;
+    let left = inner
+        .home
+        .pending
+        .fetch_sub(n, Ordering::Relaxed)
+        .saturating_sub(n);
+    metrics::gauge!("quicmatch_cluster_ticket_writes_pending").set(left as f64);
+}
+
+/// Shares one ticket; one that cannot be shared is cancelled, so it is never silently
+/// left out of the pool.
+async fn put(inner: &Inner, local: &dyn Local, ticket: TicketId, record: &TicketRecord) {
+    let wait = inner.config.request_timeout;
+    let key = ticket_key(&inner.node, ticket);
+    let value = TicketValue::Open {
+        record: record.clone(),
+        added_ms: unix_ms(),
+    };
+    let written = match (store(inner, wait).await, frame::encode_peer(&value)) {
+        (Some(kv), Ok(value)) => {
+            matches!(
+                tokio::time::timeout(wait, kv.put(&key, value)).await,
+                Ok(Ok(_))
+            )
+        }
+        _ => false,
+    };
+    if !written {
+        warn!(%ticket, "cluster: a matchmaker ticket could not be shared; cancelled");
+        local
+            .matchmaker()
+            .cancelled_elsewhere(&[ticket], "cluster unavailable");
+        // A put that timed out may have been stored after all.
+        if let Some(kv) = store(inner, wait).await {
+            let _ = tokio::time::timeout(wait, kv.delete(&key)).await;
+        }
+    }
+}
+
+/// Marks one session suspect in the shared pool. One that fails here is written when
+/// the node next joins its cluster.
+async fn suspect(inner: &Inner, session: SessionId) {
+    let wait = inner.config.request_timeout;
+    if let Some(kv) = store(inner, wait).await {
+        let key = suspect_key(&inner.node, session);
+        let _ = tokio::time::timeout(wait, kv.put(&key, Bytes::new())).await;
+    }
+}
+
+/// Takes one ticket out of the shared pool, or clears a session's suspicion. One that
+/// fails here is done when the node next joins its cluster (every key of its own not in
+/// its pool goes then).
+async fn delete(inner: &Inner, key: String) {
+    let wait = inner.config.request_timeout;
+    for _ in 0..3 {
+        let Some(kv) = store(inner, wait).await else {
+            break;
+        };
+        if let Ok(Ok(())) = tokio::time::timeout(wait, kv.delete(&key)).await {
+            break;
+        }
+        tokio::time::sleep(inner.config.heartbeat).await;
     }
 }
 
@@ -182,19 +299,26 @@ pub(super) async fn rejoined(
     kv: &kv::Store,
     local: &dyn Local,
 ) -> Result<(), String> {
-    let prefix = format!("t.{}.", inner.node);
+    let prefixes = [format!("t.{}.", inner.node), format!("s.{}.", inner.node)];
     let mut there = HashSet::new();
     let mut keys = kv.keys().await.map_err(|e| e.to_string())?;
     while let Some(key) = keys.next().await {
         let key = key.map_err(|e| e.to_string())?;
-        if key.starts_with(&prefix) {
+        if prefixes.iter().any(|p| key.starts_with(p.as_str())) {
             there.insert(key);
         }
     }
-    let own = local.matchmaker().own_records();
+    let mm = local.matchmaker();
+    let own = mm.own_records();
+    let suspects: Vec<String> = mm
+        .own_suspects()
+        .into_iter()
+        .map(|s| suspect_key(&inner.node, s))
+        .collect();
     let mine: HashSet<String> = own
         .iter()
         .map(|(t, _)| ticket_key(&inner.node, *t))
+        .chain(suspects.iter().cloned())
         .collect();
     for key in there.difference(&mine) {
         kv.delete(key).await.map_err(|e| e.to_string())?;
@@ -210,6 +334,13 @@ pub(super) async fn rejoined(
         };
         let value = frame::encode_peer(&value).map_err(|e| e.to_string())?;
         kv.put(&key, value).await.map_err(|e| e.to_string())?;
+    }
+    for key in suspects {
+        if !there.contains(&key) {
+            kv.put(&key, Bytes::new())
+                .await
+                .map_err(|e| e.to_string())?;
+        }
     }
     Ok(())
 }

@@ -353,7 +353,14 @@ impl Matchmaker {
     /// Cancels every ticket of a session that disconnected, telling the other members
     /// of its party tickets.
     pub(crate) fn remove_session(&self, session: SessionId) {
-        let cancelled = self.pool().remove_session(session);
+        let (cancelled, was_suspect) = {
+            let mut pool = self.pool();
+            let was_suspect = pool.is_suspect(session);
+            (pool.remove_session(session), was_suspect)
+        };
+        if was_suspect {
+            self.share_suspected(session, false);
+        }
         self.share_removed(cancelled.iter().map(|c| c.ticket).collect());
         self.announce(cancelled, "a party member disconnected");
     }
@@ -361,7 +368,15 @@ impl Matchmaker {
     /// Marks a session suspect (not heard from lately: its tickets are skipped by every
     /// pass) or clears the mark.
     pub(crate) fn set_suspect(&self, session: SessionId, suspect: bool) {
-        self.pool().set_suspect(session, suspect);
+        let changed = {
+            let mut pool = self.pool();
+            let changed = pool.is_suspect(session) != suspect;
+            pool.set_suspect(session, suspect);
+            changed
+        };
+        if changed {
+            self.share_suspected(session, suspect);
+        }
     }
 
     /// Sessions marked suspect.

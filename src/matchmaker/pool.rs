@@ -630,6 +630,16 @@ impl Pool {
         self.suspect.len()
     }
 
+    /// Whether `session` is marked suspect.
+    pub fn is_suspect(&self, session: SessionId) -> bool {
+        self.suspect.contains(&session)
+    }
+
+    /// Every session marked suspect.
+    pub fn suspect_sessions(&self) -> Vec<SessionId> {
+        self.suspect.iter().copied().collect()
+    }
+
     fn has_suspect(&self, t: &Ticket) -> bool {
         !self.suspect.is_empty() && t.sessions().any(|s| self.suspect.contains(&s))
     }

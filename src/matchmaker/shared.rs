@@ -16,7 +16,7 @@ use std::{
 
 use quicmatch_protocol::{
     envelope::MatchmakerUser, ErrorCode, MatchId, MatchmakerAdd, MatchmakerOptions, PartyId,
-    Presence, TicketId,
+    Presence, SessionId, TicketId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +35,9 @@ pub(crate) trait SharedPool: Send + Sync {
     /// Tickets left this node's pool (cancelled, their session or party gone): they
     /// are deleted from the shared one.
     fn removed(&self, tickets: Vec<TicketId>);
+    /// A session of this node became suspect (or was heard again, or ended while
+    /// suspect): the leader's passes skip every ticket it is in, wherever homed.
+    fn suspected(&self, session: SessionId, suspect: bool);
 }
 
 /// A ticket as the shared pool holds it: the request after the before-add hook, its
@@ -109,6 +112,19 @@ impl Matchmaker {
                 shared.removed(tickets);
             }
         }
+    }
+
+    /// Tells the shared pool that a session's suspicion changed.
+    pub(super) fn share_suspected(&self, session: SessionId, suspect: bool) {
+        if let Some(shared) = self.shared() {
+            shared.suspected(session, suspect);
+        }
+    }
+
+    /// This node's suspect sessions, to share again after the node joined its cluster
+    /// anew.
+    pub(crate) fn own_suspects(&self) -> Vec<SessionId> {
+        self.pool().suspect_sessions()
     }
 
     /// The records of this node's own tickets, to write again after the node joined

@@ -67,7 +67,7 @@ impl Cluster {
 
 /// Starts `nats-server -js` on a free loopback port and waits until it listens;
 /// returns it, its store and its URL.
-pub(super) async fn start_nats() -> anyhow::Result<(Child, tempfile::TempDir, String)> {
+pub(crate) async fn start_nats() -> anyhow::Result<(Child, tempfile::TempDir, String)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();

@@ -151,7 +151,8 @@ pub(crate) fn parse_counter(text: &str, name: &str, label: &str) -> BTreeMap<Str
 }
 
 /// `GET /metrics` from `addr`, or `None` when it does not answer within 2 s.
-fn scrape(addr: SocketAddr) -> Option<String> {
+/// A server's `/metrics` text, when it answers.
+pub(crate) fn scrape(addr: SocketAddr) -> Option<String> {
     let timeout = Duration::from_secs(2);
     let mut s = std::net::TcpStream::connect_timeout(&addr, timeout).ok()?;
     s.set_read_timeout(Some(timeout)).ok()?;

@@ -49,6 +49,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub(crate) use cluster::start_nats;
+pub(crate) use drops::scrape;
 pub(crate) use players::{client_endpoint, frame, frame_codec};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -703,7 +705,7 @@ pub(crate) async fn run_once(args: &Args, transport: Transport) -> anyhow::Resul
         "--cluster runs on a clean loopback (no --loss, --delay or --jitter)"
     );
     let (server, metrics, cluster) = if clustered {
-        let (nats, store, url) = cluster::start_nats().await?;
+        let (nats, store, url) = start_nats().await?;
         let transport = match transport {
             Transport::QuicmatchProto => ServerTransport::Proto,
             _ => args.server_transport,

@@ -1,4 +1,5 @@
-//! How a node reaches NATS, end to end on a real `nats-server -js`: with a password,
+//! How a node reaches NATS, end to end on a real `nats-server -js`: with a password or
+//! an nkey seed (`cluster.credentials`),
 //! through a list of servers (a wrong password or none keeps the node out of the
 //! cluster while it serves its own players),
 //! over TLS signed by the CA in `cluster.tls_ca` (without it, the same server is not
@@ -33,6 +34,49 @@ async fn serves_alone(node: &TestServer) {
     let player = node.client("loner").await;
     player.create_match(None).await.expect("a match on its own");
     assert!(names(&node.stats).is_empty(), "{:?}", names(&node.stats));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_its_nkey_seed_joins_and_others_stay_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let user = nkeys::KeyPair::new_user();
+    let conf = dir.path().join("nats.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "authorization {{ users = [ {{ nkey: \"{}\" }} ] }}\n",
+            user.public_key()
+        ),
+    )
+    .expect("write the NATS config");
+    let Some(nats) = Nats::start_with(&["-c", &conf.display().to_string()]) else {
+        return;
+    };
+    let seed_file = |name: &str, key: &nkeys::KeyPair| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("{}\n", key.seed().expect("seed"))).expect("write");
+        path
+    };
+    let mut config = node_config(&nats.url(), "a");
+    config.cluster.credentials = Some(seed_file("a.nk", &user));
+    let a = TestServer::start_with(config).await;
+    sees(&a.stats, &["a"], "a registered with its seed").await;
+
+    // Another user's seed, and none at all.
+    let mut config = node_config(&nats.url(), "b");
+    config.cluster.credentials = Some(seed_file("b.nk", &nkeys::KeyPair::new_user()));
+    let b = TestServer::start_with(config).await;
+    let c = TestServer::start_with(node_config(&nats.url(), "c")).await;
+    assert!(
+        !ever_sees(&a.stats, "b").await,
+        "a node with an unknown nkey joined"
+    );
+    assert!(
+        !ever_sees(&a.stats, "c").await,
+        "a node without credentials joined"
+    );
+    serves_alone(&b).await;
+    serves_alone(&c).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

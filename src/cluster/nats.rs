@@ -29,7 +29,7 @@ use super::{
     Inner, Local,
 };
 use crate::config::{
-    nats_url::{self, NatsCredentials},
+    nats_url::{self, CredentialsFile, NatsCredentials},
     ClusterStorage,
 };
 
@@ -103,6 +103,23 @@ pub(super) async fn run(
         }
         Some(NatsCredentials::Token(token)) => options = options.token(token),
         _ => {}
+    }
+    // Checked at start; read again here, as the connection takes it.
+    if let Some(path) = &inner.config.credentials {
+        let with = match nats_url::read_credentials(path) {
+            Ok(CredentialsFile::Creds(text)) => {
+                options.credentials(&text).map_err(|e| e.to_string())
+            }
+            Ok(CredentialsFile::Seed(seed)) => Ok(options.nkey(seed)),
+            Err(e) => Err(e),
+        };
+        options = match with {
+            Ok(o) => o,
+            Err(e) => {
+                error!(error = %e, "cluster: cannot use cluster.credentials; this node runs alone");
+                return;
+            }
+        };
     }
     if let Some(ca) = &inner.config.tls_ca {
         options = options.add_root_certificates(ca.clone()).require_tls(true);

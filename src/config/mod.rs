@@ -505,6 +505,12 @@ pub struct ClusterConfig {
     /// checked against the system's roots. Relative to the config file when given
     /// there. Default: none.
     pub tls_ca: Option<PathBuf>,
+    /// A file to authenticate to NATS with: a NATS credentials file (`.creds`: user JWT
+    /// and nkey seed, for servers in operator mode) or a file holding one user nkey
+    /// seed (`SU...`, for servers that list the user's public nkey). Counts as the
+    /// credentials a server not on this machine needs; not with `user:password@` in
+    /// `url`. Relative to the config file when given there. Default: none.
+    pub credentials: Option<PathBuf>,
     /// JetStream replicas of the cluster's buckets: 1, 3 or 5, at most the NATS
     /// servers in the NATS cluster. Default `1` (one `nats-server`); production: `3`.
     pub replicas: u8,
@@ -562,6 +568,7 @@ impl Default for ClusterConfig {
             heartbeat: Duration::from_secs(1),
             node_ttl: Duration::from_secs(5),
             tls_ca: None,
+            credentials: None,
             replicas: 1,
             storage: ClusterStorage::File,
             public_address: None,
@@ -655,6 +662,9 @@ impl Config {
         let cluster = given.get("cluster").and_then(toml::Value::as_table);
         if cluster.is_some_and(|c| c.contains_key("tls_ca")) {
             config.cluster.tls_ca = config.cluster.tls_ca.map(|p| dir.join(p));
+        }
+        if cluster.is_some_and(|c| c.contains_key("credentials")) {
+            config.cluster.credentials = config.cluster.credentials.map(|p| dir.join(p));
         }
         Ok(config)
     }

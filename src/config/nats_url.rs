@@ -26,6 +26,64 @@ pub struct NatsServer {
     pub local: bool,
 }
 
+/// What a `cluster.credentials` file holds.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CredentialsFile {
+    /// A NATS credentials file (`.creds`, as `nsc` writes it): a user JWT and its
+    /// nkey seed, for servers in operator mode.
+    Creds(String),
+    /// One user nkey seed (`SU...`, as `nk -gen user` writes it), for servers that
+    /// list the user's public nkey.
+    Seed(String),
+}
+
+impl std::fmt::Debug for CredentialsFile {
+    // Never the secret: configs and errors end up in logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Creds(_) => f.write_str("Creds(<redacted>)"),
+            Self::Seed(_) => f.write_str("Seed(<redacted>)"),
+        }
+    }
+}
+
+/// Largest credentials file read: a user JWT with its seed is about 1 KiB.
+const MAX_CREDENTIALS_FILE: u64 = 64 << 10;
+
+/// Reads and checks a `cluster.credentials` file: a NATS credentials file, or one user
+/// nkey seed; why not, without the secret.
+pub fn read_credentials(path: &std::path::Path) -> Result<CredentialsFile, String> {
+    let fail = |why: String| format!("{}: {why}", path.display());
+    let size = std::fs::metadata(path)
+        .map_err(|e| fail(e.to_string()))?
+        .len();
+    if size > MAX_CREDENTIALS_FILE {
+        return Err(fail(format!(
+            "{size} bytes; a credentials file is at most {MAX_CREDENTIALS_FILE}"
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    if text.contains("BEGIN NATS USER JWT") {
+        async_nats::ConnectOptions::new()
+            .credentials(&text)
+            .map_err(|e| fail(format!("not a NATS credentials file: {e}")))?;
+        return Ok(CredentialsFile::Creds(text));
+    }
+    let seed = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with("---") && !l.starts_with('#'))
+        .unwrap_or_default();
+    if !seed.starts_with("SU") || nkeys::KeyPair::from_seed(seed).is_err() {
+        return Err(fail(
+            "neither a NATS credentials file (user JWT and seed) nor a user nkey seed (SU...)"
+                .into(),
+        ));
+    }
+    Ok(CredentialsFile::Seed(seed.to_owned()))
+}
+
 /// The servers of a `cluster.url` list, or why it is not one.
 pub fn parse(urls: &str) -> Result<Vec<NatsServer>, String> {
     let servers: Vec<NatsServer> = urls

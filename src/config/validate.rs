@@ -150,11 +150,21 @@ impl Config {
         if let Some(url) = c.url.as_deref() {
             let servers = super::nats_url::parse(url)
                 .map_err(|e| ConfigError::Invalid(format!("cluster.url: {e}")))?;
-            if let Some(s) = servers.iter().find(|s| !s.local && s.credentials.is_none()) {
+            if let Some(path) = &c.credentials {
+                if servers.iter().any(|s| s.credentials.is_some()) {
+                    return bad("cluster.credentials and credentials in cluster.url: give one");
+                }
+                super::nats_url::read_credentials(path)
+                    .map_err(|e| ConfigError::Invalid(format!("cluster.credentials: {e}")))?;
+            }
+            if let Some(s) = servers
+                .iter()
+                .find(|s| !s.local && s.credentials.is_none() && c.credentials.is_none())
+            {
                 return bad(&format!(
                     "cluster.url: {} is not on this machine and names no credentials: put \
-                     user:password@ (or token@) in the URL, since a node acts on what \
-                     arrives on its subjects",
+                     user:password@ (or token@) in the URL, or set cluster.credentials, since \
+                     a node acts on what arrives on its subjects",
                     s.address
                 ));
             }
@@ -288,6 +298,61 @@ mod tests {
         std::fs::write(&path, "[cluster]\ntls_ca = \"nats-ca.pem\"\n").expect("write");
         let config = Config::from_file(&path).expect("config");
         assert_eq!(config.cluster.tls_ca, Some(dir.path().join("nats-ca.pem")));
+    }
+
+    #[test]
+    fn a_credentials_file_is_checked_and_counts_as_credentials() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("quicmatch.toml");
+        std::fs::write(&path, "[cluster]\ncredentials = \"node.nk\"\n").expect("write");
+        let config = Config::from_file(&path).expect("config");
+        assert_eq!(config.cluster.credentials, Some(dir.path().join("node.nk")));
+
+        let user = nkeys::KeyPair::new_user();
+        let seed = user.seed().expect("seed");
+        let seed_file = dir.path().join("node.nk");
+        std::fs::write(&seed_file, format!("{seed}\n")).expect("write");
+        let mut c = Config::default();
+        c.cluster.url = Some("nats://10.0.0.5:4222".into());
+        assert!(c.validate().is_err(), "a remote NATS without credentials");
+        c.cluster.credentials = Some(seed_file.clone());
+        c.validate().expect("a remote NATS with a seed file");
+        std::fs::write(
+            &seed_file,
+            format!(
+                "-----BEGIN NATS USER JWT-----\neyJ0eXAiOiJKV1QifQ.e30.c2ln\n------END NATS USER JWT------\n\n\
+                 -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n"
+            ),
+        )
+        .expect("write");
+        c.validate().expect("a remote NATS with a credentials file");
+        std::fs::write(&seed_file, format!("{seed}\n")).expect("write");
+
+        c.cluster.url = Some("nats://qm:secret@10.0.0.5:4222".into());
+        let e = c
+            .validate()
+            .expect_err("two kinds of credentials")
+            .to_string();
+        assert!(
+            e.contains("cluster.credentials and credentials in cluster.url: give one"),
+            "{e}"
+        );
+        c.cluster.url = Some("nats://10.0.0.5:4222".into());
+        // Not a seed, a server's seed, a missing file, a huge one: refused, never shown.
+        let account = nkeys::KeyPair::new_account().seed().expect("seed");
+        for (text, why) in [
+            ("hello".to_owned(), "neither a NATS credentials file"),
+            (account.clone(), "neither a NATS credentials file"),
+            ("x".repeat(70_000), "bytes; a credentials file is at most"),
+        ] {
+            std::fs::write(&seed_file, &text).expect("write");
+            let e = c.validate().expect_err(why).to_string();
+            assert!(e.contains("cluster.credentials") && e.contains(why), "{e}");
+            assert!(!e.contains(&account), "{e}");
+        }
+        c.cluster.credentials = Some(dir.path().join("missing.creds"));
+        let e = c.validate().expect_err("missing").to_string();
+        assert!(e.contains("missing.creds"), "{e}");
     }
 
     #[test]

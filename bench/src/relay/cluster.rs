@@ -27,23 +27,44 @@ pub(crate) enum Layout {
 }
 
 impl Layout {
-    /// The node (0 or 1) that player `n` (over all matches, `per_match` to a match)
-    /// connects to; a match's first player, who creates it, is on its host.
-    pub(super) fn node(self, n: usize, per_match: usize) -> usize {
-        let per_match = per_match.max(1);
+    /// The node (0 to `nodes - 1`) that player `n` (over all matches, `per_match` to a
+    /// match) connects to; a match's first player, who creates it, is on its host.
+    /// Matches take turns at the nodes; `spread` puts the second half of a match's
+    /// players on the node after its host.
+    pub(super) fn node(self, n: usize, per_match: usize, nodes: usize) -> usize {
+        let (per_match, nodes) = (per_match.max(1), nodes.max(1));
         let (m, i) = (n / per_match, n % per_match);
         match self {
-            Self::Local => m % 2,
-            Self::Spread => (m + usize::from(i >= per_match.div_ceil(2))) % 2,
+            Self::Local => m % nodes,
+            Self::Spread => (m + usize::from(i >= per_match.div_ceil(2))) % nodes,
         }
     }
 }
 
-/// The nats-server and the second node of a run (the first is the run's server).
+/// Where a clustered run's players connect: node `k` (of `count`) at `nodes[k]`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Nodes {
+    pub(super) nodes: [SocketAddr; MAX_NODES],
+    pub(super) count: usize,
+    pub(super) layout: Layout,
+}
+
+impl Nodes {
+    /// The node player `n` connects to, unless it is the first (the run's server).
+    pub(super) fn other(&self, n: usize, per_match: usize) -> Option<SocketAddr> {
+        let k = self.layout.node(n, per_match, self.count);
+        (k > 0).then(|| self.nodes[k])
+    }
+}
+
+/// Most nodes a clustered run starts.
+pub(crate) const MAX_NODES: usize = 3;
+
+/// The nats-server and the other nodes of a run (the first is the run's server).
 pub(super) struct Cluster {
     nats: Child,
     _store: tempfile::TempDir,
-    pub(super) second: ServerProc,
+    pub(super) others: Vec<ServerProc>,
     pub(super) layout: Layout,
 }
 
@@ -57,11 +78,24 @@ impl Drop for Cluster {
 impl Cluster {
     /// Processes whose CPU counts as the server's, besides the first node.
     pub(super) fn pids(&self) -> Vec<u32> {
-        self.second
-            .pid()
-            .into_iter()
+        self.others
+            .iter()
+            .filter_map(ServerProc::pid)
             .chain([self.nats.id()])
             .collect()
+    }
+
+    /// Where the run's players connect, the first node at `first`.
+    pub(super) fn route(&self, first: SocketAddr) -> Nodes {
+        let mut nodes = [first; MAX_NODES];
+        for (slot, node) in nodes.iter_mut().skip(1).zip(&self.others) {
+            *slot = node.addr;
+        }
+        Nodes {
+            nodes,
+            count: 1 + self.others.len(),
+            layout: self.layout,
+        }
     }
 }
 
@@ -100,17 +134,17 @@ pub(super) fn node_args(url: &str, name: &str) -> Vec<String> {
         .collect()
 }
 
-/// Puts the run's cluster together: its nats-server (already started) and second node.
+/// Puts the run's cluster together: its nats-server (already started) and other nodes.
 pub(super) fn assemble(
     nats: Child,
     store: tempfile::TempDir,
-    second: ServerProc,
+    others: Vec<ServerProc>,
     layout: Layout,
 ) -> Cluster {
     Cluster {
         nats,
         _store: store,
-        second,
+        others,
         layout,
     }
 }
@@ -132,10 +166,19 @@ mod tests {
 
     #[test]
     fn local_keeps_each_match_on_one_node_and_spread_splits_it() {
-        let nodes = |layout: Layout| -> Vec<usize> { (0..8).map(|n| layout.node(n, 4)).collect() };
+        let nodes =
+            |layout: Layout| -> Vec<usize> { (0..8).map(|n| layout.node(n, 4, 2)).collect() };
         assert_eq!(nodes(Layout::Local), [0, 0, 0, 0, 1, 1, 1, 1]);
         assert_eq!(nodes(Layout::Spread), [0, 0, 1, 1, 1, 1, 0, 0]);
-        assert_eq!(Layout::Spread.node(2, 3), 1, "the larger half on the host");
-        assert_eq!(Layout::Spread.node(1, 3), 0);
+        assert_eq!(
+            Layout::Spread.node(2, 3, 2),
+            1,
+            "the larger half on the host"
+        );
+        assert_eq!(Layout::Spread.node(1, 3, 2), 0);
+        let three: Vec<usize> = (0..12).map(|n| Layout::Local.node(n, 4, 3)).collect();
+        assert_eq!(three, [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2]);
+        let three: Vec<usize> = (0..12).map(|n| Layout::Spread.node(n, 4, 3)).collect();
+        assert_eq!(three, [0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 0, 0]);
     }
 }

@@ -288,6 +288,9 @@ pub(crate) struct Args {
     /// node.
     #[arg(long, value_enum, default_value_t = cluster::Layout::Local, requires = "cluster")]
     cluster_layout: cluster::Layout,
+    /// With `--cluster`: how many nodes (2 or 3); matches take turns at them.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(2..=3), requires = "cluster")]
+    cluster_nodes: u8,
 }
 
 /// (uplink, downlink) impairment of one proxy.
@@ -311,8 +314,8 @@ pub(super) struct Route {
     impaired: SocketAddr,
     receivers: usize,
     per_match: usize,
-    /// With `--cluster`: the second node, and which players go there.
-    second: Option<(SocketAddr, cluster::Layout)>,
+    /// With `--cluster`: the other nodes, and which players go there.
+    cluster: Option<cluster::Nodes>,
 }
 
 impl Route {
@@ -324,10 +327,8 @@ impl Route {
 
     /// Where player `player` sends.
     pub(super) fn addr(&self, player: usize) -> SocketAddr {
-        if let Some((second, layout)) = self.second {
-            if layout.node(player, self.per_match) == 1 {
-                return second;
-            }
+        if let Some(other) = self.cluster.and_then(|c| c.other(player, self.per_match)) {
+            return other;
         }
         if self.is_impaired(player) {
             self.impaired
@@ -508,9 +509,11 @@ pub(crate) struct RunResult {
     pub(crate) server_transport: Option<&'static str>,
     /// `--server-workers` (quicmatch on `proto` only).
     pub(crate) server_workers: Option<usize>,
-    /// `--cluster-layout` with `--cluster` (two nodes; server CPU is both nodes' and
-    /// the nats-server's); `null` without.
+    /// `--cluster-layout` with `--cluster` (server CPU is every node's and the
+    /// nats-server's); `null` without.
     pub(crate) cluster_layout: Option<cluster::Layout>,
+    /// `--cluster-nodes` with `--cluster`; `null` without.
+    pub(crate) cluster_nodes: Option<u8>,
 }
 
 /// A quicmatch server started by the bench: its metrics address (unless
@@ -713,14 +716,21 @@ pub(crate) async fn run_once(args: &Args, transport: Transport) -> anyhow::Resul
         let (first, metrics) =
             start_node(args, transport, &cluster::node_args(&url, "bench-a"), None).await?;
         let certs = cluster::certs_dir(&first)?;
-        let (second, _) = start_node(
-            args,
-            transport,
-            &cluster::node_args(&url, "bench-b"),
-            Some(&certs),
-        )
-        .await?;
-        let cluster = cluster::assemble(nats, store, second, args.cluster_layout);
+        let mut others = Vec::new();
+        for name in ["bench-b", "bench-c"]
+            .into_iter()
+            .take(usize::from(args.cluster_nodes).saturating_sub(1))
+        {
+            let (node, _) = start_node(
+                args,
+                transport,
+                &cluster::node_args(&url, name),
+                Some(&certs),
+            )
+            .await?;
+            others.push(node);
+        }
+        let cluster = cluster::assemble(nats, store, others, args.cluster_layout);
         (first, metrics, Some(cluster))
     } else {
         let (server, metrics) = start_server(args, transport).await?;
@@ -734,7 +744,7 @@ pub(crate) async fn run_once(args: &Args, transport: Transport) -> anyhow::Resul
         impaired: impaired_proxy.as_ref().map_or(plain, |p| p.addr),
         receivers: args.loss_downlink_receivers,
         per_match: args.players,
-        second: cluster.as_ref().map(|c| (c.second.addr, c.layout)),
+        cluster: cluster.as_ref().map(|c| c.route(server.addr)),
     };
     let players = connect(&server, to, args, transport).await?;
     // The SDK's own drops (data that waited past `max_datagram_age` in a receiver).
@@ -984,6 +994,7 @@ pub(crate) async fn run_once(args: &Args, transport: Transport) -> anyhow::Resul
             _ => None,
         },
         cluster_layout: (args.cluster && transport.is_quicmatch()).then_some(args.cluster_layout),
+        cluster_nodes: (args.cluster && transport.is_quicmatch()).then_some(args.cluster_nodes),
     })
 }
 
@@ -1092,7 +1103,7 @@ mod tests {
             impaired: lossy,
             receivers: 1,
             per_match: 4,
-            second: None,
+            cluster: None,
         };
         let impaired: Vec<usize> = (0..12).filter(|&i| route.is_impaired(i)).collect();
         assert_eq!(impaired, [0, 4, 8]);
@@ -1106,7 +1117,11 @@ mod tests {
         // With a second node of a cluster, the layout picks it for its players.
         let node_b: SocketAddr = ([127, 0, 0, 1], 3).into();
         let spread = Route {
-            second: Some((node_b, cluster::Layout::Spread)),
+            cluster: Some(cluster::Nodes {
+                nodes: [plain, node_b, node_b],
+                count: 2,
+                layout: cluster::Layout::Spread,
+            }),
             ..none
         };
         let to_b: Vec<usize> = (0..8).filter(|&i| spread.addr(i) == node_b).collect();

@@ -409,3 +409,41 @@ async fn a_suspect_players_ticket_waits_on_the_leader_until_heard_again() {
     })
     .await;
 }
+
+/// A ticket the leader cannot read (its node takes larger groups than the leader's
+/// config allows) is cancelled with the reason, not left waiting; tickets it can read
+/// from the same node still match.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_the_leader_cannot_read_is_cancelled_with_the_reason() {
+    let Some(nats) = Nats::start() else { return };
+    let url = nats.url();
+    let mut config = node_config(&url, "node-a");
+    config.matchmaker.interval = Duration::from_millis(100);
+    config.matchmaker.max_count = 4;
+    let a = TestServer::start_with(config).await;
+    eventually("node-a leads", || a.stats.cluster_leads_matchmaker()).await;
+    let b = quick_node(&url, "node-b").await;
+    for s in [&a, &b] {
+        sees(&s.stats, &["node-a", "node-b"], "both see both").await;
+    }
+    let bob = b.client("bob").await;
+    let big = bob
+        .add_matchmaker("*", 2, 8)
+        .await
+        .expect("node-b takes groups of 8");
+    match timeout(TEST_TIMEOUT, bob.next_event()).await {
+        Ok(Some(Event::MatchmakerTicketCancelled { ticket, reason })) => {
+            assert_eq!(ticket, big);
+            assert!(
+                reason.contains("cannot read") && reason.contains('4'),
+                "{reason}"
+            );
+        }
+        other => panic!("expected the ticket cancelled, got {other:?}"),
+    }
+    let small = bob.add_matchmaker("*", 2, 2).await.expect("a duel");
+    let carol = a.client("carol").await;
+    carol.add_matchmaker("*", 2, 2).await.expect("carol's duel");
+    assert_eq!(results(&bob, 1, "bob's duel").await[0].ticket, small);
+    bucket_empties(&url, "qm_quicmatch_tickets").await;
+}

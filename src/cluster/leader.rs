@@ -20,34 +20,30 @@ use std::{
     time::{Duration, Instant},
 };
 
-use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
+use async_nats::jetstream::kv::{self, CreateErrorKind, UpdateErrorKind};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
-use quicmatch_protocol::{frame, SessionId, TicketId};
+use quicmatch_protocol::{frame, TicketId};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+mod settle;
+
 use super::{
+    mirror::{Claim, Held, Mirror},
     nats::Owners,
-    tickets::{self, parse_key, parse_suspect_key, TicketValue},
+    tickets::{self, parse_key, TicketValue},
     wire::{self, Reply, Request, RequestBody, Sender},
     Inner, Local,
 };
-use crate::matchmaker::{
-    pool::{Matched, Pool},
-    shared::{GroupResult, TicketRecord},
-    Matchmaker,
-};
+use crate::matchmaker::{pool::Matched, shared::GroupResult, Matchmaker};
 
 /// The lease's key in the leader bucket.
 const LEASE_KEY: &str = "matchmaker";
 /// Delete markers purged per pass at most, [`PURGES_AT_ONCE`] at a time.
 const PURGES_PER_PASS: usize = 4096;
 const PURGES_AT_ONCE: usize = 64;
-/// Applied delete markers a leader keeps to purge; past this the oldest are left to
-/// the next leader.
-const MARKERS_KEPT: usize = 1 << 16;
 /// Groups a pass commits at once: each is a few round trips to JetStream (and to its
 /// homes), so a large pass commits in parallel rather than one group at a time.
 const COMMITS_AT_ONCE: usize = 64;
@@ -69,147 +65,6 @@ pub(super) struct Buckets {
     pub(super) tickets: kv::Store,
     pub(super) groups: kv::Store,
     pub(super) owners: Owners,
-}
-
-/// An open ticket of the mirror: where it is and what it was made from.
-#[derive(Clone)]
-struct Held {
-    key: String,
-    revision: u64,
-    home: String,
-    record: TicketRecord,
-    added_ms: u64,
-}
-
-/// A claimed ticket the mirror saw: its group decides what becomes of it.
-#[derive(Clone)]
-struct Claim {
-    held: Held,
-    group: u64,
-}
-
-/// Every node's tickets as the bucket says, and the pool over the open ones.
-struct Mirror {
-    pool: Arc<Mutex<Pool>>,
-    open: HashMap<TicketId, Held>,
-    claimed: HashMap<TicketId, Claim>,
-    /// Keys whose delete marker this mirror has applied: purged from the bucket after
-    /// the pass, so markers do not pile up one per ticket ever made.
-    deleted: VecDeque<String>,
-    /// Suspect sessions, wherever homed (their keys' homes): the pool skips every
-    /// ticket they are in.
-    suspects: HashMap<SessionId, String>,
-}
-
-impl Mirror {
-    fn pool(&self) -> std::sync::MutexGuard<'_, Pool> {
-        self.pool
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Puts an open ticket back (taken out by a pass, but not claimed).
-    fn restore(&mut self, mm: &Matchmaker, held: Held) {
-        let Some((_, ticket)) = parse_key(&held.key) else {
-            return;
-        };
-        if let Ok(spec) = mm.spec_from(&held.record) {
-            let age = Duration::from_millis(tickets::unix_ms().saturating_sub(held.added_ms));
-            let now = Instant::now();
-            self.pool()
-                .insert(ticket, spec, now.checked_sub(age).unwrap_or(now));
-            self.open.insert(ticket, held);
-        }
-    }
-
-    /// One entry of the suspect sessions (`s.<home>.<session>` in the tickets bucket).
-    fn suspect(&mut self, entry: &kv::Entry) {
-        let Some((home, session)) = parse_suspect_key(&entry.key) else {
-            return;
-        };
-        let suspect = entry.operation == Operation::Put;
-        self.pool().set_suspect(session, suspect);
-        if suspect {
-            self.suspects.insert(session, home);
-        } else {
-            self.suspects.remove(&session);
-            self.marked_deleted(&entry.key);
-        }
-    }
-
-    /// A delete marker the mirror applied, to purge after the pass.
-    fn marked_deleted(&mut self, key: &str) {
-        self.deleted.push_back(key.to_owned());
-        // A leader that cannot purge for a long while leaves the oldest markers for the
-        // next one (it reads them with the history).
-        while self.deleted.len() > MARKERS_KEPT {
-            self.deleted.pop_front();
-        }
-    }
-
-    /// One entry of the tickets bucket.
-    fn apply(&mut self, mm: &Matchmaker, entry: &kv::Entry) {
-        let Some((home, ticket)) = parse_key(&entry.key) else {
-            return;
-        };
-        match entry.operation {
-            Operation::Put => match frame::decode_peer::<TicketValue>(&entry.value) {
-                Ok(TicketValue::Open { record, added_ms }) => {
-                    self.claimed.remove(&ticket);
-                    if let Some(held) = self.open.get_mut(&ticket) {
-                        held.revision = entry.revision;
-                        return;
-                    }
-                    let spec = match mm.spec_from(&record) {
-                        Ok(spec) => spec,
-                        Err(e) => {
-                            warn!(key = %entry.key, error = %e.message, "cluster: a ticket this node cannot read; left out");
-                            return;
-                        }
-                    };
-                    let age = Duration::from_millis(tickets::unix_ms().saturating_sub(added_ms));
-                    let now = Instant::now();
-                    let created = now.checked_sub(age).unwrap_or(now);
-                    self.pool().insert(ticket, spec, created);
-                    self.open.insert(
-                        ticket,
-                        Held {
-                            key: entry.key.clone(),
-                            revision: entry.revision,
-                            home,
-                            record,
-                            added_ms,
-                        },
-                    );
-                }
-                Ok(TicketValue::Claimed {
-                    group,
-                    record,
-                    added_ms,
-                }) => {
-                    self.pool().forget(ticket);
-                    self.open.remove(&ticket);
-                    let held = Held {
-                        key: entry.key.clone(),
-                        revision: entry.revision,
-                        home,
-                        record,
-                        added_ms,
-                    };
-                    self.claimed.insert(ticket, Claim { held, group });
-                }
-                Err(e) => {
-                    warn!(key = %entry.key, error = %e, "cluster: a ticket that does not decode; ignored");
-                }
-            },
-            Operation::Delete | Operation::Purge => {
-                self.pool().forget(ticket);
-                self.open.remove(&ticket);
-                self.claimed.remove(&ticket);
-                self.marked_deleted(&entry.key);
-            }
-        }
-    }
 }
 
 /// What one leadership works with.
@@ -389,6 +244,7 @@ impl Leading<'_> {
             claimed: HashMap::new(),
             deleted: VecDeque::new(),
             suspects: HashMap::new(),
+            unreadable: HashMap::new(),
         };
         let mut passes = tokio::time::interval(self.mm.interval());
         passes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -473,6 +329,7 @@ impl Leading<'_> {
     /// each group committed, while the lease holds.
     async fn pass(&self, mirror: &mut Mirror) {
         self.drop_gone(mirror).await;
+        self.cancel_unreadable(mirror).await;
         self.sweep(mirror).await;
         let pool = mirror.pool.clone();
         let mm = self.mm.clone();
@@ -597,103 +454,6 @@ impl Leading<'_> {
         tokio::time::timeout(self.inner.config.request_timeout, op)
             .await
             .ok()
-    }
-
-    /// Tickets of a node that has been gone a whole `node_ttl` (judged only after this
-    /// leader has led that long itself) are deleted: its sessions are gone with it.
-    async fn drop_gone(&self, mirror: &mut Mirror) {
-        if self.since.elapsed() < self.inner.config.node_ttl {
-            return;
-        }
-        let gone = |home: &str| home != self.me.node && !self.inner.view().is_peer_name(home);
-        let drop: Vec<(TicketId, Held)> = mirror
-            .open
-            .iter()
-            .filter(|(_, h)| gone(&h.home))
-            .map(|(t, h)| (*t, h.clone()))
-            .collect();
-        // Claims stay: their group may have committed, and the sweep settles them.
-        for (ticket, held) in drop {
-            mirror.pool().forget(ticket);
-            mirror.open.remove(&ticket);
-            mirror.claimed.remove(&ticket);
-            self.delete(&held).await;
-        }
-        let suspects: Vec<(SessionId, String)> = mirror
-            .suspects
-            .iter()
-            .filter(|(_, home)| gone(home))
-            .map(|(s, h)| (*s, h.clone()))
-            .collect();
-        for (session, home) in suspects {
-            let key = tickets::suspect_key(&home, session);
-            if let Some(Ok(())) = self.within(self.buckets.tickets.delete(&key)).await {
-                mirror.pool().set_suspect(session, false);
-                mirror.suspects.remove(&session);
-            }
-        }
-        self.inner
-            .mirror_suspects
-            .store(mirror.suspects.len(), Ordering::Relaxed);
-    }
-
-    /// Settles the claims the mirror holds: a committed group is delivered (again), any
-    /// other aborted and its tickets opened again.
-    async fn sweep(&self, mirror: &mut Mirror) {
-        let mut groups: BTreeMap<u64, Vec<Claim>> = BTreeMap::new();
-        for claim in mirror.claimed.values() {
-            groups.entry(claim.group).or_default().push(claim.clone());
-        }
-        for (group, claims) in groups {
-            if self.expired() {
-                return;
-            }
-            let key = group_key(group);
-            let Some(Ok(entry)) = self.within(self.buckets.groups.entry(key.clone())).await else {
-                continue;
-            };
-            let value = entry
-                .filter(|e| e.operation == Operation::Put)
-                .and_then(|e| frame::decode_peer::<GroupValue>(&e.value).ok());
-            match value {
-                Some(GroupValue::Committed { result, placement }) => {
-                    let held: Vec<Held> = claims.into_iter().map(|c| c.held).collect();
-                    self.deliver(&result, placement, &held).await;
-                }
-                Some(GroupValue::Aborted) => self.reopen(&claims).await,
-                None => {
-                    let Ok(aborted) = frame::encode_peer(&GroupValue::Aborted) else {
-                        continue;
-                    };
-                    // Whoever creates the record first decides: a late commit fails.
-                    if let Some(Ok(_)) =
-                        self.within(self.buckets.groups.create(&key, aborted)).await
-                    {
-                        metrics::counter!("quicmatch_cluster_matchmaker_groups_total", "outcome" => "aborted").increment(1);
-                        self.reopen(&claims).await;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Opens claimed tickets again (their group will never commit).
-    async fn reopen(&self, claims: &[Claim]) {
-        for claim in claims {
-            let value = TicketValue::Open {
-                record: claim.held.record.clone(),
-                added_ms: claim.held.added_ms,
-            };
-            if let Ok(value) = frame::encode_peer(&value) {
-                let _ = self
-                    .within(self.buckets.tickets.update(
-                        &claim.held.key,
-                        value,
-                        claim.held.revision,
-                    ))
-                    .await;
-            }
-        }
     }
 
     /// Commits one group the pass formed (its tickets taken out of the mirror): claims,
@@ -831,21 +591,6 @@ impl Leading<'_> {
             if told {
                 futures_util::future::join_all(tickets.into_iter().map(|h| self.delete(h))).await;
             }
-        }
-    }
-
-    /// Deletes claimed tickets and tells their homes why.
-    async fn cancel_claims(&self, claims: &[Claim], reason: &str) {
-        let mut by_home: BTreeMap<String, Vec<TicketId>> = BTreeMap::new();
-        for c in claims {
-            if self.delete(&c.held).await {
-                if let Some((_, ticket)) = parse_key(&c.held.key) {
-                    by_home.entry(c.held.home.clone()).or_default().push(ticket);
-                }
-            }
-        }
-        for (home, tickets) in by_home {
-            self.cancel_at(&home, tickets, reason).await;
         }
     }
 

@@ -13,6 +13,7 @@ mod forged;
 mod home;
 mod leader;
 mod link;
+mod mirror;
 mod nats;
 mod owners;
 mod parties;

@@ -4,7 +4,8 @@
 //! party with a solo on a third node and all meet in one match by the token; closed
 //! parties take requests from other nodes; a player that ends its session leaves the
 //! party on its host; and a node killed with SIGKILL closes its parties for players
-//! elsewhere, while its players leave the parties of the others.
+//! elsewhere, while its players leave the parties of the others. A home keeps one
+//! session in at most 64 parties of other nodes.
 //!
 //! The killed node runs as this test binary started again with [`CHILD`] set: only
 //! [`server_process`] then does anything, and it serves until it is killed.
@@ -368,4 +369,53 @@ async fn a_killed_node_closes_its_parties_and_its_players_leave() {
     let bob = a.client("bob").await;
     bob.join_party(hosted_by_a.party_id).await.expect("join");
     presence_change(next_event(&alice, "bob joins").await);
+}
+
+/// A home lets one session be in at most 64 parties of other nodes: the 65th join is
+/// refused with `LIMIT_EXCEEDED` (each host would allow it), and a leave makes room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_is_in_at_most_64_parties_of_other_nodes() {
+    let Some(nats) = Nats::start() else { return };
+    let url = nats.url();
+    let node = |name: &str| {
+        let mut config = common::cluster::node_config(&url, name);
+        config.party.max_per_session = 64;
+        TestServer::start_with(config)
+    };
+    let (a, b, c) = (
+        node("node-a").await,
+        node("node-b").await,
+        node("node-c").await,
+    );
+    let all = ["node-a", "node-b", "node-c"];
+    for s in [&a, &b, &c] {
+        sees(&s.stats, &all, "all see all").await;
+    }
+    let (alice, bob, carol) = (
+        a.client("alice").await,
+        b.client("bob").await,
+        c.client("carol").await,
+    );
+    // 33 parties on node-a and 32 on node-c: no host holds more than 64 of bob's.
+    let mut parties = Vec::new();
+    for i in 0..65 {
+        let host = if i < 33 { &alice } else { &carol };
+        parties.push(host.create_party(true, 4).await.expect("create").party_id);
+    }
+    for (i, party) in parties.iter().take(64).enumerate() {
+        bob.join_party(*party)
+            .await
+            .unwrap_or_else(|e| panic!("join {i}: {e}"));
+    }
+    eventually("bob in 64 parties elsewhere", || {
+        b.stats.cluster_party_memberships().0 == 64
+    })
+    .await;
+    let err = bob.join_party(parties[64]).await.expect_err("a 65th");
+    assert_eq!(err.code(), Some(ErrorCode::LIMIT_EXCEEDED), "{err}");
+    bob.leave_party(parties[0]).await.expect("leave one");
+    bob.join_party(parties[64])
+        .await
+        .expect("room for the 65th");
+    eventually("still 64", || b.stats.cluster_party_memberships().0 == 64).await;
 }

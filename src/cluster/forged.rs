@@ -1,8 +1,10 @@
 //! Well-formed messages on a node's subjects that claim to come from a node that is not
 //! a live peer (an unknown name, a stale incarnation, this node's own name) or that are
 //! meant for another incarnation of this node: none reaches a table. The same message
-//! from the live peer does, so the check is what stops the others. (Garbage, truncated
-//! and oversized messages are `tests/cluster_hostile.rs`'s, end to end.)
+//! from the live peer does, so the check is what stops the others. A live peer's party
+//! request that is no party request of another node is refused with `BAD_INPUT`.
+//! (Garbage, truncated and oversized messages are `tests/cluster_hostile.rs`'s, end to
+//! end.)
 
 use std::{
     collections::BTreeMap,
@@ -299,4 +301,53 @@ async fn link_items_and_datagrams_of_forgers_or_for_another_incarnation_reach_no
     serve::on_link(&inner, &local, &link(sender("node-b", 7), 1));
     serve::on_datagram(&inner, local.as_ref(), &datagram(sender("node-b", 7), 1));
     assert!(tables.calls() > 0, "the live peer's are applied");
+}
+
+/// A live peer's `Party` request that is no party request of another node (a create,
+/// which a home serves itself; data, which travels on the link; a match request) is
+/// refused with `BAD_INPUT` and reaches no table.
+#[test]
+fn a_live_peers_party_request_that_is_no_party_request_is_refused() {
+    let inner = node_a();
+    let tables = Arc::new(Tables::default());
+    let local: Arc<dyn Local> = tables.clone();
+    let odd = [
+        Request::PartyCreate {
+            open: true,
+            max_size: 4,
+            label: None,
+        },
+        Request::PartyDataSend {
+            party_id: PartyId::new_random(),
+            op_code: 1,
+            data: Bytes::from_static(b"hi"),
+        },
+        Request::MatchCreate { name: None },
+    ];
+    for request in odd {
+        let kind = request.kind();
+        let body = RequestBody::Party {
+            presence: presence(),
+            request,
+        };
+        let payload = frame::encode_peer(&wire::Request {
+            from: sender("node-b", 7),
+            body,
+        })
+        .expect("encodes");
+        let Answer::Now(Some(answer)) = serve::on_request(&inner, &local, &payload) else {
+            panic!("{kind}: no answer at once");
+        };
+        match frame::decode_peer::<wire::Reply>(&answer) {
+            Ok(wire::Reply::Party(Err(refusal))) => {
+                assert_eq!(
+                    refusal.code,
+                    quicmatch_protocol::ErrorCode::BAD_INPUT,
+                    "{kind}"
+                );
+            }
+            other => panic!("{kind}: {other:?}"),
+        }
+    }
+    assert_eq!(tables.calls(), 0, "a refused request reached the tables");
 }

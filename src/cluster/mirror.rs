@@ -113,17 +113,17 @@ impl Mirror {
                         held.revision = entry.revision;
                         return;
                     }
-                    let spec = match mm.spec_from(&record) {
+                    let held = Held {
+                        key: entry.key.clone(),
+                        revision: entry.revision,
+                        home,
+                        record,
+                        added_ms,
+                    };
+                    let spec = match mm.spec_from(&held.record) {
                         Ok(spec) => spec,
                         Err(e) => {
                             warn!(key = %entry.key, error = %e.message, "cluster: a ticket the matchmaker's leader cannot read; cancelled");
-                            let held = Held {
-                                key: entry.key.clone(),
-                                revision: entry.revision,
-                                home,
-                                record,
-                                added_ms,
-                            };
                             self.unreadable.insert(ticket, (held, e.message));
                             return;
                         }
@@ -132,16 +132,7 @@ impl Mirror {
                     let now = Instant::now();
                     let created = now.checked_sub(age).unwrap_or(now);
                     self.pool().insert(ticket, spec, created);
-                    self.open.insert(
-                        ticket,
-                        Held {
-                            key: entry.key.clone(),
-                            revision: entry.revision,
-                            home,
-                            record,
-                            added_ms,
-                        },
-                    );
+                    self.open.insert(ticket, held);
                 }
                 Ok(TicketValue::Claimed {
                     group,

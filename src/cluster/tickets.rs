@@ -49,10 +49,13 @@ pub(super) fn ticket_key(node: &str, ticket: TicketId) -> String {
 
 /// The home and ticket a key names.
 pub(super) fn parse_key(key: &str) -> Option<(String, TicketId)> {
-    let rest = key.strip_prefix("t.")?;
-    let (node, id) = rest.rsplit_once('.')?;
-    let id = uuid::Uuid::try_parse(id).ok()?;
-    Some((node.to_owned(), TicketId(id)))
+    node_key(key, "t.").map(|(node, id)| (node, TicketId(id)))
+}
+
+/// The node and id of a `<prefix><node>.<uuid>` key.
+fn node_key(key: &str, prefix: &str) -> Option<(String, uuid::Uuid)> {
+    let (node, id) = key.strip_prefix(prefix)?.rsplit_once('.')?;
+    Some((node.to_owned(), uuid::Uuid::try_parse(id).ok()?))
 }
 
 /// Milliseconds since 1970, for the pool's order across nodes.
@@ -69,10 +72,7 @@ pub(super) fn suspect_key(node: &str, session: SessionId) -> String {
 
 /// The home and session a suspect key names.
 pub(super) fn parse_suspect_key(key: &str) -> Option<(String, SessionId)> {
-    let rest = key.strip_prefix("s.")?;
-    let (node, id) = rest.rsplit_once('.')?;
-    let id = uuid::Uuid::try_parse(id).ok()?;
-    Some((node.to_owned(), SessionId(id)))
+    node_key(key, "s.").map(|(node, id)| (node, SessionId(id)))
 }
 
 /// One write of this node's tickets (and suspect sessions), in the order they
@@ -373,5 +373,9 @@ mod tests {
         assert_eq!(parse_key("t.node"), None);
         assert_eq!(parse_key("g.1"), None);
         assert_eq!(parse_key("t.node.not-a-uuid"), None);
+        let s = SessionId(uuid::Uuid::from_u128(0xdef));
+        let key = suspect_key("node-a", s);
+        assert_eq!(parse_suspect_key(&key), Some(("node-a".to_owned(), s)));
+        assert_eq!(parse_key(&key), None, "a suspect key is no ticket's");
     }
 }

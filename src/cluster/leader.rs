@@ -225,17 +225,14 @@ async fn renew(
 impl Leading<'_> {
     /// Leads until the lease is lost or would lapse, or `cancel`.
     async fn lead(&self, cancel: &CancellationToken) {
-        let watch = |keys: &'static str| {
-            tokio::time::timeout(
-                self.inner.config.request_timeout,
-                self.buckets.tickets.watch_with_history(keys),
-            )
-        };
-        // Suspects first: their (short) history is read while the tickets' is.
-        let Ok(Ok(mut suspects)) = watch("s.>").await else {
-            return;
-        };
-        let Ok(Ok(mut watch)) = watch("t.>").await else {
+        // One watch over tickets and suspects, so the history of both is read (and every
+        // later change applied) in the bucket's order before the first pass.
+        let Ok(Ok(mut watch)) = tokio::time::timeout(
+            self.inner.config.request_timeout,
+            self.buckets.tickets.watch_many_with_history(["t.>", "s.>"]),
+        )
+        .await
+        else {
             return;
         };
         let mut mirror = Mirror {
@@ -257,19 +254,14 @@ impl Leading<'_> {
             tokio::select! {
                 () = cancel.cancelled() => return,
                 () = self.lease.lost.cancelled() => return,
-                entry = suspects.next() => match entry {
-                    Some(Ok(entry)) => {
-                        mirror.suspect(&entry);
-                        self.inner.mirror_suspects.store(mirror.suspects.len(), Ordering::Relaxed);
-                    }
-                    _ => {
-                        warn!("cluster: the suspects watch ended; stepping down");
-                        return;
-                    }
-                },
                 entry = watch.next() => match entry {
                     Some(Ok(entry)) => {
-                        mirror.apply(&self.mm, &entry);
+                        if entry.key.starts_with("s.") {
+                            mirror.suspect(&entry);
+                            self.inner.mirror_suspects.store(mirror.suspects.len(), Ordering::Relaxed);
+                        } else {
+                            mirror.apply(&self.mm, &entry);
+                        }
                         if entry.delta == 0 && !caught_up {
                             caught_up = true;
                             self.caught_up(&mirror);
@@ -411,12 +403,15 @@ impl Leading<'_> {
         let mut purged = 0u64;
         while purged < PURGES_PER_PASS as u64 && !mirror.deleted.is_empty() && !self.expired() {
             let n = mirror.deleted.len().min(PURGES_AT_ONCE);
-            let keys: Vec<String> = mirror.deleted.drain(..n).collect();
-            let purges = keys.iter().map(|key| {
+            let keys: Vec<(String, u64)> = mirror.deleted.drain(..n).collect();
+            // Up to the marker only: a key written again since (a session suspected
+            // anew) keeps its newer value.
+            let purges = keys.iter().map(|(key, revision)| {
                 let purge = store
                     .stream
                     .purge()
-                    .filter(format!("{}{}", store.prefix, key));
+                    .filter(format!("{}{}", store.prefix, key))
+                    .sequence(revision.saturating_add(1));
                 self.within(std::future::IntoFuture::into_future(purge))
             });
             let outcomes = futures_util::future::join_all(purges).await;

@@ -45,7 +45,7 @@ pub(super) struct Mirror {
     pub(super) claimed: HashMap<TicketId, Claim>,
     /// Keys whose delete marker this mirror has applied: purged from the bucket after
     /// the pass, so markers do not pile up one per ticket ever made.
-    pub(super) deleted: VecDeque<String>,
+    pub(super) deleted: VecDeque<(String, u64)>,
     /// Suspect sessions, wherever homed (their keys' homes): the pool skips every
     /// ticket they are in.
     pub(super) suspects: HashMap<SessionId, String>,
@@ -86,13 +86,14 @@ impl Mirror {
             self.suspects.insert(session, home);
         } else {
             self.suspects.remove(&session);
-            self.marked_deleted(&entry.key);
+            self.marked_deleted(entry);
         }
     }
 
-    /// A delete marker the mirror applied, to purge after the pass.
-    pub(super) fn marked_deleted(&mut self, key: &str) {
-        self.deleted.push_back(key.to_owned());
+    /// A delete marker the mirror applied, to purge (up to its revision) after the
+    /// pass.
+    pub(super) fn marked_deleted(&mut self, entry: &kv::Entry) {
+        self.deleted.push_back((entry.key.clone(), entry.revision));
         // A leader that cannot purge for a long while leaves the oldest markers for the
         // next one (it reads them with the history).
         while self.deleted.len() > MARKERS_KEPT {
@@ -139,6 +140,7 @@ impl Mirror {
                     record,
                     added_ms,
                 }) => {
+                    self.unreadable.remove(&ticket);
                     self.pool().forget(ticket);
                     self.open.remove(&ticket);
                     let held = Held {
@@ -159,7 +161,7 @@ impl Mirror {
                 self.pool().forget(ticket);
                 self.open.remove(&ticket);
                 self.claimed.remove(&ticket);
-                self.marked_deleted(&entry.key);
+                self.marked_deleted(entry);
             }
         }
     }

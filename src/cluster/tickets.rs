@@ -124,6 +124,11 @@ impl SharedPool for Shared {
     }
 
     fn suspected(&self, session: SessionId, suspect: bool) {
+        // Out of the cluster, nothing queues: joining again writes the node's suspects
+        // as they are then.
+        if !self.available() {
+            return;
+        }
         self.queued(1);
         let _ = self.0.home.writes.send(Write::Suspect(session, suspect));
     }
@@ -191,12 +196,19 @@ pub(super) async fn writer(inner: Arc<Inner>, local: Arc<dyn Local>, cancel: Can
         let mut wave: Vec<Op> = Vec::new();
         let mut in_wave: HashSet<uuid::Uuid> = HashSet::new();
         for op in ops.drain(..) {
-            if !in_wave.insert(op.target()) {
+            // A suspicion goes alone: a session's tickets leave the pool before the
+            // mark that kept them out of passes does.
+            let alone = matches!(op, Op::Suspect(..));
+            if alone || !in_wave.insert(op.target()) {
                 write_wave(&inner, local.as_ref(), std::mem::take(&mut wave)).await;
                 in_wave.clear();
                 in_wave.insert(op.target());
             }
             wave.push(op);
+            if alone {
+                write_wave(&inner, local.as_ref(), std::mem::take(&mut wave)).await;
+                in_wave.clear();
+            }
         }
         write_wave(&inner, local.as_ref(), wave).await;
     }
@@ -255,13 +267,19 @@ async fn put(inner: &Inner, local: &dyn Local, ticket: TicketId, record: &Ticket
     }
 }
 
-/// Marks one session suspect in the shared pool. One that fails here is written when
-/// the node next joins its cluster.
+/// Marks one session suspect in the shared pool, trying three times. One that fails
+/// here is written when the node next joins its cluster.
 async fn suspect(inner: &Inner, session: SessionId) {
     let wait = inner.config.request_timeout;
-    if let Some(kv) = store(inner, wait).await {
-        let key = suspect_key(&inner.node, session);
-        let _ = tokio::time::timeout(wait, kv.put(&key, Bytes::new())).await;
+    let key = suspect_key(&inner.node, session);
+    for _ in 0..3 {
+        let Some(kv) = store(inner, wait).await else {
+            break;
+        };
+        if let Ok(Ok(_)) = tokio::time::timeout(wait, kv.put(&key, Bytes::new())).await {
+            break;
+        }
+        tokio::time::sleep(inner.config.heartbeat).await;
     }
 }
 

@@ -63,7 +63,21 @@ pub fn read_credentials(path: &std::path::Path) -> Result<CredentialsFile, Strin
             "{size} bytes; a credentials file is at most {MAX_CREDENTIALS_FILE}"
         )));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    // The length a file reports is not a bound (a pipe reports 0): read at most that.
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut std::io::Read::take(
+            std::fs::File::open(path).map_err(|e| fail(e.to_string()))?,
+            MAX_CREDENTIALS_FILE + 1,
+        ),
+        &mut text,
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    if text.len() as u64 > MAX_CREDENTIALS_FILE {
+        return Err(fail(format!(
+            "more than {MAX_CREDENTIALS_FILE} bytes; a credentials file is at most that"
+        )));
+    }
     if text.contains("BEGIN NATS USER JWT") {
         async_nats::ConnectOptions::new()
             .credentials(&text)

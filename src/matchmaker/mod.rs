@@ -358,10 +358,11 @@ impl Matchmaker {
             let was_suspect = pool.is_suspect(session);
             (pool.remove_session(session), was_suspect)
         };
+        // Its tickets leave the shared pool before the mark that kept them out of it.
+        self.share_removed(cancelled.iter().map(|c| c.ticket).collect());
         if was_suspect {
             self.share_suspected(session, false);
         }
-        self.share_removed(cancelled.iter().map(|c| c.ticket).collect());
         self.announce(cancelled, "a party member disconnected");
     }
 

@@ -23,6 +23,7 @@ use common::{
     proxy::{Impairment, Proxy},
     TestServer, TEST_TIMEOUT,
 };
+use quicmatch::runtime::Properties;
 use quicmatch_client::{Event, MatchmakerMatched, Socket, TicketId};
 use tokio::time::timeout;
 
@@ -445,5 +446,78 @@ async fn a_ticket_the_leader_cannot_read_is_cancelled_with_the_reason() {
     let carol = a.client("carol").await;
     carol.add_matchmaker("*", 2, 2).await.expect("carol's duel");
     assert_eq!(results(&bob, 1, "bob's duel").await[0].ticket, small);
+    bucket_empties(&url, "qm_quicmatch_tickets").await;
+}
+
+/// Server code on node-a backfills a live match there; players on node-b fill its
+/// seats through the one pool, each told the match's id, and join it there. The
+/// backfill keeps the seats a group left (its home in step) until it is full, and one
+/// whose match ends leaves the shared pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_on_one_node_takes_players_from_another() {
+    let Some(nats) = Nats::start() else { return };
+    let url = nats.url();
+    let (a, b) = two_nodes(&url).await;
+    let host = a.client("host").await;
+    let live = host.create_match(None).await.expect("match");
+    let mm = a.runtime.matchmaker();
+    let coop = Properties {
+        strings: BTreeMap::from([("mode".to_owned(), "coop".to_owned())]),
+        numbers: BTreeMap::new(),
+    };
+    mm.backfill(live.match_id, "+properties.mode:coop", 3, coop.clone())
+        .expect("backfill");
+    assert_eq!(a.stats.matchmaker().tickets, 1, "the backfill on its home");
+
+    let mut players = Vec::new();
+    for (i, name) in ["p1", "p2", "p3"].into_iter().enumerate() {
+        let p = b.client(name).await;
+        p.add_matchmaker("+properties.mode:coop", 2, 4)
+            .string_property("mode", "coop")
+            .await
+            .expect("ticket");
+        let m = results(&p, 1, name).await.remove(0);
+        assert_eq!(
+            m.match_id,
+            Some(live.match_id),
+            "{name} sent to the live match"
+        );
+        assert!(m.token.is_none());
+        let joined = p
+            .join_match(live.match_id)
+            .await
+            .expect("join across nodes");
+        assert_eq!(joined.match_id, live.match_id);
+        // The home keeps the seats left: two, one, then none (the backfill is gone).
+        let left = 2 - i;
+        eventually(&format!("{left} seats left on the home"), || {
+            a.stats.matchmaker().tickets == usize::from(left > 0)
+        })
+        .await;
+        players.push(p);
+    }
+    // Full: another coop player waits for company rather than a seat.
+    let late = b.client("late").await;
+    let t = late
+        .add_matchmaker("+properties.mode:coop", 2, 4)
+        .string_property("mode", "coop")
+        .await
+        .expect("ticket");
+    assert_no_event(&late, Duration::from_millis(500)).await;
+    late.remove_matchmaker(t).await.expect("cancel");
+    bucket_empties(&url, "qm_quicmatch_tickets").await;
+
+    // A backfill whose match ends leaves the shared pool.
+    mm.backfill(live.match_id, "*", 2, Properties::default())
+        .expect("backfill");
+    eventually("shared", || a.stats.matchmaker().tickets == 1).await;
+    host.leave_match(live.match_id).await.expect("leave");
+    for p in &players {
+        p.leave_match(live.match_id).await.expect("leave");
+    }
+    eventually("dropped with its match", || {
+        a.stats.matchmaker().tickets == 0
+    })
+    .await;
     bucket_empties(&url, "qm_quicmatch_tickets").await;
 }

@@ -37,7 +37,11 @@ use super::{
     wire::{self, Reply, Request, RequestBody, Sender},
     Inner, Local,
 };
-use crate::matchmaker::{pool::Matched, shared::GroupResult, Matchmaker};
+use crate::matchmaker::{
+    pool::Matched,
+    shared::{BackfillFill, GroupResult},
+    Matchmaker,
+};
 
 /// The lease's key in the leader bucket.
 const LEASE_KEY: &str = "matchmaker";
@@ -365,10 +369,10 @@ impl Leading<'_> {
         let taken: Vec<(Matched, Vec<Held>)> = matched
             .into_iter()
             .map(|m| {
-                let mut ids: Vec<TicketId> = m.entries.iter().map(|e| e.ticket).collect();
-                // One entry per member: a party's ticket has several.
-                ids.dedup();
-                let held = ids.iter().filter_map(|t| mirror.open.remove(t)).collect();
+                let held = tickets_of(&m)
+                    .iter()
+                    .filter_map(|t| mirror.open.remove(t))
+                    .collect();
                 (m, held)
             })
             .collect();
@@ -434,6 +438,30 @@ impl Leading<'_> {
         }
     }
 
+    /// A delivered ticket leaves the pool; a backfill with seats left stays in it with
+    /// those seats (at the revision of its claim, so a change since wins).
+    async fn finish(&self, held: &Held, result: &GroupResult) {
+        let fill = result
+            .backfill
+            .filter(|f| f.seats_left > 0)
+            .filter(|f| parse_key(&held.key).map(|(_, t)| t) == Some(f.ticket));
+        let Some(fill) = fill else {
+            self.delete(held).await;
+            return;
+        };
+        let mut record = held.record.clone();
+        record.request.max_count = fill.seats_left;
+        let value = TicketValue::Open {
+            record,
+            added_ms: held.added_ms,
+        };
+        if let Ok(value) = frame::encode_peer(&value) {
+            let _ = self
+                .within(self.buckets.tickets.update(&held.key, value, held.revision))
+                .await;
+        }
+    }
+
     /// Deletes a ticket at the revision the mirror holds; whether it was deleted.
     async fn delete(&self, held: &Held) -> bool {
         let deleted = self.within(
@@ -457,8 +485,7 @@ impl Leading<'_> {
     /// after all, comes through the watch after them).
     async fn commit(&self, m: Matched, held: Vec<Held>) -> Vec<Held> {
         let group = random_u64();
-        let mut ids: Vec<TicketId> = m.entries.iter().map(|e| e.ticket).collect();
-        ids.dedup();
+        let ids = tickets_of(&m);
         let claimed = |h: &Held| TicketValue::Claimed {
             group,
             record: h.record.clone(),
@@ -496,7 +523,20 @@ impl Leading<'_> {
             self.reopen(&claims).await;
             return back;
         }
-        let result = self.mm.result_of(&m);
+        let mut result = self.mm.result_of(&m);
+        // A backfill's seats are claimed with the group: what the group leaves is
+        // written back when the group is delivered (by this leader or a later sweep).
+        if let Some(ticket) = m.backfill_ticket {
+            let seats = claims
+                .iter()
+                .find(|c| parse_key(&c.held.key).map(|(_, t)| t) == Some(ticket))
+                .map_or(0, |c| c.held.record.request.max_count);
+            let players = u32::try_from(m.entries.len()).unwrap_or(u32::MAX);
+            result.backfill = Some(BackfillFill {
+                ticket,
+                seats_left: seats.saturating_sub(players),
+            });
+        }
         let placement = self.place(&result, &claims).await;
         let value = GroupValue::Committed {
             result: result.clone(),
@@ -584,7 +624,8 @@ impl Leading<'_> {
                 self.ask(home, body).await
             };
             if told {
-                futures_util::future::join_all(tickets.into_iter().map(|h| self.delete(h))).await;
+                futures_util::future::join_all(tickets.into_iter().map(|h| self.finish(h, result)))
+                    .await;
             }
         }
     }
@@ -626,6 +667,15 @@ impl Leading<'_> {
             }
         }
     }
+}
+
+/// A group's tickets: each player's once (a party's appears once per member), then
+/// the backfill it fills, if any.
+fn tickets_of(m: &Matched) -> Vec<TicketId> {
+    let mut ids: Vec<TicketId> = m.entries.iter().map(|e| e.ticket).collect();
+    ids.dedup();
+    ids.extend(m.backfill_ticket);
+    ids
 }
 
 fn group_key(group: u64) -> String {

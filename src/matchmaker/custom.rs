@@ -8,16 +8,18 @@ use std::{
     time::Instant,
 };
 
-use quicmatch_protocol::{MatchId, TicketId, MAX_QUERY_LEN};
+use quicmatch_protocol::{MatchId, MatchmakerAdd, MatchmakerOptions, TicketId};
 use tracing::{error, warn};
 
 use super::{
-    check_limits,
+    bad, check_limits,
     pool::{Matched, Pool, PoolStats, TicketSpec},
     query::{Properties, Query},
+    shared::TicketRecord,
     Inner, Matchmaker,
 };
 use crate::{
+    handlers::ApiError,
     hooks::{MatchmakerAddRequest, MatchmakerProcessor},
     runtime::{Backfills, RuntimeError},
 };
@@ -43,10 +45,16 @@ impl Matchmaker {
         if dead.is_empty() {
             return;
         }
-        let mut pool = self.pool();
-        for t in dead {
-            let _ = pool.remove_backfill(t);
+        let mut gone = Vec::new();
+        {
+            let mut pool = self.pool();
+            for t in dead {
+                if pool.remove_backfill(t).is_ok() {
+                    gone.push(t);
+                }
+            }
         }
+        self.share_removed(gone);
     }
 
     /// A pass whose groups `processor` chooses: the pool is snapshot under the lock, the
@@ -136,6 +144,53 @@ impl Matchmaker {
     }
 }
 
+impl Matchmaker {
+    /// The spec of a backfill: `seats` players wanted for `match_id`, found with
+    /// `query` (accepting `properties`); with its record when the pool is shared, so
+    /// the leader (and a node rejoining) can make it again.
+    pub(crate) fn backfill_spec(
+        &self,
+        match_id: MatchId,
+        query: &str,
+        seats: u32,
+        properties: Properties,
+    ) -> Result<TicketSpec, ApiError> {
+        let max = self.inner.config.max_count;
+        let n = usize::try_from(seats).unwrap_or(usize::MAX);
+        if n == 0 || n > max {
+            return Err(bad(format!("a backfill asks for 1 to {max} players")));
+        }
+        check_limits(&MatchmakerAddRequest {
+            query: query.to_owned(),
+            min_count: 2,
+            max_count: 2,
+            count_multiple: 1,
+            string_properties: properties.strings.clone(),
+            numeric_properties: properties.numbers.clone(),
+        })?;
+        let parsed = Query::parse(query).map_err(|e| bad(e.to_string()))?;
+        let spec = TicketSpec::backfill(parsed, properties.clone(), match_id, n)
+            .map_err(|e| bad(e.to_string()))?;
+        Ok(match self.shared() {
+            None => spec,
+            Some(_) => spec.with_record(TicketRecord {
+                request: MatchmakerAdd {
+                    query: query.to_owned(),
+                    min_count: 1,
+                    max_count: seats,
+                    count_multiple: None,
+                    string_properties: properties.strings,
+                    numeric_properties: properties.numbers,
+                },
+                options: MatchmakerOptions::default(),
+                party_id: None,
+                members: Vec::new(),
+                backfill: Some(match_id),
+            }),
+        })
+    }
+}
+
 impl Backfills for BackfillHandle {
     fn backfill(
         &self,
@@ -149,42 +204,21 @@ impl Backfills for BackfillHandle {
             .upgrade()
             .ok_or_else(|| RuntimeError::Failed("the matchmaker has stopped".into()))?;
         let mm = Matchmaker { inner };
-        if mm.shared().is_some() {
-            return Err(RuntimeError::BadRequest(
-                "backfill tickets are not shared across a cluster's nodes; a cluster's matchmaker takes players' and parties' tickets only".into(),
-            ));
-        }
-        let seats = usize::try_from(seats).unwrap_or(usize::MAX);
-        if seats == 0 || seats > mm.inner.config.max_count {
-            return Err(RuntimeError::BadRequest(format!(
-                "a backfill asks for 1 to {} players",
-                mm.inner.config.max_count
-            )));
-        }
-        if query.len() > MAX_QUERY_LEN {
-            return Err(RuntimeError::BadRequest(format!(
-                "query longer than {MAX_QUERY_LEN} bytes"
-            )));
-        }
-        check_limits(&MatchmakerAddRequest {
-            query: String::new(),
-            min_count: 2,
-            max_count: 2,
-            count_multiple: 1,
-            string_properties: properties.strings.clone(),
-            numeric_properties: properties.numbers.clone(),
-        })
-        .map_err(|e| RuntimeError::BadRequest(e.message))?;
+        let spec = mm
+            .backfill_spec(match_id, query, seats, properties)
+            .map_err(|e| RuntimeError::BadRequest(e.message))?;
         if !mm.inner.matches.is_live(match_id) {
             return Err(RuntimeError::MatchNotFound);
         }
-        let query = Query::parse(query).map_err(|e| RuntimeError::BadRequest(e.to_string()))?;
-        let spec = TicketSpec::backfill(query, properties, match_id, seats)
-            .map_err(|e| RuntimeError::BadRequest(e.to_string()))?;
+        // In a cluster the ticket joins the one pool, as players' tickets do.
+        mm.check_shared()
+            .map_err(|e| RuntimeError::Failed(e.message))?;
+        let record = spec.record().cloned();
         let ticket = mm
             .pool()
             .add(spec, Instant::now())
             .map_err(|e| RuntimeError::Limit(e.to_string()))?;
+        mm.share_added(ticket, record);
         Ok(ticket)
     }
 
@@ -195,6 +229,8 @@ impl Backfills for BackfillHandle {
             .ok_or_else(|| RuntimeError::Failed("the matchmaker has stopped".into()))?;
         let mm = Matchmaker { inner };
         let removed = mm.pool().remove_backfill(ticket);
-        removed.map_err(|e| RuntimeError::BadRequest(e.to_string()))
+        removed.map_err(|e| RuntimeError::BadRequest(e.to_string()))?;
+        mm.share_removed(vec![ticket]);
+        Ok(())
     }
 }

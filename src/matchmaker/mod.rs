@@ -226,6 +226,7 @@ impl Matchmaker {
             options: options.clone(),
             party_id,
             members: members.clone(),
+            backfill: None,
         });
         let req = hook_request(request);
         check_limits(&req)?;
@@ -572,7 +573,9 @@ impl Matchmaker {
                 () = shutdown.cancelled() => break,
                 _ = tick.tick() => {
                     if self.shared().is_some() {
-                        // The cluster's leader passes over every node's tickets.
+                        // The cluster's leader passes over every node's tickets; this
+                        // node still drops its backfills whose match has ended.
+                        self.drop_dead_backfills();
                         continue;
                     }
                     let mm = self.clone();

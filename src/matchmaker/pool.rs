@@ -366,6 +366,8 @@ pub struct Matched {
     pub waits: Vec<Duration>,
     /// The live match a backfill ticket filled seats of (the group joins it).
     pub backfill: Option<MatchId>,
+    /// That backfill ticket.
+    pub backfill_ticket: Option<TicketId>,
 }
 
 /// A ticket the server cancelled, and who must be told.
@@ -604,6 +606,28 @@ impl Pool {
             .collect()
     }
 
+    /// Sets a backfill ticket's seats left, as the cluster's leader filled them (and its
+    /// record, written again if this node rejoins its cluster); with none left it goes.
+    pub(crate) fn set_backfill_seats(&mut self, ticket: TicketId, seats: u32) {
+        let seats = usize::try_from(seats).unwrap_or(usize::MAX);
+        let Some(t) = self.tickets.get_mut(&ticket) else {
+            return;
+        };
+        if t.spec.backfill.is_none() {
+            return;
+        }
+        if seats == 0 {
+            self.take(ticket);
+            return;
+        }
+        t.spec.max_count = seats;
+        t.spec.ideal = seats;
+        if let Some(record) = t.spec.record.as_mut() {
+            std::sync::Arc::make_mut(record).request.max_count =
+                u32::try_from(seats).unwrap_or(u32::MAX);
+        }
+    }
+
     /// Removes a backfill ticket.
     pub fn remove_backfill(&mut self, ticket: TicketId) -> Result<(), PoolError> {
         match self.tickets.get(&ticket) {
@@ -782,6 +806,7 @@ impl Pool {
                 tickets.push((t, team));
             }
         }
+        let backfill_ticket = backfill.map(|(id, _)| id);
         let backfill = backfill.map(|(id, match_id)| {
             let players: usize = tickets.iter().map(|(t, _)| t.count()).sum();
             let full = self.tickets.get_mut(&id).is_some_and(|b| {
@@ -820,6 +845,7 @@ impl Pool {
             entries,
             waits,
             backfill,
+            backfill_ticket,
         }
     }
 

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     pool::{Matched, Pool, PoolStats, TicketSpec},
+    query::Properties,
     Matchmaker,
 };
 use crate::handlers::ApiError;
@@ -48,6 +49,17 @@ pub(crate) struct TicketRecord {
     pub(crate) options: MatchmakerOptions,
     pub(crate) party_id: Option<PartyId>,
     pub(crate) members: Vec<Presence>,
+    /// A backfill's live match (on the node that wrote the record); its seats left
+    /// are `request.max_count`, its query and properties the request's.
+    pub(crate) backfill: Option<MatchId>,
+}
+
+/// What a group did to the backfill it filled seats of: the home of the backfill
+/// keeps its seats in step (the same value however often it is told).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct BackfillFill {
+    pub(crate) ticket: TicketId,
+    pub(crate) seats_left: u32,
 }
 
 /// A group the leader formed, as each home delivers it: the users in the group's
@@ -59,6 +71,8 @@ pub(crate) struct GroupResult {
     pub(crate) teams: Option<Vec<u32>>,
     pub(crate) token: Option<String>,
     pub(crate) match_id: Option<MatchId>,
+    /// The backfill the group filled seats of, with the seats it left.
+    pub(crate) backfill: Option<BackfillFill>,
 }
 
 impl GroupResult {
@@ -135,6 +149,17 @@ impl Matchmaker {
 
     /// The spec of a ticket another node made (its before-add hook ran there).
     pub(crate) fn spec_from(&self, record: &TicketRecord) -> Result<TicketSpec, ApiError> {
+        if let Some(match_id) = record.backfill {
+            return self.backfill_spec(
+                match_id,
+                &record.request.query,
+                record.request.max_count,
+                Properties {
+                    strings: record.request.string_properties.clone(),
+                    numbers: record.request.numeric_properties.clone(),
+                },
+            );
+        }
         self.build_spec(
             record.request.clone(),
             record.options.clone(),
@@ -186,6 +211,7 @@ impl Matchmaker {
             teams,
             token,
             match_id,
+            backfill: None,
         }
     }
 
@@ -195,6 +221,9 @@ impl Matchmaker {
         // A party's ticket appears once per member.
         let delivered: Vec<TicketId> = {
             let mut pool = self.pool();
+            if let Some(fill) = result.backfill {
+                pool.set_backfill_seats(fill.ticket, fill.seats_left);
+            }
             let mut ids = result.tickets.clone();
             ids.dedup();
             ids.into_iter()
@@ -245,10 +274,12 @@ mod tests {
             options: MatchmakerOptions::default(),
             party_id: None,
             members: Vec::new(),
+            backfill: Some(MatchId::new_random()),
         };
         let bytes = quicmatch_protocol::frame::encode_peer(&record).expect("encodes");
         let back: TicketRecord = quicmatch_protocol::frame::decode_peer(&bytes).expect("decodes");
         assert_eq!(back.request, record.request);
         assert_eq!(back.options, record.options);
+        assert_eq!(back.backfill, record.backfill);
     }
 }

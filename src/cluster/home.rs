@@ -127,6 +127,16 @@ impl Cluster {
                 Some(true) => {
                     st.memberships.not_joined(match_id, session, attempt);
                     guard.peers.clear();
+                    // The host keeps its side until told: let it forget the member.
+                    let link = inner.link_to(&mut st, &host);
+                    drop(st);
+                    if let Some(link) = link {
+                        link.push(Item::Leave {
+                            match_id,
+                            session,
+                            attempt,
+                        });
+                    }
                     return Ok(info);
                 }
                 // Not told (a link it reset): a refusal.

@@ -366,12 +366,15 @@ fn apply(inner: &Inner, local: &dyn Local, from: &Sender, item: Item) {
                 for s in targets {
                     let left = {
                         let mut st = inner.state();
-                        st.memberships.left(match_id, s).or_else(|| {
-                            // Still joining: the answer to come makes no member.
-                            st.memberships
-                                .told_ended_while_joining(match_id, s)
-                                .map(|attempt| (from.clone(), attempt))
-                        })
+                        let left = st.memberships.left(match_id, s);
+                        if left.is_none() {
+                            // Still joining: the answer to come makes no member, and
+                            // the home lets the host forget it once that answer is in
+                            // (a leave now would overtake the answer, which the host
+                            // would then refuse).
+                            st.memberships.told_ended_while_joining(match_id, s);
+                        }
+                        left
                     };
                     if let Some((host, attempt)) = left {
                         let link = {

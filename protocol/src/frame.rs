@@ -58,8 +58,9 @@ pub fn encode<T: Serialize>(msg: &T) -> Result<Bytes, EncodeError> {
 }
 
 /// The version byte in front of every record and message the nodes of a cluster
-/// exchange through NATS ([`encode_peer`]); a node refuses other versions.
-pub const CLUSTER_WIRE_VERSION: u8 = 1;
+/// exchange through NATS ([`encode_peer`]); a node refuses other versions. 2: ticket
+/// records and group results carry backfills.
+pub const CLUSTER_WIRE_VERSION: u8 = 2;
 
 /// Encodes a record or message for the other nodes of a cluster: the version byte, then
 /// the body as a frame's, under the same [`MAX_FRAME_LEN`] limit.

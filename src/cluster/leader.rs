@@ -486,6 +486,11 @@ impl Leading<'_> {
     async fn commit(&self, m: Matched, held: Vec<Held>) -> Vec<Held> {
         let group = random_u64();
         let ids = tickets_of(&m);
+        if held.len() != ids.len() {
+            // One of them left the mirror meanwhile (another group of this pass took
+            // it, or the watch is behind): nothing to claim.
+            return held;
+        }
         let claimed = |h: &Held| TicketValue::Claimed {
             group,
             record: h.record.clone(),
@@ -532,9 +537,16 @@ impl Leading<'_> {
                 .find(|c| parse_key(&c.held.key).map(|(_, t)| t) == Some(ticket))
                 .map_or(0, |c| c.held.record.request.max_count);
             let players = u32::try_from(m.entries.len()).unwrap_or(u32::MAX);
+            if players > seats {
+                // The claimed record has fewer seats than the pass saw: not this group.
+                metrics::counter!("quicmatch_cluster_matchmaker_groups_total", "outcome" => "aborted")
+                    .increment(1);
+                self.reopen(&claims).await;
+                return back;
+            }
             result.backfill = Some(BackfillFill {
                 ticket,
-                seats_left: seats.saturating_sub(players),
+                seats_left: seats - players,
             });
         }
         let placement = self.place(&result, &claims).await;
@@ -608,7 +620,16 @@ impl Leading<'_> {
         for h in held {
             by_home.entry(h.home.as_str()).or_default().push(h);
         }
-        for (home, tickets) in by_home {
+        // A backfill's home first: its seats are settled before any player's ticket
+        // leaves the pool.
+        let backfill = result.backfill.map(|f| f.ticket);
+        let mut homes: Vec<(&str, Vec<&Held>)> = by_home.into_iter().collect();
+        homes.sort_by_key(|(_, tickets)| {
+            !tickets
+                .iter()
+                .any(|h| parse_key(&h.key).map(|(_, t)| t) == backfill && backfill.is_some())
+        });
+        for (home, tickets) in homes {
             let placed = placement
                 .as_ref()
                 .filter(|(node, _)| node == home)

@@ -69,8 +69,12 @@ impl Mirror {
         if let Ok(spec) = mm.spec_from(&held.record) {
             let age = Duration::from_millis(tickets::unix_ms().saturating_sub(held.added_ms));
             let now = Instant::now();
-            self.pool()
-                .insert(ticket, spec, now.checked_sub(age).unwrap_or(now));
+            let mut pool = self.pool();
+            // A pass may have left it in the pool changed (a backfill's seats): the
+            // record is what stands.
+            pool.forget(ticket);
+            pool.insert(ticket, spec, now.checked_sub(age).unwrap_or(now));
+            drop(pool);
             self.open.insert(ticket, held);
         }
     }

@@ -616,6 +616,9 @@ impl Pool {
         if t.spec.backfill.is_none() {
             return;
         }
+        // Seats only ever go down: results told late or twice, in any order, leave the
+        // fewest.
+        let seats = seats.min(t.spec.max_count);
         if seats == 0 {
             self.take(ticket);
             return;

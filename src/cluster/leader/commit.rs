@@ -235,10 +235,7 @@ impl Leading<'_> {
 
 /// Where a group's token match goes: the node homing most of its players; ties to the
 /// least loaded (as the registry last said), then the lower name.
-fn placement_node(
-    counts: &BTreeMap<&str, usize>,
-    loads: &HashMap<String, u32>,
-) -> Option<String> {
+fn placement_node(counts: &BTreeMap<&str, usize>, loads: &HashMap<String, u32>) -> Option<String> {
     let best = counts.values().copied().max()?;
     counts
         .iter()

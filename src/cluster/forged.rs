@@ -24,7 +24,7 @@ use quicmatch_protocol::{
 use super::{
     registry::NodeRecord,
     serve::{self, Answer},
-    wire::{self, DatagramBody, DatagramMsg, Item, LinkMsg, RequestBody},
+    wire::{self, sender, DatagramBody, DatagramMsg, Item, LinkMsg, RequestBody},
     Cluster, Inner, Joining, Listed, Local, Refusal, Sender,
 };
 use crate::{
@@ -163,13 +163,6 @@ fn node_a() -> Arc<Inner> {
     inner.view().put("node-b", record, Instant::now());
     inner.state().me = Some(sender("node-a", 1));
     inner
-}
-
-fn sender(node: &str, incarnation: u64) -> Sender {
-    Sender {
-        node: node.into(),
-        incarnation,
-    }
 }
 
 /// Who may not be believed: a stranger, node-b's earlier self, and node-a itself.

@@ -508,12 +508,7 @@ mod tests {
     use bytes::Bytes;
     use quicmatch_protocol::{MatchId, SessionId};
 
-    fn sender(node: &str, incarnation: u64) -> Sender {
-        Sender {
-            node: node.into(),
-            incarnation,
-        }
-    }
+    use crate::cluster::wire::sender;
 
     fn batch(from: &Sender, seq: u64) -> LinkMsg {
         LinkMsg {

@@ -105,6 +105,30 @@ impl Mirror {
         }
     }
 
+    /// An open ticket the bucket holds: into the pool, unless the mirror has it already
+    /// (then only its revision changes) or cannot read it (then it is cancelled at the
+    /// next pass).
+    fn opened(&mut self, mm: &Matchmaker, ticket: TicketId, held: Held) {
+        self.claimed.remove(&ticket);
+        if let Some(known) = self.open.get_mut(&ticket) {
+            known.revision = held.revision;
+            return;
+        }
+        let spec = match mm.spec_from(&held.record) {
+            Ok(spec) => spec,
+            Err(e) => {
+                warn!(key = %held.key, error = %e.message, "cluster: a ticket the matchmaker's leader cannot read; cancelled");
+                self.unreadable.insert(ticket, (held, e.message));
+                return;
+            }
+        };
+        let age = Duration::from_millis(tickets::unix_ms().saturating_sub(held.added_ms));
+        let now = Instant::now();
+        let created = now.checked_sub(age).unwrap_or(now);
+        self.pool().insert(ticket, spec, created);
+        self.open.insert(ticket, held);
+    }
+
     /// One entry of the tickets bucket.
     pub(super) fn apply(&mut self, mm: &Matchmaker, entry: &kv::Entry) {
         let Some((home, ticket)) = parse_key(&entry.key) else {
@@ -112,12 +136,15 @@ impl Mirror {
         };
         match entry.operation {
             Operation::Put => match frame::decode_peer::<TicketValue>(&entry.value) {
-                Ok(TicketValue::Open { record, added_ms }) => {
-                    self.claimed.remove(&ticket);
-                    if let Some(held) = self.open.get_mut(&ticket) {
-                        held.revision = entry.revision;
-                        return;
-                    }
+                Ok(value) => {
+                    let (record, added_ms, group) = match value {
+                        TicketValue::Open { record, added_ms } => (record, added_ms, None),
+                        TicketValue::Claimed {
+                            group,
+                            record,
+                            added_ms,
+                        } => (record, added_ms, Some(group)),
+                    };
                     let held = Held {
                         key: entry.key.clone(),
                         revision: entry.revision,
@@ -125,36 +152,15 @@ impl Mirror {
                         record,
                         added_ms,
                     };
-                    let spec = match mm.spec_from(&held.record) {
-                        Ok(spec) => spec,
-                        Err(e) => {
-                            warn!(key = %entry.key, error = %e.message, "cluster: a ticket the matchmaker's leader cannot read; cancelled");
-                            self.unreadable.insert(ticket, (held, e.message));
-                            return;
+                    match group {
+                        None => self.opened(mm, ticket, held),
+                        Some(group) => {
+                            self.unreadable.remove(&ticket);
+                            self.pool().forget(ticket);
+                            self.open.remove(&ticket);
+                            self.claimed.insert(ticket, Claim { held, group });
                         }
-                    };
-                    let age = Duration::from_millis(tickets::unix_ms().saturating_sub(added_ms));
-                    let now = Instant::now();
-                    let created = now.checked_sub(age).unwrap_or(now);
-                    self.pool().insert(ticket, spec, created);
-                    self.open.insert(ticket, held);
-                }
-                Ok(TicketValue::Claimed {
-                    group,
-                    record,
-                    added_ms,
-                }) => {
-                    self.unreadable.remove(&ticket);
-                    self.pool().forget(ticket);
-                    self.open.remove(&ticket);
-                    let held = Held {
-                        key: entry.key.clone(),
-                        revision: entry.revision,
-                        home,
-                        record,
-                        added_ms,
-                    };
-                    self.claimed.insert(ticket, Claim { held, group });
+                    }
                 }
                 Err(e) => {
                     warn!(key = %entry.key, error = %e, "cluster: a ticket that does not decode; ignored");

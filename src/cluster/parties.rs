@@ -667,12 +667,7 @@ pub(super) fn tell_reset(link: &super::link::Link, ended: Ended, reason: &str) {
 mod tests {
     use super::*;
 
-    fn node(name: &str, incarnation: u64) -> Sender {
-        Sender {
-            node: name.into(),
-            incarnation,
-        }
-    }
+    use crate::cluster::wire::sender as node;
 
     #[test]
     fn a_home_scopes_pushes_to_the_hosts_of_its_sessions_parties() {

@@ -380,12 +380,7 @@ impl Memberships {
 mod tests {
     use super::*;
 
-    fn node(name: &str, incarnation: u64) -> Sender {
-        Sender {
-            node: name.into(),
-            incarnation,
-        }
-    }
+    use crate::cluster::wire::sender as node;
 
     #[test]
     fn a_home_aliases_remote_matches_and_forgets_them_with_their_host() {

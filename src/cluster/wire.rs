@@ -38,6 +38,15 @@ pub(crate) struct Sender {
     pub(crate) incarnation: u64,
 }
 
+/// Node `node`'s incarnation `incarnation`, for the unit tests.
+#[cfg(test)]
+pub(super) fn sender(node: &str, incarnation: u64) -> Sender {
+    Sender {
+        node: node.into(),
+        incarnation,
+    }
+}
+
 /// A request to a node.
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct Request {

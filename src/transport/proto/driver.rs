@@ -37,6 +37,7 @@ use tracing::{debug, warn};
 use super::{
     cids::{self, SteeringCids},
     conn::{Conn, ConnShared},
+    outbox::Outbox,
     socket::{self, LoopSocket, Received},
     Incoming,
 };
@@ -197,9 +198,9 @@ pub(super) fn run(
             next_incoming: 0,
             incoming,
             recv_buf: vec![0; recv_len].into_boxed_slice(),
-            send_buf: Vec::new(),
+            outbox: Outbox::default(),
             resp_buf: Vec::new(),
-            stalled: None,
+            stalled: false,
             waiting_tx: Vec::new(),
             batch: Vec::new(),
             received: Vec::new(),
@@ -310,11 +311,13 @@ struct Driver {
     next_incoming: u64,
     incoming: mpsc::Sender<Incoming>,
     recv_buf: Box<[u8]>,
-    send_buf: Vec<u8>,
+    /// The packets this turn wrote, sent together once every connection had its turn
+    /// (or when it fills).
+    outbox: Outbox,
     resp_buf: Vec<u8>,
-    /// A packet the socket would not take, waiting for writability.
-    stalled: Option<Transmit>,
-    /// Connections with packets to write once the socket takes `stalled`.
+    /// The socket would not take the outbox's packets: they wait for writability.
+    stalled: bool,
+    /// Connections with packets to write once the socket takes the outbox's.
     waiting_tx: Vec<ConnectionHandle>,
     /// Connections being serviced this round.
     batch: Vec<ConnectionHandle>,
@@ -338,7 +341,7 @@ impl Future for Driver {
             this.shut();
             return Poll::Ready(());
         }
-        if this.stalled.is_some() {
+        if this.stalled {
             this.unstall(cx);
         }
         this.take_forwarded();
@@ -348,9 +351,9 @@ impl Future for Driver {
         this.service(now);
         // A send that stalled while servicing must ask to be woken when the socket
         // takes more.
-        if this.stalled.is_some() {
+        if this.stalled {
             this.unstall(cx);
-            if this.stalled.is_none() {
+            if !this.stalled {
                 cx.waker().wake_by_ref();
             }
         }
@@ -683,6 +686,9 @@ impl Driver {
         loop {
             self.io.take_dirty(&mut self.batch);
             if self.batch.is_empty() {
+                if !self.stalled {
+                    self.flush_outbox();
+                }
                 return;
             }
             let batch = std::mem::take(&mut self.batch);
@@ -768,7 +774,7 @@ impl Driver {
                 self.received.push((ch, d, arrived));
             }
         }
-        if self.stalled.is_some() {
+        if self.stalled {
             if !st.waiting_tx {
                 st.waiting_tx = true;
                 self.waiting_tx.push(ch);
@@ -782,27 +788,16 @@ impl Driver {
                     shared.touch(&mut st);
                     break;
                 }
-                self.send_buf.clear();
-                let Some(t) = st.conn.poll_transmit(now, max, &mut self.send_buf) else {
+                if self.outbox.is_full() && !self.flush_outbox() {
+                    st.waiting_tx = true;
+                    self.waiting_tx.push(ch);
+                    break;
+                }
+                let Some(t) = st.conn.poll_transmit(now, max, self.outbox.buffer()) else {
                     break;
                 };
                 sent += t.segment_size.map_or(1, |s| t.size.div_ceil(s));
-                match self
-                    .socket
-                    .try_send(&udp_transmit(&t, &self.send_buf[..t.size]))
-                {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        metrics::counter!("quicmatch_io_send_stalls_total").increment(1);
-                        self.stalled = Some(t);
-                        st.waiting_tx = true;
-                        self.waiting_tx.push(ch);
-                        break;
-                    }
-                    // Unreachable destinations and the like: the packet is lost, as on
-                    // the network, and recovery handles it.
-                    Err(e) => debug!(error = %e, "UDP send failed"),
-                }
+                self.outbox.push(&t);
             }
             while let Some(event) = st.conn.poll_endpoint_events() {
                 if let Some(reply) = self.endpoint.handle_event(ch, event) {
@@ -847,12 +842,30 @@ impl Driver {
         }
     }
 
-    /// Sends the stalled packet once the socket takes it, then lets the connections
-    /// behind it write again.
+    /// Sends the outbox; `false` when the socket would not take it all (the rest waits
+    /// for writability; unreachable destinations and the like lose their packet, as on
+    /// the network, and recovery handles it).
+    fn flush_outbox(&mut self) -> bool {
+        match self.outbox.flush(&self.socket) {
+            Ok(()) => true,
+            Err(e) => {
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    metrics::counter!("quicmatch_io_send_stalls_total").increment(1);
+                    self.stalled = true;
+                    return false;
+                }
+                debug!(error = %e, "UDP send failed");
+                true
+            }
+        }
+    }
+
+    /// Sends the outbox once the socket takes it, then lets the connections behind it
+    /// write again.
     fn unstall(&mut self, cx: &mut Context<'_>) {
-        let Some(t) = self.stalled.take() else {
+        if !self.stalled {
             return;
-        };
+        }
         loop {
             match self.socket.poll_writable(cx) {
                 Poll::Ready(Ok(())) => {}
@@ -860,19 +873,14 @@ impl Driver {
                     debug!(error = %e, "UDP socket not writable");
                     break;
                 }
-                Poll::Pending => {
-                    self.stalled = Some(t);
-                    return;
-                }
+                Poll::Pending => return,
             }
-            match self
-                .socket
-                .try_send(&udp_transmit(&t, &self.send_buf[..t.size]))
-            {
+            match self.outbox.flush(&self.socket) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 _ => break,
             }
         }
+        self.stalled = false;
         for ch in std::mem::take(&mut self.waiting_tx) {
             if let Some(entry) = self.conns.get(&ch) {
                 let mut st = entry.shared.lock();

@@ -1,15 +1,16 @@
 //! The quinn-proto transport (`transport = "proto"`): one I/O loop on a thread of its
 //! own owns the UDP socket, the `quinn_proto::Endpoint` and every connection's timers,
-//! reads with `recvmmsg`/GRO and writes with `sendmmsg`/GSO (through quinn's UDP layer),
-//! and hands each received datagram straight to its session's sink, so a relayed
-//! datagram reaches every recipient's connection inside the loop. Sessions keep their
-//! task for the control stream, lanes and liveness; they reach their connection through
-//! [`Conn`]. New connections go to the server's accept loop as [`Incoming`], which
-//! decides (accept, retry, refuse) exactly as with quinn.
+//! reads with `recvmmsg`/GRO, writes each turn's packets together with `sendmmsg` (GSO
+//! batches through quinn's UDP layer), and hands each received datagram straight to its
+//! session's sink, so a relayed datagram reaches every recipient's connection inside
+//! the loop. Sessions keep their task for the control stream, lanes and liveness; they
+//! reach their connection through [`Conn`]. New connections go to the server's accept
+//! loop as [`Incoming`], which decides (accept, retry, refuse) exactly as with quinn.
 
 mod cids;
 mod conn;
 mod driver;
+mod outbox;
 mod socket;
 
 use std::{net::SocketAddr, sync::Arc, thread};

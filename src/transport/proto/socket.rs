@@ -36,12 +36,23 @@ pub(super) struct LoopSocket {
     #[cfg(target_os = "linux")]
     stamped: Option<stamped::Reader>,
     metas: Box<[RecvMeta]>,
+    /// The address the socket is bound to, unless it is bound to every address.
+    bound_ip: Option<IpAddr>,
+    /// The ECN bits packets sent without control messages carry (the socket's
+    /// defaults), for IPv6 peers and for IPv4 ones.
+    #[cfg(target_os = "linux")]
+    default_ecn: [std::cell::Cell<Option<quinn::udp::EcnCodepoint>>; 2],
 }
 
 impl LoopSocket {
     /// Takes over a bound socket; must run inside the loop's runtime.
     pub(super) fn new(socket: std::net::UdpSocket) -> io::Result<Self> {
         let state = UdpSocketState::new((&socket).into())?;
+        let bound_ip = socket
+            .local_addr()
+            .ok()
+            .map(|a| a.ip())
+            .filter(|ip| !ip.is_unspecified());
         #[cfg(target_os = "linux")]
         let stamped = stamped::Reader::new(&socket);
         Ok(Self {
@@ -50,7 +61,60 @@ impl LoopSocket {
             #[cfg(target_os = "linux")]
             stamped,
             metas: vec![RecvMeta::default(); quinn::udp::BATCH_SIZE].into_boxed_slice(),
+            bound_ip,
+            #[cfg(target_os = "linux")]
+            default_ecn: Default::default(),
         })
+    }
+
+    /// The address the socket is bound to; `None` when bound to every address.
+    pub(super) fn bound_ip(&self) -> Option<IpAddr> {
+        self.bound_ip
+    }
+
+    /// Makes `ecn` the ECN bits of packets sent without control messages (IPv4 ones, or
+    /// IPv6 ones when `ipv4` is false); a system call only when they change.
+    #[cfg(target_os = "linux")]
+    pub(super) fn set_default_ecn(
+        &self,
+        ecn: Option<quinn::udp::EcnCodepoint>,
+        ipv4: bool,
+    ) -> io::Result<()> {
+        use std::os::fd::AsFd as _;
+        // An IPv6 socket keeps one default per family: IPv4-mapped peers take IP_TOS.
+        let cell = &self.default_ecn[usize::from(ipv4)];
+        if cell.get() == ecn {
+            return Ok(());
+        }
+        let bits = ecn.map_or(0u8, |e| e as u8);
+        if ipv4 {
+            rustix::net::sockopt::set_ip_tos(self.io.as_fd(), bits)?;
+        } else {
+            rustix::net::sockopt::set_ipv6_tclass(self.io.as_fd(), u32::from(bits))?;
+        }
+        cell.set(ecn);
+        Ok(())
+    }
+
+    /// Elsewhere packets are written one by one, with their own control messages.
+    #[cfg(not(target_os = "linux"))]
+    pub(super) fn set_default_ecn(
+        &self,
+        _ecn: Option<quinn::udp::EcnCodepoint>,
+        _ipv4: bool,
+    ) -> io::Result<()> {
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
+
+    /// Runs a write on the socket's descriptor; `WouldBlock` clears its writability, so
+    /// the loop then waits for the socket.
+    #[cfg(target_os = "linux")]
+    pub(super) fn try_write<R>(
+        &self,
+        f: impl FnOnce(std::os::fd::BorrowedFd<'_>) -> io::Result<R>,
+    ) -> io::Result<R> {
+        use std::os::fd::AsFd as _;
+        self.io.try_io(Interest::WRITABLE, || f(self.io.as_fd()))
     }
 
     /// Whether the kernel reports arrival times (the age of a datagram is known).

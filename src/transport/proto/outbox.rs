@@ -1,0 +1,226 @@
+//! The packets one turn of an I/O loop writes, queued and then sent together. A relay
+//! fans each datagram out to other peers, so GSO (one destination per call) cannot
+//! batch a turn's packets; on Linux one `sendmmsg` sends a run of them whatever their
+//! destinations. Those packets carry no control messages: the socket's default ECN bits
+//! are set to theirs first (a run shares them; they change only when quinn-proto's ECN
+//! validation does), and their source is the address the socket is bound to. A GSO
+//! batch, a reply that must name its source (a socket bound to every address), every
+//! packet once the kernel refused the ECN default, and every packet on other systems go
+//! through quinn's UDP layer one by one, which also keeps its handling of send errors.
+
+use std::{
+    io,
+    net::{IpAddr, SocketAddr},
+};
+
+use quinn::udp::{EcnCodepoint, Transmit as UdpTransmit};
+use quinn_proto::Transmit;
+
+use super::socket::LoopSocket;
+
+/// Packets queued before the loop sends them, even mid-turn.
+pub(super) const OUTBOX_PACKETS: usize = 64;
+
+/// A queued packet's description; its bytes are in the slot of the same index.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Queued {
+    destination: SocketAddr,
+    ecn: Option<EcnCodepoint>,
+    segment_size: Option<usize>,
+    src_ip: Option<IpAddr>,
+    size: usize,
+}
+
+impl Queued {
+    /// One datagram (not a GSO batch): what `sendmmsg` takes.
+    fn single(&self) -> bool {
+        self.segment_size.is_none_or(|s| s >= self.size)
+    }
+
+    /// Whether two packets can share the socket's defaults in one run.
+    fn same_controls(&self, other: &Self) -> bool {
+        self.ecn == other.ecn
+            && self.src_ip == other.src_ip
+            && ipv4_controls(self.destination) == ipv4_controls(other.destination)
+    }
+}
+
+/// IPv4 control messages for this destination (IPv4, or IPv4-mapped on a dual-stack
+/// socket), as quinn's UDP layer decides.
+fn ipv4_controls(destination: SocketAddr) -> bool {
+    match destination.ip() {
+        IpAddr::V4(_) => true,
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().is_some(),
+    }
+}
+
+/// The turn's packets, in the order the connections wrote them.
+#[derive(Default)]
+pub(super) struct Outbox {
+    /// One buffer per queued packet, kept for the next turns.
+    slots: Vec<Vec<u8>>,
+    queued: Vec<Queued>,
+    /// The first packet not yet sent.
+    next: usize,
+    /// The kernel refused the socket's default ECN bits: send one by one from now on,
+    /// through quinn's layer, which knows what to leave out.
+    singles_only: bool,
+}
+
+impl Outbox {
+    /// No room for another packet until a send.
+    pub(super) fn is_full(&self) -> bool {
+        self.queued.len() >= OUTBOX_PACKETS
+    }
+
+    /// A cleared buffer to write the next packet into; [`Outbox::push`] queues it.
+    pub(super) fn buffer(&mut self) -> &mut Vec<u8> {
+        let i = self.queued.len();
+        if self.slots.len() <= i {
+            self.slots.resize_with(i + 1, Vec::new);
+        }
+        let buf = &mut self.slots[i];
+        buf.clear();
+        buf
+    }
+
+    /// Queues the packet just written into [`Outbox::buffer`].
+    pub(super) fn push(&mut self, t: &Transmit) {
+        self.queued.push(Queued {
+            destination: t.destination,
+            ecn: t.ecn.map(|e| match e {
+                quinn_proto::EcnCodepoint::Ect0 => EcnCodepoint::Ect0,
+                quinn_proto::EcnCodepoint::Ect1 => EcnCodepoint::Ect1,
+                quinn_proto::EcnCodepoint::Ce => EcnCodepoint::Ce,
+            }),
+            segment_size: t.segment_size,
+            src_ip: t.src_ip,
+            size: t.size,
+        });
+    }
+
+    fn transmit(&self, i: usize) -> UdpTransmit<'_> {
+        let q = &self.queued[i];
+        UdpTransmit {
+            destination: q.destination,
+            ecn: q.ecn,
+            contents: &self.slots[i][..q.size.min(self.slots[i].len())],
+            segment_size: q.segment_size,
+            src_ip: q.src_ip,
+        }
+    }
+
+    /// Sends what is queued. `WouldBlock` leaves the rest queued, in order, for when the
+    /// socket takes more; any other failure loses only its packet, as the network would.
+    pub(super) fn flush(&mut self, socket: &LoopSocket) -> io::Result<()> {
+        while self.next < self.queued.len() {
+            let i = self.next;
+            let first = self.queued[i];
+            let run = if self.singles_only || !batchable(&first, socket) {
+                1
+            } else {
+                self.queued[i..]
+                    .iter()
+                    .take(MAX_RUN)
+                    .take_while(|q| q.single() && q.same_controls(&first))
+                    .count()
+            };
+            if run > 1 {
+                if socket
+                    .set_default_ecn(first.ecn, ipv4_controls(first.destination))
+                    .is_err()
+                {
+                    self.singles_only = true;
+                } else {
+                    match self.send_run(socket, i, run) {
+                        Ok(sent) => {
+                            self.next += sent;
+                            continue;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(e),
+                        // The first packet's own failure (an unreachable destination):
+                        // it goes once more through quinn's layer, which logs and drops
+                        // it.
+                        Err(_) => {}
+                    }
+                }
+            }
+            socket.try_send(&self.transmit(i))?;
+            self.next += 1;
+        }
+        self.queued.clear();
+        self.next = 0;
+        Ok(())
+    }
+
+    #[cfg(target_os = "linux")]
+    fn send_run(&self, socket: &LoopSocket, from: usize, len: usize) -> io::Result<usize> {
+        let queued = &self.queued[from..from + len];
+        let contents: Vec<&[u8]> = (from..from + len)
+            .map(|i| &self.slots[i][..self.queued[i].size.min(self.slots[i].len())])
+            .collect();
+        socket.try_write(|fd| mmsg::send(fd, &contents, queued))
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn send_run(&self, _socket: &LoopSocket, _from: usize, _len: usize) -> io::Result<usize> {
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
+}
+
+/// Most packets in one `sendmmsg`.
+const MAX_RUN: usize = OUTBOX_PACKETS;
+
+/// Whether a packet may go in a `sendmmsg`, whose packets carry no control messages:
+/// one datagram whose source address is the one the socket is bound to (a socket bound
+/// to every address must name the source of each reply, so it writes one by one).
+fn batchable(q: &Queued, socket: &LoopSocket) -> bool {
+    cfg!(target_os = "linux")
+        && q.single()
+        && q.src_ip.is_none_or(|ip| Some(ip) == socket.bound_ip())
+}
+
+#[cfg(target_os = "linux")]
+mod mmsg {
+    //! One `sendmmsg` for packets to any destinations. They carry no control messages:
+    //! the socket's default ECN bits, set to the packets' own just before, mark them.
+
+    use std::{io, io::IoSlice, os::fd::BorrowedFd};
+
+    use rustix::net::{sendmmsg, MMsgHdr, SendAncillaryBuffer, SendFlags, SocketAddrAny};
+
+    use super::Queued;
+
+    /// Sends `contents[i]` as `queued[i]` says; the count sent, at least one.
+    pub(super) fn send(
+        fd: BorrowedFd<'_>,
+        contents: &[&[u8]],
+        queued: &[Queued],
+    ) -> io::Result<usize> {
+        let iovs: Vec<[IoSlice<'_>; 1]> = contents.iter().map(|c| [IoSlice::new(c)]).collect();
+        let addrs: Vec<SocketAddrAny> = queued
+            .iter()
+            .map(|q| SocketAddrAny::from(q.destination))
+            .collect();
+        let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> = queued
+            .iter()
+            .map(|_| SendAncillaryBuffer::default())
+            .collect();
+        let mut msgs: Vec<MMsgHdr<'_>> = addrs
+            .iter()
+            .zip(&iovs)
+            .zip(controls.iter_mut())
+            .map(|((addr, iov), control)| MMsgHdr::new_with_addr(addr, iov, control))
+            .collect();
+        let sent = sendmmsg(fd, &mut msgs, SendFlags::DONTWAIT).map_err(io::Error::from)?;
+        if sent == 0 {
+            // Not seen from a datagram socket with packets to send; taken as a stall so
+            // the loop waits for the socket rather than spin.
+            return Err(io::Error::from(io::ErrorKind::WouldBlock));
+        }
+        Ok(sent)
+    }
+}
+
+#[cfg(test)]
+mod tests;

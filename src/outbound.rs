@@ -105,8 +105,8 @@ impl SessionHandle {
                     metrics::counter!("quicmatch_datagrams_dropped_total", "reason" => "reader_behind")
                         .increment(1);
                 }
-                metrics::counter!("quicmatch_datagrams_out_total").increment(1);
-                metrics::counter!("quicmatch_datagram_bytes_out_total").increment(len);
+                self.outbound.counters.datagrams_out.increment(1);
+                self.outbound.counters.bytes_out.increment(len);
                 true
             }
             Err(SendDatagramError::TooLarge) => {
@@ -262,6 +262,32 @@ pub(crate) struct Outbound {
     /// Bytes taken for lanes that their streams have not accepted yet: unsent, for the
     /// slow-consumer rule and the hard limit.
     in_lanes: AtomicUsize,
+    /// The session's datagram counters, looked up once rather than per datagram.
+    pub(crate) counters: DatagramCounters,
+}
+
+/// Handles to the counters every relayed datagram moves: resolving a name costs a
+/// lookup in the recorder, a handle only an atomic add.
+pub(crate) struct DatagramCounters {
+    /// `quicmatch_datagrams_in_total`
+    pub(crate) datagrams_in: metrics::Counter,
+    /// `quicmatch_datagram_bytes_in_total`
+    pub(crate) bytes_in: metrics::Counter,
+    /// `quicmatch_datagrams_out_total`
+    pub(crate) datagrams_out: metrics::Counter,
+    /// `quicmatch_datagram_bytes_out_total`
+    pub(crate) bytes_out: metrics::Counter,
+}
+
+impl DatagramCounters {
+    fn new() -> Self {
+        Self {
+            datagrams_in: metrics::counter!("quicmatch_datagrams_in_total"),
+            bytes_in: metrics::counter!("quicmatch_datagram_bytes_in_total"),
+            datagrams_out: metrics::counter!("quicmatch_datagrams_out_total"),
+            bytes_out: metrics::counter!("quicmatch_datagram_bytes_out_total"),
+        }
+    }
 }
 
 struct State {
@@ -302,6 +328,7 @@ impl Outbound {
             wake: Notify::new(),
             limits,
             in_lanes: AtomicUsize::new(0),
+            counters: DatagramCounters::new(),
         }
     }
 

@@ -630,7 +630,7 @@ fn datagram_sink(
 ) -> crate::transport::proto::Sink {
     let max_age = shared.config.relay.max_datagram_age;
     Box::new(move |datagram, arrived| {
-        count_in(&datagram);
+        count_in(&handle, &datagram);
         let step = match admit(&handle, &limiter, rate::Kind::Datagram, None) {
             Err(step) => step,
             Ok(()) if is_stale(arrived, Instant::now(), max_age) => {
@@ -794,7 +794,7 @@ fn on_datagram(
     limiter: &Mutex<rate::Limiter>,
     datagram: Bytes,
 ) -> Step {
-    count_in(&datagram);
+    count_in(handle, &datagram);
     if let Err(step) = admit(handle, limiter, rate::Kind::Datagram, None) {
         return step;
     }
@@ -802,9 +802,10 @@ fn on_datagram(
 }
 
 /// Every datagram a session receives, admitted or not.
-fn count_in(datagram: &Bytes) {
-    metrics::counter!("quicmatch_datagrams_in_total").increment(1);
-    metrics::counter!("quicmatch_datagram_bytes_in_total").increment(datagram.len() as u64);
+fn count_in(handle: &SessionHandle, datagram: &Bytes) {
+    let counters = &handle.outbound.counters;
+    counters.datagrams_in.increment(1);
+    counters.bytes_in.increment(datagram.len() as u64);
 }
 
 /// Whether a datagram that reached the server at `arrived` waited past `max_age` (zero:

@@ -270,6 +270,8 @@ struct Entry {
     shared: Arc<ConnShared>,
     /// The deadline in the timer heap, to skip stale heap entries.
     armed: Option<Instant>,
+    /// The connection's own next deadline, at or after `armed`.
+    due: Option<Instant>,
 }
 
 /// Where a loop stands among the endpoint's loops.
@@ -408,6 +410,7 @@ impl Driver {
                                 Entry {
                                     shared: shared.clone(),
                                     armed: None,
+                                    due: None,
                                 },
                             );
                             self.live.send_replace(self.conns.len());
@@ -670,7 +673,18 @@ impl Driver {
             if entry.armed != Some(at) {
                 continue;
             }
-            entry.armed = None;
+            match entry.due {
+                Some(due) if due > now => {
+                    entry.armed = Some(due);
+                    self.timers.push(Reverse((due, ch)));
+                    continue;
+                }
+                None => {
+                    entry.armed = None;
+                    continue;
+                }
+                Some(_) => entry.armed = None,
+            }
             let mut st = entry.shared.lock();
             st.conn.handle_timeout(now);
             if !st.dirty {
@@ -823,16 +837,21 @@ impl Driver {
             return;
         }
         if let Some(entry) = self.conns.get_mut(&ch) {
-            if next != entry.armed {
-                entry.armed = next;
-                if let Some(at) = next {
+            entry.due = next;
+            // Nearly every packet moves a connection's deadline later (idle, loss
+            // detection): the earlier heap entry then stays, and when it surfaces
+            // `expire` moves it to the deadline due then, without touching the
+            // connection. Only an earlier deadline is pushed.
+            if let Some(at) = next {
+                if entry.armed.is_none_or(|armed| at < armed) {
+                    entry.armed = Some(at);
                     self.timers.push(Reverse((at, ch)));
                 }
             }
         }
-        // Superseded deadlines stay in the heap until they surface (cheaper than firing
-        // a connection early); when they outnumber the connections the heap is rebuilt,
-        // so it stays within a few entries per connection.
+        // Superseded entries stay in the heap until they surface (cheaper than removing
+        // them); when they outnumber the connections the heap is rebuilt, so it stays
+        // within a few entries per connection.
         if self.timers.len() > TIMER_SLACK * self.conns.len() + 64 {
             self.timers = self
                 .conns

@@ -91,7 +91,25 @@ impl ServerProc {
         extra: &[String],
         certs_dir: Option<&Path>,
     ) -> anyhow::Result<Self> {
+        Self::quicmatch_on(bin, config_toml, extra, certs_dir, false).await
+    }
+
+    /// Like [`quicmatch_in`](Self::quicmatch_in); with `any_address` the server listens
+    /// on every IPv4 address (`0.0.0.0`), as a server that must name each reply's
+    /// source does, and is reached on loopback.
+    pub(crate) async fn quicmatch_on(
+        bin: Option<&Path>,
+        config_toml: Option<&str>,
+        extra: &[String],
+        certs_dir: Option<&Path>,
+        any_address: bool,
+    ) -> anyhow::Result<Self> {
         let addr: SocketAddr = ([127, 0, 0, 1], free_udp_port()?).into();
+        let listen = if any_address {
+            SocketAddr::from(([0, 0, 0, 0], addr.port()))
+        } else {
+            addr
+        };
         let bin = match bin {
             Some(b) => b.to_path_buf(),
             None => sibling_binary("quicmatch")?,
@@ -99,7 +117,7 @@ impl ServerProc {
         let dir = tempfile::tempdir()?;
         let certs = certs_dir.unwrap_or(dir.path()).to_path_buf();
         let mut cmd = Command::new(&bin);
-        cmd.args(["serve", "--listen", &addr.to_string(), "--certs-dir"])
+        cmd.args(["serve", "--listen", &listen.to_string(), "--certs-dir"])
             .arg(&certs)
             .args(extra)
             // Its store (restart records included) in the run's own directory.

@@ -259,6 +259,11 @@ pub(crate) struct Args {
     /// are not reported).
     #[arg(long)]
     no_server_metrics: bool,
+    /// Start the quicmatch server listening on every address (`0.0.0.0`) rather than
+    /// on loopback's: its replies then name their source address, so the `proto`
+    /// transport writes them one system call each instead of in one `sendmmsg`.
+    #[arg(long)]
+    server_listen_any: bool,
     /// The quicmatch server's `relay.max_datagram_age` for this run, in milliseconds
     /// (`0`: off; default: the server's own, 40 ms; applies with `proto`).
     #[arg(long)]
@@ -567,9 +572,14 @@ async fn start_node(
     }
     let toml = (!toml.is_empty()).then_some(toml);
     extra.extend_from_slice(more);
-    let server =
-        ServerProc::quicmatch_in(args.server_bin.as_deref(), toml.as_deref(), &extra, certs)
-            .await?;
+    let server = ServerProc::quicmatch_on(
+        args.server_bin.as_deref(),
+        toml.as_deref(),
+        &extra,
+        certs,
+        args.server_listen_any,
+    )
+    .await?;
     Ok((server, metrics))
 }
 

@@ -4,9 +4,10 @@
 //! them to the endpoint and their connections, fires due timers, then services every
 //! connection that changed: its events wake the tasks waiting on it, its datagrams go to
 //! its session's sink (whose relay marks the recipients changed, on this thread, so they
-//! are serviced in the same turn), and its packets are written. A write the socket
-//! cannot take waits for writability with the connections behind it; nothing is
-//! dropped on this side.
+//! are serviced in the same turn), and its packets are queued in the outbox, which
+//! sends them together once every connection had its turn. A write the socket cannot
+//! take waits for writability with the connections behind it; nothing is dropped on
+//! this side.
 
 use std::{
     cell::Cell,

@@ -495,6 +495,11 @@ impl Driver {
     /// Sends a stateless answer if the socket takes it now; a peer repeats its attempt,
     /// so dropping one under load costs nothing.
     fn respond(&self, t: &Transmit) {
+        // A forged source with port 0 gets nothing: the kernel's EINVAL for it would make
+        // quinn's layer give up GSO and its ECN messages for good.
+        if t.destination.port() == 0 {
+            return;
+        }
         let _ = self
             .socket
             .try_send(&udp_transmit(t, &self.resp_buf[..t.size]));

@@ -15,6 +15,7 @@ use std::{
 
 use quinn::udp::{EcnCodepoint, Transmit as UdpTransmit};
 use quinn_proto::Transmit;
+use tracing::debug;
 
 use super::socket::LoopSocket;
 
@@ -62,9 +63,10 @@ pub(super) struct Outbox {
     queued: Vec<Queued>,
     /// The first packet not yet sent.
     next: usize,
-    /// The kernel refused the socket's default ECN bits: send one by one from now on,
-    /// through quinn's layer, which knows what to leave out.
-    singles_only: bool,
+    /// The kernel refused the socket's default ECN bits for IPv6 peers (0) or IPv4 ones
+    /// (1): send those one by one from now on, through quinn's layer, which knows what
+    /// to leave out.
+    singles_only: [bool; 2],
 }
 
 impl Outbox {
@@ -116,37 +118,58 @@ impl Outbox {
         while self.next < self.queued.len() {
             let i = self.next;
             let first = self.queued[i];
-            let run = if self.singles_only || !batchable(&first, socket) {
+            let family = usize::from(ipv4_controls(first.destination));
+            if first.destination.port() == 0 {
+                // No UDP peer has port 0, and the kernel's EINVAL for it would make
+                // quinn's layer give up GSO and its ECN messages for good.
+                self.next += 1;
+                continue;
+            }
+            let run = if self.singles_only[family] || !batchable(&first, socket) {
                 1
             } else {
                 self.queued[i..]
                     .iter()
                     .take(MAX_RUN)
-                    .take_while(|q| q.single() && q.same_controls(&first))
+                    .take_while(|q| {
+                        q.single() && q.same_controls(&first) && q.destination.port() != 0
+                    })
                     .count()
             };
-            if run > 1 {
-                if socket
-                    .set_default_ecn(first.ecn, ipv4_controls(first.destination))
-                    .is_err()
-                {
-                    self.singles_only = true;
-                } else {
-                    match self.send_run(socket, i, run) {
-                        Ok(sent) => {
-                            self.next += sent;
-                            continue;
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(e),
-                        // The first packet's own failure (an unreachable destination):
-                        // it goes once more through quinn's layer, which logs and drops
-                        // it.
-                        Err(_) => {}
+            // The socket's default ECN bits follow every packet's, batched or not: a
+            // packet quinn's layer writes without its ECN message (after the kernel
+            // refused one) then still carries its own bits.
+            if !self.singles_only[family] && socket.set_default_ecn(first.ecn, family == 1).is_err()
+            {
+                self.singles_only[family] = true;
+            }
+            if run > 1 && !self.singles_only[family] {
+                match self.send_run(socket, i, run) {
+                    Ok(sent) => {
+                        self.next += sent;
+                        continue;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(e),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    // The kernel sent none and said nothing: the first goes alone.
+                    Err(e) if e.kind() == io::ErrorKind::WriteZero => {}
+                    // The first packet's own failure (an unreachable destination): it
+                    // is lost, as on the network. Packets in a run carry no control
+                    // messages, so the error says nothing about what the socket can
+                    // take, and quinn's layer is not asked again.
+                    Err(e) => {
+                        debug!(error = %e, to = %first.destination, "UDP send failed");
+                        self.next += 1;
+                        continue;
                     }
                 }
             }
-            socket.try_send(&self.transmit(i))?;
-            self.next += 1;
+            match socket.try_send(&self.transmit(i)) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(e),
+                // quinn's layer reports nothing else (it logs and drops); whatever it
+                // would, the packet is not written twice.
+                _ => self.next += 1,
+            }
         }
         self.queued.clear();
         self.next = 0;
@@ -214,9 +237,8 @@ mod mmsg {
             .collect();
         let sent = sendmmsg(fd, &mut msgs, SendFlags::DONTWAIT).map_err(io::Error::from)?;
         if sent == 0 {
-            // Not seen from a datagram socket with packets to send; taken as a stall so
-            // the loop waits for the socket rather than spin.
-            return Err(io::Error::from(io::ErrorKind::WouldBlock));
+            // Not seen from a datagram socket with packets to send.
+            return Err(io::Error::from(io::ErrorKind::WriteZero));
         }
         Ok(sent)
     }

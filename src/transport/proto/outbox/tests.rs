@@ -204,12 +204,14 @@ async fn a_full_outbox_says_so_and_empties_on_flush() {
 }
 
 #[tokio::test]
-async fn an_unreachable_destination_loses_only_its_own_packet() {
+async fn a_destination_the_kernel_refuses_loses_only_its_own_packet() {
     let (socket, _) = loop_socket("127.0.0.1:0");
     let peer = Peer::new();
     let mut outbox = Outbox::default();
     queue(&mut outbox, peer.addr(), b"before", None, None);
-    // Port 0 is refused by the kernel (EINVAL) for this one packet.
+    // Port 0 is dropped before the kernel sees it; a broadcast address without
+    // SO_BROADCAST is refused by the kernel (EACCES) for that one packet, so nothing
+    // leaves the machine.
     queue(
         &mut outbox,
         SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
@@ -217,12 +219,23 @@ async fn an_unreachable_destination_loses_only_its_own_packet() {
         None,
         None,
     );
+    queue(
+        &mut outbox,
+        SocketAddr::from((Ipv4Addr::BROADCAST, 9)),
+        b"y",
+        None,
+        None,
+    );
     queue(&mut outbox, peer.addr(), b"after", None, None);
+    queue(&mut outbox, peer.addr(), b"last", None, None);
     flush(&mut outbox, &socket).await;
-    assert!(
-        !outbox.singles_only,
+    assert!(outbox.queued.is_empty(), "nothing left queued");
+    assert_eq!(
+        outbox.singles_only,
+        [false, false],
         "a refused destination keeps batching on"
     );
     assert_eq!(peer.next().0, b"before");
     assert_eq!(peer.next().0, b"after");
+    assert_eq!(peer.next().0, b"last");
 }

@@ -19,6 +19,46 @@ use tracing::debug;
 
 use super::socket::LoopSocket;
 
+/// What the outbox writes through: the loop's socket ([`LoopSocket`]), or a stand-in in
+/// tests that plays the kernel's partial sends, stalls and refusals.
+pub(super) trait Wire {
+    /// The address the socket is bound to; `None` when bound to every address.
+    fn bound_ip(&self) -> Option<IpAddr>;
+    /// Makes `ecn` the ECN bits of packets sent without control messages (IPv4 ones,
+    /// or IPv6 ones when `ipv4` is false).
+    fn set_default_ecn(&self, ecn: Option<EcnCodepoint>, ipv4: bool) -> io::Result<()>;
+    /// Sends one packet with its own control messages, through quinn's UDP layer: only
+    /// `WouldBlock` comes back as an error.
+    fn send_one(&self, transmit: &UdpTransmit<'_>) -> io::Result<()>;
+    /// Sends `contents[i]` to `destinations[i]` in one system call, without control
+    /// messages; how many went (at least one).
+    fn send_many(&self, contents: &[&[u8]], destinations: &[SocketAddr]) -> io::Result<usize>;
+}
+
+impl Wire for LoopSocket {
+    fn bound_ip(&self) -> Option<IpAddr> {
+        Self::bound_ip(self)
+    }
+
+    fn set_default_ecn(&self, ecn: Option<EcnCodepoint>, ipv4: bool) -> io::Result<()> {
+        Self::set_default_ecn(self, ecn, ipv4)
+    }
+
+    fn send_one(&self, transmit: &UdpTransmit<'_>) -> io::Result<()> {
+        self.try_send(transmit)
+    }
+
+    #[cfg(target_os = "linux")]
+    fn send_many(&self, contents: &[&[u8]], destinations: &[SocketAddr]) -> io::Result<usize> {
+        self.try_write(|fd| mmsg::send(fd, contents, destinations))
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn send_many(&self, _contents: &[&[u8]], _destinations: &[SocketAddr]) -> io::Result<usize> {
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
+}
+
 /// Packets queued before the loop sends them, even mid-turn.
 pub(super) const OUTBOX_PACKETS: usize = 64;
 
@@ -114,7 +154,7 @@ impl Outbox {
 
     /// Sends what is queued. `WouldBlock` leaves the rest queued, in order, for when the
     /// socket takes more; any other failure loses only its packet, as the network would.
-    pub(super) fn flush(&mut self, socket: &LoopSocket) -> io::Result<()> {
+    pub(super) fn flush(&mut self, socket: &impl Wire) -> io::Result<()> {
         while self.next < self.queued.len() {
             let i = self.next;
             let first = self.queued[i];
@@ -164,7 +204,7 @@ impl Outbox {
                     }
                 }
             }
-            match socket.try_send(&self.transmit(i)) {
+            match socket.send_one(&self.transmit(i)) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(e),
                 // quinn's layer reports nothing else (it logs and drops); whatever it
                 // would, the packet is not written twice.
@@ -176,18 +216,15 @@ impl Outbox {
         Ok(())
     }
 
-    #[cfg(target_os = "linux")]
-    fn send_run(&self, socket: &LoopSocket, from: usize, len: usize) -> io::Result<usize> {
-        let queued = &self.queued[from..from + len];
+    fn send_run(&self, socket: &impl Wire, from: usize, len: usize) -> io::Result<usize> {
         let contents: Vec<&[u8]> = (from..from + len)
             .map(|i| &self.slots[i][..self.queued[i].size.min(self.slots[i].len())])
             .collect();
-        socket.try_write(|fd| mmsg::send(fd, &contents, queued))
-    }
-
-    #[cfg(not(target_os = "linux"))]
-    fn send_run(&self, _socket: &LoopSocket, _from: usize, _len: usize) -> io::Result<usize> {
-        Err(io::Error::from(io::ErrorKind::Unsupported))
+        let destinations: Vec<SocketAddr> = self.queued[from..from + len]
+            .iter()
+            .map(|q| q.destination)
+            .collect();
+        socket.send_many(&contents, &destinations)
     }
 }
 
@@ -197,7 +234,7 @@ const MAX_RUN: usize = OUTBOX_PACKETS;
 /// Whether a packet may go in a `sendmmsg`, whose packets carry no control messages:
 /// one datagram whose source address is the one the socket is bound to (a socket bound
 /// to every address must name the source of each reply, so it writes one by one).
-fn batchable(q: &Queued, socket: &LoopSocket) -> bool {
+fn batchable(q: &Queued, socket: &impl Wire) -> bool {
     cfg!(target_os = "linux")
         && q.single()
         && q.src_ip.is_none_or(|ip| Some(ip) == socket.bound_ip())
@@ -208,24 +245,22 @@ mod mmsg {
     //! One `sendmmsg` for packets to any destinations. They carry no control messages:
     //! the socket's default ECN bits, set to the packets' own just before, mark them.
 
-    use std::{io, io::IoSlice, os::fd::BorrowedFd};
+    use std::{io, io::IoSlice, net::SocketAddr, os::fd::BorrowedFd};
 
     use rustix::net::{sendmmsg, MMsgHdr, SendAncillaryBuffer, SendFlags, SocketAddrAny};
 
-    use super::Queued;
-
-    /// Sends `contents[i]` as `queued[i]` says; the count sent, at least one.
+    /// Sends `contents[i]` to `destinations[i]`; the count sent, at least one.
     pub(super) fn send(
         fd: BorrowedFd<'_>,
         contents: &[&[u8]],
-        queued: &[Queued],
+        destinations: &[SocketAddr],
     ) -> io::Result<usize> {
         let iovs: Vec<[IoSlice<'_>; 1]> = contents.iter().map(|c| [IoSlice::new(c)]).collect();
-        let addrs: Vec<SocketAddrAny> = queued
+        let addrs: Vec<SocketAddrAny> = destinations
             .iter()
-            .map(|q| SocketAddrAny::from(q.destination))
+            .map(|d| SocketAddrAny::from(*d))
             .collect();
-        let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> = queued
+        let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> = destinations
             .iter()
             .map(|_| SendAncillaryBuffer::default())
             .collect();

@@ -1,4 +1,6 @@
 use std::{
+    cell::{Cell, RefCell},
+    collections::VecDeque,
     io::IoSliceMut,
     net::{Ipv4Addr, SocketAddr, UdpSocket},
     time::Duration,
@@ -238,4 +240,233 @@ async fn a_destination_the_kernel_refuses_loses_only_its_own_packet() {
     assert_eq!(peer.next().0, b"before");
     assert_eq!(peer.next().0, b"after");
     assert_eq!(peer.next().0, b"last");
+}
+
+/// How a packet left through a [`Fake`] wire.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Via {
+    /// In a `sendmmsg`.
+    Many,
+    /// Alone, through quinn's layer.
+    One,
+}
+
+/// A wire that plays the kernel: scripted answers to `send_many` (all sent once the
+/// script is used up), stalls for the next single sends, a refused IPv6 ECN default, and
+/// a record of what went out with the ECN bits it carried.
+#[derive(Default)]
+struct Fake {
+    bound: Option<IpAddr>,
+    many: RefCell<VecDeque<io::Result<usize>>>,
+    one_stalls: Cell<usize>,
+    refuse_ipv6_ecn: bool,
+    defaults: RefCell<[Option<EcnCodepoint>; 2]>,
+    sent: RefCell<Vec<Sent>>,
+}
+
+/// A packet a [`Fake`] wire let out: where, what, how, with which ECN bits.
+type Sent = (SocketAddr, Vec<u8>, Via, Option<EcnCodepoint>);
+
+impl Wire for Fake {
+    fn bound_ip(&self) -> Option<IpAddr> {
+        self.bound
+    }
+
+    fn set_default_ecn(&self, ecn: Option<EcnCodepoint>, ipv4: bool) -> io::Result<()> {
+        if !ipv4 && self.refuse_ipv6_ecn {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        }
+        self.defaults.borrow_mut()[usize::from(ipv4)] = ecn;
+        Ok(())
+    }
+
+    fn send_one(&self, t: &UdpTransmit<'_>) -> io::Result<()> {
+        if self.one_stalls.get() > 0 {
+            self.one_stalls.set(self.one_stalls.get() - 1);
+            return Err(io::Error::from(io::ErrorKind::WouldBlock));
+        }
+        self.sent
+            .borrow_mut()
+            .push((t.destination, t.contents.to_vec(), Via::One, t.ecn));
+        Ok(())
+    }
+
+    fn send_many(&self, contents: &[&[u8]], destinations: &[SocketAddr]) -> io::Result<usize> {
+        let n = match self.many.borrow_mut().pop_front() {
+            Some(Ok(n)) => n.min(contents.len()),
+            Some(Err(e)) => return Err(e),
+            None => contents.len(),
+        };
+        for (c, d) in contents.iter().zip(destinations).take(n) {
+            let ecn = self.defaults.borrow()[usize::from(ipv4_controls(*d))];
+            self.sent
+                .borrow_mut()
+                .push((*d, c.to_vec(), Via::Many, ecn));
+        }
+        Ok(n)
+    }
+}
+
+impl Fake {
+    fn on_loopback() -> Self {
+        Self {
+            bound: Some(Ipv4Addr::LOCALHOST.into()),
+            ..Self::default()
+        }
+    }
+
+    fn script(&self, answers: impl IntoIterator<Item = io::Result<usize>>) {
+        self.many.borrow_mut().extend(answers);
+    }
+
+    /// What went out: each packet's first byte and how.
+    fn went(&self) -> Vec<(u8, Via)> {
+        self.sent
+            .borrow()
+            .iter()
+            .map(|(_, b, v, _)| (b[0], *v))
+            .collect()
+    }
+}
+
+fn peer(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}
+
+#[test]
+fn a_partial_send_then_a_stall_resumes_where_it_stopped() {
+    let wire = Fake::on_loopback();
+    wire.script([Ok(2), Err(io::Error::from(io::ErrorKind::WouldBlock))]);
+    let mut outbox = Outbox::default();
+    for i in 0..5u8 {
+        queue(&mut outbox, peer(1000 + u16::from(i)), &[i], None, None);
+    }
+    let stalled = outbox.flush(&wire).expect_err("the socket stalls");
+    assert_eq!(stalled.kind(), io::ErrorKind::WouldBlock);
+    assert_eq!(wire.went(), [(0, Via::Many), (1, Via::Many)]);
+    assert_eq!(
+        outbox.queued.len() - outbox.next,
+        3,
+        "the rest waits, in order"
+    );
+    outbox.flush(&wire).expect("the socket takes the rest");
+    let all: Vec<(u8, Via)> = (0..5).map(|i| (i, Via::Many)).collect();
+    assert_eq!(wire.went(), all, "each once, in order");
+    assert!(outbox.queued.is_empty());
+}
+
+#[test]
+fn an_interrupted_send_is_tried_again() {
+    let wire = Fake::on_loopback();
+    wire.script([Err(io::Error::from(io::ErrorKind::Interrupted))]);
+    let mut outbox = Outbox::default();
+    for i in 0..3u8 {
+        queue(&mut outbox, peer(1000 + u16::from(i)), &[i], None, None);
+    }
+    outbox.flush(&wire).expect("flushed");
+    let all: Vec<(u8, Via)> = (0..3).map(|i| (i, Via::Many)).collect();
+    assert_eq!(wire.went(), all);
+}
+
+#[test]
+fn a_packet_refused_inside_a_run_is_lost_alone_and_never_resent() {
+    let wire = Fake::on_loopback();
+    wire.script([Ok(1), Err(io::Error::from(io::ErrorKind::PermissionDenied))]);
+    let mut outbox = Outbox::default();
+    for i in 0..5u8 {
+        queue(&mut outbox, peer(1000 + u16::from(i)), &[i], None, None);
+    }
+    outbox.flush(&wire).expect("flushed");
+    assert_eq!(
+        wire.went(),
+        [
+            (0, Via::Many),
+            (2, Via::Many),
+            (3, Via::Many),
+            (4, Via::Many)
+        ],
+        "packet 1 is lost, not handed to quinn's layer"
+    );
+    assert_eq!(outbox.singles_only, [false, false]);
+}
+
+#[test]
+fn a_send_of_none_sends_the_first_alone() {
+    let wire = Fake::on_loopback();
+    wire.script([Err(io::Error::from(io::ErrorKind::WriteZero))]);
+    let mut outbox = Outbox::default();
+    for i in 0..3u8 {
+        queue(&mut outbox, peer(1000 + u16::from(i)), &[i], None, None);
+    }
+    outbox.flush(&wire).expect("flushed");
+    assert_eq!(wire.went(), [(0, Via::One), (1, Via::Many), (2, Via::Many)]);
+}
+
+#[test]
+fn a_refused_ipv6_default_leaves_ipv4_batched_and_every_packet_its_ecn() {
+    let wire = Fake {
+        refuse_ipv6_ecn: true,
+        ..Fake::default()
+    };
+    let v6 = |port| SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
+    let mut outbox = Outbox::default();
+    queue(&mut outbox, v6(1000), &[0], Some(ProtoEcn::Ect0), None);
+    queue(&mut outbox, v6(1001), &[1], Some(ProtoEcn::Ect0), None);
+    queue(&mut outbox, peer(1002), &[2], Some(ProtoEcn::Ect0), None);
+    queue(&mut outbox, peer(1003), &[3], Some(ProtoEcn::Ect0), None);
+    // A lone packet with other bits between two runs: quinn's layer writes it, and
+    // the socket's default follows it too.
+    queue(&mut outbox, peer(1004), &[4], None, None);
+    queue(&mut outbox, peer(1005), &[5], Some(ProtoEcn::Ect0), None);
+    queue(&mut outbox, peer(1006), &[6], Some(ProtoEcn::Ect0), None);
+    outbox.flush(&wire).expect("flushed");
+    assert_eq!(
+        wire.went(),
+        [
+            (0, Via::One),
+            (1, Via::One),
+            (2, Via::Many),
+            (3, Via::Many),
+            (4, Via::One),
+            (5, Via::Many),
+            (6, Via::Many)
+        ]
+    );
+    assert_eq!(
+        outbox.singles_only,
+        [true, false],
+        "only IPv6 goes one by one"
+    );
+    for (to, bytes, via, ecn) in wire.sent.borrow().iter() {
+        let wanted = if bytes[0] == 4 {
+            None
+        } else {
+            Some(EcnCodepoint::Ect0)
+        };
+        assert_eq!(*ecn, wanted, "packet {} to {to} ({via:?})", bytes[0]);
+    }
+    assert_eq!(wire.defaults.borrow()[1], Some(EcnCodepoint::Ect0));
+}
+
+#[test]
+fn a_single_send_that_stalls_is_sent_once_when_the_socket_takes_it() {
+    let wire = Fake::on_loopback();
+    wire.one_stalls.set(1);
+    let mut outbox = Outbox::default();
+    // GSO batches: quinn's layer writes them one by one.
+    for i in 0..2u8 {
+        outbox.buffer().extend_from_slice(&[i; 20]);
+        outbox.push(&Transmit {
+            destination: peer(1000),
+            ecn: None,
+            size: 20,
+            segment_size: Some(10),
+            src_ip: None,
+        });
+    }
+    let stalled = outbox.flush(&wire).expect_err("the socket stalls");
+    assert_eq!(stalled.kind(), io::ErrorKind::WouldBlock);
+    assert!(wire.went().is_empty());
+    outbox.flush(&wire).expect("flushed");
+    assert_eq!(wire.went(), [(0, Via::One), (1, Via::One)]);
 }

@@ -219,8 +219,11 @@ impl Inner {
         if slot.ended.swap(true, Ordering::AcqRel) {
             return;
         }
-        lock(&self.slots).remove(&slot.id);
+        // Members hear MatchEnded before the slot goes: a shutdown waits for the slots
+        // to empty and then closes sessions, so an event pushed after the removal could
+        // miss its session's last flush.
         self.table.end_hosted(slot.id, reason);
+        lock(&self.slots).remove(&slot.id);
         let inbox = std::mem::take(&mut *lock(&slot.inbox));
         for j in inbox.joins {
             let _ = j.reply.send(Err(ApiError::new(

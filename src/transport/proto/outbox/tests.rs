@@ -1,3 +1,7 @@
+//! The outbox's tests: first against real sockets on loopback (destinations, order, ECN
+//! bits, sources, GSO batches, refused destinations), then against a stand-in [`Wire`]
+//! that plays the kernel's partial sends, stalls and refusals.
+
 use std::{
     cell::{Cell, RefCell},
     collections::VecDeque,

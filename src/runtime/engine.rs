@@ -57,6 +57,9 @@ const WATCHDOG_EVERY: Duration = Duration::from_millis(100);
 
 /// Replacement workers the watchdog may start over the life of the server.
 const MAX_REPLACEMENTS: usize = 64;
+/// How long a shutdown waits, after ending what was left, for a worker still telling a
+/// match's members that it ended.
+const SHUTDOWN_SETTLE: Duration = Duration::from_secs(1);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -618,6 +621,11 @@ impl Engine {
         let (reply, rx) = oneshot::channel();
         {
             let mut inbox = lock(&slot.inbox);
+            // `end` marks the slot before it empties the inbox under this lock: a join
+            // pushed here is either answered by that or refused now, never left waiting.
+            if slot.ended.load(Ordering::Acquire) {
+                return Err(ApiError::new(ErrorCode::MATCH_NOT_FOUND, "the match ended"));
+            }
             if inbox.joins.len() >= self.inner.config.join_queue {
                 return Err(ApiError::new(
                     ErrorCode::MATCH_JOIN_REJECTED,
@@ -647,6 +655,9 @@ impl Engine {
         let (reply, rx) = std::sync::mpsc::sync_channel(1);
         {
             let mut inbox = lock(&slot.inbox);
+            if slot.ended.load(Ordering::Acquire) {
+                return Err(RuntimeError::MatchNotFound);
+            }
             if inbox.signals.len() >= self.inner.config.signal_queue {
                 return Err(RuntimeError::Busy(
                     "the match has too many signals waiting".into(),
@@ -693,6 +704,12 @@ impl Engine {
         let rest: Vec<Arc<Slot>> = lock(&inner.slots).values().cloned().collect();
         for slot in rest {
             inner.end(&slot, "the server is shutting down");
+        }
+        // A worker already inside `end` for one of them keeps its slot until its
+        // members were told; the sessions close only after that.
+        let settle = Instant::now() + SHUTDOWN_SETTLE;
+        while !lock(&inner.slots).is_empty() && Instant::now() < settle {
+            std::thread::sleep(Duration::from_millis(5));
         }
         inner.stopping.store(true, Ordering::Release);
         inner.queue_cv.notify_all();

@@ -185,10 +185,12 @@ impl Outbox {
             }
             if run > 1 && !self.singles_only[family] {
                 match self.send_run(socket, i, run) {
-                    Ok(sent) => {
-                        self.next += sent;
+                    Ok(sent) if sent > 0 => {
+                        self.next += sent.min(run);
                         continue;
                     }
+                    // None went and nothing was said: the first goes alone.
+                    Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(e),
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     // The kernel sent none and said nothing: the first goes alone.

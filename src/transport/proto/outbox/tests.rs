@@ -346,14 +346,20 @@ fn peer(port: u16) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, port))
 }
 
+/// An outbox holding `n` one-byte packets, `i` to port `1000 + i`, no ECN bits.
+fn to_peers(n: u8) -> Outbox {
+    let mut outbox = Outbox::default();
+    for i in 0..n {
+        queue(&mut outbox, peer(1000 + u16::from(i)), &[i], None, None);
+    }
+    outbox
+}
+
 #[test]
 fn a_partial_send_then_a_stall_resumes_where_it_stopped() {
     let wire = Fake::on_loopback();
     wire.script([Ok(2), Err(io::Error::from(io::ErrorKind::WouldBlock))]);
-    let mut outbox = Outbox::default();
-    for i in 0..5u8 {
-        queue(&mut outbox, peer(1000 + u16::from(i)), &[i], None, None);
-    }
+    let mut outbox = to_peers(5);
     let stalled = outbox.flush(&wire).expect_err("the socket stalls");
     assert_eq!(stalled.kind(), io::ErrorKind::WouldBlock);
     assert_eq!(wire.went(), [(0, Via::Many), (1, Via::Many)]);
@@ -372,10 +378,7 @@ fn a_partial_send_then_a_stall_resumes_where_it_stopped() {
 fn an_interrupted_send_is_tried_again() {
     let wire = Fake::on_loopback();
     wire.script([Err(io::Error::from(io::ErrorKind::Interrupted))]);
-    let mut outbox = Outbox::default();
-    for i in 0..3u8 {
-        queue(&mut outbox, peer(1000 + u16::from(i)), &[i], None, None);
-    }
+    let mut outbox = to_peers(3);
     outbox.flush(&wire).expect("flushed");
     let all: Vec<(u8, Via)> = (0..3).map(|i| (i, Via::Many)).collect();
     assert_eq!(wire.went(), all);
@@ -385,10 +388,7 @@ fn an_interrupted_send_is_tried_again() {
 fn a_packet_refused_inside_a_run_is_lost_alone_and_never_resent() {
     let wire = Fake::on_loopback();
     wire.script([Ok(1), Err(io::Error::from(io::ErrorKind::PermissionDenied))]);
-    let mut outbox = Outbox::default();
-    for i in 0..5u8 {
-        queue(&mut outbox, peer(1000 + u16::from(i)), &[i], None, None);
-    }
+    let mut outbox = to_peers(5);
     outbox.flush(&wire).expect("flushed");
     assert_eq!(
         wire.went(),
@@ -407,10 +407,7 @@ fn a_packet_refused_inside_a_run_is_lost_alone_and_never_resent() {
 fn a_send_of_none_sends_the_first_alone() {
     let wire = Fake::on_loopback();
     wire.script([Err(io::Error::from(io::ErrorKind::WriteZero))]);
-    let mut outbox = Outbox::default();
-    for i in 0..3u8 {
-        queue(&mut outbox, peer(1000 + u16::from(i)), &[i], None, None);
-    }
+    let mut outbox = to_peers(3);
     outbox.flush(&wire).expect("flushed");
     assert_eq!(wire.went(), [(0, Via::One), (1, Via::Many), (2, Via::Many)]);
 }
@@ -497,10 +494,7 @@ fn a_single_send_that_stalls_is_sent_once_when_the_socket_takes_it() {
 fn a_send_that_reports_none_sent_sends_the_first_alone() {
     let wire = Fake::on_loopback();
     wire.script([Ok(0)]);
-    let mut outbox = Outbox::default();
-    for i in 0..3u8 {
-        queue(&mut outbox, peer(1000 + u16::from(i)), &[i], None, None);
-    }
+    let mut outbox = to_peers(3);
     outbox.flush(&wire).expect("flushed, not spinning");
     assert_eq!(wire.went(), [(0, Via::One), (1, Via::Many), (2, Via::Many)]);
 }
